@@ -1,0 +1,46 @@
+"""Device and dtype choice. Nothing else in the project picks a device.
+
+There are no module-level device globals: every function takes the preference it is
+given ("auto", "cpu", "cuda", "cuda:1", a torch.device or None) and resolves it now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import torch
+
+
+
+def choose_device(preference: str | torch.device | None = "auto") -> torch.device:
+    """Resolve a device preference; "auto"/None means CUDA when present, else CPU."""
+    if isinstance(preference, torch.device):
+        return preference
+    if preference is None or preference == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"Device {preference!r} was requested but CUDA is not available here.")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes on CUDA (bf16 where supported); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last helps convolutions on CUDA; on CPU it brings nothing reliable."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """A generator on the device, seeded when a seed is given (reproducible CPU runs)."""
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    return gen

@@ -1,0 +1,191 @@
+"""The one image I/O module: decode user files safely, built-in photos, tensors <-> PNG.
+
+Tensors are float32 in [0, 1], C×H×W (or B×C×H×W for batches), RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO, Literal, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import UserInputError
+
+ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
+
+MAX_PIXELS = 40_000_000  # above this a file is refused (decompression-bomb guard)
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+# name -> loader returning an H×W×3 uint8 array; all ship inside scikit-image / scikit-learn wheels
+_BUILTIN_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                    "stereo_motorcycle", "colorwheel", "camera", "coins", "moon", "clock", "brick", "grass", "gravel")
+_BUILTIN_SKLEARN = ("china", "flower")
+BUILTIN_PHOTOS = _BUILTIN_SKIMAGE + _BUILTIN_SKLEARN
+
+
+class ImageLoadError(UserInputError):
+    """The file could not be read as an image; the message says why."""
+
+
+@lru_cache(maxsize=None)
+def _builtin_array(name: str) -> np.ndarray:
+    if name in _BUILTIN_SKLEARN:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    if name in _BUILTIN_SKIMAGE:
+        import skimage.data
+
+        array = getattr(skimage.data, name)()
+        return array[0] if isinstance(array, tuple) else array
+    import difflib
+
+    close = difflib.get_close_matches(name, BUILTIN_PHOTOS, n=3)
+    raise ImageLoadError(f"No built-in photo {name!r}." + (f" Did you mean {', '.join(close)}?" if close else "")
+                         + f" Available: {', '.join(BUILTIN_PHOTOS)}.")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (grey, 16-bit, RGBA, palette, CMYK, float) -> 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        lo, hi = float(array.min()), float(array.max())
+        scale = 65535.0 if img.mode.startswith("I;16") else (hi if hi > 255 else 255.0)
+        if img.mode == "F" and hi <= 1.0 and lo >= 0.0:
+            scale = 1.0
+        array = np.clip(array / max(scale, 1e-12), 0, 1)
+        img = Image.fromarray((array * 255 + 0.5).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))  # flatten onto white
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def _decode(data: bytes, name: str) -> Image.Image:
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(f"{name}: {img.width}×{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit.")
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"{name}: refused, too many pixels (over {MAX_PIXELS:,}): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF).") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    img = ImageOps.exif_transpose(img)  # honour the camera's orientation tag
+    return _to_rgb(img)
+
+
+def load_image(source: ImageSource, *, max_side: int | None = 2048) -> torch.Tensor:
+    """Read an image from a path, ``builtin:NAME``, bytes, a file object, PIL, numpy or a tensor.
+
+    Returns RGB float32 3×H×W in [0, 1]. Images larger than ``max_side`` are downscaled.
+    """
+    if isinstance(source, torch.Tensor):
+        tensor = source.detach().float().cpu()
+        if tensor.ndim == 2:
+            tensor = tensor[None]
+        if tensor.shape[0] == 1:
+            tensor = tensor.expand(3, -1, -1)
+        return tensor.clamp(0, 1).contiguous()
+    if isinstance(source, str) and source.startswith("builtin:"):
+        array = _builtin_array(source.split(":", 1)[1])
+        img = Image.fromarray(array.astype(np.uint8) * (255 if array.dtype == bool else 1))
+        img = _to_rgb(img)
+    elif isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            if isinstance(source, str) and source in BUILTIN_PHOTOS:
+                return load_image(f"builtin:{source}", max_side=max_side)
+            raise ImageLoadError(f"Image file not found: {path}")
+        img = _decode(path.read_bytes(), path.name)
+    elif isinstance(source, bytes):
+        img = _decode(source, "upload")
+    elif isinstance(source, Image.Image):
+        img = _to_rgb(source)
+    elif isinstance(source, np.ndarray):
+        array = source
+        if array.dtype != np.uint8:
+            array = np.clip(array.astype(np.float64) * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        img = _to_rgb(Image.fromarray(array))
+    elif hasattr(source, "read"):
+        img = _decode(source.read(), getattr(source, "name", "upload"))
+    else:
+        raise ImageLoadError(f"Cannot read an image from {type(source).__name__}.")
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.LANCZOS)
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def fit(image: torch.Tensor, size: int | tuple[int, int], mode: Literal["crop", "pad"] = "crop") -> torch.Tensor:
+    """Resize to ``size`` keeping the aspect ratio: centre-crop the excess, or pad with grey."""
+    th, tw = (size, size) if isinstance(size, int) else size
+    squeeze = image.ndim == 3
+    x = image[None] if squeeze else image
+    h, w = x.shape[-2:]
+    scale = max(th / h, tw / w) if mode == "crop" else min(th / h, tw / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    if mode == "crop":
+        top, left = (nh - th) // 2, (nw - tw) // 2
+        x = x[..., top : top + th, left : left + tw]
+    else:
+        pt, pl = (th - nh) // 2, (tw - nw) // 2
+        x = F.pad(x, (pl, tw - nw - pl, pt, th - nh - pt), value=0.5)
+    return x[0] if squeeze else x
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """C×H×W in [0, 1] -> H×W×C uint8 (H×W for one channel)."""
+    array = (image.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray(to_uint8(image))
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Write atomically (temp file + rename) so readers never see half a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(png_bytes(image))
+    tmp.replace(path)
+    return path
+
+
+def grid(images: torch.Tensor, columns: int | None = None, padding: int = 2, fill: float = 1.0) -> torch.Tensor:
+    """B×C×H×W -> one C×H'×W' contact sheet."""
+    b, c, h, w = images.shape
+    columns = columns or int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / columns))
+    sheet = torch.full((c, rows * (h + padding) + padding, columns * (w + padding) + padding), fill)
+    for i in range(b):
+        r, col = divmod(i, columns)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        sheet[:, top : top + h, left : left + w] = images[i].detach().cpu()
+    return sheet

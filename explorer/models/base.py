@@ -1,0 +1,198 @@
+"""A loaded classifier: the module plus everything the rest of the project needs to use it."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import devices
+from ..capture import OUTPUT, capture, layer_shapes, resolve_modules
+from ..errors import UnknownLayerError
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for inputs in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Affine(nn.Module):
+    """x * scale + offset: TF-style (x·255 − 127)/128, or Caffe-style x·255 − 117."""
+
+    def __init__(self, scale: float, offset: float):
+        super().__init__()
+        self.scale, self.offset = float(scale), float(offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+
+IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    shape: tuple[int, ...]  # output shape without the batch dimension
+    kind: str  # module class name
+    calls: int  # how often the module runs in one forward pass
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    def describe(self) -> str:
+        return f"{self.name}  {self.kind}  {'×'.join(map(str, self.shape))}"
+
+
+def fingerprint_module(module: nn.Module) -> str:
+    """A short hash of the weights: caches key on it so new weights never meet stale results."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        data = tensor.detach().to("cpu", torch.float32).contiguous() if tensor.is_floating_point() else tensor.cpu()
+        digest.update(data.numpy().tobytes()[: 1 << 16])
+        digest.update(str(tuple(tensor.shape)).encode())
+    return digest.hexdigest()[:16]
+
+
+def make_inference_ready(module: nn.Module) -> nn.Module:
+    """eval mode, frozen weights, no in-place activations (they would overwrite captured tensors)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    for m in module.modules():
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
+    return module
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for the project: shared read-only between threads and sessions."""
+
+    name: str
+    module: nn.Module
+    preprocess: nn.Module
+    labels: list[str]
+    input_size: tuple[int, int]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    weights: str = "pretrained"
+    channels: int = 3
+    fixed_input_size: bool = False  # resize every input to input_size (nets with a flatten)
+    default_layer: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        make_inference_ready(self.module)
+        self.module.to(self.device, memory_format=devices.memory_format(self.device))
+        self.preprocess.to(self.device)
+
+    # ---- layers --------------------------------------------------------------------------
+    @cached_property
+    def _dry_run(self) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        with self._lock:
+            x = torch.full((1, self.channels, *self.input_size), 0.5, device=self.device)
+            return layer_shapes(self.module, self.preprocess(x))
+
+    @cached_property
+    def layers(self) -> list[LayerInfo]:
+        """Every module that produces a tensor, in execution order, with its output shape."""
+        shapes, calls = self._dry_run
+        kinds = {n: type(m).__name__ for n, m in self.module.named_modules()}
+        infos = [LayerInfo(n, s, kinds.get(n, "?"), calls.get(n, 1)) for n, s in shapes.items()]
+        out = self.num_classes
+        infos.append(LayerInfo(OUTPUT, (out,), "logits", 1))
+        return infos
+
+    @cached_property
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {info.name: info.shape for info in self.layers}
+
+    @cached_property
+    def reused_layers(self) -> frozenset[str]:
+        return frozenset(n for n, c in self._dry_run[1].items() if c > 1)
+
+    @cached_property
+    def num_classes(self) -> int:
+        with self._lock, torch.no_grad():
+            x = torch.full((1, self.channels, *self.input_size), 0.5, device=self.device)
+            return int(self.module(self.preprocess(x)).shape[-1])
+
+    def main_layers(self) -> list[LayerInfo]:
+        """The layers worth offering first: spatial (C×H×W) outputs of modules with children or convs, plus logits."""
+        modules = dict(self.module.named_modules())
+        picked = []
+        for info in self.layers:
+            module = modules.get(info.name)
+            if info.name == OUTPUT:
+                picked.append(info)
+            elif module is not None and info.calls == 1 and len(info.shape) in (1, 3):
+                if info.name.count(".") <= 1 and (len(list(module.children())) > 0 or isinstance(module, (nn.Conv2d, nn.Linear))):
+                    picked.append(info)
+        return picked
+
+    def check_layer(self, name: str) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                return info
+        resolve_modules(self.module, [name])  # raises with suggestions when unknown
+        raise UnknownLayerError(name, self.layer_shapes)  # a module that produces no tensor
+
+    # ---- running -------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B×C×H×W) -> the module's input: device, size, channels, normalisation."""
+        x = images.to(self.device, torch.float32)
+        if x.shape[1] != self.channels:
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.channels, -1, -1)
+            elif self.channels == 1:
+                x = x.mean(dim=1, keepdim=True)
+            else:
+                raise ValueError(f"{self.name} takes {self.channels}-channel images, got {x.shape[1]}.")
+        if self.fixed_input_size and tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        x = self.preprocess(x)
+        return x.contiguous(memory_format=devices.memory_format(self.device))
+
+    def activations(
+        self, images: torch.Tensor, layers: Iterable[str], *, use_autocast: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Activations of ``layers`` for images in [0, 1]; the forward pass stops after the deepest."""
+        x = self.prepare(images)
+        with devices.autocast(self.device, use_autocast):
+            acts = capture(self.module, x, layers, reused=self.reused_layers)
+        return {k: v.float() for k, v in acts.items()}
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+        """Softmax over classes for images in [0, 1], computed in batches; returned on the CPU."""
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            logits = self.activations(images[start : start + batch_size], [OUTPUT])[OUTPUT]
+            out.append(torch.softmax(logits, dim=-1).cpu())
+        return torch.cat(out)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_module(self.module)

@@ -1,0 +1,184 @@
+"""Feature visualisation: optimise a batch of images so a model's units fire."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Iterable
+
+import torch
+
+from .. import devices
+from ..capture import OUTPUT
+from ..models.base import LoadedModel
+from . import priors
+from .objectives import Context, Objective, diversity
+from .optimise import OptimisationResult, ProgressCallback, optimise
+from .param import make_param
+from .transforms import TRANSFORM_SETS
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that changes a render's result (hashable: caches key on :meth:`digest`)."""
+
+    size: int = 128
+    steps: int = 256
+    lr: float = 0.05
+    param: str = "fft"  # "fft" | "pixel" | "cppn"
+    decorrelate: bool = True
+    decay: float = 1.0
+    transforms: str = "standard"  # a key of TRANSFORM_SETS
+    tv: float = 0.0  # weight of total variation (β = tv_beta)
+    tv_beta: float = 2.0
+    alpha: float = 0.0  # weight of the α-norm
+    alpha_power: float = 6.0
+    l1: float = 0.0
+    l2: float = 0.0
+    blur_every: int = 0  # blur the image every N steps (0: never)
+    blur_sigma: float = 0.5
+    diversity: float = 0.0  # weight of the batch diversity term
+    seed: int | None = 0
+    autocast: bool = True  # mixed precision on CUDA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def with_(self, **changes) -> "RenderSettings":
+        return replace(self, **changes)
+
+
+FAST = RenderSettings(size=96, steps=96)  # thumbnails: a layer in minutes on a laptop CPU
+
+
+@dataclass
+class RenderResult:
+    images: torch.Tensor  # B×C×H×W in [0, 1], CPU
+    history: torch.Tensor  # steps × B objective values (priors included)
+    final_activation: torch.Tensor  # [B] objective without priors, on the untransformed final image
+    snapshots: dict[int, torch.Tensor]
+    stopped: str | None
+    seconds: float
+    objective: str
+    settings: RenderSettings
+    steps_done: int = 0
+    model: str = ""
+
+    def summary(self) -> dict:
+        return {
+            "model": self.model,
+            "objective": self.objective,
+            "settings": self.settings.to_dict(),
+            "final_activation": [round(float(v), 6) for v in self.final_activation],
+            "steps_done": self.steps_done,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def with_priors(objective: Objective, settings: RenderSettings) -> Objective:
+    """The objective plus the weighted priors (and diversity) the settings ask for."""
+    total = objective
+    if settings.tv:
+        total = total - settings.tv * priors.total_variation(settings.tv_beta)
+    if settings.alpha:
+        total = total - settings.alpha * priors.alpha_norm(settings.alpha_power)
+    if settings.l1:
+        total = total - settings.l1 * priors.l1()
+    if settings.l2:
+        total = total - settings.l2 * priors.l2()
+    if settings.diversity:
+        layers = sorted(l for l in objective.layers if l != OUTPUT)
+        if layers:
+            total = total + settings.diversity * diversity(layers[0])
+    return total
+
+
+def model_score(model: LoadedModel, objective: Objective, use_autocast: bool = True) -> Callable:
+    """score(image, transformed) for :func:`optimise`: activations of the transformed image,
+    priors on the untransformed one."""
+    layers = sorted(objective.layers) or [OUTPUT]
+
+    def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+        acts = model.activations(transformed, layers, use_autocast=use_autocast)
+        return objective(Context(acts=acts, image=image))
+
+    return score
+
+
+@torch.no_grad()
+def evaluate(model: LoadedModel, objective: Objective, images: torch.Tensor, include_priors: bool = False) -> torch.Tensor:
+    """The objective on given images (no transforms): the 'final activation' users see."""
+    images = images.to(model.device)
+    layers = sorted(objective.layers) or [OUTPUT]
+    acts = model.activations(images, layers, use_autocast=False)
+    return objective(Context(acts=acts, image=images, include_priors=include_priors)).float().cpu()
+
+
+def render(
+    model: LoadedModel,
+    objective: Objective,
+    settings: RenderSettings | None = None,
+    *,
+    batch: int | None = None,
+    init: torch.Tensor | None = None,
+    thresholds: Iterable[int] = (),
+    callback: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **overrides,
+) -> RenderResult:
+    """Optimise ``batch`` images (default: as many as the objective's units) to maximise ``objective``.
+
+    One forward/backward pass per step serves the whole batch. ``init`` (B×C×H×W or C×H×W in
+    [0, 1]) starts from an image instead of noise. Unknown layers and out-of-range units raise
+    a :class:`~explorer.errors.UserInputError` before any work starts.
+    """
+    settings = (settings or RenderSettings()).with_(**overrides) if overrides else (settings or RenderSettings())
+    objective.validate(model.layer_shapes)
+    n = batch or objective.batch or 1
+    if objective.batch is not None and n != objective.batch:
+        raise ValueError(f"batch={n} but the objective has {objective.batch} units.")
+    device = model.device
+    gen = devices.generator(device, settings.seed)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)  # anything drawing from the global generator
+    param = make_param(
+        settings.param, n, settings.size, channels=model.channels, decorrelated=settings.decorrelate,
+        decay=settings.decay, generator=gen, device=device,
+    )
+    if init is not None:
+        param.set_image_(init.to(device).expand(n, -1, -1, -1) if init.ndim == 3 else init.to(device))
+    make_transforms = TRANSFORM_SETS.get(settings.transforms)
+    if make_transforms is None:
+        raise ValueError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
+    total = with_priors(objective, settings)
+    result: OptimisationResult = optimise(
+        param,
+        model_score(model, total, settings.autocast),
+        steps=settings.steps,
+        lr=settings.lr,
+        transforms=make_transforms(settings.size),
+        generator=gen,
+        blur_every=settings.blur_every,
+        blur_sigma=settings.blur_sigma,
+        thresholds=thresholds,
+        callback=callback,
+        should_stop=should_stop,
+    )
+    final_activation = evaluate(model, objective, result.images)
+    return RenderResult(
+        images=result.images,
+        history=result.history,
+        final_activation=final_activation,
+        snapshots=result.snapshots,
+        stopped=result.stopped,
+        seconds=result.seconds,
+        objective=objective.name,
+        settings=settings,
+        steps_done=result.steps_done,
+        model=model.name,
+    )
