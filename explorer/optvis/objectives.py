@@ -147,7 +147,7 @@ def _units(units: Units) -> tuple[tuple[int, ...], int | None]:
     values = tuple(int(u) for u in units)
     if not values:
         raise UserInputError("No units given.")
-    return values, len(values)
+    return values, (len(values) if len(values) > 1 else None)
 
 
 def _per_image(units: tuple[int, ...], batch: int, device: torch.device) -> torch.Tensor:

@@ -68,6 +68,10 @@ class RenderResult:
     steps_done: int = 0
     model: str = ""
 
+    @property
+    def diverged(self) -> bool:
+        return bool(self.stopped and self.stopped.startswith("diverged"))
+
     def summary(self) -> dict:
         return {
             "model": self.model,

@@ -1,0 +1,102 @@
+"""``visualize`` and ``layers`` commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..images import grid, save_png
+from ..models import DEFAULT_MODEL, load_model
+from ..optvis import RenderSettings, objectives, render
+from ..parsing import parse_units
+from .common import output_dir, progress, write_json
+
+
+def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
+    """Render settings as options (shared with other commands that render)."""
+    g = p.add_argument_group("render settings")
+    g.add_argument("--steps", type=int, default=defaults.steps)
+    g.add_argument("--size", type=int, default=defaults.size)
+    g.add_argument("--lr", type=float, default=defaults.lr)
+    g.add_argument("--param", choices=["fft", "pixel", "cppn"], default=defaults.param)
+    g.add_argument("--no-decorrelate", action="store_true", help="optimise RGB directly")
+    g.add_argument("--decay", type=float, default=defaults.decay, help="Fourier spectrum decay (1/f^decay)")
+    g.add_argument("--transforms", choices=["standard", "lucent", "none"], default=defaults.transforms)
+    g.add_argument("--tv", type=float, default=defaults.tv, help="total-variation weight")
+    g.add_argument("--alpha", type=float, default=defaults.alpha, help="alpha-norm weight (alpha=6)")
+    g.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight")
+    g.add_argument("--blur-every", type=int, default=defaults.blur_every)
+    g.add_argument("--blur-sigma", type=float, default=defaults.blur_sigma)
+    g.add_argument("--diversity", type=float, default=defaults.diversity)
+    g.add_argument("--seed", type=int, default=defaults.seed)
+
+
+def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    return RenderSettings(
+        size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
+        decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
+        blur_every=args.blur_every, blur_sigma=args.blur_sigma, diversity=args.diversity, seed=args.seed,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("visualize", help="feature visualisation of channels, neurons, classes or a layer")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--weights", default=None, help="pretrained | random | PATH")
+    p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--channels", help="units, e.g. 0-15,20: one image per unit, rendered as one batch")
+    target.add_argument("--neuron", help="units at the centre position")
+    target.add_argument("--class", dest="classes", help="class indices (logit)")
+    target.add_argument("--deepdream", action="store_true", help="mean squared activation of the whole layer")
+    p.add_argument("--batch", type=int, default=None, help="images per unit for --deepdream/diversity")
+    p.add_argument("--out", default="out/visualize")
+    add_render_options(p)
+    p.set_defaults(func=run_visualize)
+
+    q = subparsers.add_parser("layers", help="list a model's layers with output shapes")
+    q.add_argument("--model", default=DEFAULT_MODEL)
+    q.add_argument("--weights", default=None)
+    q.add_argument("--all", action="store_true", help="every submodule, not only the main layers")
+    q.set_defaults(func=run_layers)
+
+
+def build_objective(model, args: argparse.Namespace) -> objectives.Objective:
+    if args.classes is not None:
+        return objectives.class_logit(parse_units(args.classes))
+    layer = args.layer or model.default_layer
+    if layer is None:
+        raise SystemExit("error: --layer is required for this model")
+    if args.deepdream:
+        return objectives.deepdream(layer)
+    if args.neuron is not None:
+        return objectives.neuron(layer, parse_units(args.neuron))
+    return objectives.channel(layer, parse_units(args.channels or "0"))
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.weights, device=args.device)
+    objective = build_objective(model, args)
+    objective.validate(model.layer_shapes)  # fail before any output or progress bar
+    settings = settings_from_args(args)
+    out = output_dir(args.out)
+    with progress(settings.steps, f"{model.name} {objective.name}") as callback:
+        result = render(model, objective, settings, batch=args.batch, callback=callback)
+    files = []
+    for i, image in enumerate(result.images):
+        files.append(save_png(image, out / f"{i:03d}.png").name)
+    save_png(grid(result.images), out / "grid.png")
+    write_json(out / "result.json", {**result.summary(), "files": files})
+    if result.stopped:
+        print(f"stopped: {result.stopped}")
+    print(f"{len(files)} images in {out} ({result.seconds:.1f} s); final activation mean "
+          f"{float(result.final_activation.mean()):.3f}")
+    return 1 if result.diverged else 0
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.weights, device=args.device)
+    infos = model.layers if args.all else model.main_layers()
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        print(f"{info.name:<{width}}  {'×'.join(map(str, info.shape)):>14}  {info.kind}")
+    return 0

@@ -1,0 +1,1 @@
+"""Streamlit pages and shared widgets. Only this package imports Streamlit; it holds no maths."""

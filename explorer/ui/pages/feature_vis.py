@@ -1,0 +1,120 @@
+"""Page: Feature visualisation — what does a unit, a layer or a class want to see?"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.errors import UserInputError
+from explorer.images import grid, to_uint8
+from explorer.optvis import RenderSettings, objectives, render
+from explorer.parsing import parse_units
+from explorer.ui import widgets
+
+KEY = "fv"
+st.title("Feature visualisation")
+st.caption("Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
+           "the image each unit would most like to see.")
+
+with st.sidebar:
+    model = widgets.model_picker(KEY)
+if model is None:
+    st.stop()
+
+params = st.query_params
+left, right = st.columns([1, 1])
+with left:
+    kinds = ["channel", "neuron", "class", "deepdream"]
+    kind = st.radio("Objective", kinds, index=kinds.index(params.get("objective", "channel")) if params.get("objective", "channel") in kinds else 0,
+                    horizontal=True, key=f"{KEY}_kind")
+    layer = "output" if kind == "class" else widgets.layer_picker(model, KEY)
+    if kind == "class":
+        units_text = st.text_input("Classes (e.g. 309 or 1,281)", params.get("unit", "309"), key=f"{KEY}_classes")
+        try:
+            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text)[:8]))
+        except UserInputError:
+            pass
+    elif kind == "deepdream":
+        units_text = ""
+    else:
+        size_hint = model.layer_shapes.get(layer, (0,))[0]
+        units_text = st.text_input(f"Units (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
+with right:
+    c1, c2, c3 = st.columns(3)
+    steps = c1.number_input("Steps", 1, 4096, 128, step=32, key=f"{KEY}_steps")
+    size = c2.number_input("Size (px)", 32, 512, 128, step=16, key=f"{KEY}_size")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
+    c1, c2, c3 = st.columns(3)
+    param = c1.selectbox("Parameterisation", ["fft", "pixel", "cppn"], key=f"{KEY}_param")
+    transforms = c2.selectbox("Transforms", ["standard", "lucent", "none"], key=f"{KEY}_transforms",
+                              help="standard: pad, jitter, scale 0.95–1.05, rotate ±5°, jitter (Olah et al. 2017)")
+    decorrelate = c3.checkbox("Decorrelate colour", True, key=f"{KEY}_decorrelate")
+    with st.expander("Priors and more"):
+        c1, c2 = st.columns(2)
+        lr = c1.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
+        decay = c2.number_input("Spectrum decay", 0.0, 3.0, 1.0, key=f"{KEY}_decay")
+        tv = c1.number_input("Total variation weight", 0.0, 100.0, 0.0, key=f"{KEY}_tv")
+        alpha = c2.number_input("α-norm weight (α=6)", 0.0, 100.0, 0.0, key=f"{KEY}_alpha")
+        l2 = c1.number_input("L2 weight", 0.0, 100.0, 0.0, key=f"{KEY}_l2")
+        blur_every = c2.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
+        blur_sigma = c1.number_input("Blur σ (px)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
+        diversity = c2.number_input("Diversity weight", 0.0, 1000.0, 0.0, key=f"{KEY}_diversity")
+        batch = c1.number_input("Images (deepdream / diversity)", 1, 64, 1, key=f"{KEY}_batch")
+
+settings = RenderSettings(size=int(size), steps=int(steps), lr=float(lr), param=param, decorrelate=decorrelate,
+                          decay=float(decay), transforms=transforms, tv=float(tv), alpha=float(alpha), l2=float(l2),
+                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), diversity=float(diversity), seed=int(seed))
+
+
+def build_objective() -> objectives.Objective:
+    if kind == "deepdream":
+        return objectives.deepdream(layer)
+    units = parse_units(units_text)
+    if kind == "class":
+        return objectives.class_logit(units)
+    if kind == "neuron":
+        return objectives.neuron(layer, units)
+    return objectives.channel(layer, units)
+
+
+go_col, cancel_col = st.columns([1, 6])
+start = go_col.button("Render", type="primary", key=f"{KEY}_go")
+with cancel_col:
+    widgets.cancel_button(KEY)
+
+if widgets.cancelled(KEY):
+    widgets.show_partial(KEY)
+elif start:
+    try:
+        objective = build_objective()
+        objective.validate(model.layer_shapes)
+        progress = widgets.LiveProgress(KEY, f"Rendering {objective.name}", preview_every=max(1, int(steps) // 16))
+        result = render(model, objective, settings, batch=None if objective.batch else int(batch), callback=progress)
+        progress.done()
+        st.session_state[f"{KEY}_result"] = result
+    except UserInputError as exc:
+        st.error(str(exc))
+
+result = st.session_state.get(f"{KEY}_result")
+if result is not None:
+    if result.stopped:
+        (st.error if result.diverged else st.info)(f"Stopped: {result.stopped}")
+    st.subheader(f"{result.model} · {result.objective} · {result.steps_done} steps in {result.seconds:.1f} s")
+    per_row = min(4, len(result.images))
+    cols = st.columns(per_row)
+    for i, image in enumerate(result.images):
+        with cols[i % per_row]:
+            st.image(to_uint8(image), caption=f"#{i} · activation {float(result.final_activation[i]):.3f}", width="stretch")
+            widgets.download_png(image, f"{result.model}_{i:03d}.png", key=f"{KEY}_dl_{i}")
+    c1, c2 = st.columns(2)
+    with c1:
+        widgets.download_png(grid(result.images), f"{result.model}_grid.png", "Download grid PNG", key=f"{KEY}_dl_grid")
+    with c2:
+        widgets.download_json(result.summary(), f"{result.model}_render.json", "Download settings + activations JSON", key=f"{KEY}_dl_json")
+    if len(result.history):
+        fig = go.Figure()
+        for i in range(result.history.shape[1]):
+            fig.add_trace(go.Scatter(y=result.history[:, i].tolist(), mode="lines", name=f"#{i}"))
+        fig.update_layout(title="Objective per step (priors included, transformed image)", xaxis_title="step",
+                          yaxis_title="objective", height=320, margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, width="stretch")

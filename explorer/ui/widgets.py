@@ -1,0 +1,142 @@
+"""Widgets shared by every page: model/layer pickers, progress with preview and cancel, downloads."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Callable
+
+import streamlit as st
+import torch
+
+from ..errors import UserInputError
+from ..images import grid, png_bytes, to_uint8
+from ..models import DEFAULT_MODEL, LoadedModel, WeightsUnavailable, available_models, load_model
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def cached_model(name: str, weights: str) -> LoadedModel:
+    """One model object per process, shared read-only by every session (the registry also caches)."""
+    model = load_model(name, weights)
+    _ = model.layers  # dry run once, here, not in every session
+    return model
+
+
+def model_picker(key: str, default: str | None = None, family: str | None = "imagenet") -> LoadedModel | None:
+    """Model and weights selectors; shows a clear message (not a traceback) when weights are missing."""
+    specs = [s for s in available_models() if family is None or s.family == family or s.name == default]
+    names = [s.name for s in specs]
+    wanted = st.query_params.get("model") or default or DEFAULT_MODEL
+    index = names.index(wanted) if wanted in names else (names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0)
+    titles = {s.name: s.title for s in specs}
+    name = st.selectbox("Model", names, index=index, format_func=lambda n: titles.get(n, n), key=f"{key}_model")
+    spec = next(s for s in specs if s.name == name)
+    weight_options = ["pretrained", "random"]
+    weights = st.selectbox(
+        "Weights", weight_options, index=weight_options.index(spec.default_weights) if spec.default_weights in weight_options else 0,
+        key=f"{key}_weights", help="'random' gives the bare architecture (untrained).",
+    )
+    try:
+        return cached_model(name, weights)
+    except WeightsUnavailable as exc:
+        st.error(str(exc))
+    except UserInputError as exc:
+        st.error(str(exc))
+    return None
+
+
+def layer_picker(model: LoadedModel, key: str, include_output: bool = False, default: str | None = None) -> str:
+    """Layer selector showing output shapes; the main layers first, every submodule on request."""
+    show_all = st.checkbox("All submodules", value=False, key=f"{key}_all_layers")
+    infos = model.layers if show_all else model.main_layers()
+    infos = [i for i in infos if include_output or i.name != "output"]
+    names = [i.name for i in infos]
+    shapes = {i.name: "×".join(map(str, i.shape)) for i in infos}
+    wanted = st.query_params.get("layer") or default or model.default_layer
+    if wanted and wanted not in names and wanted in model.layer_shapes:
+        names.append(wanted)
+        shapes[wanted] = "×".join(map(str, model.layer_shapes[wanted]))
+    index = names.index(wanted) if wanted in names else 0
+    return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
+
+
+class LiveProgress:
+    """``callback(step, total, preview, values)`` for library jobs: a progress bar, a status line and
+    a preview image every ``preview_every`` steps. The latest preview is kept in session state so a
+    cancelled run can still show (and offer) what it had reached."""
+
+    def __init__(self, key: str, label: str, preview_every: int = 8, preview_columns: int = 8):
+        self.key, self.label, self.preview_every = key, label, max(1, preview_every)
+        self.bar = st.progress(0.0, text=label)
+        self.preview = st.empty()
+        self.columns = preview_columns
+        st.session_state.pop(f"{key}_partial", None)
+
+    def __call__(self, step: int, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
+        text = f"{self.label}: step {step}/{total}"
+        if values is not None and values.numel():
+            text += f" · objective {float(values.float().mean()):.3f}"
+        self.bar.progress(min(1.0, step / max(total, 1)), text=text)
+        if preview is not None and (step % self.preview_every == 0 or step == total):
+            images = preview.detach().float().cpu()
+            st.session_state[f"{self.key}_partial"] = {"step": step, "images": images}
+            if images.ndim == 4:
+                self.preview.image(to_uint8(grid(images[: self.columns * 2], columns=self.columns)), caption=f"step {step}")
+
+    def done(self) -> None:
+        self.bar.empty()
+        self.preview.empty()
+
+
+def cancel_button(key: str) -> None:
+    """A Cancel button. Clicking it reruns the page, which stops the running job at its next
+    progress update; the page then finds ``cancelled(key)`` true and shows the partial result."""
+    if st.button("Cancel", key=f"{key}_cancel"):
+        st.session_state[f"{key}_cancelled"] = True
+
+
+def cancelled(key: str) -> bool:
+    return bool(st.session_state.pop(f"{key}_cancelled", False))
+
+
+def show_partial(key: str) -> None:
+    partial = st.session_state.get(f"{key}_partial")
+    if partial:
+        st.warning(f"Cancelled at step {partial['step']}; this is the last preview.")
+        st.image(to_uint8(grid(partial["images"])), caption=f"step {partial['step']}")
+        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])), f"{key}_partial.png", "image/png",
+                           key=f"{key}_partial_dl")
+
+
+def download_png(image: torch.Tensor, filename: str, label: str = "PNG", key: str | None = None) -> None:
+    st.download_button(label, png_bytes(image), filename, "image/png", key=key or f"dl_{filename}")
+
+
+def download_json(data: dict, filename: str, label: str = "JSON", key: str | None = None) -> None:
+    st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json", key=key or f"dl_{filename}")
+
+
+def user_error(exc: Exception) -> None:
+    """Show a user's mistake as a message; anything else as an exception box, without crashing the page."""
+    if isinstance(exc, UserInputError):
+        st.error(str(exc))
+    else:
+        st.exception(exc)
+
+
+def guarded(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except UserInputError as exc:
+        st.error(str(exc))
+
+
+def csv_bytes(rows: list[dict]) -> bytes:
+    import csv
+
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue().encode()
