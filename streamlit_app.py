@@ -6,8 +6,20 @@ import streamlit as st
 
 PAGES = Path(__file__).parent / "explorer" / "ui" / "pages"
 
+# (file, title, icon, url path); the first is the default page
+PAGE_TABLE = [
+    ("feature_vis.py", "Feature visualisation", "🔭", "feature_vis"),
+    ("gallery.py", "Layer gallery", "🖼️", "gallery"),
+    ("inversion.py", "Inversion & DeepDream", "🪞", "inversion"),
+    ("fooling.py", "Fooling noise", "📺", "fooling"),
+    ("diffusion.py", "Diffusion inspector", "🌫️", "diffusion"),
+    ("audio.py", "Audio hallucinations", "🔊", "audio"),
+]
+
 st.set_page_config(page_title="Machine Imagination Explorer", page_icon="🧠", layout="wide")
 pages = [
-    st.Page(PAGES / "feature_vis.py", title="Feature visualisation", icon="🔭", url_path="feature_vis", default=True),
+    st.Page(PAGES / file, title=title, icon=icon, url_path=url, default=(i == 0))
+    for i, (file, title, icon, url) in enumerate(PAGE_TABLE)
+    if (PAGES / file).exists()
 ]
 st.navigation(pages).run()

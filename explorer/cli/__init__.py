@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from ..errors import UserInputError
 
-COMMAND_MODULES = ["visualize"]
+COMMAND_MODULES = ["visualize", "gallery", "inversion", "fooling", "diffusion", "audio"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            continue  # feature not built yet
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 

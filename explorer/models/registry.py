@@ -43,13 +43,17 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_builtin_entries() -> None:
-    from . import imagenet  # noqa: F401  (registers on import)
+# Modules of explorer.models that register entries when imported.
+ENTRY_MODULES = ["imagenet", "fashion"]
 
-    try:
-        from .. import project_models  # noqa: F401  (models the project trained itself, when present)
-    except ImportError:
-        pass
+
+def _ensure_builtin_entries() -> None:
+    import importlib
+    import importlib.util
+
+    for name in ENTRY_MODULES:
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f"{__package__}.{name}")
 
 
 def available_models() -> list[ModelSpec]:
