@@ -8,6 +8,7 @@ PAGES = Path(__file__).parent / "explorer" / "ui" / "pages"
 
 # (file, title, icon, url path); the first is the default page
 PAGE_TABLE = [
+    ("home.py", "Home", "🧠", "home"),
     ("feature_vis.py", "Feature visualisation", "🔭", "feature_vis"),
     ("gallery.py", "Layer gallery", "🖼️", "gallery"),
     ("inversion.py", "Inversion & DeepDream", "🪞", "inversion"),

@@ -168,7 +168,8 @@ class CPPNParam(ImageParam):
             w_init = torch.randn(batch * fan_out, in_width, 1, 1, generator=generator, device=device) / math.sqrt(in_width)
             self.weights.append(nn.Parameter(w_init))
             self.biases.append(nn.Parameter(torch.zeros(batch * fan_out, device=device)))
-        self.out_weight = nn.Parameter(torch.zeros(batch * channels, hidden * 3, 1, 1, device=device))
+        out_init = torch.randn(batch * channels, hidden * 3, 1, 1, generator=generator, device=device)
+        self.out_weight = nn.Parameter(out_init / math.sqrt(hidden * 3))
         self.out_bias = nn.Parameter(torch.zeros(batch * channels, device=device))
 
     @staticmethod
