@@ -1,0 +1,160 @@
+"""``gallery build | ls | export | verify``: the layer gallery from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+
+from ..errors import UserInputError
+from ..models import DEFAULT_MODEL, load_model
+from ..optvis import FAST
+from ..parsing import parse_list, parse_units
+from .common import output_dir, progress, write_json
+from .visualize import add_render_options, settings_from_args
+
+
+def _store(args: argparse.Namespace):
+    from ..gallery import GalleryStore
+
+    return GalleryStore(args.store) if args.store else GalleryStore()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("gallery", help="layer gallery: render every unit of a layer into a resumable store")
+    sub = p.add_subparsers(dest="gallery_command", required=True)
+    store_help = "gallery store folder (default: $EXPLORER_CACHE_DIR/gallery or ~/.cache/machine-imagination/gallery)"
+
+    b = sub.add_parser("build", help="render the missing units of layers (resumable; safe to run twice at once)")
+    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument("--weights", default=None, help="pretrained | random | PATH")
+    b.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
+    b.add_argument("--units", help="units, e.g. 0-63 (default: all of each layer)")
+    b.add_argument("--facets", type=int, default=0, help="also render N diversity facets per unit (N ≥ 2)")
+    b.add_argument("--negative", action="store_true", help="also render the minimising (negative) image")
+    b.add_argument("--batch", type=int, default=16, help="units rendered together (one forward/backward per step)")
+    b.add_argument("--examples", default="builtin",
+                   help="dataset examples: 'builtin' (bundled photos), a folder of images, or 'none'")
+    b.add_argument("--store", help=store_help)
+    b.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal (crashed builders)")
+    b.add_argument("--no-wait", action="store_true", help="skip units another builder is rendering instead of waiting")
+    add_render_options(b, FAST)
+    b.set_defaults(func=run_build)
+
+    ls = sub.add_parser("ls", help="what the store holds: layers, settings, units done")
+    ls.add_argument("--store", help=store_help)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=run_ls)
+
+    e = sub.add_parser("export", help="copy a layer's images to a folder with index.json and index.csv")
+    e.add_argument("--model", default=DEFAULT_MODEL)
+    e.add_argument("--weights", default=None)
+    e.add_argument("--layer", required=True)
+    e.add_argument("--units", help="units to export (default: all stored)")
+    e.add_argument("--out", default="out/gallery")
+    e.add_argument("--store", help=store_help)
+    add_render_options(e, FAST)
+    e.set_defaults(func=run_export)
+
+    v = sub.add_parser("verify", help="check that every indexed entry has readable image files")
+    v.add_argument("--store", help=store_help)
+    v.set_defaults(func=run_verify)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..gallery import build, ensure_examples, image_set_from_spec, layer_units, variants_for
+
+    store = _store(args)
+    model = load_model(args.model, args.weights, device=args.device)
+    layers = parse_list(args.layers) if args.layers else [model.default_layer or ""]
+    if not layers or not layers[0]:
+        raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
+    if args.facets == 1 or args.facets < 0:
+        raise UserInputError("--facets must be 0 (none) or at least 2.")
+    sizes = {layer: layer_units(model, layer) for layer in layers}  # validates every layer before any work
+    settings = settings_from_args(args)
+    variants = variants_for(args.facets, args.negative)
+    image_set = None if args.examples.lower() == "none" else image_set_from_spec(args.examples)
+    print(f"store: {store.root}")
+    for layer in layers:
+        units = parse_units(args.units, limit=sizes[layer]) if args.units else list(range(sizes[layer]))
+        desc = f"{model.name} {layer} ({', '.join(variants)})"
+        with progress(len(units) * len(variants), desc, unit="unit") as callback:
+            report = build(model, layer, units, settings, store=store, variants=variants, batch=args.batch,
+                           lease=args.lease, wait_for_others=not args.no_wait, callback=callback)
+            callback(len(units) * len(variants), len(units) * len(variants))
+        rate = report.units_per_minute()
+        print(f"{layer}: rendered {report.units_rendered} ({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}),"
+              f" {report.already_done} already stored, {report.seconds:.1f} s"
+              + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
+    if image_set is not None:
+        with progress(len(image_set), f"dataset examples: {image_set.name}", unit="image") as callback:
+            started = time.perf_counter()
+            ensure_examples(model, layers, image_set, store, callback=callback)
+        print(f"dataset examples for {', '.join(layers)}: {len(image_set)} views ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows = store.summary()
+    examples = store.example_sets()
+    if args.json:
+        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples}, indent=2))
+        return 0
+    print(f"store: {store.root}")
+    if not rows:
+        print("(no renders yet: `python -m explorer gallery build --layers blocks.10`)")
+    for r in rows:
+        s = r["settings"] or {}
+        print(f"{r['model']:<20} {r['fingerprint'][:8]} {r['layer']:<14} {r['variant']:<8} settings {r['digest']}"
+              f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed {r['claimed']:>3}"
+              f"  {r['seconds']:.0f} s")
+    for e in examples:
+        print(f"examples: {e['model']:<20} {e['layer']:<14} {e['n_images']} views of {e['description']}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..gallery import MAX, NEG, layer_units, lookup
+
+    store = _store(args)
+    model = load_model(args.model, args.weights, device=args.device)
+    n = layer_units(model, args.layer)
+    units = parse_units(args.units, limit=n) if args.units else None
+    settings = settings_from_args(args)
+    out = output_dir(args.out)
+    variants = [MAX, NEG] + sorted({r["variant"] for r in store.summary() if r["variant"].startswith("facets")})
+    rows, copied = [], 0
+    for variant in variants:
+        for unit, entry in lookup(store, model, args.layer, settings, variant, units).items():
+            for j, (path, activation) in enumerate(zip(entry.files, entry.activations)):
+                name = f"{args.layer}_{unit:04d}_{variant}" + (f"_{j}" if len(entry.files) > 1 else "") + ".png"
+                shutil.copyfile(path, out / name)
+                copied += 1
+                rows.append({"unit": unit, "variant": variant, "index": j, "file": name, "activation": activation,
+                             "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
+    if not rows:
+        raise UserInputError(f"Nothing stored for {model.name} {args.layer} with these settings "
+                             f"(digest {settings.digest()}); `gallery ls` shows what is there.")
+    rows.sort(key=lambda r: (r["unit"], r["variant"], r["index"]))
+    write_json(out / "index.json", {"model": model.name, "fingerprint": model.fingerprint, "layer": args.layer,
+                                    "settings": settings.to_dict(), "digest": settings.digest(), "images": rows})
+    with open(out / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{copied} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    problems = store.verify()
+    for p in problems:
+        print(p)
+    done = sum(r["done"] for r in store.summary())
+    print(f"{store.root}: {done} entries, {len(problems)} problems")
+    return 1 if problems else 0
