@@ -99,7 +99,9 @@ def optimise(
             break
     with torch.no_grad():
         final = param().detach()
-    if not torch.isfinite(final).all():
+    if stopped is not None and stopped.startswith("diverged") and last_good is not None:
+        final = last_good  # the last image whose objective was finite
+    elif not torch.isfinite(final).all():
         final = last_good if last_good is not None else torch.full_like(final, 0.5)
         stopped = stopped or "diverged: the parameters became non-finite; kept the last finite image"
     hist = torch.stack(history).float().cpu() if history else torch.zeros(0, final.shape[0])

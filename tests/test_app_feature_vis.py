@@ -1,0 +1,59 @@
+"""AppTest of the Feature visualisation page (real EfficientNet-Lite0, tiny settings)."""
+
+from streamlit.testing.v1 import AppTest
+
+
+def page(root):
+    at = AppTest.from_file(str(root / "explorer/ui/pages/feature_vis.py"), default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def tiny_settings(at):
+    at.number_input(key="fv_steps").set_value(3)
+    at.number_input(key="fv_size").set_value(48)
+
+
+def test_render_shows_images_with_activations(root):
+    at = page(root)
+    at.selectbox(key="fv_layer").set_value("blocks.6")
+    tiny_settings(at)
+    at.text_input(key="fv_units").set_value("2-3")
+    at.button(key="fv_go").click().run()
+    assert not at.exception and not at.error
+    captions = [img.caption for img in at.get("imgs")] if at.get("imgs") else []
+    assert "blocks.6" in at.subheader[0].value
+    result = at.session_state["fv_result"]
+    assert result.images.shape == (2, 3, 48, 48)
+    assert result.steps_done == 3
+    assert len(at.get("plotly_chart")) == 1
+    assert captions == [] or any("activation" in c for c in captions)
+
+
+def test_bad_units_show_errors_not_tracebacks(root):
+    at = page(root)
+    tiny_settings(at)
+    at.text_input(key="fv_units").set_value("500")
+    at.button(key="fv_go").click().run()
+    assert not at.exception
+    assert "out of range" in at.error[0].value and "0–111" in at.error[0].value
+    at.text_input(key="fv_units").set_value("three")
+    at.button(key="fv_go").click().run()
+    assert not at.exception and "Cannot read units" in at.error[0].value
+
+
+def test_query_params_prefill_the_page(root):
+    at = AppTest.from_file(str(root / "explorer/ui/pages/feature_vis.py"), default_timeout=180)
+    at.query_params["layer"] = "blocks.3"
+    at.query_params["unit"] = "7"
+    at.run()
+    assert at.selectbox(key="fv_layer").value == "blocks.3"
+    assert at.text_input(key="fv_units").value == "7"
+
+
+def test_class_objective_lists_class_names(root):
+    at = page(root)
+    at.radio(key="fv_kind").set_value("class").run()
+    at.text_input(key="fv_classes").set_value("281").run()
+    assert any("tabby" in c.value for c in at.caption)

@@ -1,0 +1,80 @@
+import torch
+
+from explorer.optvis import RenderSettings, make_param, objectives, optimise, render
+
+S = RenderSettings(size=32, steps=12, seed=7)
+
+
+def test_seeded_render_is_reproducible(tiny):
+    a = render(tiny, objectives.channel("conv2", [0, 1]), S)
+    b = render(tiny, objectives.channel("conv2", [0, 1]), S)
+    c = render(tiny, objectives.channel("conv2", [0, 1]), S.with_(seed=8))
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_batch_renders_one_image_per_unit_with_history(tiny):
+    result = render(tiny, objectives.channel("conv2", list(range(5))), S, thresholds=(4, 12))
+    assert result.images.shape == (5, 3, 32, 32)
+    assert result.history.shape == (12, 5)
+    assert set(result.snapshots) == {4, 12}
+    assert torch.allclose(result.snapshots[12], result.images)
+    assert result.final_activation.shape == (5,)
+    assert 0 <= float(result.images.min()) and float(result.images.max()) <= 1
+
+
+def test_cancel_keeps_progress(tiny):
+    calls = []
+    result = render(tiny, objectives.channel("conv2", 0), S, callback=lambda s, t, p, v: calls.append(s),
+                    should_stop=lambda: len(calls) >= 5)
+    assert result.stopped == "cancelled" and result.steps_done == 5
+
+
+def test_nan_stops_and_keeps_last_finite_image():
+    param = make_param("pixel", 2, 8, generator=torch.Generator().manual_seed(0))
+    step = {"n": 0}
+    snapshots = []
+
+    def score(image, transformed):
+        step["n"] += 1
+        snapshots.append(image.detach().clone())
+        value = image.mean(dim=(1, 2, 3))
+        return value * float("nan") if step["n"] == 6 else value
+
+    result = optimise(param, score, steps=20, lr=0.1)
+    assert result.diverged and "step 6" in result.stopped
+    assert result.steps_done == 5
+    assert torch.isfinite(result.images).all()
+    assert torch.equal(result.images, snapshots[4])  # the image of the last finite step
+
+
+def test_nan_parameters_fall_back_to_last_finite_image():
+    param = make_param("pixel", 1, 8)
+
+    def poison(p):
+        with torch.no_grad():
+            p.pixels.fill_(float("nan"))
+
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=3, project=poison)
+    assert result.diverged and torch.isfinite(result.images).all()
+
+
+def test_stop_when_target_reached(tiny):
+    param = make_param("pixel", 1, 16)
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=500, lr=0.2, stop_when=lambda v: bool((v > 0.9).all()))
+    assert result.stopped == "target reached" and result.steps_done < 500
+    assert float(result.images.mean()) > 0.9
+
+
+def test_init_image_starts_from_photo(tiny):
+    photo = torch.rand(3, 32, 32) * 0.8 + 0.1
+    result = render(tiny, objectives.channel("conv2", 0), S.with_(steps=0, param="pixel"), init=photo)
+    assert torch.allclose(result.images[0], photo, atol=1e-3)
+
+
+def test_blur_every_smooths(tiny):
+    sharp = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none"))
+    blurred = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none", blur_every=2, blur_sigma=1.0))
+    from explorer.optvis.priors import tv_value
+
+    assert float(tv_value(blurred.images).mean()) < float(tv_value(sharp.images).mean())
