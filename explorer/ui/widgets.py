@@ -65,15 +65,15 @@ class LiveProgress:
     a preview image every ``preview_every`` steps. The latest preview is kept in session state so a
     cancelled run can still show (and offer) what it had reached."""
 
-    def __init__(self, key: str, label: str, preview_every: int = 8, preview_columns: int = 8):
-        self.key, self.label, self.preview_every = key, label, max(1, preview_every)
+    def __init__(self, key: str, label: str, preview_every: int = 8, preview_columns: int = 8, unit: str = "step"):
+        self.key, self.label, self.preview_every, self.unit = key, label, max(1, preview_every), unit
         self.bar = st.progress(0.0, text=label)
         self.preview = st.empty()
         self.columns = preview_columns
         st.session_state.pop(f"{key}_partial", None)
 
     def __call__(self, step: int, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
-        text = f"{self.label}: step {step}/{total}"
+        text = f"{self.label}: {self.unit} {step:g}/{total}"  # fractional counts (e.g. units of a batch) allowed
         if values is not None and values.numel():
             text += f" · objective {float(values.float().mean()):.3f}"
         self.bar.progress(min(1.0, step / max(total, 1)), text=text)
