@@ -1,0 +1,467 @@
+"""Audio dreams: ascend a network's output on a log-magnitude spectrogram, turn it into sound,
+and check that the sound still does what the spectrogram did (the round trip).
+
+The spectrogram is an ordinary image parameterisation (``make_param(kind, 1, (bins, frames),
+channels=1, decorrelated=False)``) whose [0, 1] values map linearly to decibels, optimised by
+THE loop (:func:`explorer.optvis.optimise.optimise`) with a score function:
+
+    x ∈ [0,1]  →  dB = floor + x·range  →  magnitude  →  target network  →  objective
+                                                     − TV along time − TV along frequency
+
+A random gain per step (``gain_jitter_db``) is the audio version of transformation robustness:
+it keeps the dream from depending on one exact loudness, which matters because the written file
+is peak-normalised. Targets:
+
+* ``speech`` — Silero VAD speech probability (mean log p over 32 ms chunks);
+* ``music:TAG`` — a MagnaTagATune tag of the musicnn VGG tagger (log-sigmoid);
+* ``image:MODEL:LAYER[:UNIT]`` or ``image:MODEL:class:N`` — any registry image classifier looking
+  at the spectrogram as a picture (low frequencies at the bottom): DeepDream of a layer, a
+  channel, or a class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import devices
+from ..errors import UserInputError
+from ..optvis.optimise import ProgressCallback, optimise
+from ..optvis.param import make_param
+from . import io as audio_io
+from .clips import BUILTIN_CLIPS, builtin_clip
+from .spectrogram import STFTConfig, db_to_magnitude, griffin_lim, istft, magnitude_to_db, stft
+
+DEFAULT_IMAGE_STFT = STFTConfig(n_fft=512, hop=128)
+SAMPLE_RATE = 16000
+
+
+# ---- targets -----------------------------------------------------------------------------------
+class AudioTarget:
+    """What a dream maximises. Subclasses say how a magnitude spectrogram (B×bins×frames) scores
+    and how to report a waveform's network output for the round trip."""
+
+    name: str = "target"
+    sample_rate: int = SAMPLE_RATE
+    stft: STFTConfig = DEFAULT_IMAGE_STFT
+    value_label: str = "value"
+
+    def score(self, magnitude: torch.Tensor, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Per-item objective to maximise (differentiable)."""
+        raise NotImplementedError
+
+    def report(self, magnitude: torch.Tensor) -> dict:
+        """{"value": the headline number, "scores": {label: value} for bar charts} without gradients."""
+        raise NotImplementedError
+
+    def report_waveform(self, wav: torch.Tensor) -> dict:
+        mag = stft(wav.reshape(1, -1).to(self.device), self.stft).abs()
+        return self.report(mag)
+
+    device: torch.device = torch.device("cpu")
+
+
+class SpeechTarget(AudioTarget):
+    """Silero VAD's speech probability, averaged over the clip's 32 ms chunks."""
+
+    value_label = "speech probability"
+
+    def __init__(self, device: torch.device):
+        from .silero import SPEECH_STFT, load_silero
+
+        self.model = load_silero(device)
+        self.device, self.stft, self.name = device, SPEECH_STFT, "speech"
+
+    def score(self, magnitude, image, generator):
+        probs = self.model(magnitude)
+        return torch.log(probs.clamp(min=1e-6)).mean(-1)
+
+    @torch.no_grad()
+    def report(self, magnitude):
+        probs = self.model(magnitude)[0]
+        return {"value": float(probs.mean()), "scores": {"speech": float(probs.mean())},
+                "per_chunk": [round(float(p), 4) for p in probs]}
+
+    @torch.no_grad()
+    def report_waveform(self, wav):
+        # the exact streaming framing of the shipped model, not the uniform STFT the dream used
+        probs = self.model.speech_probability(wav.reshape(1, -1).to(self.device))[0]
+        return {"value": float(probs.mean()), "scores": {"speech": float(probs.mean())},
+                "per_chunk": [round(float(p), 4) for p in probs]}
+
+
+class MusicTarget(AudioTarget):
+    """One MagnaTagATune tag of the musicnn VGG tagger; reports all 50 tags."""
+
+    value_label = "tag probability"
+
+    def __init__(self, tag: str, device: torch.device, model: str = "MTT_vgg"):
+        from .musicnn import MUSIC_STFT, PATCH_FRAMES, load_music_tagger
+
+        self.model = load_music_tagger(model, device)
+        self.index = self.model.tag_index(tag)
+        self.tag = self.model.labels[self.index]
+        self.device, self.stft, self.name = device, MUSIC_STFT, f"music:{self.tag}"
+        self.value_label = f"p({self.tag})"
+        self.patch_frames = PATCH_FRAMES
+
+    def score(self, magnitude, image, generator):
+        log_mel = self.model.log_mel(magnitude)
+        frames = log_mel.shape[-1]
+        if frames > self.patch_frames:
+            # one random 3 s patch per step: a time-jitter transform that also saves compute
+            start = int(torch.randint(0, frames - self.patch_frames + 1, (1,), generator=generator, device=generator.device if generator is not None else "cpu"))
+            log_mel = log_mel[..., start : start + self.patch_frames]
+        logits = self.model(log_mel)[..., self.index]  # B×P
+        return F.logsigmoid(logits).mean(-1)
+
+    @torch.no_grad()
+    def report(self, magnitude):
+        probs = torch.sigmoid(self.model.logits_from_magnitude(magnitude)).mean(1)[0]
+        return {"value": float(probs[self.index]), "scores": {label: float(p) for label, p in zip(self.model.labels, probs)}}
+
+
+class ImageTarget(AudioTarget):
+    """An image classifier looking at the spectrogram as a grey picture (low pitch at the bottom)."""
+
+    value_label = "objective"
+
+    def __init__(self, model, objective, device: torch.device | None = None):
+        objective.validate(model.layer_shapes)
+        self.model, self.objective = model, objective
+        self.device, self.stft = device or model.device, DEFAULT_IMAGE_STFT
+        self.name = f"image:{model.name}:{objective.name}"
+        self.dbmap: DBMap | None = None  # set by dream(): how magnitudes become a [0, 1] picture
+
+    @classmethod
+    def from_spec(cls, spec: str, device: torch.device) -> "ImageTarget":
+        """image:MODEL[:LAYER[:UNIT]] (DeepDream of the layer, or one channel) or image:MODEL:class:N."""
+        from ..models import load_model
+        from ..optvis import objectives
+
+        parts = spec.split(":")
+        if len(parts) < 2 or not parts[1]:
+            raise UserInputError("Image targets look like image:MODEL:LAYER, image:MODEL:LAYER:UNIT or image:MODEL:class:N.")
+        model = load_model(parts[1], device=device)
+        layer = parts[2] if len(parts) > 2 and parts[2] else (model.default_layer or "output")
+        if layer == "class":
+            if len(parts) < 4:
+                raise UserInputError("image:MODEL:class:N needs a class index N.")
+            objective = objectives.class_logit(_int(parts[3], "class"))
+        elif len(parts) > 3:
+            objective = objectives.channel(layer, _int(parts[3], "unit"))
+        else:
+            objective = objectives.deepdream(layer)
+        return cls(model, objective, device)
+
+    def picture(self, unit: torch.Tensor) -> torch.Tensor:
+        """B×1×bins×frames in [0, 1] → B×C×H×W at the model's input size, low frequencies at the bottom."""
+        flipped = torch.flip(unit, dims=[-2])
+        resized = F.interpolate(flipped, size=tuple(self.model.input_size), mode="bilinear", align_corners=False)
+        return resized.expand(-1, self.model.channels, -1, -1)
+
+    def _value(self, unit: torch.Tensor) -> torch.Tensor:
+        from ..capture import OUTPUT
+        from ..optvis.objectives import Context
+
+        picture = self.picture(unit)
+        layers = sorted(self.objective.layers | {OUTPUT})
+        acts = self.model.activations(picture, layers)
+        return self.objective(Context(acts=acts, image=picture)), acts[OUTPUT]
+
+    def score(self, magnitude, image, generator):
+        return self._value(image)[0]
+
+    @torch.no_grad()
+    def report(self, magnitude):
+        value, logits = self._value(self.dbmap.to_unit(magnitude)[:, None])
+        probs = torch.softmax(logits.float(), -1)[0]
+        top = probs.argsort(descending=True)[:8]
+        return {"value": float(value[0]), "scores": {self.model.label(int(i)): float(probs[i]) for i in top}}
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserInputError(f"The {what} must be a whole number, got {text!r}.") from None
+
+
+# ---- settings and results ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class DreamSettings:
+    """Everything that changes a dream (defaults: 4 s, finish in a few minutes on a laptop CPU)."""
+
+    net: str = "speech"  # speech | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
+    start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
+    seconds: float = 4.0
+    steps: int = 128  # 100 already meet the round-trip targets for speech and music:piano
+    lr: float = 0.05
+    param: str = "pixel"  # "pixel" | "fft"
+    floor_db: float = -100.0  # the dB value of 0 (relative to a full-scale sine in one bin)
+    top_db: float = 0.0  # the dB value of 1
+    tv_time: float = 0.0  # total variation weights along time and along frequency
+    tv_freq: float = 0.0
+    blur_every: int = 0  # blur the spectrogram every N steps (both axes)
+    blur_sigma: float = 0.5
+    gain_jitter_db: float = 6.0  # random gain per step (robustness to the final loudness)
+    phase: str = "griffin-lim"  # "griffin-lim" | "original" (only with a clip start)
+    griffin_lim_iters: int = 64
+    momentum: float = 0.99
+    seed: int | None = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DreamResult:
+    settings: DreamSettings
+    target: str
+    value_label: str
+    sample_rate: int
+    before_audio: np.ndarray  # the start sound (safe loudness)
+    after_audio: np.ndarray  # the dream (safe loudness): what is written and played
+    before_db: np.ndarray  # bins×frames spectrogram (dB) of the start
+    after_db: np.ndarray  # bins×frames spectrogram the optimiser ended with
+    roundtrip_db: np.ndarray  # bins×frames spectrogram of the written sound
+    history: list[float]  # objective per step (priors and jitter included)
+    before: dict  # network report on the start sound
+    optimised: dict  # on the optimised spectrogram (what the optimiser saw, no jitter, no priors)
+    roundtrip: dict  # on the WAV written, read back and re-analysed from the waveform
+    steps_done: int
+    stopped: str | None
+    seconds: float
+    griffin_lim_convergence: float | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        def slim(report: dict) -> dict:
+            return {k: v for k, v in report.items() if k != "per_chunk"} | (
+                {"per_chunk_mean": report["value"]} if "per_chunk" in report else {})
+
+        return {
+            "target": self.target, "value_label": self.value_label, "settings": self.settings.to_dict(),
+            "before": round(self.before["value"], 4), "optimised": round(self.optimised["value"], 4),
+            "roundtrip": round(self.roundtrip["value"], 4),
+            "roundtrip_gain": round(self.roundtrip["value"] - self.before["value"], 4),
+            "griffin_lim_spectral_convergence": None if self.griffin_lim_convergence is None else round(self.griffin_lim_convergence, 4),
+            "steps_done": self.steps_done, "stopped": self.stopped, "seconds": round(self.seconds, 2),
+            "reports": {"before": slim(self.before), "optimised": slim(self.optimised), "roundtrip": slim(self.roundtrip)},
+            "files": self.files,
+        }
+
+
+# ---- the dream ---------------------------------------------------------------------------------
+class DBMap:
+    """[0, 1] picture ↔ magnitude, through a linear dB scale relative to a full-scale sine."""
+
+    def __init__(self, cfg: STFTConfig, floor_db: float, top_db: float):
+        if not top_db > floor_db:
+            raise UserInputError(f"The dB range is empty: floor {floor_db:g} dB must be below top {top_db:g} dB.")
+        self.ref, self.floor, self.range = cfg.full_scale, float(floor_db), float(top_db - floor_db)
+
+    def to_magnitude(self, unit: torch.Tensor) -> torch.Tensor:
+        return db_to_magnitude(self.floor + unit * self.range, self.ref)
+
+    def to_unit(self, magnitude: torch.Tensor) -> torch.Tensor:
+        db = magnitude_to_db(magnitude, self.ref, floor_db=self.floor)
+        return ((db - self.floor) / self.range).clamp(0.0, 1.0)
+
+    def db(self, unit: torch.Tensor) -> torch.Tensor:
+        return self.floor + unit * self.range
+
+
+def make_target(net: str, device: torch.device) -> AudioTarget:
+    """Parse ``speech``, ``music:TAG`` or ``image:MODEL:…`` into a target."""
+    kind, _, rest = net.partition(":")
+    if kind == "speech":
+        return SpeechTarget(device)
+    if kind == "music":
+        return MusicTarget(rest or "piano", device)
+    if kind == "image":
+        return ImageTarget.from_spec(net, device)
+    raise UserInputError(f"Unknown net {net!r}: use speech, music:TAG or image:MODEL:LAYER[:UNIT].")
+
+
+def load_start(start: str, seconds: float, sample_rate: int) -> tuple[np.ndarray, bool]:
+    """(samples, is_clip): a built-in sound or a file, trimmed or zero-padded to ``seconds``."""
+    if not 0.5 <= seconds <= audio_io.MAX_SECONDS:
+        raise UserInputError(f"Dream length must be between 0.5 and {audio_io.MAX_SECONDS:g} s (got {seconds:g}).")
+    if start in BUILTIN_CLIPS:
+        return builtin_clip(start, seconds, sample_rate), start not in ("silence", "noise")
+    if isinstance(start, str) and not Path(start).exists() and "/" not in start and "." not in start:
+        raise UserInputError(f"Unknown start {start!r}: a file path or one of {', '.join(BUILTIN_CLIPS)}.")
+    audio = audio_io.load_audio(start, sample_rate)
+    return _fit_length(audio, int(round(seconds * sample_rate))), True
+
+
+def _fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
+    if len(audio) >= samples:
+        return audio[:samples].astype(np.float32)
+    return np.pad(audio, (0, samples - len(audio))).astype(np.float32)
+
+
+def tv_axes(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared difference along time and along frequency, per item (B×1×bins×frames)."""
+    along_time = (unit[..., :, 1:] - unit[..., :, :-1]).pow(2).flatten(1).mean(1)
+    along_freq = (unit[..., 1:, :] - unit[..., :-1, :]).pow(2).flatten(1).mean(1)
+    return along_time, along_freq
+
+
+def dream(
+    settings: DreamSettings = DreamSettings(),
+    *,
+    start_audio: np.ndarray | None = None,
+    device: str | torch.device = "auto",
+    callback: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    target: AudioTarget | None = None,
+) -> DreamResult:
+    """Dream a sound for ``settings.net`` starting from ``settings.start`` (or ``start_audio``, mono
+    at the target's rate), write nothing, and measure the round trip in memory (16-bit WAV bytes
+    read back with soundfile, exactly what is saved)."""
+    device = devices.choose_device(device)
+    if settings.param not in ("pixel", "fft"):
+        raise UserInputError(f"Unknown spectrogram parameterisation {settings.param!r}: pixel or fft.")
+    if settings.phase not in ("griffin-lim", "original"):
+        raise UserInputError(f"Unknown phase {settings.phase!r}: griffin-lim or original.")
+    if settings.steps < 0:
+        raise UserInputError("Steps must be ≥ 0.")
+    target = target or make_target(settings.net, device)
+    cfg, sr = target.stft, target.sample_rate
+    dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
+    target.dbmap = dbmap
+    if start_audio is None:
+        start_audio, is_clip = load_start(settings.start, settings.seconds, sr)
+    else:
+        start_audio, is_clip = _fit_length(np.asarray(start_audio, dtype=np.float32), int(round(settings.seconds * sr))), True
+    if settings.phase == "original" and not is_clip:
+        raise UserInputError("Original phase needs a clip or upload to start from (noise and silence have no useful phase).")
+    samples = len(start_audio)
+    gen = devices.generator(device, settings.seed)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+
+    start_wav = torch.from_numpy(start_audio).to(device)[None]
+    start_spec = stft(start_wav, cfg)
+    start_unit = dbmap.to_unit(start_spec.abs())[:, None]  # 1×1×bins×frames
+    bins, frames = start_unit.shape[-2:]
+    before = target.report(start_spec.abs())
+
+    param = make_param(settings.param, 1, (bins, frames), channels=1, decorrelated=False, generator=gen, device=device)
+    # a picture of exactly 0 or 1 would sit on the sigmoid's flat tails: keep the start inside
+    param.set_image_(start_unit.clamp(0.02, 0.98))
+
+    jitter = settings.gain_jitter_db / dbmap.range
+
+    def transforms(image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not jitter:
+            return image
+        shift = (torch.rand(image.shape[0], 1, 1, 1, generator=generator, device=image.device) * 2 - 1) * jitter
+        return image + shift
+
+    def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+        value = target.score(dbmap.to_magnitude(transformed[:, 0]), transformed, gen)
+        if settings.tv_time or settings.tv_freq:
+            along_time, along_freq = tv_axes(image)
+            value = value - settings.tv_time * along_time - settings.tv_freq * along_freq
+        return value
+
+    result = optimise(
+        param, score, steps=settings.steps, lr=settings.lr, transforms=transforms, generator=gen,
+        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, callback=callback, should_stop=should_stop,
+    )
+    unit = result.images.to(device)[:, 0]  # 1×bins×frames
+    magnitude = dbmap.to_magnitude(unit)
+    optimised = target.report(magnitude)
+
+    # back to sound
+    if settings.phase == "original":
+        wav = istft(torch.polar(magnitude, start_spec.angle()), cfg, samples)
+        convergence = None
+    else:
+        init = start_spec.angle() if is_clip else None
+        wav = griffin_lim(magnitude, cfg, n_iter=settings.griffin_lim_iters, momentum=settings.momentum,
+                          length=samples, init_phase=init, generator=gen)
+        rebuilt = stft(wav, cfg).abs()
+        convergence = float((rebuilt - magnitude).norm() / magnitude.norm().clamp(min=1e-12))
+    after_audio = audio_io.safe_loudness(wav[0].float().cpu().numpy(), sr)
+    before_audio = audio_io.safe_loudness(start_audio, sr)
+
+    # the round trip: the exact bytes a user downloads, read back and analysed from the waveform
+    played = audio_io.load_audio(audio_io.wav_bytes(after_audio, sr), sr, name="the dream WAV")
+    played_t = torch.from_numpy(played).to(device)
+    roundtrip = target.report_waveform(played_t)
+    roundtrip_mag = stft(played_t[None], cfg).abs()
+
+    def db_picture(unit_map: torch.Tensor) -> np.ndarray:
+        return dbmap.db(unit_map).reshape(bins, -1).float().cpu().numpy()
+
+    return DreamResult(
+        settings=settings, target=target.name, value_label=target.value_label, sample_rate=sr,
+        before_audio=before_audio, after_audio=after_audio,
+        before_db=db_picture(start_unit), after_db=db_picture(unit), roundtrip_db=db_picture(dbmap.to_unit(roundtrip_mag)),
+        history=[float(v) for v in result.history[:, 0]] if len(result.history) else [],
+        before=before, optimised=optimised, roundtrip=roundtrip,
+        steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
+        griffin_lim_convergence=convergence,
+    )
+
+
+def spectrogram_picture(db: np.ndarray, floor_db: float, top_db: float) -> torch.Tensor:
+    """1×bins×frames in [0, 1], low frequencies at the bottom (for PNGs)."""
+    unit = np.clip((db - floor_db) / (top_db - floor_db), 0, 1)[::-1].copy()
+    return torch.from_numpy(unit)[None].float()
+
+
+def save_dream(result: DreamResult, out: str | Path) -> dict[str, str]:
+    """before.wav, after.wav, before/after/roundtrip spectrogram PNGs and dream.json in ``out``."""
+    from ..images import save_png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = result.settings
+    files = {
+        "before_wav": audio_io.save_wav(result.before_audio, out / "before.wav", result.sample_rate).name,
+        "after_wav": audio_io.save_wav(result.after_audio, out / "after.wav", result.sample_rate).name,
+    }
+    for key, db in (("before", result.before_db), ("after", result.after_db), ("roundtrip", result.roundtrip_db)):
+        files[f"{key}_png"] = save_png(spectrogram_picture(db, s.floor_db, s.top_db), out / f"{key}_spectrogram.png").name
+    result.files = {**files, "json": "dream.json"}
+    import json
+
+    tmp = out / ".dream.json.tmp"
+    tmp.write_text(json.dumps(result.summary(), indent=2))
+    tmp.replace(out / "dream.json")
+    return result.files
+
+
+def listen(source, seconds: float = 4.0, device: str | torch.device = "auto") -> dict:
+    """What both audio networks hear in a sound (a built-in name, a path or bytes): the mean
+    Silero speech probability and all 50 musicnn tags, most likely first."""
+    from .musicnn import load_music_tagger
+    from .silero import load_silero
+
+    device = devices.choose_device(device)
+    if isinstance(source, str) and source in BUILTIN_CLIPS:
+        audio = builtin_clip(source, seconds, SAMPLE_RATE)
+    else:
+        audio = audio_io.load_audio(source, SAMPLE_RATE)
+    wav = torch.from_numpy(audio).to(device)
+    with torch.no_grad():
+        speech = load_silero(device).speech_probability(wav)[0]
+        tagger = load_music_tagger(device=device)
+        tags = tagger.tag_probabilities(wav)[0]
+    order = tags.argsort(descending=True)
+    return {
+        "seconds": round(len(audio) / SAMPLE_RATE, 3),
+        "speech_probability": float(speech.mean()),
+        "music_tags": {tagger.labels[int(i)]: round(float(tags[i]), 4) for i in order},
+    }
