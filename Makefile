@@ -13,6 +13,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	@# make `import explorer` work from any script run with the venv's python (benchmarks, CLI)
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'machine_imagination.pth').write_text('$(CURDIR)\n')"
 	@rm -f $(VENV)/.requirements-*
 	@touch $(STAMP)
 
