@@ -78,3 +78,22 @@ def test_blur_every_smooths(tiny):
     from explorer.optvis.priors import tv_value
 
     assert float(tv_value(blurred.images).mean()) < float(tv_value(sharp.images).mean())
+
+
+def test_two_threads_rendering_on_one_model_match_sequential(tiny):
+    import threading
+
+    jobs = [(objectives.channel("conv2", [0, 1]), S.with_(seed=1)), (objectives.deepdream("conv3"), S.with_(seed=2))]
+    expected = [render(tiny, o, s).images for o, s in jobs]
+    got = [None, None]
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        barrier.wait()
+        got[i] = render(tiny, *jobs[i]).images
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for e, g in zip(expected, got):
+        assert torch.allclose(e, g, atol=1e-6)

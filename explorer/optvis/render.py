@@ -148,8 +148,6 @@ def render(
         raise ValueError(f"batch={n} but the objective has {objective.batch} units.")
     device = model.device
     gen = devices.generator(device, settings.seed)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)  # anything drawing from the global generator
     param = make_param(
         settings.param, n, settings.size, channels=model.channels, decorrelated=settings.decorrelate,
         decay=settings.decay, generator=gen, device=device,
