@@ -1,0 +1,341 @@
+"""Trajectory recorder: our own sampling loop around a diffusers scheduler's ``step()``.
+
+The DDPM/DDIM pipelines have no per-step hook, so this loop calls the UNet and ``scheduler.step`` itself
+and records, for every step at timestep t: the state x_t, the predicted clean image x̂0
+(``pred_original_sample``) and the predicted noise ε — and, when a probe classifier is given, its class
+probabilities on x_t and on x̂0 (one classifier call for both). States are stored as uint8 over a fixed
+range (28×28 grey: 3 × 784 bytes per image and step, so 1000 steps × 16 images ≈ 38 MB); long chains
+on big images keep every k-th step (probabilities are kept for every step).
+
+The same record type serves the forward (noising) process of a real image, via :func:`forward_process`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import devices
+from ..errors import UserInputError
+from ..models.base import LoadedModel
+
+Callback = Callable[[int, int, object, object], None]
+
+# Fixed quantisation ranges (model space, data in [-1, 1]): x_t and ε are ~N(0, 1) at high noise.
+XT_RANGE = (-4.0, 4.0)
+X0_RANGE = (-1.0, 1.0)
+EPS_RANGE = (-4.0, 4.0)
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of stored states before the recorder keeps every k-th step
+
+
+# ---- compact state storage --------------------------------------------------------------------------
+def quantise(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Float tensor -> uint8 over ``value_range`` (values outside are clipped), on the CPU."""
+    low, high = value_range
+    scaled = (x.detach().float().cpu() - low) * (255.0 / (high - low))
+    return scaled.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def dequantise(q: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    low, high = value_range
+    return q.float() * ((high - low) / 255.0) + low
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Model space [-1, 1] -> image space [0, 1] (clipped): what a classifier and a screen see."""
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def eps_to_unit(eps: torch.Tensor) -> torch.Tensor:
+    """ε (≈ N(0, 1)) -> [0, 1] for display: ±3σ maps to the ends."""
+    return (eps.float() / 6 + 0.5).clamp(0, 1)
+
+
+# ---- forward process ---------------------------------------------------------------------------------
+def q_sample(x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε: a draw from q(x_t | x0) (Ho et al. 2020, eq. 4)."""
+    abar = alphas_cumprod.to(x0.device, torch.float32)[timesteps.to(x0.device).long()]
+    abar = abar.view(-1, *([1] * (x0.ndim - 1)))
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def marginal(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Closed-form mean and variance of q(x_t | x0)."""
+    abar = float(alphas_cumprod[t])
+    return math.sqrt(abar) * x0, 1.0 - abar
+
+
+# ---- records -----------------------------------------------------------------------------------------
+@dataclass
+class ChainRecord:
+    """Everything one chain run recorded. Images are stored uint8; use the accessors for [0, 1] images."""
+
+    kind: str  # "reverse" (sampling) or "forward" (noising a real image)
+    timesteps: list[int]  # timestep of every step, in chain order
+    stored_steps: list[int]  # indices into ``timesteps`` whose states are stored
+    x_t: torch.Tensor  # uint8 S×B×C×H×W over XT_RANGE
+    x0_pred: torch.Tensor  # uint8 over X0_RANGE (zeros when no UNet prediction exists)
+    eps_pred: torch.Tensor  # uint8 over EPS_RANGE
+    final: torch.Tensor  # B×C×H×W in [0, 1]: the last state (sample, or x_T of a forward run)
+    probs_xt: torch.Tensor | None = None  # steps×B×K float32 (every step)
+    probs_x0: torch.Tensor | None = None
+    final_probs: torch.Tensor | None = None  # B×K on the final state
+    labels: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped: str | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def batch(self) -> int:
+        return int(self.final.shape[0])
+
+    @property
+    def has_probes(self) -> bool:
+        return self.probs_xt is not None
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.x_t, self.x0_pred, self.eps_pred))
+
+    def stored_index(self, step: int) -> int:
+        """Position of chain step ``step`` in the stored states (the nearest stored step at or before it)."""
+        import bisect
+
+        return max(0, bisect.bisect_right(self.stored_steps, step) - 1)
+
+    def state(self, step: int, which: str = "x_t") -> torch.Tensor:
+        """B×C×H×W in [0, 1] for display: which = "x_t", "x0" or "eps"."""
+        i = self.stored_index(step)
+        if which == "x_t":
+            return to_unit(dequantise(self.x_t[i], XT_RANGE))
+        if which == "x0":
+            return to_unit(dequantise(self.x0_pred[i], X0_RANGE))
+        if which == "eps":
+            return eps_to_unit(dequantise(self.eps_pred[i], EPS_RANGE))
+        raise UserInputError(f"Unknown state {which!r}: use x_t, x0 or eps.")
+
+    def final_classes(self) -> torch.Tensor | None:
+        return None if self.final_probs is None else self.final_probs.argmax(-1)
+
+
+# ---- the sampling loop --------------------------------------------------------------------------------
+class Probe:
+    """A registry classifier watching a chain: images in [0, 1] of any size/channels -> probabilities.
+
+    ``LoadedModel.prepare`` already maps 1↔3 channels and resizes for fixed-size nets; nets that take any
+    size get small images upsampled to their nominal input size (a 28 px image is too small for an
+    ImageNet net's strides).
+    """
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model.labels)
+
+    @torch.no_grad()
+    def __call__(self, images01: torch.Tensor) -> torch.Tensor:
+        x = images01
+        target = tuple(self.model.input_size)
+        if not self.model.fixed_input_size and min(x.shape[-2:]) < min(target):
+            x = torch.nn.functional.interpolate(x.float(), size=target, mode="bilinear", align_corners=False)
+        return self.model.probabilities(x).float()
+
+
+def auto_record_every(steps: int, batch: int, image_shape: Sequence[int], budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Smallest stride k so the stored x_t, x̂0, ε (uint8) of every k-th step fit in ``budget`` bytes."""
+    per_step = 3 * batch * int(np.prod(image_shape))
+    return max(1, math.ceil(steps * per_step / budget))
+
+
+def _stored(total: int, every: int) -> list[int]:
+    keep = list(range(0, total, every))
+    if keep[-1] != total - 1:
+        keep.append(total - 1)  # always keep the last step
+    return keep
+
+
+def sample_chain(
+    diffusion,  # DiffusionModel
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    batch: int = 16,
+    seed: int = 0,
+    eta: float = 0.0,
+    schedule: str | None = None,
+    probe: Probe | LoadedModel | None = None,
+    record_every: int | None = None,
+    record: bool = True,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    preview_every: int = 0,
+) -> ChainRecord:
+    """Run the reverse chain from x_T ~ N(0, I) and record every step.
+
+    ``sampler`` "ddpm" (ancestral, stochastic) or "ddim" (``eta`` = 0: deterministic given the seed);
+    ``schedule`` overrides the β schedule ("linear" / "squaredcos_cap_v2"; default: the model's own).
+    Randomness comes from one CPU generator seeded with ``seed``, so runs match across devices.
+    ``record=False`` keeps only the final samples (used to measure the recorder's overhead).
+    """
+    if steps < 1:
+        raise UserInputError("Steps must be at least 1.")
+    if batch < 1:
+        raise UserInputError("Batch must be at least 1.")
+    if eta < 0:
+        raise UserInputError("eta must be ≥ 0 (0: deterministic DDIM, 1: DDPM-like noise).")
+    scheduler = diffusion.scheduler(sampler, schedule)
+    if steps > scheduler.config.num_train_timesteps:
+        raise UserInputError(f"At most {scheduler.config.num_train_timesteps} steps (the model's training timesteps).")
+    if isinstance(probe, LoadedModel):
+        probe = Probe(probe)
+    device = diffusion.device
+    unet = diffusion.unet
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    model_timesteps = diffusion.model_timesteps(scheduler)  # noise-level matched when schedules differ
+    gen = torch.Generator().manual_seed(int(seed))
+    shape = (batch, diffusion.channels, *diffusion.sample_size)
+    x = torch.randn(shape, generator=gen).to(device) * scheduler.init_noise_sigma
+    every = record_every or auto_record_every(len(timesteps), batch, shape[1:])
+    keep = set(_stored(len(timesteps), every)) if record else set()
+    xs, x0s, epss, pxt, px0 = [], [], [], [], []
+    step_kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
+    start, stopped, done = time.perf_counter(), None, 0
+    with torch.inference_mode():
+        for i, t in enumerate(scheduler.timesteps):
+            if should_stop and should_stop():
+                stopped = "cancelled"
+                break
+            model_input = scheduler.scale_model_input(x, t)
+            with devices.autocast(device):
+                eps = unet(model_input, model_timesteps[i]).sample
+            eps = eps.float()
+            out = scheduler.step(eps, t, x, generator=gen, **step_kwargs)
+            x0 = out.pred_original_sample
+            if record:
+                if i in keep:
+                    xs.append(quantise(x, XT_RANGE))
+                    x0s.append(quantise(x0, X0_RANGE))
+                    epss.append(quantise(eps, EPS_RANGE))
+                if probe is not None:
+                    probs = probe(torch.cat([to_unit(x), to_unit(x0)]))
+                    pxt.append(probs[:batch])
+                    px0.append(probs[batch:])
+            x = out.prev_sample
+            done = i + 1
+            if callback:
+                preview = to_unit(x0) if preview_every and (done % preview_every == 0 or done == len(timesteps)) else None
+                callback(done, len(timesteps), preview, None)
+    final = to_unit(x).cpu()
+    labels = probe.labels if probe is not None else []
+    final_probs = probe(final) if probe is not None and record else None
+    stored = [i for i in sorted(keep) if i < done]
+    empty = torch.zeros((0, *shape), dtype=torch.uint8)
+    return ChainRecord(
+        kind="reverse",
+        timesteps=timesteps[:done],
+        stored_steps=stored,
+        x_t=torch.stack(xs) if xs else empty,
+        x0_pred=torch.stack(x0s) if x0s else empty,
+        eps_pred=torch.stack(epss) if epss else empty,
+        final=final,
+        probs_xt=torch.stack(pxt) if pxt else None,
+        probs_x0=torch.stack(px0) if px0 else None,
+        final_probs=final_probs,
+        labels=labels,
+        settings={"model": diffusion.name, "sampler": sampler, "steps": steps, "batch": batch, "seed": seed,
+                  "eta": eta if sampler == "ddim" else None, "schedule": schedule or diffusion.train_schedule,
+                  "train_schedule": diffusion.train_schedule, "record_every": every,
+                  "probe": probe.model.name if probe is not None else None},
+        seconds=time.perf_counter() - start,
+        stopped=stopped,
+    )
+
+
+def forward_process(
+    images01: torch.Tensor,
+    diffusion=None,
+    *,
+    steps: int = 50,
+    seed: int = 0,
+    schedule: str | None = None,
+    alphas_cumprod: torch.Tensor | None = None,
+    probe: Probe | LoadedModel | None = None,
+    callback: Callback | None = None,
+) -> ChainRecord:
+    """Noise real images (B×C×H×W in [0, 1]) along q(x_t | x0) at ``steps`` evenly spaced timesteps.
+
+    One ε per image is reused for every t, so the slider shows one image dissolving (each x_t is still an
+    exact draw from the marginal). With a diffusion model the UNet's ε̂ and x̂0 are recorded too: how well
+    does the denoiser recover the real image from each noise level? Probes see x_t and x̂0, as in sampling.
+    """
+    if images01.ndim != 4:
+        raise UserInputError("Expected a batch of images B×C×H×W in [0, 1].")
+    if diffusion is not None:
+        scheduler = diffusion.scheduler("ddpm", schedule)
+        alphas_cumprod = scheduler.alphas_cumprod
+        total = scheduler.config.num_train_timesteps
+        images01 = diffusion.adapt_images(images01)
+        device = diffusion.device
+    elif alphas_cumprod is not None:
+        total = len(alphas_cumprod)
+        device = images01.device
+    else:
+        raise UserInputError("forward_process needs a diffusion model or an alphas_cumprod table.")
+    if isinstance(probe, LoadedModel):
+        probe = Probe(probe)
+    steps = max(1, min(int(steps), total))
+    timesteps = np.unique(np.linspace(0, total - 1, steps).round().astype(int)).tolist()
+    x0 = (images01.float() * 2 - 1).to(device)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed))).to(device)
+    xs, x0s, epss, pxt, px0 = [], [], [], [], []
+    start = time.perf_counter()
+    model_timesteps = diffusion.model_timesteps_for(schedule, timesteps) if diffusion is not None else None
+    with torch.inference_mode():
+        for i, t in enumerate(timesteps):
+            tt = torch.full((x0.shape[0],), t, dtype=torch.long)
+            xt = q_sample(x0, tt, noise, alphas_cumprod)
+            if diffusion is not None:
+                with devices.autocast(device):
+                    eps = diffusion.unet(xt, model_timesteps[i]).sample.float()
+                abar = float(alphas_cumprod[t])
+                x0_hat = ((xt - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)
+            else:
+                eps, x0_hat = noise, x0
+            xs.append(quantise(xt, XT_RANGE))
+            x0s.append(quantise(x0_hat, X0_RANGE))
+            epss.append(quantise(eps, EPS_RANGE))
+            if probe is not None:
+                probs = probe(torch.cat([to_unit(xt), to_unit(x0_hat)]))
+                pxt.append(probs[: x0.shape[0]])
+                px0.append(probs[x0.shape[0] :])
+            if callback:
+                callback(i + 1, len(timesteps), None, None)
+    return ChainRecord(
+        kind="forward",
+        timesteps=timesteps,
+        stored_steps=list(range(len(timesteps))),
+        x_t=torch.stack(xs),
+        x0_pred=torch.stack(x0s),
+        eps_pred=torch.stack(epss),
+        final=images01.float().cpu(),
+        probs_xt=torch.stack(pxt) if pxt else None,
+        probs_x0=torch.stack(px0) if px0 else None,
+        final_probs=probe(images01.float()) if probe is not None else None,
+        labels=probe.labels if probe is not None else [],
+        settings={"model": getattr(diffusion, "name", None), "steps": len(timesteps), "seed": seed,
+                  "schedule": schedule or getattr(diffusion, "train_schedule", None),
+                  "probe": probe.model.name if probe is not None else None},
+        seconds=time.perf_counter() - start,
+    )
