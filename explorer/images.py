@@ -189,3 +189,18 @@ def grid(images: torch.Tensor, columns: int | None = None, padding: int = 2, fil
         top, left = padding + r * (h + padding), padding + col * (w + padding)
         sheet[:, top : top + h, left : left + w] = images[i].detach().cpu()
     return sheet
+
+
+def gif_bytes(frames: list[torch.Tensor], duration_ms: int = 80, last_frame_ms: int | None = None, loop: int = 0) -> bytes:
+    """C×H×W frames in [0, 1] -> an animated GIF (grey frames stay grey; RGB frames get an adaptive palette)."""
+    if not frames:
+        raise UserInputError("A GIF needs at least one frame.")
+    pil = [to_pil(frame) for frame in frames]
+    if pil[0].mode == "RGB":
+        pil = [p.quantize(colors=256, method=Image.Quantize.MEDIANCUT) for p in pil]
+    durations = [duration_ms] * len(pil)
+    if last_frame_ms is not None:
+        durations[-1] = last_frame_ms
+    buffer = io.BytesIO()
+    pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=loop, optimize=False)
+    return buffer.getvalue()
