@@ -239,7 +239,20 @@ class DreamResult:
     stopped: str | None
     seconds: float
     griffin_lim_convergence: float | None = None
+    n_fft: int = 512  # the STFT the spectrograms use (axes of the plots)
+    hop: int = 128
     files: dict[str, str] = field(default_factory=dict)
+
+    def comparison(self, top: int = 12) -> list[dict]:
+        """Rows {label, before, optimised, roundtrip} for the labels that matter most in any of the
+        three reports (the target's own label first): the data of the before/after bar chart."""
+        labels = list(self.roundtrip["scores"]) + [k for k in self.before["scores"] if k not in self.roundtrip["scores"]]
+        peak = {k: max(r["scores"].get(k, 0.0) for r in (self.before, self.optimised, self.roundtrip)) for k in labels}
+        own = self.target.split(":", 1)[1] if self.target.startswith("music:") else ("speech" if self.target == "speech" else None)
+        ranked = sorted(labels, key=lambda k: (k != own, -peak[k]))[:top]
+        return [{"label": k, **{name: round(r["scores"].get(k, float("nan")), 4) for name, r in
+                                (("before", self.before), ("optimised", self.optimised), ("roundtrip", self.roundtrip))}}
+                for k in ranked]
 
     def summary(self) -> dict:
         def slim(report: dict) -> dict:
@@ -411,8 +424,19 @@ def dream(
         history=[float(v) for v in result.history[:, 0]] if len(result.history) else [],
         before=before, optimised=optimised, roundtrip=roundtrip,
         steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
-        griffin_lim_convergence=convergence,
+        griffin_lim_convergence=convergence, n_fft=cfg.n_fft, hop=cfg.hop,
     )
+
+
+def spectrogram_preview(callback: ProgressCallback | None) -> ProgressCallback | None:
+    """Wrap a progress callback so its preview shows low frequencies at the bottom."""
+    if callback is None:
+        return None
+
+    def wrapped(step: int, total: int, preview: torch.Tensor, values: torch.Tensor) -> None:
+        callback(step, total, torch.flip(preview, dims=[-2]) if preview is not None else None, values)
+
+    return wrapped
 
 
 def spectrogram_picture(db: np.ndarray, floor_db: float, top_db: float) -> torch.Tensor:

@@ -236,7 +236,7 @@ def write_checkpoint(prefix: str | Path, tensors: dict[str, np.ndarray]) -> None
     header = _field(1, 1) + _field(3, _field(1, 1))  # num_shards=1, version{producer=1}
     records.append((b"", header))
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.array(tensors[name], order="C")  # (ascontiguousarray would make scalars 1-d)
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
         code = DTYPE_CODES.get(np.dtype(dtype.str.replace("=", "<")), DTYPE_CODES.get(dtype))
         if code is None:

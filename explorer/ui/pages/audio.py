@@ -1,0 +1,162 @@
+"""Page: Audio hallucinations — dream a sound through a speech, music or image network, listen,
+and check that the sound (not just the spectrogram) still fools the network."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.audio import io as audio_io
+from explorer.audio.clips import BUILTIN_CLIPS
+from explorer.audio.dream import DreamSettings, dream, spectrogram_picture, spectrogram_preview
+from explorer.audio.musicnn import mtt_labels
+from explorer.errors import UserInputError
+from explorer.images import png_bytes
+from explorer.ui import widgets
+
+KEY = "audio"
+st.title("Audio hallucinations")
+st.caption("Gradient ascent on a log-magnitude spectrogram through the same loop as the image pages, "
+           "Griffin-Lim back to sound, then the honest test: the WAV is read back and the network listens again.")
+
+NETS = {"speech": "Speech (Silero VAD)", "music": "Music tag (musicnn MTT VGG)", "image": "Image classifier on the spectrogram"}
+left, right = st.columns([1, 1])
+with left:
+    net_kind = st.radio("Network", list(NETS), format_func=NETS.get, horizontal=True, key=f"{KEY}_net")
+    net = "speech"
+    if net_kind == "music":
+        labels = mtt_labels()
+        tag = st.selectbox("Tag to dream", labels, index=labels.index("piano"), key=f"{KEY}_tag")
+        net = f"music:{tag}"
+    elif net_kind == "image":
+        model = widgets.model_picker(KEY)
+        if model is None:
+            st.stop()
+        what = st.radio("Objective", ["deepdream", "channel", "class"], horizontal=True, key=f"{KEY}_what")
+        if what == "class":
+            unit = st.number_input("Class index", 0, model.num_classes - 1, 0, key=f"{KEY}_class")
+            st.caption(f"{int(unit)}: {model.label(int(unit))}")
+            net = f"image:{model.name}:class:{int(unit)}"
+        else:
+            layer = widgets.layer_picker(model, KEY)
+            net = f"image:{model.name}:{layer}"
+            if what == "channel":
+                size = model.layer_shapes.get(layer, (1,))[0]
+                net += f":{int(st.number_input(f'Channel (0–{size - 1})', 0, max(size - 1, 0), 0, key=f'{KEY}_unit'))}"
+    starts = list(BUILTIN_CLIPS) + ["upload"]
+    start = st.selectbox("Start from", starts, index=starts.index("noise"), key=f"{KEY}_start",
+                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, resampled).")
+    upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload") if start == "upload" else None
+with right:
+    c1, c2, c3 = st.columns(3)
+    seconds = c1.number_input("Seconds", 0.5, 30.0, 4.0, step=0.5, key=f"{KEY}_seconds")
+    steps = c2.number_input("Steps", 0, 2000, DreamSettings.steps, step=16, key=f"{KEY}_steps")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
+    c1, c2 = st.columns(2)
+    param = c1.selectbox("Parameterisation", ["pixel", "fft"], key=f"{KEY}_param")
+    phase = c2.selectbox("Phase", ["griffin-lim", "original"], key=f"{KEY}_phase",
+                         help="original: keep the start clip's phase (clips and uploads only)")
+    with st.expander("Priors and resynthesis"):
+        c1, c2 = st.columns(2)
+        tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
+        tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
+        blur_every = c1.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
+        blur_sigma = c2.number_input("Blur σ (bins/frames)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
+        gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
+                                      help="random loudness per step, so the dream survives peak normalisation")
+        lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
+        gl_iters = c1.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
+        momentum = c2.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
+
+settings = DreamSettings(net=net, start=start if start != "upload" else "upload", seconds=float(seconds), steps=int(steps),
+                         lr=float(lr), param=param, tv_time=float(tv_time), tv_freq=float(tv_freq),
+                         blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
+                         phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
+
+go_col, cancel_col = st.columns([1, 6])
+begin = go_col.button("Dream", type="primary", key=f"{KEY}_go")
+with cancel_col:
+    widgets.cancel_button(KEY)
+
+if widgets.cancelled(KEY):
+    widgets.show_partial(KEY)
+elif begin:
+    try:
+        start_audio = None
+        if start == "upload":
+            if upload is None:
+                raise UserInputError("Choose a sound file to upload first.")
+            start_audio = audio_io.load_audio(upload.getvalue(), 16000, name=upload.name)
+        progress = widgets.LiveProgress(KEY, f"Dreaming {net}", preview_every=max(1, int(steps) // 16), preview_columns=1)
+        result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress))
+        progress.done()
+        st.session_state[f"{KEY}_result"] = result
+    except UserInputError as exc:
+        st.error(str(exc))
+
+
+def heatmap(db, title: str, result, floor_db: float, top_db: float) -> go.Figure:
+    frames, bins = db.shape[1], db.shape[0]
+    fig = go.Figure(go.Heatmap(
+        z=db, x=[i * result.hop / result.sample_rate for i in range(frames)],
+        y=[k * result.sample_rate / result.n_fft for k in range(bins)],
+        colorscale="Magma", zmin=floor_db, zmax=top_db, colorbar=dict(title="dB"),
+    ))
+    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="frequency (Hz)", height=300,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+result = st.session_state.get(f"{KEY}_result")
+if result is not None:
+    if result.stopped:
+        (st.error if result.stopped.startswith("diverged") else st.info)(f"Stopped: {result.stopped}")
+    st.subheader(f"{result.target} · {result.steps_done} steps in {result.seconds:.1f} s")
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"Start: {result.value_label}", f"{result.before['value']:.3f}")
+    m2.metric("Optimised spectrogram", f"{result.optimised['value']:.3f}",
+              delta=f"{result.optimised['value'] - result.before['value']:+.3f}")
+    m3.metric("Round trip (WAV read back)", f"{result.roundtrip['value']:.3f}",
+              delta=f"{result.roundtrip['value'] - result.before['value']:+.3f}",
+              help="the written 16-bit WAV, loaded again and re-analysed from the waveform")
+    if result.griffin_lim_convergence is not None:
+        st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly the dreamed magnitudes)")
+    a1, a2 = st.columns(2)
+    before_wav = audio_io.wav_bytes(result.before_audio, result.sample_rate)
+    after_wav = audio_io.wav_bytes(result.after_audio, result.sample_rate)
+    with a1:
+        st.markdown("**Before**")
+        st.audio(before_wav, format="audio/wav")
+        st.download_button("Download before.wav", before_wav, "before.wav", "audio/wav", key=f"{KEY}_dl_before")
+    with a2:
+        st.markdown("**After (peak −1 dBFS, faded)**")
+        st.audio(after_wav, format="audio/wav")
+        st.download_button("Download after.wav", after_wav, "after.wav", "audio/wav", key=f"{KEY}_dl_after")
+
+    rows = result.comparison()
+    bars = go.Figure()
+    for name, colour in (("before", "#888"), ("optimised", "#7aa6d6"), ("roundtrip", "#d62728")):
+        bars.add_trace(go.Bar(x=[r["label"] for r in rows], y=[r[name] for r in rows], name=name, marker_color=colour))
+    bars.update_layout(barmode="group", title="Network output: start vs optimised vs round trip", yaxis_title="probability",
+                       height=340, margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(bars, width="stretch")
+    if "per_chunk" in result.roundtrip:
+        curve = go.Figure()
+        for name, report in (("before", result.before), ("round trip", result.roundtrip)):
+            curve.add_trace(go.Scatter(y=report["per_chunk"], x=[i * 0.032 for i in range(len(report["per_chunk"]))], name=name))
+        curve.update_layout(title="Speech probability per 32 ms chunk", xaxis_title="time (s)", yaxis_range=[0, 1],
+                            height=280, margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(curve, width="stretch")
+
+    floor_db, top_db = result.settings.floor_db, result.settings.top_db
+    for db, title, key in ((result.before_db, "Start", "before"), (result.after_db, "Optimised spectrogram", "after"),
+                           (result.roundtrip_db, "Round trip: spectrogram of the written sound", "roundtrip")):
+        st.plotly_chart(heatmap(db, title, result, floor_db, top_db), width="stretch", key=f"{KEY}_fig_{key}")
+        st.download_button(f"Download {key} spectrogram PNG", png_bytes(spectrogram_picture(db, floor_db, top_db)),
+                           f"{key}_spectrogram.png", "image/png", key=f"{KEY}_dl_png_{key}")
+    if result.history:
+        fig = go.Figure(go.Scatter(y=result.history, mode="lines"))
+        fig.update_layout(title="Objective per step (log-probability or activation; priors and gain jitter included)",
+                          xaxis_title="step", height=280, margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, width="stretch")
+    widgets.download_json(result.summary(), "dream.json", "Download round-trip figures JSON", key=f"{KEY}_dl_json")
