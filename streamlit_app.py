@@ -8,13 +8,13 @@ PAGES = Path(__file__).parent / "explorer" / "ui" / "pages"
 
 # (file, title, icon, url path); the first is the default page
 PAGE_TABLE = [
-    ("home.py", "Home", "🧠", "home"),
-    ("feature_vis.py", "Feature visualisation", "🔭", "feature_vis"),
-    ("gallery.py", "Layer gallery", "🖼️", "gallery"),
-    ("inversion.py", "Inversion & DeepDream", "🪞", "inversion"),
-    ("fooling.py", "Fooling noise", "📺", "fooling"),
-    ("diffusion.py", "Diffusion inspector", "🌫️", "diffusion"),
-    ("audio.py", "Audio hallucinations", "🔊", "audio"),
+    ("home.py", "Home", ":material/home:", "home"),
+    ("feature_vis.py", "Feature visualisation", ":material/visibility:", "feature_vis"),
+    ("gallery.py", "Layer gallery", ":material/grid_view:", "gallery"),
+    ("inversion.py", "Inversion & DeepDream", ":material/flip:", "inversion"),
+    ("fooling.py", "Fooling noise", ":material/tv:", "fooling"),
+    ("diffusion.py", "Diffusion inspector", ":material/blur_on:", "diffusion"),
+    ("audio.py", "Audio hallucinations", ":material/graphic_eq:", "audio"),
 ]
 
 st.set_page_config(page_title="Machine Imagination Explorer", page_icon="🧠", layout="wide")

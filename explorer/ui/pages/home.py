@@ -32,4 +32,4 @@ for path, title, blurb in PAGES:
 st.subheader("Models")
 rows = [{"name": s.name, "model": s.title, "offline weights": "yes" if s.offline else "if cached",
          "default": "✓" if s.name == DEFAULT_MODEL else ""} for s in available_models()]
-st.dataframe(rows, hide_index=True)
+st.table(rows)
