@@ -65,8 +65,8 @@ def test_settings_and_weights_key_the_store(tmp_path):
 def test_variants_store_their_own_activations(tmp_path):
     store = GalleryStore(tmp_path)
     model = tiny_model()
-    build(model, "conv2", [2], TINY_SETTINGS.with_(steps=12), store=store, variants=[MAX, NEG, facets_variant(3)])
-    settings = TINY_SETTINGS.with_(steps=12)
+    build(model, "conv2", [2], TINY_SETTINGS.with_(steps=6), store=store, variants=[MAX, NEG, facets_variant(3)])
+    settings = TINY_SETTINGS.with_(steps=6)
     best = lookup(store, model, "conv2", settings, MAX)[2]
     worst = lookup(store, model, "conv2", settings, NEG)[2]
     facets = lookup(store, model, "conv2", settings, facets_variant(3))[2]
@@ -110,7 +110,7 @@ def test_killed_builder_resumes_without_loss_or_duplicates(tmp_path):
 
 def test_two_concurrent_builders_share_the_work(tmp_path):
     GalleryStore(tmp_path)  # create the schema once, as the first CLI run would
-    procs = [start_builder(tmp_path, units=12, steps=3, batch=2) for _ in range(2)]
+    procs = [start_builder(tmp_path, units=8, steps=2, batch=2) for _ in range(2)]
     outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=240)
@@ -118,8 +118,8 @@ def test_two_concurrent_builders_share_the_work(tmp_path):
         outputs.append(set(json.loads(out.strip().splitlines()[-1])))
     a, b = outputs
     assert a.isdisjoint(b), f"a unit was rendered twice: {a & b}"
-    assert a | b == set(range(12))
+    assert a | b == set(range(8))
     store = GalleryStore(tmp_path)
     rows = _rows(store)
-    assert len(rows) == 12 and all(status == "done" and attempts == 1 for _, status, attempts in rows)
+    assert len(rows) == 8 and all(status == "done" and attempts == 1 for _, status, attempts in rows)
     assert store.verify() == []

@@ -139,7 +139,7 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
     act = model.activations(x, [layer], use_autocast=False)[layer]
     cy, cx = act.shape[-2] // 2, act.shape[-1] // 2
     act[:, :, cy, cx].pow(2).sum().backward()
-    grad = x.grad.detach().abs().sum(dim=(0, 1)).cpu()
+    grad = x.grad.detach().abs().sum(dim=(0, 1)).cpu().double()
     total = float(grad.sum())
     stride = max(h_in / act.shape[-2], w_in / act.shape[-1])
     if total <= 0:
