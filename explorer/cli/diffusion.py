@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
 from .common import output_dir, progress, write_json
+
+
+def _write_csv(path, rows: list[dict]) -> None:
+    import csv
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    tmp.replace(path)
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -57,9 +70,99 @@ def _train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from ..diffusion.models import load_diffusion_model
+    from ..diffusion.recorder import Probe
+    from ..models import load_model
+
+    diffusion = load_diffusion_model(args.model, device=args.device)
+    if not args.probe or args.probe == "none":
+        return diffusion, None
+    if Path(args.probe).is_dir():  # a classifier folder written by train-classifier
+        from ..models.fashion import load_classifier_dir
+
+        return diffusion, Probe(load_classifier_dir(args.probe, diffusion.device))
+    return diffusion, Probe(load_model(args.probe, device=args.device))
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ..diffusion.analysis import chain_gif, probability_rows, summarise, summary_json
+    from ..diffusion.recorder import sample_chain
+    from ..images import grid, save_png
+
+    _threads(args)
+    diffusion, probe = _load(args)
+    out = output_dir(args.out)
+    with progress(args.steps, f"{args.sampler} sampling") as callback:
+        record = sample_chain(
+            diffusion, sampler=args.sampler, steps=args.steps, batch=args.n, seed=args.seed, eta=args.eta,
+            schedule=args.schedule, probe=probe, record_every=args.record_every, callback=callback,
+        )
+    save_png(grid(record.final), out / "samples.png")
+    gif = chain_gif(record, max_frames=args.gif_frames)
+    (out / "chain.gif").write_bytes(gif)
+    write_json(out / "chain.json", summary_json(record))
+    files = ["samples.png", "chain.gif", "chain.json"]
+    if record.has_probes:
+        _write_csv(out / "probabilities.csv", probability_rows(record))
+        files.append("probabilities.csv")
+        for row in summarise(record):
+            settle = f"step {row.settle_step_xt} (t={row.settle_t_xt})" if row.settle_step_xt >= 0 else "never"
+            print(f"#{row.index:02d} {row.final_label:<12} p={row.final_probability:.2f} · on x_T: "
+                  f"{row.noise_label} p={row.noise_probability:.2f} · argmax for good from {settle}")
+    print(f"{record.steps} steps × {record.batch} samples in {record.seconds:.1f} s → {out}: {', '.join(files)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..diffusion.analysis import sample_quality
+
+    _threads(args)
+    diffusion, probe = _load(args)
+    if probe is None:
+        from ..errors import UserInputError
+
+        raise UserInputError("evaluate needs --probe (a registry classifier, e.g. fashion_cnn).")
+    with progress(args.n, "sampling for quality", unit="image") as callback:
+        report = sample_quality(diffusion, probe, n=args.n, steps=args.steps, batch=args.batch, seed=args.seed,
+                                sampler=args.sampler, eta=args.eta, callback=callback)
+    data = report.to_dict() | {"model": diffusion.name, "probe": probe.model.name, "sampler": args.sampler,
+                               "steps": args.steps, "seed": args.seed}
+    print(json.dumps(data, indent=2))
+    if args.out:
+        write_json(output_dir(args.out) / "quality.json", data)
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm or a diffusers-format UNet folder")
+    p.add_argument("--probe", default="fashion_cnn", help="registry classifier (or a train-classifier folder) watching the chain; none: off")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0: deterministic)")
+    p.add_argument("--schedule", choices=["linear", "squaredcos_cap_v2"], default=None,
+                   help="β schedule of the sampler (default: the model's own; others are noise-level matched)")
+    p.add_argument("--n", type=int, default=n_default, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diffusion", help="sample / inspect / train the project's diffusion models")
     sub = p.add_subparsers(dest="diffusion_command", required=True)
+
+    s = sub.add_parser("sample", help="sample and record the chain: samples.png, chain.gif, chain.json, probabilities.csv")
+    _add_model_options(s, 16)
+    s.add_argument("--record-every", type=int, default=None, help="store every k-th state (default: fit 256 MB)")
+    s.add_argument("--gif-frames", type=int, default=60)
+    s.add_argument("--out", default="out/diffusion")
+    s.set_defaults(func=_sample)
+
+    e = sub.add_parser("evaluate", help="sample quality: the probe's mean max-probability and class histogram")
+    _add_model_options(e, 500)
+    e.add_argument("--batch", type=int, default=100)
+    e.add_argument("--out", default=None, help="also write quality.json here")
+    e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train a DDPM (diffusers UNet2DModel) with EMA, resumable checkpoints")
     t.add_argument("--data", default="fashion", help="fashion (Debian IDX files), digits (sklearn 8×8) or a folder of IDX files")
