@@ -136,10 +136,11 @@ def test_checkpoint_reader_on_shipped_musicnn():
 
 
 # ---- musicnn port --------------------------------------------------------------------------------
-def test_music_tagger_sanity():
+@pytest.mark.parametrize("model", ["MTT_vgg", "MTT_musicnn"])
+def test_music_tagger_sanity(model):
     from explorer.audio.musicnn import load_music_tagger
 
-    tagger = load_music_tagger()
+    tagger = load_music_tagger(model)
 
     def top(clip: str, n: int) -> list[str]:
         probs = tagger.tag_probabilities(torch.from_numpy(builtin_clip(clip, 3.0, SR)))[0]

@@ -108,6 +108,7 @@ class MusicTarget(AudioTarget):
         self.index = self.model.tag_index(tag)
         self.tag = self.model.labels[self.index]
         self.device, self.stft, self.name = device, MUSIC_STFT, f"music:{self.tag}"
+        self.model_name = model
         self.value_label = f"p({self.tag})"
         self.patch_frames = PATCH_FRAMES
 
@@ -199,6 +200,7 @@ class DreamSettings:
     """Everything that changes a dream (defaults: 4 s, finish in a few minutes on a laptop CPU)."""
 
     net: str = "speech"  # speech | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
+    music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
     seconds: float = 4.0
     steps: int = 128  # 100 already meet the round-trip targets for speech and music:piano
@@ -291,13 +293,13 @@ class DBMap:
         return self.floor + unit * self.range
 
 
-def make_target(net: str, device: torch.device) -> AudioTarget:
+def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg") -> AudioTarget:
     """Parse ``speech``, ``music:TAG`` or ``image:MODEL:…`` into a target."""
     kind, _, rest = net.partition(":")
     if kind == "speech":
         return SpeechTarget(device)
     if kind == "music":
-        return MusicTarget(rest or "piano", device)
+        return MusicTarget(rest or "piano", device, music_model)
     if kind == "image":
         return ImageTarget.from_spec(net, device)
     raise UserInputError(f"Unknown net {net!r}: use speech, music:TAG or image:MODEL:LAYER[:UNIT].")
@@ -347,7 +349,7 @@ def dream(
         raise UserInputError(f"Unknown phase {settings.phase!r}: griffin-lim or original.")
     if settings.steps < 0:
         raise UserInputError("Steps must be ≥ 0.")
-    target = target or make_target(settings.net, device)
+    target = target or make_target(settings.net, device, settings.music_model)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap
@@ -467,7 +469,7 @@ def save_dream(result: DreamResult, out: str | Path) -> dict[str, str]:
     return result.files
 
 
-def listen(source, seconds: float = 4.0, device: str | torch.device = "auto") -> dict:
+def listen(source, seconds: float = 4.0, device: str | torch.device = "auto", music_model: str = "MTT_vgg") -> dict:
     """What both audio networks hear in a sound (a built-in name, a path or bytes): the mean
     Silero speech probability and all 50 musicnn tags, most likely first."""
     from .musicnn import load_music_tagger
@@ -481,11 +483,12 @@ def listen(source, seconds: float = 4.0, device: str | torch.device = "auto") ->
     wav = torch.from_numpy(audio).to(device)
     with torch.no_grad():
         speech = load_silero(device).speech_probability(wav)[0]
-        tagger = load_music_tagger(device=device)
+        tagger = load_music_tagger(music_model, device=device)
         tags = tagger.tag_probabilities(wav)[0]
     order = tags.argsort(descending=True)
     return {
         "seconds": round(len(audio) / SAMPLE_RATE, 3),
         "speech_probability": float(speech.mean()),
+        "music_model": music_model,
         "music_tags": {tagger.labels[int(i)]: round(float(tags[i]), 4) for i in order},
     }

@@ -32,7 +32,7 @@ N_MELS = 96
 PATCH_FRAMES = 187
 MUSIC_STFT = STFTConfig(n_fft=512, hop=256, pad_mode="reflect")
 BN_EPS = 1e-3
-MODELS = ("MTT_vgg",)
+MODELS = ("MTT_vgg", "MTT_musicnn")
 
 
 def mtt_labels() -> list[str]:
@@ -107,13 +107,90 @@ class MusicVGG(nn.Module):
         return self
 
 
+def _same_pad(kernel: int) -> tuple[int, int]:
+    """TF 'same' padding for stride 1: the extra sample of an even kernel goes after."""
+    return (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
+
+
+class Musicnn(nn.Module):
+    """musicnn (MTT_musicnn): musically motivated front end, dense mid end, temporal pooling back end.
+
+    Front end on the BN'd log-mel (time × frequency): two timbral convs (7×38 and 7×67, 204
+    filters, time padded by 3) and three temporal convs (128×1, 64×1, 32×1 'same', 51 filters),
+    each ReLU → BN → max over frequency. Mid end: three 7-tap convs over the 561 concatenated
+    features (64 filters, ReLU → BN, residual for the 2nd and 3rd). Back end: max and mean over
+    time of the 753 dense-connected features (TF's flatten interleaves them), BN, dense 200
+    (ReLU → BN), dense 50.
+    """
+
+    def __init__(self, mels: int = N_MELS, classes: int = 50):
+        super().__init__()
+        self.bn_input = BatchNormTF(1)
+        self.timbral = nn.ModuleList(nn.Conv2d(1, 204, (7, int(f * mels))) for f in (0.4, 0.7))
+        self.temporal = nn.ModuleList(nn.Conv2d(1, 51, (k, 1)) for k in (128, 64, 32))
+        self.front_bns = nn.ModuleList(BatchNormTF(c) for c in (204, 204, 51, 51, 51))
+        self.mid = nn.ModuleList(nn.Conv1d(c, 64, 7, padding=3) for c in (561, 64, 64))
+        self.mid_bns = nn.ModuleList(BatchNormTF(64) for _ in range(3))
+        self.pool_bn = BatchNormTF(1506)
+        self.penultimate = nn.Linear(1506, 200)
+        self.penultimate_bn = BatchNormTF(200)
+        self.dense = nn.Linear(200, classes)
+        self.timbral_out = nn.Identity()  # named outputs (musicnn's feature names)
+        self.temporal_out = nn.Identity()
+        self.cnn3 = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn_input(x)  # B×1×T×F
+        features = []
+        for conv, bn in zip(self.timbral, self.front_bns[:2]):
+            y = F.relu(conv(F.pad(x, (0, 0, 3, 3))))
+            features.append(bn(y).amax(-1))
+        for conv, bn in zip(self.temporal, self.front_bns[2:]):
+            y = F.relu(conv(F.pad(x, (0, 0) + _same_pad(conv.kernel_size[0]))))
+            features.append(bn(y).amax(-1))
+        front = torch.cat([self.timbral_out(torch.cat(features[:2], 1)), self.temporal_out(torch.cat(features[2:], 1))], 1)
+        layers = [front]
+        h = self.mid_bns[0](F.relu(self.mid[0](front)))
+        layers.append(h)
+        for conv, bn in zip(self.mid[1:], self.mid_bns[1:]):
+            h = bn(F.relu(conv(h))) + h
+            layers.append(h)
+        mid = torch.cat(layers, 1)  # B×753×T
+        self.cnn3(h)
+        pooled = torch.stack([mid.amax(-1), mid.mean(-1)], dim=-1).flatten(1)  # TF: [max, mean] per feature
+        hidden = self.penultimate_bn(F.relu(self.penultimate(self.pool_bn(pooled))))
+        return self.dense(hidden)
+
+    def load_tf(self, tensors: dict[str, np.ndarray]) -> "Musicnn":
+        def t(name: str) -> torch.Tensor:
+            return torch.from_numpy(tensors[name]).float()
+
+        bns = [self.bn_input, *self.front_bns, *self.mid_bns, self.pool_bn, self.penultimate_bn]
+        with torch.no_grad():
+            for i, bn in enumerate(bns):
+                prefix = "batch_normalization" + (f"_{i}" if i else "")
+                for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+                    getattr(bn, name).copy_(t(f"{prefix}/{name}"))
+            for i, conv in enumerate([*self.timbral, *self.temporal]):
+                name = "conv2d" + (f"_{i}" if i else "")
+                conv.weight.copy_(t(f"{name}/kernel").permute(3, 2, 0, 1))
+                conv.bias.copy_(t(f"{name}/bias"))
+            for i, conv in enumerate(self.mid, start=5):
+                conv.weight.copy_(t(f"conv2d_{i}/kernel")[:, :, 0, :].permute(2, 1, 0))  # kt,kf,1,out -> out,kf,kt
+                conv.bias.copy_(t(f"conv2d_{i}/bias"))
+            for layer, name in ((self.penultimate, "dense"), (self.dense, "dense_1")):
+                layer.weight.copy_(t(f"{name}/kernel").T)
+                layer.bias.copy_(t(f"{name}/bias"))
+        return self
+
+
 class MusicTagger(nn.Module):
     """Waveform or magnitude spectrogram → MagnaTagATune tag logits, differentiably."""
 
     sample_rate = SAMPLE_RATE
     stft = MUSIC_STFT
 
-    def __init__(self, network: MusicVGG, labels: list[str]):
+    def __init__(self, network: nn.Module, labels: list[str]):
         super().__init__()
         self.network = network
         self.labels = labels
@@ -174,6 +251,6 @@ def load_music_tagger(name: str = "MTT_vgg", device: torch.device | str = "cpu")
     with _LOCK:
         if key not in _CACHE:
             tensors = read_checkpoint(str(checkpoint_prefix(name)) + "/")
-            network = MusicVGG().load_tf(tensors)
+            network = (MusicVGG() if name == "MTT_vgg" else Musicnn()).load_tf(tensors)
             _CACHE[key] = MusicTagger(network, mtt_labels()).to(device).eval().requires_grad_(False)
         return _CACHE[key]

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dream", help="optimise a spectrogram for a network, resynthesise it, verify the round trip")
     d.add_argument("--net", default=D.net,
                    help="speech | music:TAG (e.g. music:piano) | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
+    d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
+                   help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
     d.add_argument("--seconds", type=float, default=D.seconds)
     d.add_argument("--steps", type=int, default=D.steps)
@@ -42,13 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("source", help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
     t.add_argument("--seconds", type=float, default=4.0, help="length of built-in clips")
     t.add_argument("--top", type=int, default=10)
+    t.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default="MTT_vgg")
     t.add_argument("--json", default=None, help="also write the figures to this JSON file")
     t.set_defaults(func=run_tags)
 
 
 def run_dream(args: argparse.Namespace) -> int:
     settings = DreamSettings(
-        net=args.net, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
+        net=args.net, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
         phase=args.phase, griffin_lim_iters=args.griffin_lim_iters, momentum=args.momentum, seed=args.seed,
@@ -68,9 +71,9 @@ def run_dream(args: argparse.Namespace) -> int:
 
 
 def run_tags(args: argparse.Namespace) -> int:
-    report = listen(args.source, seconds=args.seconds, device=args.device)
+    report = listen(args.source, seconds=args.seconds, device=args.device, music_model=args.music_model)
     print(f"speech probability (Silero VAD, mean over 32 ms chunks): {report['speech_probability']:.3f}")
-    print("music tags (musicnn MTT_vgg):")
+    print(f"music tags (musicnn {args.music_model}):")
     for tag, p in list(report["music_tags"].items())[: args.top]:
         print(f"  {tag:<14} {p:.3f}")
     if args.json:

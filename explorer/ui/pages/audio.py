@@ -19,14 +19,17 @@ st.title("Audio hallucinations")
 st.caption("Gradient ascent on a log-magnitude spectrogram through the same loop as the image pages, "
            "Griffin-Lim back to sound, then the honest test: the WAV is read back and the network listens again.")
 
-NETS = {"speech": "Speech (Silero VAD)", "music": "Music tag (musicnn MTT VGG)", "image": "Image classifier on the spectrogram"}
+NETS = {"speech": "Speech (Silero VAD)", "music": "Music tag (musicnn)", "image": "Image classifier on the spectrogram"}
 left, right = st.columns([1, 1])
 with left:
     net_kind = st.radio("Network", list(NETS), format_func=NETS.get, horizontal=True, key=f"{KEY}_net")
-    net = "speech"
+    net, music_model = "speech", "MTT_vgg"
     if net_kind == "music":
         labels = mtt_labels()
-        tag = st.selectbox("Tag to dream", labels, index=labels.index("piano"), key=f"{KEY}_tag")
+        c1, c2 = st.columns(2)
+        tag = c1.selectbox("Tag to dream", labels, index=labels.index("piano"), key=f"{KEY}_tag")
+        music_model = c2.selectbox("Tagger", ["MTT_vgg", "MTT_musicnn"], key=f"{KEY}_music_model",
+                                   help="musicnn's MagnaTagATune models: a VGG, or the musically motivated musicnn")
         net = f"music:{tag}"
     elif net_kind == "image":
         model = widgets.model_picker(KEY)
@@ -68,7 +71,7 @@ with right:
         gl_iters = c1.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
         momentum = c2.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, start=start if start != "upload" else "upload", seconds=float(seconds), steps=int(steps),
+settings = DreamSettings(net=net, music_model=music_model, start=start if start != "upload" else "upload", seconds=float(seconds), steps=int(steps),
                          lr=float(lr), param=param, tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
