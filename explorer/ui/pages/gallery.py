@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from urllib.parse import urlencode
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -98,6 +99,10 @@ for name, value, default in (("size", int(size), FAST.size), ("steps", int(steps
         params[name] = str(value)
     elif name in params:
         del params[name]
+if folder.strip():
+    params["images"] = folder.strip()
+elif "images" in params:
+    del params["images"]
 
 unit = _int_param("unit")
 if unit is not None and not 0 <= unit < n_units:
@@ -118,7 +123,9 @@ def permalink(u: int) -> str:
         query["size"] = str(int(size))
     if int(steps) != FAST.steps:
         query["steps"] = str(int(steps))
-    text = "&".join(f"{k}={v}" for k, v in query.items())
+    if folder.strip():
+        query["images"] = folder.strip()
+    text = urlencode(query, safe="/:")
     base = ""
     try:
         base = (st.context.url or "").split("?")[0]

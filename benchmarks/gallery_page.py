@@ -1,0 +1,101 @@
+"""Layer gallery figures, measured in one run.
+
+1. page  — server-side render time of a cached 64-unit grid page (Streamlit AppTest run of the
+           page script with the model already loaded and all 64 tiles in the store), against the
+           1 s budget of the issue.
+2. build — units/minute for a layer build at the fast thumbnail settings (explorer.optvis.FAST),
+           and the batched-vs-one-at-a-time ratio at a reduced step count (throughput per step
+           does not depend on the step count, so the ratio carries over).
+
+    .venv/bin/python benchmarks/gallery_page.py                 # both
+    .venv/bin/python benchmarks/gallery_page.py --only page
+    .venv/bin/python benchmarks/gallery_page.py --only build --units 16 --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from explorer.gallery import GalleryStore, build  # noqa: E402
+from explorer.models import load_model  # noqa: E402
+from explorer.optvis import FAST  # noqa: E402
+
+
+def bench_page(model_name: str, layer: str, repeats: int) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    cache = Path(tempfile.mkdtemp(prefix="gallery_bench_"))
+    os.environ["EXPLORER_CACHE_DIR"] = str(cache)
+    model = load_model(model_name, device="auto")
+    store = GalleryStore()
+    # 64 tiles at the thumbnail size; 1 step is enough: the page's cost is the files, not their quality
+    settings = FAST.with_(steps=1)
+    started = time.perf_counter()
+    build(model, layer, range(64), settings, store=store, batch=32)
+    print(f"page: filled the store with 64 tiles of {layer} ({settings.size} px) in {time.perf_counter() - started:.1f} s")
+    at = AppTest.from_file(str(ROOT / "explorer/ui/pages/gallery.py"), default_timeout=300)
+    for k, v in {"model": model_name, "layer": layer, "steps": str(settings.steps)}.items():
+        at.query_params[k] = v
+    started = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - started
+    if at.exception:
+        raise SystemExit(at.exception[0].value)
+    tiles = len(at.get("image"))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    print(f"page: first run (model load, layer dry run) {first:.2f} s; {tiles} tiles shown")
+    print(f"page: cached 64-unit page render: median {median * 1000:.0f} ms over {repeats} runs "
+          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); budget 1000 ms -> ratio {median / 1.0:.2f} of budget")
+
+
+def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps: int, ratio_units: int) -> None:
+    model = load_model(model_name, device="auto")
+    store = GalleryStore(tempfile.mkdtemp(prefix="gallery_build_"))
+    print(f"build: {model_name} {layer}, FAST = size {FAST.size}, {FAST.steps} steps, device {model.device}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    report = build(model, layer, range(units), FAST, store=store, batch=batch)
+    print(f"build: {units} units in batches of {batch}: {report.render_seconds:.1f} s rendering -> "
+          f"{report.units_per_minute():.2f} units/minute; {report.seconds:.1f} s wall including store writes")
+    short = FAST.with_(steps=ratio_steps)
+    batched = build(model, layer, range(ratio_units), short, store=store, batch=ratio_units)
+    single = build(model, layer, range(ratio_units, 2 * ratio_units), short, store=store, batch=1)
+    print(f"build: at {ratio_steps} steps, {ratio_units} units batched: {batched.units_per_minute():.1f} units/minute; "
+          f"one at a time: {single.units_per_minute():.1f} units/minute -> batching x{batched.units_per_minute() / single.units_per_minute():.2f}")
+    print(f"build: load average now {os.getloadavg()[0]:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["page", "build"])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--layer", default="blocks.10")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--units", type=int, default=16, help="units of the FAST build (the layer has 112)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--ratio-steps", type=int, default=8)
+    parser.add_argument("--ratio-units", type=int, default=8)
+    args = parser.parse_args()
+    if args.only in (None, "page"):
+        bench_page(args.model, args.layer, args.repeats)
+    if args.only in (None, "build"):
+        bench_build(args.model, args.layer, args.units, args.batch, args.ratio_steps, args.ratio_units)
+
+
+if __name__ == "__main__":
+    main()
