@@ -85,11 +85,16 @@ with st.sidebar:
     st.caption(f"Store: `{store.root}`")
 
 settings = FAST.with_(size=int(size), steps=int(steps))
-try:
-    image_set = folder_image_set(folder) if folder.strip() else builtin_image_set()
-except UserInputError as exc:
-    st.sidebar.error(str(exc))
-    image_set = builtin_image_set()
+
+
+def chosen_image_set():
+    """The photos for dataset examples (only the unit view needs them: the grid stays fast)."""
+    try:
+        return folder_image_set(folder) if folder.strip() else builtin_image_set()
+    except UserInputError as exc:
+        st.error(f"{exc} Using the built-in photos instead.")
+        return builtin_image_set()
+
 
 # ---- the URL mirrors the view --------------------------------------------------------------
 params["model"] = model.name
@@ -268,6 +273,7 @@ def unit_view(u: int) -> None:
             run_build([u], todo, f"Rendering unit {u} ({', '.join(todo)})")
 
     st.subheader("Dataset examples")
+    image_set = chosen_image_set()
     table = load_examples(model, layer, image_set, store)
     if table is None:
         st.caption(f"The patches of {image_set.name} ({len(image_set)} views with crops and flips) that excite this unit most. "
