@@ -569,6 +569,7 @@ class GrowResult:
     target: int
     label: str
     confidence: float  # p(target) of ``image``
+    confidence_8bit: float  # p(target) of ``image`` rounded to 8 bits, i.e. of the saved PNG
     start_confidence: float
     top_class: int  # argmax of ``image``
     top_label: str
@@ -701,9 +702,11 @@ def grow(
     image = best["image"][0].float()
     top, _, probs = _top(model, image)
     confidence = float(probs[target])
+    as_png = (image.clamp(0, 1) * 255 + 0.5).floor() / 255  # what save_png/png_bytes store
+    confidence_8bit = float(_top(model, as_png)[2][target])
     return GrowResult(
         image=image.cpu(), start=start_image.float().cpu(), model=model.name, target=target, label=model.label(target),
-        confidence=confidence, start_confidence=float(start_probs[target]), top_class=top, top_label=model.label(top),
+        confidence=confidence, confidence_8bit=confidence_8bit, start_confidence=float(start_probs[target]), top_class=top, top_label=model.label(top),
         reached=confidence >= goal, goal=goal, steps=result.steps_done, best_step=best["step"], stopped=result.stopped,
         seconds=result.seconds, budget=str(budget), param=param, source=source,
         distance=distances(image, start_image), history=[math.exp(float(v)) for v in result.history[:, 0]],
@@ -740,7 +743,7 @@ def _offline_candidates(source: str, device_str: str) -> tuple[tuple[LoadedModel
         try:
             loaded.append(load_model(spec.name, "pretrained", device=device_str))
         except Exception as exc:  # missing weights, missing optional package: say why
-            reason = str(exc).split("\n")[0][:240]
+            reason = str(exc).split("\n")[0][:400]
             skipped.append((("model", spec.name), ("weights", "pretrained"), ("status", f"unavailable: {reason}")))
     return tuple(loaded), tuple(skipped)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from explorer import fooling
 from explorer.errors import UserInputError
+from explorer.images import to_uint8
 from explorer.models import LoadedModel
 
 CPU = torch.device("cpu")
@@ -268,6 +269,8 @@ def test_growing_reaches_the_target_inside_the_budget(budget):
     assert result.reached and result.stopped == "target reached" and result.steps < 300
     p = float(model.probabilities(result.image[None])[0, target])  # checked independently of grow()
     assert p >= 0.996 and result.confidence == pytest.approx(p, abs=1e-6)
+    saved = torch.from_numpy(to_uint8(result.image)).permute(2, 0, 1) / 255
+    assert result.confidence_8bit == pytest.approx(float(model.probabilities(saved[None].float())[0, target]), abs=1e-6)
     assert result.start_confidence < 0.5 and torch.equal(result.start, start)
     kind, eps = budget.split(":")
     assert result.distance[kind] <= float(eps) + 1e-3  # sigmoid pixels round-trip to within 1e-4

@@ -142,7 +142,8 @@ def run_grow(args: argparse.Namespace) -> int:
     d = result.distance
     state = "reached" if result.reached else "NOT reached"
     print(f"{model.name}: class {result.target} ({result.label}) p={result.confidence:.4f} ({state} {result.goal}) "
-          f"after {result.steps} steps, {result.seconds:.1f} s; started at p={result.start_confidence:.4f}")
+          f"after {result.steps} steps, {result.seconds:.1f} s; started at p={result.start_confidence:.4f}; "
+          f"as saved (8-bit PNG) p={result.confidence_8bit:.4f}")
     print(f"distance from start: L∞ {d['linf']:.4f}, L2 {d['l2']:.3f}, RMS {d['rms']:.4f} (budget {result.budget})")
     for row in result.transfer:
         if row["status"] == "ok":

@@ -173,7 +173,8 @@ def show_grow(result: fooling.GrowResult) -> None:
     st.subheader(f"{result.label} (class {result.target}): p = {result.confidence:.4f}, {verdict} {result.goal:g} "
                  f"after {result.steps} steps ({result.seconds:.1f} s)")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Confidence", f"{result.confidence:.4f}", f"{result.confidence - result.start_confidence:+.4f} from start")
+    c1.metric("Confidence", f"{result.confidence:.4f}", f"{result.confidence - result.start_confidence:+.4f} from start",
+              help=f"as saved in the 8-bit PNG: {result.confidence_8bit:.4f}")
     c2.metric("L∞ from start", f"{result.distance['linf']:.4f}")
     c3.metric("L2 from start", f"{result.distance['l2']:.3f}")
     c4.metric("RMS change", f"{result.distance['rms']:.4f}")
