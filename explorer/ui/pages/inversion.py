@@ -1,0 +1,209 @@
+"""Page: Inversion & DeepDream — what does layer N still know about a photo, and what does it see in it?"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer import inversion
+from explorer.errors import UserInputError
+from explorer.images import BUILTIN_PHOTOS, to_uint8
+from explorer.ui import widgets
+
+KEY = "inv"
+UPLOAD_STATE = f"{KEY}_upload"  # {"name": str, "bytes": bytes}: the last uploaded file, kept across reruns
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
+
+st.title("Inversion & DeepDream")
+st.caption("Reconstruct a photo from one layer's activations (Mahendran & Vedaldi 2015), amplify what a layer "
+           "sees in it (DeepDream), or exaggerate it from noise (caricature).")
+
+with st.sidebar:
+    model = widgets.model_picker(KEY)
+if model is None:
+    st.stop()
+
+
+# ---- the photo -------------------------------------------------------------------------------------
+def remember_upload(uploaded) -> None:
+    """Keep the uploaded file's bytes in session state (the page reads the photo from there)."""
+    if uploaded is not None:
+        st.session_state[UPLOAD_STATE] = {"name": uploaded.name, "bytes": uploaded.getvalue()}
+
+
+left, right = st.columns([1, 2])
+with left:
+    source = st.radio("Photo", ["Built-in", "Upload"], horizontal=True, key=f"{KEY}_source")
+    if source == "Built-in":
+        name = st.selectbox("Built-in photo", BUILTIN_PHOTOS, index=BUILTIN_PHOTOS.index("astronaut"), key=f"{KEY}_builtin")
+        photo_source, photo_name = f"builtin:{name}", name
+    else:
+        remember_upload(st.file_uploader("Upload a photo (PNG, JPEG, WebP, BMP, TIFF)", type=UPLOAD_TYPES, key=f"{KEY}_file"))
+        upload = st.session_state.get(UPLOAD_STATE)
+        if not upload:
+            st.info("Upload a photo to start.")
+            st.stop()
+        photo_source, photo_name = upload["bytes"], upload["name"]
+    c1, c2 = st.columns(2)
+    size = int(c1.number_input("Size (px)", 32, 512, 224, step=16, key=f"{KEY}_size"))
+    fit_mode = c2.radio("Aspect", inversion.FIT_MODES, horizontal=True, key=f"{KEY}_fit",
+                        help="Non-square photos: centre-crop, or pad with grey.")
+    try:
+        photo = inversion.load_photo(photo_source, size, fit_mode)
+    except UserInputError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.image(to_uint8(photo), caption=f"{photo_name} · {size}×{size}", width="stretch")
+
+with right:
+    mode = st.radio("Mode", ["Invert layers", "DeepDream", "Caricature"], horizontal=True, key=f"{KEY}_mode")
+    main_spatial = [i.name for i in model.main_layers() if len(i.shape) == 3]
+    c1, c2, c3 = st.columns(3)
+    seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed"))
+    if mode == "Invert layers":
+        defaults = inversion.InversionSettings()
+        layers = st.multiselect("Layers (one reconstruction each, one batched run)", main_spatial,
+                                default=[l for l in inversion.default_layers(model) if l in main_spatial], key=f"{KEY}_layers")
+        steps = int(c1.number_input("Steps", 1, 4000, 200, step=50, key=f"{KEY}_steps"))
+        param = c2.selectbox("Parameterisation", ["pixel", "fft"], key=f"{KEY}_param")
+        c1, c2, c3 = st.columns(3)
+        init = c1.selectbox("Start from", ["noise", "grey", "blur"], key=f"{KEY}_init",
+                            help="blur: the photo blurred (σ = 8 px), a head start")
+        transforms = c2.selectbox("Transforms", ["none", "standard"], key=f"{KEY}_transforms",
+                                  help="random jitter/scale/rotation applied to the image and the photo alike")
+        lr = c3.number_input("Learning rate", 0.001, 1.0, defaults.lr, format="%.3f", key=f"{KEY}_lr")
+        with st.expander("Priors"):
+            auto = st.checkbox("TV weight by depth (Mahendran & Vedaldi)", True, key=f"{KEY}_auto_tv")
+            if layers:
+                st.caption(" · ".join(f"{l}: λ_TV {inversion.default_prior_weights(model, l)[0]:.2f}" for l in layers))
+            tv = None if auto else st.number_input("λ_TV (every layer)", 0.0, 1000.0, 1.0, key=f"{KEY}_tv")
+            alpha = st.number_input("λ_α (α = 6)", 0.0, 10.0, inversion.ALPHA_WEIGHT, format="%.4f", key=f"{KEY}_alpha")
+        settings = inversion.InversionSettings(size=size, steps=steps, lr=float(lr), param=param, tv=tv, alpha=float(alpha),
+                                               transforms=transforms, init=init, seed=seed, fit=fit_mode)
+        label = "Invert"
+    elif mode == "DeepDream":
+        d = inversion.DreamSettings()
+        layer = widgets.layer_picker(model, KEY)
+        whole = c1.checkbox("Whole layer", True, key=f"{KEY}_whole")
+        channel = None if whole else int(c2.number_input(f"Channel (0–{model.layer_shapes.get(layer, (1,))[0] - 1})", 0, 4095, 0, key=f"{KEY}_channel"))
+        c1, c2, c3, c4 = st.columns(4)
+        octaves = int(c1.number_input("Octaves", 1, 6, d.octaves, key=f"{KEY}_octaves"))
+        octave_scale = float(c2.number_input("Octave scale", 1.05, 2.0, d.octave_scale, key=f"{KEY}_octave_scale"))
+        steps = int(c3.number_input("Steps per octave", 1, 500, d.steps, key=f"{KEY}_dream_steps"))
+        lr = float(c4.number_input("Step size", 0.001, 1.0, d.lr, format="%.3f", key=f"{KEY}_dream_lr"))
+        jitter = int(st.slider("Jitter (px)", 0, 64, d.jitter, key=f"{KEY}_jitter"))
+        settings = inversion.DreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr,
+                                           jitter=jitter, seed=seed, fit=fit_mode)
+        label = "Dream"
+    else:
+        c = inversion.CaricatureSettings()
+        default = [model.default_layer] if model.default_layer in main_spatial else main_spatial[-1:]
+        layers = st.multiselect("Layers (one caricature each)", main_spatial, default=default, key=f"{KEY}_car_layers")
+        steps = int(c1.number_input("Steps", 1, 4000, 128, step=32, key=f"{KEY}_car_steps"))
+        param = c2.selectbox("Parameterisation", ["fft", "pixel"], key=f"{KEY}_car_param")
+        c1, c2, c3 = st.columns(3)
+        cos_floor = float(c1.number_input("Cosine floor", 0.0, 0.99, c.cos_floor, key=f"{KEY}_cos_floor"))
+        cos_power = float(c2.number_input("Cosine power", 0.0, 8.0, c.cos_power, key=f"{KEY}_cos_power"))
+        transforms = c3.selectbox("Transforms", ["standard", "none"], key=f"{KEY}_car_transforms")
+        settings = inversion.CaricatureSettings(size=size, steps=steps, param=param, cos_floor=cos_floor, cos_power=cos_power,
+                                                transforms=transforms, seed=seed, fit=fit_mode)
+        label = "Caricature"
+
+
+# ---- run -------------------------------------------------------------------------------------------
+go_col, cancel_col = st.columns([1, 6])
+start = go_col.button(label, type="primary", key=f"{KEY}_go")
+with cancel_col:
+    widgets.cancel_button(KEY)
+
+if widgets.cancelled(KEY):
+    widgets.show_partial(KEY)
+elif start:
+    try:
+        if mode == "Invert layers":
+            progress = widgets.LiveProgress(KEY, "Inverting (value: mean normalised feature error)", preview_every=max(1, steps // 16))
+            result = inversion.invert(model, photo, layers, settings, callback=progress)
+        elif mode == "DeepDream":
+            total = settings.steps * settings.octaves
+            progress = widgets.LiveProgress(KEY, "Dreaming", preview_every=max(1, total // 16))
+            result = inversion.dream(model, photo, layer, channel, settings, callback=progress)
+        else:
+            progress = widgets.LiveProgress(KEY, "Caricaturing (value: mean cosine with the photo)", preview_every=max(1, steps // 16))
+            result = inversion.caricature(model, photo, layers, settings, callback=progress)
+        progress.done()
+        st.session_state[f"{KEY}_result"] = {"mode": mode, "result": result, "photo_name": photo_name}
+    except UserInputError as exc:
+        st.error(str(exc))
+
+
+# ---- results ---------------------------------------------------------------------------------------
+def show_strip(photo, images, captions, stem: str) -> None:
+    cols = st.columns(len(images) + 1)
+    with cols[0]:
+        st.image(to_uint8(photo), caption="photo", width="stretch")
+    for col, image, caption, i in zip(cols[1:], images, captions, range(len(images))):
+        with col:
+            st.image(to_uint8(image), caption=caption, width="stretch")
+            widgets.download_png(image, f"{stem}_{i}.png", "PNG", key=f"{KEY}_dl_{stem}_{i}")
+
+
+def line_chart(history, names, title: str, y_title: str, log: bool = False) -> go.Figure:
+    fig = go.Figure()
+    for b, name in enumerate(names):
+        fig.add_trace(go.Scatter(x=list(range(1, history.shape[0] + 1)), y=history[:, b].tolist(), mode="lines", name=name))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title=y_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
+    if log:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+saved = st.session_state.get(f"{KEY}_result")
+if saved is not None and saved["mode"] == mode:
+    result = saved["result"]
+    stem = f"{result.model}_{saved['photo_name']}".replace(".", "_")
+    if result.stopped:
+        st.info(f"Stopped: {result.stopped}")
+    if mode == "Invert layers":
+        st.subheader(f"What each layer remembers · {result.steps_done} steps in {result.seconds:.1f} s")
+        show_strip(result.photo, result.images,
+                   [f"{r['layer']} · error {r['normalised_error']:.3f} · SSIM {r['ssim']:.2f} · PSNR {r['psnr_db']:.1f} dB"
+                    for r in result.rows()], f"{stem}_invert")
+        c1, c2 = st.columns(2)
+        with c1:
+            st.plotly_chart(line_chart(result.error_history, result.layers, "Normalised feature error ‖Φ(x)−Φ0‖²/‖Φ0‖²",
+                                       "error", log=True), width="stretch")
+        with c2:
+            fig = go.Figure([go.Bar(x=result.layers, y=result.final_error, name="feature error"),
+                             go.Scatter(x=result.layers, y=result.ssim, name="SSIM", mode="lines+markers", yaxis="y2")])
+            fig.update_layout(title="Final error and SSIM per layer", height=340, margin=dict(l=10, r=10, t=40, b=10),
+                              yaxis=dict(title="normalised error"), yaxis2=dict(title="SSIM", overlaying="y", side="right", range=[0, 1]))
+            st.plotly_chart(fig, width="stretch")
+        st.dataframe(result.rows(), hide_index=True)
+        c1, c2 = st.columns(2)
+        with c1:
+            widgets.download_png(result.strip(), f"{stem}_strip.png", "Download strip PNG", key=f"{KEY}_dl_strip")
+        with c2:
+            widgets.download_json(result.summary(), f"{stem}_inversion.json", "Download errors + settings JSON", key=f"{KEY}_dl_json")
+    elif mode == "DeepDream":
+        st.subheader(f"{result.target} · ×{result.gain:.2f} layer objective · octaves {result.octave_sizes} px · {result.seconds:.1f} s")
+        show_strip(result.photo, result.image[None], [f"dream · objective {result.objective_before:.3f} → {result.objective_after:.3f}"],
+                   f"{stem}_dream")
+        st.plotly_chart(line_chart(result.history[:, None], [result.target], "Objective per step (all octaves, jittered image)",
+                                   "objective"), width="stretch")
+        c1, c2 = st.columns(2)
+        with c1:
+            widgets.download_png(result.pair(), f"{stem}_dream_pair.png", "Download photo + dream PNG", key=f"{KEY}_dl_pair")
+        with c2:
+            widgets.download_json(result.summary(), f"{stem}_dream.json", "Download settings JSON", key=f"{KEY}_dl_dream_json")
+    else:
+        st.subheader(f"Caricature · {result.steps_done} steps in {result.seconds:.1f} s")
+        show_strip(result.photo, result.images,
+                   [f"{l} · cos {c:.2f} · dot/‖Φ0‖² {d:.2f}" for l, c, d in zip(result.layers, result.final_cosine, result.final_dot)],
+                   f"{stem}_caricature")
+        st.plotly_chart(line_chart(result.cosine_history, result.layers, "Cosine similarity with the photo's activations",
+                                   "cosine"), width="stretch")
+        c1, c2 = st.columns(2)
+        with c1:
+            widgets.download_png(result.strip(), f"{stem}_caricature_strip.png", "Download strip PNG", key=f"{KEY}_dl_car_strip")
+        with c2:
+            widgets.download_json(result.summary(), f"{stem}_caricature.json", "Download settings JSON", key=f"{KEY}_dl_car_json")

@@ -1,0 +1,91 @@
+"""The Inversion & DeepDream page, headless (AppTest): uploaded photo, built-in photo, bad upload, all modes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+PAGE = "explorer/ui/pages/inversion.py"
+
+
+def _png(h: int = 60, w: int = 90) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    array = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 120)], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app(root):
+    at = AppTest.from_file(str(root / PAGE), default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _tiny_settings(at: AppTest) -> None:
+    at.number_input(key="inv_size").set_value(48)
+    at.run()
+
+
+def test_invert_an_uploaded_photo(app):
+    # AppTest cannot drive st.file_uploader: the page keeps the upload's bytes in session state, so inject them there
+    app.session_state["inv_upload"] = {"name": "gradient.png", "bytes": _png()}
+    app.radio(key="inv_source").set_value("Upload")
+    app.run()
+    _tiny_settings(app)
+    assert any("gradient.png · 48×48" in str(img.proto) for img in app.get("image"))  # the uploaded photo is shown
+    app.multiselect(key="inv_layers").set_value(["blocks.0", "blocks.4"])
+    app.number_input(key="inv_steps").set_value(3)
+    app.run()
+    app.button(key="inv_go").click()
+    app.run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    result = app.session_state["inv_result"]["result"]
+    assert result.layers == ["blocks.0", "blocks.4"] and result.steps_done == 3
+    assert result.photo.shape == (3, 48, 48)
+    assert "What each layer remembers" in app.subheader[0].value
+    assert len(app.get("plotly_chart")) == 2  # error per step per layer, final error + SSIM per layer
+    assert len(app.get("download_button")) >= 4  # one per reconstruction, strip, JSON
+
+
+def test_corrupt_upload_shows_an_error_and_the_page_survives(app):
+    app.session_state["inv_upload"] = {"name": "broken.jpg", "bytes": b"\xff\xd8\xff\xe0" + b"junk" * 50}
+    app.radio(key="inv_source").set_value("Upload")
+    app.run()
+    assert not app.exception
+    assert len(app.error) == 1
+    message = app.error[0].value.lower()
+    assert "corrupt" in message or "not an image" in message
+    assert not app.button  # the page stopped cleanly before offering a run
+
+
+def test_dream_and_caricature_of_a_builtin_photo(app):
+    _tiny_settings(app)
+    app.radio(key="inv_mode").set_value("DeepDream")
+    app.run()
+    app.number_input(key="inv_octaves").set_value(2)
+    app.number_input(key="inv_dream_steps").set_value(2)
+    app.run()
+    app.button(key="inv_go").click()
+    app.run()
+    assert not app.exception, app.exception
+    dream = app.session_state["inv_result"]["result"]
+    assert dream.steps_done == 4 and dream.image.shape == (3, 48, 48)
+
+    app.radio(key="inv_mode").set_value("Caricature")
+    app.run()
+    app.number_input(key="inv_car_steps").set_value(2)
+    app.run()
+    app.button(key="inv_go").click()
+    app.run()
+    assert not app.exception, app.exception
+    caricature = app.session_state["inv_result"]["result"]
+    assert caricature.steps_done == 2 and caricature.images.shape[0] == 1
+    assert any("Caricature" in s.value for s in app.subheader)
