@@ -13,7 +13,7 @@ it keeps the dream from depending on one exact loudness, which matters because t
 is peak-normalised. Targets:
 
 * ``speech`` — Silero VAD speech probability (mean log p over 32 ms chunks);
-* ``music:TAG`` — a MagnaTagATune tag of the musicnn VGG tagger (log-sigmoid);
+* ``music:TAG`` — a MagnaTagATune tag of a musicnn tagger, MTT_vgg or MTT_musicnn (log-sigmoid);
 * ``image:MODEL:LAYER[:UNIT]`` or ``image:MODEL:class:N`` — any registry image classifier looking
   at the spectrogram as a picture (low frequencies at the bottom): DeepDream of a layer, a
   channel, or a class.
@@ -21,7 +21,6 @@ is peak-normalised. Targets:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,6 +50,8 @@ class AudioTarget:
     sample_rate: int = SAMPLE_RATE
     stft: STFTConfig = DEFAULT_IMAGE_STFT
     value_label: str = "value"
+    device: torch.device = torch.device("cpu")
+    dbmap: "DBMap | None" = None  # set by dream(): how magnitudes map to the [0, 1] picture
 
     def score(self, magnitude: torch.Tensor, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Per-item objective to maximise (differentiable)."""
@@ -63,8 +64,6 @@ class AudioTarget:
     def report_waveform(self, wav: torch.Tensor) -> dict:
         mag = stft(wav.reshape(1, -1).to(self.device), self.stft).abs()
         return self.report(mag)
-
-    device: torch.device = torch.device("cpu")
 
 
 class SpeechTarget(AudioTarget):

@@ -7,7 +7,6 @@ import io
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -23,9 +22,6 @@ class AudioInputError(UserInputError):
     """The audio could not be read, is empty or too long."""
 
 
-AudioSource = "str | Path | bytes | BinaryIO"
-
-
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling (scipy.signal.resample_poly) by the exact rational ratio."""
     if from_rate == to_rate:
@@ -36,7 +32,7 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def load_audio(source, sample_rate: int = 16000, max_seconds: float = MAX_SECONDS, name: str | None = None) -> np.ndarray:
+def load_audio(source: "str | Path | bytes | io.IOBase", sample_rate: int = 16000, max_seconds: float = MAX_SECONDS, name: str | None = None) -> np.ndarray:
     """Mono float32 samples at ``sample_rate`` from a path, bytes or file object.
 
     Multichannel audio is mixed down; files longer than ``max_seconds`` are refused (with the

@@ -71,7 +71,7 @@ with right:
         gl_iters = c1.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
         momentum = c2.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, music_model=music_model, start=start if start != "upload" else "upload", seconds=float(seconds), steps=int(steps),
+settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start, seconds=float(seconds), steps=int(steps),
                          lr=float(lr), param=param, tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
