@@ -70,7 +70,11 @@ def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeyp
     assert {b.label for b in at.get("download_button")} >= {"PNG", "Download unit JSON", "Download example patches PNG"}
     at.button(key="gal_next").click().run()
     assert at.header[0].value.startswith("Unit 4"), "next unit"
-    assert any(b.label.startswith("Render neg, facets4") for b in at.button), "unit 4 offers its missing variants"
+    assert any(b.label == "Render negative + 4 facets" for b in at.button), "unit 4 offers its missing variants"
+    at.button(key="gal_render_unit").click().run()
+    assert not at.exception and "Rendered 2" in at.success[0].value
+    assert len(at.get("image")) == 1 + 4 + 1 + 8, "facets and negative of unit 4 now show"
+    assert lookup(store, model, "conv2", TINY_SETTINGS, NEG, [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
     at.button(key="gal_back").click().run()
     assert "unit" not in at.query_params and len(at.get("image")) >= 12
 

@@ -267,7 +267,8 @@ def unit_view(u: int) -> None:
     todo = [v for v, e in ((MAX, main), (NEG, negative), (facet_variant, facet_entry)) if e is None]
     if todo:
         c1, c2 = st.columns([2, 5])
-        if c1.button(f"Render {', '.join(todo)}", type="primary", key=f"{KEY}_render_unit"):
+        names = {MAX: "visualisation", NEG: "negative", facet_variant: f"{int(facets)} facets"}
+        if c1.button(f"Render {' + '.join(names[v] for v in todo)}", type="primary", key=f"{KEY}_render_unit"):
             with c2:
                 widgets.cancel_button(KEY)
             run_build([u], todo, f"Rendering unit {u} ({', '.join(todo)})")
