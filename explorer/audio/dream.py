@@ -212,6 +212,7 @@ class DreamSettings:
     blur_every: int = 0  # blur the spectrogram every N steps (both axes)
     blur_sigma: float = 0.5
     gain_jitter_db: float = 6.0  # random gain per step (robustness to the final loudness)
+    consistency_every: int = 0  # every N steps replace the spectrogram by |STFT(iSTFT(·))| (0: never)
     phase: str = "griffin-lim"  # "griffin-lim" | "original" (only with a clip start)
     griffin_lim_iters: int = 64
     momentum: float = 0.99
@@ -388,9 +389,27 @@ def dream(
             value = value - settings.tv_time * along_time - settings.tv_freq * along_freq
         return value
 
+    project = None
+    if settings.consistency_every > 0:
+        state = {"step": 0, "phase": start_spec.angle() if is_clip else
+                 2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device)}
+
+        @torch.no_grad()
+        def project(p) -> None:
+            # One Griffin-Lim step with a phase carried across projections: pulls the spectrogram
+            # towards one that a waveform can actually have, so less is lost in the round trip.
+            state["step"] += 1
+            if state["step"] % settings.consistency_every:
+                return
+            magnitude = dbmap.to_magnitude(p()[:, 0])
+            rebuilt = stft(istft(torch.polar(magnitude, state["phase"]), cfg, samples), cfg)
+            state["phase"] = rebuilt.angle()
+            p.set_image_(dbmap.to_unit(rebuilt.abs())[:, None].clamp(0.001, 0.999))
+
     result = optimise(
         param, score, steps=settings.steps, lr=settings.lr, transforms=transforms, generator=gen,
-        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, callback=callback, should_stop=should_stop,
+        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, project=project, callback=callback,
+        should_stop=should_stop,
     )
     unit = result.images.to(device)[:, 0]  # 1×bins×frames
     magnitude = dbmap.to_magnitude(unit)

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--blur-every", type=int, default=D.blur_every)
     d.add_argument("--blur-sigma", type=float, default=D.blur_sigma)
     d.add_argument("--gain-jitter-db", type=float, default=D.gain_jitter_db)
+    d.add_argument("--consistency-every", type=int, default=D.consistency_every,
+                   help="every N steps project the spectrogram onto one a waveform can have (0: off)")
     d.add_argument("--phase", choices=["griffin-lim", "original"], default=D.phase)
     d.add_argument("--griffin-lim-iters", type=int, default=D.griffin_lim_iters)
     d.add_argument("--momentum", type=float, default=D.momentum)
@@ -54,6 +56,7 @@ def run_dream(args: argparse.Namespace) -> int:
         net=args.net, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
+        consistency_every=args.consistency_every,
         phase=args.phase, griffin_lim_iters=args.griffin_lim_iters, momentum=args.momentum, seed=args.seed,
     )
     out = output_dir(args.out)

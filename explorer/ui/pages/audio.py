@@ -68,12 +68,16 @@ with right:
         gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
                                       help="random loudness per step, so the dream survives peak normalisation")
         lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
-        gl_iters = c1.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
-        momentum = c2.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
+        consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_consistency",
+                                      help="replace the spectrogram by that of its own resynthesis: the optimiser then "
+                                           "only sees what a waveform can do, so the round trip loses less")
+        gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
+        momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
 settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start, seconds=float(seconds), steps=int(steps),
                          lr=float(lr), param=param, tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
+                         consistency_every=int(consistency),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
 
 go_col, cancel_col = st.columns([1, 6])
