@@ -25,8 +25,8 @@ from ..images import BUILTIN_PHOTOS, fit, load_image
 from ..models.base import LoadedModel
 from .store import GalleryStore
 
-# The photos the gallery looks through by default (colour photos; skimage's textures and the
-# greyscale ones add little for ImageNet units).
+# The photos the gallery looks through by default: every photo the dependencies ship (the
+# greyscale ones and the textures too: they are what some early and texture units like best).
 GALLERY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field",
                   "immunohistochemistry", "colorwheel", "camera", "coins", "moon", "clock", "brick", "grass",
                   "gravel", "china", "flower")
