@@ -47,7 +47,11 @@ def test_query_params_prefill_the_page(root):
     at = AppTest.from_file(str(root / "explorer/ui/pages/feature_vis.py"), default_timeout=180)
     at.query_params["layer"] = "blocks.3"
     at.query_params["unit"] = "7"
+    at.query_params["steps"] = "40"
+    at.query_params["size"] = "oops"
     at.run()
+    assert at.number_input(key="fv_steps").value == 40
+    assert at.number_input(key="fv_size").value == 128
     assert at.selectbox(key="fv_layer").value == "blocks.3"
     assert at.text_input(key="fv_units").value == "7"
 

@@ -32,8 +32,9 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     name = st.selectbox("Model", names, index=index, format_func=lambda n: titles.get(n, n), key=f"{key}_model")
     spec = next(s for s in specs if s.name == name)
     weight_options = ["pretrained", "random"]
+    wanted_weights = st.query_params.get("weights") or spec.default_weights
     weights = st.selectbox(
-        "Weights", weight_options, index=weight_options.index(spec.default_weights) if spec.default_weights in weight_options else 0,
+        "Weights", weight_options, index=weight_options.index(wanted_weights) if wanted_weights in weight_options else 0,
         key=f"{key}_weights", help="'random' gives the bare architecture (untrained).",
     )
     try:
