@@ -107,9 +107,10 @@ def _sample(args: argparse.Namespace) -> int:
         _write_csv(out / "probabilities.csv", probability_rows(record))
         files.append("probabilities.csv")
         for row in summarise(record):
-            settle = f"step {row.settle_step_xt} (t={row.settle_t_xt})" if row.settle_step_xt >= 0 else "never"
+            settle = (f"argmax for good from step {row.settle_step_xt} (t={row.settle_t_xt})" if row.settle_step_xt >= 0
+                      else "the last x_t still disagrees with the final sample")
             print(f"#{row.index:02d} {row.final_label:<12} p={row.final_probability:.2f} · on x_T: "
-                  f"{row.noise_label} p={row.noise_probability:.2f} · argmax for good from {settle}")
+                  f"{row.noise_label} p={row.noise_probability:.2f} · {settle}")
     print(f"{record.steps} steps × {record.batch} samples in {record.seconds:.1f} s → {out}: {', '.join(files)}")
     return 0
 

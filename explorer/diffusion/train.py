@@ -313,6 +313,7 @@ def train_ddpm(
 
     ema = EMA(unet, config.ema_decay)
     start_step, earlier_seconds, losses = 0, 0.0, []
+    window: list[float] = []  # losses of the current logging window (aligned to absolute steps)
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = DDPMConfig.from_dict(state["config"])
@@ -322,14 +323,14 @@ def train_ddpm(
         optimiser.load_state_dict(state["optimiser"])
         ema.shadow = {k: v.float() for k, v in state["ema"].items()}
         start_step, earlier_seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+        window = list(state.get("window", []))
 
     def save_checkpoint(step: int, seconds: float) -> None:
         _atomic_save({"config": asdict(config), "model": unet.state_dict(), "optimiser": optimiser.state_dict(),
-                      "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses}, ckpt_path)
+                      "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window}, ckpt_path)
 
     unet.train()
     started = time.perf_counter()
-    window: list[float] = []
     step, stopped = start_step, None
     while step < config.steps:
         if should_stop and should_stop():
@@ -351,8 +352,8 @@ def train_ddpm(
         optimiser.step()
         ema.update(unet, step)
         step += 1
-        window.append(float(loss))
-        if len(window) == log_every or step == config.steps:
+        window.append(float(loss.detach()))
+        if step % log_every == 0 or step == config.steps:
             losses.append(sum(window) / len(window))
             window = []
         if callback:
