@@ -212,7 +212,9 @@ class DreamSettings:
     blur_every: int = 0  # blur the spectrogram every N steps (both axes)
     blur_sigma: float = 0.5
     gain_jitter_db: float = 6.0  # random gain per step (robustness to the final loudness)
-    consistency_every: int = 0  # every N steps replace the spectrogram by |STFT(iSTFT(·))| (0: never)
+    # every N steps replace the spectrogram by |STFT(iSTFT(·))| (0: never; None: 4 for image targets,
+    # whose fine detail otherwise does not survive resynthesis, 0 for speech and music, which survive anyway)
+    consistency_every: int | None = None
     phase: str = "griffin-lim"  # "griffin-lim" | "original" (only with a clip start)
     griffin_lim_iters: int = 64
     momentum: float = 0.99
@@ -390,7 +392,10 @@ def dream(
         return value
 
     project = None
-    if settings.consistency_every > 0:
+    every = settings.consistency_every
+    if every is None:
+        every = 4 if isinstance(target, ImageTarget) else 0
+    if every > 0:
         state = {"step": 0, "phase": start_spec.angle() if is_clip else
                  2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device)}
 
@@ -399,7 +404,7 @@ def dream(
             # One Griffin-Lim step with a phase carried across projections: pulls the spectrogram
             # towards one that a waveform can actually have, so less is lost in the round trip.
             state["step"] += 1
-            if state["step"] % settings.consistency_every:
+            if state["step"] % every:
                 return
             magnitude = dbmap.to_magnitude(p()[:, 0])
             rebuilt = stft(istft(torch.polar(magnitude, state["phase"]), cfg, samples), cfg)

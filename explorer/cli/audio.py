@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--blur-every", type=int, default=D.blur_every)
     d.add_argument("--blur-sigma", type=float, default=D.blur_sigma)
     d.add_argument("--gain-jitter-db", type=float, default=D.gain_jitter_db)
-    d.add_argument("--consistency-every", type=int, default=D.consistency_every,
-                   help="every N steps project the spectrogram onto one a waveform can have (0: off)")
+    d.add_argument("--consistency-every", type=int, default=None,
+                   help="every N steps project the spectrogram onto one a waveform can have "
+                        "(0: off; default 4 for image targets, off for speech and music)")
     d.add_argument("--phase", choices=["griffin-lim", "original"], default=D.phase)
     d.add_argument("--griffin-lim-iters", type=int, default=D.griffin_lim_iters)
     d.add_argument("--momentum", type=float, default=D.momentum)

@@ -68,7 +68,8 @@ with right:
         gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
                                       help="random loudness per step, so the dream survives peak normalisation")
         lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
-        consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_consistency",
+        consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 4 if net_kind == "image" else 0,
+                                      key=f"{KEY}_consistency_{net_kind}",
                                       help="replace the spectrogram by that of its own resynthesis: the optimiser then "
                                            "only sees what a waveform can do, so the round trip loses less")
         gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
