@@ -392,12 +392,13 @@ def dream(
         return value
 
     project = None
+    state: dict = {}
     every = settings.consistency_every
     if every is None:
         every = 4 if isinstance(target, ImageTarget) else 0
     if every > 0:
-        state = {"step": 0, "phase": start_spec.angle() if is_clip else
-                 2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device)}
+        state.update(step=0, phase=start_spec.angle() if is_clip else
+                     2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device))
 
         @torch.no_grad()
         def project(p) -> None:
@@ -425,7 +426,8 @@ def dream(
         wav = istft(torch.polar(magnitude, start_spec.angle()), cfg, samples)
         convergence = None
     else:
-        init = start_spec.angle() if is_clip else None
+        # the phase the projections carried (consistent with this very spectrogram), else the clip's
+        init = state.get("phase", start_spec.angle() if is_clip else None)
         wav = griffin_lim(magnitude, cfg, n_iter=settings.griffin_lim_iters, momentum=settings.momentum,
                           length=samples, init_phase=init, generator=gen)
         rebuilt = stft(wav, cfg).abs()
