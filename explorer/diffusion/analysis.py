@@ -114,7 +114,8 @@ def summary_json(record: ChainRecord, include_probabilities: bool = True) -> dic
     return data
 
 
-def _upscale(images: torch.Tensor, min_side: int = 64) -> torch.Tensor:
+def upscale(images: torch.Tensor, min_side: int = 64) -> torch.Tensor:
+    """Nearest-neighbour enlargement of small images so screens and GIFs show crisp pixels."""
     factor = max(1, math.ceil(min_side / max(1, min(images.shape[-2:]))))
     return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
 
@@ -130,7 +131,7 @@ def panel(record: ChainRecord, step: int, samples: list[int] | None = None, colu
           states: tuple[str, ...] = ("x_t", "x0", "eps")) -> torch.Tensor:
     """One C×H×W picture: for each state a grid of the chosen samples, side by side (x_t | x̂0 | ε)."""
     samples = samples if samples is not None else list(range(record.batch))
-    return _side_by_side([grid(_upscale(record.state(step, s)[samples]), columns=columns) for s in states])
+    return _side_by_side([grid(upscale(record.state(step, s)[samples]), columns=columns) for s in states])
 
 
 def chain_gif(record: ChainRecord, samples: list[int] | None = None, max_frames: int = 60, duration_ms: int = 80,
@@ -142,7 +143,7 @@ def chain_gif(record: ChainRecord, samples: list[int] | None = None, max_frames:
     pick = sorted({stored[round(i * (len(stored) - 1) / max(1, max_frames - 1))] for i in range(min(max_frames, len(stored)))})
     frames = [panel(record, step, samples, states=states) for step in pick]
     if record.kind == "reverse":  # end on the finished samples (no ε left to show)
-        final = grid(_upscale(record.final[samples] if samples is not None else record.final))
+        final = grid(upscale(record.final[samples] if samples is not None else record.final))
         frames.append(_side_by_side([torch.ones_like(final) if s == "eps" else final for s in states]))
     return gif_bytes(frames, duration_ms=duration_ms, last_frame_ms=1500)
 

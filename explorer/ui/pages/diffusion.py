@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 
 from explorer.diffusion.analysis import (
-    STATE_NAMES, chain_gif, probability_rows, summarise, summary_json, top_classes,
+    STATE_NAMES, chain_gif, probability_rows, summarise, summary_json, top_classes, upscale,
 )
 from explorer.diffusion.data import fashion_available, load_digits, load_fashion_mnist
 from explorer.diffusion.models import available_diffusion_models, load_diffusion_model
@@ -83,7 +83,7 @@ def scrubber(record: ChainRecord, key: str, columns: int) -> int:
                             format_func=lambda s: f"{s} (t={record.timesteps[s]})", key=f"{key}_step")
     cols = st.columns(3)
     for col, state in zip(cols, ("x_t", "x0", "eps")):
-        picture = grid(record.state(step, state), columns=columns)
+        picture = grid(upscale(record.state(step, state)), columns=columns)
         col.image(to_uint8(picture), caption=f"{STATE_NAMES[state]} at t={record.timesteps[step]}", width="stretch")
     return step
 
@@ -147,7 +147,7 @@ with sample_tab:
         st.subheader(f"{s['sampler'].upper()} · {record.steps} steps · batch {record.batch} · seed {s['seed']} · "
                      f"{SCHEDULE_TITLES.get(s['schedule'], s['schedule'])} · {record.seconds:.1f} s")
         columns = min(8, record.batch)
-        step = scrubber(record, KEY, columns)
+        step = scrubber(record, KEY, min(4, record.batch))
         curves(record, step, KEY)
         rows = summarise(record)
         if rows:
