@@ -40,13 +40,13 @@ from .optvis.transforms import TRANSFORM_SETS, Transform, compose, jitter, pad
 FIT_MODES = ("crop", "pad")
 INIT_MODES = ("noise", "grey", "blur", "image")
 
-# Prior weights by relative depth d ∈ [0, 1] (first layer 0, last 1), interpolated geometrically:
-# λ_TV = TV_SHALLOW · (TV_DEEP / TV_SHALLOW)^d. Deep layers discard detail, so the image prior has to
-# supply more of it (Mahendran & Vedaldi raise λ_TV with depth the same way). Tuned on
-# EfficientNet-Lite0 / astronaut at 224 px, see docs/inversion.md.
-TV_SHALLOW = 0.5
-TV_DEEP = 20.0
-ALPHA_WEIGHT = 1e-3
+# Prior weights by relative depth d ∈ [0, 1] (first layer 0, logits 1), interpolated geometrically:
+# λ = SHALLOW · (DEEP / SHALLOW)^d. Deep layers discard detail, so the image priors have to supply
+# more of it (Mahendran & Vedaldi raise λ_TV with depth the same way); the α-norm keeps deep
+# reconstructions from saturating to black and white. Tuned on EfficientNet-Lite0 / astronaut at
+# 224 px, see docs/inversion.md.
+TV_SHALLOW, TV_DEEP = 0.5, 5.0
+ALPHA_SHALLOW, ALPHA_DEEP = 0.005, 0.1
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -93,9 +93,9 @@ def relative_depth(model: LoadedModel, layer: str) -> float:
 
 
 def default_prior_weights(model: LoadedModel, layer: str) -> tuple[float, float]:
-    """(λ_TV, λ_α) for inverting ``layer``: TV grows geometrically with depth."""
+    """(λ_TV, λ_α) for inverting ``layer``: both grow geometrically with depth."""
     d = relative_depth(model, layer)
-    return TV_SHALLOW * (TV_DEEP / TV_SHALLOW) ** d, ALPHA_WEIGHT
+    return TV_SHALLOW * (TV_DEEP / TV_SHALLOW) ** d, ALPHA_SHALLOW * (ALPHA_DEEP / ALPHA_SHALLOW) ** d
 
 
 def default_layers(model: LoadedModel, count: int = 4) -> list[str]:
@@ -256,11 +256,11 @@ class InversionSettings:
     size: int = 224
     steps: int = 400
     lr: float = 0.05
-    param: str = "pixel"  # "pixel" | "fft"
+    param: str = "fft"  # "fft" (converges faster: see docs/inversion.md) | "pixel"
     decorrelate: bool = True
     tv: float | None = None  # λ_TV for every layer; None: default_prior_weights per layer
     tv_beta: float = 2.0
-    alpha: float | None = None  # λ_α; None: ALPHA_WEIGHT
+    alpha: float | None = None  # λ_α for every layer; None: default_prior_weights per layer
     alpha_power: float = 6.0
     transforms: str = "none"  # a key of TRANSFORM_SETS; applied to the image and the photo alike
     init: str = "noise"  # "noise" | "grey" | "blur" | "image" (pass init_image)

@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default=None, help="comma-separated layers, shallow to deep (default: 4 spread over the net)")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--param", choices=["pixel", "fft"], default=defaults.param)
+    p.add_argument("--param", choices=["fft", "pixel"], default=defaults.param)
     p.add_argument("--no-decorrelate", action="store_true", help="optimise RGB directly")
     p.add_argument("--tv", type=float, default=None, help="total-variation weight for every layer (default: grows with depth)")
-    p.add_argument("--alpha", type=float, default=None, help=f"alpha-norm weight (default {inversion.ALPHA_WEIGHT:g})")
+    p.add_argument("--alpha", type=float, default=None, help="alpha-norm weight (alpha=6) for every layer (default: grows with depth)")
     p.add_argument("--transforms", choices=["none", "standard", "lucent"], default=defaults.transforms,
                    help="random jitter/scale/rotation, applied to the image and the photo alike")
     p.add_argument("--init", choices=inversion.INIT_MODES, default=defaults.init,

@@ -65,7 +65,7 @@ with right:
         layers = st.multiselect("Layers (one reconstruction each, one batched run)", main_spatial,
                                 default=[l for l in inversion.default_layers(model) if l in main_spatial], key=f"{KEY}_layers")
         steps = int(c1.number_input("Steps", 1, 4000, 200, step=50, key=f"{KEY}_steps"))
-        param = c2.selectbox("Parameterisation", ["pixel", "fft"], key=f"{KEY}_param")
+        param = c2.selectbox("Parameterisation", ["fft", "pixel"], key=f"{KEY}_param")
         c1, c2, c3 = st.columns(3)
         init = c1.selectbox("Start from", ["noise", "grey", "blur"], key=f"{KEY}_init",
                             help="blur: the photo blurred (σ = 8 px), a head start")
@@ -73,12 +73,16 @@ with right:
                                   help="random jitter/scale/rotation applied to the image and the photo alike")
         lr = c3.number_input("Learning rate", 0.001, 1.0, defaults.lr, format="%.3f", key=f"{KEY}_lr")
         with st.expander("Priors"):
-            auto = st.checkbox("TV weight by depth (Mahendran & Vedaldi)", True, key=f"{KEY}_auto_tv")
-            if layers:
-                st.caption(" · ".join(f"{l}: λ_TV {inversion.default_prior_weights(model, l)[0]:.2f}" for l in layers))
-            tv = None if auto else st.number_input("λ_TV (every layer)", 0.0, 1000.0, 1.0, key=f"{KEY}_tv")
-            alpha = st.number_input("λ_α (α = 6)", 0.0, 10.0, inversion.ALPHA_WEIGHT, format="%.4f", key=f"{KEY}_alpha")
-        settings = inversion.InversionSettings(size=size, steps=steps, lr=float(lr), param=param, tv=tv, alpha=float(alpha),
+            auto = st.checkbox("Prior weights by depth (Mahendran & Vedaldi)", True, key=f"{KEY}_auto_priors")
+            if auto:
+                st.caption(" · ".join(f"{l}: λ_TV {w[0]:.2f}, λ_α {w[1]:.3f}"
+                                      for l, w in ((l, inversion.default_prior_weights(model, l)) for l in layers)))
+                tv = alpha = None
+            else:
+                c1, c2 = st.columns(2)
+                tv = float(c1.number_input("λ_TV (β = 2), every layer", 0.0, 1000.0, 1.0, key=f"{KEY}_tv"))
+                alpha = float(c2.number_input("λ_α (α = 6), every layer", 0.0, 10.0, 0.01, format="%.4f", key=f"{KEY}_alpha"))
+        settings = inversion.InversionSettings(size=size, steps=steps, lr=float(lr), param=param, tv=tv, alpha=alpha,
                                                transforms=transforms, init=init, seed=seed, fit=fit_mode)
         label = "Invert"
     elif mode == "DeepDream":
