@@ -554,6 +554,11 @@ def distances(image: torch.Tensor, start: torch.Tensor) -> dict[str, float]:
             "rms": float(delta.pow(2).mean().sqrt()) if delta.numel() else 0.0}
 
 
+def quantize_8bit(image: torch.Tensor) -> torch.Tensor:
+    """The image as ``save_png``/``png_bytes`` store it (rounded to 1/255 steps)."""
+    return (image.clamp(0, 1) * 255 + 0.5).floor() / 255
+
+
 def difference_image(image: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """The change from ``start`` to ``image`` made visible: mid-grey = none, stretched to the largest change."""
     delta = image.float().cpu() - start.float().cpu()
@@ -622,7 +627,8 @@ def grow(
     None means the start's current top class. ``param="pixel"`` optimises pixels (sigmoid
     logits, no colour decorrelation) and projects onto ``budget`` after every step;
     ``param="cppn"`` grows a CPPN from its own random init (Nguyen et al.'s indirect encoding:
-    a budget does not apply). The returned image is the most confident one evaluated.
+    a budget does not apply). It stops at the first image whose 8-bit PNG also reaches ``goal``;
+    otherwise it returns the most confident image evaluated.
     """
     from .optvis import objectives
     from .optvis.optimise import optimise
@@ -676,15 +682,24 @@ def grow(
                 p.set_image_(budget.project(p(), start_batch))
 
     base_score = model_score(model, objectives.class_probability(target, log=True), use_autocast=False)
-    best = {"log_p": -math.inf, "image": start_batch, "step": 0}
+    best = {"log_p": -math.inf, "image": start_batch, "step": 0, "done": False}
     evaluated = {"step": 0}
     log_goal = math.log(goal)
 
     def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
         values = base_score(image, transformed)
         value = float(values.detach()[0])
-        if value > best["log_p"]:
-            best.update(log_p=value, image=image.detach().clone(), step=evaluated["step"])
+        if not best["done"]:
+            # Done only when the image *as saved* (8-bit) also reaches the goal: an image at
+            # 0.9961 in float can fall to 0.9959 in its PNG. One extra forward, only near the goal.
+            if value >= log_goal:
+                with torch.no_grad():
+                    saved = quantize_8bit(image.detach())
+                    done = float(base_score(saved, saved)[0]) >= log_goal
+                if done:
+                    best.update(log_p=value, image=image.detach().clone(), step=evaluated["step"], done=True)
+            if not best["done"] and value > best["log_p"]:
+                best.update(log_p=value, image=image.detach().clone(), step=evaluated["step"])
         evaluated["step"] += 1
         return values
 
@@ -693,7 +708,7 @@ def grow(
             callback(step, total, preview, values.exp())
 
     result = optimise(image_param, score, steps=int(steps), lr=lr, generator=gen, project=project,
-                      callback=progress, should_stop=should_stop, stop_when=lambda v: best["log_p"] >= log_goal)
+                      callback=progress, should_stop=should_stop, stop_when=lambda v: best["done"])
     # The loop's last step produced one more image that was never scored: score it too.
     if result.stopped is None or not result.stopped.startswith("target"):
         final = result.images.to(device)
@@ -702,8 +717,7 @@ def grow(
     image = best["image"][0].float()
     top, _, probs = _top(model, image)
     confidence = float(probs[target])
-    as_png = (image.clamp(0, 1) * 255 + 0.5).floor() / 255  # what save_png/png_bytes store
-    confidence_8bit = float(_top(model, as_png)[2][target])
+    confidence_8bit = float(_top(model, quantize_8bit(image))[2][target])
     return GrowResult(
         image=image.cpu(), start=start_image.float().cpu(), model=model.name, target=target, label=model.label(target),
         confidence=confidence, confidence_8bit=confidence_8bit, start_confidence=float(start_probs[target]), top_class=top, top_label=model.label(top),
