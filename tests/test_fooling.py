@@ -283,7 +283,7 @@ def test_growing_without_target_uses_the_top_class_and_cppn_grows_too():
     result = fooling.grow(model, None, family="pink", index=3, steps=200, lr=0.1)
     start_class = int(model.probabilities(result.start[None]).argmax())
     assert result.target == start_class and result.reached
-    cppn = fooling.grow(model, 7, param="cppn", steps=300, lr=0.05)
+    cppn = fooling.grow(model, 7, param="cppn", steps=100, lr=0.05)
     assert cppn.confidence > cppn.start_confidence + 0.3
     with pytest.raises(UserInputError):
         fooling.grow(model, 7, param="cppn", budget="linf:0.1", steps=5)
