@@ -114,8 +114,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_grow(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights, device=args.device)
-    options = _options(args)
+    options = _options(args)  # check every input before the (slow) model load
     budget = fooling.parse_budget(args.budget)
     start = None
     if args.start:
@@ -124,6 +123,7 @@ def run_grow(args: argparse.Namespace) -> int:
         start = load_image(args.start)
     else:
         fooling.check_families([args.family])
+    model = load_model(args.model, args.weights, device=args.device)
     if args.target is not None and not 0 <= args.target < model.num_classes:
         from ..errors import UserInputError
 
