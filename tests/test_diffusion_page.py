@@ -1,0 +1,85 @@
+"""The shipped models and the Diffusion inspector page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from explorer.diffusion.data import fashion_available, load_fashion_mnist
+from explorer.diffusion.models import BUILTIN
+
+needs_fashion = pytest.mark.skipif(
+    not fashion_available(), reason="Fashion-MNIST IDX files absent: install Debian's dataset-fashion-mnist (CI does)"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models gain nothing from a second thread, and on a shared busy CPU two threads spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@needs_fashion
+def test_shipped_classifier_is_at_least_90_percent_accurate_on_the_test_set():
+    from explorer.diffusion.train import classifier_accuracy
+    from explorer.models import load_model
+
+    model = load_model("fashion_cnn", device="cpu")
+    assert model.channels == 1 and model.input_size == (28, 28) and model.fixed_input_size
+    assert model.labels[0] == "T-shirt/top" and model.labels[9] == "Ankle boot"
+    test = load_fashion_mnist("test")  # never seen in training: all 10 000 held-out images
+    assert classifier_accuracy(model, test) >= 0.90
+    # the resize/channel adapter: an RGB 56×56 version of the same images gets mostly the same verdicts
+    rgb = torch.nn.functional.interpolate(test.images[:200], size=(56, 56), mode="nearest").expand(-1, 3, -1, -1)
+    agree = (model.probabilities(rgb).argmax(1) == model.probabilities(test.images[:200]).argmax(1)).float().mean()
+    assert agree > 0.9
+
+
+def test_shipped_ddpm_is_a_diffusers_folder_with_its_training_record():
+    from explorer.diffusion.models import load_diffusion_model
+
+    folder = BUILTIN["fashion_ddpm"]
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "training.json"):
+        assert (folder / name).is_file(), name
+    model = load_diffusion_model("fashion_ddpm", device="cpu")
+    assert model.channels == 1 and model.sample_size == (28, 28) and model.train_schedule == "linear"
+    info = json.loads((folder / "training.json").read_text())
+    assert info["steps_done"] > 0 and info["seconds"] > 0 and info["hardware"]
+    losses = info["loss_per_window"]
+    assert losses[-1] < 0.5 * losses[0]  # it learnt
+
+
+def test_page_samples_scrubs_and_shows_probabilities(root):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(root / "explorer/ui/pages/diffusion.py"), default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    at.number_input(key="diff_steps").set_value(12)
+    at.number_input(key="diff_batch").set_value(4)
+    at.button(key="diff_go").click().run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    noise_p = float(metrics["Fooling-noise probability on x_T"])
+    assert 0.1 <= noise_p <= 1.0  # a probability over 10 classes: at least chance
+    table = at.dataframe[0].value
+    assert len(table) == 4 and set(table["final class"]) <= set(json.loads((BUILTIN["fashion_ddpm"].parent / "fashion_cnn" / "config.json").read_text())["labels"])
+    slider = at.select_slider(key="diff_step")
+    assert slider.value == 0
+    first = [(img.proto.imgs[0].caption, img.proto.imgs[0].url) for img in at.get("image")[:3]]
+    assert [c.split(" at ")[0] for c, _ in first] == ["x_t", "x̂0", "ε"]
+    slider.set_value(11).run()  # scrub to the last step: x_t, x̂0 and ε all change
+    assert not at.exception
+    last = [(img.proto.imgs[0].caption, img.proto.imgs[0].url) for img in at.get("image")[:3]]
+    assert all(c.endswith("t=0") for c, _ in last)
+    assert all(a[1] != b[1] for a, b in zip(first, last))
+    assert len(at.get("plotly_chart")) == 1
+    # forward process of a real image
+    at.button(key="diff_fw_go").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 2
