@@ -46,7 +46,7 @@ INIT_MODES = ("noise", "grey", "blur", "image")
 # reconstructions from saturating to black and white. Tuned on EfficientNet-Lite0 / astronaut at
 # 224 px, see docs/inversion.md.
 TV_SHALLOW, TV_DEEP = 0.5, 5.0
-ALPHA_SHALLOW, ALPHA_DEEP = 0.005, 0.1
+ALPHA_SHALLOW, ALPHA_DEEP = 0.005, 3.0
 
 
 # ---- inputs --------------------------------------------------------------------------------------
