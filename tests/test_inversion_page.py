@@ -89,3 +89,22 @@ def test_dream_and_caricature_of_a_builtin_photo(app):
     caricature = app.session_state["inv_result"]["result"]
     assert caricature.steps_done == 2 and caricature.images.shape[0] == 1
     assert any("Caricature" in s.value for s in app.subheader)
+
+
+def test_invert_a_builtin_photo_from_another_photo(app):
+    _tiny_settings(app)
+    app.multiselect(key="inv_layers").set_value(["blocks.2"])
+    app.number_input(key="inv_steps").set_value(2)
+    app.selectbox(key="inv_init").set_value("image")
+    app.run()
+    app.selectbox(key="inv_init_photo").set_value("coffee")
+    app.run()
+    app.button(key="inv_go").click()
+    app.run()
+    assert not app.exception, app.exception
+    result = app.session_state["inv_result"]["result"]
+    from explorer import inversion
+
+    assert result.settings.init == "image"
+    assert (result.initial[0] - inversion.load_photo("builtin:coffee", 48)).abs().max() < 1e-6  # started from coffee
+    assert result.photo.shape == (3, 48, 48)  # the astronaut, the default built-in photo

@@ -67,8 +67,12 @@ with right:
         steps = int(c1.number_input("Steps", 1, 4000, 200, step=50, key=f"{KEY}_steps"))
         param = c2.selectbox("Parameterisation", ["fft", "pixel"], key=f"{KEY}_param")
         c1, c2, c3 = st.columns(3)
-        init = c1.selectbox("Start from", ["noise", "grey", "blur"], key=f"{KEY}_init",
-                            help="blur: the photo blurred (σ = 8 px), a head start")
+        init = c1.selectbox("Start from", ["noise", "grey", "blur", "image"], key=f"{KEY}_init",
+                            help="blur: the photo blurred (σ = 8 px), a head start; image: another built-in photo")
+        init_image = None
+        if init == "image":
+            other = st.selectbox("Starting photo", BUILTIN_PHOTOS, index=BUILTIN_PHOTOS.index("chelsea"), key=f"{KEY}_init_photo")
+            init_image = inversion.load_photo(f"builtin:{other}", size, fit_mode)
         transforms = c2.selectbox("Transforms", ["none", "standard"], key=f"{KEY}_transforms",
                                   help="random jitter/scale/rotation applied to the image and the photo alike")
         lr = c3.number_input("Learning rate", 0.001, 1.0, defaults.lr, format="%.3f", key=f"{KEY}_lr")
@@ -126,7 +130,7 @@ elif start:
     try:
         if mode == "Invert layers":
             progress = widgets.LiveProgress(KEY, "Inverting (value: mean normalised feature error)", preview_every=max(1, steps // 16))
-            result = inversion.invert(model, photo, layers, settings, callback=progress)
+            result = inversion.invert(model, photo, layers, settings, init_image=init_image, callback=progress)
         elif mode == "DeepDream":
             total = settings.steps * settings.octaves
             progress = widgets.LiveProgress(KEY, "Dreaming", preview_every=max(1, total // 16))
