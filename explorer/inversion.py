@@ -15,8 +15,6 @@ mechanism (``LoadedModel.activations``); they differ only in the score function.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
@@ -606,9 +604,3 @@ def dream(
         history=torch.cat(histories) if histories else torch.zeros(0), objective_before=before, objective_after=after,
         settings=settings, steps_done=done, stopped=stopped, seconds=seconds,
     )
-
-
-def settings_digest(settings: InversionSettings | DreamSettings | CaricatureSettings, *extra: object) -> str:
-    """A short key for caching a run's result (settings + photo/layers identity)."""
-    blob = json.dumps([settings.to_dict(), [str(e) for e in extra]], sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
