@@ -100,6 +100,19 @@ def cancelled(key: str) -> bool:
     return bool(st.session_state.pop(f"{key}_cancelled", False))
 
 
+def run_controls(key: str, label: str) -> bool:
+    """The primary button and Cancel, side by side. True when a job should start now; after a cancel
+    it shows the partial result (``show_partial``) and returns False."""
+    go_col, cancel_col = st.columns([1, 6])
+    start = go_col.button(label, type="primary", key=f"{key}_go")
+    with cancel_col:
+        cancel_button(key)
+    if cancelled(key):
+        show_partial(key)
+        return False
+    return start
+
+
 def show_partial(key: str) -> None:
     partial = st.session_state.get(f"{key}_partial")
     if partial:

@@ -81,14 +81,7 @@ settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{uploa
                          consistency_every=int(consistency),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
 
-go_col, cancel_col = st.columns([1, 6])
-begin = go_col.button("Dream", type="primary", key=f"{KEY}_go")
-with cancel_col:
-    widgets.cancel_button(KEY)
-
-if widgets.cancelled(KEY):
-    widgets.show_partial(KEY)
-elif begin:
+if widgets.run_controls(KEY, "Dream"):
     try:
         start_audio = None
         if start == "upload":

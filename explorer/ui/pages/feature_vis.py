@@ -86,14 +86,7 @@ def build_objective() -> objectives.Objective:
     return objectives.channel(layer, units)
 
 
-go_col, cancel_col = st.columns([1, 6])
-start = go_col.button("Render", type="primary", key=f"{KEY}_go")
-with cancel_col:
-    widgets.cancel_button(KEY)
-
-if widgets.cancelled(KEY):
-    widgets.show_partial(KEY)
-elif start:
+if widgets.run_controls(KEY, "Render"):
     try:
         objective = build_objective()
         objective.validate(model.layer_shapes)

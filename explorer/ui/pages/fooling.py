@@ -232,14 +232,7 @@ def grow_tab() -> None:
         goal = c3.number_input("Target confidence", 0.5, 0.99999, fooling.TARGET_CONFIDENCE, format="%.4f", key=f"{GROW}_goal")
         transfer = st.checkbox("Transfer table on other models", True, key=f"{GROW}_transfer")
         options = noise_options(GROW)
-    go_col, cancel_col = st.columns([1, 6])
-    start = go_col.button("Grow", type="primary", key=f"{GROW}_go")
-    with cancel_col:
-        widgets.cancel_button(GROW)
-
-    if widgets.cancelled(GROW):
-        widgets.show_partial(GROW)
-    elif start:
+    if widgets.run_controls(GROW, "Grow"):
         try:
             budget = "none" if param == "cppn" or kind == "none" else f"{kind}:{eps}"
             progress = widgets.LiveProgress(GROW, "Growing", preview_every=max(1, int(steps) // 30), preview_columns=1)

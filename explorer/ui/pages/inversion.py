@@ -119,14 +119,7 @@ with right:
 
 
 # ---- run -------------------------------------------------------------------------------------------
-go_col, cancel_col = st.columns([1, 6])
-start = go_col.button(label, type="primary", key=f"{KEY}_go")
-with cancel_col:
-    widgets.cancel_button(KEY)
-
-if widgets.cancelled(KEY):
-    widgets.show_partial(KEY)
-elif start:
+if widgets.run_controls(KEY, label):
     try:
         if mode == "Invert layers":
             progress = widgets.LiveProgress(KEY, "Inverting (value: mean normalised feature error)", preview_every=max(1, steps // 16))
