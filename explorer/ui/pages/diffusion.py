@@ -124,13 +124,7 @@ with sample_tab:
                             help="Another schedule than the model's feeds the UNet the training timestep with the same noise level.")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     batch = c6.number_input("Batch", 1, 64, 8, key=f"{KEY}_batch")
-    go_col, cancel_col = st.columns([1, 6])
-    start = go_col.button("Sample", type="primary", key=f"{KEY}_go")
-    with cancel_col:
-        widgets.cancel_button(KEY)
-    if widgets.cancelled(KEY):
-        widgets.show_partial(KEY)
-    elif start:
+    if widgets.run_controls(KEY, "Sample"):
         try:
             progress = widgets.LiveProgress(KEY, f"{sampler.upper()} sampling", preview_every=max(1, int(steps) // 10))
             record = sample_chain(diffusion, sampler=sampler, steps=int(steps), batch=int(batch), seed=int(seed),
