@@ -32,6 +32,7 @@ from . import devices
 from .capture import OUTPUT
 from .errors import UserInputError
 from .models.base import LoadedModel
+from .optvis.param import radial_frequency
 
 CHUNK = 32  # samples per independently seeded chunk; never depends on the user's batch size
 THRESHOLDS = (0.5, 0.9, 0.99, 0.996)
@@ -84,13 +85,6 @@ def _uniform(n, c, hw, gen, device, opts):
 
 def _gaussian(n, c, hw, gen, device, opts):
     return (0.5 + opts.sigma * torch.randn(n, c, *hw, generator=gen, device=device)).clamp_(0, 1)
-
-
-def radial_frequency(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """|f| in cycles per pixel for each coefficient of ``rfft2`` of an h×w image."""
-    fy = torch.fft.fftfreq(h, device=device)[:, None]
-    fx = torch.fft.rfftfreq(w, device=device)[None, :]
-    return torch.sqrt(fx * fx + fy * fy)
 
 
 def _pink(n, c, hw, gen, device, opts):

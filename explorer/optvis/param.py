@@ -95,8 +95,8 @@ class PixelParam(ImageParam):
         self.pixels.copy_(correlate(x) if self.decorrelated else x)
 
 
-def _frequencies(h: int, w: int, device: torch.device | str) -> torch.Tensor:
-    """Radial frequency (cycles per pixel) of each rfft2 coefficient."""
+def radial_frequency(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Radial frequency |f| (cycles per pixel) of each ``rfft2`` coefficient of an h×w image."""
     fy = torch.fft.fftfreq(h, device=device)[:, None]
     fx = torch.fft.rfftfreq(w, device=device)[None, :]
     return torch.sqrt(fx * fx + fy * fy)
@@ -117,7 +117,7 @@ class FourierParam(ImageParam):
         self.decorrelated = decorrelated and channels == 3
         self.decay = float(decay)
         h, w = self.size
-        freqs = _frequencies(h, w, device)
+        freqs = radial_frequency(h, w, device)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** self.decay
         self.register_buffer("scale", scale[None, None, :, :, None].float(), persistent=False)
         init = torch.randn(batch, channels, h, w // 2 + 1, 2, generator=generator, device=device) * sd
