@@ -16,7 +16,7 @@ mechanism (``LoadedModel.activations``); they differ only in the score function.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,6 +34,7 @@ from .optvis.optimise import OptimisationResult, ProgressCallback, optimise
 from .optvis.param import PARAMETERISATIONS, gaussian_blur, make_param
 from .optvis.render import model_score
 from .optvis.transforms import TRANSFORM_SETS, Transform, compose, jitter, pad
+from .settings import Settings
 
 FIT_MODES = ("crop", "pad")
 INIT_MODES = ("noise", "grey", "blur", "image")
@@ -248,7 +249,7 @@ def _match_photo(
 
 # ---- inversion --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class InversionSettings:
+class InversionSettings(Settings):
     """Everything that changes an inversion (``None`` weights mean: the default for the layer's depth)."""
 
     size: int = 224
@@ -266,12 +267,6 @@ class InversionSettings:
     seed: int | None = 0
     fit: str = "crop"
     autocast: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_(self, **changes) -> "InversionSettings":
-        return replace(self, **changes)
 
 
 @dataclass
@@ -382,7 +377,7 @@ def invert(
 
 # ---- caricature ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class CaricatureSettings:
+class CaricatureSettings(Settings):
     size: int = 224
     steps: int = 256
     lr: float = 0.05
@@ -395,12 +390,6 @@ class CaricatureSettings:
     seed: int | None = 0
     fit: str = "crop"
     autocast: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_(self, **changes) -> "CaricatureSettings":
-        return replace(self, **changes)
 
 
 @dataclass
@@ -471,7 +460,7 @@ def caricature(
 
 # ---- DeepDream ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DreamSettings:
+class DreamSettings(Settings):
     size: int = 224
     octaves: int = 3  # scales, coarsest first; 1 = no multi-scale
     octave_scale: float = 1.4  # size ratio between neighbouring octaves
@@ -482,12 +471,6 @@ class DreamSettings:
     seed: int | None = 0
     fit: str = "crop"
     autocast: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_(self, **changes) -> "DreamSettings":
-        return replace(self, **changes)
 
 
 @dataclass

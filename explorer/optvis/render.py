@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -12,6 +10,7 @@ import torch
 from .. import devices
 from ..capture import OUTPUT
 from ..models.base import LoadedModel
+from ..settings import Settings
 from . import priors
 from .objectives import Context, Objective, diversity
 from .optimise import OptimisationResult, ProgressCallback, optimise
@@ -20,7 +19,7 @@ from .transforms import TRANSFORM_SETS
 
 
 @dataclass(frozen=True)
-class RenderSettings:
+class RenderSettings(Settings):
     """Everything that changes a render's result (hashable: caches key on :meth:`digest`)."""
 
     size: int = 128
@@ -41,15 +40,6 @@ class RenderSettings:
     diversity: float = 0.0  # weight of the batch diversity term
     seed: int | None = 0
     autocast: bool = True  # mixed precision on CUDA
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def digest(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-    def with_(self, **changes) -> "RenderSettings":
-        return replace(self, **changes)
 
 
 FAST = RenderSettings(size=96, steps=96)  # thumbnails: a layer in minutes on a laptop CPU
