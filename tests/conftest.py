@@ -28,3 +28,12 @@ def lite0():
     from explorer.models import load_model
 
     return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared busy CPU two threads spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

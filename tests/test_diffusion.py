@@ -31,13 +31,7 @@ def tiny_diffusion(seed: int = 0, schedule: str = "linear") -> DiffusionModel:
     return DiffusionModel("tiny", unet, config, torch.device("cpu"), "memory")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared busy CPU two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
