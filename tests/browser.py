@@ -77,3 +77,14 @@ def browser_page(width: int = 1400, height: int = 1000) -> Iterator:
             yield page
         finally:
             browser.close()
+
+
+def wait_for_count(locator, at_least: int, timeout: float = 120.0) -> int:
+    """Poll until `locator` matches at least `at_least` elements: Streamlit streams a page's elements
+    while its script runs, so an immediate `count()` races the server on a slow machine."""
+    deadline = time.time() + timeout
+    count = locator.count()
+    while count < at_least and time.time() < deadline:
+        time.sleep(0.25)
+        count = locator.count()
+    return count

@@ -1,6 +1,6 @@
 """End to end in a real browser: open the running app, render a channel, see the image."""
 
-from tests.browser import browser_page, require_chromium, running_app
+from tests.browser import browser_page, require_chromium, running_app, wait_for_count
 
 
 def test_feature_visualisation_renders_in_browser(tmp_path):
@@ -19,6 +19,6 @@ def test_feature_visualisation_renders_in_browser(tmp_path):
         caption = page.get_by_text("activation", exact=False).first
         caption.wait_for()
         images = page.locator("[data-testid=stImage] img, [data-testid=stFullScreenFrame] img")
-        assert images.count() >= 2
+        assert wait_for_count(images, 2) >= 2
         assert "blocks.3" in page.content()
         page.screenshot(path=str(tmp_path / "feature_vis.png"), full_page=True)

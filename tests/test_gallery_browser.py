@@ -7,7 +7,7 @@ import torch
 from explorer.gallery import GalleryStore, build, ensure_examples, folder_image_set
 from explorer.images import load_image, save_png
 from explorer.optvis import FAST
-from tests.browser import browser_page, require_chromium, running_app
+from tests.browser import browser_page, require_chromium, running_app, wait_for_count
 
 SETTINGS = FAST.with_(size=32, steps=1)  # tiny renders: the test is about the page, not the pictures
 
@@ -28,7 +28,7 @@ def test_permalink_opens_unit_view_in_browser(tmp_path, lite0):
         page.get_by_text("Unit 3 · blocks.10 · efficientnet_lite0").wait_for()
         page.locator("[data-testid=stPlotlyChart]").first.wait_for()
         images = page.locator("[data-testid=stImage] img, [data-testid=stFullScreenFrame] img")
-        assert images.count() >= 1 + 4, "visualisation and photo patches"
+        assert wait_for_count(images, 1 + 4) >= 1 + 4, "visualisation and photo patches"
         assert "unit=3" in page.url and "layer=blocks.10" in page.url, "the address bar stays a permalink"
         page.screenshot(path=str(tmp_path / "gallery_unit.png"), full_page=True)
         page.get_by_text("Open in Feature visualisation").click()
