@@ -18,7 +18,8 @@ def tiny_store(tmp_path_factory):
     """Units 0–11 of conv2 rendered, unit 3 also with facets and negative, examples on the built-in photos."""
     root = tmp_path_factory.mktemp("cache")
     model = tiny_model()
-    register(ModelSpec("tiny", "Tiny test net", lambda weights, device: model, default_layer="conv2", family="imagenet"))
+    register(ModelSpec("tiny", "Tiny test net", lambda weights, device: model, default_layer="conv2", family="imagenet",
+                       default_weights=model.weights))
     store = GalleryStore(root / "gallery")
     build(model, "conv2", range(12), TINY_SETTINGS, store=store, batch=12)
     build(model, "conv2", [3], TINY_SETTINGS, store=store, variants=[NEG, facets_variant(4)])
@@ -85,3 +86,25 @@ def test_bad_permalink_unit_is_a_clear_message(monkeypatch, root, tiny_store):
     at.run()
     assert not at.exception
     assert "out of range" in at.error[0].value and "0–15" in at.error[0].value
+
+
+def test_permalink_carries_a_non_default_weights_choice(monkeypatch, root, tiny_store):
+    """A unit of the untrained net must not reopen on the trained one: `weights` travels in the URL."""
+    import dataclasses
+
+    cache, model, _ = tiny_store
+    other = "pretrained" if model.weights == "random" else "random"
+    register(ModelSpec("tiny", "Tiny test net", lambda weights, device: dataclasses.replace(model, weights=weights),
+                       default_layer="conv2", family="imagenet", default_weights=model.weights))
+    try:
+        at = _app(monkeypatch, root, cache, unit="3", weights=other)
+        at.run()
+        assert not at.exception and not at.error
+        assert f"weights={other}" in at.code[0].value, "the permalink names the weights"
+        assert at.query_params["weights"] in (other, [other])
+        at = _app(monkeypatch, root, cache, unit="3")
+        at.run()
+        assert "weights=" not in at.code[0].value, "the default weights keep links short"
+    finally:
+        register(ModelSpec("tiny", "Tiny test net", lambda weights, device: model, default_layer="conv2", family="imagenet",
+                           default_weights=model.weights))

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import UserInputError
 from ..images import grid, png_bytes, to_uint8
-from ..models import DEFAULT_MODEL, LoadedModel, WeightsUnavailable, available_models, load_model
+from ..models import DEFAULT_MODEL, LoadedModel, WeightsUnavailable, available_models, get_spec, load_model
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -44,6 +44,15 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     except UserInputError as exc:
         st.error(str(exc))
     return None
+
+
+def non_default_weights(model: LoadedModel) -> str | None:
+    """The model's weights choice when a link must carry it (not the entry's default), else None."""
+    try:
+        default = get_spec(model.name).default_weights
+    except UserInputError:  # not a registry entry (a user checkpoint): its weights are its file
+        return None
+    return model.weights if model.weights != default else None
 
 
 def layer_picker(model: LoadedModel, key: str, include_output: bool = False, default: str | None = None) -> str:

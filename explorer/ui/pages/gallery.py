@@ -99,6 +99,10 @@ def chosen_image_set():
 # ---- the URL mirrors the view --------------------------------------------------------------
 params["model"] = model.name
 params["layer"] = layer
+if widgets.non_default_weights(model):
+    params["weights"] = model.weights
+elif "weights" in params:
+    del params["weights"]
 for name, value, default in (("size", int(size), FAST.size), ("steps", int(steps), FAST.steps)):
     if value != default:
         params[name] = str(value)
@@ -124,6 +128,8 @@ def open_unit(u: int | None) -> None:
 
 def permalink(u: int) -> str:
     query = {"model": model.name, "layer": layer, "unit": str(u)}
+    if widgets.non_default_weights(model):
+        query["weights"] = model.weights
     if int(size) != FAST.size:
         query["size"] = str(int(size))
     if int(steps) != FAST.steps:
@@ -236,7 +242,7 @@ def unit_view(u: int) -> None:
     st.code(permalink(u), language=None)
     show_report()
     fv_query = {"model": model.name, "layer": layer, "unit": str(u), "objective": "channel",
-                "size": str(int(size)), "steps": str(int(steps))}
+                "size": str(int(size)), "steps": str(int(steps)), "weights": model.weights}
     try:
         st.page_link("explorer/ui/pages/feature_vis.py", label="Open in Feature visualisation", icon="🔭", query_params=fv_query)
     except Exception:  # the page is not registered (page run on its own): a plain link does the same
