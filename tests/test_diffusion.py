@@ -186,3 +186,29 @@ def test_cli_sample_writes_grid_gif_json_csv(tmp_path, digits):
     summary = json.loads((out / "chain.json").read_text())
     assert len(summary["samples"]) == 3 and len(summary["probabilities"]["x0"]) == 7
     assert main(["diffusion", "sample", "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_sample_quality_reports_an_interval_and_disjoint_draws_per_seed(tiny):
+    """One 500-sample draw is one estimate: the report carries a 95 % interval of the mean max-probability,
+    and seeds 0 and 1 draw disjoint batches (they used to share all but one batch)."""
+    from explorer.diffusion import analysis
+
+    model, probe = tiny_diffusion(2), Probe(tiny)
+    first = analysis.sample_quality(model, probe, n=8, steps=3, batch=4, seed=0)
+    again = analysis.sample_quality(model, probe, n=8, steps=3, batch=4, seed=0)
+    assert first.mean_max_probability == again.mean_max_probability and first.class_counts == again.class_counts
+    # recompute the per-sample max-probabilities of seed 0's two batches by hand
+    tops = torch.cat([probe(sample_chain(model, sampler="ddim", steps=3, batch=4, seed=i, record=False).final).max(-1).values
+                      for i in range(2)]).double()
+    assert first.mean_max_probability == pytest.approx(float(tops.mean()), abs=1e-6)
+    lo, hi = first.mean_ci95
+    assert hi - lo == pytest.approx(2 * 1.96 * float(tops.std()) / math.sqrt(8), rel=1e-5)
+    assert lo <= first.mean_max_probability <= hi
+    assert first.to_dict()["mean_max_probability_ci95"] == [round(lo, 4), round(hi, 4)]
+    second = analysis.sample_quality(model, probe, n=8, steps=3, batch=4, seed=1)
+    finals0 = [sample_chain(model, sampler="ddim", steps=3, batch=4, seed=i, record=False).final for i in range(2)]
+    finals1 = [sample_chain(model, sampler="ddim", steps=3, batch=4, seed=analysis.QUALITY_SEED_STRIDE + i,
+                            record=False).final for i in range(2)]
+    tops1 = torch.cat([probe(f).max(-1).values for f in finals1]).double()
+    assert second.mean_max_probability == pytest.approx(float(tops1.mean()), abs=1e-6), "seed 1 is batches STRIDE, STRIDE+1"
+    assert not any(torch.equal(a, b) for a in finals0 for b in finals1), "seed 1 shares no batch with seed 0"
