@@ -89,22 +89,19 @@ def test_bad_permalink_unit_is_a_clear_message(monkeypatch, root, tiny_store):
 
 
 def test_permalink_carries_a_non_default_weights_choice(monkeypatch, root, tiny_store):
-    """A unit of the untrained net must not reopen on the trained one: `weights` travels in the URL."""
+    """A unit of the untrained net must not reopen on the trained one: `weights` travels in the URL.
+    (A fresh model name: the registry and the page cache models per name and weights.)"""
     import dataclasses
 
     cache, model, _ = tiny_store
     other = "pretrained" if model.weights == "random" else "random"
-    register(ModelSpec("tiny", "Tiny test net", lambda weights, device: dataclasses.replace(model, weights=weights),
+    register(ModelSpec("tiny_weights", "Tiny test net", lambda weights, device: dataclasses.replace(model, weights=weights),
                        default_layer="conv2", family="imagenet", default_weights=model.weights))
-    try:
-        at = _app(monkeypatch, root, cache, unit="3", weights=other)
-        at.run()
-        assert not at.exception and not at.error
-        assert f"weights={other}" in at.code[0].value, "the permalink names the weights"
-        assert at.query_params["weights"] in (other, [other])
-        at = _app(monkeypatch, root, cache, unit="3")
-        at.run()
-        assert "weights=" not in at.code[0].value, "the default weights keep links short"
-    finally:
-        register(ModelSpec("tiny", "Tiny test net", lambda weights, device: model, default_layer="conv2", family="imagenet",
-                           default_weights=model.weights))
+    at = _app(monkeypatch, root, cache, model="tiny_weights", unit="3", weights=other)
+    at.run()
+    assert not at.exception and not at.error
+    assert f"weights={other}" in at.code[0].value, "the permalink names the weights"
+    assert at.query_params["weights"] in (other, [other])
+    at = _app(monkeypatch, root, cache, model="tiny_weights", unit="3")
+    at.run()
+    assert "weights=" not in at.code[0].value, "the default weights keep links short"
