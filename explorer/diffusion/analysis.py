@@ -150,6 +150,8 @@ def chain_gif(record: ChainRecord, samples: list[int] | None = None, max_frames:
 
 # ---- sample quality -----------------------------------------------------------------------------------
 QUALITY_SEED_STRIDE = 100_003  # batches per seed before two seeds' draws could overlap
+
+
 @dataclass
 class QualityReport:
     n: int

@@ -242,7 +242,9 @@ def unit_view(u: int) -> None:
     st.code(permalink(u), language=None)
     show_report()
     fv_query = {"model": model.name, "layer": layer, "unit": str(u), "objective": "channel",
-                "size": str(int(size)), "steps": str(int(steps)), "weights": model.weights}
+                "size": str(int(size)), "steps": str(int(steps))}
+    if widgets.non_default_weights(model):
+        fv_query["weights"] = model.weights
     try:
         st.page_link("explorer/ui/pages/feature_vis.py", label="Open in Feature visualisation", icon="🔭", query_params=fv_query)
     except Exception:  # the page is not registered (page run on its own): a plain link does the same
