@@ -99,8 +99,9 @@ def chosen_image_set():
 # ---- the URL mirrors the view --------------------------------------------------------------
 params["model"] = model.name
 params["layer"] = layer
-if widgets.non_default_weights(model):
-    params["weights"] = model.weights
+weights_param = widgets.non_default_weights(model)  # None for the entry's default weights: links stay short
+if weights_param:
+    params["weights"] = weights_param
 elif "weights" in params:
     del params["weights"]
 for name, value, default in (("size", int(size), FAST.size), ("steps", int(steps), FAST.steps)):
@@ -128,8 +129,8 @@ def open_unit(u: int | None) -> None:
 
 def permalink(u: int) -> str:
     query = {"model": model.name, "layer": layer, "unit": str(u)}
-    if widgets.non_default_weights(model):
-        query["weights"] = model.weights
+    if weights_param:
+        query["weights"] = weights_param
     if int(size) != FAST.size:
         query["size"] = str(int(size))
     if int(steps) != FAST.steps:
@@ -243,8 +244,8 @@ def unit_view(u: int) -> None:
     show_report()
     fv_query = {"model": model.name, "layer": layer, "unit": str(u), "objective": "channel",
                 "size": str(int(size)), "steps": str(int(steps))}
-    if widgets.non_default_weights(model):
-        fv_query["weights"] = model.weights
+    if weights_param:
+        fv_query["weights"] = weights_param
     try:
         st.page_link("explorer/ui/pages/feature_vis.py", label="Open in Feature visualisation", icon="🔭", query_params=fv_query)
     except Exception:  # the page is not registered (page run on its own): a plain link does the same
