@@ -166,6 +166,21 @@ def test_unknown_family_and_bad_options_are_user_errors():
         fooling.NoiseOptions(density=2.0)
 
 
+def assert_same_sweep(a: list[dict], b: list[dict], rel: float = 1e-5) -> None:
+    """Two sweeps' rows agree: every count exactly, every float to ``rel``, the gallery's indices exactly."""
+    assert len(a) == len(b)
+    for row_a, row_b in zip(a, b):
+        assert row_a.keys() == row_b.keys()
+        for key in row_a:
+            if key == "gallery":
+                assert [g["index"] for g in row_a[key]] == [g["index"] for g in row_b[key]]
+                assert [g["confidence"] for g in row_a[key]] == pytest.approx([g["confidence"] for g in row_b[key]], rel=rel)
+            elif key in ("mean_confidence", "mean_entropy", "max_entropy", "rates"):
+                assert row_a[key] == pytest.approx(row_b[key], rel=rel)
+            else:
+                assert row_a[key] == row_b[key], key
+
+
 # ---- reproducibility ------------------------------------------------------------------------------
 def test_batches_are_invariant_to_batch_size_and_start():
     def collect(batch, start=0, n=75):
@@ -182,7 +197,10 @@ def test_batches_are_invariant_to_batch_size_and_start():
 def test_sweep_is_reproducible_and_batch_size_invariant():
     model = linear_model()
     runs = [fooling.sweep(model, "uniform,pink", 100, seed=3, batch_size=b).to_dict()["results"] for b in (7, 32, 100)]
-    assert runs[0] == runs[1] == runs[2]
+    # The samples are identical whatever the batch size; the model's float results are not bit-exact
+    # across batch sizes (BLAS picks kernels by shape), so counts must agree exactly and floats closely.
+    for run in runs[1:]:
+        assert_same_sweep(run, runs[0])
     other = fooling.sweep(model, "uniform,pink", 100, seed=4, batch_size=32).to_dict()["results"]
     assert other[0]["histogram"] != runs[0][0]["histogram"]
 
