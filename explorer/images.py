@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import UserInputError
+from .files import atomic_write
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
@@ -169,13 +170,8 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write atomically (temp file + rename) so readers never see half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png_bytes(image))
-    tmp.replace(path)
-    return path
+    """Write atomically (:func:`explorer.files.atomic_write`) so readers never see half a PNG."""
+    return atomic_write(path, png_bytes(image))
 
 
 def grid(images: torch.Tensor, columns: int | None = None, padding: int = 2, fill: float = 1.0) -> torch.Tensor:

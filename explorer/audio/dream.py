@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from .. import devices
 from ..errors import UserInputError
+from ..files import write_json
 from ..optvis.optimise import ProgressCallback, optimise
 from ..optvis.param import make_param
 from . import io as audio_io
@@ -486,11 +487,7 @@ def save_dream(result: DreamResult, out: str | Path) -> dict[str, str]:
     for key, db in (("before", result.before_db), ("after", result.after_db), ("roundtrip", result.roundtrip_db)):
         files[f"{key}_png"] = save_png(spectrogram_picture(db, s.floor_db, s.top_db), out / f"{key}_spectrogram.png").name
     result.files = {**files, "json": "dream.json"}
-    import json
-
-    tmp = out / ".dream.json.tmp"
-    tmp.write_text(json.dumps(result.summary(), indent=2))
-    tmp.replace(out / "dream.json")
+    write_json(out / "dream.json", result.summary())
     return result.files
 
 

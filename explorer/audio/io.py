@@ -12,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import UserInputError
+from ..files import atomic_write
 
 MAX_SECONDS = 30.0
 PEAK_DBFS = -1.0
@@ -86,8 +87,4 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 
 def save_wav(audio: np.ndarray, path: str | Path, sample_rate: int) -> Path:
     """Write a 16-bit WAV atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(wav_bytes(audio, sample_rate))
-    tmp.replace(path)
-    return path
+    return atomic_write(path, wav_bytes(audio, sample_rate))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserInputError
+from ..files import atomic_write
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -257,5 +258,5 @@ def write_checkpoint(prefix: str | Path, tensors: dict[str, np.ndarray]) -> None
     table += index_block + b"\x00\x00\x00\x00\x00"
     handles = _put_varint(meta_offset) + _put_varint(len(meta_block)) + _put_varint(index_offset) + _put_varint(len(index_block))
     table += handles + b"\x00" * (40 - len(handles)) + struct.pack("<Q", TABLE_MAGIC)
-    Path(text + ".index").write_bytes(bytes(table))
-    Path(text + ".data-00000-of-00001").write_bytes(bytes(data))
+    atomic_write(text + ".data-00000-of-00001", bytes(data))  # data first: an index never points at missing data
+    atomic_write(text + ".index", bytes(table))

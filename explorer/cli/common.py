@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
+
+from ..files import write_json  # noqa: F401  (re-exported for the commands)
 
 
 @contextmanager
@@ -35,10 +36,3 @@ def output_dir(path: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out
 
-
-def write_json(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-    return path

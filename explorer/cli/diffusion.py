@@ -8,19 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_write, write_csv
 from .common import output_dir, progress, write_json
-
-
-def _write_csv(path, rows: list[dict]) -> None:
-    import csv
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        if rows:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    tmp.replace(path)
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -100,11 +89,11 @@ def _sample(args: argparse.Namespace) -> int:
         )
     save_png(grid(record.final), out / "samples.png")
     gif = chain_gif(record, max_frames=args.gif_frames)
-    (out / "chain.gif").write_bytes(gif)
+    atomic_write(out / "chain.gif", gif)
     write_json(out / "chain.json", summary_json(record))
     files = ["samples.png", "chain.gif", "chain.json"]
     if record.has_probes:
-        _write_csv(out / "probabilities.csv", probability_rows(record))
+        write_csv(out / "probabilities.csv", probability_rows(record))
         files.append("probabilities.csv")
         for row in summarise(record):
             settle = (f"argmax for good from step {row.settle_step_xt} (t={row.settle_t_xt})" if row.settle_step_xt >= 0

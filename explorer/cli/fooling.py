@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 
 from .. import fooling
 from ..images import grid, save_png
 from ..models import DEFAULT_MODEL, load_model
 from ..parsing import parse_list
+from ..files import write_csv
 from .common import output_dir, progress, write_json
 
 
@@ -98,11 +98,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
     if args.csv:
-        rows = result.table()
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, result.table())
         print(f"wrote {args.csv}")
     if args.gallery_dir and args.gallery:
         out = output_dir(args.gallery_dir)

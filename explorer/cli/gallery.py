@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shutil
 import time
 
 from ..errors import UserInputError
 from ..models import DEFAULT_MODEL, load_model
 from ..optvis import FAST
 from ..parsing import parse_list, parse_units
+from ..files import atomic_write, write_csv
 from .common import output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
@@ -132,7 +131,7 @@ def run_export(args: argparse.Namespace) -> int:
         for unit, entry in lookup(store, model, args.layer, settings, variant, units).items():
             for j, (path, activation) in enumerate(zip(entry.files, entry.activations)):
                 name = f"{args.layer}_{unit:04d}_{variant}" + (f"_{j}" if len(entry.files) > 1 else "") + ".png"
-                shutil.copyfile(path, out / name)
+                atomic_write(out / name, path.read_bytes())
                 copied += 1
                 rows.append({"unit": unit, "variant": variant, "index": j, "file": name, "activation": activation,
                              "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
@@ -142,10 +141,7 @@ def run_export(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: (r["unit"], r["variant"], r["index"]))
     write_json(out / "index.json", {"model": model.name, "fingerprint": model.fingerprint, "layer": args.layer,
                                     "settings": settings.to_dict(), "digest": settings.digest(), "images": rows})
-    with open(out / "index.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "index.csv", rows)
     print(f"{copied} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
     return 0
 

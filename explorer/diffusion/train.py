@@ -7,10 +7,10 @@ uninterrupted one would. Checkpoints are written atomically every ``checkpoint_e
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .. import devices
 from ..compat import import_diffusers
 from ..errors import UserInputError
+from ..files import move_in, write_json, write_safetensors, write_torch
 from .data import ImageDataset
 
 Callback = Callable[[int, int, object, object], None]
@@ -31,18 +32,6 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 # ---- classifier ---------------------------------------------------------------------------------
@@ -70,8 +59,6 @@ def train_classifier(
     name: str = "fashion_cnn",
 ) -> ClassifierReport:
     """Train SmallCNN with AdamW + one-cycle LR and light shift augmentation; save safetensors + config.json."""
-    from safetensors.torch import save_file
-
     from ..models.fashion import build_classifier, load_classifier_dir
 
     dev = devices.choose_device(device)
@@ -112,19 +99,19 @@ def train_classifier(
     model.eval()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     loaded_config = dict(config)
-    save_file(state, str(out / "model.safetensors"))
+    write_safetensors(out / "model.safetensors", state)
     accuracy = classifier_accuracy(load_classifier_dir_from(out, config), test)
     loaded_config["training"] = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "seconds": round(seconds, 1),
         "hardware": _hardware(dev), "test_accuracy": round(accuracy, 4), "test_source": test.source,
     }
-    _write_json(out / "config.json", loaded_config)
+    write_json(out / "config.json", loaded_config)
     return ClassifierReport(accuracy, seconds, epochs, _hardware(dev), str(out))
 
 
 def load_classifier_dir_from(folder: Path, config: dict):
     """Load a just-written classifier before its config.json exists (config passed in)."""
-    _write_json(folder / "config.json", config)
+    write_json(folder / "config.json", config)
     from ..models.fashion import load_classifier_dir
 
     return load_classifier_dir(folder, "cpu")
@@ -326,8 +313,8 @@ def train_ddpm(
         window = list(state.get("window", []))
 
     def save_checkpoint(step: int, seconds: float) -> None:
-        _atomic_save({"config": asdict(config), "model": unet.state_dict(), "optimiser": optimiser.state_dict(),
-                      "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window}, ckpt_path)
+        write_torch(ckpt_path, {"config": asdict(config), "model": unet.state_dict(), "optimiser": optimiser.state_dict(),
+                      "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window})
 
     unet.train()
     started = time.perf_counter()
@@ -375,9 +362,12 @@ def export_ddpm(unet, ema: EMA, scheduler, config: DDPMConfig, out: Path, report
 
     export = copy.deepcopy(unet).cpu()
     ema.copy_to(export)
-    export.save_pretrained(str(out), safe_serialization=True)
-    scheduler.save_pretrained(str(out))
-    _write_json(out / "training.json", {
+    # diffusers writes its files in place: stage them, then move each one in atomically
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as staging:
+        export.save_pretrained(staging, safe_serialization=True)
+        scheduler.save_pretrained(staging)
+        move_in(staging, out)
+    write_json(out / "training.json", {
         "config": asdict(config), "data": source, "steps_done": report.steps_done,
         "seconds": round(report.total_seconds, 1), "hardware": report.hardware,
         "torch": torch.__version__, "loss_per_window": [round(v, 5) for v in report.losses],

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserInputError
+from ..files import write_npz
 
 ENV_VAR = "EXPLORER_CACHE_DIR"
 SCHEMA = """
@@ -308,11 +309,7 @@ class GalleryStore:
                       description: str) -> Path:
         """Write the arrays atomically, then index them (same rule as renders: file first)."""
         path = self.example_set_path(model, fingerprint, layer, image_set)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        tmp.replace(path)
+        write_npz(path, arrays)
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

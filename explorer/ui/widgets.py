@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Callable
 
@@ -10,6 +9,7 @@ import streamlit as st
 import torch
 
 from ..errors import UserInputError
+from ..files import csv_bytes  # noqa: F401  (pages build CSV downloads with it)
 from ..images import grid, png_bytes, to_uint8
 from ..models import DEFAULT_MODEL, LoadedModel, WeightsUnavailable, available_models, get_spec, load_model
 
@@ -153,13 +153,3 @@ def guarded(fn: Callable[[], None]) -> None:
     except UserInputError as exc:
         st.error(str(exc))
 
-
-def csv_bytes(rows: list[dict]) -> bytes:
-    import csv
-
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue().encode()
