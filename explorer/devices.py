@@ -7,6 +7,8 @@ given ("auto", "cpu", "cuda", "cuda:1", a torch.device or None) and resolves it 
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
+
 import torch
 
 
@@ -44,3 +46,16 @@ def generator(device: torch.device, seed: int | None) -> torch.Generator:
     else:
         gen.manual_seed(int(seed))
     return gen
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded, then give the caller's RNG state back.
+
+    Only for code that can draw from nothing else (module initialisers, dropout); everything the
+    project draws itself takes a :func:`generator`. The caller's global RNG is never reseeded.
+    """
+    cuda = (device is None and torch.cuda.is_available()) or (device is not None and torch.device(device).type == "cuda")
+    with torch.random.fork_rng(devices=[torch.device(device or "cuda")] if cuda else []):
+        torch.manual_seed(int(seed))
+        yield

@@ -33,13 +33,13 @@ from .capture import OUTPUT
 from .errors import UserInputError
 from .models.base import LoadedModel
 from .optvis.param import radial_frequency
+from .progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 
 CHUNK = 32  # samples per independently seeded chunk; never depends on the user's batch size
 THRESHOLDS = (0.5, 0.9, 0.99, 0.996)
 TARGET_CONFIDENCE = 0.996  # Nguyen et al.'s "≥ 99.6 % confidence"
 HISTOGRAM_BINS = 100
 
-ProgressCallback = Callable[[int, int, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
 # ==== noise families ===========================================================================
@@ -422,7 +422,7 @@ class Sweep:
     def total(self) -> int:
         return self.n * len(self.families) * len(self.models)
 
-    def run(self, callback: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None) -> SweepResult:
+    def run(self, callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
         start = time.perf_counter()
         done = 0
         try:
@@ -433,8 +433,8 @@ class Sweep:
                     batches = noise_batches(family, self.seed, self.n, self.batch_size, model.channels,
                                             tuple(model.input_size), model.device, self.options)
                     for first, images in batches:
-                        if should_stop is not None and should_stop():
-                            self.stopped = "cancelled"
+                        if stop_requested(should_stop):
+                            self.stopped = CANCELLED
                             return self.result()
                         with torch.inference_mode():
                             logits = model.activations(images, [OUTPUT], use_autocast=self.use_autocast)[OUTPUT]
@@ -479,7 +479,7 @@ class Sweep:
 
 
 def sweep(models: Sequence[LoadedModel] | LoadedModel, families: Iterable[str] | str, n: int, *,
-          callback: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None, **kwargs) -> SweepResult:
+          callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None, **kwargs) -> SweepResult:
     """Stream ``n`` samples of each family through each model; see :class:`Sweep` for the options."""
     if isinstance(models, LoadedModel):
         models = [models]
@@ -613,7 +613,7 @@ def grow(
     lr: float = 0.05,
     goal: float = TARGET_CONFIDENCE,
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> GrowResult:
     """Gradient ascent on log p(target) until p ≥ ``goal`` or ``steps`` run out.
 
@@ -621,8 +621,8 @@ def grow(
     None means the start's current top class. ``param="pixel"`` optimises pixels (sigmoid
     logits, no colour decorrelation) and projects onto ``budget`` after every step;
     ``param="cppn"`` grows a CPPN from its own random init (Nguyen et al.'s indirect encoding:
-    a budget does not apply). It stops at the first image whose 8-bit PNG also reaches ``goal``;
-    otherwise it returns the most confident image evaluated.
+    a budget does not apply). It stops at the first image whose 8-bit PNG also reaches ``goal`` and
+    returns the most confident such image; otherwise the most confident image evaluated.
     """
     from .optvis import objectives
     from .optvis.optimise import optimise
@@ -675,49 +675,35 @@ def grow(
             with torch.no_grad():
                 p.set_image_(budget.project(p(), start_batch))
 
-    base_score = model_score(model, objectives.class_probability(target, log=True), use_autocast=False)
-    best = {"log_p": -math.inf, "image": start_batch, "step": 0, "done": False}
-    evaluated = {"step": 0}
+    log_p = model_score(model, objectives.class_probability(target, log=True), use_autocast=False)
     log_goal = math.log(goal)
 
-    def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
-        values = base_score(image, transformed)
-        value = float(values.detach()[0])
-        if not best["done"]:
-            # Done only when the image *as saved* (8-bit) also reaches the goal: an image at
-            # 0.9961 in float can fall to 0.9959 in its PNG. One extra forward, only near the goal.
-            if value >= log_goal:
-                with torch.no_grad():
-                    saved = quantize_8bit(image.detach())
-                    done = float(base_score(saved, saved)[0]) >= log_goal
-                if done:
-                    best.update(log_p=value, image=image.detach().clone(), step=evaluated["step"], done=True)
-            if not best["done"] and value > best["log_p"]:
-                best.update(log_p=value, image=image.detach().clone(), step=evaluated["step"])
-        evaluated["step"] += 1
-        return values
+    def score(image: torch.Tensor, transformed: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = log_p(image, transformed)
+        return values, {"p": values.detach().exp()}
 
-    def progress(step: int, total: int, preview: torch.Tensor, values: torch.Tensor) -> None:
-        if callback is not None:
-            callback(step, total, preview, values.exp())
+    def fools_as_saved(image: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        # An image at 0.9961 in float can fall to 0.9959 in its PNG: accept only images whose 8-bit
+        # version reaches the goal too (one extra forward, only near the goal).
+        ok = values >= log_goal
+        if bool(ok.any()):
+            saved = quantize_8bit(image)
+            ok = ok & (log_p(saved, saved) >= log_goal)
+        return ok
 
     result = optimise(image_param, score, steps=int(steps), lr=lr, generator=gen, project=project,
-                      callback=progress, should_stop=should_stop, stop_when=lambda v: best["done"])
-    # The loop's last step produced one more image that was never scored: score it too.
-    if result.stopped is None or not result.stopped.startswith("target"):
-        final = result.images.to(device)
-        with torch.no_grad():
-            score(final, final)
-    image = best["image"][0].float()
+                      callback=callback, should_stop=should_stop, accept=fools_as_saved, stop_on_accept=True,
+                      progress_values="p")
+    image = result.best_images[0].float()
     top, _, probs = _top(model, image)
     confidence = float(probs[target])
     confidence_8bit = float(_top(model, quantize_8bit(image))[2][target])
     return GrowResult(
         image=image.cpu(), start=start_image.float().cpu(), model=model.name, target=target, label=model.label(target),
         confidence=confidence, confidence_8bit=confidence_8bit, start_confidence=float(start_probs[target]), top_class=top, top_label=model.label(top),
-        reached=confidence >= goal, goal=goal, steps=result.steps_done, best_step=best["step"], stopped=result.stopped,
-        seconds=result.seconds, budget=str(budget), param=param, source=source,
-        distance=distances(image, start_image), history=[math.exp(float(v)) for v in result.history[:, 0]],
+        reached=confidence >= goal, goal=goal, steps=result.steps_done, best_step=int(result.best_steps[0]),
+        stopped=result.stopped, seconds=result.seconds, budget=str(budget), param=param, source=source,
+        distance=distances(image, start_image), history=[float(v) for v in result.metrics["p"][:, 0]],
     )
 
 

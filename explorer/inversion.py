@@ -30,10 +30,11 @@ from .images import ImageSource, fit, grid, load_image
 from .models.base import LoadedModel
 from .optvis import objectives, priors
 from .optvis.objectives import Context
-from .optvis.optimise import OptimisationResult, ProgressCallback, optimise
+from .optvis.optimise import OptimisationResult, optimise
 from .optvis.param import PARAMETERISATIONS, gaussian_blur, make_param
 from .optvis.render import model_score
 from .optvis.transforms import TRANSFORM_SETS, Transform, compose, jitter, pad
+from .progress import ProgressCallback, ShouldStop
 from .settings import Settings
 
 FIT_MODES = ("crop", "pad")
@@ -164,19 +165,13 @@ def _per_image_acts(model: LoadedModel, images: torch.Tensor, layers: Sequence[s
     return [acts[layer][b] for b, layer in enumerate(layers)]
 
 
-@dataclass
-class _MatchRun:
-    result: OptimisationResult
-    metric_history: torch.Tensor  # steps × B (normalised error, or cosine for caricatures)
-    final_metric: torch.Tensor  # [B] on the final, untransformed images
-
-
 def _match_photo(
     model: LoadedModel,
     photo: torch.Tensor,
     layers: Sequence[str],
-    term: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    term: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     *,
+    shown: str,
     param_kind: str,
     decorrelate: bool,
     steps: int,
@@ -190,12 +185,13 @@ def _match_photo(
     seed: int | None,
     use_autocast: bool,
     callback: ProgressCallback | None,
-    should_stop: Callable[[], bool] | None,
-) -> _MatchRun:
-    """Optimise one image per layer; ``term(act, target) -> (score, metric)`` per image.
+    should_stop: ShouldStop | None,
+) -> OptimisationResult:
+    """Optimise one image per layer; ``term(act, target) -> (score, metrics)`` per image.
 
-    The loop maximises Σ_b score_b − λ_TV,b·TV^β(x_b) − λ_α,b·‖x_b‖_α^α. The metric (normalised
-    error or cosine) is what progress callbacks receive as ``values`` and what the history records.
+    The loop maximises Σ_b score_b − λ_TV,b·TV^β(x_b) − λ_α,b·‖x_b‖_α^α. The loop keeps each metric's
+    history and scores the final, untransformed images against the photo's own activations
+    (``final_metrics``); progress callbacks receive the metric named ``shown`` as ``values``.
     """
     if param_kind not in PARAMETERISATIONS or param_kind == "cppn":
         raise UserInputError(f"Unknown parameterisation {param_kind!r} here: use fft or pixel.")
@@ -217,34 +213,30 @@ def _match_photo(
     tv_w = torch.tensor(list(tv_weights), dtype=torch.float32, device=device)
     alpha_w = torch.tensor(list(alpha_weights), dtype=torch.float32, device=device)
     alpha_prior = priors.alpha_norm(alpha_power)
-    metrics: list[torch.Tensor] = []
 
-    def score(image: torch.Tensor, _untransformed_view: torch.Tensor) -> torch.Tensor:
+    def compare(acts: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pairs = [term(a, t) for a, t in zip(acts, targets)]
+        values = torch.stack([p[0] for p in pairs])
+        metrics = {name: torch.stack([p[1][name] for p in pairs]).detach().float() for name in pairs[0][1]}
+        return values, metrics
+
+    def score(image: torch.Tensor, _untransformed_view: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if paired is not None:
             seen, photo_seen = paired(image, photo_batch, gen)
             with torch.no_grad():
                 targets = _per_image_acts(model, photo_seen, layers, use_autocast)
         else:
             seen, targets = image, fixed_targets
-        acts = _per_image_acts(model, seen, layers, use_autocast)
-        pairs = [term(a, t) for a, t in zip(acts, targets)]
-        values = torch.stack([p[0] for p in pairs])
-        metrics.append(torch.stack([p[1] for p in pairs]).detach().float().cpu())
+        values, metrics = compare(_per_image_acts(model, seen, layers, use_autocast), targets)
         penalty = tv_w * priors.tv_value(image, tv_beta) + alpha_w * alpha_prior(Context(acts={}, image=image))
-        return values - penalty
+        return values - penalty, metrics
 
-    def report(step: int, total: int, preview: torch.Tensor, _values: torch.Tensor) -> None:
-        if callback is not None:
-            callback(step, total, preview, metrics[-1])
+    def final_score(image: torch.Tensor, _same: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return compare(_per_image_acts(model, image, layers, use_autocast=False), fixed_targets)
 
     # transforms are applied inside score (paired with the photo), so the loop gets none
-    result = optimise(param, score, steps=steps, lr=lr, transforms=None, generator=gen, callback=report,
-                      should_stop=should_stop)
-    with torch.no_grad():
-        final_acts = _per_image_acts(model, result.images.to(device), layers, use_autocast=False)
-        final = torch.stack([term(a, t)[1] for a, t in zip(final_acts, fixed_targets)]).float().cpu()
-    history = torch.stack(metrics[: result.steps_done]) if result.steps_done else torch.zeros(0, batch)
-    return _MatchRun(result, history, final)
+    return optimise(param, score, steps=steps, lr=lr, transforms=None, generator=gen, callback=callback,
+                    should_stop=should_stop, final_score=final_score, progress_values=shown)
 
 
 # ---- inversion --------------------------------------------------------------------------------------
@@ -342,7 +334,7 @@ def invert(
     *,
     init_image: torch.Tensor | None = None,
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> InversionResult:
     """Reconstruct ``photo`` (3×H×W in [0, 1]) from each layer in ``layers``: one batched run.
 
@@ -355,23 +347,21 @@ def invert(
     tv_weights = [settings.tv if settings.tv is not None else w[0] for w in weights]
     alpha_weights = [settings.alpha if settings.alpha is not None else w[1] for w in weights]
     initial = _initial_images(settings, photo, len(layers), init_image)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     run = _match_photo(
-        model, photo, layers, lambda a, t: (-(e := normalised_error(a, t)), e),
+        model, photo, layers, lambda a, t: (-(e := normalised_error(a, t)), {"error": e}), shown="error",
         param_kind=settings.param, decorrelate=settings.decorrelate, steps=settings.steps, lr=settings.lr,
         transforms=settings.transforms, init_images=initial, tv_weights=tv_weights, alpha_weights=alpha_weights,
         tv_beta=settings.tv_beta, alpha_power=settings.alpha_power, seed=settings.seed,
         use_autocast=settings.autocast, callback=callback, should_stop=should_stop,
     )
-    images = run.result.images
+    images = run.images
     start = initial if initial is not None else torch.full_like(images, 0.5)
     return InversionResult(
         model=model.name, layers=list(layers), photo=photo, images=images, initial=start.float().cpu(),
-        error_history=run.metric_history, final_error=[float(v) for v in run.final_metric],
+        error_history=run.metrics["error"], final_error=[float(v) for v in run.final_metrics["error"]],
         psnr=[psnr(img, photo) for img in images], ssim=[ssim(img, photo) for img in images],
         tv_weights=[float(v) for v in tv_weights], alpha_weights=[float(v) for v in alpha_weights],
-        settings=settings, steps_done=run.result.steps_done, stopped=run.result.stopped, seconds=run.result.seconds,
+        settings=settings, steps_done=run.steps_done, stopped=run.stopped, seconds=run.seconds,
     )
 
 
@@ -426,7 +416,7 @@ def caricature(
     settings: CaricatureSettings | None = None,
     *,
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> CaricatureResult:
     """From noise, exaggerate what each layer in ``layers`` sees in ``photo`` (one image per layer, one batch).
 
@@ -438,23 +428,24 @@ def caricature(
         raise UserInputError(f"Cosine floor {settings.cos_floor} must be in [0, 1).")
     photo = _model_photo(model, photo)
     floor, power = float(settings.cos_floor), float(settings.cos_power)
+
+    def term(act: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        value, cos = caricature_score(act, target, floor, power)
+        dot = (act.float() * target.float()).sum() / target.float().pow(2).sum().clamp_min(1e-12)
+        return value, {"cosine": cos, "dot": dot}
+
     run = _match_photo(
-        model, photo, layers, lambda a, t: caricature_score(a, t, floor, power),
+        model, photo, layers, term, shown="cosine",
         param_kind=settings.param, decorrelate=settings.decorrelate, steps=settings.steps, lr=settings.lr,
         transforms=settings.transforms, init_images=None, tv_weights=[settings.tv] * len(layers),
         alpha_weights=[0.0] * len(layers), tv_beta=2.0, alpha_power=6.0, seed=settings.seed,
         use_autocast=settings.autocast, callback=callback, should_stop=should_stop,
     )
-    with torch.no_grad():
-        device = model.device
-        acts = _per_image_acts(model, run.result.images.to(device), layers, use_autocast=False)
-        targets = _per_image_acts(model, photo.to(device)[None].expand(len(layers), -1, -1, -1), layers, use_autocast=False)
-        dots = [float((a * t).sum() / t.pow(2).sum().clamp_min(1e-12)) for a, t in zip(acts, targets)]
     return CaricatureResult(
-        model=model.name, layers=list(layers), photo=photo, images=run.result.images, cosine_history=run.metric_history,
-        objective_history=run.result.history,
-        final_cosine=[float(v) for v in run.final_metric], final_dot=dots, settings=settings,
-        steps_done=run.result.steps_done, stopped=run.result.stopped, seconds=run.result.seconds,
+        model=model.name, layers=list(layers), photo=photo, images=run.images, cosine_history=run.metrics["cosine"],
+        objective_history=run.history, final_cosine=[float(v) for v in run.final_metrics["cosine"]],
+        final_dot=[float(v) for v in run.final_metrics["dot"]], settings=settings,
+        steps_done=run.steps_done, stopped=run.stopped, seconds=run.seconds,
     )
 
 
@@ -525,7 +516,7 @@ def dream(
     settings: DreamSettings | None = None,
     *,
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> DreamResult:
     """DeepDream ``photo`` at ``layer`` (or one ``channel`` of it) over several octaves.
 
@@ -541,8 +532,6 @@ def dream(
         raise UserInputError("Steps must be at least 1.")
     device = model.device
     gen = devices.generator(device, settings.seed)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     photo = _model_photo(model, photo)
     side = photo.shape[-1]
     sizes = [max(32, round(side / settings.octave_scale ** k)) for k in reversed(range(settings.octaves))]

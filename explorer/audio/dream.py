@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +31,8 @@ import torch.nn.functional as F
 from .. import devices
 from ..errors import UserInputError
 from ..files import write_json
-from ..optvis.optimise import ProgressCallback, optimise
+from ..optvis.optimise import optimise
+from ..progress import ProgressCallback, ShouldStop
 from ..optvis.param import make_param
 from . import io as audio_io
 from .clips import BUILTIN_CLIPS, builtin_clip
@@ -339,7 +339,7 @@ def dream(
     start_audio: np.ndarray | None = None,
     device: str | torch.device = "auto",
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
     target: AudioTarget | None = None,
 ) -> DreamResult:
     """Dream a sound for ``settings.net`` starting from ``settings.start`` (or ``start_audio``, mono
@@ -364,8 +364,6 @@ def dream(
         raise UserInputError("Original phase needs a clip or upload to start from (noise and silence have no useful phase).")
     samples = len(start_audio)
     gen = devices.generator(device, settings.seed)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
 
     start_wav = torch.from_numpy(start_audio).to(device)[None]
     start_spec = stft(start_wav, cfg)

@@ -62,7 +62,7 @@ def run_dream(args: argparse.Namespace) -> int:
     )
     out = output_dir(args.out)
     with progress(settings.steps, f"dream {settings.net}") as callback:
-        result = dream(settings, device=args.device, callback=callback)
+        result = dream(settings, device=args.device, callback=callback, should_stop=callback.should_stop)
     save_dream(result, out)
     if result.stopped:
         print(f"stopped: {result.stopped}")

@@ -34,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
     with progress(config.steps, "diffusion train") as callback:
         report = train_ddpm(
             data, out, config, resume=not args.no_resume, device=args.device, callback=callback,
-            time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
+            should_stop=callback.should_stop, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
         )
     last = f", last loss {report.losses[-1]:.4f}" if report.losses else ""
     print(f"{report.steps_done}/{config.steps} steps in {report.total_seconds / 60:.1f} min on {report.hardware}{last}"
@@ -86,6 +86,7 @@ def _sample(args: argparse.Namespace) -> int:
         record = sample_chain(
             diffusion, sampler=args.sampler, steps=args.steps, batch=args.n, seed=args.seed, eta=args.eta,
             schedule=args.schedule, probe=probe, record_every=args.record_every, callback=callback,
+            should_stop=callback.should_stop,
         )
     save_png(grid(record.final), out / "samples.png")
     gif = chain_gif(record, max_frames=args.gif_frames)

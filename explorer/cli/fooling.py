@@ -91,7 +91,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweeper = fooling.Sweep(models, families, args.n, seed=args.seed, batch_size=args.batch, options=options,
                             gallery=args.gallery, use_autocast=args.autocast)
     with progress(sweeper.total, "fool sweep", unit="img") as callback:
-        result = sweeper.run(callback=lambda done, total, preview, values: callback(done, total))
+        result = sweeper.run(callback=lambda done, total, preview, values: callback(done, total),
+                             should_stop=callback.should_stop)
     print_table(result)
     print(f"{result.images} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s)")
     if args.json:
@@ -128,7 +129,7 @@ def run_grow(args: argparse.Namespace) -> int:
     with progress(args.steps, f"grow {model.name}") as callback:
         result = fooling.grow(model, args.target, start=start, family=args.family, seed=args.seed, index=args.index,
                               options=options, budget=budget, param=args.param, steps=args.steps, lr=args.lr,
-                              goal=args.goal, callback=callback)
+                              goal=args.goal, callback=callback, should_stop=callback.should_stop)
     if not args.no_transfer:
         result = fooling.with_transfer(result, model)
     save_png(result.start, out / "start.png")

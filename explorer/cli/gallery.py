@@ -82,16 +82,20 @@ def run_build(args: argparse.Namespace) -> int:
         desc = f"{model.name} {layer} ({', '.join(variants)})"
         with progress(len(units) * len(variants), desc, unit="unit") as callback:
             report = build(model, layer, units, settings, store=store, variants=variants, batch=args.batch,
-                           lease=args.lease, wait_for_others=not args.no_wait, callback=callback)
+                           lease=args.lease, wait_for_others=not args.no_wait, callback=callback,
+                           should_stop=callback.should_stop)
             callback(len(units) * len(variants), len(units) * len(variants))
         rate = report.units_per_minute()
         print(f"{layer}: rendered {report.units_rendered} ({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}),"
               f" {report.already_done} already stored, {report.seconds:.1f} s"
               + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
+        if report.stopped:
+            print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
+            return 0
     if image_set is not None:
         with progress(len(image_set), f"dataset examples: {image_set.name}", unit="image") as callback:
             started = time.perf_counter()
-            ensure_examples(model, layers, image_set, store, callback=callback)
+            ensure_examples(model, layers, image_set, store, callback=callback, should_stop=callback.should_stop)
         print(f"dataset examples for {', '.join(layers)}: {len(image_set)} views ({time.perf_counter() - started:.1f} s)")
     return 0
 

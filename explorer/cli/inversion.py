@@ -87,7 +87,8 @@ def run_invert(args: argparse.Namespace) -> int:
     with progress(settings.steps, f"invert {','.join(layers)}") as bar:
         def callback(step, total, preview, errors):
             bar(step, total)
-        result = inversion.invert(model, photo, layers, settings, init_image=init_image, callback=callback)
+        result = inversion.invert(model, photo, layers, settings, init_image=init_image, callback=callback,
+                                  should_stop=bar.should_stop)
     save_png(result.photo, out / "photo.png")
     files = {}
     for layer, image in zip(result.layers, result.images):
@@ -116,7 +117,8 @@ def run_dream(args: argparse.Namespace) -> int:
     )
     out = output_dir(args.out)
     with progress(settings.steps * settings.octaves, f"dream {objective.name}") as callback:
-        result = inversion.dream(model, photo, layer, args.channel, settings, callback=callback)
+        result = inversion.dream(model, photo, layer, args.channel, settings, callback=callback,
+                                 should_stop=callback.should_stop)
     save_png(result.photo, out / "photo.png")
     save_png(result.image, out / "dream.png")
     save_png(result.pair(), out / "pair.png")
@@ -141,7 +143,7 @@ def run_caricature(args: argparse.Namespace) -> int:
     with progress(settings.steps, f"caricature {','.join(layers)}") as bar:
         def callback(step, total, preview, cosines):
             bar(step, total)
-        result = inversion.caricature(model, photo, layers, settings, callback=callback)
+        result = inversion.caricature(model, photo, layers, settings, callback=callback, should_stop=bar.should_stop)
     save_png(result.photo, out / "photo.png")
     files = {layer: save_png(image, out / f"caricature_{_safe(layer)}.png").name for layer, image in zip(result.layers, result.images)}
     save_png(result.strip(), out / "strip.png")

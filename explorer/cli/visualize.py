@@ -80,7 +80,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = output_dir(args.out)
     with progress(settings.steps, f"{model.name} {objective.name}") as callback:
-        result = render(model, objective, settings, batch=args.batch, callback=callback)
+        result = render(model, objective, settings, batch=args.batch, callback=callback, should_stop=callback.should_stop)
     files = []
     for i, image in enumerate(result.images):
         files.append(save_png(image, out / f"{i:03d}.png").name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ import torch
 from .. import devices
 from ..errors import UserInputError
 from ..models.base import LoadedModel
+from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 
-Callback = Callable[[int, int, object, object], None]
 
 # Fixed quantisation ranges (model space, data in [-1, 1]): x_t and ε are ~N(0, 1) at high noise.
 XT_RANGE = (-4.0, 4.0)
@@ -177,8 +177,8 @@ def sample_chain(
     probe: Probe | LoadedModel | None = None,
     record_every: int | None = None,
     record: bool = True,
-    callback: Callback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    callback: ProgressCallback | None = None,
+    should_stop: ShouldStop | None = None,
     preview_every: int = 0,
 ) -> ChainRecord:
     """Run the reverse chain from x_T ~ N(0, I) and record every step.
@@ -214,8 +214,8 @@ def sample_chain(
     start, stopped, done = time.perf_counter(), None, 0
     with torch.inference_mode():
         for i, t in enumerate(scheduler.timesteps):
-            if should_stop and should_stop():
-                stopped = "cancelled"
+            if stop_requested(should_stop):
+                stopped = CANCELLED
                 break
             model_input = scheduler.scale_model_input(x, t)
             with devices.autocast(device):
@@ -272,7 +272,7 @@ def forward_process(
     schedule: str | None = None,
     alphas_cumprod: torch.Tensor | None = None,
     probe: Probe | LoadedModel | None = None,
-    callback: Callback | None = None,
+    callback: ProgressCallback | None = None,
 ) -> ChainRecord:
     """Noise real images (B×C×H×W in [0, 1]) along q(x_t | x0) at ``steps`` evenly spaced timesteps.
 

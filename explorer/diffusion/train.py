@@ -14,7 +14,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +22,8 @@ from .. import devices
 from ..compat import import_diffusers
 from ..errors import UserInputError
 from ..files import move_in, write_json, write_safetensors, write_torch
+from ..progress import CANCELLED, TIME_LIMIT, ProgressCallback, ShouldStop, stop_requested
 from .data import ImageDataset
-
-Callback = Callable[[int, int, object, object], None]
 
 
 def _hardware(device: torch.device) -> str:
@@ -55,58 +53,58 @@ def train_classifier(
     width: int = 32,
     seed: int = 0,
     device: str | torch.device = "auto",
-    callback: Callback | None = None,
+    callback: ProgressCallback | None = None,
     name: str = "fashion_cnn",
 ) -> ClassifierReport:
     """Train SmallCNN with AdamW + one-cycle LR and light shift augmentation; save safetensors + config.json."""
     from ..models.fashion import build_classifier, load_classifier_dir
 
     dev = devices.choose_device(device)
-    torch.manual_seed(seed)
-    mean, std = float(train.images.mean()), float(train.images.std())
-    config = {
-        "name": name, "input_size": list(train.size), "channels": 1, "width": width, "hidden": 128,
-        "labels": train.class_names, "normalize": [[mean], [std]], "source": train.source,
-        "description": f"SmallCNN trained by the project on {train.source}",
-    }
-    model = build_classifier(config).to(dev)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = epochs * steps_per_epoch
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total)
-    gen = torch.Generator().manual_seed(seed)
-    start, step = time.perf_counter(), 0
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=gen)
-        for i in range(steps_per_epoch):
-            index = order[i * batch_size : (i + 1) * batch_size]
-            x = train.images[index]
-            shift = torch.randint(-2, 3, (2,), generator=gen).tolist()  # small translations generalise better
-            x = torch.roll(x, shifts=shift, dims=(2, 3))
-            x = ((x - mean) / std).to(dev)
-            loss = F.cross_entropy(model(x), train.labels[index].to(dev), label_smoothing=0.05)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            step += 1
-            if callback:
-                callback(step, total, None, loss.detach().reshape(1))
-    seconds = time.perf_counter() - start
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    loaded_config = dict(config)
-    write_safetensors(out / "model.safetensors", state)
-    accuracy = classifier_accuracy(load_classifier_dir_from(out, config), test)
-    loaded_config["training"] = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "seconds": round(seconds, 1),
-        "hardware": _hardware(dev), "test_accuracy": round(accuracy, 4), "test_source": test.source,
-    }
-    write_json(out / "config.json", loaded_config)
-    return ClassifierReport(accuracy, seconds, epochs, _hardware(dev), str(out))
+    with devices.seeded(seed, dev):  # module init and dropout draw from torch's global RNG
+        mean, std = float(train.images.mean()), float(train.images.std())
+        config = {
+            "name": name, "input_size": list(train.size), "channels": 1, "width": width, "hidden": 128,
+            "labels": train.class_names, "normalize": [[mean], [std]], "source": train.source,
+            "description": f"SmallCNN trained by the project on {train.source}",
+        }
+        model = build_classifier(config).to(dev)
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        total = epochs * steps_per_epoch
+        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total)
+        gen = torch.Generator().manual_seed(seed)
+        start, step = time.perf_counter(), 0
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(train), generator=gen)
+            for i in range(steps_per_epoch):
+                index = order[i * batch_size : (i + 1) * batch_size]
+                x = train.images[index]
+                shift = torch.randint(-2, 3, (2,), generator=gen).tolist()  # small translations generalise better
+                x = torch.roll(x, shifts=shift, dims=(2, 3))
+                x = ((x - mean) / std).to(dev)
+                loss = F.cross_entropy(model(x), train.labels[index].to(dev), label_smoothing=0.05)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                step += 1
+                if callback:
+                    callback(step, total, None, loss.detach().reshape(1))
+        seconds = time.perf_counter() - start
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.eval()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        loaded_config = dict(config)
+        write_safetensors(out / "model.safetensors", state)
+        accuracy = classifier_accuracy(load_classifier_dir_from(out, config), test)
+        loaded_config["training"] = {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "seconds": round(seconds, 1),
+            "hardware": _hardware(dev), "test_accuracy": round(accuracy, 4), "test_source": test.source,
+        }
+        write_json(out / "config.json", loaded_config)
+        return ClassifierReport(accuracy, seconds, epochs, _hardware(dev), str(out))
 
 
 def load_classifier_dir_from(folder: Path, config: dict):
@@ -271,8 +269,8 @@ def train_ddpm(
     checkpoint: str | Path | None = None,
     resume: bool = True,
     device: str | torch.device = "auto",
-    callback: Callback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    callback: ProgressCallback | None = None,
+    should_stop: ShouldStop | None = None,
     log_every: int = 50,
     time_limit_s: float | None = None,
 ) -> DDPMReport:
@@ -287,8 +285,8 @@ def train_ddpm(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
-    torch.manual_seed(config.seed)
-    unet = build_unet(config, data.size[0], channels=data.images.shape[1]).to(dev)
+    with devices.seeded(config.seed, dev):  # module init draws from torch's global RNG
+        unet = build_unet(config, data.size[0], channels=data.images.shape[1]).to(dev)
     scheduler = make_scheduler(config.schedule, config.num_train_timesteps, "ddpm")
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
 
@@ -320,11 +318,11 @@ def train_ddpm(
     started = time.perf_counter()
     step, stopped = start_step, None
     while step < config.steps:
-        if should_stop and should_stop():
-            stopped = "cancelled"
+        if stop_requested(should_stop):
+            stopped = CANCELLED
             break
         if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
-            stopped = "time limit"
+            stopped = TIME_LIMIT
             break
         x, t, noise = _batch_for_step(data, config, step, config.num_train_timesteps)
         for group in optimiser.param_groups:
@@ -348,7 +346,7 @@ def train_ddpm(
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_checkpoint(step, earlier_seconds + time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    if step > start_step and (stopped is None or stopped in ("cancelled", "time limit")):
+    if step > start_step and (stopped is None or stopped in (CANCELLED, TIME_LIMIT)):
         save_checkpoint(step, earlier_seconds + seconds)
     report = DDPMReport(step, seconds, earlier_seconds + seconds, losses, _hardware(dev), str(out), stopped)
     export_ddpm(unet, ema, scheduler, config, out, report, data.source)

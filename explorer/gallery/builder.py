@@ -15,18 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-import torch
 
 from ..errors import UserInputError
 from ..images import save_png
 from ..models.base import LoadedModel
 from ..optvis import FAST, RenderSettings, objectives, render
+from ..progress import CANCELLED, ProgressCallback, ShouldStop, is_cancelled, stop_requested
 from .store import Entry, GalleryStore, UnitKey, new_worker_id
 
 MAX, NEG = "max", "neg"
 FACET_DIVERSITY = 10.0  # diversity weight for facets when the settings carry none (activations are ~1–20)
 
-BuildCallback = Callable[[float, int, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
 def facets_variant(count: int) -> str:
@@ -112,8 +111,8 @@ def build(
     lease: float = 120.0,
     wait_for_others: bool = True,
     poll: float = 1.0,
-    callback: BuildCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    callback: ProgressCallback | None = None,
+    should_stop: ShouldStop | None = None,
     on_done: Callable[[Entry], None] | None = None,
 ) -> BuildReport:
     """Render every missing (unit, variant) of ``layer`` into ``store``; returns what this call did.
@@ -155,17 +154,18 @@ def build(
                 pending = still
                 if not pending or not wait_for_others:
                     break
-                if should_stop is not None and should_stop():
-                    report.stopped = "cancelled"
+                if stop_requested(should_stop):
+                    report.stopped = CANCELLED
                     break
                 time.sleep(poll)  # another live builder holds them: wait for it (or for its lease to run out)
                 continue
             claimed_set = set(claimed)
             pending = [k for k in pending if k not in claimed_set]
-            ok = _render_batch(model, layer, variant, vsettings, claimed, store, worker, lease, report,
-                               base_done=done_count, total=total, callback=callback, should_stop=should_stop, on_done=on_done)
-            if not ok:
-                report.stopped = "cancelled"
+            stopped = _render_batch(model, layer, variant, vsettings, claimed, store, worker, lease, report,
+                                    base_done=done_count, total=total, callback=callback, should_stop=should_stop,
+                                    on_done=on_done)
+            if is_cancelled(stopped):
+                report.stopped = CANCELLED
                 break
             done_count += len(claimed)
         if report.stopped:
@@ -176,8 +176,9 @@ def build(
 
 def _render_batch(model: LoadedModel, layer: str, variant: str, settings: RenderSettings, claimed: list[UnitKey],
                   store: GalleryStore, worker: str, lease: float, report: BuildReport, *, base_done: float, total: int,
-                  callback: BuildCallback | None, should_stop: Callable[[], bool] | None,
-                  on_done: Callable[[Entry], None] | None) -> bool:
+                  callback: ProgressCallback | None, should_stop: ShouldStop | None,
+                  on_done: Callable[[Entry], None] | None) -> str | None:
+    """Render one claimed batch into the store; returns the render's ``stopped`` (claims given back on a cancel)."""
     units = [k.unit for k in claimed]
     last_renew = [time.monotonic()]
 
@@ -190,9 +191,9 @@ def _render_batch(model: LoadedModel, layer: str, variant: str, settings: Render
 
     try:
         result = render(model, _objective(layer, variant, units), settings, callback=step_callback, should_stop=should_stop)
-        if result.stopped == "cancelled":
+        if is_cancelled(result.stopped):
             store.release(claimed, worker)
-            return False
+            return result.stopped
         sign = -1.0 if variant == NEG else 1.0
         activations = (sign * result.final_activation).tolist()
         per_unit = result.seconds / len(claimed)
@@ -214,7 +215,7 @@ def _render_batch(model: LoadedModel, layer: str, variant: str, settings: Render
                     if entry is not None:
                         on_done(entry)
         report.render_seconds += result.seconds
-        return True
+        return result.stopped
     except BaseException:
         store.release(claimed, worker)
         raise

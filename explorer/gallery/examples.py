@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import UserInputError
 from ..images import BUILTIN_PHOTOS, fit, load_image
 from ..models.base import LoadedModel
+from ..progress import ProgressCallback, ShouldStop, stop_requested
 from .store import GalleryStore
 
 # The photos the gallery looks through by default: every photo the dependencies ship (the
@@ -155,10 +156,11 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
 
 @torch.no_grad()
 def compute_activations(model: LoadedModel, layers: Sequence[str], image_set: ImageSet, batch: int = 16,
-                        callback: Callable | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, dict[str, np.ndarray]]:
+                        callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per layer: ``max`` (N×C, max over positions), ``argmax`` (N×C flat position), ``mean`` (N×C), map size.
 
-    All layers come from the same forward passes (capture stops after the deepest one).
+    All layers come from the same forward passes (capture stops after the deepest one). After a
+    cancel (``should_stop``) the tables cover only the images done so far.
     """
     for layer in layers:
         shape = model.check_layer(layer).shape
@@ -169,8 +171,8 @@ def compute_activations(model: LoadedModel, layers: Sequence[str], image_set: Im
     out = {layer: {"max": [], "argmax": [], "mean": []} for layer in layers}
     map_hw: dict[str, tuple[int, int]] = {}
     for start in range(0, n, batch):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("cancelled")
+        if stop_requested(should_stop):
+            break
         x = torch.stack([view_pixels(v, size) for v in image_set.views[start : start + batch]])
         acts = model.activations(x, list(layers), use_autocast=False)
         for layer in layers:
@@ -184,14 +186,17 @@ def compute_activations(model: LoadedModel, layers: Sequence[str], image_set: Im
         if callback is not None:
             done = min(n, start + batch)
             callback(done, n, None, None)
-    return {layer: {"max": torch.cat(v["max"]).numpy().astype(np.float32),
-                    "argmax": torch.cat(v["argmax"]).numpy().astype(np.int32),
-                    "mean": torch.cat(v["mean"]).numpy().astype(np.float32),
-                    "map_hw": np.asarray(map_hw[layer], dtype=np.int32)} for layer, v in out.items()}
+    def joined(parts: list[torch.Tensor], layer: str) -> torch.Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, model.check_layer(layer).shape[0])
+
+    return {layer: {"max": joined(v["max"], layer).numpy().astype(np.float32),
+                    "argmax": joined(v["argmax"], layer).numpy().astype(np.int32),
+                    "mean": joined(v["mean"], layer).numpy().astype(np.float32),
+                    "map_hw": np.asarray(map_hw.get(layer, (0, 0)), dtype=np.int32)} for layer, v in out.items()}
 
 
 def ensure_examples(model: LoadedModel, layers: Sequence[str], image_set: ImageSet, store: GalleryStore,
-                    callback: Callable | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, dict[str, np.ndarray]]:
+                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Stored activation tables for ``layers`` on ``image_set``; computes (once, in one pass) the missing ones."""
     tables: dict[str, dict[str, np.ndarray]] = {}
     missing = []
@@ -203,6 +208,8 @@ def ensure_examples(model: LoadedModel, layers: Sequence[str], image_set: ImageS
             tables[layer] = stored
     if missing:
         computed = compute_activations(model, missing, image_set, callback=callback, should_stop=should_stop)
+        if any(len(table["max"]) < len(image_set) for table in computed.values()):
+            return tables  # cancelled: store nothing partial; the missing layers are simply absent
         views_json = np.asarray(json.dumps([asdict(v) for v in image_set.views]))
         for layer, table in computed.items():
             table = {**table, "views": views_json, "rf": np.asarray(receptive_field(model, layer), dtype=np.int32),

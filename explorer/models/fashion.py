@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import devices
 from ..errors import UserInputError
 from .base import LoadedModel, Normalize
 from .registry import ModelSpec, WeightsUnavailable, register
@@ -95,8 +96,9 @@ def _load_fashion_cnn(weights: str, device: torch.device) -> LoadedModel:
         from ..diffusion.data import FASHION_LABELS
 
         config = {"input_size": [28, 28], "labels": FASHION_LABELS, "normalize": [[0.286], [0.353]]}
-        torch.manual_seed(0)
-        return LoadedModel("fashion_cnn", build_classifier(config), Normalize(*config["normalize"]), FASHION_LABELS,
+        with devices.seeded(0):  # the same random weights every time, the caller's RNG untouched
+            module = build_classifier(config)
+        return LoadedModel("fashion_cnn", module, Normalize(*config["normalize"]), FASHION_LABELS,
                            (28, 28), device, "random", channels=1, fixed_input_size=True, default_layer="features.block2")
     folder = ASSET_DIR if weights == "pretrained" else Path(weights)
     return load_classifier_dir(folder, device, name="fashion_cnn")

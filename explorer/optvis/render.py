@@ -13,7 +13,8 @@ from ..models.base import LoadedModel
 from ..settings import Settings
 from . import priors
 from .objectives import Context, Objective, diversity
-from .optimise import OptimisationResult, ProgressCallback, optimise
+from ..progress import ProgressCallback, ShouldStop
+from .optimise import OptimisationResult, optimise
 from .param import make_param
 from .transforms import TRANSFORM_SETS
 
@@ -122,7 +123,7 @@ def render(
     init: torch.Tensor | None = None,
     thresholds: Iterable[int] = (),
     callback: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
     **overrides,
 ) -> RenderResult:
     """Optimise ``batch`` images (default: as many as the objective's units) to maximise ``objective``.
@@ -160,12 +161,12 @@ def render(
         thresholds=thresholds,
         callback=callback,
         should_stop=should_stop,
+        final_score=model_score(model, objective, use_autocast=False),  # the activation users see: no priors
     )
-    final_activation = evaluate(model, objective, result.images)
     return RenderResult(
         images=result.images,
         history=result.history,
-        final_activation=final_activation,
+        final_activation=result.final_values,
         snapshots=result.snapshots,
         stopped=result.stopped,
         seconds=result.seconds,

@@ -71,9 +71,10 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
 
 
 class LiveProgress:
-    """``callback(step, total, preview, values)`` for library jobs: a progress bar, a status line and
-    a preview image every ``preview_every`` steps. The latest preview is kept in session state so a
-    cancelled run can still show (and offer) what it had reached."""
+    """The pages' :data:`~explorer.progress.ProgressCallback` for library jobs: a progress bar, a status
+    line and a preview image every ``preview_every`` steps. The latest preview is kept in session state
+    so a cancelled run can still show (and offer) what it had reached: Cancel reruns the page, which
+    makes Streamlit abandon the running job at its next progress update."""
 
     def __init__(self, key: str, label: str, preview_every: int = 8, preview_columns: int = 8, unit: str = "step"):
         self.key, self.label, self.preview_every, self.unit = key, label, max(1, preview_every), unit
@@ -82,7 +83,7 @@ class LiveProgress:
         self.columns = preview_columns
         st.session_state.pop(f"{key}_partial", None)
 
-    def __call__(self, step: int, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
+    def __call__(self, step: float, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
         text = f"{self.label}: {self.unit} {step:g}/{total}"  # fractional counts (e.g. units of a batch) allowed
         if values is not None and values.numel():
             text += f" · objective {float(values.float().mean()):.3f}"

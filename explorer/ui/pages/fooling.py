@@ -11,6 +11,7 @@ from explorer import fooling
 from explorer.errors import UserInputError
 from explorer.images import grid, png_bytes, to_uint8
 from explorer.models import available_models
+from explorer.progress import CANCELLED
 from explorer.ui import widgets
 
 KEY = "fool"
@@ -141,7 +142,7 @@ def sweep_tab() -> None:
     if widgets.cancelled(SWEEP):
         partial = st.session_state.get(f"{SWEEP}_running")
         if partial is not None:
-            partial.stopped = "cancelled"
+            partial.stopped = CANCELLED
             st.session_state[f"{SWEEP}_result"] = (partial.result(), partial.options)
     elif start:
         try:
