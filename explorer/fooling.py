@@ -287,8 +287,14 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lower, upper
 
 
-class _Accumulator:
-    """Running statistics of one (model, family) on the model's device: O(classes + bins) memory."""
+class Accumulator:
+    """Running statistics of one (model, family) on the model's device: O(classes + bins) memory.
+
+    Accumulators of disjoint sample ranges merge (:meth:`merge`, earlier range first) into the
+    accumulator of their union: counts add exactly, sums add (float64), the most confident samples
+    are re-ranked. Ties in confidence go to the lower sample index, so the ranking does not depend
+    on how the samples were split or batched.
+    """
 
     def __init__(self, num_classes: int, device: torch.device, thresholds: Sequence[float], gallery: int):
         self.n = 0
@@ -316,12 +322,67 @@ class _Accumulator:
         self.confidence += conf.double().sum()
         if self.gallery:
             index = torch.arange(first_index, first_index + logits.shape[0], device=logits.device)
-            all_conf = torch.cat([self.top_conf, conf])
-            keep = torch.topk(all_conf, min(self.gallery, all_conf.numel())).indices
-            self.top_conf = all_conf[keep]
-            self.top_index = torch.cat([self.top_index, index])[keep]
-            self.top_class = torch.cat([self.top_class, cls])[keep]
+            self._keep_top(conf, index, cls)
         return conf
+
+    def _keep_top(self, conf: torch.Tensor, index: torch.Tensor, cls: torch.Tensor) -> None:
+        """Keep the ``gallery`` most confident; the kept ones come first and have lower indices, so a
+        stable sort breaks ties by index."""
+        all_conf = torch.cat([self.top_conf, conf])
+        keep = torch.sort(all_conf, descending=True, stable=True).indices[: self.gallery]
+        self.top_conf = all_conf[keep]
+        self.top_index = torch.cat([self.top_index, index])[keep]
+        self.top_class = torch.cat([self.top_class, cls])[keep]
+
+    def merge(self, later: "Accumulator") -> "Accumulator":
+        """Fold in the statistics of a range of samples that comes after this one's; returns self."""
+        self.n += later.n
+        self.above += later.above.to(self.above.device)
+        self.hist += later.hist.to(self.hist.device)
+        self.classes += later.classes.to(self.classes.device)
+        self.entropy += later.entropy.to(self.entropy.device)
+        self.confidence += later.confidence.to(self.confidence.device)
+        if self.gallery:
+            device = self.top_conf.device
+            self._keep_top(later.top_conf.to(device), later.top_index.to(device), later.top_class.to(device))
+        return self
+
+    _STATE = ("thresholds", "above", "hist", "classes", "entropy", "confidence", "top_conf", "top_index", "top_class")
+
+    def state(self) -> dict:
+        """Plain CPU tensors and numbers (what a Ray worker sends back)."""
+        return {"n": self.n, "gallery": self.gallery, **{k: getattr(self, k).cpu() for k in self._STATE}}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device | str = "cpu") -> "Accumulator":
+        acc = cls(int(state["classes"].numel()), torch.device(device), state["thresholds"].tolist(), int(state["gallery"]))
+        acc.n = int(state["n"])
+        for key in cls._STATE:
+            setattr(acc, key, state[key].to(device))
+        return acc
+
+
+def accumulate(model: LoadedModel, family: str, seed: int, start: int, count: int, *, batch_size: int = 64,
+               options: NoiseOptions = NoiseOptions(), thresholds: Sequence[float] = THRESHOLDS, gallery: int = 8,
+               use_autocast: bool = False, acc: Accumulator | None = None,
+               on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+               should_stop: ShouldStop | None = None) -> Accumulator:
+    """Statistics of samples ``start … start+count-1`` of a family through ``model`` (streamed in batches).
+
+    ``on_batch(images, confidences)`` follows each batch; ``should_stop()`` is asked before each one
+    (the accumulator then holds the batches done). A sweep is this over ``0 … n-1``; Ray pieces of a
+    sweep are this over chunk-aligned ranges, merged afterwards."""
+    acc = acc if acc is not None else Accumulator(model.num_classes, model.device, thresholds, gallery)
+    for first, images in noise_batches(family, seed, count, batch_size, model.channels, tuple(model.input_size),
+                                       model.device, options, start=start):
+        if stop_requested(should_stop):
+            break
+        with torch.inference_mode():
+            logits = model.activations(images, [OUTPUT], use_autocast=use_autocast)[OUTPUT]
+            conf = acc.add(logits, first)
+        if on_batch is not None:
+            on_batch(images, conf)
+    return acc
 
 
 @dataclass
@@ -414,7 +475,7 @@ class Sweep:
         self.n, self.seed, self.batch_size = int(n), int(seed), int(batch_size)
         self.options, self.thresholds = options, [float(t) for t in thresholds]
         self.gallery, self.use_autocast, self.top_k = int(gallery), use_autocast, int(top_classes)
-        self._acc: dict[tuple[int, str], _Accumulator] = {}
+        self._acc: dict[tuple[int, str], Accumulator] = {}
         self.seconds = 0.0
         self.stopped: str | None = None
 
@@ -428,20 +489,20 @@ class Sweep:
         try:
             for m, model in enumerate(self.models):
                 for family in self.families:
-                    acc = _Accumulator(model.num_classes, model.device, self.thresholds, self.gallery)
+                    acc = Accumulator(model.num_classes, model.device, self.thresholds, self.gallery)
                     self._acc[(m, family)] = acc
-                    batches = noise_batches(family, self.seed, self.n, self.batch_size, model.channels,
-                                            tuple(model.input_size), model.device, self.options)
-                    for first, images in batches:
-                        if stop_requested(should_stop):
-                            self.stopped = CANCELLED
-                            return self.result()
-                        with torch.inference_mode():
-                            logits = model.activations(images, [OUTPUT], use_autocast=self.use_autocast)[OUTPUT]
-                            conf = acc.add(logits, first)
+
+                    def on_batch(images: torch.Tensor, conf: torch.Tensor) -> None:
+                        nonlocal done
                         done += images.shape[0]
                         if callback is not None:
                             callback(done, self.total, images[:8], conf)
+
+                    accumulate(model, family, self.seed, 0, self.n, batch_size=self.batch_size, options=self.options,
+                               use_autocast=self.use_autocast, acc=acc, on_batch=on_batch, should_stop=should_stop)
+                    if acc.n < self.n:
+                        self.stopped = CANCELLED
+                        return self.result()
         finally:
             self.seconds = time.perf_counter() - start
         return self.result()

@@ -8,7 +8,7 @@ import time
 
 from ..errors import UserInputError
 from ..models import DEFAULT_MODEL, load_model
-from ..optvis import FAST
+from ..gallery.builder import THUMBNAILS
 from ..parsing import parse_list, parse_units
 from ..files import atomic_write, write_csv
 from .common import output_dir, progress, write_json
@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--weights", default=None, help="pretrained | random | PATH")
     b.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
+    b.add_argument("--all-layers", action="store_true",
+                   help="every main layer of the model (EfficientNet-Lite0: stem, blocks.0-15, head; ~3,100 units)")
+    b.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                   help="render on Ray: alone, a local instance with every CPU/GPU here; auto or HOST:PORT joins a cluster")
+    b.add_argument("--workers", type=int, default=None,
+                   help="with --ray alone: CPUs the local Ray instance may use (default: all)")
     b.add_argument("--units", help="units, e.g. 0-63 (default: all of each layer)")
     b.add_argument("--facets", type=int, default=0, help="also render N diversity facets per unit (N ≥ 2)")
     b.add_argument("--negative", action="store_true", help="also render the minimising (negative) image")
@@ -39,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--store", help=store_help)
     b.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal (crashed builders)")
     b.add_argument("--no-wait", action="store_true", help="skip units another builder is rendering instead of waiting")
-    add_render_options(b, FAST)
+    add_render_options(b, THUMBNAILS)
     b.set_defaults(func=run_build)
 
     ls = sub.add_parser("ls", help="what the store holds: layers, settings, units done")
@@ -54,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--units", help="units to export (default: all stored)")
     e.add_argument("--out", default="out/gallery")
     e.add_argument("--store", help=store_help)
-    add_render_options(e, FAST)
+    add_render_options(e, THUMBNAILS)
     e.set_defaults(func=run_export)
 
     v = sub.add_parser("verify", help="check that every indexed entry has readable image files")
@@ -63,41 +69,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..gallery import build, ensure_examples, image_set_from_spec, layer_units, variants_for
+    from ..gallery import all_layers, build, ensure_examples, image_set_from_spec, layer_units, variants_for
 
-    store = _store(args)
-    model = load_model(args.model, args.weights, device=args.device)
-    layers = parse_list(args.layers) if args.layers else [model.default_layer or ""]
-    if not layers or not layers[0]:
-        raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
     if args.facets == 1 or args.facets < 0:
         raise UserInputError("--facets must be 0 (none) or at least 2.")
+    if args.all_layers and args.layers:
+        raise UserInputError("Give --layers or --all-layers, not both.")
+    if args.workers is not None and (args.ray != "local" or args.workers < 1):
+        raise UserInputError("--workers N (N ≥ 1) sizes a local Ray instance: use it with --ray alone.")
+    store = _store(args)
+    model = load_model(args.model, args.weights, device=args.device)
+    layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [model.default_layer or ""]
+    if not layers or not layers[0]:
+        raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
     sizes = {layer: layer_units(model, layer) for layer in layers}  # validates every layer before any work
+    units = {layer: parse_units(args.units, limit=sizes[layer]) if args.units else list(range(sizes[layer])) for layer in layers}
     settings = settings_from_args(args)
     variants = variants_for(args.facets, args.negative)
     image_set = None if args.examples.lower() == "none" else image_set_from_spec(args.examples)
     print(f"store: {store.root}")
-    for layer in layers:
-        units = parse_units(args.units, limit=sizes[layer]) if args.units else list(range(sizes[layer]))
-        desc = f"{model.name} {layer} ({', '.join(variants)})"
-        with progress(len(units) * len(variants), desc, unit="unit") as callback:
-            report = build(model, layer, units, settings, store=store, variants=variants, batch=args.batch,
-                           lease=args.lease, wait_for_others=not args.no_wait, callback=callback,
-                           should_stop=callback.should_stop)
-            callback(len(units) * len(variants), len(units) * len(variants))
-        rate = report.units_per_minute()
-        print(f"{layer}: rendered {report.units_rendered} ({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}),"
-              f" {report.already_done} already stored, {report.seconds:.1f} s"
-              + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
-        if report.stopped:
-            print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
+    if args.ray is not None:
+        if not _build_on_ray(args, model, store, units, settings, variants):
             return 0
+    else:
+        for layer in layers:
+            desc = f"{model.name} {layer} ({', '.join(variants)})"
+            with progress(len(units[layer]) * len(variants), desc, unit="unit") as callback:
+                report = build(model, layer, units[layer], settings, store=store, variants=variants, batch=args.batch,
+                               lease=args.lease, wait_for_others=not args.no_wait, callback=callback,
+                               should_stop=callback.should_stop)
+                callback(len(units[layer]) * len(variants), len(units[layer]) * len(variants))
+            rate = report.units_per_minute()
+            print(f"{layer}: rendered {report.units_rendered} ({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}),"
+                  f" {report.already_done} already stored, {report.seconds:.1f} s"
+                  + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
+            if report.stopped:
+                print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
+                return 0
     if image_set is not None:
         with progress(len(image_set), f"dataset examples: {image_set.name}", unit="image") as callback:
             started = time.perf_counter()
             ensure_examples(model, layers, image_set, store, callback=callback, should_stop=callback.should_stop)
-        print(f"dataset examples for {', '.join(layers)}: {len(image_set)} views ({time.perf_counter() - started:.1f} s)")
+        print(f"dataset examples for {len(layers)} layer(s): {len(image_set)} views ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _build_on_ray(args: argparse.Namespace, model, store, units: dict, settings, variants: list[str]) -> bool:
+    """All layers' batches as one pool of Ray tasks; the driver (this process) writes the store.
+    False when stopped (Ctrl-C: scheduling stops, batches in flight are cancelled and their claims given back)."""
+    from .. import scale
+
+    total = sum(len(u) for u in units.values()) * len(variants)
+    with scale.cluster(None if args.ray == "local" else args.ray, num_cpus=args.workers) as info:
+        print(f"ray: {info.describe()}; {len(units)} layer(s), {total} units, batches of {args.batch}")
+        with progress(total, f"{model.name} on Ray", unit="unit") as callback:
+            report = scale.build_layers(model, units, settings, store=store, cluster_info=info, variants=variants,
+                                        batch=args.batch, lease=args.lease, callback=lambda done, all_: callback(done, all_),
+                                        should_stop=callback.should_stop)
+    print(f"rendered {report.units_rendered} units in {report.tasks} tasks on {len(report.workers)} worker process(es),"
+          f" {report.already_done} already stored, {report.held_elsewhere} left to another builder, {report.seconds:.1f} s"
+          + (f"; {report.units_per_minute:.1f} units/minute" if report.units_rendered else ""))
+    if report.units_failed:
+        print(f"{report.units_failed} units FAILED (marked in the store; a rerun tries them again):")
+        for line in report.errors[:10]:
+            print(f"  {line}")
+    if report.stopped:
+        print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
+        return False
+    return True
 
 
 def run_ls(args: argparse.Namespace) -> int:
@@ -114,7 +153,9 @@ def run_ls(args: argparse.Namespace) -> int:
         s = r["settings"] or {}
         print(f"{r['model']:<20} {r['fingerprint'][:8]} {r['layer']:<14} {r['variant']:<8} settings {r['digest']}"
               f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed {r['claimed']:>3}"
-              f"  {r['seconds']:.0f} s")
+              f"  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else ""))
+    for key, error in store.failures()[:20]:
+        print(f"failed: {key.model} {key.layer} {key.variant} unit {key.unit}: {error}")
     for e in examples:
         print(f"examples: {e['model']:<20} {e['layer']:<14} {e['n_images']} views of {e['description']}")
     return 0

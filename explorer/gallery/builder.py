@@ -15,15 +15,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from torch import nn
 
 from ..errors import UserInputError
-from ..images import save_png
+from ..images import png_bytes
 from ..models.base import LoadedModel
-from ..optvis import FAST, RenderSettings, objectives, render
+from ..optvis import RenderSettings, objectives, render
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, is_cancelled, stop_requested
 from .store import Entry, GalleryStore, UnitKey, new_worker_id
 
 MAX, NEG = "max", "neg"
+# The gallery's thumbnails (and the shipped atlas's): 96 px, 128 steps. Chosen by looking at 8 units of
+# blocks.3, blocks.10 and head at four settings (docs/gallery.md): 96 steps looks washed out, 192 steps
+# or 128 px cost 2-2.4x for a small gain.
+THUMBNAILS = RenderSettings(size=96, steps=128)
 FACET_DIVERSITY = 10.0  # diversity weight for facets when the settings carry none (activations are ~1–20)
 
 
@@ -66,6 +71,13 @@ def layer_units(model: LoadedModel, layer: str) -> int:
     return info.channels
 
 
+def all_layers(model: LoadedModel) -> list[str]:
+    """The layers of a whole-model atlas: the main layers with C×H×W outputs, without the parts of
+    another one (EfficientNet-Lite0: ``stem``, ``blocks.0``…``blocks.15``, ``head``; not ``stem.0``)."""
+    spatial = [info.name for info in model.main_layers() if len(info.shape) == 3]
+    return [name for name in spatial if not any(name.startswith(f"{other}.") for other in spatial if other != name)]
+
+
 def lookup(store: GalleryStore, model: LoadedModel, layer: str, settings: RenderSettings, variant: str = MAX,
            units: Iterable[int] | None = None) -> dict[int, Entry]:
     """Stored entries of a layer for these settings (a settings change gives an empty answer, never stale images)."""
@@ -90,7 +102,25 @@ class BuildReport:
         return 60.0 * n / self.render_seconds if self.render_seconds else 0.0
 
 
-def _objective(layer: str, variant: str, units: Sequence[int]) -> objectives.Objective:
+# Activations whose gradient is zero below 0: a unit that is negative everywhere on the grey start
+# image gets no gradient through them and renders as flat grey (EfficientNet-Lite0's stem and head).
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Threshold)
+
+
+def objective_layer(model: LoadedModel, layer: str) -> str:
+    """The layer a unit is optimised (and its activation reported) on: ``layer`` itself, or, when
+    ``layer`` is a Sequential ending in a ReLU-like activation, the module just before it — the
+    same unit before its clipping, which has a gradient from the first step."""
+    module = dict(model.module.named_modules()).get(layer)
+    if isinstance(module, nn.Sequential) and len(module) > 1 and isinstance(module[-1], _ACTIVATIONS):
+        name = f"{layer}.{list(module._modules)[-2]}"
+        if name in model.layer_shapes and model.layer_shapes[name] == model.layer_shapes.get(layer):
+            return name
+    return layer
+
+
+def _objective(model: LoadedModel, layer: str, variant: str, units: Sequence[int]) -> objectives.Objective:
+    layer = objective_layer(model, layer)
     if variant == MAX:
         return objectives.channel(layer, list(units))
     if variant == NEG:
@@ -102,7 +132,7 @@ def build(
     model: LoadedModel,
     layer: str,
     units: Iterable[int] | None = None,
-    settings: RenderSettings = FAST,
+    settings: RenderSettings = THUMBNAILS,
     *,
     store: GalleryStore,
     variants: Sequence[str] = (MAX,),
@@ -174,6 +204,58 @@ def build(
     return report
 
 
+@dataclass
+class RenderedUnit:
+    """What a render of one (unit, variant) produced, as bytes: the same whether it ran in this
+    process or in a Ray worker (which returns these and never touches the store)."""
+
+    unit: int
+    images: list[bytes]  # PNG bytes: one image, or one per facet
+    activations: list[float]
+    seconds: float
+    steps_done: int
+
+
+def render_units(model: LoadedModel, layer: str, variant: str, settings: RenderSettings, units: Sequence[int], *,
+                 callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> list[RenderedUnit] | None:
+    """Render ``units`` of ``layer`` in one batch (facets: one unit, N images); None when cancelled.
+
+    ``settings`` are the variant's own (:func:`variant_settings`)."""
+    units = [int(u) for u in units]
+    result = render(model, _objective(model, layer, variant, units), settings, callback=callback, should_stop=should_stop)
+    if is_cancelled(result.stopped):
+        return None
+    sign = -1.0 if variant == NEG else 1.0
+    activations = [float(a) for a in (sign * result.final_activation).tolist()]
+    per_unit = result.seconds / len(units)
+    if variant.startswith("facets"):
+        return [RenderedUnit(units[0], [png_bytes(img) for img in result.images], activations, result.seconds, result.steps_done)]
+    return [RenderedUnit(u, [png_bytes(result.images[i])], [activations[i]], per_unit, result.steps_done)
+            for i, u in enumerate(units)]
+
+
+def store_units(store: GalleryStore, keys: Sequence[UnitKey], worker: str, rendered: Sequence[RenderedUnit]) -> list[Entry]:
+    """Write each rendered unit's files, then mark its claimed row done (file first, index second).
+
+    Returns the entries this worker completed (a claim lost to another builder is skipped)."""
+    by_unit = {r.unit: r for r in rendered}
+    done = []
+    for key in keys:
+        unit = by_unit.get(key.unit)
+        if unit is None:
+            continue
+        stem = key.file_stem()
+        files = ([f"{stem}-{j}.png" for j in range(len(unit.images))] if key.variant.startswith("facets")
+                 else [f"{stem}.png"])
+        for rel, data in zip(files, unit.images):
+            store.put_file(rel, data)
+        if store.complete(key, worker, files, unit.activations, unit.seconds, unit.steps_done):
+            entry = store.entry(key)
+            if entry is not None:
+                done.append(entry)
+    return done
+
+
 def _render_batch(model: LoadedModel, layer: str, variant: str, settings: RenderSettings, claimed: list[UnitKey],
                   store: GalleryStore, worker: str, lease: float, report: BuildReport, *, base_done: float, total: int,
                   callback: ProgressCallback | None, should_stop: ShouldStop | None,
@@ -190,32 +272,16 @@ def _render_batch(model: LoadedModel, layer: str, variant: str, settings: Render
             callback(round(base_done + len(claimed) * step / max(steps, 1), 2), total, preview, values)
 
     try:
-        result = render(model, _objective(layer, variant, units), settings, callback=step_callback, should_stop=should_stop)
-        if is_cancelled(result.stopped):
+        rendered = render_units(model, layer, variant, settings, units, callback=step_callback, should_stop=should_stop)
+        if rendered is None:
             store.release(claimed, worker)
-            return result.stopped
-        sign = -1.0 if variant == NEG else 1.0
-        activations = (sign * result.final_activation).tolist()
-        per_unit = result.seconds / len(claimed)
-        for i, key in enumerate(claimed):
-            stem = key.file_stem()
-            if variant.startswith("facets"):
-                files = [f"{stem}-{j}.png" for j in range(len(result.images))]
-                for j, rel in enumerate(files):
-                    save_png(result.images[j], store.root / rel)
-                acts = activations
-            else:
-                files = [f"{stem}.png"]
-                save_png(result.images[i], store.root / files[0])
-                acts = [activations[i]]
-            if store.complete(key, worker, files, acts, per_unit, result.steps_done):
-                report.rendered[variant].append(key.unit)
-                if on_done is not None:
-                    entry = store.entry(key)
-                    if entry is not None:
-                        on_done(entry)
-        report.render_seconds += result.seconds
-        return result.stopped
+            return CANCELLED
+        for entry in store_units(store, claimed, worker, rendered):
+            report.rendered[variant].append(entry.unit)
+            if on_done is not None:
+                on_done(entry)
+        report.render_seconds += sum(r.seconds for r in rendered)
+        return None
     except BaseException:
         store.release(claimed, worker)
         raise

@@ -36,11 +36,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS renders (
     model TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL, digest TEXT NOT NULL,
     variant TEXT NOT NULL, unit INTEGER NOT NULL,
-    status TEXT NOT NULL,            -- 'claimed' while a builder works on it, then 'done'
+    status TEXT NOT NULL,            -- 'claimed' while a builder works on it, then 'done' (or 'failed')
     worker TEXT, lease_until REAL,
     files TEXT,                      -- JSON list of paths relative to the store root
     activations TEXT,                -- JSON list: final activation of each image
     seconds REAL, steps_done INTEGER, attempts INTEGER NOT NULL DEFAULT 0, finished REAL,
+    error TEXT,                      -- why the last attempt failed ('failed' rows; a rerun tries again)
     PRIMARY KEY (model, fingerprint, layer, digest, variant, unit)
 );
 CREATE TABLE IF NOT EXISTS settings (digest TEXT PRIMARY KEY, json TEXT NOT NULL);
@@ -149,6 +150,9 @@ class GalleryStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(renders)")}
+            if "error" not in columns:  # a store made before failed rows existed
+                db.execute("ALTER TABLE renders ADD COLUMN error TEXT")
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.root)!r})"
@@ -188,7 +192,7 @@ class GalleryStore:
 
     # ---- claims --------------------------------------------------------------------------
     def claim(self, keys: Sequence[UnitKey], worker: str, lease: float = 120.0, limit: int | None = None) -> list[UnitKey]:
-        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer."""
+        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer (failed rows are retried)."""
         got: list[UnitKey] = []
         now = time.time()
         with self._write() as db:
@@ -202,8 +206,8 @@ class GalleryStore:
                         " VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1)", (*key.as_tuple(), worker, now + lease))
                 elif row[0] == "done":
                     continue
-                elif row[1] == worker or (row[2] or 0) < now or _worker_is_dead(row[1]):
-                    db.execute(f"UPDATE renders SET worker=?, lease_until=?, attempts=attempts+1 WHERE {_KEY_WHERE}",
+                elif row[0] == "failed" or row[1] == worker or (row[2] or 0) < now or _worker_is_dead(row[1]):
+                    db.execute(f"UPDATE renders SET status='claimed', worker=?, lease_until=?, attempts=attempts+1 WHERE {_KEY_WHERE}",
                                (worker, now + lease, *key.as_tuple()))
                 else:
                     continue  # a live builder is on it
@@ -224,6 +228,35 @@ class GalleryStore:
             for key in keys:
                 db.execute(f"DELETE FROM renders WHERE {_KEY_WHERE} AND status='claimed' AND worker=?", (*key.as_tuple(), worker))
 
+    def fail(self, keys: Iterable[UnitKey], worker: str, error: str) -> int:
+        """Mark this worker's claims failed with ``error`` (one line); the next build tries them again."""
+        error = " ".join(str(error).split())[:500]
+        count = 0
+        with self._write() as db:
+            for key in keys:
+                cursor = db.execute(f"UPDATE renders SET status='failed', error=?, lease_until=NULL, finished=?"
+                                    f" WHERE {_KEY_WHERE} AND status='claimed' AND worker=?", (error, time.time(), *key.as_tuple(), worker))
+                count += cursor.rowcount
+        return count
+
+    def failures(self, model: str | None = None, layer: str | None = None) -> list[tuple[UnitKey, str]]:
+        """Rows whose last attempt failed, with the error (optionally of one model / layer)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT model, fingerprint, layer, digest, variant, unit, error FROM renders WHERE status='failed'"
+                              " ORDER BY model, layer, variant, unit").fetchall()
+        return [(UnitKey(*r[:6]), r[6] or "") for r in rows
+                if (model is None or r[0] == model) and (layer is None or r[2] == layer)]
+
+    def put_file(self, rel: str, data: bytes) -> Path:
+        """Write ``data`` at ``rel`` under the root atomically (unique temp name + rename): a builder
+        writes a row's files with this before :meth:`complete` indexes them."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return path
+
     def complete(self, key: UnitKey, worker: str, files: Sequence[str], activations: Sequence[float],
                  seconds: float, steps_done: int) -> bool:
         """Mark a claimed row done. Call only after its files exist. False if the claim was lost."""
@@ -232,7 +265,7 @@ class GalleryStore:
                 raise FileNotFoundError(f"{rel} must exist before its index row is committed")
         with self._write() as db:
             cursor = db.execute(
-                f"UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, lease_until=NULL"
+                f"UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, lease_until=NULL, error=NULL"
                 f" WHERE {_KEY_WHERE} AND status='claimed' AND worker=?",
                 (json.dumps(list(files)), json.dumps([round(float(a), 6) for a in activations]), float(seconds),
                  int(steps_done), time.time(), *key.as_tuple(), worker))
@@ -263,15 +296,16 @@ class GalleryStore:
         return self._entry(row) if row else None
 
     def summary(self) -> list[dict]:
-        """One line per model/layer/settings/variant: how many units are done and claimed."""
+        """One line per model/layer/settings/variant: how many units are done, claimed and failed."""
         with self._connect() as db:
             rows = db.execute(
                 "SELECT r.model, r.fingerprint, r.layer, r.digest, r.variant, SUM(r.status='done'), SUM(r.status='claimed'),"
-                " SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json FROM renders r"
+                " SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json, SUM(r.status='failed') FROM renders r"
                 " LEFT JOIN settings s ON s.digest = r.digest GROUP BY r.model, r.fingerprint, r.layer, r.digest, r.variant"
                 " ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
         return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3], "variant": r[4], "done": int(r[5] or 0),
-                 "claimed": int(r[6] or 0), "seconds": round(float(r[7] or 0.0), 2), "settings": json.loads(r[8]) if r[8] else None}
+                 "claimed": int(r[6] or 0), "failed": int(r[9] or 0), "seconds": round(float(r[7] or 0.0), 2),
+                 "settings": json.loads(r[8]) if r[8] else None}
                 for r in rows]
 
     def layer_digests(self, model: str, fingerprint: str, layer: str, variant: str = "max") -> list[tuple[str, dict | None, int]]:
