@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import UserInputError
+from .progress import CANCELLED, ShouldStop
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .gallery.store import GalleryStore
@@ -115,8 +116,11 @@ def _unreachable(address: str, reason: str) -> UserInputError:
                           "or run with `--ray` alone to use a local Ray instance on this machine.")
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast (one line) when ADDRESS's host:port does not answer: ray.init would retry for a long time."""
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when a cluster address's host:port does not answer (ray.init would retry
+    for a long time); None, "local" and "auto" pass."""
+    if address in (None, "", LOCAL, "auto"):
+        return
     target = address.split("://", 1)[-1]
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
@@ -138,6 +142,7 @@ def cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     join HOST:PORT (or ray://HOST:PORT). An instance already running in this process (tests) is
     reused and left running.
     """
+    check_address(address)  # before importing ray: a typo costs a second, not a minute
     import ray
 
     started = False
@@ -147,8 +152,6 @@ def cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         if address in (None, "", LOCAL):
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **quiet)
         else:
-            if address != "auto":
-                _check_reachable(address)
             try:
                 ray.init(address=address, **quiet)
             except Exception as exc:  # ConnectionError, RuntimeError, grpc errors: one line for the user
@@ -235,7 +238,7 @@ class RayBuildReport:
 def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], settings: "RenderSettings", *,
                  store: "GalleryStore", cluster_info: Cluster, ref: ModelRef | None = None, variants: Sequence[str] = ("max",),
                  batch: int = 16, lease: float = 120.0, retries: int = 1, max_in_flight: int | None = None,
-                 callback: RayProgress | None = None, should_stop: Callable[[], bool] | None = None) -> RayBuildReport:
+                 callback: RayProgress | None = None, should_stop: ShouldStop | None = None) -> RayBuildReport:
     """Render every missing (unit, variant) of ``layers`` (layer -> units, None: all) as Ray tasks.
 
     ``model`` is the driver's copy (layer shapes, weights fingerprint for the store keys); workers
@@ -285,7 +288,7 @@ def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], 
     try:
         while jobs or in_flight:
             if should_stop is not None and should_stop():
-                report.stopped = "cancelled"
+                report.stopped = CANCELLED
                 break
             while jobs and len(in_flight) < limit:
                 layer, variant, vsettings, keys = jobs.popleft()
@@ -364,12 +367,14 @@ def sweep_pieces(n: int, pieces: int, chunk: int) -> list[tuple[int, int]]:
 
 def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int, *, cluster_info: Cluster,
           refs: Sequence[ModelRef] | None = None, pieces_per_slot: int = 2, retries: int = 1,
-          callback: RayProgress | None = None, **kwargs) -> Any:
+          callback: RayProgress | None = None, should_stop: ShouldStop | None = None, **kwargs) -> Any:
     """A noise sweep split over Ray tasks; the same :class:`~explorer.fooling.SweepResult` (and JSON,
     timings aside) as the in-process :func:`~explorer.fooling.sweep` with the same arguments.
 
     ``models`` are the driver's copies (labels, class counts); workers load ``refs``. Each family's
     samples are cut on chunk boundaries into about ``pieces_per_slot × slots`` tasks per model.
+    ``should_stop()`` cancels the pieces not finished yet: the result (``stopped`` "cancelled")
+    then holds the finished pieces' samples only.
     """
     import ray
 
@@ -389,13 +394,20 @@ def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int
                 tasks[task] = (m, family, start)
     parts: dict[tuple[int, str], dict[int, Any]] = {}
     done = 0
+    pending = list(tasks)
     try:
-        pending = list(tasks)
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            if should_stop is not None and should_stop():
+                sweeper.stopped = CANCELLED
+                break
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for task in ready:
                 m, family, start = tasks[task]
-                out = ray.get(task)  # a failed piece fails the sweep: partial statistics would mislead
+                try:
+                    out = ray.get(task)
+                except Exception as exc:  # a failed piece fails the sweep: statistics with a hole would mislead
+                    raise UserInputError(f"A sweep piece ({family}, samples from {start}) failed on Ray: {_one_line(exc)}. "
+                                         "Sweeps are reproducible: run it again.") from None
                 if out["fingerprint"] != sweeper.models[m].fingerprint:
                     raise UserInputError(f"A Ray worker loaded different weights for {sweeper.models[m].name} "
                                          f"(fingerprint {out['fingerprint']}): install the same weights on every node.")
@@ -404,11 +416,10 @@ def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int
                 done += acc.n
                 if callback is not None:
                     callback(done, sweeper.total)
-    except BaseException:
-        for task in tasks:
+    finally:
+        for task in pending:  # stopped or failed: wait for nothing
             with contextlib.suppress(Exception):
                 ray.cancel(task, force=True)
-        raise
     for (m, family), by_start in sorted(parts.items(), key=lambda kv: (kv[0][0], sweeper.families.index(kv[0][1]))):
         ordered = [by_start[s] for s in sorted(by_start)]
         merged = ordered[0]

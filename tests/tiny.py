@@ -32,3 +32,36 @@ def tiny_model(seed: int = 0, classes: int = 10, size: int = 32) -> LoadedModel:
         name="tiny", module=TinyNet(classes), preprocess=nn.Identity(), labels=[f"c{i}" for i in range(classes)],
         input_size=(size, size), device=torch.device("cpu"), weights="random", default_layer="conv2",
     )
+
+
+# ---- a tiny net that fails once, for the fault tests of Ray builds (tests/test_scale.py) ----------
+FAULT_DIR_VAR = "EXPLORER_TEST_FAULT_DIR"
+
+
+class FragileNet(TinyNet):
+    """TinyNet (same weights and fingerprint) whose forward consumes a flag file in
+    ``$EXPLORER_TEST_FAULT_DIR``: ``raise`` makes that one forward raise, ``crash`` kills its
+    process (a lost Ray worker). Removing the file is atomic, so exactly one forward fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+
+        folder = os.environ.get(FAULT_DIR_VAR)
+        if folder:
+            for kind in ("raise", "crash"):
+                try:
+                    os.remove(os.path.join(folder, kind))
+                except FileNotFoundError:
+                    continue
+                if kind == "crash":
+                    os._exit(1)
+                raise RuntimeError("injected fault")
+        return super().forward(x)
+
+
+def fragile_model(seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    return LoadedModel(
+        name="tiny", module=FragileNet(), preprocess=nn.Identity(), labels=[f"c{i}" for i in range(10)],
+        input_size=(32, 32), device=torch.device("cpu"), weights="random", default_layer="conv2",
+    )

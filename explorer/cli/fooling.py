@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import fooling
+from ..errors import UserInputError
 from ..images import grid, save_png
 from ..models import DEFAULT_MODEL, load_model
 from ..parsing import parse_list
@@ -45,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--csv", help="write the summary table to this CSV file")
     s.add_argument("--gallery-dir", help="save each family's most confident samples as PNGs here")
     s.add_argument("--autocast", action="store_true", help="mixed precision on CUDA (faster, slightly less exact)")
+    s.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                   help="split the samples over Ray tasks: alone, a local instance with every CPU/GPU; auto or HOST:PORT joins a cluster")
+    s.add_argument("--workers", type=int, default=None, help="with --ray alone: CPUs the local Ray instance may use")
     _add_noise_options(s)
     s.set_defaults(func=run_sweep)
 
@@ -72,7 +76,8 @@ def _fmt_rate(row: fooling.FamilyResult, i: int) -> str:
     return f"{row.rates[i]:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def print_table(result: fooling.SweepResult, file=sys.stdout) -> None:
+def print_table(result: fooling.SweepResult, file=None) -> None:
+    file = file or sys.stdout  # looked up per call: a default bound at import would outlive a redirected stdout
     thresholds = result.settings["thresholds"]
     header = ["model", "family", "n"] + [f"≥{t:g} rate [95% CI]" for t in thresholds] + ["mean max p", "entropy", "top classes"]
     print(" | ".join(header), file=file)
@@ -87,12 +92,27 @@ def run_sweep(args: argparse.Namespace) -> int:
     names = parse_list(args.model)
     families = fooling.check_families(args.families)
     options = _options(args)
+    if args.workers is not None and (args.ray != "local" or args.workers < 1):
+        raise UserInputError("--workers N (N ≥ 1) sizes a local Ray instance: use it with --ray alone.")
+    if args.ray is not None:
+        from ..scale import check_address
+
+        check_address(None if args.ray == "local" else args.ray)
     models = [load_model(name, args.weights, device=args.device) for name in names]
-    sweeper = fooling.Sweep(models, families, args.n, seed=args.seed, batch_size=args.batch, options=options,
-                            gallery=args.gallery, use_autocast=args.autocast)
-    with progress(sweeper.total, "fool sweep", unit="img") as callback:
-        result = sweeper.run(callback=lambda done, total, preview, values: callback(done, total),
-                             should_stop=callback.should_stop)
+    kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery, use_autocast=args.autocast)
+    sweeper = fooling.Sweep(models, families, args.n, **kwargs)  # validates every number before Ray starts
+    if args.ray is not None:
+        from .. import scale
+
+        with scale.cluster(None if args.ray == "local" else args.ray, num_cpus=args.workers) as info:
+            print(f"ray: {info.describe()}")
+            with progress(sweeper.total, "fool sweep on Ray", unit="img") as callback:
+                result = scale.sweep(models, families, args.n, cluster_info=info, callback=callback,
+                                     should_stop=callback.should_stop, **kwargs)
+    else:
+        with progress(sweeper.total, "fool sweep", unit="img") as callback:
+            result = sweeper.run(callback=lambda done, total, preview, values: callback(done, total),
+                                 should_stop=callback.should_stop)
     print_table(result)
     print(f"{result.images} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s)")
     if args.json:

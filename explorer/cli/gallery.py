@@ -77,6 +77,10 @@ def run_build(args: argparse.Namespace) -> int:
         raise UserInputError("Give --layers or --all-layers, not both.")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
         raise UserInputError("--workers N (N ≥ 1) sizes a local Ray instance: use it with --ray alone.")
+    if args.ray is not None:
+        from ..scale import check_address
+
+        check_address(None if args.ray == "local" else args.ray)
     store = _store(args)
     model = load_model(args.model, args.weights, device=args.device)
     layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [model.default_layer or ""]

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import write_npz
+from ..files import atomic_write, write_npz
 
 ENV_VAR = "EXPLORER_CACHE_DIR"
 SCHEMA = """
@@ -248,14 +248,9 @@ class GalleryStore:
                 if (model is None or r[0] == model) and (layer is None or r[2] == layer)]
 
     def put_file(self, rel: str, data: bytes) -> Path:
-        """Write ``data`` at ``rel`` under the root atomically (unique temp name + rename): a builder
-        writes a row's files with this before :meth:`complete` indexes them."""
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        return path
+        """Write ``data`` at ``rel`` under the root atomically (:func:`explorer.files.atomic_write`): a
+        builder writes a row's files with this before :meth:`complete` indexes them."""
+        return atomic_write(self.root / rel, data)
 
     def complete(self, key: UnitKey, worker: str, files: Sequence[str], activations: Sequence[float],
                  seconds: float, steps_done: int) -> bool:
