@@ -35,24 +35,57 @@ def _app(monkeypatch, root_dir, cache, **query) -> AppTest:
     return at
 
 
-def test_grid_shows_stored_units_and_renders_missing_ones_on_demand(monkeypatch, root, tiny_store):
+def grid_html(at: AppTest) -> str:
+    """The layer grid's tiles (one st.html element: each image is a link to its unit)."""
+    bodies = [h.proto.body for h in at.get("html") if "gal-grid" in h.proto.body or "gal-row" in h.proto.body]
+    assert len(bodies) == 1
+    return bodies[0]
+
+
+def test_grid_images_are_the_links_and_missing_units_build_in_the_background(monkeypatch, root, tiny_store):
+    from explorer.gallery.jobs import current_job
+
     cache, model, store = tiny_store
     at = _app(monkeypatch, root, cache)
     at.run()
     assert not at.exception and not at.error
-    assert len(at.get("image")) == 12, "the 12 stored units show as images"
-    assert sum("not rendered" in m.value for m in at.markdown) == 4
+    body = grid_html(at)
+    assert body.count("<img") == 12 and body.count("not rendered") == 4, "12 stored units show, 4 are missing"
     stored = lookup(store, model, "conv2", TINY_SETTINGS)
-    captions = [img.proto.imgs[0].caption for img in at.get("image")]
-    assert captions[5] == f"#5 · {stored[5].activation:.2f}", "tiles carry unit number and stored activation"
-    at.button(key="gal_render_page").click().run()
+    assert f"#5 · {stored[5].activation:.2f}</a>" in body, "tiles carry unit number and stored activation"
+    assert 'href="?model=tiny&amp;layer=conv2&amp;unit=5&amp;size=32&amp;steps=2"' in body, "the image links to its unit"
+    assert not any(b.label.startswith("Open #") for b in at.button), "no separate Open buttons"
+    at.button(key="gal_build_missing").click().run()
     assert not at.exception
-    assert "Rendered 4" in at.success[0].value
-    assert len(at.get("image")) == 16 and not any("not rendered" in m.value for m in at.markdown)
+    job = current_job(model, "conv2", TINY_SETTINGS)
+    assert job is not None and job.units == [12, 13, 14, 15]
+    assert job.wait(60) and job.error is None and job.done == job.total == 4
+    at.run()
+    assert grid_html(at).count("<img") == 16 and "not rendered" not in grid_html(at)
     assert sorted(lookup(store, model, "conv2", TINY_SETTINGS)) == list(range(16))
-    at.button(key="gal_open_3").click().run()
-    assert at.query_params["unit"] == ["3"] or at.query_params["unit"] == "3"
-    assert at.header[0].value.startswith("Unit 3")
+    assert not any(b.key == "gal_build_missing" for b in at.button), "nothing left to build"
+
+
+def test_search_by_unit_number_opens_the_unit(monkeypatch, root, tiny_store):
+    cache, _, _ = tiny_store
+    at = _app(monkeypatch, root, cache)
+    at.run()
+    at.number_input(key="gal_search_conv2").set_value(7).run()
+    assert not at.exception
+    assert at.query_params["unit"] in ("7", ["7"]) and at.header[0].value.startswith("Unit 7")
+
+
+def test_without_a_layer_the_page_opens_on_the_model_overview(monkeypatch, root, tiny_store):
+    cache, _, _ = tiny_store
+    at = _app(monkeypatch, root, cache)
+    del at.query_params["layer"]
+    at.run()
+    assert not at.exception and not at.error
+    body = grid_html(at)
+    for layer, units in (("conv1", 8), ("conv2", 16), ("conv3", 16)):
+        assert f'href="?model=tiny&amp;layer={layer}&amp;size=32&amp;steps=2" target="_self">{layer}</a> · {units} units' in body
+    assert body.count('class="gal-row"') == 3, "every layer as a row of sample units"
+    assert body.count("<img") >= 8, "conv2's stored units show in its row"
 
 
 def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeypatch, root, tiny_store):
@@ -77,7 +110,7 @@ def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeyp
     assert len(at.get("image")) == 1 + 4 + 1 + 8, "facets and negative of unit 4 now show"
     assert lookup(store, model, "conv2", TINY_SETTINGS, NEG, [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
     at.button(key="gal_back").click().run()
-    assert "unit" not in at.query_params and len(at.get("image")) >= 12
+    assert "unit" not in at.query_params and grid_html(at).count("<img") >= 12
 
 
 def test_bad_permalink_unit_is_a_clear_message(monkeypatch, root, tiny_store):

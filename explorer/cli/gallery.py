@@ -1,10 +1,11 @@
-"""``gallery build | ls | export | verify``: the layer gallery from the command line."""
+"""``gallery build | ls | export | atlas | verify``: the layer gallery from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from ..errors import UserInputError
 from ..models import DEFAULT_MODEL, load_model
@@ -62,6 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--store", help=store_help)
     add_render_options(e, THUMBNAILS)
     e.set_defaults(func=run_export)
+
+    a = sub.add_parser("atlas", help="export a store's renders of every main layer as a compact read-only atlas (WebP)")
+    a.add_argument("--model", default=DEFAULT_MODEL)
+    a.add_argument("--weights", default=None)
+    a.add_argument("--layers", help="comma-separated layers (default: every main layer, as build --all-layers)")
+    a.add_argument("--store", help=store_help)
+    a.add_argument("--out", default="assets/atlas", help="atlas folder (the model's atlas goes to OUT/<model>/)")
+    a.add_argument("--quality", type=int, default=80, help="WebP quality of the thumbnails (1-100)")
+    a.add_argument("--examples", default="builtin", help="image set of the dataset-example tables: builtin or none")
+    a.add_argument("--build-command", default="", help="the command that built the store (recorded in the manifest)")
+    a.add_argument("--build-seconds", type=float, default=None, help="its wall time (recorded in the manifest)")
+    add_render_options(a, THUMBNAILS)
+    a.set_defaults(func=run_atlas)
 
     v = sub.add_parser("verify", help="check that every indexed entry has readable image files")
     v.add_argument("--store", help=store_help)
@@ -192,6 +206,33 @@ def run_export(args: argparse.Namespace) -> int:
                                     "settings": settings.to_dict(), "digest": settings.digest(), "images": rows})
     write_csv(out / "index.csv", rows)
     print(f"{copied} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
+    return 0
+
+
+def run_atlas(args: argparse.Namespace) -> int:
+    from ..gallery import all_layers, builtin_image_set, layer_units
+    from ..gallery.atlas import export_atlas
+
+    if not 1 <= args.quality <= 100:
+        raise UserInputError("--quality must be between 1 and 100.")
+    if args.examples not in ("builtin", "none"):
+        raise UserInputError("--examples must be builtin or none (an atlas ships only photos every user has).")
+    store = _store(args)
+    model = load_model(args.model, args.weights, device=args.device)
+    layers = parse_list(args.layers) if args.layers else all_layers(model)
+    for layer in layers:
+        layer_units(model, layer)
+    build = {"command": args.build_command, "seconds": args.build_seconds} if args.build_command else {}
+    try:
+        manifest = export_atlas(store, model, layers, settings_from_args(args), Path(args.out),
+                                image_set=builtin_image_set() if args.examples == "builtin" else None,
+                                quality=args.quality, build_info=build)
+    except ValueError as exc:
+        raise UserInputError(f"Cannot export the atlas: {exc}") from None
+    units = sum(info["units"] for info in manifest["layers"].values())
+    folder = Path(args.out) / model.name
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"atlas of {model.name}: {len(layers)} layers, {units} units in {folder} ({size / 2**20:.1f} MiB)")
     return 0
 
 

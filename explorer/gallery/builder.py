@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -23,6 +23,9 @@ from ..models.base import LoadedModel
 from ..optvis import RenderSettings, objectives, render
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, is_cancelled, stop_requested
 from .store import Entry, GalleryStore, UnitKey, new_worker_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .atlas import Atlas
 
 MAX, NEG = "max", "neg"
 # The gallery's thumbnails (and the shipped atlas's): 96 px, 128 steps. Chosen by looking at 8 units of
@@ -79,10 +82,16 @@ def all_layers(model: LoadedModel) -> list[str]:
 
 
 def lookup(store: GalleryStore, model: LoadedModel, layer: str, settings: RenderSettings, variant: str = MAX,
-           units: Iterable[int] | None = None) -> dict[int, Entry]:
-    """Stored entries of a layer for these settings (a settings change gives an empty answer, never stale images)."""
+           units: Iterable[int] | None = None, atlas: "Atlas | None" = None) -> dict[int, Entry]:
+    """Stored entries of a layer for these settings (a settings change gives an empty answer, never stale images).
+
+    With ``atlas`` (the shipped, read-only one), units the store lacks come from it when it holds
+    these weights and settings: the user's own renders take precedence."""
     digest = variant_settings(settings, variant).digest()
-    return store.entries(model.name, model.fingerprint, layer, digest, variant, units)
+    found = store.entries(model.name, model.fingerprint, layer, digest, variant, units)
+    if atlas is not None and atlas.serves(model, settings, variant):
+        found = dict(sorted({**atlas.entries(layer, units), **found}.items()))
+    return found
 
 
 @dataclass

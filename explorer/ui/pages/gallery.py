@@ -1,13 +1,20 @@
-"""Page: Layer gallery — every unit of a layer at a glance, Microscope-style, with permalinks.
+"""Page: Layer gallery — every unit of every layer, Microscope-style: a model overview, layer grids whose
+images are the links, a unit view, permalinks.
 
-The URL carries the view (``?model=…&layer=…&unit=…``, plus ``size``/``steps`` when they differ
-from the thumbnail defaults), so copying it reopens the same unit anywhere.
+Opens on the shipped atlas (``assets/atlas``, EfficientNet-Lite0) when the model and settings match it;
+the user's own store takes precedence unit by unit. The URL carries the view (``?model=…&layer=…&unit=…``,
+plus ``size``/``steps`` when they differ from the thumbnail defaults): no ``layer`` is the overview.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import math
+import mimetypes
+from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
@@ -15,20 +22,24 @@ import streamlit as st
 import torch
 
 from explorer.errors import UserInputError
-from explorer.gallery import (MAX, NEG, GalleryStore, build, builtin_image_set, ensure_examples, example_patch,
-                              facets_variant, folder_image_set, layer_units, load_examples, lookup, top_examples)
+from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
+                              example_patch, facets_variant, folder_image_set, layer_units, load_examples, lookup, top_examples)
+from explorer.gallery.atlas import find_atlas
+from explorer.gallery.jobs import current_job, start_build
 from explorer.images import grid, load_image, png_bytes, to_uint8
-from explorer.optvis import FAST
 from explorer.ui import widgets
 
 KEY = "gal"
-PAGE_SIZE = 64
-COLUMNS = 8
-BETTER = FAST.with_(size=128, steps=256)
+PAGE_SIZE = 128  # tiles per grid page: every block of EfficientNet-Lite0 up to 112 units fits one page
+SAMPLES = 8  # units per layer row in the overview
+OVERVIEW = "(overview: every layer)"
+REFRESH_SECONDS = 1.0  # how often a grid with a background build in progress refreshes
+SIZE_RANGE, STEPS_RANGE = (32, 512), (1, 4096)
 
 st.title("Layer gallery")
-st.caption("What every channel of a layer wants to see: one feature visualisation per unit, rendered once and kept "
-           "on disk, with the real photo patches that excite it most. The address bar is a permalink.")
+st.caption("What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
+           "kept on disk, with the real photo patches that excite it most. Click an image to open it; the address bar "
+           "is a permalink.")
 
 with st.sidebar:
     model = widgets.model_picker(KEY)
@@ -41,13 +52,10 @@ try:
 except UserInputError as exc:
     st.error(str(exc))
     st.stop()
-
-layer = widgets.layer_picker(model, KEY)
-try:
-    n_units = layer_units(model, layer)
-except UserInputError as exc:
-    st.error(str(exc))
-    st.stop()
+atlas = find_atlas(model)
+base = atlas.settings if atlas is not None else THUMBNAILS  # the thumbnail settings of this model's gallery
+gallery_layers = all_layers(model)
+other_layers = [i.name for i in model.main_layers() if i.name not in gallery_layers and i.name != "output"]
 
 
 def _int_param(name: str) -> int | None:
@@ -58,33 +66,62 @@ def _int_param(name: str) -> int | None:
         return None
 
 
+# ---- layer: none (the overview), a gallery layer, or any layer with C or C×H×W outputs -------------
+wanted_layer = params.get("layer") or None
+options = [OVERVIEW] + gallery_layers + other_layers
+if wanted_layer and wanted_layer not in options:
+    if wanted_layer in model.layer_shapes:
+        options.append(wanted_layer)
+    else:
+        st.warning(f"{model.name} has no layer {wanted_layer!r}: showing the overview of its layers.")
+        wanted_layer = None
+with st.sidebar:
+    chosen = st.selectbox("Layer", options, index=options.index(wanted_layer) if wanted_layer in options else 0,
+                          format_func=lambda n: n if n == OVERVIEW else f"{n}  ({'×'.join(map(str, model.layer_shapes[n]))})",
+                          key=f"{KEY}_layer")
+layer = None if chosen == OVERVIEW else chosen
+n_units = 0
+if layer is not None:
+    try:
+        n_units = layer_units(model, layer)
+    except UserInputError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
 def _default_size_steps() -> tuple[int, int]:
-    """URL first; else the thumbnail settings this layer was already rendered with (most units); else FAST."""
+    """URL first; else the thumbnail settings this layer was already rendered with (most units); else the atlas's."""
     size, steps = _int_param("size"), _int_param("steps")
     if size and steps:
         return size, steps
-    for _, stored, _ in store.layer_digests(model.name, model.fingerprint, layer):
-        if stored and FAST.with_(size=stored["size"], steps=stored["steps"]).to_dict() == stored:
-            return size or stored["size"], steps or stored["steps"]
-    return size or FAST.size, steps or FAST.steps
+    if layer is not None:
+        for _, stored, _ in store.layer_digests(model.name, model.fingerprint, layer):
+            if stored and base.with_(size=stored["size"], steps=stored["steps"]).to_dict() == stored:
+                return size or stored["size"], steps or stored["steps"]
+    return size or base.size, steps or base.steps
+
+
+def _clamp(value: int, bounds: tuple[int, int]) -> int:
+    return min(max(int(value), bounds[0]), bounds[1])
 
 
 with st.sidebar:
     st.subheader("Render settings")
     default_size, default_steps = _default_size_steps()
     c1, c2 = st.columns(2)
-    size = c1.number_input("Size (px)", 32, 512, default_size, step=16, key=f"{KEY}_size")
-    steps = c2.number_input("Steps", 1, 4096, default_steps, step=32, key=f"{KEY}_steps",
-                            help=f"Thumbnails: {FAST.steps} steps at {FAST.size} px (a layer in minutes on a CPU); "
-                                 f"better: {BETTER.steps} steps at {BETTER.size} px.")
+    size = c1.number_input("Size (px)", *SIZE_RANGE, _clamp(default_size, SIZE_RANGE), step=16, key=f"{KEY}_size")
+    steps = c2.number_input("Steps", *STEPS_RANGE, _clamp(default_steps, STEPS_RANGE), step=32, key=f"{KEY}_steps",
+                            help=f"Thumbnails: {base.steps} steps at {base.size} px"
+                                 + (" (the shipped atlas's settings)." if atlas is not None else "."))
     c1, c2 = st.columns(2)
     facets = c1.number_input("Facets", 2, 8, 4, key=f"{KEY}_facets", help="diversity images per unit in the unit view")
     batch = c2.number_input("Batch", 1, 64, 16, key=f"{KEY}_batch", help="units optimised together (one pass per step)")
     st.subheader("Dataset examples")
     folder = st.text_input("Image folder (empty: built-in photos)", params.get("images", ""), key=f"{KEY}_folder")
-    st.caption(f"Store: `{store.root}`")
+    st.caption(f"Store: `{store.root}`" + (f"  \nAtlas: `{atlas.root}` (read-only; your renders take precedence)"
+                                            if atlas is not None else ""))
 
-settings = FAST.with_(size=int(size), steps=int(steps))
+settings = base.with_(size=int(size), steps=int(steps))
 
 
 def chosen_image_set():
@@ -97,24 +134,39 @@ def chosen_image_set():
 
 
 # ---- the URL mirrors the view --------------------------------------------------------------
-params["model"] = model.name
-params["layer"] = layer
 weights_param = widgets.non_default_weights(model)  # None for the entry's default weights: links stay short
-if weights_param:
-    params["weights"] = weights_param
-elif "weights" in params:
-    del params["weights"]
-for name, value, default in (("size", int(size), FAST.size), ("steps", int(steps), FAST.steps)):
-    if value != default:
-        params[name] = str(value)
-    elif name in params:
-        del params[name]
-if folder.strip():
-    params["images"] = folder.strip()
-elif "images" in params:
-    del params["images"]
 
-unit = _int_param("unit")
+
+def view_query(**view) -> dict:
+    """The query of a view (model, layer, unit, page) with this session's weights/settings/folder."""
+    query = {"model": model.name}
+    query.update({k: str(v) for k, v in view.items() if v is not None})
+    if weights_param:
+        query["weights"] = weights_param
+    if int(size) != base.size:
+        query["size"] = str(int(size))
+    if int(steps) != base.steps:
+        query["steps"] = str(int(steps))
+    if folder.strip():
+        query["images"] = folder.strip()
+    return query
+
+
+def href(**view) -> str:
+    return "?" + urlencode(view_query(**view), safe="/:")
+
+
+same_layer = layer is not None and layer == (params.get("layer") or None)  # else the sidebar switched layers
+wanted_query = view_query(layer=layer, unit=params.get("unit") if same_layer else None,
+                          page=params.get("page") if same_layer else None)
+for name in list(params.keys()):
+    if name not in wanted_query:
+        del params[name]
+for name, value in wanted_query.items():
+    if params.get(name) != value:
+        params[name] = value
+
+unit = _int_param("unit") if layer is not None else None
 if unit is not None and not 0 <= unit < n_units:
     st.error(f"Unit {unit} is out of range for {layer}: valid units are 0–{n_units - 1}.")
     unit = None
@@ -128,41 +180,147 @@ def open_unit(u: int | None) -> None:
 
 
 def permalink(u: int) -> str:
-    query = {"model": model.name, "layer": layer, "unit": str(u)}
-    if weights_param:
-        query["weights"] = weights_param
-    if int(size) != FAST.size:
-        query["size"] = str(int(size))
-    if int(steps) != FAST.steps:
-        query["steps"] = str(int(steps))
-    if folder.strip():
-        query["images"] = folder.strip()
-    text = urlencode(query, safe="/:")
-    base = ""
+    base_url = ""
     try:
-        base = (st.context.url or "").split("?")[0]
+        base_url = (st.context.url or "").split("?")[0]
     except Exception:  # older Streamlit or AppTest: the query string alone still works
-        base = ""
-    return f"{base}?{text}"
+        base_url = ""
+    return f"{base_url}{href(layer=layer, unit=u)}"
 
 
-def run_build(units: list[int], variants: list[str], label: str, cells: dict | None = None) -> None:
-    """Render with live progress; finished units appear in their grid cells as they land."""
-    def show(entry) -> None:
-        if cells is not None and entry.unit in cells:
-            cells[entry.unit].image(str(entry.file), caption=f"#{entry.unit} · {entry.activation:.2f}", width="stretch")
+# ---- tiles: the image is the link ---------------------------------------------------------------
+@lru_cache(maxsize=8192)
+def _data_uri(path: str, mtime_ns: int, size_bytes: int) -> str:
+    mime = mimetypes.guess_type(path)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
 
-    progress = widgets.LiveProgress(KEY, label, preview_every=1, preview_columns=COLUMNS, unit="units")
+
+def data_uri(path: Path) -> str:
+    stat = path.stat()
+    return _data_uri(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+TILE_CSS = """<style>
+.gal-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(92px,1fr));gap:6px;margin:4px 0 12px 0}
+.gal-row{display:grid;grid-template-columns:repeat(8,minmax(0,1fr));gap:6px;margin:2px 0 14px 0}
+.gal-tile{display:block;text-decoration:none;color:inherit;font-size:0.72rem;text-align:center}
+.gal-tile img{width:100%;aspect-ratio:1/1;object-fit:cover;border-radius:4px;display:block}
+.gal-tile:hover img{outline:2px solid #ff4b4b}
+.gal-missing{width:100%;aspect-ratio:1/1;border-radius:4px;background:repeating-linear-gradient(45deg,#eee,#eee 6px,#e4e4e4 6px,#e4e4e4 12px);display:flex;align-items:center;justify-content:center;color:#888}
+.gal-layer{font-weight:600;text-decoration:none}
+</style>"""
+
+
+def tile(u: int, entry, link: str) -> str:
+    caption = f"#{u} · {entry.activation:.2f}" if entry is not None else f"#{u}"
+    picture = (f'<img src="{data_uri(entry.file)}" alt="unit {u}" loading="lazy">' if entry is not None
+               else '<div class="gal-missing">not rendered</div>')
+    return f'<a class="gal-tile" href="{html.escape(link)}" target="_self" title="unit {u}">{picture}{caption}</a>'
+
+
+# ---- overview: every layer as a row of sample units ---------------------------------------------
+def overview() -> None:
+    total_units = sum(layer_units(model, name) for name in gallery_layers)
+    st.markdown(f"**{model.name}** — {len(gallery_layers)} layers, {total_units} units. Each row shows {SAMPLES} units "
+                "spread over the layer; click a row to open its layer" + (", rendered ahead of time (shipped atlas)."
+                                                                          if atlas is not None else "."))
+    parts = [TILE_CSS]
+    missing_layers = 0
+    for name in gallery_layers:
+        n = layer_units(model, name)
+        entries = lookup(store, model, name, settings, MAX, atlas=atlas)
+        samples = sorted({int(i * n / SAMPLES) for i in range(min(SAMPLES, n))})
+        link = href(layer=name)
+        missing_layers += len(entries) < n
+        parts.append(f'<div><a class="gal-layer" href="{html.escape(link)}" target="_self">{html.escape(name)}</a>'
+                     f' · {n} units · {len(entries)}/{n} rendered</div><div class="gal-row">'
+                     + "".join(tile(u, entries.get(u), link) for u in samples) + "</div>")
+    st.html("".join(parts))
+    if missing_layers:
+        st.caption(f"{missing_layers} layer(s) are not fully rendered with these settings: open one to build its missing units.")
+
+
+# ---- layer grid ----------------------------------------------------------------------------------
+def layer_grid() -> None:
+    pages = max(1, math.ceil(n_units / PAGE_SIZE))
+    labels = [f"units {p * PAGE_SIZE}–{min(n_units, (p + 1) * PAGE_SIZE) - 1}" for p in range(pages)]
+    top = st.columns([2, 2, 3])
+    top[0].markdown(f'<a href="{html.escape(href())}" target="_self">← Overview of all layers</a>', unsafe_allow_html=True)
+    wanted_page = min(max(_int_param("page") or 0, 0), pages - 1)
+    page = top[1].selectbox("Page", range(pages), index=wanted_page, format_func=lambda p: labels[p],
+                            key=f"{KEY}_page_{layer}", label_visibility="collapsed") if pages > 1 else 0
+    if page:
+        params["page"] = str(page)
+    elif "page" in params:
+        del params["page"]
+    search_key = f"{KEY}_search_{layer}"
+
+    def search() -> None:
+        wanted = st.session_state.get(search_key)
+        if wanted is not None:
+            open_unit(int(wanted))
+            st.session_state[search_key] = None
+
+    top[2].number_input("Open unit #", 0, n_units - 1, value=None, step=1, key=search_key, on_change=search,
+                        placeholder=f"search: unit number 0–{n_units - 1}, then Enter", label_visibility="collapsed")
+    show_report()
+    units = list(range(page * PAGE_SIZE, min(n_units, (page + 1) * PAGE_SIZE)))
+    job = current_job(model, layer, settings)
+    was_running = job is not None and job.running
+
+    @st.fragment(run_every=REFRESH_SECONDS if was_running else None)
+    def live_grid() -> None:
+        running = current_job(model, layer, settings)
+        entries_all = lookup(store, model, layer, settings, MAX, atlas=atlas)
+        entries = {u: entries_all[u] for u in units if u in entries_all}
+        missing = [u for u in range(n_units) if u not in entries_all]
+        source = ""
+        if atlas is not None and atlas.units(layer) and atlas.serves(model, settings):
+            own = len(store.entries(model.name, model.fingerprint, layer, settings.digest(), MAX))
+            source = f" · shipped atlas" + (f" + {own} of your own renders" if own else "")
+        st.markdown(f"**{model.name} · {layer}** — {n_units} units · {len(entries_all)}/{n_units} rendered at "
+                    f"{int(size)} px, {int(steps)} steps{source}")
+        if running is not None and running.running:
+            c1, c2 = st.columns([5, 1])
+            c1.progress(running.fraction, text=f"Building {running.total} units in the background: "
+                                               f"{running.done:.0f}/{running.total} · the grid fills in as they finish")
+            c2.button("Cancel build", key=f"{KEY}_cancel_build", on_click=running.cancel)
+        elif missing:
+            label = f"Build the {len(missing)} missing units of {layer}"
+            if st.button(label, type="primary", key=f"{KEY}_build_missing",
+                         help="Renders in the background (batches of the sidebar's size); browse on meanwhile."):
+                start_build(model, layer, missing, settings, store, batch=int(batch))
+                st.rerun()
+        if running is not None and not running.running and running.error:
+            st.error(f"The background build stopped: {running.error}")
+        st.html(TILE_CSS + '<div class="gal-grid">' + "".join(tile(u, entries.get(u), href(layer=layer, unit=u)) for u in units)
+                + "</div>")
+        if entries:
+            rows = [{"unit": u, "activation": e.activation, "seconds": round(e.seconds, 3)} for u, e in entries.items()]
+            c1, c2 = st.columns(2)
+            c1.download_button("Download this page as a PNG sheet",
+                               lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e in entries.values()]), columns=8)),
+                               f"{model.name}_{layer}_p{page}.png", "image/png", key=f"{KEY}_dl_sheet")
+            c2.download_button("Download activations CSV", widgets.csv_bytes(rows), f"{model.name}_{layer}_p{page}.csv",
+                               "text/csv", key=f"{KEY}_dl_csv")
+        if was_running and not running.running:
+            st.rerun()  # the build finished: one full rerun stops the refreshing and updates the counts
+
+    live_grid()
+
+
+def run_build(units: list[int], variants: list[str], label: str) -> None:
+    """Render with live progress (the unit view's missing variants: seconds, not minutes)."""
+    progress = widgets.LiveProgress(KEY, label, preview_every=1, preview_columns=8, unit="units")
     try:
         report = build(model, layer, units, settings, store=store, variants=variants, batch=int(batch),
-                       wait_for_others=False, callback=progress, on_done=show)
+                       wait_for_others=False, callback=progress)
     except UserInputError as exc:
         progress.done()
         st.error(str(exc))
         return
     progress.done()
     st.session_state[f"{KEY}_report"] = (f"Rendered {report.units_rendered} in {report.seconds:.1f} s"
-                                         + (f" ({report.units_per_minute():.1f} units/minute)" if report.units_per_minute() else "")
                                          + (f"; {report.already_done} were already stored" if report.already_done else ""))
     st.rerun()
 
@@ -173,52 +331,6 @@ def show_report() -> None:
         st.success(message)
     if widgets.cancelled(KEY):
         st.warning("Cancelled: the units finished so far are stored; the rest can be rendered later.")
-
-
-# ---- grid view -----------------------------------------------------------------------------
-def grid_view() -> None:
-    pages = max(1, math.ceil(n_units / PAGE_SIZE))
-    labels = [f"units {p * PAGE_SIZE}–{min(n_units, (p + 1) * PAGE_SIZE) - 1}" for p in range(pages)]
-    wanted = min(max(_int_param("page") or 0, 0), pages - 1)
-    page = st.selectbox("Page", range(pages), index=wanted, format_func=lambda p: labels[p], key=f"{KEY}_page_{layer}") if pages > 1 else 0
-    if page:
-        params["page"] = str(page)
-    elif "page" in params:
-        del params["page"]
-    units = list(range(page * PAGE_SIZE, min(n_units, (page + 1) * PAGE_SIZE)))
-    entries = lookup(store, model, layer, settings, MAX, units)
-    missing = [u for u in units if u not in entries]
-    st.markdown(f"**{model.name} · {layer}** — {n_units} units · {len(entries)}/{len(units)} on this page rendered "
-                f"at {int(size)} px, {int(steps)} steps")
-    show_report()
-    start = False
-    if missing:
-        c1, c2 = st.columns([2, 5])
-        start = c1.button(f"Render {len(missing)} missing units", type="primary", key=f"{KEY}_render_page")
-        with c2:
-            widgets.cancel_button(KEY)
-    cells: dict[int, object] = {}
-    for row_start in range(0, len(units), COLUMNS):
-        cols = st.columns(COLUMNS)
-        for col, u in zip(cols, units[row_start : row_start + COLUMNS]):
-            with col:
-                cells[u] = st.empty()
-                entry = entries.get(u)
-                if entry is not None:
-                    cells[u].image(str(entry.file), caption=f"#{u} · {entry.activation:.2f}", width="stretch")
-                else:
-                    cells[u].markdown(f"`#{u}` not rendered")
-                st.button(f"Open #{u}", key=f"{KEY}_open_{u}", on_click=open_unit, args=(u,), width="stretch")
-    if entries:
-        rows = [{"unit": u, "activation": e.activation, "seconds": round(e.seconds, 3)} for u, e in entries.items()]
-        c1, c2 = st.columns(2)
-        c1.download_button("Download this page as a PNG sheet",
-                           lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e in entries.values()]), columns=COLUMNS)),
-                           f"{model.name}_{layer}_p{page}.png", "image/png", key=f"{KEY}_dl_sheet")
-        c2.download_button("Download activations CSV", widgets.csv_bytes(rows), f"{model.name}_{layer}_p{page}.csv", "text/csv",
-                           key=f"{KEY}_dl_csv")
-    if start:
-        run_build(missing, [MAX], f"Rendering {len(missing)} units of {layer}", cells)
 
 
 # ---- unit view -----------------------------------------------------------------------------
@@ -251,7 +363,7 @@ def unit_view(u: int) -> None:
     except Exception:  # the page is not registered (page run on its own): a plain link does the same
         st.markdown(f"[Open in Feature visualisation](feature_vis?{'&'.join(f'{k}={v}' for k, v in fv_query.items())})")
 
-    main = lookup(store, model, layer, settings, MAX, [u]).get(u)
+    main = lookup(store, model, layer, settings, MAX, [u], atlas=atlas).get(u)
     negative = lookup(store, model, layer, settings, NEG, [u]).get(u)
     facet_variant = facets_variant(int(facets))
     facet_entry = lookup(store, model, layer, settings, facet_variant, [u]).get(u)
@@ -259,8 +371,11 @@ def unit_view(u: int) -> None:
     with left:
         st.subheader("Visualisation")
         if main is not None:
-            st.image(str(main.file), caption=f"mean activation {main.activation:.3f} · {main.seconds:.1f} s", width=384)
-            st.download_button("PNG", main.file.read_bytes(), f"{model.name}_{layer}_{u}.png", "image/png", key=f"{KEY}_dl_main")
+            st.image(str(main.file), caption=f"mean activation {main.activation:.3f}"
+                     + (f" · {main.seconds:.1f} s" if main.seconds else ""), width=384)
+            suffix = main.file.suffix
+            st.download_button(suffix[1:].upper(), main.file.read_bytes(), f"{model.name}_{layer}_{u}{suffix}",
+                               mimetypes.guess_type(main.file.name)[0] or "image/png", key=f"{KEY}_dl_main")
         else:
             st.info("Not rendered yet with these settings.")
     with right:
@@ -285,6 +400,8 @@ def unit_view(u: int) -> None:
     st.subheader("Dataset examples")
     image_set = chosen_image_set()
     table = load_examples(model, layer, image_set, store)
+    if table is None and atlas is not None:
+        table = atlas.examples(layer, image_set.digest)
     if table is None:
         st.caption(f"The patches of {image_set.name} ({len(image_set)} views with crops and flips) that excite this unit most. "
                    "Activations are computed once per model, layer and image set (one pass for all units).")
@@ -301,8 +418,7 @@ def unit_view(u: int) -> None:
     patches = [example_patch(e, model.input_size) for e in examples]
     cols = st.columns(len(examples) or 1)
     for col, example, patch in zip(cols, examples, patches):
-        col.image(to_uint8(patch),
-                  caption=f"{example.view.label} · {example.activation:.2f}", width="stretch")
+        col.image(to_uint8(patch), caption=f"{example.view.label} · {example.activation:.2f}", width="stretch")
     st.caption(f"Crops of the effective receptive field ({int(table['rf'])} px of the {model.input_size[0]} px input) "
                "around each view's strongest position; at most two views per photo.")
     st.plotly_chart(activation_histogram(table, u, main.activation if main else None), width="stretch", key=f"{KEY}_hist")
@@ -318,7 +434,9 @@ def unit_view(u: int) -> None:
                        key=f"{KEY}_dl_json")
 
 
-if unit is None:
-    grid_view()
+if layer is None:
+    overview()
+elif unit is None:
+    layer_grid()
 else:
     unit_view(unit)

@@ -1,0 +1,191 @@
+"""The shipped atlas: a read-only, prebuilt gallery of every unit of a model's main layers.
+
+Why: the gallery should open ready, like OpenAI Microscope, instead of on placeholders that take
+minutes to render on a CPU. A store built once (``gallery build --all-layers --ray``) is exported
+compactly into ``assets/atlas/<model>/``:
+
+* ``manifest.json`` — model name, weights fingerprint, the render settings, per layer the unit count,
+  the layer each unit was optimised on and every unit's final activation, and how it was built;
+* ``<layer>/<unit>.webp`` — one lossy WebP thumbnail per unit (about 3.6 KB at 96 px);
+* ``examples/<layer>.npz`` — the dataset-example table of the built-in photos (max/mean per view and
+  unit in float16, arg-max positions): the page cuts the top patches from the bundled photos on demand.
+
+It is keyed like the store (model, fingerprint, settings): other weights or other settings never see
+it. The user's own store always wins: :func:`~explorer.gallery.builder.lookup` falls back to the
+atlas only for units the store does not hold.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, fields
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..files import atomic_write
+from ..models.base import LoadedModel
+from ..optvis import RenderSettings
+from .store import Entry, GalleryStore, UnitKey
+
+ATLAS_ROOT = Path(__file__).resolve().parents[2] / "assets" / "atlas"
+ATLAS_VAR = "EXPLORER_ATLAS_DIR"  # another folder of atlases (tests, or a user's own shipped atlases)
+IMAGE_SUFFIX = ".webp"
+
+
+def atlas_root() -> Path:
+    return Path(os.environ[ATLAS_VAR]).expanduser() if os.environ.get(ATLAS_VAR) else ATLAS_ROOT
+
+
+def settings_from_dict(data: dict) -> RenderSettings:
+    """RenderSettings from a stored dict, ignoring fields this version no longer has."""
+    known = {f.name for f in fields(RenderSettings)}
+    return RenderSettings(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """One model's shipped atlas (read-only)."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @cached_property
+    def settings(self) -> RenderSettings:
+        return settings_from_dict(self.manifest["settings"])
+
+    @cached_property
+    def digest(self) -> str:
+        return self.settings.digest()
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.manifest["layers"])
+
+    def units(self, layer: str) -> int:
+        info = self.manifest["layers"].get(layer)
+        return len(info["activations"]) if info else 0
+
+    def serves(self, model: LoadedModel, settings: RenderSettings, variant: str = "max") -> bool:
+        """True when this atlas holds images for exactly these weights and settings (max variant only)."""
+        return variant == "max" and model.name == self.model and model.fingerprint == self.fingerprint \
+            and settings.digest() == self.digest
+
+    def file(self, layer: str, unit: int) -> Path:
+        return self.root / _safe(layer) / f"{int(unit):05d}{IMAGE_SUFFIX}"
+
+    def entries(self, layer: str, units: Iterable[int] | None = None) -> dict[int, Entry]:
+        """The atlas's entries of a layer (all units, or ``units``), shaped like the store's."""
+        info = self.manifest["layers"].get(layer)
+        if info is None:
+            return {}
+        acts = info["activations"]
+        digest = self.digest
+        wanted = range(len(acts)) if units is None else [int(u) for u in units if 0 <= int(u) < len(acts)]
+        steps = int(self.manifest["settings"].get("steps", 0))
+        seconds = float(info.get("seconds_per_unit", 0.0))
+        return {u: Entry(UnitKey(self.model, self.fingerprint, layer, digest, "max", u), (self.file(layer, u),),
+                         (float(acts[u]),), seconds, steps, 0)
+                for u in wanted if acts[u] is not None}
+
+    def examples(self, layer: str, image_set_digest: str) -> dict[str, np.ndarray] | None:
+        """The layer's dataset-example table (as :func:`~explorer.gallery.examples.load_examples` gives it)
+        when the atlas was built on the same image set, else None."""
+        meta = self.manifest.get("examples") or {}
+        if meta.get("image_set") != image_set_digest or layer not in meta.get("layers", []):
+            return None
+        return _load_table(str(self.root / "examples" / f"{_safe(layer)}.npz"))
+
+
+def _safe(part: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
+
+
+@lru_cache(maxsize=64)
+def _load_table(path: str) -> dict[str, np.ndarray] | None:
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        table = {k: data[k] for k in data.files}
+    table["max"] = table["max"].astype(np.float32)
+    table["mean"] = table["mean"].astype(np.float32)
+    table["argmax"] = table["argmax"].astype(np.int64)
+    return table
+
+
+@lru_cache(maxsize=16)
+def _read_manifest(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def find_atlas(model: LoadedModel, root: Path | None = None) -> Atlas | None:
+    """The atlas shipped for this model and weights, or None (no atlas, or other weights)."""
+    folder = (root or atlas_root()) / _safe(model.name)
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)
+    except (OSError, ValueError):
+        return None
+    atlas = Atlas(folder, manifest)
+    return atlas if atlas.model == model.name and atlas.fingerprint == model.fingerprint else None
+
+
+def webp_bytes(png: bytes, quality: int = 80) -> bytes:
+    """A stored PNG as a lossy WebP (method 6: smallest files at this quality)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "WEBP", quality=int(quality), method=6)
+    return out.getvalue()
+
+
+def export_atlas(store: GalleryStore, model: LoadedModel, layers: Sequence[str], settings: RenderSettings, out: Path, *,
+                 image_set=None, quality: int = 80, build_info: dict | None = None) -> dict:
+    """Write the store's renders of ``layers`` (and the image set's example tables) as an atlas in
+    ``out/<model>/``; returns the manifest. Every unit must be rendered: an atlas has no holes."""
+    from .builder import MAX, layer_units, lookup, objective_layer
+
+    folder = Path(out) / _safe(model.name)
+    manifest = {"model": model.name, "weights": model.weights, "fingerprint": model.fingerprint,
+                "settings": settings.to_dict(), "digest": settings.digest(), "image_format": "webp", "quality": int(quality),
+                "layers": {}, "build": build_info or {}}
+    for layer in layers:
+        n = layer_units(model, layer)
+        entries = lookup(store, model, layer, settings, MAX)
+        missing = [u for u in range(n) if u not in entries]
+        if missing:
+            raise ValueError(f"{layer}: {len(missing)} of {n} units are not rendered (first {missing[0]}); build them first.")
+        for unit, entry in entries.items():
+            atomic_write(folder / _safe(layer) / f"{unit:05d}{IMAGE_SUFFIX}", webp_bytes(entry.file.read_bytes(), quality))
+        seconds = [entries[u].seconds for u in range(n)]
+        manifest["layers"][layer] = {"units": n, "objective_layer": objective_layer(model, layer),
+                                     "activations": [round(entries[u].activation, 4) for u in range(n)],
+                                     "seconds_per_unit": round(float(np.mean(seconds)), 3)}
+    if image_set is not None:
+        from .examples import ensure_examples
+
+        tables = ensure_examples(model, list(layers), image_set, store)
+        for layer, table in tables.items():
+            compact = {"max": table["max"].astype(np.float16), "mean": table["mean"].astype(np.float16),
+                       "argmax": table["argmax"].astype(np.int16 if int(table["argmax"].max(initial=0)) < 2**15 else np.int32),
+                       "map_hw": table["map_hw"], "views": table["views"], "rf": table["rf"], "input_hw": table["input_hw"]}
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **compact)
+            atomic_write(folder / "examples" / f"{_safe(layer)}.npz", buffer.getvalue())
+        manifest["examples"] = {"image_set": image_set.digest, "name": image_set.name, "views": len(image_set),
+                                "layers": list(tables)}
+    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest
