@@ -26,7 +26,8 @@ class UnknownLayerError(UserInputError, KeyError):
 
 class UnitOutOfRangeError(UserInputError, IndexError):
     def __init__(self, layer: str, unit: int, size: int, what: str = "channel"):
-        super().__init__(f"{what.capitalize()} {unit} is out of range for layer {layer!r}: valid {what}s are 0–{size - 1}.")
+        plural = {"class": "classes"}.get(what, what + "s")
+        super().__init__(f"{what.capitalize()} {unit} is out of range for layer {layer!r}: valid {plural} are 0–{size - 1}.")
 
 
 class OptimisationDiverged(RuntimeError):

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import devices
+from . import devices, limits
 from .capture import OUTPUT
 from .errors import UserInputError
 from .models.base import LoadedModel
@@ -464,10 +464,13 @@ class Sweep:
                  gallery: int = 8, use_autocast: bool = False, top_classes: int = 10):
         if not models:
             raise UserInputError("Pick at least one model to sweep.")
-        if not 1 <= int(n) <= 10**9:
-            raise UserInputError(f"The number of samples per family must be between 1 and 10⁹, got {n}.")
-        if int(batch_size) < 1:
-            raise UserInputError("The batch size must be at least 1.")
+        limits.check("n", n, what="Samples per family")
+        limits.check("batch", batch_size, hi=limits.MAX_FORWARD_PIXELS)
+        for model in models:  # forward passes only, but a batch of big inputs still fills memory
+            limits.check_batch_pixels(int(batch_size), *model.input_size, budget=limits.MAX_FORWARD_PIXELS,
+                                      what=f"noise images for {model.name}")
+        limits.check("gallery", gallery)
+        limits.check("seed", seed)
         if any(not 0 < t <= 1 for t in thresholds):
             raise UserInputError("Thresholds must lie in (0, 1].")
         self.models = list(models)
@@ -567,8 +570,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.kind not in ("none", "linf", "l2"):
             raise UserInputError(f"Unknown budget {self.kind!r}: use none, linf:EPS or l2:EPS.")
-        if self.kind != "none" and not self.eps > 0:
-            raise UserInputError(f"A {self.kind} budget needs a positive size, got {self.eps}.")
+        if self.kind != "none":
+            limits.check("eps", self.eps, what=f"The {self.kind} budget size")
 
     def __str__(self) -> str:
         return "none" if self.kind == "none" else f"{self.kind}:{self.eps:g}"
@@ -695,9 +698,11 @@ def grow(
         raise UserInputError(f"Fooling images grow in the 'pixel' or 'cppn' parameterisation, not {param!r}.")
     if param == "cppn" and budget.kind != "none":
         raise UserInputError("A CPPN image is not a small change of a noise sample: use --budget none with --param cppn.")
-    if not 1 <= int(steps) <= 100_000:
-        raise UserInputError(f"Steps must be between 1 and 100000, got {steps}.")
-    if not 0 < goal < 1:
+    limits.check("steps", steps, lo=1)
+    limits.check("lr", lr)
+    limits.check("seed", seed)
+    limits.check("index", index)
+    if not 0 < goal < 1:  # NaN fails this too
         raise UserInputError(f"The target confidence must lie in (0, 1), got {goal}.")
     device = model.device
     size = tuple(model.input_size)

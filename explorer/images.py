@@ -14,14 +14,14 @@ from typing import BinaryIO, Literal, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import limits
 from .errors import UserInputError
 from .files import atomic_write
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
-MAX_PIXELS = 40_000_000  # above this a file is refused (decompression-bomb guard)
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 
 # name -> loader returning an H×W×3 uint8 array; all ship inside scikit-image / scikit-learn wheels
@@ -29,6 +29,11 @@ _BUILTIN_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_fie
                     "stereo_motorcycle", "colorwheel", "camera", "coins", "moon", "clock", "brick", "grass", "gravel")
 _BUILTIN_SKLEARN = ("china", "flower")
 BUILTIN_PHOTOS = _BUILTIN_SKIMAGE + _BUILTIN_SKLEARN
+
+
+# PIL warns between its own limit and twice that: we check every file's size from its header ourselves
+# (limits.check_image_shape), so the warning would only repeat our check in other words.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageLoadError(UserInputError):
@@ -70,38 +75,50 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode(data: bytes, name: str) -> Image.Image:
-    previous = Image.MAX_IMAGE_PIXELS
+def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
+    """Decode ``data`` after checking the header's size against :mod:`explorer.limits` (nothing big is
+    allocated before that: PIL reads the size lazily)."""
+    if not data:
+        raise ImageLoadError(f"{name}: the file is empty (0 bytes).")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageLoadError(f"{name}: {img.width}×{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit.")
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{name}: refused, too many pixels (over {MAX_PIXELS:,}): {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF).") from exc
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        # PIL refuses far beyond our own limit before we could read the header: same message as ours
+        raise ImageLoadError(f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF).") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from None
+    width, height = img.size
+    try:
+        limits.check_image_shape(width, height, name)
+    except UserInputError as exc:
+        raise ImageLoadError(str(exc)) from None
+    if max_side and img.format == "JPEG":
+        img.draft("RGB", (max_side, max_side))  # JPEG decodes straight at 1/2, 1/4 or 1/8 scale: less memory
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from None
     img = ImageOps.exif_transpose(img)  # honour the camera's orientation tag
     return _to_rgb(img)
 
 
-def load_image(source: ImageSource, *, max_side: int | None = 2048) -> torch.Tensor:
+def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SIDE, name: str | None = None) -> torch.Tensor:
     """Read an image from a path, ``builtin:NAME``, bytes, a file object, PIL, numpy or a tensor.
 
-    Returns RGB float32 3×H×W in [0, 1]. Images larger than ``max_side`` are downscaled.
+    Returns RGB float32 3×H×W in [0, 1]. Images larger than ``max_side`` are downscaled. Files are
+    checked against the side, pixel and aspect-ratio limits (:mod:`explorer.limits`) from their header,
+    before decoding; in-memory images against the side and aspect-ratio limits. ``name`` labels
+    bytes and file objects in messages (e.g. the uploaded file's name).
     """
     if isinstance(source, torch.Tensor):
         tensor = source.detach().float().cpu()
         if tensor.ndim == 2:
             tensor = tensor[None]
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+            raise ImageLoadError(f"{name or 'image'}: expected a C×H×W tensor with 1 or 3 channels, got {tuple(tensor.shape)}.")
+        _check_in_memory(tensor.shape[-1], tensor.shape[-2], name or "image")
         if tensor.shape[0] == 1:
             tensor = tensor.expand(3, -1, -1)
         return tensor.clamp(0, 1).contiguous()
@@ -115,18 +132,22 @@ def load_image(source: ImageSource, *, max_side: int | None = 2048) -> torch.Ten
             if isinstance(source, str) and source in BUILTIN_PHOTOS:
                 return load_image(f"builtin:{source}", max_side=max_side)
             raise ImageLoadError(f"Image file not found: {path}")
-        img = _decode(path.read_bytes(), path.name)
-    elif isinstance(source, bytes):
-        img = _decode(source, "upload")
+        img = _decode(path.read_bytes(), name or path.name, max_side)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        img = _decode(bytes(source), name or "the uploaded image", max_side)
     elif isinstance(source, Image.Image):
+        _check_in_memory(*source.size, name or "image")
         img = _to_rgb(source)
     elif isinstance(source, np.ndarray):
         array = source
+        if array.ndim not in (2, 3) or array.size == 0:
+            raise ImageLoadError(f"{name or 'image'}: expected an H×W or H×W×C array, got shape {array.shape}.")
+        _check_in_memory(array.shape[1], array.shape[0], name or "image")
         if array.dtype != np.uint8:
             array = np.clip(array.astype(np.float64) * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         img = _to_rgb(Image.fromarray(array))
     elif hasattr(source, "read"):
-        img = _decode(source.read(), getattr(source, "name", "upload"))
+        img = _decode(source.read(), name or Path(str(getattr(source, "name", "the uploaded image"))).name, max_side)
     else:
         raise ImageLoadError(f"Cannot read an image from {type(source).__name__}.")
     if max_side and max(img.size) > max_side:
@@ -135,21 +156,46 @@ def load_image(source: ImageSource, *, max_side: int | None = 2048) -> torch.Ten
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+def _check_in_memory(width: int, height: int, name: str) -> None:
+    """Images already in memory: their pixels are allocated, but an absurd aspect ratio is still refused."""
+    try:
+        limits.check_image_shape(int(width), int(height), name)
+    except UserInputError as exc:
+        if "pixels, over the limit" not in str(exc):  # the memory is already spent: only the shape matters
+            raise ImageLoadError(str(exc)) from None
+
+
 def fit(image: torch.Tensor, size: int | tuple[int, int], mode: Literal["crop", "pad"] = "crop") -> torch.Tensor:
-    """Resize to ``size`` keeping the aspect ratio: centre-crop the excess, or pad with grey."""
+    """Resize to ``size`` keeping the aspect ratio: centre-crop the excess, or pad with grey.
+
+    Never allocates more than the input and the output: "crop" cuts the centre box with the target's
+    aspect ratio out of the input *first*, then resizes it (a 20000×1 strip costs 224×224, not 224×4.5 M).
+    """
     th, tw = (size, size) if isinstance(size, int) else size
+    th, tw = int(th), int(tw)
+    if not (1 <= th <= limits.MAX_SIZE * 4 and 1 <= tw <= limits.MAX_SIZE * 4):
+        raise UserInputError(f"Cannot fit an image to {th}×{tw} px: use 1–{limits.MAX_SIZE * 4} px a side.")
     squeeze = image.ndim == 3
     x = image[None] if squeeze else image
     h, w = x.shape[-2:]
-    scale = max(th / h, tw / w) if mode == "crop" else min(th / h, tw / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     if mode == "crop":
-        top, left = (nh - th) // 2, (nw - tw) // 2
-        x = x[..., top : top + th, left : left + tw]
-    else:
+        if h * tw > w * th:  # taller than the target: keep full width, crop height
+            ch, cw = max(1, min(h, round(w * th / tw))), w
+        else:
+            ch, cw = h, max(1, min(w, round(h * tw / th)))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        x = x[..., top : top + ch, left : left + cw]
+        if (ch, cw) != (th, tw):
+            x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    elif mode == "pad":
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
         pt, pl = (th - nh) // 2, (tw - nw) // 2
         x = F.pad(x, (pl, tw - nw - pl, pt, th - nh - pt), value=0.5)
+    else:
+        raise UserInputError(f"Unknown fit mode {mode!r}; choose crop or pad.")
     return x[0] if squeeze else x
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import devices
+from . import devices, limits
 from .capture import OUTPUT
 from .errors import UserInputError
 from .images import ImageSource, fit, grid, load_image
@@ -50,16 +50,16 @@ ALPHA_SHALLOW, ALPHA_DEEP = 0.005, 3.0
 
 
 # ---- inputs --------------------------------------------------------------------------------------
-def load_photo(source: ImageSource, size: int, fit_mode: str = "crop") -> torch.Tensor:
+def load_photo(source: ImageSource, size: int, fit_mode: str = "crop", *, name: str | None = None) -> torch.Tensor:
     """A photo (path, ``builtin:NAME``, uploaded bytes, PIL, array) as 3×size×size in [0, 1].
 
-    Any aspect ratio: ``fit_mode`` "crop" keeps the centre, "pad" adds grey bars.
+    Any aspect ratio (up to :data:`explorer.limits.MAX_ASPECT`): ``fit_mode`` "crop" keeps the centre,
+    "pad" adds grey bars. ``name`` labels uploaded bytes in error messages.
     """
     if fit_mode not in FIT_MODES:
         raise UserInputError(f"Unknown fit mode {fit_mode!r}; choose crop or pad.")
-    if not 16 <= int(size) <= 1024:
-        raise UserInputError(f"Image size {size} px is out of range: use 16–1024 px.")
-    return fit(load_image(source), int(size), fit_mode)  # type: ignore[arg-type]
+    size = limits.check("size", size, what="Image size")  # before the file is read
+    return fit(load_image(source, name=name), int(size), fit_mode)  # type: ignore[arg-type]
 
 
 def check_layers(model: LoadedModel, layers: Sequence[str]) -> list[str]:
@@ -67,8 +67,8 @@ def check_layers(model: LoadedModel, layers: Sequence[str]) -> list[str]:
     layers = [str(l).strip() for l in layers if str(l).strip()]
     if not layers:
         raise UserInputError("Give at least one layer.")
-    if len(layers) > 8:
-        raise UserInputError(f"{len(layers)} layers is too many for one batched run: use at most 8.")
+    if len(layers) > limits.MAX_LAYERS:
+        raise UserInputError(f"{len(layers)} layers is too many for one batched run: use at most {limits.MAX_LAYERS}.")
     for layer in layers:
         model.check_layer(layer)
     return layers
@@ -201,6 +201,7 @@ def _match_photo(
         raise UserInputError("Steps must be at least 1.")
     device = model.device
     batch, size = len(layers), tuple(photo.shape[-2:])
+    limits.check_batch_pixels(batch, *size, what="layers")  # one image per layer, optimised together
     gen = devices.generator(device, seed)
     param = make_param(param_kind, batch, size, channels=photo.shape[0], decorrelated=decorrelate, generator=gen, device=device)
     if init_images is not None:
@@ -530,6 +531,10 @@ def dream(
         raise UserInputError("Use at least one octave, and an octave scale above 1.")
     if settings.steps < 1:
         raise UserInputError("Steps must be at least 1.")
+    photo_side = int(photo.shape[-1])
+    if settings.jitter > photo_side // 2:
+        raise UserInputError(f"Jitter {settings.jitter} px is too large for a {photo_side} px photo: "
+                             f"use at most {photo_side // 2} px (half the size).")
     device = model.device
     gen = devices.generator(device, settings.seed)
     photo = _model_photo(model, photo)

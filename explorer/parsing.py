@@ -2,37 +2,55 @@
 
 from __future__ import annotations
 
+import re
+
+from . import limits
 from .errors import UserInputError
 
+_PART = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
 
-def parse_units(text: str | int | list[int], limit: int | None = None) -> list[int]:
-    """"3" -> [3]; "0-3,7" -> [0, 1, 2, 3, 7]; checks against ``limit`` (exclusive) when given."""
+
+def parse_units(text: str | int | list[int], limit: int | None = None, *, max_units: int = limits.MAX_UNITS) -> list[int]:
+    """"3" -> [3]; "0-3,7" -> [0, 1, 2, 3, 7]; checks against ``limit`` (exclusive) when given.
+
+    Every range is checked (against ``limit`` and the count against ``max_units``,
+    :data:`explorer.limits.MAX_UNITS`) *before* it is expanded: "0-100000000" costs nothing.
+    """
+    if isinstance(text, bool):
+        raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.")
     if isinstance(text, int):
-        units = [text]
+        spans = [(text, text)]
     elif isinstance(text, list):
-        units = [int(u) for u in text]
+        try:
+            spans = [(int(u), int(u)) for u in text]
+        except (TypeError, ValueError):
+            raise UserInputError(f"Cannot read units from {text!r}: use whole numbers.") from None
     else:
-        units = []
+        spans = []
         for part in str(text).replace(" ", "").split(","):
             if not part:
                 continue
-            try:
-                if "-" in part[1:]:
-                    lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
-                    lo_i, hi_i = int(lo), int(hi)
-                    if hi_i < lo_i:
-                        raise UserInputError(f"Empty unit range {part!r}.")
-                    units.extend(range(lo_i, hi_i + 1))
-                else:
-                    units.append(int(part))
-            except ValueError as exc:
-                raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.") from exc
-    if not units:
+            match = _PART.match(part)
+            if not match:
+                raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.")
+            lo = int(match.group(1))
+            hi = int(match.group(2)) if match.group(2) is not None else lo
+            if hi < lo:
+                raise UserInputError(f"Empty unit range {part!r}: write the smaller number first (e.g. 0-15).")
+            spans.append((lo, hi))
+    if not spans:
         raise UserInputError("No units given.")
     if limit is not None:
-        bad = [u for u in units if not 0 <= u < limit]
-        if bad:
-            raise UserInputError(f"Unit {bad[0]} is out of range: valid units are 0–{limit - 1}.")
+        for lo, hi in spans:
+            bad = lo if not 0 <= lo < limit else (hi if not 0 <= hi < limit else None)
+            if bad is not None:
+                raise UserInputError(f"Unit {bad} is out of range: valid units are 0–{limit - 1}.")
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if count > max_units:
+        raise UserInputError(f"{count:,} units in one request is too many: name at most {max_units:,} (e.g. 0-{max_units - 1}).")
+    units: list[int] = []
+    for lo, hi in spans:
+        units.extend(range(lo, hi + 1))
     return units
 
 

@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, replace
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 S = TypeVar("S", bound="Settings")
 
 
 class Settings:
-    """Mixin for frozen dataclasses: JSON-ready dict, a stable digest (cache keys), copy with changes."""
+    """Mixin for frozen dataclasses: JSON-ready dict, a stable digest (cache keys), copy with changes.
+
+    Every instance checks its numeric fields against :data:`explorer.limits.LIMITS` (by field name)
+    when it is built, so an out-of-range value is a one-line UserInputError before any work starts.
+    A class narrows or widens a bound with ``LIMIT_OVERRIDES = {"field": Limit(...) or None}``.
+    """
+
+    LIMIT_OVERRIDES: ClassVar[dict] = {}
+
+    def __post_init__(self) -> None:
+        from .limits import check_fields
+
+        check_fields(self, self.LIMIT_OVERRIDES)
 
     def to_dict(self) -> dict:
         return asdict(self)  # type: ignore[call-overload]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import images
+from explorer import images, limits
 from explorer.errors import UserInputError
 from explorer.images import ImageLoadError, fit, load_image
 
@@ -48,7 +48,7 @@ def test_huge_image_is_refused_before_decoding(monkeypatch):
     with pytest.raises(ImageLoadError, match="pixel"):
         load_image(bomb)
     # the limit is the module's, whatever PIL's global setting
-    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 100 * 100)
     with pytest.raises(ImageLoadError):
         load_image(_encode(Image.new("RGB", (101, 100)), "PNG"))
     assert load_image(_encode(Image.new("RGB", (100, 100)), "PNG")).shape == (3, 100, 100)

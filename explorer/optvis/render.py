@@ -7,8 +7,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from .. import devices
+from .. import devices, limits
 from ..capture import OUTPUT
+from ..errors import UserInputError
 from ..models.base import LoadedModel
 from ..settings import Settings
 from . import priors
@@ -136,7 +137,10 @@ def render(
     objective.validate(model.layer_shapes)
     n = batch or objective.batch or 1
     if objective.batch is not None and n != objective.batch:
-        raise ValueError(f"batch={n} but the objective has {objective.batch} units.")
+        raise UserInputError(f"A batch of {n} images does not match the {objective.batch} units of {objective.name}: "
+                             "leave the batch out (one image per unit) or name as many units as images.")
+    limits.check("batch", n)
+    limits.check_batch_pixels(n, settings.size)  # before any tensor exists
     device = model.device
     gen = devices.generator(device, settings.seed)
     param = make_param(
@@ -147,7 +151,7 @@ def render(
         param.set_image_(init.to(device).expand(n, -1, -1, -1) if init.ndim == 3 else init.to(device))
     make_transforms = TRANSFORM_SETS.get(settings.transforms)
     if make_transforms is None:
-        raise ValueError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
+        raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
     total = with_priors(objective, settings)
     result: OptimisationResult = optimise(
         param,
