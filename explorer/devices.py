@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from .errors import UserInputError
+
 
 
 def choose_device(preference: str | torch.device | None = "auto") -> torch.device:
@@ -19,9 +21,20 @@ def choose_device(preference: str | torch.device | None = "auto") -> torch.devic
         return preference
     if preference is None or preference == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"Device {preference!r} was requested but CUDA is not available here.")
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserInputError(f"Unknown device {preference!r}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"Device {preference!r} was requested but CUDA is not available here: use auto or cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserInputError(f"Device {preference!r} does not exist: this machine has {torch.cuda.device_count()} "
+                                 f"CUDA device(s), cuda:0–cuda:{torch.cuda.device_count() - 1}.")
+    elif device.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        pass
+    elif device.type != "cpu":
+        raise UserInputError(f"Device {preference!r} is not supported here: use auto, cpu, cuda or cuda:N.")
     return device
 
 

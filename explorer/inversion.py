@@ -464,6 +464,12 @@ class DreamSettings(Settings):
     fit: str = "crop"
     autocast: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the limits table
+        if self.jitter > self.size // 2:
+            raise UserInputError(f"Jitter {self.jitter} px is too large for a {self.size} px photo: "
+                                 f"use at most {self.size // 2} px (half the size).")
+
 
 @dataclass
 class DreamResult:

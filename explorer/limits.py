@@ -38,6 +38,7 @@ MAX_LAYERS = 8  # layers in one batched inversion/caricature
 # ---- audio ---------------------------------------------------------------------------------------
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000  # Hz, read from the file header before decoding
 MAX_AUDIO_SECONDS = 30.0  # of a sound file, from the header (frames / rate) before decoding
+MAX_AUDIO_CHANNELS = 8  # mixed down to mono after decoding (30 s × 384 kHz × 8 × float32 = 370 MB at most)
 MAX_RESAMPLE_TERMS = 1000  # largest term of the up/down resampling ratio (polyphase filter ~20 × this taps)
 
 # ---- checkpoints ---------------------------------------------------------------------------------
@@ -114,6 +115,26 @@ LIMITS: dict[str, Limit] = {
     "seconds": _float(0.0, MAX_AUDIO_SECONDS, " s", "longer sounds: trim them first", lo_open=True, label="length"),
     "sample_rate": _int(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, " Hz", "resampling cost grows with the rate", "sample rate"),
     "top": _int(1, 1000, label="top"),
+    "griffin_lim_iters": _int(0, 1000, label="Griffin-Lim iterations"),
+    "consistency_every": _int(0, 10_000, label="consistency interval"),
+    "gain_jitter_db": _float(0.0, 48.0, " dB", label="gain jitter"),
+    "momentum": _float(0.0, 2.0, label="Griffin-Lim momentum"),
+    "floor_db": _float(-200.0, 200.0, " dB", label="floor"),
+    "top_db": _float(-200.0, 200.0, " dB", label="top"),
+    "tv_time": _WEIGHT, "tv_freq": _WEIGHT,
+    # training (diffusion train / train-classifier)
+    "train_steps": _int(1, 10_000_000, label="training steps"),
+    "batch_size": _int(1, 4096, " images", "memory grows with the batch", "batch size"),
+    "epochs": _int(1, 1000, label="epochs"),
+    "warmup": _int(0, 10_000_000, label="warm-up steps"),
+    "ema_decay": _float(0.0, 1.0, label="EMA decay"),
+    "num_train_timesteps": _int(2, 10_000, label="training timesteps"),
+    "layers_per_block": _int(1, 8, label="layers per block"),
+    "norm_num_groups": _int(1, 256, label="GroupNorm groups"),
+    "checkpoint_every": _int(1, 10_000_000, label="checkpoint interval"),
+    "channels": _int(1, 1024, " channels", "memory grows with the width", "channels"),
+    "width": _int(1, 512, " channels", label="width"),
+    "max_minutes": _float(0.0, 10_000_000.0, " min", lo_open=True, label="time limit"),
 }
 
 

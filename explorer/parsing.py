@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 
 from . import limits
-from .errors import UserInputError
+from .errors import UnitOutOfRangeError, UserInputError
 
 _PART = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
 
 
-def parse_units(text: str | int | list[int], limit: int | None = None, *, max_units: int = limits.MAX_UNITS) -> list[int]:
+def parse_units(text: str | int | list[int], limit: int | None = None, *, max_units: int = limits.MAX_UNITS,
+                layer: str | None = None, what: str = "channel") -> list[int]:
     """"3" -> [3]; "0-3,7" -> [0, 1, 2, 3, 7]; checks against ``limit`` (exclusive) when given.
 
     Every range is checked (against ``limit`` and the count against ``max_units``,
     :data:`explorer.limits.MAX_UNITS`) *before* it is expanded: "0-100000000" costs nothing.
+    With ``layer`` the out-of-range message names it (``what``: channel, class …).
     """
     if isinstance(text, bool):
         raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.")
@@ -44,6 +46,8 @@ def parse_units(text: str | int | list[int], limit: int | None = None, *, max_un
         for lo, hi in spans:
             bad = lo if not 0 <= lo < limit else (hi if not 0 <= hi < limit else None)
             if bad is not None:
+                if layer is not None:
+                    raise UnitOutOfRangeError(layer, bad, limit, what)
                 raise UserInputError(f"Unit {bad} is out of range: valid units are 0–{limit - 1}.")
     count = sum(hi - lo + 1 for lo, hi in spans)
     if count > max_units:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import images, limits
+from explorer import limits
 from explorer.errors import UserInputError
 from explorer.images import ImageLoadError, fit, load_image
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .. import devices
 from ..errors import UserInputError
 from ..files import write_json
+from ..limits import check_fields
 from ..optvis.optimise import optimise
 from ..progress import ProgressCallback, ShouldStop
 from ..optvis.param import make_param
@@ -220,6 +221,9 @@ class DreamSettings:
     griffin_lim_iters: int = 64
     momentum: float = 0.99
     seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # every number against explorer.limits, before anything is allocated
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,13 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake (any :class:`UserInputError`, raised before work starts wherever
+    the input allows) prints one line ``error: …`` to stderr and exits 2, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ..devices import choose_device
+
+        choose_device(args.device)  # --device bogus / cuda without CUDA: refused before anything loads
         return int(args.func(args) or 0)
     except UserInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory: use a smaller --size, --batch or --n (limits: docs/ARCHITECTURE.md).", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

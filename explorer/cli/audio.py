@@ -7,7 +7,7 @@ import argparse
 
 from ..audio.clips import BUILTIN_CLIPS
 from ..audio.dream import DreamSettings, dream, listen, save_dream
-from .common import output_dir, progress, write_json
+from .common import check_options, output_dir, output_file, progress, write_json
 
 D = DreamSettings()
 
@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_dream(args: argparse.Namespace) -> int:
+    check_options(args, "seconds", "steps", "lr", "seed", "floor_db", "top_db", "tv_time", "tv_freq", "blur_every",
+                  "blur_sigma", "gain_jitter_db", "consistency_every", "griffin_lim_iters", "momentum")
     settings = DreamSettings(
         net=args.net, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
@@ -75,6 +77,8 @@ def run_dream(args: argparse.Namespace) -> int:
 
 
 def run_tags(args: argparse.Namespace) -> int:
+    check_options(args, "seconds", "top")
+    output_file(args.json, "--json")
     report = listen(args.source, seconds=args.seconds, device=args.device, music_model=args.music_model)
     print(f"speech probability (Silero VAD, mean over 32 ms chunks): {report['speech_probability']:.3f}")
     print(f"music tags (musicnn {args.music_model}):")

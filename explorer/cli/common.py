@@ -10,18 +10,34 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from .. import limits
+from ..errors import UserInputError
 from ..files import write_json  # noqa: F401  (re-exported for the commands)
 
 
 class ProgressBar:
     """A tqdm bar that is a :data:`~explorer.progress.ProgressCallback`, plus ``should_stop`` for the
     library's one way to stop: the first Ctrl-C asks the job to stop at its next step (it then returns
-    and the command saves its partial result); a second Ctrl-C interrupts at once."""
+    and the command saves its partial result); a second Ctrl-C interrupts at once.
+
+    The tqdm bar appears at the first progress report, not before: a library call that refuses its
+    input prints its one-line error with no "0%|" bar in front of it."""
 
     def __init__(self, total: int, desc: str, unit: str = "step"):
-        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+        self.total, self.desc, self.unit = total, desc, unit
+        self._bar: tqdm | None = None
         self.done = 0.0
         self.interrupted = False
+
+    @property
+    def bar(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, dynamic_ncols=True)
+        return self._bar
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
     def __call__(self, step: float, total: int, preview=None, values=None) -> None:
         if total != self.bar.total:
@@ -53,10 +69,42 @@ def progress(total: int, desc: str, unit: str = "step") -> Iterator[ProgressBar]
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        bar.bar.close()
+        bar.close()
+
+
+def check_options(args, *names: str) -> None:
+    """Check the named numeric options against explorer.limits, naming them as typed (``--size 1 …``).
+
+    Commands need at least one step (0 steps only makes sense inside the library). Options left at
+    None (meaning "the default") pass.
+    """
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            limits.check(name, value, what=f"--{name.replace('_', '-')}", lo=1 if name == "steps" else None)
 
 
 def output_dir(path: str | Path) -> Path:
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    """The output folder, created now (before any work) so an impossible ``--out`` fails first."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {path} is a file, not a folder: name a folder (it is created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"Cannot create the output folder {path}: {exc.strerror or exc}.") from None
     return out
+
+
+def output_file(path: str | Path | None, option: str) -> Path | None:
+    """Check (before any work) that a file can be written at ``path``: its folder exists or can be made."""
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise UserInputError(f"{option} {path} is a folder: name a file.")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"Cannot write {option} {path}: {exc.strerror or exc}.") from None
+    return file

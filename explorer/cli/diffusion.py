@@ -8,13 +8,23 @@ from pathlib import Path
 
 import torch
 
+from .. import limits
+from ..errors import UserInputError
 from ..files import atomic_write, write_csv
-from .common import output_dir, progress, write_json
+from .common import check_options, output_dir, progress, write_json
 
 
 def _threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
+        check_options(args, "threads")
         torch.set_num_threads(int(args.threads))
+
+
+def _check_sampling(args: argparse.Namespace, streamed: bool) -> None:
+    """The sampling options, before the model loads (the chain's own limits follow in sample_chain).
+    ``sample`` keeps every state of every sample (--n is a batch); ``evaluate`` streams them."""
+    check_options(args, "steps", "eta", "seed")
+    limits.check("n" if streamed else "batch", args.n, what="--n")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -22,14 +32,19 @@ def _train(args: argparse.Namespace) -> int:
     from ..diffusion.train import DDPMConfig, train_ddpm
 
     _threads(args)
-    data = load_dataset(args.data, "train")
+    check_options(args, "max_minutes")
+    try:
+        channels = tuple(int(c) for c in args.channels.split(","))
+    except ValueError:
+        raise UserInputError(f"--channels {args.channels!r}: write block widths like 16,32,64.") from None
     config = DDPMConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema,
         seed=args.seed, schedule=args.schedule, num_train_timesteps=args.timesteps,
-        block_out_channels=tuple(int(c) for c in args.channels.split(",")), layers_per_block=args.layers,
+        block_out_channels=channels, layers_per_block=args.layers,
         attention=not args.no_attention, norm_num_groups=args.groups, checkpoint_every=args.checkpoint_every,
     )
     out = output_dir(args.out)
+    data = load_dataset(args.data, "train")
     print(f"training a DDPM on {data.source} ({len(data)} images {data.size[0]}×{data.size[1]}) → {out}")
     with progress(config.steps, "diffusion train") as callback:
         report = train_ddpm(
@@ -47,11 +62,13 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from ..diffusion.train import train_classifier
 
     _threads(args)
+    check_options(args, "epochs", "batch_size", "lr", "width", "seed")
+    out = output_dir(args.out)
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     steps = args.epochs * -(-len(train) // args.batch_size)
     with progress(steps, "classifier train") as callback:
         report = train_classifier(
-            train, test, output_dir(args.out), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            train, test, out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             width=args.width, seed=args.seed, device=args.device, callback=callback,
         )
     print(f"test accuracy {report.test_accuracy:.4f} ({test.source}, {len(test)} images) after "
@@ -80,8 +97,10 @@ def _sample(args: argparse.Namespace) -> int:
     from ..images import grid, save_png
 
     _threads(args)
-    diffusion, probe = _load(args)
+    _check_sampling(args, streamed=False)
+    check_options(args, "record_every", "gif_frames")
     out = output_dir(args.out)
+    diffusion, probe = _load(args)
     with progress(args.steps, f"{args.sampler} sampling") as callback:
         record = sample_chain(
             diffusion, sampler=args.sampler, steps=args.steps, batch=args.n, seed=args.seed, eta=args.eta,
@@ -109,10 +128,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..diffusion.analysis import sample_quality
 
     _threads(args)
+    _check_sampling(args, streamed=True)
+    limits.check("batch", args.batch, what="--batch")
+    out = output_dir(args.out) if args.out else None
     diffusion, probe = _load(args)
     if probe is None:
-        from ..errors import UserInputError
-
         raise UserInputError("evaluate needs --probe (a registry classifier, e.g. fashion_cnn).")
     with progress(args.n, "sampling for quality", unit="image") as callback:
         report = sample_quality(diffusion, probe, n=args.n, steps=args.steps, batch=args.batch, seed=args.seed,
@@ -120,8 +140,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = report.to_dict() | {"model": diffusion.name, "probe": probe.model.name, "sampler": args.sampler,
                                "steps": args.steps, "seed": args.seed}
     print(json.dumps(data, indent=2))
-    if args.out:
-        write_json(output_dir(args.out) / "quality.json", data)
+    if out is not None:
+        write_json(out / "quality.json", data)
     return 0
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import fooling
+from .. import fooling, limits
 from ..errors import UserInputError
 from ..images import grid, save_png
 from ..models import DEFAULT_MODEL, load_model
-from ..parsing import parse_list
 from ..files import write_csv
-from .common import output_dir, progress, write_json
+from ..parsing import parse_list
+from .common import check_options, output_dir, output_file, progress, write_json
 
 
 def _add_noise_options(p: argparse.ArgumentParser) -> None:
@@ -98,6 +98,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         from ..scale import check_address
 
         check_address(None if args.ray == "local" else args.ray)
+    check_options(args, "n", "gallery", "seed")
+    limits.check("batch", args.batch, what="--batch", hi=limits.MAX_FORWARD_PIXELS)  # then by pixels, per model
+    output_file(args.json, "--json")
+    output_file(args.csv, "--csv")
+    if args.gallery_dir:
+        output_dir(args.gallery_dir)
     models = [load_model(name, args.weights, device=args.device) for name in names]
     kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery, use_autocast=args.autocast)
     sweeper = fooling.Sweep(models, families, args.n, **kwargs)  # validates every number before Ray starts
@@ -133,6 +139,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 def run_grow(args: argparse.Namespace) -> int:
     options = _options(args)  # check every input before the (slow) model load
     budget = fooling.parse_budget(args.budget)
+    check_options(args, "steps", "lr", "seed", "index")
+    if not 0 < args.goal < 1:
+        raise UserInputError(f"--goal must lie in (0, 1), got {args.goal}.")
+    out = output_dir(args.out)
     start = None
     if args.start:
         from ..images import load_image
@@ -142,10 +152,7 @@ def run_grow(args: argparse.Namespace) -> int:
         fooling.check_families([args.family])
     model = load_model(args.model, args.weights, device=args.device)
     if args.target is not None and not 0 <= args.target < model.num_classes:
-        from ..errors import UserInputError
-
         raise UserInputError(f"Class {args.target} is out of range: {model.name} has classes 0–{model.num_classes - 1}.")
-    out = output_dir(args.out)
     with progress(args.steps, f"grow {model.name}") as callback:
         result = fooling.grow(model, args.target, start=start, family=args.family, seed=args.seed, index=args.index,
                               options=options, budget=budget, param=args.param, steps=args.steps, lr=args.lr,

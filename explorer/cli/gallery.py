@@ -7,12 +7,13 @@ import json
 import time
 from pathlib import Path
 
+from .. import limits
 from ..errors import UserInputError
-from ..models import DEFAULT_MODEL, load_model
-from ..gallery.builder import THUMBNAILS
-from ..parsing import parse_list, parse_units
 from ..files import atomic_write, write_csv
-from .common import output_dir, progress, write_json
+from ..gallery.builder import THUMBNAILS
+from ..models import DEFAULT_MODEL, load_model
+from ..parsing import parse_list, parse_units
+from .common import check_options, output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
 
@@ -85,8 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from ..gallery import all_layers, build, ensure_examples, image_set_from_spec, layer_units, variants_for
 
-    if args.facets == 1 or args.facets < 0:
+    settings = settings_from_args(args)  # every number before the store or the model is touched
+    check_options(args, "batch", "facets", "lease")
+    if args.facets == 1:
         raise UserInputError("--facets must be 0 (none) or at least 2.")
+    limits.check_batch_pixels(max(args.batch, args.facets), settings.size, what="units")
     if args.all_layers and args.layers:
         raise UserInputError("Give --layers or --all-layers, not both.")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
@@ -101,8 +105,8 @@ def run_build(args: argparse.Namespace) -> int:
     if not layers or not layers[0]:
         raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
     sizes = {layer: layer_units(model, layer) for layer in layers}  # validates every layer before any work
-    units = {layer: parse_units(args.units, limit=sizes[layer]) if args.units else list(range(sizes[layer])) for layer in layers}
-    settings = settings_from_args(args)
+    units = {layer: parse_units(args.units, limit=sizes[layer], layer=layer) if args.units else list(range(sizes[layer]))
+             for layer in layers}
     variants = variants_for(args.facets, args.negative)
     image_set = None if args.examples.lower() == "none" else image_set_from_spec(args.examples)
     print(f"store: {store.root}")
@@ -182,12 +186,12 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..gallery import MAX, NEG, layer_units, lookup
 
+    settings = settings_from_args(args)
+    out = output_dir(args.out)
     store = _store(args)
     model = load_model(args.model, args.weights, device=args.device)
     n = layer_units(model, args.layer)
-    units = parse_units(args.units, limit=n) if args.units else None
-    settings = settings_from_args(args)
-    out = output_dir(args.out)
+    units = parse_units(args.units, limit=n, layer=args.layer) if args.units else None
     variants = [MAX, NEG] + sorted({r["variant"] for r in store.summary() if r["variant"].startswith("facets")})
     rows, copied = [], 0
     for variant in variants:

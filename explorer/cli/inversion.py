@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 
-from .. import inversion
+from .. import inversion, limits
+from ..errors import UserInputError
 from ..images import save_png
 from ..models import DEFAULT_MODEL, load_model
 from ..parsing import parse_list
-from .common import output_dir, progress, write_json
+from .common import check_options, output_dir, progress, write_json
 
 
 def _safe(name: str) -> str:
@@ -75,15 +76,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights, device=args.device)
-    layers = inversion.check_layers(model, parse_list(args.layers) if args.layers else inversion.default_layers(model))
-    photo = inversion.load_photo(args.image, args.size, args.fit)
-    settings = inversion.InversionSettings(
+    check_options(args, "size", "steps", "lr", "seed", "tv", "alpha")
+    settings = inversion.InversionSettings(  # every number checked before the photo or the model is read
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         tv=args.tv, alpha=args.alpha, transforms=args.transforms, init=args.init, seed=args.seed, fit=args.fit,
     )
+    photo = inversion.load_photo(args.image, args.size, args.fit)
     init_image = inversion.load_photo(args.init_image, args.size, args.fit) if args.init_image else None
     out = output_dir(args.out)
+    model = load_model(args.model, args.weights, device=args.device)
+    layers = inversion.check_layers(model, parse_list(args.layers) if args.layers else inversion.default_layers(model))
+    limits.check_batch_pixels(len(layers), args.size, what="layers")  # one reconstruction per layer, one batch
     with progress(settings.steps, f"invert {','.join(layers)}") as bar:
         def callback(step, total, preview, errors):
             bar(step, total)
@@ -105,17 +108,18 @@ def run_invert(args: argparse.Namespace) -> int:
 
 
 def run_dream(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights, device=args.device)
-    layer = args.layer or model.default_layer
-    if layer is None:
-        raise SystemExit("error: --layer is required for this model")
-    objective = inversion.dream_objective(model, layer, args.channel)  # fail before the progress bar
-    photo = inversion.load_photo(args.image, args.size, args.fit)
+    check_options(args, "size", "steps", "lr", "seed", "octaves", "octave_scale", "jitter", "tv")
     settings = inversion.DreamSettings(
         size=args.size, octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, lr=args.lr,
         jitter=args.jitter, tv=args.tv, seed=args.seed, fit=args.fit,
     )
+    photo = inversion.load_photo(args.image, args.size, args.fit)
     out = output_dir(args.out)
+    model = load_model(args.model, args.weights, device=args.device)
+    layer = args.layer or model.default_layer
+    if layer is None:
+        raise UserInputError("--layer is required for this model (`python -m explorer layers` lists them).")
+    objective = inversion.dream_objective(model, layer, args.channel)  # fail before the progress bar
     with progress(settings.steps * settings.octaves, f"dream {objective.name}") as callback:
         result = inversion.dream(model, photo, layer, args.channel, settings, callback=callback,
                                  should_stop=callback.should_stop)
@@ -131,15 +135,17 @@ def run_dream(args: argparse.Namespace) -> int:
 
 
 def run_caricature(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights, device=args.device)
-    wanted = parse_list(args.layers) if args.layers else [model.default_layer or inversion.default_layers(model)[-1]]
-    layers = inversion.check_layers(model, wanted)
-    photo = inversion.load_photo(args.image, args.size, args.fit)
+    check_options(args, "size", "steps", "lr", "seed", "cos_floor", "cos_power", "tv")
     settings = inversion.CaricatureSettings(
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, transforms=args.transforms,
         cos_floor=args.cos_floor, cos_power=args.cos_power, tv=args.tv, seed=args.seed, fit=args.fit,
     )
+    photo = inversion.load_photo(args.image, args.size, args.fit)
     out = output_dir(args.out)
+    model = load_model(args.model, args.weights, device=args.device)
+    wanted = parse_list(args.layers) if args.layers else [model.default_layer or inversion.default_layers(model)[-1]]
+    layers = inversion.check_layers(model, wanted)
+    limits.check_batch_pixels(len(layers), args.size, what="layers")
     with progress(settings.steps, f"caricature {','.join(layers)}") as bar:
         def callback(step, total, preview, cosines):
             bar(step, total)

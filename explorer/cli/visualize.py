@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .. import limits
+from ..errors import UserInputError
 from ..images import grid, save_png
 from ..models import DEFAULT_MODEL, load_model
 from ..optvis import RenderSettings, objectives, render
+from ..optvis.render import check_request
 from ..parsing import parse_units
-from .common import output_dir, progress, write_json
+from .common import check_options, output_dir, progress, write_json
 
 
 def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
@@ -31,6 +34,9 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
 
 
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    """The render settings the options name; every number is checked against explorer.limits here
+    (commands need at least one step: 0 steps only makes sense inside the library)."""
+    check_options(args, "size", "steps", "lr", "seed", "decay", "tv", "alpha", "l2", "blur_every", "blur_sigma", "diversity")
     return RenderSettings(
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
@@ -62,23 +68,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_objective(model, args: argparse.Namespace) -> objectives.Objective:
     if args.classes is not None:
-        return objectives.class_logit(parse_units(args.classes))
+        return objectives.class_logit(parse_units(args.classes, limit=model.num_classes, layer="output", what="class"))
     layer = args.layer or model.default_layer
     if layer is None:
-        raise SystemExit("error: --layer is required for this model")
+        raise UserInputError("--layer is required for this model (`python -m explorer layers` lists them).")
     if args.deepdream:
         return objectives.deepdream(layer)
+    channels = model.check_layer(layer).channels
     if args.neuron is not None:
-        return objectives.neuron(layer, parse_units(args.neuron))
-    return objectives.channel(layer, parse_units(args.channels or "0"))
+        return objectives.neuron(layer, parse_units(args.neuron, limit=channels, layer=layer))
+    return objectives.channel(layer, parse_units(args.channels or "0", limit=channels, layer=layer))
 
 
 def run_visualize(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)  # every number checked before the model loads
+    if args.batch is not None:
+        limits.check("batch", args.batch, what="--batch")
+    out = output_dir(args.out)
     model = load_model(args.model, args.weights, device=args.device)
     objective = build_objective(model, args)
-    objective.validate(model.layer_shapes)  # fail before any output or progress bar
-    settings = settings_from_args(args)
-    out = output_dir(args.out)
+    check_request(model, objective, settings, args.batch)  # fail before any output or progress bar
     with progress(settings.steps, f"{model.name} {objective.name}") as callback:
         result = render(model, objective, settings, batch=args.batch, callback=callback, should_stop=callback.should_stop)
     files = []

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import devices
+from .. import devices, limits
 from ..errors import UserInputError
 from ..models.base import LoadedModel
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
@@ -190,8 +190,7 @@ def sample_chain(
     """
     if steps < 1:
         raise UserInputError("Steps must be at least 1.")
-    if batch < 1:
-        raise UserInputError("Batch must be at least 1.")
+    limits.check("batch", batch)  # every state of every sample is kept: bounded like a render batch
     if eta < 0:
         raise UserInputError("eta must be ≥ 0 (0: deterministic DDIM, 1: DDPM-like noise).")
     scheduler = diffusion.scheduler(sampler, schedule)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .. import devices
 from ..compat import import_diffusers
 from ..errors import UserInputError
+from ..limits import LIMITS, check, check_fields
 from ..files import move_in, write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, TIME_LIMIT, ProgressCallback, ShouldStop, stop_requested
 from .data import ImageDataset
@@ -144,6 +145,11 @@ class DDPMConfig:
     norm_num_groups: int = 8
     checkpoint_every: int = 250
     hflip: bool = False  # Fashion-MNIST shoes all face left: flips would only add a mode the probe never saw
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": LIMITS["train_steps"]})
+        for width in self.block_out_channels:
+            check("channels", width, what="UNet block channels")
 
     @classmethod
     def from_dict(cls, data: dict) -> "DDPMConfig":

@@ -16,6 +16,7 @@ from .. import devices
 from ..errors import UserInputError
 from .base import LoadedModel, Normalize
 from .registry import ModelSpec, WeightsUnavailable, register
+from .weights import load_weights
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "fashion_cnn"
 
@@ -60,8 +61,6 @@ def build_classifier(config: dict) -> SmallCNN:
 
 def load_classifier_dir(folder: str | Path, device: torch.device | str = "cpu", name: str | None = None) -> LoadedModel:
     """A LoadedModel from a folder with model.safetensors + config.json (labels, input size, normalisation)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder).expanduser()
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
     if not config_file.is_file() or not weights_file.is_file():
@@ -69,12 +68,12 @@ def load_classifier_dir(folder: str | Path, device: torch.device | str = "cpu", 
             f"{folder} needs config.json and model.safetensors; train them with "
             "`python -m explorer diffusion train-classifier --out assets/fashion_cnn`."
         )
-    config = json.loads(config_file.read_text())
-    module = build_classifier(config)
     try:
-        module.load_state_dict(load_file(str(weights_file)))
-    except RuntimeError as exc:
-        raise UserInputError(f"{weights_file} does not fit its config.json: {str(exc).splitlines()[0]}") from exc
+        config = json.loads(config_file.read_text())
+        module = build_classifier(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"{config_file} is not a classifier config ({type(exc).__name__}: {exc}).") from None
+    load_weights(module, weights_file, "the network its config.json describes", label=str(weights_file))
     mean, std = config.get("normalize", [[0.0], [1.0]])
     return LoadedModel(
         name=name or config.get("name", folder.name),

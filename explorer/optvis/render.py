@@ -115,6 +115,22 @@ def evaluate(model: LoadedModel, objective: Objective, images: torch.Tensor, inc
     return objective(Context(acts=acts, image=images, include_priors=include_priors)).float().cpu()
 
 
+def check_request(model: LoadedModel, objective: Objective, settings: RenderSettings, batch: int | None = None) -> int:
+    """Everything :func:`render` refuses, checked before any tensor exists (the CLI calls it before its
+    progress bar): unknown layers, out-of-range units, a batch that does not match the units, the batch
+    and pixel limits of :mod:`explorer.limits`. Returns the batch size."""
+    objective.validate(model.layer_shapes)
+    n = batch or objective.batch or 1
+    if objective.batch is not None and n != objective.batch:
+        raise UserInputError(f"A batch of {n} images does not match the {objective.batch} units of {objective.name}: "
+                             "leave the batch out (one image per unit) or name as many units as images.")
+    limits.check("batch", n)
+    limits.check_batch_pixels(n, settings.size)
+    if settings.transforms not in TRANSFORM_SETS:
+        raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
+    return n
+
+
 def render(
     model: LoadedModel,
     objective: Objective,
@@ -134,13 +150,7 @@ def render(
     a :class:`~explorer.errors.UserInputError` before any work starts.
     """
     settings = (settings or RenderSettings()).with_(**overrides) if overrides else (settings or RenderSettings())
-    objective.validate(model.layer_shapes)
-    n = batch or objective.batch or 1
-    if objective.batch is not None and n != objective.batch:
-        raise UserInputError(f"A batch of {n} images does not match the {objective.batch} units of {objective.name}: "
-                             "leave the batch out (one image per unit) or name as many units as images.")
-    limits.check("batch", n)
-    limits.check_batch_pixels(n, settings.size)  # before any tensor exists
+    n = check_request(model, objective, settings, batch)
     device = model.device
     gen = devices.generator(device, settings.seed)
     param = make_param(
