@@ -101,6 +101,7 @@ def test_ctrl_c_in_the_cli_stops_the_job_at_the_next_step(tiny):
     from explorer.cli.common import progress
 
     calls = []
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup/background shells, default otherwise
     with progress(50, "test") as bar:
         def callback(step, total, preview, values):
             bar(step, total, preview, values)
@@ -111,7 +112,7 @@ def test_ctrl_c_in_the_cli_stops_the_job_at_the_next_step(tiny):
         result = render(tiny, objectives.channel("conv2", 0), size=32, steps=50, callback=callback,
                         should_stop=bar.should_stop)
     assert result.stopped == CANCELLED and result.steps_done == 3 and calls[-1] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler given back
 
 
 def _rng_untouched(fn):
