@@ -23,8 +23,29 @@ def test_page_dreams_speech_and_shows_round_trip(root):
     assert start < 0.1 and roundtrip > start + 0.5  # the dream is heard by the network, not just seen
     labels = [b.label for b in at.get("download_button")]
     assert {"Download before.wav", "Download after.wav", "Download round-trip figures JSON"} <= set(labels)
-    assert len(at.get("plotly_chart")) >= 4  # bars, per-chunk curve, spectrograms
+    assert len(at.get("plotly_chart")) >= 5  # bars, per-chunk curve, synth contours, spectrograms
     assert len(at.get("audio")) == 2
+    # the independent judges sit beside the network's own score, with numbers (Praat is installed)
+    table = at.dataframe[0].value
+    judged = dict(zip(table["judge"], table["dream (WAV)"]))
+    assert set(judged) == {"voiced fraction", "mean HNR", "energy below 3 kHz", "spectral flatness"}
+    assert "not judged" not in judged.values()
+    assert float(judged["voiced fraction"]) > 0.3  # the synthesiser's dream is a voice
+
+
+def test_page_says_not_judged_without_praat(root, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "parselmouth", None)
+    at = _page(root).run()
+    at.number_input(key="audio_seconds").set_value(1.0)
+    at.number_input(key="audio_steps").set_value(2)
+    at.button(key="audio_go").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    judged = dict(zip(table["judge"], table["dream (WAV)"]))
+    assert judged["voiced fraction"] == "not judged" and judged["mean HNR"] == "not judged"
+    assert judged["energy below 3 kHz"].endswith("%")
 
 
 def test_page_music_choice_and_bad_settings(root):
@@ -32,6 +53,7 @@ def test_page_music_choice_and_bad_settings(root):
     at.radio(key="audio_net").set_value("music").run()
     assert at.selectbox(key="audio_tag").value == "piano"
     at.selectbox(key="audio_start").set_value("noise").run()
+    at.selectbox(key="audio_param").set_value("spectrogram").run()
     at.selectbox(key="audio_phase").set_value("original").run()
     at.button(key="audio_go").click().run()
     assert not at.exception

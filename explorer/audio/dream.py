@@ -1,7 +1,18 @@
-"""Audio dreams: ascend a network's output on a log-magnitude spectrogram, turn it into sound,
-and check that the sound still does what the spectrogram did (the round trip).
+"""Audio dreams: ascend a network's output through a parameterisation of sound, turn it into a
+WAV, and check that the sound still does what the optimiser saw (the round trip) — and what
+independent judges the dream never saw say about it (:mod:`explorer.audio.judges`).
 
-The spectrogram is an ordinary image parameterisation (``make_param(kind, 1, (bins, frames),
+Two parameterisations, one loop:
+
+* ``synth`` (default) — the knobs of a harmonic-plus-noise synthesiser (:mod:`explorer.audio.synth`):
+  pitch contour, formants or harmonic distribution, filtered noise, loudness and voicing. It can
+  only make plausible sound; the render goes through random gain, delay and added noise (what a
+  written file may meet) into each network's own front end, and gradients reach the knobs.
+* ``spectrogram`` / ``spectrogram-fft`` — *adversarial / unconstrained*: any log-magnitude
+  spectrogram, turned into sound by Griffin-Lim. It finds what a network responds to, which is
+  usually not what a person would hear as speech or music.
+
+The free spectrogram is an ordinary image parameterisation (``make_param(kind, 1, (bins, frames),
 channels=1, decorrelated=False)``) whose [0, 1] values map linearly to decibels, optimised by
 THE loop (:func:`explorer.optvis.optimise.optimise`) with a score function:
 
@@ -31,13 +42,30 @@ import torch.nn.functional as F
 from .. import devices
 from ..errors import UserInputError
 from ..files import write_json
-from ..limits import check_fields
+from ..limits import Limit, check_fields
 from ..optvis.optimise import optimise
 from ..progress import ProgressCallback, ShouldStop
 from ..optvis.param import make_param
 from . import io as audio_io
 from .clips import BUILTIN_CLIPS, builtin_clip
+from .judges import Verdict, judge_sound, verdicts_to_dict
 from .spectrogram import STFTConfig, db_to_magnitude, griffin_lim, istft, magnitude_to_db, stft
+from .synth import SYNTH_KINDS, HarmonicPlusNoise, WaveformRobustness, fit_to_clip, preset
+
+# parameterisations of a dream: name -> what the page and the JSON call it
+PARAMS = {
+    "synth": "harmonic-plus-noise synthesiser (plausible sound)",
+    "spectrogram": "free spectrogram, pixels (adversarial / unconstrained)",
+    "spectrogram-fft": "free spectrogram, Fourier basis (adversarial / unconstrained)",
+}
+PARAM_ALIASES = {"pixel": "spectrogram", "fft": "spectrogram-fft"}  # the names before the synthesiser
+
+# bounds of the synthesiser's settings (the shared ones live in explorer.limits)
+SYNTH_LIMITS = {
+    "fit_steps": Limit(0, 10_000, label="fit steps", integer=True),
+    "time_shift_ms": Limit(0.0, 1000.0, " ms", label="random delay"),
+    "added_noise_db": Limit(-200.0, 0.0, " dB", label="added noise level"),
+}
 
 DEFAULT_IMAGE_STFT = STFTConfig(n_fft=512, hop=128)
 SAMPLE_RATE = 16000
@@ -67,6 +95,12 @@ class AudioTarget:
         mag = stft(wav.reshape(1, -1).to(self.device), self.stft).abs()
         return self.report(mag)
 
+    def score_waveform(self, wav: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Per-item objective of B×N waveforms, differentiable through the target's own front end."""
+        magnitude = stft(wav, self.stft).abs()
+        image = self.dbmap.to_unit(magnitude)[:, None] if self.dbmap is not None else None
+        return self.score(magnitude, image, generator)
+
 
 class SpeechTarget(AudioTarget):
     """Silero VAD's speech probability, averaged over the clip's 32 ms chunks."""
@@ -88,6 +122,10 @@ class SpeechTarget(AudioTarget):
         probs = self.model(magnitude)[0]
         return {"value": float(probs.mean()), "scores": {"speech": float(probs.mean())},
                 "per_chunk": [round(float(p), 4) for p in probs]}
+
+    def score_waveform(self, wav, generator):
+        # the exact streaming framing of the shipped model: what the round trip will measure
+        return self.score(self.model.chunk_magnitudes(wav), None, generator)
 
     @torch.no_grad()
     def report_waveform(self, wav):
@@ -204,16 +242,22 @@ class DreamSettings:
     music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
     seconds: float = 4.0
-    steps: int = 128  # 100 already meet the round-trip targets for speech and music:piano
+    steps: int = 128
     lr: float = 0.05
-    param: str = "pixel"  # "pixel" | "fft"
-    floor_db: float = -100.0  # the dB value of 0 (relative to a full-scale sine in one bin)
+    param: str = "synth"  # "synth" | "spectrogram" | "spectrogram-fft" (see PARAMS)
+    gain_jitter_db: float = 6.0  # random gain per step (robustness to the final loudness)
+    floor_db: float = -100.0  # spectrogram pictures: the dB value of 0 (re a full-scale sine in one bin)
     top_db: float = 0.0  # the dB value of 1
+    # the synthesiser only
+    synth: str | None = None  # "voice" | "instrument"; None: voice for speech, instrument otherwise
+    fit_steps: int = 100  # from a clip: steps spent imitating it before dreaming
+    time_shift_ms: float = 8.0  # random delay per step (robustness to framing)
+    added_noise_db: float = -50.0  # white noise this far below the peak, per step
+    # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0
     blur_every: int = 0  # blur the spectrogram every N steps (both axes)
     blur_sigma: float = 0.5
-    gain_jitter_db: float = 6.0  # random gain per step (robustness to the final loudness)
     # every N steps replace the spectrogram by |STFT(iSTFT(·))| (0: never; None: 4 for image targets,
     # whose fine detail otherwise does not survive resynthesis, 0 for speech and music, which survive anyway)
     consistency_every: int | None = None
@@ -223,7 +267,7 @@ class DreamSettings:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        check_fields(self)  # every number against explorer.limits, before anything is allocated
+        check_fields(self, SYNTH_LIMITS)  # every number against explorer.limits, before anything is allocated
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -242,7 +286,7 @@ class DreamResult:
     roundtrip_db: np.ndarray  # bins×frames spectrogram of the written sound
     history: list[float]  # objective per step (priors and jitter included)
     before: dict  # network report on the start sound
-    optimised: dict  # on the optimised spectrogram (what the optimiser saw, no jitter, no priors)
+    optimised: dict  # on what the optimiser ended with (no jitter, no priors)
     roundtrip: dict  # on the WAV written, read back and re-analysed from the waveform
     steps_done: int
     stopped: str | None
@@ -251,6 +295,15 @@ class DreamResult:
     n_fft: int = 512  # the STFT the spectrograms use (axes of the plots)
     hop: int = 128
     files: dict[str, str] = field(default_factory=dict)
+    param: str = "synth"  # the parameterisation (a key of PARAMS)
+    # independent judges (explorer.audio.judges) on the start sound and on the WAV read back
+    judges: dict[str, dict[str, Verdict]] = field(default_factory=dict)
+    controls: dict | None = None  # synthesiser: f0 / loudness / voicing per 10 ms frame, and a summary
+    fit_distance: float | None = None  # synthesiser from a clip: spectral distance after imitating it
+
+    @property
+    def param_label(self) -> str:
+        return PARAMS.get(self.param, self.param)
 
     def comparison(self, top: int = 12) -> list[dict]:
         """Rows {label, before, optimised, roundtrip} for the labels that matter most in any of the
@@ -276,6 +329,11 @@ class DreamResult:
             "griffin_lim_spectral_convergence": None if self.griffin_lim_convergence is None else round(self.griffin_lim_convergence, 4),
             "steps_done": self.steps_done, "stopped": self.stopped, "seconds": round(self.seconds, 2),
             "reports": {"before": slim(self.before), "optimised": slim(self.optimised), "roundtrip": slim(self.roundtrip)},
+            "param": self.param, "param_label": self.param_label,
+            "scored_by": f"{self.target} (the network the dream was optimised on)",
+            "judges": {when: verdicts_to_dict(v) for when, v in self.judges.items()},
+            "synth": None if self.controls is None else self.controls.get("summary"),
+            "fit_distance": None if self.fit_distance is None else round(self.fit_distance, 4),
             "files": self.files,
         }
 
@@ -347,14 +405,24 @@ def dream(
     target: AudioTarget | None = None,
 ) -> DreamResult:
     """Dream a sound for ``settings.net`` starting from ``settings.start`` (or ``start_audio``, mono
-    at the target's rate), write nothing, and measure the round trip in memory (16-bit WAV bytes
-    read back with soundfile, exactly what is saved)."""
+    at the target's rate), write nothing, measure the round trip in memory (16-bit WAV bytes read
+    back with soundfile, exactly what is saved) and let the independent judges listen to it.
+
+    With the synthesiser, a built-in noise/silence start means "from random knobs" (a synthesiser
+    cannot make white noise: that is the point); a clip or file is imitated first (``fit_steps``).
+    The progress preview is always a [0, 1] spectrogram picture (B×1×bins×frames)."""
     device = devices.choose_device(device)
-    if settings.param not in ("pixel", "fft"):
-        raise UserInputError(f"Unknown spectrogram parameterisation {settings.param!r}: pixel or fft.")
+    kind = PARAM_ALIASES.get(settings.param, settings.param)
+    if kind not in PARAMS:
+        raise UserInputError(f"Unknown parameterisation {settings.param!r}: {', '.join(PARAMS)}.")
+    synth = kind == "synth"
     if settings.phase not in ("griffin-lim", "original"):
         raise UserInputError(f"Unknown phase {settings.phase!r}: griffin-lim or original.")
-    if settings.steps < 0:
+    if synth and settings.phase == "original":
+        raise UserInputError("Original phase belongs to the free spectrogram (--param spectrogram); the synthesiser makes its own waveform.")
+    if settings.synth is not None and settings.synth not in SYNTH_KINDS:
+        raise UserInputError(f"Unknown synthesiser {settings.synth!r}: {' or '.join(SYNTH_KINDS)}.")
+    if settings.steps < 0 or settings.fit_steps < 0:
         raise UserInputError("Steps must be ≥ 0.")
     target = target or make_target(settings.net, device, settings.music_model)
     cfg, sr = target.stft, target.sample_rate
@@ -371,78 +439,120 @@ def dream(
 
     start_wav = torch.from_numpy(start_audio).to(device)[None]
     start_spec = stft(start_wav, cfg)
-    start_unit = dbmap.to_unit(start_spec.abs())[:, None]  # 1×1×bins×frames
-    bins, frames = start_unit.shape[-2:]
-    before = target.report(start_spec.abs())
-
-    param = make_param(settings.param, 1, (bins, frames), channels=1, decorrelated=False, generator=gen, device=device)
-    # a picture of exactly 0 or 1 would sit on the sigmoid's flat tails: keep the start inside
-    param.set_image_(start_unit.clamp(0.02, 0.98))
-
-    jitter = settings.gain_jitter_db / dbmap.range
-
-    def transforms(image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        if not jitter:
-            return image
-        shift = (torch.rand(image.shape[0], 1, 1, 1, generator=generator, device=image.device) * 2 - 1) * jitter
-        return image + shift
-
-    def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
-        value = target.score(dbmap.to_magnitude(transformed[:, 0]), transformed, gen)
-        if settings.tv_time or settings.tv_freq:
-            along_time, along_freq = tv_axes(image)
-            value = value - settings.tv_time * along_time - settings.tv_freq * along_freq
-        return value
-
-    project = None
     state: dict = {}
-    every = settings.consistency_every
-    if every is None:
-        every = 4 if isinstance(target, ImageTarget) else 0
-    if every > 0:
-        state.update(step=0, phase=start_spec.angle() if is_clip else
-                     2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device))
+    project = None
+    fit_distance = None
 
-        @torch.no_grad()
-        def project(p) -> None:
-            # One Griffin-Lim step with a phase carried across projections: pulls the spectrogram
-            # towards one that a waveform can actually have, so less is lost in the round trip.
-            state["step"] += 1
-            if state["step"] % every:
-                return
-            magnitude = dbmap.to_magnitude(p()[:, 0])
-            rebuilt = stft(istft(torch.polar(magnitude, state["phase"]), cfg, samples), cfg)
-            state["phase"] = rebuilt.angle()
-            p.set_image_(dbmap.to_unit(rebuilt.abs())[:, None].clamp(0.001, 0.999))
+    if synth:
+        synth_kind = settings.synth or ("voice" if isinstance(target, SpeechTarget) else "instrument")
+        param = HarmonicPlusNoise(preset(synth_kind), samples, sr, generator=gen, device=device,
+                                  start="clip" if is_clip else settings.start)
+        if is_clip and settings.fit_steps:
+            fitted = fit_to_clip(param, start_wav, steps=settings.fit_steps, generator=gen, should_stop=should_stop)
+            fit_distance = -float(fitted.history[-1, 0]) if len(fitted.history) else None
+        with torch.no_grad():
+            start_render = _peak_normalised(param.waveform())
+        start_spec = stft(start_render, cfg)
+        robust = WaveformRobustness(gain_db=settings.gain_jitter_db, shift_ms=settings.time_shift_ms,
+                                    noise_db=settings.added_noise_db, sample_rate=sr)
+
+        def transforms(render: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+            return robust(render, generator)
+
+        def score(render: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+            # transformed: B×N after the robustness transforms (or the raw render when the loop scores its result)
+            return target.score_waveform(transformed.reshape(transformed.shape[0], -1), gen)
+
+        loop_callback = _waveform_preview(callback, dbmap, cfg)
+        before = target.report_waveform(start_render)
+    else:
+        start_unit = dbmap.to_unit(start_spec.abs())[:, None]  # 1×1×bins×frames
+        bins, frames = start_unit.shape[-2:]
+        before = target.report(start_spec.abs())
+        param = make_param("pixel" if kind == "spectrogram" else "fft", 1, (bins, frames), channels=1,
+                           decorrelated=False, generator=gen, device=device)
+        # a picture of exactly 0 or 1 would sit on the sigmoid's flat tails: keep the start inside
+        param.set_image_(start_unit.clamp(0.02, 0.98))
+        jitter = settings.gain_jitter_db / dbmap.range
+
+        def transforms(image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+            if not jitter:
+                return image
+            shift = (torch.rand(image.shape[0], 1, 1, 1, generator=generator, device=image.device) * 2 - 1) * jitter
+            return image + shift
+
+        def score(image: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+            value = target.score(dbmap.to_magnitude(transformed[:, 0]), transformed, gen)
+            if settings.tv_time or settings.tv_freq:
+                along_time, along_freq = tv_axes(image)
+                value = value - settings.tv_time * along_time - settings.tv_freq * along_freq
+            return value
+
+        every = settings.consistency_every
+        if every is None:
+            every = 4 if isinstance(target, ImageTarget) else 0
+        if every > 0:
+            state.update(step=0, phase=start_spec.angle() if is_clip else
+                         2 * torch.pi * torch.rand(start_spec.shape, generator=gen, device=device))
+
+            @torch.no_grad()
+            def project(p) -> None:
+                # One Griffin-Lim step with a phase carried across projections: pulls the spectrogram
+                # towards one that a waveform can actually have, so less is lost in the round trip.
+                state["step"] += 1
+                if state["step"] % every:
+                    return
+                magnitude = dbmap.to_magnitude(p()[:, 0])
+                rebuilt = stft(istft(torch.polar(magnitude, state["phase"]), cfg, samples), cfg)
+                state["phase"] = rebuilt.angle()
+                p.set_image_(dbmap.to_unit(rebuilt.abs())[:, None].clamp(0.001, 0.999))
+
+        loop_callback = callback
 
     result = optimise(
         param, score, steps=settings.steps, lr=settings.lr, transforms=transforms, generator=gen,
-        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, project=project, callback=callback,
+        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, project=project, callback=loop_callback,
         should_stop=should_stop,
     )
-    unit = result.images.to(device)[:, 0]  # 1×bins×frames
-    magnitude = dbmap.to_magnitude(unit)
-    optimised = target.report(magnitude)
 
     # back to sound
-    if settings.phase == "original":
-        wav = istft(torch.polar(magnitude, start_spec.angle()), cfg, samples)
-        convergence = None
+    convergence = None
+    controls = None
+    if synth:
+        wav = _peak_normalised(result.images.to(device).reshape(1, -1))
+        optimised = target.report_waveform(wav)
+        magnitude = stft(wav, cfg).abs()
+        unit = dbmap.to_unit(magnitude)
+        start_unit = dbmap.to_unit(start_spec.abs())[:, None]
+        controls = _controls_for_page(param)
+        before_audio = audio_io.safe_loudness(start_render[0].float().cpu().numpy(), sr)
     else:
-        # the phase the projections carried (consistent with this very spectrogram), else the clip's
-        init = state.get("phase", start_spec.angle() if is_clip else None)
-        wav = griffin_lim(magnitude, cfg, n_iter=settings.griffin_lim_iters, momentum=settings.momentum,
-                          length=samples, init_phase=init, generator=gen)
-        rebuilt = stft(wav, cfg).abs()
-        convergence = float((rebuilt - magnitude).norm() / magnitude.norm().clamp(min=1e-12))
+        unit = result.images.to(device)[:, 0]  # 1×bins×frames
+        magnitude = dbmap.to_magnitude(unit)
+        optimised = target.report(magnitude)
+        if settings.phase == "original":
+            wav = istft(torch.polar(magnitude, start_spec.angle()), cfg, samples)
+        else:
+            # the phase the projections carried (consistent with this very spectrogram), else the clip's
+            init = state.get("phase", start_spec.angle() if is_clip else None)
+            wav = griffin_lim(magnitude, cfg, n_iter=settings.griffin_lim_iters, momentum=settings.momentum,
+                              length=samples, init_phase=init, generator=gen)
+            rebuilt = stft(wav, cfg).abs()
+            convergence = float((rebuilt - magnitude).norm() / magnitude.norm().clamp(min=1e-12))
+        before_audio = audio_io.safe_loudness(start_audio, sr)
     after_audio = audio_io.safe_loudness(wav[0].float().cpu().numpy(), sr)
-    before_audio = audio_io.safe_loudness(start_audio, sr)
+    bins = start_unit.shape[-2]
 
     # the round trip: the exact bytes a user downloads, read back and analysed from the waveform
     played = audio_io.load_audio(audio_io.wav_bytes(after_audio, sr), sr, name="the dream WAV")
     played_t = torch.from_numpy(played).to(device)
     roundtrip = target.report_waveform(played_t)
     roundtrip_mag = stft(played_t[None], cfg).abs()
+
+    # the independent judges, on the start sound and on what is heard
+    music = isinstance(target, MusicTarget)
+    judge_args = dict(tag=target.tag if music else None, dreamed_on=target.model_name if music else None, device=device)
+    judges = {"before": judge_sound(before_audio, sr, **judge_args), "roundtrip": judge_sound(played, sr, **judge_args)}
 
     def db_picture(unit_map: torch.Tensor) -> np.ndarray:
         return dbmap.db(unit_map).reshape(bins, -1).float().cpu().numpy()
@@ -455,7 +565,45 @@ def dream(
         before=before, optimised=optimised, roundtrip=roundtrip,
         steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
         griffin_lim_convergence=convergence, n_fft=cfg.n_fft, hop=cfg.hop,
+        param=kind, judges=judges, controls=controls, fit_distance=fit_distance,
     )
+
+
+def _peak_normalised(wav: torch.Tensor) -> torch.Tensor:
+    """B×1×1×N or B×N render → B×N at the written file's peak level (−1 dBFS)."""
+    wav = wav.reshape(wav.shape[0], -1)
+    return wav * (10 ** (audio_io.PEAK_DBFS / 20) / wav.abs().amax(-1, keepdim=True).clamp(min=1e-8))
+
+
+def _waveform_preview(callback: ProgressCallback | None, dbmap: DBMap, cfg: STFTConfig) -> ProgressCallback | None:
+    """Wrap a progress callback so a synthesiser's render arrives as a [0, 1] spectrogram picture."""
+    if callback is None:
+        return None
+
+    def wrapped(step: int, total: int, preview: torch.Tensor, values: torch.Tensor) -> None:
+        picture = None
+        if preview is not None:
+            with torch.no_grad():
+                picture = dbmap.to_unit(stft(_peak_normalised(preview[:1]), cfg).abs())[:, None]
+        callback(step, total, picture, values)
+
+    return wrapped
+
+
+@torch.no_grad()
+def _controls_for_page(param: HarmonicPlusNoise) -> dict:
+    """The synthesiser's contours (first item, first voice) per control frame, for plots and JSON."""
+    controls = param.controls()
+    rate = controls.control_rate
+    out = {
+        "frame_seconds": 1.0 / rate,
+        "f0_hz": [round(float(v), 1) for v in controls.f0_hz[0].mean(0).cpu()] if param.config.voices == 1
+        else [[round(float(v), 1) for v in voice.cpu()] for voice in controls.f0_hz[0]],
+        "loudness_db": [round(float(v), 1) for v in controls.loudness_db[0].amax(0).cpu()],
+        "voicing": [round(float(v), 3) for v in controls.voicing[0].cpu()],
+        "summary": {"synth": param.config.kind, **controls.summary()},
+    }
+    return out
 
 
 def spectrogram_preview(callback: ProgressCallback | None) -> ProgressCallback | None:

@@ -1,5 +1,6 @@
 """Page: Audio hallucinations — dream a sound through a speech, music or image network, listen,
-and check that the sound (not just the spectrogram) still fools the network."""
+check that the sound (not just what the optimiser saw) still moves the network, and show what
+independent judges the dream never saw say about it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import streamlit as st
 
 from explorer.audio import io as audio_io
 from explorer.audio.clips import BUILTIN_CLIPS
-from explorer.audio.dream import DreamSettings, dream, spectrogram_picture, spectrogram_preview
+from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_picture, spectrogram_preview
+from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
 from explorer.errors import UserInputError
 from explorer.images import png_bytes
@@ -16,8 +18,10 @@ from explorer.ui import widgets
 
 KEY = "audio"
 st.title("Audio hallucinations")
-st.caption("Gradient ascent on a log-magnitude spectrogram through the same loop as the image pages, "
-           "Griffin-Lim back to sound, then the honest test: the WAV is read back and the network listens again.")
+st.caption("Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
+           "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the WAV "
+           "is read back and the network listens again, and independent judges (Praat, the spectrum, the other music tagger) "
+           "listen too.")
 
 NETS = {"speech": "Speech (Silero VAD)", "music": "Music tag (musicnn)", "image": "Image classifier on the spectrogram"}
 left, right = st.columns([1, 1])
@@ -56,27 +60,47 @@ with right:
     steps = c2.number_input("Steps", 0, 2000, DreamSettings.steps, step=16, key=f"{KEY}_steps")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2 = st.columns(2)
-    param = c1.selectbox("Parameterisation", ["pixel", "fft"], key=f"{KEY}_param")
-    phase = c2.selectbox("Phase", ["griffin-lim", "original"], key=f"{KEY}_phase",
-                         help="original: keep the start clip's phase (clips and uploads only)")
-    with st.expander("Priors and resynthesis"):
+    param = c1.selectbox("Parameterisation", list(PARAMS), format_func=PARAMS.get, key=f"{KEY}_param",
+                         help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every setting "
+                              "is a plausible sound. spectrogram: any magnitudes at all, which finds what the network "
+                              "responds to, usually an adversarial noise rather than speech or music.")
+    synth_choice, phase = "auto", "griffin-lim"
+    if param == "synth":
+        synth_choice = c2.selectbox("Synthesiser", ["auto", "voice", "instrument"], key=f"{KEY}_synth",
+                                    help="voice: glottal source through four formants; instrument: three voices of struck "
+                                         "notes. auto: voice for speech, instrument otherwise")
+        st.caption("The synthesiser starts from random knobs when the start is noise or silence (it cannot make white "
+                    "noise: that is the point); a clip or upload is imitated first.")
+    else:
+        phase = c2.selectbox("Phase", ["griffin-lim", "original"], key=f"{KEY}_phase",
+                             help="original: keep the start clip's phase (clips and uploads only)")
+    tv_time = tv_freq = blur_every = consistency = 0
+    blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, -50.0
+    with st.expander("Robustness and learning rate" if param == "synth" else "Priors and resynthesis (free spectrogram)"):
         c1, c2 = st.columns(2)
-        tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
-        tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
-        blur_every = c1.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
-        blur_sigma = c2.number_input("Blur σ (bins/frames)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
         gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
                                       help="random loudness per step, so the dream survives peak normalisation")
         lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
-        consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 4 if net_kind == "image" else 0,
-                                      key=f"{KEY}_consistency_{net_kind}",
-                                      help="replace the spectrogram by that of its own resynthesis: the optimiser then "
-                                           "only sees what a waveform can do, so the round trip loses less")
-        gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
-        momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
+        if param == "synth":
+            time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
+                                         help="so the dream does not rely on where the network's frames fall")
+            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, -50.0, key=f"{KEY}_noise")
+        else:
+            tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
+            tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
+            blur_every = c1.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
+            blur_sigma = c2.number_input("Blur σ (bins/frames)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
+            consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 4 if net_kind == "image" else 0,
+                                          key=f"{KEY}_consistency_{net_kind}",
+                                          help="replace the spectrogram by that of its own resynthesis: the optimiser then "
+                                               "only sees what a waveform can do, so the round trip loses less")
+            gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
+            momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start, seconds=float(seconds), steps=int(steps),
-                         lr=float(lr), param=param, tv_time=float(tv_time), tv_freq=float(tv_freq),
+settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
+                         seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
+                         synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
+                         added_noise_db=float(added_noise), tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          consistency_every=int(consistency),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
@@ -113,13 +137,25 @@ if result is not None:
     if result.stopped:
         (st.error if result.stopped.startswith("diverged") else st.info)(f"Stopped: {result.stopped}")
     st.subheader(f"{result.target} · {result.steps_done} steps in {result.seconds:.1f} s")
+    st.caption(f"Parameterisation: {result.param_label}.")
+    st.markdown(f"**The optimised network's own score** ({result.target}: it cannot fail, it is what was maximised)")
     m1, m2, m3 = st.columns(3)
     m1.metric(f"Start: {result.value_label}", f"{result.before['value']:.3f}")
-    m2.metric("Optimised spectrogram", f"{result.optimised['value']:.3f}",
+    m2.metric("Optimised sound" if result.param == "synth" else "Optimised spectrogram", f"{result.optimised['value']:.3f}",
               delta=f"{result.optimised['value'] - result.before['value']:+.3f}")
     m3.metric("Round trip (WAV read back)", f"{result.roundtrip['value']:.3f}",
               delta=f"{result.roundtrip['value'] - result.before['value']:+.3f}",
               help="the written 16-bit WAV, loaded again and re-analysed from the waveform")
+    if result.judges:
+        st.markdown("**Independent judges** (never seen by the dream; on the start sound and on the WAV read back)")
+        rows = []
+        for key, after in result.judges["roundtrip"].items():
+            before = result.judges["before"][key]
+            reference = SPEECH_REFERENCE.get(key)
+            rows.append({"judge": after.label, "start": before.text(), "dream (WAV)": after.text(),
+                         "espeak-ng speech": "" if reference is None else reference,
+                         "by": after.judge + (f" — {after.reason}" if after.reason else "")})
+        st.dataframe(rows, hide_index=True, width="stretch", key=f"{KEY}_judges")
     if result.griffin_lim_convergence is not None:
         st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly the dreamed magnitudes)")
     a1, a2 = st.columns(2)
@@ -149,8 +185,22 @@ if result is not None:
                             height=280, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(curve, width="stretch")
 
+    if result.controls is not None:
+        controls = result.controls
+        times = [i * controls["frame_seconds"] for i in range(len(controls["voicing"]))]
+        contour = go.Figure()
+        f0 = controls["f0_hz"]
+        for i, voice in enumerate(f0 if f0 and isinstance(f0[0], list) else [f0]):
+            contour.add_trace(go.Scatter(x=times, y=voice, name=f"f0 voice {i + 1}" if isinstance(f0[0], list) else "f0"))
+        contour.add_trace(go.Scatter(x=times, y=controls["loudness_db"], name="loudness (dB)", yaxis="y2"))
+        contour.update_layout(title="Synthesiser: pitch contour and loudness", xaxis_title="time (s)", yaxis_title="Hz",
+                              yaxis2=dict(title="dB", overlaying="y", side="right"), height=280,
+                              margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(contour, width="stretch", key=f"{KEY}_fig_contour")
+
     floor_db, top_db = result.settings.floor_db, result.settings.top_db
-    for db, title, key in ((result.before_db, "Start", "before"), (result.after_db, "Optimised spectrogram", "after"),
+    for db, title, key in ((result.before_db, "Start", "before"),
+                           (result.after_db, "Optimised sound" if result.param == "synth" else "Optimised spectrogram", "after"),
                            (result.roundtrip_db, "Round trip: spectrogram of the written sound", "roundtrip")):
         st.plotly_chart(heatmap(db, title, result, floor_db, top_db), width="stretch", key=f"{KEY}_fig_{key}")
         st.download_button(f"Download {key} spectrogram PNG", png_bytes(spectrogram_picture(db, floor_db, top_db)),
