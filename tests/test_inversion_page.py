@@ -33,11 +33,15 @@ def _tiny_settings(at: AppTest) -> None:
     at.run()
 
 
-def test_invert_an_uploaded_photo(app):
-    # AppTest cannot drive st.file_uploader: the page keeps the upload's bytes in session state, so inject them there
-    app.session_state["inv_upload"] = {"name": "gradient.png", "bytes": _png()}
+def _upload(app: AppTest, name: str, data: bytes) -> None:
     app.radio(key="inv_source").set_value("Upload")
     app.run()
+    app.file_uploader(key="inv_file").upload(name, data, "image/png")
+    app.run()
+
+
+def test_invert_an_uploaded_photo(app):
+    _upload(app, "gradient.png", _png())
     _tiny_settings(app)
     assert any("gradient.png · 48×48" in str(img.proto) for img in app.get("image"))  # the uploaded photo is shown
     app.multiselect(key="inv_layers").set_value(["blocks.0", "blocks.4"])
@@ -55,10 +59,23 @@ def test_invert_an_uploaded_photo(app):
     assert len(app.get("download_button")) >= 4  # one per reconstruction, strip, JSON
 
 
-def test_corrupt_upload_shows_an_error_and_the_page_survives(app):
-    app.session_state["inv_upload"] = {"name": "broken.jpg", "bytes": b"\xff\xd8\xff\xe0" + b"junk" * 50}
-    app.radio(key="inv_source").set_value("Upload")
+def test_removing_the_upload_with_its_x_stops_using_it(app):
+    """Defect 12 of issue 13: after the ✕ the page kept using the removed photo."""
+    _upload(app, "gradient.png", _png())
+    assert any("gradient.png" in str(img.proto) for img in app.get("image"))
+    app.file_uploader(key="inv_file").clear()
     app.run()
+    assert not app.exception
+    assert not any("gradient.png" in str(img.proto) for img in app.get("image"))
+    assert any("Upload a photo to start" in i.value for i in app.info)
+    # switching to a built-in photo and back does not bring the removed file back either
+    app.radio(key="inv_source").set_value("Built-in").run()
+    app.radio(key="inv_source").set_value("Upload").run()
+    assert any("Upload a photo to start" in i.value for i in app.info)
+
+
+def test_corrupt_upload_shows_an_error_and_the_page_survives(app):
+    _upload(app, "broken.jpg", b"\xff\xd8\xff\xe0" + b"junk" * 50)
     assert not app.exception
     assert len(app.error) == 1
     message = app.error[0].value.lower()

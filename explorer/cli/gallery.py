@@ -17,10 +17,10 @@ from .common import check_options, output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, check: bool = True):
     from ..gallery import GalleryStore
 
-    return GalleryStore(args.store) if args.store else GalleryStore()
+    return GalleryStore(args.store or None, check=check)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,8 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_render_options(a, THUMBNAILS)
     a.set_defaults(func=run_atlas)
 
-    v = sub.add_parser("verify", help="check that every indexed entry has readable image files")
+    v = sub.add_parser("verify", help="check the index and every indexed entry's image files; --repair rebuilds the index")
     v.add_argument("--store", help=store_help)
+    v.add_argument("--repair", action="store_true",
+                   help="rebuild a damaged or reset index from the images' side files (no re-rendering; stop builders first)")
     v.set_defaults(func=run_verify)
 
 
@@ -241,10 +243,18 @@ def run_atlas(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, check=False)  # a damaged index is what verify is for
+    if args.repair:
+        report = store.repair()
+        if report.moved_aside:
+            print(f"the unreadable index was moved to {report.moved_aside}")
+        print(f"re-indexed {report.restored} rendered unit(s) and {report.examples_restored} example table(s) from side files"
+              " (nothing re-rendered)")
+        for line in report.skipped:
+            print(f"skipped {line}")
     problems = store.verify()
     for p in problems:
         print(p)
-    done = sum(r["done"] for r in store.summary())
+    done = 0 if store.index_unreadable else sum(r["done"] for r in store.summary())
     print(f"{store.root}: {done} entries, {len(problems)} problems")
     return 1 if problems else 0

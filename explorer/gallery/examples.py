@@ -55,6 +55,7 @@ class View:
 class ImageSet:
     name: str  # what the user sees: "built-in photos" or the folder
     views: tuple[View, ...]
+    skipped: tuple[str, ...] = ()  # "file: why" for each file of a folder that could not be read (left out)
 
     @property
     def digest(self) -> str:
@@ -105,12 +106,48 @@ def folder_image_set(folder: str | Path, crops: bool = False, limit: int = 2000)
     if len(files) > limit:
         raise UserInputError(f"{len(files)} images in {path}: the gallery reads at most {limit}; use a smaller folder.")
     views: list[View] = []
+    skipped: list[str] = []
     for file in files:
-        image = _source(str(file.resolve()))
+        try:
+            image = _source(str(file.resolve()))
+        except UserInputError as exc:  # one bad file is left out (and named), not the whole folder
+            skipped.append(str(exc))
+            continue
         # the mtime goes into the source string's hash through the ImageSet name below
         views += _square_views(str(file.resolve()), image.shape[1], image.shape[2], crops)
+    if not views:
+        raise UserInputError(f"None of the {len(files)} images in {path} could be read (first: {skipped[0]}).")
     stamp = hashlib.sha1("".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in files).encode()).hexdigest()[:8]
-    return ImageSet(f"folder {path.resolve()} [{stamp}]", tuple(views))
+    return ImageSet(f"folder {path.resolve()} [{stamp}]", tuple(views), tuple(skipped))
+
+
+IMAGE_ROOT_VAR = "EXPLORER_IMAGE_ROOT"
+
+
+def image_root() -> Path | None:
+    """The folder under which the app may read image folders for dataset examples (``$EXPLORER_IMAGE_ROOT``);
+    None (the default) means the app reads only the built-in photos. The CLI reads any folder it is given."""
+    import os
+
+    value = os.environ.get(IMAGE_ROOT_VAR, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def allowed_image_folder(text: str, root: Path | None = None) -> Path:
+    """``text`` (from a URL or a text box) as a folder inside the allowed root, else a UserInputError.
+
+    Relative paths are taken from the root; symlinks and ``..`` are resolved before the check, so a
+    link cannot reach a server folder outside it."""
+    root = image_root() if root is None else Path(root).resolve()
+    if root is None:
+        raise UserInputError(f"This app reads only its built-in photos: to allow image folders, start it with "
+                             f"{IMAGE_ROOT_VAR} set to a folder whose subfolders it may read.")
+    candidate = Path(text.strip()).expanduser()
+    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UserInputError(f"Image folder {text!r} is outside {root} (the app's {IMAGE_ROOT_VAR}): "
+                             "name a folder inside it.")
+    return resolved
 
 
 def image_set_from_spec(spec: str) -> ImageSet:

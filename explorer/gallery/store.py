@@ -10,7 +10,13 @@ any of them may be killed at any moment. So
   whose worker process is gone (same host), is taken over — so a crash never blocks a unit
   and two live builders never render the same one;
 * rows are keyed by model, weights fingerprint, layer, settings digest, variant and unit, so
-  a change of weights or of any render setting never serves a stale image.
+  a change of weights or of any render setting never serves a stale image;
+* each finished row also leaves a small JSON *side file* next to its PNGs (and each example table
+  next to its npz) holding everything its index row holds. The index records its schema version
+  (``meta`` table); a store whose index is unreadable, or was reset (no version row, yet images on
+  disk), says so instead of silently starting over, and :meth:`GalleryStore.repair`
+  (``gallery verify --repair``) rebuilds the index from the side files without re-rendering.
+  Stores made before side files existed stay readable; only their re-indexing needs the files.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -32,6 +39,8 @@ from ..errors import UserInputError
 from ..files import atomic_write, write_npz
 
 ENV_VAR = "EXPLORER_CACHE_DIR"
+SCHEMA_VERSION = 2  # 1: before the meta table and side files (still read); 2: meta + side files
+SIDE_SUFFIX = ".json"  # a row's side file: renders/…/00003-max.json beside 00003-max.png
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS renders (
     model TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL, digest TEXT NOT NULL,
@@ -45,12 +54,31 @@ CREATE TABLE IF NOT EXISTS renders (
     PRIMARY KEY (model, fingerprint, layer, digest, variant, unit)
 );
 CREATE TABLE IF NOT EXISTS settings (digest TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS example_sets (
     model TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL, image_set TEXT NOT NULL,
     path TEXT NOT NULL, n_images INTEGER NOT NULL, description TEXT, created REAL,
     PRIMARY KEY (model, fingerprint, layer, image_set)
 );
 """
+
+
+class StoreDamaged(UserInputError):
+    """The index cannot be read, or was reset while rendered images remain: the message says how to repair it."""
+
+
+def _repair_hint(root: Path) -> str:
+    return f"`python -m explorer gallery verify --repair --store {root}` rebuilds it from the images' side files"
+
+
+_DAMAGE_SIGNS = ("not a database", "malformed", "corrupt", "no such table", "unsupported file format", "disk i/o error",
+                 "database schema")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """What a damaged index file says (not a lock, a busy database or a bug in a query)."""
+    text = str(exc).lower()
+    return any(sign in text for sign in _DAMAGE_SIGNS)
 
 
 def default_root() -> Path:
@@ -132,6 +160,17 @@ class Entry:
         return self.activations[0]
 
 
+@dataclass
+class RepairReport:
+    """What :meth:`GalleryStore.repair` did."""
+
+    restored: int = 0  # render rows re-indexed from side files
+    examples_restored: int = 0  # dataset-example tables re-indexed
+    skipped: list[str] = field(default_factory=list)  # side files that could not be used, and why
+    without_side_files: int = 0  # images no row knows and no side file describes (cannot be re-indexed)
+    moved_aside: Path | None = None  # where an unreadable index was moved
+
+
 _KEY_WHERE = "model=? AND fingerprint=? AND layer=? AND digest=? AND variant=? AND unit=?"
 
 
@@ -139,20 +178,72 @@ class GalleryStore:
     """Files under ``root`` and the index ``root/index.sqlite``. Cheap to create; safe to share
     between threads (each operation opens its own connection) and processes (SQLite locking)."""
 
-    def __init__(self, root: str | Path | None = None, busy_timeout: float = 60.0):
+    def __init__(self, root: str | Path | None = None, busy_timeout: float = 60.0, *, check: bool = True):
+        """Open (or create) the store. With ``check`` (the default) a damaged or reset index raises
+        :class:`StoreDamaged`; ``verify``/``repair`` open with ``check=False`` to look at it."""
         self.root = Path(root).expanduser() if root else default_root()
         self.busy_timeout = busy_timeout
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserInputError(f"Cannot create the gallery store at {self.root}: {exc}") from exc
+            raise UserInputError(f"Cannot create the gallery store at {self.root}: {exc.strerror or exc}.") from None
         self.db_path = self.root / "index.sqlite"
+        self.damage: str | None = None  # why the index cannot be trusted (None: healthy)
+        self.index_unreadable = False  # the index itself cannot be read (else: it was reset)
+        try:
+            self._open_index()
+        except StoreDamaged as exc:
+            self.damage, self.index_unreadable = str(exc), True
+        if self.damage is None:
+            self.damage = self._reset_damage()
+        if check and self.damage:
+            raise StoreDamaged(self.damage)
+
+    def _open_index(self) -> None:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(renders)")}
-            if "error" not in columns:  # a store made before failed rows existed
-                db.execute("ALTER TABLE renders ADD COLUMN error TEXT")
+            db.execute("BEGIN IMMEDIATE")  # one creator: the version row is written with the tables
+            try:
+                had_tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name='renders'").fetchone()[0] > 0
+                for statement in re.split(r";\s*\n", SCHEMA):  # (comments may hold semicolons)
+                    if statement.strip():
+                        db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(renders)")}
+                if "error" not in columns:  # a store made before failed rows existed
+                    db.execute("ALTER TABLE renders ADD COLUMN error TEXT")
+                version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if version is None:
+                    # a new index, or one made before version rows (schema 1): either way, now it has one.
+                    # 'created_empty' remembers that this index started empty, which is how a reset shows.
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+                    if not had_tables:
+                        db.execute("INSERT OR IGNORE INTO meta VALUES ('created_empty', '1')")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            if version is not None and not str(version[0]).isdigit():
+                raise StoreDamaged(f"The gallery index {self.db_path} has an unreadable schema version {version[0]!r}: "
+                                   f"{_repair_hint(self.root)}.")
+            if version is not None and int(version[0]) > SCHEMA_VERSION:
+                raise StoreDamaged(f"The gallery index {self.db_path} was written by a newer version (schema "
+                                   f"{version[0]} > {SCHEMA_VERSION}): update the explorer or use another --store.")
+
+    def _reset_damage(self) -> str | None:
+        """An index that started empty while rendered images (with side files) lie on disk was reset: say so."""
+        with self._connect() as db:
+            fresh = db.execute("SELECT value FROM meta WHERE key='created_empty'").fetchone() is not None
+            rows = db.execute("SELECT count(*) FROM renders").fetchone()[0]
+        if not fresh or rows:
+            return None
+        renders = self.root / "renders"
+        orphan = next((p for p in renders.rglob(f"*{SIDE_SUFFIX}")), None) if renders.is_dir() else None
+        if orphan is None:
+            return None
+        n = sum(1 for _ in renders.rglob(f"*{SIDE_SUFFIX}"))
+        return (f"The gallery index {self.db_path} is empty but {n} rendered unit(s) lie in {renders}: the index was "
+                f"reset or replaced. {_repair_hint(self.root)[0].upper()}{_repair_hint(self.root)[1:]} (nothing is re-rendered).")
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.root)!r})"
@@ -160,11 +251,18 @@ class GalleryStore:
     # ---- connections ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise UserInputError(f"Cannot open the gallery index {self.db_path}: {exc}.") from None
         try:
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             db.execute("PRAGMA synchronous=NORMAL")
             yield db
+        except sqlite3.DatabaseError as exc:  # the store's boundary: no raw sqlite3 error reaches a page or the CLI
+            if not _is_damage(exc):
+                raise
+            raise StoreDamaged(f"The gallery index {self.db_path} is damaged ({exc}): {_repair_hint(self.root)}.") from None
         finally:
             db.close()
 
@@ -258,6 +356,12 @@ class GalleryStore:
         for rel in files:
             if not (self.root / rel).is_file():
                 raise FileNotFoundError(f"{rel} must exist before its index row is committed")
+        digest_settings = self.settings(key.digest)
+        side = {"schema": SCHEMA_VERSION, "key": dict(zip(("model", "fingerprint", "layer", "digest", "variant", "unit"),
+                                                          key.as_tuple())),
+                "files": list(files), "activations": [round(float(a), 6) for a in activations], "seconds": float(seconds),
+                "steps_done": int(steps_done), "finished": time.time(), "settings": digest_settings}
+        atomic_write(self.root / f"{key.file_stem()}{SIDE_SUFFIX}", json.dumps(side, indent=1).encode())  # before the row
         with self._write() as db:
             cursor = db.execute(
                 f"UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, lease_until=NULL, error=NULL"
@@ -309,15 +413,45 @@ class GalleryStore:
                 if s["model"] == model and s["fingerprint"] == fingerprint and s["layer"] == layer and s["variant"] == variant
                 and s["done"]]
 
+    def _done_entries(self) -> list[Entry]:
+        with self._connect() as db:
+            return [self._entry(r) for r in db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'")]
+
+    def _known_stems(self) -> set[str]:
+        """File stems of every row (claimed ones too: a builder may be writing their images right now)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT model, fingerprint, layer, digest, variant, unit FROM renders").fetchall()
+        return {UnitKey(*r).file_stem() for r in rows}
+
+    def _unindexed(self) -> tuple[list[Path], list[Path]]:
+        """(side files, PNGs without a side file) under renders/ that no index row knows."""
+        renders = self.root / "renders"
+        if not renders.is_dir():
+            return [], []
+        known = self._known_stems()
+        sides, bare = [], []
+        side_stems = set()
+        for side in renders.rglob(f"*{SIDE_SUFFIX}"):
+            stem = str(side.relative_to(self.root).with_suffix(""))
+            side_stems.add(stem)
+            if stem not in known:
+                sides.append(side)
+        for png in renders.rglob("*.png"):
+            stem = str(png.relative_to(self.root).with_suffix(""))
+            base = stem.rsplit("-", 1)[0] if stem.rsplit("-", 1)[-1].isdigit() else stem  # facets: stem-0.png …
+            if stem not in known and base not in known and stem not in side_stems and base not in side_stems:
+                bare.append(png)
+        return sorted(sides), sorted(bare)
+
     def verify(self) -> list[str]:
-        """Problems found: done rows whose files are missing or not readable PNGs. Empty when consistent."""
+        """Problems found: a damaged or reset index, done rows whose files are missing or not readable PNGs,
+        rendered images the index does not know. Empty when consistent."""
         from PIL import Image
 
-        problems = []
-        with self._connect() as db:
-            rows = db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'").fetchall()
-        for row in rows:
-            entry = self._entry(row)
+        if self.index_unreadable:
+            return [self.damage or "The gallery index cannot be read."]  # nothing in it can be checked
+        problems = [self.damage] if self.damage else []
+        for entry in self._done_entries():
             if not entry.files:
                 problems.append(f"{entry.key}: no files")
             if len(entry.files) != len(entry.activations):
@@ -328,7 +462,87 @@ class GalleryStore:
                         img.verify()
                 except (OSError, SyntaxError) as exc:
                     problems.append(f"{entry.key}: {path.name}: {exc}")
+        sides, bare = self._unindexed()
+        if sides and not self.damage:
+            problems.append(f"{len(sides)} rendered unit(s) are on disk but not in the index (first: "
+                            f"{sides[0].relative_to(self.root)}): {_repair_hint(self.root)}.")
+        if bare:
+            problems.append(f"{len(bare)} image(s) are in no index row and have no side file (first: "
+                            f"{bare[0].relative_to(self.root)}); they were made before side files existed: render them again.")
         return problems
+
+    def repair(self) -> "RepairReport":
+        """Rebuild the index from the side files, without re-rendering: rows for every rendered unit whose
+        images are readable, their settings, and the dataset-example tables. An unreadable index is moved
+        aside first (``index.sqlite.damaged-<time>``). Stop builders before repairing."""
+        from PIL import Image
+
+        report = RepairReport()
+        if self.index_unreadable or not self._readable():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for suffix in ("", "-wal", "-shm"):
+                old = self.root / f"index.sqlite{suffix}"
+                if old.exists():
+                    target = self.root / f"index.sqlite{suffix}.damaged-{stamp}"
+                    old.replace(target)
+                    if not suffix:
+                        report.moved_aside = target
+            self._open_index()
+            self.index_unreadable = False
+        known = {e.key for e in self._done_entries()}
+        renders = self.root / "renders"
+        for side in sorted(renders.rglob(f"*{SIDE_SUFFIX}")) if renders.is_dir() else []:
+            try:
+                data = json.loads(side.read_text())
+                key = UnitKey(**{k: (int(v) if k == "unit" else str(v)) for k, v in data["key"].items()})
+                files, activations = [str(f) for f in data["files"]], [float(a) for a in data["activations"]]
+                for rel in files:
+                    with Image.open(self.root / rel) as img:
+                        img.verify()
+            except (OSError, ValueError, KeyError, TypeError, SyntaxError) as exc:
+                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {exc}")
+                continue
+            if key in known:
+                continue
+            with self._write() as db:
+                if data.get("settings") is not None:
+                    db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key.digest, json.dumps(data["settings"], sort_keys=True)))
+                db.execute("INSERT OR REPLACE INTO renders (model, fingerprint, layer, digest, variant, unit, status, files,"
+                           " activations, seconds, steps_done, attempts, finished) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, 1, ?)",
+                           (*key.as_tuple(), json.dumps(files), json.dumps(activations), float(data.get("seconds", 0.0)),
+                            int(data.get("steps_done", 0)), float(data.get("finished", time.time()))))
+            known.add(key)
+            report.restored += 1
+        examples = self.root / "examples"
+        for side in sorted(examples.rglob(f"*{SIDE_SUFFIX}")) if examples.is_dir() else []:
+            npz = side.with_suffix(".npz")
+            try:
+                data = json.loads(side.read_text())
+                row = (str(data["model"]), str(data["fingerprint"]), str(data["layer"]), str(data["image_set"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {exc}")
+                continue
+            if not npz.is_file():
+                report.skipped.append(f"{side.relative_to(self.root)}: its table {npz.name} is missing")
+                continue
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?", row).fetchone():
+                    continue
+                db.execute("INSERT INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (*row, str(npz.relative_to(self.root)), int(data.get("n_images", 0)), data.get("description"),
+                            time.time()))
+            report.examples_restored += 1
+        report.without_side_files = len(self._unindexed()[1])
+        self.damage = self._reset_damage() if report.restored == 0 else None
+        return report
+
+    def _readable(self) -> bool:
+        try:
+            with self._connect() as db:
+                db.execute("SELECT count(*) FROM renders").fetchone()
+            return True
+        except UserInputError:
+            return False
 
     # ---- dataset-example activations -----------------------------------------------------
     def example_set_path(self, model: str, fingerprint: str, layer: str, image_set: str) -> Path:
@@ -340,6 +554,9 @@ class GalleryStore:
         path = self.example_set_path(model, fingerprint, layer, image_set)
         write_npz(path, arrays)
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
+        atomic_write(path.with_suffix(SIDE_SUFFIX), json.dumps(
+            {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint, "layer": layer, "image_set": image_set,
+             "n_images": n, "description": description}, indent=1).encode())
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (model, fingerprint, layer, image_set, str(path.relative_to(self.root)), n, description, time.time()))

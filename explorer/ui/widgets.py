@@ -62,12 +62,52 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
     infos = [i for i in infos if include_output or i.name != "output"]
     names = [i.name for i in infos]
     shapes = {i.name: "×".join(map(str, i.shape)) for i in infos}
-    wanted = st.query_params.get("layer") or default or model.default_layer
-    if wanted and wanted not in names and wanted in model.layer_shapes:
-        names.append(wanted)
-        shapes[wanted] = "×".join(map(str, model.layer_shapes[wanted]))
+    fallback = default or model.default_layer
+    wanted = st.query_params.get("layer") or fallback
+    for name in (wanted, fallback):  # a deeper submodule named in a link joins the list
+        if name and name not in names and name in model.layer_shapes and (include_output or name != "output"):
+            names.append(name)
+            shapes[name] = "×".join(map(str, model.layer_shapes[name]))
+    if wanted and wanted not in names:
+        shown = fallback if fallback in names else names[0]
+        st.warning(f"{model.name} has no layer {wanted!r} (from the link): showing {shown} instead.")
+        wanted = shown
     index = names.index(wanted) if wanted in names else 0
     return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
+
+
+def int_param(name: str, default: int, lo: int, hi: int) -> int:
+    """A whole number from the URL (links carry size, steps, units …), clamped to the widget's range;
+    the default when absent or unreadable. Never raises: a link cannot break a page."""
+    value = st.query_params.get(name)
+    try:
+        number = int(float(value)) if value not in (None, "") else int(default)
+    except (TypeError, ValueError, OverflowError):
+        number = int(default)
+    return min(hi, max(lo, number))
+
+
+def remembered_upload(label: str, types: list[str], key: str) -> tuple[str, bytes] | None:
+    """A file uploader whose file survives reruns (and switching the page's source back and forth) until
+    the user removes it with its ✕: then it is forgotten at once. Returns (file name, bytes) or None."""
+    state = f"{key}_kept"
+
+    def changed() -> None:  # runs on upload and on ✕, never when the widget is merely re-created
+        uploaded = st.session_state.get(key)
+        if uploaded is None:
+            st.session_state.pop(state, None)
+        else:
+            st.session_state[state] = (uploaded.name, uploaded.getvalue())
+
+    uploaded = st.file_uploader(label, type=types, key=key, on_change=changed)
+    if uploaded is not None:
+        st.session_state[state] = (uploaded.name, uploaded.getvalue())
+    elif state in st.session_state:  # kept from before the uploader was last shown: say so, offer to drop it
+        c1, c2 = st.columns([3, 1])
+        c1.caption(f"Using {st.session_state[state][0]}, uploaded earlier.")
+        if c2.button("Remove", key=f"{key}_forget"):
+            st.session_state.pop(state, None)
+    return st.session_state.get(state)
 
 
 class LiveProgress:

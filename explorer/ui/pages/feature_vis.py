@@ -23,14 +23,6 @@ if model is None:
 
 params = st.query_params
 
-
-def _int_param(name: str, default: int, lo: int, hi: int) -> int:
-    """A number from the URL (links from the gallery carry size and steps), clamped; default if unreadable."""
-    try:
-        return min(hi, max(lo, int(params.get(name, default))))
-    except ValueError:
-        return default
-
 left, right = st.columns([1, 1])
 with left:
     kinds = ["channel", "neuron", "class", "deepdream"]
@@ -40,9 +32,9 @@ with left:
     if kind == "class":
         units_text = st.text_input("Classes (e.g. 309 or 1,281)", params.get("unit", "309"), key=f"{KEY}_classes")
         try:
-            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text)[:8]))
-        except UserInputError:
-            pass
+            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text, limit=model.num_classes)[:8]))
+        except UserInputError as exc:
+            st.caption(f"⚠ {exc}")
     elif kind == "deepdream":
         units_text = ""
     else:
@@ -50,8 +42,8 @@ with left:
         units_text = st.text_input(f"Units (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
 with right:
     c1, c2, c3 = st.columns(3)
-    steps = c1.number_input("Steps", 1, 4096, _int_param("steps", 128, 1, 4096), step=32, key=f"{KEY}_steps")
-    size = c2.number_input("Size (px)", 32, 512, _int_param("size", 128, 32, 512), step=16, key=f"{KEY}_size")
+    steps = c1.number_input("Steps", 1, 4096, widgets.int_param("steps", 128, 1, 4096), step=32, key=f"{KEY}_steps")
+    size = c2.number_input("Size (px)", 32, 512, widgets.int_param("size", 128, 32, 512), step=16, key=f"{KEY}_size")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2, c3 = st.columns(3)
     param = c1.selectbox("Parameterisation", ["fft", "pixel", "cppn"], key=f"{KEY}_param")

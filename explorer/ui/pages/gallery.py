@@ -25,6 +25,7 @@ from explorer.errors import UserInputError
 from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
                               example_patch, facets_variant, folder_image_set, layer_units, load_examples, lookup, top_examples)
 from explorer.gallery.atlas import find_atlas
+from explorer.gallery.examples import allowed_image_folder
 from explorer.gallery.jobs import current_job, start_build
 from explorer.images import grid, load_image, png_bytes, to_uint8
 from explorer.ui import widgets
@@ -125,12 +126,19 @@ settings = base.with_(size=int(size), steps=int(steps))
 
 
 def chosen_image_set():
-    """The photos for dataset examples (only the unit view needs them: the grid stays fast)."""
+    """The photos for dataset examples (only the unit view needs them: the grid stays fast). A folder
+    (typed or from the link's ?images=) is read only inside $EXPLORER_IMAGE_ROOT, never elsewhere on the server."""
+    if not folder.strip():
+        return builtin_image_set()
     try:
-        return folder_image_set(folder) if folder.strip() else builtin_image_set()
+        image_set = folder_image_set(allowed_image_folder(folder))
     except UserInputError as exc:
         st.error(f"{exc} Using the built-in photos instead.")
         return builtin_image_set()
+    if image_set.skipped:
+        st.warning(f"Left out {len(image_set.skipped)} unreadable file(s): " + "; ".join(image_set.skipped[:3])
+                   + (" …" if len(image_set.skipped) > 3 else ""))
+    return image_set
 
 
 # ---- the URL mirrors the view --------------------------------------------------------------

@@ -11,7 +11,6 @@ from explorer.images import BUILTIN_PHOTOS, to_uint8
 from explorer.ui import widgets
 
 KEY = "inv"
-UPLOAD_STATE = f"{KEY}_upload"  # {"name": str, "bytes": bytes}: the last uploaded file, kept across reruns
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 
 st.title("Inversion & DeepDream")
@@ -25,12 +24,6 @@ if model is None:
 
 
 # ---- the photo -------------------------------------------------------------------------------------
-def remember_upload(uploaded) -> None:
-    """Keep the uploaded file's bytes in session state (the page reads the photo from there)."""
-    if uploaded is not None:
-        st.session_state[UPLOAD_STATE] = {"name": uploaded.name, "bytes": uploaded.getvalue()}
-
-
 left, right = st.columns([1, 2])
 with left:
     source = st.radio("Photo", ["Built-in", "Upload"], horizontal=True, key=f"{KEY}_source")
@@ -38,18 +31,17 @@ with left:
         name = st.selectbox("Built-in photo", BUILTIN_PHOTOS, index=BUILTIN_PHOTOS.index("astronaut"), key=f"{KEY}_builtin")
         photo_source, photo_name = f"builtin:{name}", name
     else:
-        remember_upload(st.file_uploader("Upload a photo (PNG, JPEG, WebP, BMP, TIFF)", type=UPLOAD_TYPES, key=f"{KEY}_file"))
-        upload = st.session_state.get(UPLOAD_STATE)
-        if not upload:
+        upload = widgets.remembered_upload("Upload a photo (PNG, JPEG, WebP, BMP, TIFF)", UPLOAD_TYPES, f"{KEY}_file")
+        if upload is None:
             st.info("Upload a photo to start.")
             st.stop()
-        photo_source, photo_name = upload["bytes"], upload["name"]
+        photo_name, photo_source = upload
     c1, c2 = st.columns(2)
     size = int(c1.number_input("Size (px)", 32, 512, 224, step=16, key=f"{KEY}_size"))
     fit_mode = c2.radio("Aspect", inversion.FIT_MODES, horizontal=True, key=f"{KEY}_fit",
                         help="Non-square photos: centre-crop, or pad with grey.")
     try:
-        photo = inversion.load_photo(photo_source, size, fit_mode)
+        photo = inversion.load_photo(photo_source, size, fit_mode, name=photo_name)
     except UserInputError as exc:
         st.error(str(exc))
         st.stop()
