@@ -22,13 +22,14 @@ def test_render_shows_images_with_activations(root):
     at.text_input(key="fv_units").set_value("2-3")
     at.button(key="fv_go").click().run()
     assert not at.exception and not at.error
-    captions = [img.caption for img in at.get("imgs")] if at.get("imgs") else []
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]  # AppTest's node type is "image"
     assert "blocks.6" in at.subheader[0].value
     result = at.session_state["fv_result"]
     assert result.images.shape == (2, 3, 48, 48)
     assert result.steps_done == 3
     assert len(at.get("plotly_chart")) == 1
-    assert captions == [] or any("activation" in c for c in captions)
+    activations = result.final_activation.tolist()
+    assert captions == [f"#{i} · activation {a:.3f}" for i, a in enumerate(activations)]  # one captioned image per unit
 
 
 def test_bad_units_show_errors_not_tracebacks(root):
