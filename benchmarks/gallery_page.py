@@ -1,5 +1,9 @@
 """Layer gallery figures, measured in one run.
 
+0. atlas — the page opened on the shipped atlas with an EMPTY user store: server-side time of the
+           model overview (every layer, 8 units each) and of the whole blocks.10 grid (112 units),
+           each in a fresh session (a new AppTest) of a server that has loaded the model once;
+           the very first run of the process (model load) is reported apart. Budget: 1 s.
 1. page  — server-side render time of a cached 64-unit grid page (Streamlit AppTest run of the
            page script with the model already loaded and all 64 tiles in the store), against the
            1 s budget of the issue.
@@ -7,7 +11,8 @@
            and the batched-vs-one-at-a-time ratio at a reduced step count (throughput per step
            does not depend on the step count, so the ratio carries over).
 
-    .venv/bin/python benchmarks/gallery_page.py                 # both
+    .venv/bin/python benchmarks/gallery_page.py                 # all
+    .venv/bin/python benchmarks/gallery_page.py --only atlas
     .venv/bin/python benchmarks/gallery_page.py --only page
     .venv/bin/python benchmarks/gallery_page.py --only build --units 16 --batch 16
 """
@@ -32,6 +37,51 @@ from explorer.models import load_model  # noqa: E402
 from explorer.optvis import FAST  # noqa: E402
 
 
+def _tiles(at) -> int:
+    """Images the page shows: grid tiles are <img> tags in st.html elements, the rest st.image."""
+    return sum(h.proto.body.count("<img") for h in at.get("html")) + len(at.get("image"))
+
+
+def bench_atlas(model_name: str, layer: str, repeats: int) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.gallery.atlas import find_atlas
+
+    os.environ["EXPLORER_CACHE_DIR"] = tempfile.mkdtemp(prefix="gallery_atlas_bench_")  # an empty user store
+    page = str(ROOT / "explorer/ui/pages/gallery.py")
+    components = {}  # a server scans installed packages for components once at start-up; AppTest does it per instance
+
+    def session(**query):
+        at = AppTest.from_file(page, default_timeout=300)
+        if components:
+            at._bidi_component_manager = components["manager"]
+        at.query_params["model"] = model_name
+        for k, v in query.items():
+            at.query_params[k] = v
+        started = time.perf_counter()
+        at.run()
+        seconds = time.perf_counter() - started
+        if at.exception:
+            raise SystemExit(at.exception[0].value)
+        components.setdefault("manager", at._bidi_component_manager)
+        return seconds, _tiles(at), at
+
+    first, _, _ = session()
+    atlas = find_atlas(load_model(model_name, device="auto"))
+    if atlas is None:
+        raise SystemExit(f"no atlas for {model_name} in {ROOT / 'assets/atlas'}")
+    print(f"atlas: {atlas.root} ({len(atlas.layers)} layers, {sum(atlas.units(l) for l in atlas.layers)} units); "
+          f"first run of this process (imports, model load, layer dry run): {first:.2f} s")
+    for label, query in (("overview of every layer", {}), (f"{layer} grid", {"layer": layer})):
+        times, tiles = [], 0
+        for _ in range(repeats):
+            seconds, tiles, _ = session(**query)
+            times.append(seconds)
+        median = statistics.median(times)
+        print(f"atlas: {label}, fresh session, empty user store: median {median * 1000:.0f} ms over {repeats} sessions "
+              f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); {tiles} images shown; budget 1000 ms")
+
+
 def bench_page(model_name: str, layer: str, repeats: int) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -52,7 +102,7 @@ def bench_page(model_name: str, layer: str, repeats: int) -> None:
     first = time.perf_counter() - started
     if at.exception:
         raise SystemExit(at.exception[0].value)
-    tiles = len(at.get("image"))
+    tiles = _tiles(at)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -82,7 +132,7 @@ def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["page", "build"])
+    parser.add_argument("--only", choices=["atlas", "page", "build"])
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--layer", default="blocks.10")
     parser.add_argument("--repeats", type=int, default=5)
@@ -91,6 +141,8 @@ def main() -> None:
     parser.add_argument("--ratio-steps", type=int, default=8)
     parser.add_argument("--ratio-units", type=int, default=8)
     args = parser.parse_args()
+    if args.only in (None, "atlas"):
+        bench_atlas(args.model, args.layer, args.repeats)
     if args.only in (None, "page"):
         bench_page(args.model, args.layer, args.repeats)
     if args.only in (None, "build"):
