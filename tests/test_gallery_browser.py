@@ -1,4 +1,5 @@
-"""The real app in a browser: a gallery permalink opens the unit view of EfficientNet-Lite0 blocks.10."""
+"""The real app in a browser: a gallery permalink opens the unit view of EfficientNet-Lite0 blocks.10, and
+the overview's and the grid's images are links (overview -> layer -> unit)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,16 @@ def test_permalink_opens_unit_view_in_browser(tmp_path, lite0):
         page.wait_for_url("**/feature_vis?**")
         assert "unit=3" in page.url and "layer=blocks.10" in page.url
         page.wait_for_selector("[data-testid=stButton] button:has-text('Render')")
+
+        # the overview: a click on blocks.10's row opens the layer; a click on unit 3's image opens the unit
+        page.goto(f"{url}/gallery?model=efficientnet_lite0&size=32&steps=1")
+        row = page.locator("a.gal-tile[href*='layer=blocks.10']")
+        assert wait_for_count(row, 8) == 8, "blocks.10 is a row of 8 sample units"
+        row.first.click()
+        page.wait_for_url("**layer=blocks.10**")
+        tile = page.locator("a.gal-tile[href*='unit=3'] img")
+        assert wait_for_count(tile, 1) == 1, "the grid shows unit 3's image"
+        assert "unit=" not in page.url
+        tile.click()
+        page.wait_for_url("**unit=3**")
+        page.get_by_text("Unit 3 · blocks.10 · efficientnet_lite0").wait_for()
