@@ -231,3 +231,17 @@ def test_stopping_cancels_what_is_in_flight_and_gives_its_claims_back(ray_cluste
     assert 2 <= len(table) < 40 and report.units_rendered == len(table)
     rerun = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store, cluster_info=info, ref=TINY, batch=8)
     assert rerun.already_done == len(table) and len(rows(store)) == 40 and store.verify() == []
+
+
+def test_fool_sweep_ray_cli_writes_the_same_json(ray_cluster, tmp_path, capsys):
+    """`fool sweep --ray` on a registry model the workers load by name (the shipped fashion_cnn)."""
+    from explorer.cli import main
+
+    common = ["fool", "sweep", "--model", "fashion_cnn", "--families", "uniform,stripes", "--n", "96", "--batch", "40",
+              "--seed", "2"]
+    assert main(common + ["--json", str(tmp_path / "local.json")]) == 0
+    assert main(common + ["--ray", "--json", str(tmp_path / "ray.json")]) == 0
+    assert "fool sweep on Ray" in capsys.readouterr().err
+    local, ray_run = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    assert ray_run["settings"] == local["settings"] and ray_run["images"] == local["images"] == 192
+    assert_same_sweep(ray_run["results"], local["results"], rel=1e-6)
