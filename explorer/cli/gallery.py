@@ -164,12 +164,19 @@ def _build_on_ray(args: argparse.Namespace, model, store, units: dict, settings,
 
 
 def run_ls(args: argparse.Namespace) -> int:
+    from ..gallery.atlas import shipped_atlases
+
     store = _store(args)
     rows = store.summary()
     examples = store.example_sets()
+    atlases = [{"model": a.model, "fingerprint": a.fingerprint, "folder": str(a.root), "layers": len(a.layers),
+                "units": sum(a.units(layer) for layer in a.layers), "settings": a.manifest["settings"]} for a in shipped_atlases()]
     if args.json:
-        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples}, indent=2))
+        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples, "atlases": atlases}, indent=2))
         return 0
+    for a in atlases:
+        print(f"atlas (read-only): {a['model']:<20} {a['fingerprint'][:8]} {a['layers']} layers, {a['units']} units"
+              f" (size {a['settings'].get('size')}, {a['settings'].get('steps')} steps) in {a['folder']}")
     print(f"store: {store.root}")
     if not rows:
         print("(no renders yet: `python -m explorer gallery build --layers blocks.10`)")

@@ -130,6 +130,17 @@ def _read_manifest(path: str, mtime_ns: int) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def shipped_atlases(root: Path | None = None) -> list[Atlas]:
+    """Every atlas in the atlas folder (read from the manifests: no model is loaded)."""
+    found = []
+    for manifest_path in sorted((root or atlas_root()).glob("*/manifest.json")):
+        try:
+            found.append(Atlas(manifest_path.parent, _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def find_atlas(model: LoadedModel, root: Path | None = None) -> Atlas | None:
     """The atlas shipped for this model and weights, or None (no atlas, or other weights)."""
     folder = (root or atlas_root()) / _safe(model.name)
