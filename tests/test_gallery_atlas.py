@@ -122,3 +122,30 @@ def test_the_page_opens_ready_on_the_atlas(tiny_atlas, monkeypatch, root, tmp_pa
     assert unit.header[0].value == "Unit 4 · conv3 · tiny"
     assert len(unit.get("image")) == 1 + 8, "the visualisation and the 8 photo patches"
     assert not any(b.key == "gal_examples" for b in unit.button), "the example table ships with the atlas"
+
+
+def test_a_layer_ending_in_relu6_is_optimised_before_it(tmp_path):
+    """A unit negative everywhere on the grey start gets no gradient through ReLU6 (EfficientNet-Lite0's
+    stem and head rendered flat grey): the gallery optimises the module before the activation instead."""
+    import torch
+    from torch import nn
+
+    from explorer.gallery import objective_layer
+    from explorer.models import LoadedModel
+    from explorer.optvis import objectives, render
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6())
+    with torch.no_grad():
+        head[1].bias.fill_(-20.0)  # every unit far below zero on any image in [0, 1] at the start
+    module = nn.Sequential(head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = LoadedModel(name="dead", module=module, preprocess=nn.Identity(), labels=["a", "b", "c"], input_size=(32, 32))
+    assert objective_layer(model, "0") == "0.1" and objective_layer(model, "0.0") == "0.0"
+    settings = TINY_SETTINGS.with_(steps=8)
+    stuck = render(model, objectives.channel("0", [0, 1]), settings)
+    assert stuck.final_activation.tolist() == [0.0, 0.0], "through the ReLU6 nothing moves"
+    store = GalleryStore(tmp_path / "store")
+    build(model, "0", [0, 1], settings, store=store)
+    before = render(model, objectives.channel("0.1", [0, 1]), settings.with_(steps=0)).final_activation
+    after = [e.activation for e in lookup(store, model, "0", settings).values()]
+    assert all(a > b for a, b in zip(after, before.tolist())), "before the activation the unit climbs"
