@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .errors import UnknownLayerError
+from .errors import UnknownLayerError, UserInputError
 
 OUTPUT = "output"
 
@@ -36,8 +36,16 @@ def _first_tensor(output: object) -> torch.Tensor:
     raise TypeError(f"Layer output of type {type(output).__name__} is not a tensor.")
 
 
+def _is_scripted(model: nn.Module) -> bool:
+    return isinstance(model, torch.jit.ScriptModule)
+
+
 def resolve_modules(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
     """Map layer names (as ``named_modules`` spells them) to modules; unknown names suggest close ones."""
+    if _is_scripted(model) and any(name != OUTPUT for name in layers):
+        raise UserInputError("This model is a TorchScript file: PyTorch cannot hook the layers inside it, so only its "
+                             "outputs (classes) can be read. Load its weights as a state dict of a named architecture "
+                             "to see its layers.")
     modules = dict(model.named_modules())
     found: dict[str, nn.Module] = {}
     for name in layers:
@@ -132,7 +140,7 @@ def layer_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, tuple[int
     reset = _active_call.set(token)
     try:
         for name, module in model.named_modules():
-            if name:
+            if name and not _is_scripted(model):  # TorchScript allows no hooks: only its output is known
                 handles.append(module.register_forward_hook(make_hook(name)))
         with torch.no_grad():
             model(x)

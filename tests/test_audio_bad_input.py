@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
 
 import numpy as np
@@ -12,22 +11,7 @@ import soundfile as sf
 
 from explorer import limits
 from explorer.audio import io as audio_io
-
-
-def wav_bytes(seconds: float = 0.5, rate: int = 16000, channels: int = 1, header_rate: int | None = None,
-              keep_frames: int | None = None) -> bytes:
-    """A 16-bit WAV; ``header_rate`` rewrites the rate in the header (a 'tiny WAV at an odd rate'),
-    ``keep_frames`` cuts the data after that many frames but leaves the header's length (a truncated file)."""
-    frames = int(seconds * rate)
-    t = np.arange(frames) / rate
-    buffer = io.BytesIO()
-    sf.write(buffer, np.repeat((0.3 * np.sin(2 * np.pi * 440 * t))[:, None], channels, 1), rate, format="WAV", subtype="PCM_16")
-    data = bytearray(buffer.getvalue())
-    if header_rate is not None:
-        struct.pack_into("<II", data, 24, header_rate, (header_rate * 2 * channels) & 0xFFFFFFFF)
-    if keep_frames is not None:
-        data = data[: 44 + keep_frames * 2 * channels]
-    return bytes(data)
+from tests.bad_inputs import wav_bytes
 
 
 @pytest.mark.parametrize("rate", [9_999_991, 2**31 - 1, 500, 0])

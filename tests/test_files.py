@@ -23,15 +23,16 @@ def _valid(data: bytes) -> bool:
     return len(data) > 20 and hashlib.sha1(data[20:]).digest() == data[:20]
 
 
-def _hammer(path: Path, write) -> tuple[list[BaseException], list[str]]:
-    """Two threads write ``path`` 300 times each while a third reads it as fast as it can."""
+def hammer(path: Path, write, times: int = 300) -> tuple[list[BaseException], list[str]]:
+    """Two threads write ``path`` ``times`` times each while a third reads it as fast as it can; returns the
+    writers' errors and the reader's bad reads (``write.check(data)`` judges a read, default: a digest)."""
     errors: list[BaseException] = []
     bad_reads: list[str] = []
     done = threading.Event()
 
     def writer(k: int) -> None:
         try:
-            for i in range(300):
+            for i in range(times):
                 write(k, i)
         except BaseException as exc:  # noqa: BLE001 — every failure is the test's business
             errors.append(exc)
@@ -62,7 +63,7 @@ def _hammer(path: Path, write) -> tuple[list[BaseException], list[str]]:
 
 def test_two_threads_writing_one_path_never_collide_and_readers_never_see_partial_files(tmp_path):
     path = tmp_path / "out" / "shared.bin"
-    errors, bad = _hammer(path, lambda k, i: atomic_write(path, _payload(k, i)))
+    errors, bad = hammer(path, lambda k, i: atomic_write(path, _payload(k, i)))
     assert not errors, errors[:3]
     assert not bad, bad[:5]
     assert _valid(path.read_bytes())
@@ -98,7 +99,7 @@ def test_the_project_writers_are_atomic_under_concurrency(tmp_path, kind):
         return data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 == len(data)
 
     write.check = check  # type: ignore[attr-defined]
-    errors, bad = _hammer(path, write)
+    errors, bad = hammer(path, write)
     assert not errors, errors[:3]
     assert not bad, bad[:5]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +21,11 @@ from torch import nn
 
 from .. import limits
 from ..errors import UserInputError
+
+
+# torch warns about the pickle protocol of perfectly ordinary files it is about to refuse or load: the
+# user gets our one-line verdict instead.
+warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 class WeightsError(UserInputError):

