@@ -17,10 +17,13 @@ PAGE_TABLE = [
     ("audio.py", "Audio hallucinations", ":material/graphic_eq:", "audio"),
 ]
 
+missing = [file for file, *_ in PAGE_TABLE if not (PAGES / file).is_file()]
+if missing:  # a listed page that is not there is a broken install: say so, never hide the page
+    raise FileNotFoundError(f"Pages listed in streamlit_app.py are missing from {PAGES}: {', '.join(missing)}")
+
 st.set_page_config(page_title="Machine Imagination Explorer", page_icon="🧠", layout="wide")
 pages = [
     st.Page(PAGES / file, title=title, icon=icon, url_path=url, default=(i == 0))
     for i, (file, title, icon, url) in enumerate(PAGE_TABLE)
-    if (PAGES / file).exists()
 ]
 st.navigation(pages).run()

@@ -776,10 +776,12 @@ def grow(
 # ==== transfer =================================================================================
 def transfer_table(image: torch.Tensor, target: int, models: Iterable[LoadedModel],
                    skipped: Iterable[dict] = ()) -> list[dict]:
-    """How each model sees a fooling image: p(target), its top class, whether it is fooled too."""
+    """How each model sees a fooling image, shown at the model's own input size: p(target), its top class,
+    whether it is fooled too."""
     rows = []
     for model in models:
-        top, top_p, probs = _top(model, image.to(model.device))
+        top, top_p, probs = _top(model, model.at_input_size(image.to(model.device)[None] if image.ndim == 3
+                                                            else image.to(model.device)))
         rows.append({"model": model.name, "weights": model.weights, "status": "ok",
                      "p_target": float(probs[target]) if target < probs.numel() else float("nan"),
                      "top_class": top, "top_label": model.label(top), "top_p": top_p, "fooled": top == target})

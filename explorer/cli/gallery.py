@@ -11,9 +11,9 @@ from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
 from ..gallery.builder import THUMBNAILS
-from ..models import DEFAULT_MODEL, load_model
+from ..models import DEFAULT_MODEL
 from ..parsing import parse_list, parse_units
-from .common import check_options, output_dir, progress, write_json
+from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
 
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="render the missing units of layers (resumable; safe to run twice at once)")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--weights", default=None, help="pretrained | random | PATH")
+    add_arch_option(b)
     b.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
     b.add_argument("--all-layers", action="store_true",
                    help="every main layer of the model (EfficientNet-Lite0: stem, blocks.0-15, head; ~3,100 units)")
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="copy a layer's images to a folder with index.json and index.csv")
     e.add_argument("--model", default=DEFAULT_MODEL)
     e.add_argument("--weights", default=None)
+    add_arch_option(e)
     e.add_argument("--layer", required=True)
     e.add_argument("--units", help="units to export (default: all stored)")
     e.add_argument("--out", default="out/gallery")
@@ -68,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = sub.add_parser("atlas", help="export a store's renders of every main layer as a compact read-only atlas (WebP)")
     a.add_argument("--model", default=DEFAULT_MODEL)
     a.add_argument("--weights", default=None)
+    add_arch_option(a)
     a.add_argument("--layers", help="comma-separated layers (default: every main layer, as build --all-layers)")
     a.add_argument("--store", help=store_help)
     a.add_argument("--out", default="assets/atlas", help="atlas folder (the model's atlas goes to OUT/<model>/)")
@@ -102,7 +105,7 @@ def run_build(args: argparse.Namespace) -> int:
 
         check_address(None if args.ray == "local" else args.ray)
     store = _store(args)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [model.default_layer or ""]
     if not layers or not layers[0]:
         raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
@@ -198,7 +201,7 @@ def run_export(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = output_dir(args.out)
     store = _store(args)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     n = layer_units(model, args.layer)
     units = parse_units(args.units, limit=n, layer=args.layer) if args.units else None
     variants = [MAX, NEG] + sorted({r["variant"] for r in store.summary() if r["variant"].startswith("facets")})
@@ -231,7 +234,7 @@ def run_atlas(args: argparse.Namespace) -> int:
     if args.examples not in ("builtin", "none"):
         raise UserInputError("--examples must be builtin or none (an atlas ships only photos every user has).")
     store = _store(args)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     layers = parse_list(args.layers) if args.layers else all_layers(model)
     for layer in layers:
         layer_units(model, layer)

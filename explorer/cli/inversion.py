@@ -8,9 +8,9 @@ import re
 from .. import inversion, limits
 from ..errors import UserInputError
 from ..images import save_png
-from ..models import DEFAULT_MODEL, load_model
+from ..models import DEFAULT_MODEL
 from ..parsing import parse_list
-from .common import check_options, output_dir, progress, write_json
+from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
 
 
 def _safe(name: str) -> str:
@@ -20,6 +20,7 @@ def _safe(name: str) -> str:
 def _photo_options(p: argparse.ArgumentParser, size: int) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--weights", default=None, help="pretrained | random | PATH")
+    add_arch_option(p)
     p.add_argument("--image", default="builtin:astronaut",
                    help="a photo file (PNG, JPEG, WebP, BMP, TIFF) or builtin:NAME (astronaut, chelsea, coffee, …)")
     p.add_argument("--size", type=int, default=size, help="the photo is resized to SIZE×SIZE pixels")
@@ -84,7 +85,7 @@ def run_invert(args: argparse.Namespace) -> int:
     photo = inversion.load_photo(args.image, args.size, args.fit)
     init_image = inversion.load_photo(args.init_image, args.size, args.fit) if args.init_image else None
     out = output_dir(args.out)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     layers = inversion.check_layers(model, parse_list(args.layers) if args.layers else inversion.default_layers(model))
     limits.check_batch_pixels(len(layers), args.size, what="layers")  # one reconstruction per layer, one batch
     with progress(settings.steps, f"invert {','.join(layers)}") as bar:
@@ -115,7 +116,7 @@ def run_dream(args: argparse.Namespace) -> int:
     )
     photo = inversion.load_photo(args.image, args.size, args.fit)
     out = output_dir(args.out)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     layer = args.layer or model.default_layer
     if layer is None:
         raise UserInputError("--layer is required for this model (`python -m explorer layers` lists them).")
@@ -142,7 +143,7 @@ def run_caricature(args: argparse.Namespace) -> int:
     )
     photo = inversion.load_photo(args.image, args.size, args.fit)
     out = output_dir(args.out)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     wanted = parse_list(args.layers) if args.layers else [model.default_layer or inversion.default_layers(model)[-1]]
     layers = inversion.check_layers(model, wanted)
     limits.check_batch_pixels(len(layers), args.size, what="layers")

@@ -7,11 +7,12 @@ import argparse
 from .. import limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL, load_model
+from ..models import DEFAULT_MODEL
 from ..optvis import RenderSettings, objectives, render
+from ..optvis.param import PARAMETERISATIONS
 from ..optvis.render import check_request
 from ..parsing import parse_units
-from .common import check_options, output_dir, progress, write_json
+from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
 
 
 def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
@@ -20,7 +21,8 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
     g.add_argument("--steps", type=int, default=defaults.steps)
     g.add_argument("--size", type=int, default=defaults.size)
     g.add_argument("--lr", type=float, default=defaults.lr)
-    g.add_argument("--param", choices=["fft", "pixel", "cppn"], default=defaults.param)
+    g.add_argument("--param", choices=PARAMETERISATIONS, default=defaults.param,
+                   help="fft: decorrelated Fourier; pixel; maco: phase only under a fixed photo spectrum; cppn")
     g.add_argument("--no-decorrelate", action="store_true", help="optimise RGB directly")
     g.add_argument("--decay", type=float, default=defaults.decay, help="Fourier spectrum decay (1/f^decay)")
     g.add_argument("--transforms", choices=["standard", "lucent", "none"], default=defaults.transforms)
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("visualize", help="feature visualisation of channels, neurons, classes or a layer")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--weights", default=None, help="pretrained | random | PATH")
+    add_arch_option(p)
     p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--channels", help="units, e.g. 0-15,20: one image per unit, rendered as one batch")
@@ -62,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("layers", help="list a model's layers with output shapes")
     q.add_argument("--model", default=DEFAULT_MODEL)
     q.add_argument("--weights", default=None)
+    add_arch_option(q)
     q.add_argument("--all", action="store_true", help="every submodule, not only the main layers")
     q.set_defaults(func=run_layers)
 
@@ -85,7 +89,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     if args.batch is not None:
         limits.check("batch", args.batch, what="--batch")
     out = output_dir(args.out)
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     objective = build_objective(model, args)
     check_request(model, objective, settings, args.batch)  # fail before any output or progress bar
     with progress(settings.steps, f"{model.name} {objective.name}") as callback:
@@ -103,7 +107,7 @@ def run_visualize(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights, device=args.device)
+    model = load_cli_model(args)
     infos = model.layers if args.all else model.main_layers()
     width = max(len(i.name) for i in infos)
     for info in infos:

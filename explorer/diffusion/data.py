@@ -14,12 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
+from ..models.labels import FASHION_LABELS
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_LABELS = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
 DIGIT_LABELS = [str(i) for i in range(10)]
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -6,7 +6,7 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import devices
 from ..capture import OUTPUT, capture, layer_shapes, resolve_modules
-from ..errors import UnknownLayerError
+from ..errors import UnknownLayerError, UserInputError
 
 
 class Normalize(nn.Module):
@@ -44,6 +44,20 @@ class Affine(nn.Module):
 
 
 IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: how to load one model by name."""
+
+    name: str
+    title: str
+    # loader(weights, device) -> LoadedModel; weights is "pretrained", "random" or a file path
+    loader: Callable[[str, torch.device], "LoadedModel"]
+    default_weights: str = "pretrained"
+    offline: bool = True  # its default weights ship with the project's dependencies
+    default_layer: str | None = None
+    family: str = "imagenet"  # label family: models of one family can judge each other's images
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,15 @@ class LoadedModel:
         self.preprocess.to(self.device)
 
     # ---- layers --------------------------------------------------------------------------
+    @property
+    def scripted(self) -> bool:
+        """A TorchScript module: it takes no hooks, so only its output (the logits) can be read."""
+        return isinstance(self.module, torch.jit.ScriptModule)
+
     @cached_property
     def _dry_run(self) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        if self.scripted:
+            return {}, {}
         with self._lock:
             x = torch.full((1, self.channels, *self.input_size), 0.5, device=self.device)
             return layer_shapes(self.module, self.preprocess(x))
@@ -153,6 +174,9 @@ class LoadedModel:
         for info in self.layers:
             if info.name == name:
                 return info
+        if self.scripted:
+            raise UserInputError(f"{self.name} is TorchScript: its inner layers take no hooks, only {OUTPUT!r} (the logits) "
+                                 "can be read. A state dict with --arch exposes every layer.")
         resolve_modules(self.module, [name])  # raises with suggestions when unknown
         raise UnknownLayerError(name, self.layer_shapes)  # a module that produces no tensor
 
@@ -181,12 +205,24 @@ class LoadedModel:
             acts = capture(self.module, x, layers, reused=self.reused_layers)
         return {k: v.float() for k, v in acts.items()}
 
+    def at_input_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Images resized (bilinear, antialiased) to the resolution the model was trained at: how it judges an
+        image made at another size (e.g. a 224-px render shown to a 260-px network)."""
+        if tuple(images.shape[-2:]) == tuple(self.input_size):
+            return images
+        return F.interpolate(images, size=tuple(self.input_size), mode="bilinear", align_corners=False,
+                             antialias=True).clamp(0, 1)
+
     @torch.no_grad()
-    def probabilities(self, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
-        """Softmax over classes for images in [0, 1], computed in batches; returned on the CPU."""
+    def probabilities(self, images: torch.Tensor, *, batch_size: int = 64, native_size: bool = False) -> torch.Tensor:
+        """Softmax over classes for images in [0, 1], computed in batches; returned on the CPU.
+        ``native_size`` first resizes them to the model's input size (:meth:`at_input_size`)."""
         out = []
         for start in range(0, images.shape[0], batch_size):
-            logits = self.activations(images[start : start + batch_size], [OUTPUT])[OUTPUT]
+            chunk = images[start : start + batch_size]
+            if native_size:
+                chunk = self.at_input_size(chunk.to(self.device, torch.float32))
+            logits = self.activations(chunk, [OUTPUT])[OUTPUT]
             out.append(torch.softmax(logits, dim=-1).cpu())
         return torch.cat(out)
 

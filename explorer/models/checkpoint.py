@@ -1,9 +1,10 @@
-"""User checkpoints: a TorchScript file, or a state dict (.pt/.pth via weights_only, or .safetensors)
-for a named torchvision architecture."""
+"""User checkpoints (``checkpoint:PATH``): a TorchScript file, or a state dict (.pt/.pth read with
+weights_only, or .safetensors) for a named torchvision architecture (``arch``, ``--arch`` on the CLI)."""
 
 from __future__ import annotations
 
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -12,11 +13,17 @@ import torch
 from .. import devices
 from ..errors import UserInputError
 from .base import IMAGENET_NORMALIZE, LoadedModel, Normalize
-from .imagenet import imagenet_labels
+from .labels import imagenet_labels
 from .weights import check_module_finite, load_weights, read_state_dict
+
+CHECKPOINT_PREFIX = "checkpoint:"
 
 _cache: dict[tuple[str, str | None, str], LoadedModel] = {}
 _lock = threading.Lock()
+
+
+class TorchScriptTrustWarning(UserWarning):
+    """A TorchScript file carries its own code, which runs on every forward pass."""
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -36,6 +43,11 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_torchscript(file: Path) -> torch.nn.Module:
+    warnings.warn(
+        f"{file.name} is TorchScript: the code stored in the file runs on every forward pass. "
+        "Load only files from a source you trust (a state dict with --arch runs no code of its own).",
+        TorchScriptTrustWarning, stacklevel=4,
+    )
     try:
         module = torch.jit.load(str(file), map_location="cpu")
     except Exception as exc:  # a zip with a code/ folder that is not a TorchScript module, or a damaged one
@@ -45,10 +57,25 @@ def _load_torchscript(file: Path) -> torch.nn.Module:
     return module
 
 
+def _state_dict_model(file: Path, arch: str) -> torch.nn.Module:
+    state = read_state_dict(file)  # unreadable files say why before any talk of architectures
+    from ..compat import import_torchvision
+
+    tv = import_torchvision()
+    try:
+        module = tv.models.get_model(arch, weights=None)
+    except ValueError as exc:
+        known = ", ".join(sorted(tv.models.list_models(module=tv.models))[:12])
+        raise UserInputError(f"Unknown torchvision architecture {arch!r} (e.g. {known}, …).") from exc
+    load_weights(module, state, arch, label=file.name)
+    return module
+
+
 def load_checkpoint(
     path: str, arch: str | None = None, device: str | torch.device | None = "auto", input_size: int = 224
 ) -> LoadedModel:
-    """Load a user checkpoint. State dicts need ``arch`` (a torchvision architecture name)."""
+    """Load a user checkpoint. State dicts need ``arch`` (a torchvision architecture name); TorchScript
+    files must not get one (they carry their architecture) and raise a :class:`TorchScriptTrustWarning`."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserInputError(f"Checkpoint not found: {file}")
@@ -60,32 +87,25 @@ def load_checkpoint(
         if file.stat().st_size == 0:
             raise UserInputError(f"{file.name} is empty (0 bytes): it holds no model.")
         if _is_torchscript(file):
+            if arch:
+                raise UserInputError(f"{file.name} is TorchScript and carries its own architecture: leave out arch/--arch.")
             module = _load_torchscript(file)
-            name = f"checkpoint:{file.name}"
         else:
-            state = read_state_dict(file)  # unreadable files say why before any talk of architectures
             if not arch:
+                read_state_dict(file)  # an unreadable file says why first
                 raise UserInputError(
-                    f"{file.name} is a state dict: name its torchvision architecture (e.g. arch='resnet50')."
+                    f"{file.name} is a state dict: name its torchvision architecture with --arch (e.g. --arch resnet50)."
                 )
-            from ..compat import import_torchvision
-
-            tv = import_torchvision()
-            try:
-                module = tv.models.get_model(arch, weights=None)
-            except ValueError as exc:
-                raise UserInputError(f"Unknown torchvision architecture {arch!r}.") from exc
-            load_weights(module, state, arch, label=file.name)
-            name = f"checkpoint:{file.name}"
+            module = _state_dict_model(file, arch)
         model = LoadedModel(
-            name=name,
+            name=f"{CHECKPOINT_PREFIX}{file.name}",
             module=module,
             preprocess=Normalize(*IMAGENET_NORMALIZE),
             labels=imagenet_labels(),
             input_size=(input_size, input_size),
             device=dev,
             weights=str(file),
-            description=f"User checkpoint {file.name}" + (f" ({arch})" if arch else " (TorchScript)"),
+            description=f"User checkpoint {file.name}" + (f" ({arch})" if arch else " (TorchScript: trusted code)"),
         )
         _cache[key] = model
         return model

@@ -14,9 +14,9 @@ from torch import nn
 
 from .. import devices
 from ..errors import UserInputError
-from .base import LoadedModel, Normalize
-from .registry import ModelSpec, WeightsUnavailable, register
-from .weights import load_weights
+from .base import LoadedModel, ModelSpec, Normalize
+from .labels import FASHION_LABELS
+from .weights import WeightsUnavailable, load_weights
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "fashion_cnn"
 
@@ -92,18 +92,17 @@ def load_classifier_dir(folder: str | Path, device: torch.device | str = "cpu", 
 
 def _load_fashion_cnn(weights: str, device: torch.device) -> LoadedModel:
     if weights == "random":
-        from ..diffusion.data import FASHION_LABELS
-
-        config = {"input_size": [28, 28], "labels": FASHION_LABELS, "normalize": [[0.286], [0.353]]}
+        labels = list(FASHION_LABELS)
+        config = {"input_size": [28, 28], "labels": labels, "normalize": [[0.286], [0.353]]}
         with devices.seeded(0):  # the same random weights every time, the caller's RNG untouched
             module = build_classifier(config)
-        return LoadedModel("fashion_cnn", module, Normalize(*config["normalize"]), FASHION_LABELS,
+        return LoadedModel("fashion_cnn", module, Normalize(*config["normalize"]), labels,
                            (28, 28), device, "random", channels=1, fixed_input_size=True, default_layer="features.block2")
     folder = ASSET_DIR if weights == "pretrained" else Path(weights)
     return load_classifier_dir(folder, device, name="fashion_cnn")
 
 
-register(ModelSpec(
+SPECS = [ModelSpec(
     name="fashion_cnn",
     title="Fashion-MNIST CNN (trained by the project)",
     loader=_load_fashion_cnn,
@@ -111,4 +110,4 @@ register(ModelSpec(
     offline=True,
     default_layer="features.block2",
     family="fashion",
-))
+)]

