@@ -4,6 +4,9 @@
            model overview (every layer, 8 units each) and of the whole blocks.10 grid (112 units),
            each in a fresh session (a new AppTest) of a server that has loaded the model once;
            the very first run of the process (model load) is reported apart. Budget: 1 s.
+0b. browser — the real app (`streamlit run`, Chromium): wall time from opening the gallery to every
+           overview image shown, on a server that has just started (its first view loads the model) and
+           again in a new tab; then the same for the whole blocks.10 grid.
 1. page  — server-side render time of a cached 64-unit grid page (Streamlit AppTest run of the
            page script with the model already loaded and all 64 tiles in the store), against the
            1 s budget of the issue.
@@ -82,6 +85,31 @@ def bench_atlas(model_name: str, layer: str, repeats: int) -> None:
               f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); {tiles} images shown; budget 1000 ms")
 
 
+def bench_browser(model_name: str, layer: str) -> None:
+    from tests.browser import browser_page, running_app, wait_for_count
+
+    from explorer.gallery.atlas import find_atlas
+
+    env = {"EXPLORER_CACHE_DIR": tempfile.mkdtemp(prefix="gallery_browser_bench_")}  # an empty user store
+    atlas = find_atlas(load_model(model_name, device="auto"))
+    if atlas is None:
+        raise SystemExit(f"no atlas for {model_name}")
+    overview_images = sum(min(8, atlas.units(name)) for name in atlas.layers)  # what the atlas can show
+    grid_images = atlas.units(layer)
+    with running_app(env) as url, browser_page() as page:
+        for label, query, expected in (("overview, first view after server start (loads the model)", "", overview_images),
+                                       ("overview, opened again (a new session)", "", overview_images),
+                                       (f"{layer} grid (a new session)", f"&layer={layer}", grid_images),
+                                       (f"{layer} grid, opened again", f"&layer={layer}", grid_images)):
+            tab = page  # every goto loads the page afresh: a new Streamlit session
+            started = time.perf_counter()
+            tab.goto(f"{url}/gallery?model={model_name}{query}")
+            shown = wait_for_count(tab.locator("a.gal-tile img"), expected, timeout=300)
+            tab.wait_for_function(f"Array.from(document.querySelectorAll('a.gal-tile img')).filter(i => i.complete && i.naturalWidth > 0).length >= {expected}",
+                                  timeout=300_000)
+            print(f"browser: {label}: {expected} images shown (counted {shown}) {time.perf_counter() - started:.2f} s after opening")
+
+
 def bench_page(model_name: str, layer: str, repeats: int) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -132,7 +160,7 @@ def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["atlas", "page", "build"])
+    parser.add_argument("--only", choices=["atlas", "browser", "page", "build"])
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--layer", default="blocks.10")
     parser.add_argument("--repeats", type=int, default=5)
@@ -143,6 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.only in (None, "atlas"):
         bench_atlas(args.model, args.layer, args.repeats)
+    if args.only in (None, "browser"):
+        bench_browser(args.model, args.layer)
     if args.only in (None, "page"):
         bench_page(args.model, args.layer, args.repeats)
     if args.only in (None, "build"):
