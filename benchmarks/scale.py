@@ -15,7 +15,6 @@ Results go to stdout and, with --json, to a file that benchmarks/scale_simulatio
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPAT
 import torch  # noqa: E402
 
 from explorer import scale  # noqa: E402
+from explorer.files import write_json  # noqa: E402
 from explorer.gallery import THUMBNAILS, GalleryStore, MAX, build, render_units, store_units, unit_key  # noqa: E402
 from explorer.gallery.store import new_worker_id  # noqa: E402
 from explorer.models import load_model  # noqa: E402
@@ -146,8 +146,7 @@ def main() -> None:
     figures["worker_load_seconds"] = max(one["worker_load_seconds"], two["worker_load_seconds"])
     print(f"machine: load average now {os.getloadavg()[0]:.1f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)  # atomic; makes the folder
         print(f"wrote {args.json}")
 
 

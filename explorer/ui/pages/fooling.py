@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explorer import fooling
+from explorer import fooling, limits
 from explorer.errors import UserInputError
 from explorer.images import grid, png_bytes, to_uint8
 from explorer.models import available_models
@@ -132,7 +132,7 @@ def sweep_tab() -> None:
         c1, c2, c3 = st.columns(3)
         n = c1.number_input("Samples per family", 1, 1_000_000, 1000, step=100, key=f"{SWEEP}_n")
         seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{SWEEP}_seed")
-        batch = c3.number_input("Batch", 1, 512, 32, key=f"{SWEEP}_batch", help="results do not depend on it")
+        batch = c3.number_input("Batch", 1, limits.MAX_BATCH, 32, key=f"{SWEEP}_batch", help="results do not depend on it")
         options = noise_options(SWEEP)
     go_col, cancel_col = st.columns([1, 6])
     start = go_col.button("Sweep", type="primary", key=f"{SWEEP}_go")
