@@ -38,12 +38,59 @@ def choose_device(preference: str | torch.device | None = "auto") -> torch.devic
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed precision for forward passes on CUDA (bf16 where supported); a no-op on CPU."""
-    if not enabled or device.type != "cuda":
+def autocast(device: torch.device, enabled: bool | str = True) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes.
+
+    ``True``: bf16 (fp16 where bf16 is unsupported) on CUDA, nothing on CPU; ``"bf16"``: bf16 on any
+    device; ``False``: full precision. The weight-cast cache is off so a CUDA graph can capture it.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    if enabled == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    if device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=dtype, cache_enabled=False)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AMX tiles), where bf16 autocast pays off."""
+    try:
+        return bool(torch._C._cpu._init_amx())
+    except Exception:  # older torch, another architecture
+        return False
+
+
+def render_precision(device: torch.device, choice: bool | str = "auto") -> bool | str:
+    """The mixed-precision mode for feature-visualisation steps on ``device`` (what ``autocast`` takes).
+
+    ``"auto"`` is the measured choice (docs/ARCHITECTURE.md, "Render defaults"): fp32 + TF32 on CUDA
+    (bf16 autocast made H100 renders 2.2× slower, issue 10), bf16 on CPUs with AMX when it is faster
+    there at an activation within 2 % of fp32, fp32 elsewhere. Anything else is passed through.
+    """
+    if choice != "auto":
+        return choice
+    if device.type == "cpu" and CPU_BF16_RENDERS and cpu_has_fast_bf16():
+        return "bf16"
+    return False
+
+
+CPU_BF16_RENDERS = False  # set by measurement (benchmarks/precision.py): bf16 renders on AMX CPUs
+
+
+@contextlib.contextmanager
+def fast_fp32(device: torch.device) -> Iterator[None]:
+    """TF32 tensor-core maths for fp32 matmuls and convolutions on CUDA during the block (restored after)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -72,3 +119,22 @@ def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None
     with torch.random.fork_rng(devices=[torch.device(device or "cuda")] if cuda else []):
         torch.manual_seed(int(seed))
         yield
+
+
+def describe(device: torch.device | str) -> str:
+    """The hardware behind a device, for benchmark records: "NVIDIA H100 80GB HBM3" or "CPU: <model>, N cores"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -25,8 +25,14 @@ class Settings:
 
         check_fields(self, self.LIMIT_OVERRIDES)
 
+    # Fields added after stores were built, with the value that reproduces the old behaviour: while a
+    # field holds that value it is left out of to_dict() and so of the digest, and settings saved
+    # before the field existed keep their keys and compare equal.
+    LEGACY_VALUES: ClassVar[dict] = {}
+
     def to_dict(self) -> dict:
-        return asdict(self)  # type: ignore[call-overload]
+        data = asdict(self)  # type: ignore[call-overload]
+        return {k: v for k, v in data.items() if not (k in self.LEGACY_VALUES and v == self.LEGACY_VALUES[k])}
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

@@ -136,3 +136,67 @@ def test_library_functions_leave_the_global_rng_alone(tiny):
     _rng_untouched(lambda: _load_fashion_cnn("random", torch.device("cpu")))
     _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2), device="cpu",
                                  target=ImageTarget(tiny, objectives.channel("conv2", 3))))
+
+
+# ---- the CUDA-graph path, on CPU ----------------------------------------------------------------------
+S_GRAPH = dict(size=32, steps=10, seed=3)
+
+
+def test_graph_request_falls_back_to_eager_with_the_same_images(tiny):
+    """No CUDA here: asking for the graphed step must give exactly the eager images for a seed."""
+    a = render(tiny, objectives.channel("conv2", [0, 1, 2]), graph=True, **S_GRAPH)
+    b = render(tiny, objectives.channel("conv2", [0, 1, 2]), graph=False, **S_GRAPH)
+    assert torch.equal(a.images, b.images) and torch.equal(a.history, b.history)
+
+
+def test_graph_control_flow_matches_eager(tiny, monkeypatch):
+    """The CUDA path's control flow (eager warm-up steps, one capture, replays that read the step counter,
+    the learning rate and the transforms' random numbers from device tensors, callbacks every N steps)
+    emulated on CPU: a replay runs the captured step again. Same images as the eager loop."""
+    import importlib
+
+    loop = importlib.import_module("explorer.optvis.optimise")  # the module (the package exports the function)
+
+    replays = []
+
+    class EmulatedGraph(loop._CudaGraph):
+        def warm_up(self):
+            self.step.zero_grad()
+            self.step.run()
+
+        def capture(self):
+            self.graph = "captured"
+            return True
+
+        def replay(self):  # a replay overwrites the gradients (capture allocated them), it never accumulates
+            replays.append(int(self.step.counter))
+            self.step.zero_grad()
+            self.step.run()
+
+    monkeypatch.setattr(loop, "_CudaGraph", EmulatedGraph)
+    monkeypatch.setattr(loop, "_wants_graph", lambda graph, device, transforms: bool(graph))
+    monkeypatch.setattr(loop, "_graph_optimizer", lambda params, lr, wd: torch.optim.Adam(params, lr=lr, foreach=False))
+    calls = []
+    settings = dict(size=32, steps=12, seed=5, lr_schedule="cosine")
+    graphed = render(tiny, objectives.channel("conv2", [0, 1]), graph=True,
+                     callback=lambda s, t, p, v: calls.append(s), **settings)
+    eager = render(tiny, objectives.channel("conv2", [0, 1]), graph=False, **settings)
+    assert replays == list(range(EmulatedGraph.WARMUP, 12))  # steps 4…12 replayed, step counter on the device
+    assert calls == list(range(1, 13))  # check_every defaults to 1 on CPU
+    assert torch.allclose(graphed.images, eager.images, atol=1e-5)
+    assert torch.allclose(graphed.history, eager.history, atol=1e-4)
+    assert not torch.equal(graphed.images, render(tiny, objectives.channel("conv2", [0, 1]), graph=False,
+                                                  **{**settings, "seed": 6}).images)
+
+
+def test_transforms_draw_nothing_on_the_host():
+    """The render transforms take their random numbers as a tensor: a whole run's draws can be made up
+    front on the device, and the same numbers give the same images."""
+    from explorer.optvis import transforms as T
+
+    t = T.standard_transforms(64, output_size=80)
+    x = torch.rand(2, 3, 64, 64)
+    u = torch.rand(2, t.draws, generator=torch.Generator().manual_seed(0))
+    assert t.apply(x, u).shape == (2, 3, 80, 80)
+    assert torch.equal(t.apply(x, u), t.apply(x, u))
+    assert not torch.equal(t.apply(x, u), t.apply(x, torch.rand(2, t.draws)))

@@ -97,3 +97,37 @@ def test_two_threads_rendering_on_one_model_match_sequential(tiny):
     [t.join() for t in threads]
     for e, g in zip(expected, got):
         assert torch.allclose(e, g, atol=1e-6)
+
+
+def test_network_input_size_is_what_the_final_activation_measures(tiny):
+    """A 32-px param seen by the network at 48 px: the reported activation is the objective on the
+    final image resized to 48 px (checked independently with evaluate)."""
+    import torch.nn.functional as F
+
+    from explorer.optvis import evaluate
+
+    objective = objectives.channel("conv2", [0, 1])
+    _ = tiny.layer_shapes  # the dry run (at the model's nominal 32 px) happens before we watch
+    sizes = set()
+    hook = tiny.module.register_forward_pre_hook(lambda module, inputs: sizes.add(tuple(inputs[0].shape[-2:])))
+    try:
+        result = render(tiny, objective, S.with_(input_size=48))
+    finally:
+        hook.remove()
+    assert sizes == {(48, 48)} and result.images.shape[-2:] == (32, 32)  # every step and the final measure
+    seen = F.interpolate(result.images, size=(48, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(result.final_activation, evaluate(tiny, objective, seen), atol=1e-5)
+
+
+def test_thumbnail_settings_keep_their_cache_key():
+    """Fields added later are left out of to_dict()/digest at their old-behaviour value: a gallery store
+    built with the thumbnail settings before they existed still finds its images."""
+    import hashlib
+    import json
+
+    from explorer.optvis import FAST
+
+    data = FAST.to_dict()
+    assert "input_size" not in data and "lr_schedule" not in data and data["autocast"] is True
+    assert FAST.digest() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    assert RenderSettings().digest() != FAST.with_(size=224, steps=128, autocast="auto").digest()  # "model" input

@@ -46,3 +46,28 @@ def test_standard_set_is_reproducible_and_differentiable():
     assert torch.equal(a, b)
     a.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_fused_affine_equals_pad_and_two_jitters():
+    """RandomAffine with no zoom/rotation is exactly pad (grey) + crop + crop, in one resample."""
+    import torch.nn.functional as F
+
+    x = torch.rand(2, 3, 20, 24)
+    t = T.RandomAffine(pad=3, jitter=4, jitter2=2)
+    u = torch.tensor([[0.3, 0.8, 0.5, 0.5, 0.9, 0.1], [0.0, 0.99, 0.2, 0.7, 0.0, 0.6]])
+    out = t.apply(x, u)
+    assert out.shape == (2, 3, 22, 26)
+    for b in range(2):
+        y1, x1 = (u[b, :2] * 4).long().tolist()
+        y2, x2 = (u[b, 4:] * 2).long().tolist()
+        padded = F.pad(x[b : b + 1], (3,) * 4, value=0.5)
+        first = padded[..., y1 : y1 + 23, x1 : x1 + 27]
+        assert torch.allclose(out[b], first[0, :, y2 : y2 + 22, x2 : x2 + 26], atol=1e-5)
+
+
+def test_fused_affine_resizes_like_bilinear_interpolation():
+    import torch.nn.functional as F
+
+    x = torch.rand(2, 3, 20, 24)
+    out = T.resize_to(40).apply(x, torch.zeros(2, T.RandomAffine.draws))
+    assert torch.allclose(out, F.interpolate(x, size=(40, 40), mode="bilinear", align_corners=False), atol=1e-5)

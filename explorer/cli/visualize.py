@@ -33,6 +33,27 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
     g.add_argument("--blur-sigma", type=float, default=defaults.blur_sigma)
     g.add_argument("--diversity", type=float, default=defaults.diversity)
     g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--input-size", default=str(defaults.input_size),
+                   help="what the network sees: 'model' (its input size), 'param' (the transformed image as it is) or pixels")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=defaults.lr_schedule)
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"], default=_precision_name(defaults.autocast),
+                   help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; cuda-bf16: bf16 on CUDA only")
+
+
+def _precision_name(autocast: bool | str) -> str:
+    return {True: "cuda-bf16", False: "fp32"}[autocast] if isinstance(autocast, bool) else str(autocast)
+
+
+def _input_size(text: str) -> int | str:
+    if text in ("model", "param"):
+        return text
+    try:
+        size = int(text)
+    except ValueError:
+        raise UserInputError(f"--input-size takes model, param or a number of pixels, not {text!r}.") from None
+    if not 16 <= size <= 1024:
+        raise UserInputError(f"--input-size {size} is out of range: use 16–1024 px (or model / param).")
+    return size
 
 
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
@@ -43,6 +64,8 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, diversity=args.diversity, seed=args.seed,
+        input_size=_input_size(args.input_size), lr_schedule=args.lr_schedule,
+        autocast={"auto": "auto", "fp32": False, "bf16": "bf16", "cuda-bf16": True}[args.precision],
     )
 
 

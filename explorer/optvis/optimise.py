@@ -64,7 +64,7 @@ def split_score(output: ScoreOutput) -> tuple[torch.Tensor, dict[str, torch.Tens
 
 
 class _Best:
-    """Per item, the image ranked highest by (accepted, value); all on the device."""
+    """Per item, the image ranked highest by (accepted, value); all on the device, updated in place."""
 
     def __init__(self, image: torch.Tensor, values: torch.Tensor):
         self.image = image.detach().clone()
@@ -78,11 +78,11 @@ class _Best:
         usable = torch.isfinite(values)
         accepted = accepted.to(torch.bool) & usable
         better = usable & ((accepted & ~self.accepted) | ((accepted == self.accepted) & (values > self.values)))
-        self.values = torch.where(better, values, self.values)
-        self.accepted = torch.where(better, accepted, self.accepted)
-        self.step = torch.where(better, torch.as_tensor(step, device=self.step.device), self.step)
+        self.values.copy_(torch.where(better, values, self.values))
+        self.accepted.copy_(torch.where(better, accepted, self.accepted))
+        self.step.copy_(torch.where(better, torch.as_tensor(step, device=self.step.device), self.step))
         mask = better.view(-1, *([1] * (image.ndim - 1)))
-        self.image = torch.where(mask, image.detach(), self.image)
+        self.image.copy_(torch.where(mask, image.detach(), self.image))
 
 
 def _lr_factor(schedule: str, step: int, steps: int) -> float:
@@ -94,6 +94,130 @@ def _lr_factor(schedule: str, step: int, steps: int) -> float:
 
         return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / (steps - 1)))
     raise ValueError(f"Unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}.")
+
+
+class _Step:
+    """One optimisation step and its device-side books, written so a CUDA graph can capture it.
+
+    Everything a step needs from the host is on the device before it runs (the step counter, the
+    transforms' random numbers, the learning rate), and everything it records goes into preallocated
+    buffers indexed by the counter: the same code runs eagerly (CPU, first steps) or as a graph replay.
+    """
+
+    def __init__(self, param: ImageParam, score: Score, transforms: Transform | None, generator: torch.Generator | None,
+                 optimizer: torch.optim.Optimizer, steps: int, lr_table: torch.Tensor, lr_tensor: torch.Tensor | None,
+                 keep_best: bool, accept: Accept | None, device: torch.device):
+        self.param, self.score, self.transforms, self.generator = param, score, transforms, generator
+        self.optimizer, self.steps, self.lr_table, self.lr_tensor = optimizer, steps, lr_table, lr_tensor
+        self.track_best_inside = keep_best and accept is None  # accept may read values on the host: run it outside
+        self.device = device
+        with torch.no_grad():
+            start = param().detach()
+        batch = start.shape[0]
+        draws = int(getattr(transforms, "draws", 0)) if hasattr(transforms, "apply") else 0
+        # transforms that take their random numbers as a tensor get the whole run's up front, on the device
+        self.table = torch.rand(steps, batch, draws, generator=generator, device=device) if draws and steps else None
+        self.counter = torch.zeros((), dtype=torch.long, device=device)  # 0-based index of the next step
+        self.all_finite = torch.ones((), dtype=torch.bool, device=device)
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first non-finite objective
+        self.bad_was_nan = torch.zeros((), dtype=torch.bool, device=device)
+        self.last_good = start.clone()  # the last image whose objective was finite
+        self.history = torch.zeros(steps, batch, device=device)
+        self.metrics: dict[str, torch.Tensor] | None = None
+        self.best: _Best | None = None
+        self.keep_best = keep_best
+        # outputs of the latest step (a graph's static outputs)
+        self.image: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.step_metrics: dict[str, torch.Tensor] = {}
+        self.finite: torch.Tensor | None = None
+
+    def run(self) -> None:
+        index = self.counter.view(1)
+        if self.lr_tensor is not None:
+            self.lr_tensor.copy_(self.lr_table.index_select(0, index)[0])
+        image = self.param()
+        if self.table is not None:
+            transformed = self.transforms.apply(image, self.table.index_select(0, index)[0])
+        elif self.transforms is not None:
+            transformed = self.transforms(image, self.generator)
+        else:
+            transformed = image
+        values, metrics = split_score(self.score(image, transformed))
+        loss = -values.sum()
+        with torch.no_grad():
+            seen, done = image.detach(), values.detach().float()
+            finite = torch.isfinite(loss.detach())
+            newly_bad = self.all_finite & ~finite
+            self.first_bad.copy_(torch.where(newly_bad, self.counter + 1, self.first_bad))
+            self.bad_was_nan.copy_(torch.where(newly_bad, torch.isnan(loss.detach()), self.bad_was_nan))
+            self.all_finite.copy_(self.all_finite & finite)
+            self.last_good.copy_(torch.where(self.all_finite, seen, self.last_good))
+            self.history.index_copy_(0, index, done[None])
+            if self.metrics is None:
+                self.metrics = {name: torch.zeros(self.steps, *v.shape, device=self.device) for name, v in metrics.items()}
+            for name, value in metrics.items():
+                self.metrics[name].index_copy_(0, index, value.detach().float()[None])
+            if self.track_best_inside:
+                self.best = self.best or _Best(seen, done)
+                self.best.offer(seen, done, self.all_finite.expand_as(done), self.counter)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.counter.add_(1)
+        self.image, self.values, self.step_metrics, self.finite = seen, done, metrics, finite
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class _CudaGraph:
+    """Replays a captured :class:`_Step` (no kernel-launch or Python cost per step); None when capture fails."""
+
+    WARMUP = 3  # eager steps on a side stream before capture (lazy CUDA initialisation happens there)
+
+    def __init__(self, step: _Step):
+        self.step = step
+        self.graph = None
+
+    def warm_up(self) -> None:
+        stream = torch.cuda.Stream(self.step.device)
+        stream.wait_stream(torch.cuda.current_stream(self.step.device))
+        with torch.cuda.stream(stream):
+            self.step.zero_grad()
+            self.step.run()
+        torch.cuda.current_stream(self.step.device).wait_stream(stream)
+
+    def capture(self) -> bool:
+        """Capture one step; True on success (the captured step has NOT run yet: replay it)."""
+        graph = torch.cuda.CUDAGraph()
+        self.step.zero_grad()  # backward then allocates the gradients from the graph's pool
+        try:
+            with torch.cuda.graph(graph):
+                self.step.run()
+        except Exception:  # an unsupported op (host sync, data-dependent shape): stay eager
+            torch.cuda.synchronize(self.step.device)
+            self.step.zero_grad()
+            return False
+        self.graph = graph
+        return True
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def _wants_graph(graph: bool | str, device: torch.device, transforms: Transform | None) -> bool:
+    """CUDA graphs only on CUDA, and only when every random draw of a step is known before it runs."""
+    if graph is False or graph == "off" or device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    if transforms is not None and not hasattr(transforms, "apply"):
+        return False  # a transform that draws from a generator itself: not replayable
+    return getattr(torch.cuda, "CUDAGraph", None) is not None
+
+
+def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam that a CUDA graph can capture: its step count and learning rate are device tensors."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=True)
 
 
 def optimise(
@@ -119,6 +243,7 @@ def optimise(
     progress_values: str | None = None,
     weight_decay: float = 0.0,
     check_every: int | None = None,
+    graph: bool | str = False,
 ) -> OptimisationResult:
     """Adam on ``param`` maximising ``score(image, transforms(image))`` summed over the batch.
 
@@ -132,6 +257,9 @@ def optimise(
       or the score turns NaN/inf (→ ``"diverged: …"``, keeping the last finite image).
     * ``check_every``: how often the host reads the device-side bookkeeping (finiteness, targets) and
       calls ``callback``; default every step on CPU, every 16 steps elsewhere.
+    * ``graph``: on CUDA, capture the step in a CUDA graph after a few eager steps and replay it
+      ("auto"/True); anywhere else, or when capture fails (an op that syncs with the host, a score with
+      Python-side state), the loop stays eager. The score must then be a pure function of its inputs.
     """
     start = time.perf_counter()
     if lr_schedule not in LR_SCHEDULES:
@@ -141,83 +269,78 @@ def optimise(
     every = max(1, int(check_every or (1 if device.type == "cpu" else 16)))
     keep_best = keep_best or accept is not None
     marks = {int(t) for t in thresholds if 0 < int(t) <= steps}
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    history: list[torch.Tensor] = []
-    metric_history: dict[str, list[torch.Tensor]] = {}
+    use_graph = _wants_graph(graph, device, transforms) and steps > _CudaGraph.WARMUP + 1
+    lr_table = torch.tensor([lr * _lr_factor(lr_schedule, i, steps) for i in range(1, steps + 1)] or [lr],
+                            dtype=torch.float32, device=device)
+    lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device) if use_graph else None
+    optimizer = (_graph_optimizer(params, lr_tensor, weight_decay) if use_graph
+                 else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
+    books = _Step(param, score, transforms, generator, optimizer, steps, lr_table, lr_tensor, keep_best, accept, device)
+    runner = _CudaGraph(books) if use_graph else None
     snapshots: dict[int, torch.Tensor] = {}
     stopped: str | None = None
-    with torch.no_grad():
-        last_good = param().detach().clone()  # the last image whose objective was finite
-    all_finite = torch.ones((), dtype=torch.bool, device=device)
-    first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first non-finite objective
-    bad_was_nan = torch.zeros((), dtype=torch.bool, device=device)
-    best: _Best | None = None
+    done = 0  # steps run
 
     for step in range(1, steps + 1):
         if stop_requested(should_stop):
             stopped = CANCELLED
             break
-        for group in optimizer.param_groups:
-            group["lr"] = lr * _lr_factor(lr_schedule, step, steps)
-        optimizer.zero_grad(set_to_none=True)
-        image = param()
-        transformed = transforms(image, generator) if transforms is not None else image
-        values, metrics = split_score(score(image, transformed))
-        loss = -values.sum()
-        finite = torch.isfinite(loss.detach())
-        newly_bad = all_finite & ~finite
-        first_bad = torch.where(newly_bad, torch.full_like(first_bad, step), first_bad)
-        bad_was_nan = torch.where(newly_bad, torch.isnan(loss.detach()), bad_was_nan)
-        all_finite = all_finite & finite
-        seen = image.detach()
-        last_good = torch.where(all_finite, seen, last_good)
+        if runner is not None and runner.graph is not None:
+            runner.replay()
+        elif runner is not None and step <= _CudaGraph.WARMUP:
+            runner.warm_up()
+        elif runner is not None and runner.capture():
+            runner.replay()
+        else:
+            runner = None
+            if lr_tensor is None:  # (with a tensor learning rate the step reads it from lr_table itself)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * _lr_factor(lr_schedule, step, steps)
+            books.zero_grad()
+            books.run()
+        done = step
         check = step % every == 0 or step == steps
-        if check and not bool(all_finite):
+        if check and not bool(books.all_finite):
             break
-        loss.backward()
-        optimizer.step()
         if project is not None:
             project(param)
         if blur_every and step % blur_every == 0 and param.settable:
             param.blur_(blur_sigma)
-        values = values.detach()
-        history.append(values)
-        for name, value in metrics.items():
-            metric_history.setdefault(name, []).append(value.detach())
-        if keep_best:
-            best = best or _Best(seen, values)
+        if accept is not None:
+            books.best = books.best or _Best(books.image, books.values)
             with torch.no_grad():
-                ok = accept(seen, values) if accept is not None else torch.ones_like(values, dtype=torch.bool)
-            best.offer(seen, values, ok & all_finite, step - 1)
+                ok = accept(books.image, books.values)
+            books.best.offer(books.image, books.values, ok & books.all_finite, step - 1)
         if step in marks:
             with torch.no_grad():
                 snapshots[step] = param().detach().float().cpu()
         if callback is not None and check:
-            shown = metrics[progress_values].detach() if progress_values else values
-            callback(step, steps, seen, shown)
-        if check and stop_when is not None and stop_when(values):
+            shown = books.step_metrics[progress_values] if progress_values else books.values
+            graphed = runner is not None  # a replay overwrites its outputs: hand out copies
+            callback(step, steps, books.image.clone() if graphed else books.image,
+                     shown.detach().float().clone() if graphed else shown.detach().float())
+        if check and stop_when is not None and stop_when(books.values):
             stopped = TARGET_REACHED
             break
-        if check and stop_on_accept and best is not None and bool(best.accepted.all()):
+        if check and stop_on_accept and books.best is not None and bool(books.best.accepted.all()):
             stopped = TARGET_REACHED
             break
 
-    steps_done = len(history)
-    if not bool(all_finite):
-        bad = int(first_bad)
-        steps_done = min(steps_done, bad - 1)
-        kind = "nan" if bool(bad_was_nan) else "inf"
+    steps_done = done
+    if not bool(books.all_finite):
+        bad = int(books.first_bad)
+        steps_done = min(done, bad - 1)
+        kind = "nan" if bool(books.bad_was_nan) else "inf"
         stopped = f"diverged: the objective became {kind} at step {bad}; kept the last finite image"
-        final = last_good
+        final = books.last_good
         snapshots = {s: img for s, img in snapshots.items() if s < bad}
     else:
         with torch.no_grad():
             final = param().detach()
         if not torch.isfinite(final).all():
-            final = last_good
+            final = books.last_good
             stopped = stopped or "diverged: the parameters became non-finite; kept the last finite image"
-    history = history[:steps_done]
-    metric_history = {name: values[:steps_done] for name, values in metric_history.items()}
+    best = books.best
 
     with torch.no_grad():
         final_values, final_metrics = split_score((final_score or score)(final, final))
@@ -227,15 +350,15 @@ def optimise(
             ok = accept(final, rank) if accept is not None else torch.ones_like(rank, dtype=torch.bool)
             best.offer(final, rank, ok, steps_done)
 
-    batch = final.shape[0]
+    metrics = books.metrics or {}
     return OptimisationResult(
         images=final.float().cpu(),
-        history=torch.stack(history).float().cpu() if history else torch.zeros(0, batch),
+        history=books.history[:steps_done].float().cpu(),
         steps_done=steps_done,
         snapshots=snapshots,
         stopped=stopped,
         seconds=time.perf_counter() - start,
-        metrics={name: (torch.stack(v).float().cpu() if v else torch.zeros(0, batch)) for name, v in metric_history.items()},
+        metrics={name: v[:steps_done].float().cpu() for name, v in metrics.items()},
         final_values=final_values.detach().float().cpu(),
         final_metrics={name: v.detach().float().cpu() for name, v in final_metrics.items()},
         best_images=best.image.float().cpu() if best is not None else None,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, ClassVar, Iterable
 
 import torch
+import torch.nn.functional as F
 
 from .. import devices, limits
 from ..capture import OUTPUT
@@ -24,8 +25,8 @@ from .transforms import TRANSFORM_SETS
 class RenderSettings(Settings):
     """Everything that changes a render's result (hashable: caches key on :meth:`digest`)."""
 
-    size: int = 128
-    steps: int = 256
+    size: int = 224  # the parameterisation's side (Render defaults in docs/ARCHITECTURE.md: measured)
+    steps: int = 128
     lr: float = 0.05
     param: str = "fft"  # "fft" | "pixel" | "maco" | "cppn"
     decorrelate: bool = True
@@ -41,10 +42,28 @@ class RenderSettings(Settings):
     blur_sigma: float = 0.5
     diversity: float = 0.0  # weight of the batch diversity term
     seed: int | None = 0
-    autocast: bool = True  # mixed precision on CUDA
+    # "auto": the measured choice per device (devices.render_precision); True: bf16 on CUDA only (the
+    # old default); "bf16": bf16 everywhere; False: fp32 (+TF32 on CUDA)
+    autocast: bool | str = "auto"
+    # what the network sees: "model" its own input size (the transformed param resampled to it, as
+    # Lucent does), "param" the transformed param as it is (the old behaviour), or a side in pixels
+    input_size: int | str = "model"
+    lr_schedule: str = "constant"  # "constant" | "cosine" (lr × 1 → 0.1)
+
+    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant"}
+
+    def network_size(self, model: LoadedModel) -> int | None:
+        """The side the network sees, or None: the transformed param as it is."""
+        if self.input_size == "param":
+            return None
+        if self.input_size == "model":
+            return int(model.input_size[0]) if model.input_size[0] == model.input_size[1] else None
+        return int(self.input_size)
 
 
-FAST = RenderSettings(size=96, steps=96)  # thumbnails: a layer in minutes on a laptop CPU
+# Thumbnails (a layer in minutes on a laptop CPU): the settings the gallery's stores were built with,
+# pinned so their digests (cache keys) do not move when the defaults above change.
+FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant")
 
 
 @dataclass
@@ -94,7 +113,7 @@ def with_priors(objective: Objective, settings: RenderSettings) -> Objective:
     return total
 
 
-def model_score(model: LoadedModel, objective: Objective, use_autocast: bool = True) -> Callable:
+def model_score(model: LoadedModel, objective: Objective, use_autocast: bool | str = True) -> Callable:
     """score(image, transformed) for :func:`optimise`: activations of the transformed image,
     priors on the untransformed one."""
     layers = sorted(objective.layers) or [OUTPUT]
@@ -125,7 +144,12 @@ def check_request(model: LoadedModel, objective: Objective, settings: RenderSett
         raise UserInputError(f"A batch of {n} images does not match the {objective.batch} units of {objective.name}: "
                              "leave the batch out (one image per unit) or name as many units as images.")
     limits.check("batch", n)
-    limits.check_batch_pixels(n, settings.size)
+    if isinstance(settings.input_size, str) and settings.input_size not in ("model", "param"):
+        raise UserInputError(f"Unknown input size {settings.input_size!r}: use model, param or a number of pixels.")
+    if not isinstance(settings.input_size, str):
+        limits.check("size", settings.input_size, what="input size")
+    seen = settings.network_size(model) or 0
+    limits.check_batch_pixels(n, max(settings.size, seen))
     if settings.transforms not in TRANSFORM_SETS:
         raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
     return n
@@ -141,13 +165,15 @@ def render(
     thresholds: Iterable[int] = (),
     callback: ProgressCallback | None = None,
     should_stop: ShouldStop | None = None,
+    graph: bool = True,
     **overrides,
 ) -> RenderResult:
     """Optimise ``batch`` images (default: as many as the objective's units) to maximise ``objective``.
 
     One forward/backward pass per step serves the whole batch. ``init`` (B×C×H×W or C×H×W in
     [0, 1]) starts from an image instead of noise. Unknown layers and out-of-range units raise
-    a :class:`~explorer.errors.UserInputError` before any work starts.
+    a :class:`~explorer.errors.UserInputError` before any work starts. On CUDA the step runs as a
+    captured CUDA graph (``graph=False``: eager); elsewhere, and whenever capture fails, eagerly.
     """
     settings = (settings or RenderSettings()).with_(**overrides) if overrides else (settings or RenderSettings())
     n = check_request(model, objective, settings, batch)
@@ -163,20 +189,33 @@ def render(
     if make_transforms is None:
         raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
     total = with_priors(objective, settings)
-    result: OptimisationResult = optimise(
-        param,
-        model_score(model, total, settings.autocast),
-        steps=settings.steps,
-        lr=settings.lr,
-        transforms=make_transforms(settings.size),
-        generator=gen,
-        blur_every=settings.blur_every,
-        blur_sigma=settings.blur_sigma,
-        thresholds=thresholds,
-        callback=callback,
-        should_stop=should_stop,
-        final_score=model_score(model, objective, use_autocast=False),  # the activation users see: no priors
-    )
+    measure = model_score(model, objective, use_autocast=False)
+    seen_size = settings.network_size(model)
+    precision = devices.render_precision(device, settings.autocast)
+
+    def final_score(image: torch.Tensor, _same: torch.Tensor) -> torch.Tensor:
+        """The activation users see: no priors, fp32, at the network input size."""
+        if seen_size is not None and tuple(image.shape[-2:]) != (seen_size, seen_size):
+            image = F.interpolate(image, size=(seen_size, seen_size), mode="bilinear", align_corners=False)
+        return measure(image, image)
+
+    with devices.fast_fp32(device):
+        result: OptimisationResult = optimise(
+            param,
+            model_score(model, total, precision),
+            steps=settings.steps,
+            lr=settings.lr,
+            lr_schedule=settings.lr_schedule,
+            transforms=make_transforms(settings.size, seen_size),
+            generator=gen,
+            blur_every=settings.blur_every,
+            blur_sigma=settings.blur_sigma,
+            thresholds=thresholds,
+            callback=callback,
+            should_stop=should_stop,
+            final_score=final_score,
+            graph=graph,
+        )
     return RenderResult(
         images=result.images,
         history=result.history,

@@ -13,6 +13,7 @@ from explorer.parsing import parse_units
 from explorer.ui import widgets
 
 KEY = "fv"
+DEFAULTS = RenderSettings()
 st.title("Feature visualisation")
 st.caption("Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
            "the image each unit would most like to see.")
@@ -43,8 +44,8 @@ with left:
         units_text = st.text_input(f"Units (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
 with right:
     c1, c2, c3 = st.columns(3)
-    steps = c1.number_input("Steps", 1, 4096, widgets.int_param("steps", 128, 1, 4096), step=32, key=f"{KEY}_steps")
-    size = c2.number_input("Size (px)", 32, 512, widgets.int_param("size", 128, 32, 512), step=16, key=f"{KEY}_size")
+    steps = c1.number_input("Steps", 1, 4096, widgets.int_param("steps", DEFAULTS.steps, 1, 4096), step=32, key=f"{KEY}_steps")
+    size = c2.number_input("Size (px)", 32, 512, widgets.int_param("size", DEFAULTS.size, 32, 512), step=16, key=f"{KEY}_size")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2, c3 = st.columns(3)
     param = c1.selectbox("Parameterisation", PARAMETERISATIONS, index=PARAMETERISATIONS.index(RenderSettings().param), key=f"{KEY}_param",
@@ -55,7 +56,7 @@ with right:
     decorrelate = c3.checkbox("Decorrelate colour", True, key=f"{KEY}_decorrelate")
     with st.expander("Priors and more"):
         c1, c2 = st.columns(2)
-        lr = c1.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
+        lr = c1.number_input("Learning rate", 0.001, 1.0, DEFAULTS.lr, format="%.3f", key=f"{KEY}_lr")
         decay = c2.number_input("Spectrum decay", 0.0, 3.0, 1.0, key=f"{KEY}_decay")
         tv = c1.number_input("Total variation weight", 0.0, 100.0, 0.0, key=f"{KEY}_tv")
         alpha = c2.number_input("α-norm weight (α=6)", 0.0, 100.0, 0.0, key=f"{KEY}_alpha")

@@ -1,0 +1,111 @@
+"""Which precision and memory layout should a render step use on this device? Measured, not assumed.
+
+One render step = Fourier param → transforms → EfficientNet-Lite0 forward to ``--layer`` → objective →
+backward → Adam, batch ``--batch`` at the network's 224 px. Four variants, timed interleaved (A B C D, A B C
+D, …, median of ``--repeats``): fp32 or bf16 autocast (fp32 runs with TF32 on CUDA), contiguous or
+channels_last. Quality: each precision renders the same units for ``--steps`` steps from the same seed and
+the activation (fp32, 224 px, untransformed image) is compared — bf16 qualifies only within 2 %.
+
+  .venv/bin/python benchmarks/render_step.py [--device auto] [--batch 16] [--repeats 5] [--steps 48] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer import devices  # noqa: E402
+from explorer.models import load_model  # noqa: E402
+from explorer.optvis import RenderSettings, objectives, render  # noqa: E402
+from explorer.optvis.optimise import optimise  # noqa: E402
+from explorer.optvis.param import make_param  # noqa: E402
+from explorer.optvis.render import model_score  # noqa: E402
+from explorer.optvis.transforms import standard_transforms  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_seconds(model, layer: str, batch: int, precision, steps: int = 3) -> float:
+    """Seconds per step of ``steps`` eager steps (after one warm-up step) in the model's current layout."""
+    device = model.device
+    objective = objectives.channel(layer, list(range(batch)))
+    gen = devices.generator(device, 0)
+    param = make_param("fft", batch, 224, generator=gen, device=device)
+    score = model_score(model, objective, precision)
+    transforms = standard_transforms(224, 224)
+    with devices.fast_fp32(device):
+        optimise(param, score, steps=1, transforms=transforms, generator=gen)
+        sync(device)
+        start = time.perf_counter()
+        optimise(param, score, steps=steps, transforms=transforms, generator=gen, check_every=steps)
+        sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def set_layout(model, channels_last: bool) -> None:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.module.to(memory_format=fmt)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--layer", default="blocks.10")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=48, help="steps of the quality comparison")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model("efficientnet_lite0", device=args.device)
+    device = model.device
+    original = devices.memory_format(device)
+    variants = [(layout, precision) for layout in (False, True) for precision in (False, "bf16")]
+    times: dict[tuple, list[float]] = {v: [] for v in variants}
+    for _ in range(args.repeats):
+        for layout, precision in variants:
+            set_layout(model, layout)
+            times[(layout, precision)].append(step_seconds(model, args.layer, args.batch, precision))
+    set_layout(model, original == torch.channels_last)
+
+    base = statistics.median(times[(False, False)])
+    figures = {"device": devices.describe(device), "torch": torch.__version__, "batch": args.batch,
+               "layer": args.layer, "repeats": args.repeats, "step_seconds": {}, "quality": {}}
+    print(f"render step, EfficientNet-Lite0 to {args.layer}, batch {args.batch} at 224 px, {figures['device']}, "
+          f"torch {torch.__version__}; median of {args.repeats} interleaved runs")
+    for (layout, precision), values in times.items():
+        name = f"{'channels_last' if layout else 'contiguous'} {'bf16' if precision else 'fp32'}"
+        median = statistics.median(values)
+        figures["step_seconds"][name] = round(median, 4)
+        print(f"  {name:24s} {median * 1000:9.1f} ms/step   speed ×{base / median:5.2f} vs contiguous fp32")
+
+    units = list(range(min(args.batch, 8)))
+    acts = {}
+    for precision in (False, "bf16"):
+        settings = RenderSettings(steps=args.steps, autocast=precision, seed=0)
+        acts[precision] = float(render(model, objectives.channel(args.layer, units), settings).final_activation.mean())
+    ratio = acts["bf16"] / acts[False]
+    figures["quality"] = {"units": len(units), "steps": args.steps, "fp32": round(acts[False], 4),
+                          "bf16": round(acts["bf16"], 4), "bf16_over_fp32": round(ratio, 4)}
+    print(f"activation @224 after {args.steps} steps ({len(units)} units, measured in fp32): fp32 {acts[False]:.3f}, "
+          f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: {'yes' if ratio >= 0.98 else 'no'})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
