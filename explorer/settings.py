@@ -37,5 +37,16 @@ class Settings:
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
+    @classmethod
+    def from_dict(cls: type[S], data: dict) -> S:
+        """Settings from a saved dict: unknown keys are ignored, and a field the dict predates gets its
+        old-behaviour value (LEGACY_VALUES), not today's default — the dict was written without it."""
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        values = {k: v for k, v in cls.LEGACY_VALUES.items() if k not in data}
+        values.update({k: v for k, v in data.items() if k in known})
+        return cls(**values)
+
     def with_(self: S, **changes) -> S:
         return replace(self, **changes)  # type: ignore[type-var]

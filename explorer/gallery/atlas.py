@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -42,9 +42,9 @@ def atlas_root() -> Path:
 
 
 def settings_from_dict(data: dict) -> RenderSettings:
-    """RenderSettings from a stored dict, ignoring fields this version no longer has."""
-    known = {f.name for f in fields(RenderSettings)}
-    return RenderSettings(**{k: v for k, v in data.items() if k in known})
+    """RenderSettings from a stored dict, ignoring fields this version no longer has (fields the dict
+    predates take their old-behaviour value: Settings.from_dict)."""
+    return RenderSettings.from_dict(data)
 
 
 @dataclass(frozen=True)
