@@ -61,8 +61,9 @@ class SynthConfig:
     tilt: tuple[float, float] = (0.5, 2.5)  # glottal source: harmonic k has amplitude k^−tilt
     # kind="instrument": each voice plays struck notes on a grid (a pitch held for the note, a
     # velocity, a decay time); its loudness is the sum of the struck envelopes
-    note_rate: float = 8.0  # note slots per second per voice
+    note_rate: float = 4.0  # note slots per second per voice
     decay: tuple[float, float] = (0.05, 3.0)  # seconds for a note to fall by 1/e
+    damping: tuple[float, float] = (0.0, 20.0)  # harmonic k fades as exp(−(k−1)·damping·t) within a note
     attack_ms: float = 5.0
 
     def __post_init__(self) -> None:
@@ -201,8 +202,9 @@ class HarmonicPlusNoise(ImageParam):
             self.knot_step = frame_step(sample_rate, cfg.note_rate)  # one pitch per note slot
             slots = math.ceil(samples / self.knot_step)
             self.f0 = torch.nn.Parameter(spread + 0.5 * randn(batch, v, slots))
-            self.velocity = torch.nn.Parameter(-1.0 + 0.5 * randn(batch, v, slots))
-            self.decay = torch.nn.Parameter(_unsquash(0.5, *cfg.decay).to(device) + 0.3 * randn(batch, v, slots))
+            # every note knob starts in the middle of its range (a sustained, mellow sound), plus noise
+            self.velocity = torch.nn.Parameter(0.5 * randn(batch, v, slots))
+            self.decay = torch.nn.Parameter(0.3 * randn(batch, v, slots))
         else:
             self.f0 = torch.nn.Parameter(spread + 0.3 * randn(batch, v, knots))
             loud0 = -6.0 if start == "silence" else 2.0
@@ -225,6 +227,7 @@ class HarmonicPlusNoise(ImageParam):
             self.harmonic_logits = torch.nn.Parameter(
                 (-torch.log(k))[None, None, :, None].expand(batch, v, -1, slots).clone()
                 + 0.1 * randn(batch, v, cfg.harmonics, slots))
+            self.damping = torch.nn.Parameter(0.3 * randn(batch, v, slots))
         self.register_buffer("band_weights", band_matrix(NOISE_STFT.bins, cfg.noise_bands, sample_rate).to(device))
         noise_frames = NOISE_STFT.frames(self.samples)
         excitation = torch.complex(randn(batch, NOISE_STFT.bins, noise_frames), randn(batch, NOISE_STFT.bins, noise_frames))
@@ -289,7 +292,11 @@ class HarmonicPlusNoise(ImageParam):
             return source * formant_response(freqs, self._formants(), _squash(self.bandwidths, *cfg.bandwidth))[:, None]
         at = torch.arange(f0_env.shape[-1], device=f0_env.device) * self.env_step
         slot = torch.div(at, self.knot_step, rounding_mode="floor").clamp(max=self.f0.shape[-1] - 1)
-        return torch.softmax(self.harmonic_logits, dim=2)[:, :, :harmonics][..., slot]
+        # within a note the upper harmonics die away faster than the lower ones (a struck string)
+        since = ((at - slot * self.knot_step).to(f0_env.dtype) / self.sample_rate)  # seconds into the note slot
+        damping = _squash(self.damping, *cfg.damping)[..., slot]  # B×V×T, 1/s per harmonic number
+        fade = torch.exp(-(k - 1)[None, None, :, None] * (damping * since)[:, :, None, :])
+        return torch.softmax(self.harmonic_logits, dim=2)[:, :, :harmonics][..., slot] * fade
 
     # ---- rendering ---------------------------------------------------------------------------
     def forward(self) -> torch.Tensor:
@@ -352,14 +359,15 @@ class WaveformRobustness:
     """Random changes a written WAV may go through, applied to B×1×1×N renders in the loop.
 
     The render is peak-normalised as the saved file will be (the gain is treated as a constant),
-    then: a random gain of ± ``gain_db``, a random delay of up to ``shift_ms`` (so no network
-    framing is relied on), and white noise ``noise_db`` below the peak (16-bit quantisation and
-    playback are far quieter). Returns B×N.
+    then: a random gain of ± ``gain_db``, a random spectral tilt of ± ``tilt_db`` per octave, a
+    random delay of up to ``shift_ms`` (so no network framing is relied on), and white noise
+    ``noise_db`` below the peak (16-bit quantisation and playback are far quieter). Returns B×N.
     """
 
     gain_db: float = 6.0
     shift_ms: float = 8.0
     noise_db: float = -50.0
+    tilt_db: float = 3.0  # random spectral tilt, ± dB per octave around 1 kHz (a different microphone or speaker)
     peak_dbfs: float = -1.0
     sample_rate: int = 16000
 
@@ -372,6 +380,11 @@ class WaveformRobustness:
         if self.gain_db:
             shift_db = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.gain_db
             wav = wav * 10 ** (shift_db / 20)
+        if self.tilt_db:
+            slope = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.tilt_db
+            freqs = torch.fft.rfftfreq(wav.shape[-1], 1.0 / self.sample_rate, device=dev).clamp(min=50.0)
+            eq = 10 ** (slope * torch.log2(freqs / 1000.0) / 20)  # B×bins
+            wav = torch.fft.irfft(torch.fft.rfft(wav) * eq, n=wav.shape[-1])
         max_shift = int(round(self.shift_ms * self.sample_rate / 1000))
         if max_shift > 0:
             delay = int(torch.randint(0, max_shift + 1, (1,), generator=generator, device=gen_dev))
