@@ -11,6 +11,7 @@ HNR ≥ 3 dB, ≥ 60 % of energy below 3 kHz; music:piano: the other tagger rais
 
     python benchmarks/audio_judges.py                       # everything (music dreams take minutes each)
     python benchmarks/audio_judges.py --skip-music --seeds 0 1 2
+    python benchmarks/audio_judges.py --skip-speech --skip-unconstrained --music-seeds 1 2
     python benchmarks/audio_judges.py --out out/audio_judges --json out/audio_judges.json
 """
 
@@ -106,6 +107,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the speech dreams")
     parser.add_argument("--music-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--skip-music", action="store_true")
+    parser.add_argument("--skip-speech", action="store_true")
     parser.add_argument("--skip-unconstrained", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="also save every dream (WAVs, spectrograms, dream.json) here")
@@ -120,7 +122,7 @@ def main() -> int:
     calibration(rows, record["calibration"])
 
     verdict_lines = []
-    for seed in args.seeds:
+    for seed in [] if args.skip_speech else args.seeds:
         entry = run_dream(f"speech synth seed {seed}", DreamSettings(net="speech", seed=seed), rows, record["dreams"], out)
         checks = speech_targets(entry)
         verdict_lines.append(f"speech, synthesiser, seed {seed}: " + ", ".join(f"{k} {'✔' if ok else '✘'}" for k, ok in checks.items()))

@@ -359,7 +359,8 @@ class WaveformRobustness:
     """Random changes a written WAV may go through, applied to B×1×1×N renders in the loop.
 
     The render is peak-normalised as the saved file will be (the gain is treated as a constant),
-    then: a random gain of ± ``gain_db``, a random spectral tilt of ± ``tilt_db`` per octave, a
+    then: a random gain of ± ``gain_db``, a random playback speed of ± ``speed_pct`` percent (a
+    tape running slightly fast or slow), a random spectral tilt of ± ``tilt_db`` per octave, a
     random delay of up to ``shift_ms`` (so no network framing is relied on), and white noise
     ``noise_db`` below the peak (16-bit quantisation and playback are far quieter). Returns B×N.
     """
@@ -368,6 +369,7 @@ class WaveformRobustness:
     shift_ms: float = 8.0
     noise_db: float = -50.0
     tilt_db: float = 3.0  # random spectral tilt, ± dB per octave around 1 kHz (a different microphone or speaker)
+    speed_pct: float = 2.0  # random playback speed (pitch and tempo together), ± percent
     peak_dbfs: float = -1.0
     sample_rate: int = 16000
 
@@ -380,6 +382,11 @@ class WaveformRobustness:
         if self.gain_db:
             shift_db = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.gain_db
             wav = wav * 10 ** (shift_db / 20)
+        if self.speed_pct:
+            n = wav.shape[-1]
+            speed = 1 + (float(torch.rand((), generator=generator, device=gen_dev)) * 2 - 1) * self.speed_pct / 100
+            resampled = F.interpolate(wav[:, None], size=max(2, int(round(n / speed))), mode="linear", align_corners=True)[:, 0]
+            wav = F.pad(resampled, (0, max(0, n - resampled.shape[-1])))[:, :n]
         if self.tilt_db:
             slope = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.tilt_db
             freqs = torch.fft.rfftfreq(wav.shape[-1], 1.0 / self.sample_rate, device=dev).clamp(min=50.0)
