@@ -245,3 +245,11 @@ def test_fool_sweep_ray_cli_writes_the_same_json(ray_cluster, tmp_path, capsys):
     local, ray_run = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
     assert ray_run["settings"] == local["settings"] and ray_run["images"] == local["images"] == 192
     assert_same_sweep(ray_run["results"], local["results"], rel=1e-6)
+
+
+def test_tasks_ask_for_a_gpu_each_when_the_cluster_has_gpus():
+    cpu_only = scale.Cluster("local", cpus=16, gpus=0, started_here=True)
+    with_gpus = scale.Cluster("10.0.0.5:6379", cpus=64, gpus=8, started_here=False)
+    assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {"max_retries": 1, "retry_exceptions": False, "num_cpus": 1}
+    assert with_gpus.slots == 8, "one task per GPU at a time"
+    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False, "num_gpus": 1, "num_cpus": 1}
