@@ -1,7 +1,7 @@
 """Do class visualisations transfer? Render one image per class on a source model, then ask the OTHER models.
 
-For a fixed list of 50 ImageNet classes (every 20th index, 0–980: not hand-picked), one batched render per
-parameterisation on the source model (EfficientNet-Lite0 by default) through the project's one loop
+For a fixed list of 50 ImageNet classes (every 20th index, 0–980: not hand-picked), batched renders (as many
+classes per batch as explorer.limits allows: 17/17/16 at 224 px) per parameterisation on the source model (EfficientNet-Lite0 by default) through the project's one loop
 (`render()`, RenderSettings defaults unless given here); then each judge — every other registry model of the
 family whose pretrained weights load offline (Lite1, Lite2) — sees the images at its own input size and
 preprocessing, and we count how often it names the class (top-1 / top-5, exact 95 % Clopper–Pearson
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -36,6 +37,7 @@ def main() -> None:
     from explorer import fooling
     from explorer.cli.common import progress
     from explorer.images import grid, save_png
+    from explorer.limits import MAX_BATCH_PIXELS
     from explorer.models import load_model
     from explorer.optvis import RenderSettings, objectives, render
     from explorer.transfer import judge_class_images
@@ -48,7 +50,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=len(CLASSES), help="use the first N classes of the fixed list")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="batch k of a parameterisation uses seed + k")
+    parser.add_argument("--batch", type=int, default=None, help="classes per render (default: the most explorer.limits allows)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--images-dir", default=None, help="save each parameterisation's images (PNG grid + one per class)")
@@ -67,25 +70,36 @@ def main() -> None:
     print(f"source {source.name}; judges {', '.join(j.name for j in judges)}; {len(classes)} classes; "
           f"{args.size} px, {args.steps} steps; torch threads {torch.get_num_threads()}")
 
+    # One batched render per chunk: as many classes per batch as explorer.limits allows at this size.
+    per_batch = args.batch or max(1, MAX_BATCH_PIXELS // (args.size * args.size))
+    chunks = math.ceil(len(classes) / per_batch)
+    bounds = [round(i * len(classes) / chunks) for i in range(chunks + 1)]  # even chunks (17/17/16 at 224 px)
+    print(f"{chunks} batch(es) of ≤ {per_batch} classes per parameterisation")
     runs = []
     for param in args.params.split(","):
-        settings = defaults.with_(param=param, size=args.size, steps=args.steps, seed=args.seed)
         start = time.perf_counter()
-        with progress(settings.steps, f"{param}") as bar:
-            result = render(source, objectives.class_logit(classes), settings, callback=bar)
+        images, logits, stopped = [], [], []
+        for k in range(chunks):
+            part = classes[bounds[k] : bounds[k + 1]]
+            settings = defaults.with_(param=param, size=args.size, steps=args.steps, seed=args.seed + k)
+            with progress(settings.steps, f"{param} {k + 1}/{chunks}") as bar:
+                result = render(source, objectives.class_logit(part), settings, callback=bar)
+            images.append(result.images)
+            logits.append(result.final_activation)
+            stopped.append(result.stopped)
         seconds = time.perf_counter() - start
-        own = judge_class_images(result.images, classes, [source])[0]
-        verdicts = judge_class_images(result.images, classes, judges)
-        runs.append({"param": param, "settings": settings.to_dict(), "seconds": round(seconds, 1),
-                     "steps_done": result.steps_done, "stopped": result.stopped,
-                     "own_logit_mean": float(result.final_activation.mean()),
-                     "own_logits": [round(float(v), 4) for v in result.final_activation],
+        images, logits = torch.cat(images), torch.cat(logits)
+        own = judge_class_images(images, classes, [source])[0]
+        verdicts = judge_class_images(images, classes, judges)
+        runs.append({"param": param, "settings": settings.with_(seed=args.seed).to_dict(), "seconds": round(seconds, 1),
+                     "batches": chunks, "stopped": stopped, "own_logit_mean": float(logits.mean()),
+                     "own_logits": [round(float(v), 4) for v in logits],
                      "own": own.to_dict(), "judges": [v.to_dict() for v in verdicts]})
         if args.images_dir:
             folder = Path(args.images_dir) / param
             folder.mkdir(parents=True, exist_ok=True)
-            save_png(grid(result.images, columns=10), folder / "grid.png")
-            for cls, image in zip(classes, result.images):
+            save_png(grid(images, columns=10), folder / "grid.png")
+            for cls, image in zip(classes, images):
                 save_png(image, folder / f"{cls:03d}.png")
         print(_row(runs[-1]))
 

@@ -64,3 +64,19 @@ def test_class_objective_lists_class_names(root):
     at.radio(key="fv_kind").set_value("class").run()
     at.text_input(key="fv_classes").set_value("281").run()
     assert any("tabby" in c.value for c in at.caption)
+
+
+def test_class_render_shows_what_independent_judges_say(root):
+    at = page(root)
+    at.radio(key="fv_kind").set_value("class").run()
+    tiny_settings(at)
+    at.text_input(key="fv_classes").set_value("281,309").run()
+    at.button(key="fv_go").click().run()
+    assert not at.exception and not at.error
+    classes, verdicts = at.session_state["fv_judges"]
+    assert classes == [281, 309]
+    assert [v.model for v in verdicts][:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    table = at.dataframe[0].value
+    assert list(table["class"]) == ["281 tabby", "309 bee"]
+    assert "efficientnet_lite0 (optimised)" in table.columns and "efficientnet_lite2" in table.columns
+    assert all(cell.startswith("rank ") for cell in table["efficientnet_lite2"])

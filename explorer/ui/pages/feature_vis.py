@@ -5,11 +5,13 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer import fooling
 from explorer.errors import UserInputError
 from explorer.images import grid, to_uint8
 from explorer.optvis import RenderSettings, objectives, render
 from explorer.optvis.param import PARAMETERISATIONS
 from explorer.parsing import parse_units
+from explorer.transfer import judge_class_images
 from explorer.ui import widgets
 
 KEY = "fv"
@@ -90,6 +92,12 @@ if widgets.run_controls(KEY, "Render"):
         result = render(model, objective, settings, batch=None if objective.batch else int(batch), callback=progress)
         progress.done()
         st.session_state[f"{KEY}_result"] = result
+        st.session_state[f"{KEY}_judges"] = None
+        if kind == "class" and not result.stopped:  # the optimised network cannot fail its own test: ask others
+            with st.spinner("Asking independent judges (other ImageNet models)…"):
+                others, _ = fooling.transfer_models(model)
+                classes = parse_units(units_text)
+                st.session_state[f"{KEY}_judges"] = (classes, judge_class_images(result.images, classes, [model, *others]))
     except UserInputError as exc:
         st.error(str(exc))
 
@@ -104,6 +112,17 @@ if result is not None:
         with cols[i % per_row]:
             st.image(to_uint8(image), caption=f"#{i} · activation {float(result.final_activation[i]):.3f}", width="stretch")
             widgets.download_png(image, f"{result.model}_{i:03d}.png", key=f"{KEY}_dl_{i}")
+    judged = st.session_state.get(f"{KEY}_judges")
+    if judged is not None:
+        classes, verdicts = judged
+        st.markdown(f"**Who names the class?** {verdicts[0].model} is the network that was optimised (its own "
+                    "verdict cannot fail); the others are independent judges, each shown the image at its own input "
+                    "size and preprocessing. Rank 1 = its first choice.")
+        if len(verdicts) == 1:
+            st.caption("No other model of this family loads offline here: no independent judge.")
+        st.dataframe([{"image": f"#{i}", "class": f"{c} {model.label(c)}",
+                       **{f"{v.model}{' (optimised)' if k == 0 else ''}": f"rank {v.ranks[i] + 1}, p {v.p_class[i]:.3f}"
+                          for k, v in enumerate(verdicts)}} for i, c in enumerate(classes)], hide_index=True)
     c1, c2 = st.columns(2)
     with c1:
         widgets.download_png(grid(result.images), f"{result.model}_grid.png", "Download grid PNG", key=f"{KEY}_dl_grid")
