@@ -53,9 +53,14 @@ def step_seconds(model, layer: str, batch: int, precision, steps: int = 3) -> fl
     return (time.perf_counter() - start) / steps
 
 
+_MEMORY_FORMAT = devices.memory_format
+
+
 def set_layout(model, channels_last: bool) -> None:
+    """The model's weights and its inputs (LoadedModel.prepare asks devices.memory_format) in one layout."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.module.to(memory_format=fmt)
+    devices.memory_format = lambda device: fmt
 
 
 def main() -> None:
@@ -79,7 +84,20 @@ def main() -> None:
         for layout, precision in variants:
             set_layout(model, layout)
             times[(layout, precision)].append(step_seconds(model, args.layer, args.batch, precision))
+    forward: dict[bool, list[float]] = {False: [], True: []}  # inference only (sweeps, probes), fp32
+    x = torch.rand(args.batch, 3, 224, 224, generator=devices.generator(device, 1), device=device)
+    for _ in range(args.repeats):
+        for layout in (False, True):
+            set_layout(model, layout)
+            with torch.inference_mode():
+                model.module(model.prepare(x))  # warm-up in this layout
+                sync(device)
+                start = time.perf_counter()
+                model.module(model.prepare(x))
+                sync(device)
+            forward[layout].append(time.perf_counter() - start)
     set_layout(model, original == torch.channels_last)
+    devices.memory_format = _MEMORY_FORMAT
 
     base = statistics.median(times[(False, False)])
     figures = {"device": devices.describe(device), "torch": torch.__version__, "batch": args.batch,
@@ -91,6 +109,12 @@ def main() -> None:
         median = statistics.median(values)
         figures["step_seconds"][name] = round(median, 4)
         print(f"  {name:24s} {median * 1000:9.1f} ms/step   speed ×{base / median:5.2f} vs contiguous fp32")
+
+    for layout, values in forward.items():
+        name = "channels_last" if layout else "contiguous"
+        median = statistics.median(values)
+        figures.setdefault("forward_seconds", {})[name] = round(median, 4)
+        print(f"  forward only, {name:14s} {median * 1000:9.1f} ms/batch ({args.batch / median:.1f} img/s)")
 
     units = list(range(min(args.batch, 8)))
     acts = {}

@@ -316,8 +316,10 @@ class Accumulator:
         self.n += logits.shape[0]
         self.above += (conf[:, None] >= self.thresholds[None, :]).sum(0)
         bins = (conf * HISTOGRAM_BINS).long().clamp_(0, HISTOGRAM_BINS - 1)
-        self.hist += torch.bincount(bins, minlength=HISTOGRAM_BINS)
-        self.classes += torch.bincount(cls, minlength=self.classes.numel())
+        # index_add_, not bincount: bincount reads its largest value back to the host (a sync per batch on CUDA)
+        ones = torch.ones_like(bins)
+        self.hist.index_add_(0, bins, ones)
+        self.classes.index_add_(0, cls, ones)
         self.entropy += -(log_p.exp() * log_p).sum(-1).double().sum()
         self.confidence += conf.double().sum()
         if self.gallery:

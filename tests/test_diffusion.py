@@ -212,3 +212,18 @@ def test_sample_quality_reports_an_interval_and_disjoint_draws_per_seed(tiny):
     tops1 = torch.cat([probe(f).max(-1).values for f in finals1]).double()
     assert second.mean_max_probability == pytest.approx(float(tops1.mean()), abs=1e-6), "seed 1 is batches STRIDE, STRIDE+1"
     assert not any(torch.equal(a, b) for a in finals0 for b in finals1), "seed 1 shares no batch with seed 0"
+
+
+def test_overhead_benchmark_puts_the_unet_inputs_on_the_models_device():
+    """The benchmark's plain loop once fed CPU tensors to a CUDA UNet ("mat1 is on cpu"). Reviewed on the
+    meta device (no data, but devices are checked): x_T and the timesteps land on the model's device."""
+    from types import SimpleNamespace
+
+    from benchmarks.diffusion_overhead import initial_state
+    from explorer.diffusion.train import make_scheduler
+
+    meta = torch.device("meta")
+    diffusion = SimpleNamespace(device=meta, channels=1, sample_size=(8, 8))
+    scheduler = make_scheduler("linear", 100, "ddim")
+    x = initial_state(diffusion, scheduler, steps=5, batch=2, seed=0)
+    assert x.device == meta and scheduler.timesteps.device == meta and x.shape == (2, 1, 8, 8)
