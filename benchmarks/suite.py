@@ -48,22 +48,30 @@ PLAN = {
 
 
 def layer_figures(device: str, steps: int, json_path: str) -> None:
-    """A whole layer in one batch: all units of blocks.10 × ``steps`` at 224 px, the render defaults."""
+    """A whole layer: all units of blocks.10 × ``steps`` at 224 px with the render defaults, in batches as
+    large as explorer.limits.MAX_BATCH_PIXELS allows (16 at 224 px)."""
+    from explorer import limits
     from explorer.models import load_model
     from explorer.optvis import RenderSettings, objectives, render
 
     model = load_model("efficientnet_lite0", device=device)
     units = list(range(model.layer_shapes["blocks.10"][0]))
     settings = RenderSettings(steps=steps)
-    render(model, objectives.channel("blocks.10", units[:16]), settings.with_(steps=8))  # warm-up
+    per_batch = 16 if 16 * 224 * 224 <= limits.MAX_BATCH_PIXELS else limits.MAX_BATCH_PIXELS // (224 * 224)
+    render(model, objectives.channel("blocks.10", units[:per_batch]), settings.with_(steps=8))  # warm-up
     start = time.perf_counter()
-    result = render(model, objectives.channel("blocks.10", units), settings)
+    finals = []
+    for first in range(0, len(units), per_batch):
+        chunk = units[first : first + per_batch]
+        finals.append(render(model, objectives.channel("blocks.10", chunk), settings).final_activation)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     seconds = time.perf_counter() - start
-    figures = {"device": devices.describe(model.device), "units": len(units), "steps": steps, "seconds": round(seconds, 3),
+    mean_activation = float(torch.cat(finals).mean())
+    figures = {"device": devices.describe(model.device), "units": len(units), "batch": per_batch, "steps": steps,
+               "seconds": round(seconds, 3),
                "units_per_min": round(len(units) / seconds * 60, 2),
-               "mean_activation": round(float(result.final_activation.mean()), 4)}
+               "mean_activation": round(mean_activation, 4)}
     print(f"whole layer blocks.10: {len(units)} units × {steps} steps in {seconds:.2f} s "
           f"({figures['units_per_min']:.0f} units/min)")
     Path(json_path).write_text(json.dumps(figures, indent=2))

@@ -193,7 +193,8 @@ class _CudaGraph:
         graph = torch.cuda.CUDAGraph()
         self.step.zero_grad()  # backward then allocates the gradients from the graph's pool
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: another session's CUDA work in another thread neither breaks nor is broken by the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.step.run()
         except Exception:  # an unsupported op (host sync, data-dependent shape): stay eager
             torch.cuda.synchronize(self.step.device)

@@ -116,6 +116,7 @@ class RandomAffine:
         self.angles = torch.tensor([float(v) for v in angles], dtype=torch.float32)
         self.output_size = None if output_size is None else _pair(output_size)
         self.fill = float(fill)
+        self._on_device: dict[tuple[int, str], torch.Tensor] = {}
 
     def crop_size(self, h: int, w: int) -> tuple[int, int]:
         """Size after pad and both jitters, before any resize to ``output_size``."""
@@ -130,8 +131,11 @@ class RandomAffine:
         return self.apply(image, u)
 
     def _pick(self, table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        table = table.to(u.device)
-        return table[(u * len(table)).long().clamp_(0, len(table) - 1)]
+        key = (id(table), str(u.device))
+        on_device = self._on_device.get(key)
+        if on_device is None:  # copied once per device (a copy inside a CUDA-graph capture is not allowed)
+            on_device = self._on_device[key] = table.to(u.device)
+        return on_device[(u * len(table)).long().clamp_(0, len(table) - 1)]
 
     def theta(self, u: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """B×2×3 maps from output to input coordinates (``affine_grid``'s convention, align_corners=False)."""
