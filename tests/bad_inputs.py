@@ -561,8 +561,10 @@ def _cases() -> list[Case]:
         "ok", r"fv_size=512$", "8")
     add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"}, probe=number("fv_steps")),
         "ok", r"fv_steps=1$")
+    from explorer.optvis import RenderSettings
+
     add("url-feature-size-garbage", "urls", "page", page("feature_vis", {"model": TINY, "size": "1e400x"}, probe=number("fv_size")),
-        "ok", r"fv_size=128$")
+        "ok", rf"fv_size={RenderSettings().size}$")  # unreadable: the render default
     add("url-feature-unknown-layer-default-with-notice", "urls", "page",
         page("feature_vis", {"model": TINY, "layer": "nope"}, probe=lambda at: f"layer={at.selectbox(key='fv_layer').value}"),
         "ok", r"has no layer 'nope' \(from the link\): showing conv2 instead.*layer=conv2$", "12: unknown layer")
