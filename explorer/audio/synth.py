@@ -6,13 +6,16 @@ make a network say "speech" turns out to be broadband noise with clicks: an adve
 not a sound anyone would recognise. Here the optimiser instead moves the knobs of a source–filter
 synthesiser (in the spirit of DDSP, Engel et al. 2020, and Klatt's cascade formant synthesiser):
 
-* a **fundamental** f0(t), a smooth contour (log-f0 knots every 50 ms, linearly interpolated)
-  inside a voice or instrument range, so every voiced sound is periodic;
-* **harmonics** k·f0 (k = 1…K, none above 0.95·Nyquist: band-limited, no aliasing) whose
-  amplitudes follow either a *voice* source–filter model — a glottal spectral tilt k^−tilt times
-  the magnitude response of a cascade of four formant resonators F1…F4 with their bandwidths, all
-  inside human vocal-tract ranges — or, for *instruments*, a smooth distribution over harmonics;
-* **filtered noise** (breath, frication) whose spectral envelope is a few smooth mel-spaced bands;
+* a **fundamental** f0(t) inside a voice or instrument range, so every voiced sound is periodic:
+  a smooth contour for the voice (log-f0 knots every 50 ms, linearly interpolated), a pitch held
+  per struck note for the instrument;
+* **harmonics** k·f0 (k = 1…K, silent wherever they could pass 0.9·Nyquist: band-limited, no
+  aliasing) whose amplitudes follow either a *voice* source–filter model — a glottal spectral tilt
+  k^−tilt times the magnitude response of a cascade of four formant resonators F1…F4 with their
+  bandwidths, all inside human vocal-tract ranges — or, for the *instrument*, three voices of struck
+  notes (velocity, decay, a timbre per note whose upper harmonics die away first);
+* **filtered noise** (breath, frication) whose spectral envelope is a few smooth mel-spaced bands,
+  held to at most a tenth of the harmonic energy;
 * a **loudness** envelope and a **voicing** mix (harmonic power share) every 10 ms.
 
 All controls go through sigmoids into their ranges, so any parameter value is a legal sound. The
@@ -44,7 +47,7 @@ class SynthConfig:
     kind: str = "voice"
     f0_min: float = 80.0  # Hz: the pitch range every contour stays inside
     f0_max: float = 320.0
-    harmonics: int = 96  # at most; those above 0.95·Nyquist are silent
+    harmonics: int = 96  # at most; those that could pass 0.9·Nyquist are silent
     voices: int = 1  # simultaneous pitch contours (an instrument may play a chord)
     f0_rate: float = 20.0  # pitch knots per second (50 ms): a smooth contour
     control_rate: float = 100.0  # loudness and voicing frames per second (10 ms)
