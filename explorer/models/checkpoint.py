@@ -43,16 +43,18 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_torchscript(file: Path) -> torch.nn.Module:
-    warnings.warn(
-        f"{file.name} is TorchScript: the code stored in the file runs on every forward pass. "
-        "Load only files from a source you trust (a state dict with --arch runs no code of its own).",
-        TorchScriptTrustWarning, stacklevel=4,
-    )
     try:
         module = torch.jit.load(str(file), map_location="cpu")
     except Exception as exc:  # a zip with a code/ folder that is not a TorchScript module, or a damaged one
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{file.name} looks like a TorchScript file but cannot be loaded as one: {reason}") from None
+    # Loading runs none of the file's code; every forward pass will. Warn once it is known to be a module,
+    # so a damaged file gives one clear error rather than a warning and an error.
+    warnings.warn(
+        f"{file.name} is TorchScript: the code stored in the file runs on every forward pass. "
+        "Load only files from a source you trust (a state dict with --arch runs no code of its own).",
+        TorchScriptTrustWarning, stacklevel=4,
+    )
     check_module_finite(module, file.name)
     return module
 
