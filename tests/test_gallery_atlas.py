@@ -149,3 +149,40 @@ def test_a_layer_ending_in_relu6_is_optimised_before_it(tmp_path):
     before = render(model, objectives.channel("0.1", [0, 1]), settings.with_(steps=0)).final_activation
     after = [e.activation for e in lookup(store, model, "0", settings).values()]
     assert all(a > b for a, b in zip(after, before.tolist())), "before the activation the unit climbs"
+
+
+def test_the_shipped_lite0_atlas_is_complete_compact_and_served(tmp_path):
+    """The atlas in assets/atlas ships with the project: every unit of every main layer of the real
+    EfficientNet-Lite0 weights at the gallery's thumbnail settings, readable images, example tables for the
+    built-in photos, under 25 MB, and the gallery's lookup serves it for the default model."""
+    from PIL import Image
+
+    from explorer.gallery import THUMBNAILS
+    from explorer.gallery.atlas import ATLAS_ROOT
+    from explorer.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    atlas = find_atlas(model, ATLAS_ROOT)
+    assert atlas is not None, "assets/atlas/efficientnet_lite0 is missing or was built on other weights"
+    assert atlas.serves(model, THUMBNAILS)
+    layers = all_layers(model)
+    assert atlas.layers == layers
+    for layer in layers:
+        n = model.layer_shapes[layer][0]
+        assert atlas.units(layer) == n
+        acts = np.array(atlas.manifest["layers"][layer]["activations"], dtype=float)
+        # the renders excite their units (a few stem units are dead: negative on every image they can make)
+        assert np.isfinite(acts).all() and (acts > 0).mean() > 0.8, layer
+        files = sorted((atlas.root / layer).glob("*.webp"))
+        assert [f.name for f in files] == [f"{u:05d}.webp" for u in range(n)]
+        with Image.open(files[int(acts.argmax())]) as image:
+            assert image.size == (THUMBNAILS.size, THUMBNAILS.size)
+            assert np.asarray(image.convert("L"), dtype=float).std() > 5  # not a flat grey tile
+    total = sum(f.stat().st_size for f in atlas.root.rglob("*") if f.is_file())
+    assert total < 25 * 2**20
+    image_set = builtin_image_set()
+    table = atlas.examples("blocks.10", image_set.digest)
+    assert table is not None and table["max"].shape == (len(image_set), model.layer_shapes["blocks.10"][0])
+    mine = GalleryStore(tmp_path / "mine")
+    entries = lookup(mine, model, "blocks.10", THUMBNAILS, atlas=atlas)
+    assert sorted(entries) == list(range(model.layer_shapes["blocks.10"][0]))
