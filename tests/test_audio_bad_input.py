@@ -63,3 +63,25 @@ def test_an_ordinary_wav_still_loads(tmp_path):
     path.write_bytes(wav_bytes(0.25, rate=22050, channels=2))
     audio = audio_io.load_audio(path, 16000)
     assert audio.dtype == np.float32 and abs(len(audio) - 4000) <= 1
+
+
+def test_a_short_start_sound_is_padded_with_a_note_in_the_result_the_json_and_the_cli(tmp_path, capsys):
+    """A complete WAV shorter than the dream is padded with silence — and the user is told (page, CLI, JSON)."""
+    import json
+
+    from explorer.cli import main
+
+    short = tmp_path / "short.wav"
+    short.write_bytes(wav_bytes(0.3, rate=16000))
+    out = tmp_path / "dream"
+    code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", str(short),
+                 "--seconds", "1", "--steps", "1", "--out", str(out)])
+    assert code == 0
+    note = "The start sound lasts 0.30 s, shorter than the 1 s dream: the rest was padded with silence."
+    assert f"note: {note}" in capsys.readouterr().out
+    assert json.loads((out / "dream.json").read_text())["notes"] == [note]
+    long = tmp_path / "long.wav"
+    long.write_bytes(wav_bytes(1.2, rate=16000))
+    assert main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", str(long),
+                 "--seconds", "1", "--steps", "1", "--out", str(tmp_path / "d2")]) == 0
+    assert json.loads((tmp_path / "d2" / "dream.json").read_text())["notes"] == []

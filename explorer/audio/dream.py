@@ -300,6 +300,7 @@ class DreamResult:
     judges: dict[str, dict[str, Verdict]] = field(default_factory=dict)
     controls: dict | None = None  # synthesiser: f0 / loudness / voicing per 10 ms frame, and a summary
     fit_distance: float | None = None  # synthesiser from a clip: spectral distance after imitating it
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a short start padded)
 
     @property
     def param_label(self) -> str:
@@ -334,6 +335,7 @@ class DreamResult:
             "judges": {when: verdicts_to_dict(v) for when, v in self.judges.items()},
             "synth": None if self.controls is None else self.controls.get("summary"),
             "fit_distance": None if self.fit_distance is None else round(self.fit_distance, 4),
+            "notes": list(self.notes),
             "files": self.files,
         }
 
@@ -388,6 +390,14 @@ def _fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(audio, (0, samples - len(audio))).astype(np.float32)
 
 
+def padding_note(audio_samples: int, samples: int, sample_rate: int) -> str | None:
+    """What the user should know when a start sound is shorter than the dream (it is padded with silence)."""
+    if audio_samples >= samples:
+        return None
+    return (f"The start sound lasts {audio_samples / sample_rate:.2f} s, shorter than the {samples / sample_rate:g} s dream: "
+            f"the rest was padded with silence.")
+
+
 def tv_axes(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean squared difference along time and along frequency, per item (B×1×bins×frames)."""
     along_time = (unit[..., :, 1:] - unit[..., :, :-1]).pow(2).flatten(1).mean(1)
@@ -428,10 +438,17 @@ def dream(
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap
+    notes: list[str] = []
+    wanted = int(round(settings.seconds * sr))
+    if start_audio is None and settings.start not in BUILTIN_CLIPS:
+        start_audio = audio_io.load_audio(settings.start, sr) if Path(settings.start).exists() else None
     if start_audio is None:
         start_audio, is_clip = load_start(settings.start, settings.seconds, sr)
     else:
-        start_audio, is_clip = _fit_length(np.asarray(start_audio, dtype=np.float32), int(round(settings.seconds * sr))), True
+        start_audio = np.asarray(start_audio, dtype=np.float32)
+        note = padding_note(len(start_audio), wanted, sr)
+        notes += [note] if note else []
+        start_audio, is_clip = _fit_length(start_audio, wanted), True
     if settings.phase == "original" and not is_clip:
         raise UserInputError("Original phase needs a clip or upload to start from (noise and silence have no useful phase).")
     samples = len(start_audio)
@@ -559,6 +576,7 @@ def dream(
 
     return DreamResult(
         settings=settings, target=target.name, value_label=target.value_label, sample_rate=sr,
+        notes=notes,
         before_audio=before_audio, after_audio=after_audio,
         before_db=db_picture(start_unit), after_db=db_picture(unit), roundtrip_db=db_picture(dbmap.to_unit(roundtrip_mag)),
         history=[float(v) for v in result.history[:, 0]] if len(result.history) else [],

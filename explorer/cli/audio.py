@@ -78,6 +78,8 @@ def run_dream(args: argparse.Namespace) -> int:
     save_dream(result, out)
     if result.stopped:
         print(f"stopped: {result.stopped}")
+    for note in result.notes:
+        print(f"note: {note}")
     print(f"{result.param_label}")
     print(f"{result.target} (scored by the optimised network): {result.value_label} before {result.before['value']:.3f} → "
           f"optimised {result.optimised['value']:.3f} → round trip (WAV read back) {result.roundtrip['value']:.3f}")

@@ -136,6 +136,8 @@ result = st.session_state.get(f"{KEY}_result")
 if result is not None:
     if result.stopped:
         (st.error if result.stopped.startswith("diverged") else st.info)(f"Stopped: {result.stopped}")
+    for note in result.notes:
+        st.warning(note)
     st.subheader(f"{result.target} · {result.steps_done} steps in {result.seconds:.1f} s")
     st.caption(f"Parameterisation: {result.param_label}.")
     st.markdown(f"**The optimised network's own score** ({result.target}: it cannot fail, it is what was maximised)")
