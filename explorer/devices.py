@@ -99,7 +99,7 @@ def fast_fp32(device: torch.device) -> Iterator[None]:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA and on CPUs with AMX, where benchmarks/render_step.py measured it faster
-    (2-core AMX Xeon, batch 16 at 224 px: render step ×1.20 in fp32, ×1.32 in bf16, forward ×1.39);
+    (2-core AMX Xeon, batch 16 at 224 px: render step ×1.20 in fp32, ×1.31 in bf16, forward ×1.39);
     contiguous on other CPUs (not measured: no gain assumed)."""
     if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
         return torch.channels_last

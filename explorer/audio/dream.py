@@ -372,30 +372,26 @@ def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg") ->
     raise UserInputError(f"Unknown net {net!r}: use speech, music:TAG or image:MODEL:LAYER[:UNIT].")
 
 
-def load_start(start: str, seconds: float, sample_rate: int) -> tuple[np.ndarray, bool]:
-    """(samples, is_clip): a built-in sound or a file, trimmed or zero-padded to ``seconds``."""
+def load_start(start: str, seconds: float, sample_rate: int) -> tuple[np.ndarray, bool, str | None]:
+    """(samples, is_clip, note): a built-in sound or a file, trimmed or zero-padded to ``seconds``; the note
+    says when a file was shorter than that (padded with silence)."""
     if not 0.5 <= seconds <= audio_io.MAX_SECONDS:
         raise UserInputError(f"Dream length must be between 0.5 and {audio_io.MAX_SECONDS:g} s (got {seconds:g}).")
     if start in BUILTIN_CLIPS:
-        return builtin_clip(start, seconds, sample_rate), start not in ("silence", "noise")
+        return builtin_clip(start, seconds, sample_rate), start not in ("silence", "noise"), None
     if isinstance(start, str) and not Path(start).exists() and "/" not in start and "." not in start:
         raise UserInputError(f"Unknown start {start!r}: a file path or one of {', '.join(BUILTIN_CLIPS)}.")
-    audio = audio_io.load_audio(start, sample_rate)
-    return _fit_length(audio, int(round(seconds * sample_rate))), True
+    audio, note = fit_length(audio_io.load_audio(start, sample_rate), int(round(seconds * sample_rate)), sample_rate)
+    return audio, True, note
 
 
-def _fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
+def fit_length(audio: np.ndarray, samples: int, sample_rate: int) -> tuple[np.ndarray, str | None]:
+    """``audio`` cut or zero-padded to ``samples``, and a note for the user when it had to be padded."""
     if len(audio) >= samples:
-        return audio[:samples].astype(np.float32)
-    return np.pad(audio, (0, samples - len(audio))).astype(np.float32)
-
-
-def padding_note(audio_samples: int, samples: int, sample_rate: int) -> str | None:
-    """What the user should know when a start sound is shorter than the dream (it is padded with silence)."""
-    if audio_samples >= samples:
-        return None
-    return (f"The start sound lasts {audio_samples / sample_rate:.2f} s, shorter than the {samples / sample_rate:g} s dream: "
+        return audio[:samples].astype(np.float32), None
+    note = (f"The start sound lasts {len(audio) / sample_rate:.2f} s, shorter than the {samples / sample_rate:g} s dream: "
             f"the rest was padded with silence.")
+    return np.pad(audio, (0, samples - len(audio))).astype(np.float32), note
 
 
 def tv_axes(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,17 +434,12 @@ def dream(
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap
-    notes: list[str] = []
-    wanted = int(round(settings.seconds * sr))
-    if start_audio is None and settings.start not in BUILTIN_CLIPS:
-        start_audio = audio_io.load_audio(settings.start, sr) if Path(settings.start).exists() else None
     if start_audio is None:
-        start_audio, is_clip = load_start(settings.start, settings.seconds, sr)
+        start_audio, is_clip, note = load_start(settings.start, settings.seconds, sr)
     else:
-        start_audio = np.asarray(start_audio, dtype=np.float32)
-        note = padding_note(len(start_audio), wanted, sr)
-        notes += [note] if note else []
-        start_audio, is_clip = _fit_length(start_audio, wanted), True
+        start_audio, note = fit_length(np.asarray(start_audio, dtype=np.float32), int(round(settings.seconds * sr)), sr)
+        is_clip = True
+    notes = [note] if note else []
     if settings.phase == "original" and not is_clip:
         raise UserInputError("Original phase needs a clip or upload to start from (noise and silence have no useful phase).")
     samples = len(start_audio)
@@ -576,14 +567,13 @@ def dream(
 
     return DreamResult(
         settings=settings, target=target.name, value_label=target.value_label, sample_rate=sr,
-        notes=notes,
         before_audio=before_audio, after_audio=after_audio,
         before_db=db_picture(start_unit), after_db=db_picture(unit), roundtrip_db=db_picture(dbmap.to_unit(roundtrip_mag)),
         history=[float(v) for v in result.history[:, 0]] if len(result.history) else [],
         before=before, optimised=optimised, roundtrip=roundtrip,
         steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
         griffin_lim_convergence=convergence, n_fft=cfg.n_fft, hop=cfg.hop,
-        param=kind, judges=judges, controls=controls, fit_distance=fit_distance,
+        param=kind, judges=judges, controls=controls, fit_distance=fit_distance, notes=notes,
     )
 
 
