@@ -222,6 +222,111 @@ class EMA:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
 
 
+# ---- the one training loop --------------------------------------------------------------------------
+def warmup_cosine_lr(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to 10 % of it at ``steps``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _same_settings(saved: dict, current: dict) -> bool:
+    """A checkpoint resumes a run when everything but the step budget and checkpoint interval matches."""
+    ignore = {"steps": 0, "checkpoint_every": 0}
+    return saved | ignore == current | ignore
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`run_training` leaves behind: the trained model, its EMA and the books."""
+
+    model: torch.nn.Module
+    ema: "EMA"
+    step: int
+    start_step: int
+    seconds: float  # this run's wall time
+    earlier_seconds: float  # resumed runs before it
+    losses: list[float]
+    stopped: str | None
+
+
+def run_training(
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    ema: "EMA",
+    loss_at,  # step -> scalar loss tensor; draws its batch from (seed, step) so resumes are exact
+    *,
+    steps: int,
+    lr_at,  # step -> learning rate
+    config: dict,
+    same_settings,  # saved config dict -> bool
+    checkpoint: Path,
+    resume: bool = True,
+    checkpoint_every: int = 250,
+    log_every: int = 50,
+    clip: float = 1.0,
+    callback: ProgressCallback | None = None,
+    should_stop: ShouldStop | None = None,
+    time_limit_s: float | None = None,
+) -> TrainingRun:
+    """Step ``model`` from its last checkpoint to ``steps``: AdamW-style step, gradient clipping, EMA, mean loss
+    per ``log_every`` window, an atomic checkpoint every ``checkpoint_every`` steps and on a stop. Shared by
+    the DDPM and the noise-aware classifier trainers; a run resumed from its checkpoint continues exactly as
+    an uninterrupted one (``loss_at`` must be a pure function of the step and the weights)."""
+    start_step, earlier_seconds, losses = 0, 0.0, []
+    window: list[float] = []  # losses of the current logging window (aligned to absolute steps)
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if not same_settings(state["config"]):
+            raise UserInputError(f"{checkpoint} was written with different settings; pass --no-resume or another --out.")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        ema.shadow = {k: v.float() for k, v in state["ema"].items()}
+        start_step, earlier_seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+        window = list(state.get("window", []))
+
+    def save_checkpoint(step: int, seconds: float) -> None:
+        write_torch(checkpoint, {"config": config, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                 "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window})
+
+    model.train()
+    started = time.perf_counter()
+    step, stopped = start_step, None
+    while step < steps:
+        if stop_requested(should_stop):
+            stopped = CANCELLED
+            break
+        if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
+            stopped = TIME_LIMIT
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = lr_at(step)
+        loss = loss_at(step)
+        if not torch.isfinite(loss):
+            stopped = f"diverged at step {step}"
+            break
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimiser.step()
+        ema.update(model, step)
+        step += 1
+        window.append(float(loss.detach()))
+        if step % log_every == 0 or step == steps:
+            losses.append(sum(window) / len(window))
+            window = []
+        if callback:
+            callback(step, steps, None, loss.detach().reshape(1))
+        if step % checkpoint_every == 0 or step == steps:
+            save_checkpoint(step, earlier_seconds + time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if step > start_step and (stopped is None or stopped in (CANCELLED, TIME_LIMIT)):
+        save_checkpoint(step, earlier_seconds + seconds)
+    model.eval()
+    return TrainingRun(model, ema, step, start_step, seconds, earlier_seconds, losses, stopped)
+
+
 def diffusion_loss(unet, scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """ε-prediction MSE: ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², x0 in [−1, 1]."""
     noisy = scheduler.add_noise(x0, noise, timesteps)
@@ -296,66 +401,20 @@ def train_ddpm(
     scheduler = make_scheduler(config.schedule, config.num_train_timesteps, "ddpm")
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
 
-    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10 %
-        if step < config.warmup:
-            return config.lr * (step + 1) / config.warmup
-        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-    ema = EMA(unet, config.ema_decay)
-    start_step, earlier_seconds, losses = 0, 0.0, []
-    window: list[float] = []  # losses of the current logging window (aligned to absolute steps)
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = DDPMConfig.from_dict(state["config"])
-        if asdict(saved) | {"steps": 0, "checkpoint_every": 0} != asdict(config) | {"steps": 0, "checkpoint_every": 0}:
-            raise UserInputError(f"{ckpt_path} was written with different settings; pass --no-resume or another --out.")
-        unet.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        ema.shadow = {k: v.float() for k, v in state["ema"].items()}
-        start_step, earlier_seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
-        window = list(state.get("window", []))
-
-    def save_checkpoint(step: int, seconds: float) -> None:
-        write_torch(ckpt_path, {"config": asdict(config), "model": unet.state_dict(), "optimiser": optimiser.state_dict(),
-                      "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window})
-
-    unet.train()
-    started = time.perf_counter()
-    step, stopped = start_step, None
-    while step < config.steps:
-        if stop_requested(should_stop):
-            stopped = CANCELLED
-            break
-        if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
-            stopped = TIME_LIMIT
-            break
+    def loss_at(step: int) -> torch.Tensor:
         x, t, noise = _batch_for_step(data, config, step, config.num_train_timesteps)
-        for group in optimiser.param_groups:
-            group["lr"] = lr_at(step)
-        loss = diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev))
-        if not torch.isfinite(loss):
-            stopped = f"diverged at step {step}"
-            break
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimiser.step()
-        ema.update(unet, step)
-        step += 1
-        window.append(float(loss.detach()))
-        if step % log_every == 0 or step == config.steps:
-            losses.append(sum(window) / len(window))
-            window = []
-        if callback:
-            callback(step, config.steps, None, loss.detach().reshape(1))
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(step, earlier_seconds + time.perf_counter() - started)
-    seconds = time.perf_counter() - started
-    if step > start_step and (stopped is None or stopped in (CANCELLED, TIME_LIMIT)):
-        save_checkpoint(step, earlier_seconds + seconds)
-    report = DDPMReport(step, seconds, earlier_seconds + seconds, losses, _hardware(dev), str(out), stopped)
-    export_ddpm(unet, ema, scheduler, config, out, report, data.source)
+        return diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev))
+
+    run = run_training(
+        unet, optimiser, EMA(unet, config.ema_decay), loss_at,
+        steps=config.steps, lr_at=lambda step: warmup_cosine_lr(step, config.lr, config.warmup, config.steps),
+        config=asdict(config), same_settings=lambda saved: _same_settings(asdict(DDPMConfig.from_dict(saved)), asdict(config)),
+        checkpoint=ckpt_path, resume=resume, checkpoint_every=config.checkpoint_every, log_every=log_every,
+        callback=callback, should_stop=should_stop, time_limit_s=time_limit_s,
+    )
+    report = DDPMReport(run.step, run.seconds, run.earlier_seconds + run.seconds, run.losses, _hardware(dev), str(out),
+                        run.stopped)
+    export_ddpm(unet, run.ema, scheduler, config, out, report, data.source)
     return report
 
 
