@@ -1,4 +1,4 @@
-"""The one place that imports torchvision (and, after it, Lucent and diffusers).
+"""The one place that imports torchvision (and, after it, Lucent, diffusers and timm).
 
 PyPI's torchvision wheel that matches torch 2.13 is a CUDA build. Next to a CPU torch
 its compiled extension cannot load, and importing torchvision then fails with
@@ -95,3 +95,9 @@ def import_diffusers() -> ModuleType:
     """diffusers imports torchvision when it is installed: import it only after the guard."""
     import_torchvision()
     return importlib.import_module("diffusers")
+
+
+def import_timm() -> ModuleType:
+    """timm imports torchvision at import time: import it only after the guard."""
+    import_torchvision()
+    return importlib.import_module("timm")

@@ -66,13 +66,17 @@ class LayerInfo:
     shape: tuple[int, ...]  # output shape without the batch dimension
     kind: str  # module class name
     calls: int  # how often the module runs in one forward pass
+    tokens: bool = False  # a transformer's token tensor: shape is (tokens N, channels C), not (C, …)
 
     @property
     def channels(self) -> int:
+        if self.tokens:
+            return self.shape[-1]
         return self.shape[0] if self.shape else 1
 
     def describe(self) -> str:
-        return f"{self.name}  {self.kind}  {'×'.join(map(str, self.shape))}"
+        shape = f"{self.shape[0]} tokens × {self.shape[1]}" if self.tokens else '×'.join(map(str, self.shape))
+        return f"{self.name}  {self.kind}  {shape}"
 
 
 def fingerprint_module(module: nn.Module) -> str:
@@ -112,6 +116,9 @@ class LoadedModel:
     fixed_input_size: bool = False  # resize every input to input_size (nets with a flatten)
     default_layer: str | None = None
     description: str = ""
+    # Transformers (timm ViTs): None for other networks; otherwise its 2-D layer outputs are B×N×C token
+    # tensors whose first ``token_prefix`` tokens are not image patches (CLS, distillation, registers).
+    token_prefix: int | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -138,7 +145,8 @@ class LoadedModel:
         """Every module that produces a tensor, in execution order, with its output shape."""
         shapes, calls = self._dry_run
         kinds = {n: type(m).__name__ for n, m in self.module.named_modules()}
-        infos = [LayerInfo(n, s, kinds.get(n, "?"), calls.get(n, 1)) for n, s in shapes.items()]
+        tokens = self.token_prefix is not None
+        infos = [LayerInfo(n, s, kinds.get(n, "?"), calls.get(n, 1), tokens and len(s) == 2) for n, s in shapes.items()]
         out = self.num_classes
         infos.append(LayerInfo(OUTPUT, (out,), "logits", 1))
         return infos
@@ -158,14 +166,15 @@ class LoadedModel:
             return int(self.module(self.preprocess(x)).shape[-1])
 
     def main_layers(self) -> list[LayerInfo]:
-        """The layers worth offering first: spatial (C×H×W) outputs of modules with children or convs, plus logits."""
+        """The layers worth offering first: spatial (C×H×W) or token (N×C) outputs of modules with children or
+        convs, plus logits."""
         modules = dict(self.module.named_modules())
         picked = []
         for info in self.layers:
             module = modules.get(info.name)
             if info.name == OUTPUT:
                 picked.append(info)
-            elif module is not None and info.calls == 1 and len(info.shape) in (1, 3):
+            elif module is not None and info.calls == 1 and (len(info.shape) in (1, 3) or info.tokens):
                 if info.name.count(".") <= 1 and (len(list(module.children())) > 0 or isinstance(module, (nn.Conv2d, nn.Linear))):
                     picked.append(info)
         return picked
