@@ -207,3 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(func=_train_classifier)
+
+    from .diffusion_imagination import register_subcommands  # guide, inpaint, branch, train-noisy-classifier
+
+    register_subcommands(sub)
