@@ -15,11 +15,26 @@ def tiny_settings(at):
     at.number_input(key="fv_size").set_value(48)
 
 
-def test_render_shows_images_with_activations(root):
+def recorded_downloads(monkeypatch) -> list[str]:
+    """File names of the page's download buttons (AppTest's protos do not carry them)."""
+    import streamlit
+
+    names, original = [], streamlit.download_button
+
+    def download_button(label, data, file_name=None, *args, **kwargs):
+        names.append(file_name)
+        return original(label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "download_button", download_button)
+    return names
+
+
+def test_render_shows_images_with_activations(root, monkeypatch):
+    downloads = recorded_downloads(monkeypatch)
     at = page(root)
     at.selectbox(key="fv_layer").set_value("blocks.6")
     tiny_settings(at)
-    at.text_input(key="fv_units").set_value("2-3")
+    at.text_input(key="fv_units").set_value("7,2")
     at.button(key="fv_go").click().run()
     assert not at.exception and not at.error
     captions = [img.proto.imgs[0].caption for img in at.get("image")]  # AppTest's node type is "image"
@@ -29,7 +44,9 @@ def test_render_shows_images_with_activations(root):
     assert result.steps_done == 3
     assert len(at.get("plotly_chart")) == 1
     activations = result.final_activation.tolist()
-    assert captions == [f"#{i} · activation {a:.3f}" for i, a in enumerate(activations)]  # one captioned image per unit
+    # one captioned image per unit, called by its own number (not its place in the batch)
+    assert captions == [f"unit {u} · activation {a:.3f}" for u, a in zip((7, 2), activations)]
+    assert {"efficientnet_lite0_unit-0007.png", "efficientnet_lite0_unit-0002.png"} <= set(downloads), downloads
 
 
 def test_bad_units_show_errors_not_tracebacks(root):

@@ -8,6 +8,7 @@ from .. import limits
 from ..errors import UserInputError
 from ..images import grid, save_png
 from ..models import DEFAULT_MODEL
+from ..naming import image_names, image_units, unit_kind
 from ..optvis import RenderSettings, objectives, render
 from ..optvis.param import PARAMETERISATIONS
 from ..optvis.render import check_request
@@ -117,11 +118,11 @@ def run_visualize(args: argparse.Namespace) -> int:
     check_request(model, objective, settings, args.batch)  # fail before any output or progress bar
     with progress(settings.steps, f"{model.name} {objective.name}") as callback:
         result = render(model, objective, settings, batch=args.batch, callback=callback, should_stop=callback.should_stop)
-    files = []
-    for i, image in enumerate(result.images):
-        files.append(save_png(image, out / f"{i:03d}.png").name)
+    names = image_names(objective, len(result.images))  # files and JSON name each image by its own unit
+    files = [save_png(image, out / name.filename()).name for image, name in zip(result.images, names)]
     save_png(grid(result.images), out / "grid.png")
-    write_json(out / "result.json", {**result.summary(), "files": files})
+    write_json(out / "result.json", {**result.summary(), "unit_kind": unit_kind(objective),
+                                     "units": image_units(objective, len(result.images)), "files": files})
     if result.stopped:
         print(f"stopped: {result.stopped}")
     print(f"{len(files)} images in {out} ({result.seconds:.1f} s); final activation mean "

@@ -7,12 +7,13 @@ import streamlit as st
 
 from explorer import fooling
 from explorer.errors import UserInputError
-from explorer.images import grid, to_uint8
+from explorer.images import grid
+from explorer.naming import image_names, image_units, unit_kind
 from explorer.optvis import RenderSettings, objectives, render
 from explorer.optvis.param import PARAMETERISATIONS
 from explorer.parsing import parse_units
 from explorer.transfer import judge_class_images
-from explorer.ui import widgets
+from explorer.ui import display, widgets
 
 KEY = "fv"
 DEFAULTS = RenderSettings()
@@ -92,6 +93,8 @@ if widgets.run_controls(KEY, "Render"):
         result = render(model, objective, settings, batch=None if objective.batch else int(batch), callback=progress)
         progress.done()
         st.session_state[f"{KEY}_result"] = result
+        st.session_state[f"{KEY}_names"] = image_names(objective, len(result.images))
+        st.session_state[f"{KEY}_unit_list"] = {"unit_kind": unit_kind(objective), "units": image_units(objective, len(result.images))}
         st.session_state[f"{KEY}_judges"] = None
         if kind == "class" and not result.stopped:  # the optimised network cannot fail its own test: ask others
             with st.spinner("Asking independent judges (other ImageNet models)…"):
@@ -106,12 +109,13 @@ if result is not None:
     if result.stopped:
         (st.error if result.diverged else st.info)(f"Stopped: {result.stopped}")
     st.subheader(f"{result.model} · {result.objective} · {result.steps_done} steps in {result.seconds:.1f} s")
+    names = st.session_state.get(f"{KEY}_names") or image_names(None, len(result.images))
     per_row = min(4, len(result.images))
     cols = st.columns(per_row)
-    for i, image in enumerate(result.images):
-        with cols[i % per_row]:
-            st.image(to_uint8(image), caption=f"#{i} · activation {float(result.final_activation[i]):.3f}", width="stretch")
-            widgets.download_png(image, f"{result.model}_{i:03d}.png", key=f"{KEY}_dl_{i}")
+    for i, (image, name) in enumerate(zip(result.images, names)):
+        with cols[i % per_row]:  # each image by its own unit number, at its native size or a whole multiple
+            display.show_image(image, caption=f"{name.label} · activation {float(result.final_activation[i]):.3f}")
+            widgets.download_png(image, name.filename(prefix=f"{result.model}_"), key=f"{KEY}_dl_{i}")
     judged = st.session_state.get(f"{KEY}_judges")
     if judged is not None:
         classes, verdicts = judged
@@ -120,18 +124,18 @@ if result is not None:
                     "size and preprocessing. Rank 1 = its first choice.")
         if len(verdicts) == 1:
             st.caption("No other model of this family loads offline here: no independent judge.")
-        st.dataframe([{"image": f"#{i}", "class": f"{c} {model.label(c)}",
+        st.dataframe([{"image": names[i].label, "class": f"{c} {model.label(c)}",
                        **{f"{v.model}{' (optimised)' if k == 0 else ''}": f"rank {v.ranks[i] + 1}, p {v.p_class[i]:.3f}"
                           for k, v in enumerate(verdicts)}} for i, c in enumerate(classes)], hide_index=True)
     c1, c2 = st.columns(2)
     with c1:
         widgets.download_png(grid(result.images), f"{result.model}_grid.png", "Download grid PNG", key=f"{KEY}_dl_grid")
     with c2:
-        widgets.download_json(result.summary(), f"{result.model}_render.json", "Download settings + activations JSON", key=f"{KEY}_dl_json")
+        widgets.download_json({**result.summary(), **st.session_state.get(f"{KEY}_unit_list", {})}, f"{result.model}_render.json", "Download settings + activations JSON", key=f"{KEY}_dl_json")
     if len(result.history):
         fig = go.Figure()
         for i in range(result.history.shape[1]):
-            fig.add_trace(go.Scatter(y=result.history[:, i].tolist(), mode="lines", name=f"#{i}"))
+            fig.add_trace(go.Scatter(y=result.history[:, i].tolist(), mode="lines", name=names[i].label))
         fig.update_layout(title="Objective per step (priors included, transformed image)", xaxis_title="step",
                           yaxis_title="objective", height=320, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(fig, width="stretch")

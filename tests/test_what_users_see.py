@@ -1,0 +1,64 @@
+"""Issue 23, what a user sees: units named by their own numbers, readable log axes, images at whole
+multiples of their size, `--out` guarded, one vocabulary, messages that say what happened."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from explorer.naming import image_names, image_units, unit_kind
+from explorer.optvis import objectives
+
+
+# ---- units by their own numbers ------------------------------------------------------------------
+def test_images_are_named_by_their_units_not_their_batch_places():
+    names = image_names(objectives.channel("blocks.10", [7, 42]), 2)
+    assert [n.label for n in names] == ["unit 7", "unit 42"]
+    assert [n.filename() for n in names] == ["unit-0007.png", "unit-0042.png"]
+    assert image_units(objectives.channel("blocks.10", [7, 42]), 2) == [7, 42]
+    # priors composed in do not hide the units
+    assert image_units(objectives.channel("blocks.10", [7, 42]) - 0.5 * objectives.deepdream("blocks.2"), 2) == [7, 42]
+
+
+def test_classes_copies_and_dreams_have_names_too():
+    cls = image_names(objectives.class_logit([309, 1]), 2)
+    assert [n.filename() for n in cls] == ["class-0309.png", "class-0001.png"] and unit_kind(objectives.class_logit(309)) == "class"
+    copies = image_names(objectives.channel("blocks.10", 7), 3)  # one unit, a diversity batch of 3
+    assert [n.label for n in copies] == ["unit 7 (1 of 3)", "unit 7 (2 of 3)", "unit 7 (3 of 3)"]
+    assert len({n.filename() for n in copies}) == 3
+    dream = image_names(objectives.deepdream("blocks.6"), 2)
+    assert [n.filename() for n in dream] == ["image-000.png", "image-001.png"] and image_units(objectives.deepdream("blocks.6"), 2) is None
+
+
+# ---- images at their native size or a whole multiple ---------------------------------------------
+def test_images_are_enlarged_by_whole_factors_only():
+    from explorer.ui.display import enlarged, integer_scale
+
+    assert integer_scale(224) == 1 and integer_scale(128) == 2 and integer_scale(96) == 2 and integer_scale(48) == 5
+    assert integer_scale(1024) == 1  # never shrunk below native by us, never enlarged past a whole factor
+    image = torch.rand(3, 5, 7)
+    big = enlarged(image, 3)
+    assert big.shape == (15, 21, 3)
+    assert (big[::3, ::3] == enlarged(image, 1)).all() and (big[2::3, 2::3] == enlarged(image, 1)).all()  # exact pixels
+
+
+# ---- log axes --------------------------------------------------------------------------------------
+def assert_decade_axis(axis, lo: float, hi: float) -> None:
+    """Labelled ticks only at powers of ten, spanning [lo, hi]; labels are the plain numbers."""
+    assert axis.type == "log" and axis.tickmode == "array"
+    values = list(axis.tickvals)
+    assert all(abs(torch.tensor(v).log10().item() - round(torch.tensor(v).log10().item())) < 1e-9 for v in values), values
+    assert min(values) <= lo and max(values) >= hi
+    assert list(axis.ticktext) == [f"{v:g}" for v in values]
+    assert axis.minor.tickvals and not set(axis.minor.tickvals) & set(values)  # minor ticks carry no label
+
+
+def test_log_axis_labels_decades_only():
+    from explorer.ui.display import decade_label, log_axis
+
+    fig = go.Figure(go.Scatter(y=[0.03, 0.5, 2.0]))
+    log_axis(fig, [0.03, 0.5, 2.0, 0.0, float("nan")])
+    assert_decade_axis(fig.layout.yaxis, 0.03, 2.0)
+    assert list(fig.layout.yaxis.ticktext) == ["0.01", "0.1", "1", "10"]
+    assert decade_label(-6) == "1e-06" and decade_label(0) == "1"
