@@ -295,6 +295,12 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         paths[name] = folder / name
     if (folder / "mixed").is_dir():
         paths["mixed"] = folder / "mixed"
+    if family == "numbers":  # issue 20, class 1: outputs that are links or special files
+        (folder / "kept.json").write_text("{}")
+        os.symlink(folder / "kept.json", folder / "link.json")
+        os.mkfifo(folder / "pipe.json")
+        os.symlink(folder / "pipe.json", folder / "pipe_link.json")
+        paths.update({name: folder / name for name in ("kept.json", "link.json", "pipe.json", "pipe_link.json")})
     return paths
 
 
@@ -551,6 +557,35 @@ def _cases() -> list[Case]:
         errors, bad = hammer(path, write, times=100)
         return f"errors {len(errors)}, partial reads {len(bad)}"
     add("lib-two-threads-write-one-png", "numbers", "lib", lib(concurrent_writes), "ok", r"^errors 0, partial reads 0$", "6")
+
+    # ---- issue 20, class 1: writers write through links and refuse special files ----------------------
+    def write_through_link(ctx):
+        from explorer.files import write_json
+
+        write_json(ctx.f("link.json"), {"written": True})
+        return f"link kept {os.path.islink(ctx.f('link.json'))}, target written {'written' in Path(ctx.f('kept.json')).read_text()}"
+    add("write-json-through-a-symlink", "numbers", "lib", lib(write_through_link), "ok", r"^link kept True, target written True$", "20.1: symlink")
+
+    def write_fifo(ctx):
+        import stat
+
+        from explorer.files import write_json
+
+        try:
+            write_json(ctx.f("pipe.json"), {"x": 1})
+        finally:
+            assert stat.S_ISFIFO(os.stat(ctx.f("pipe.json")).st_mode), "the FIFO was replaced by a regular file"
+    add("write-json-to-a-fifo", "numbers", "lib", lib(write_fifo), "error", r"pipe\.json: it is a FIFO \(named pipe\), not a regular file",
+        "20.1: special output")
+    add("write-png-into-proc", "numbers", "lib",
+        lib(lambda ctx: __import__("explorer.images", fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4), "/proc/self/comm")),
+        "error", r"Cannot write /proc/self/comm: it is in /proc, a system tree", "20.1: system tree")
+    add("cli-json-to-a-link-to-a-fifo", "numbers", "cli",
+        cli("fool", "sweep", "--model", TINY, "--families", "uniform", "--n", "4", "--batch", "4", "--gallery", "0",
+            "--json", f("pipe_link.json")),
+        "error", r"^error: Cannot write --json .*pipe_link\.json: it is a FIFO \(named pipe\) \(it points to .*pipe\.json\)", "20.1: special output")
+    add("cli-out-in-proc", "numbers", "cli", cli("visualize", "--model", TINY, "--out", "/proc/explorer-corpus", "--steps", "1"),
+        "error", r"^error: --out /proc/explorer-corpus is in /proc, a system tree", "20.1: system tree")
 
     # ---- URLs ---------------------------------------------------------------------------------------
     number = lambda key: (lambda at: f"{key}={at.number_input(key=key).value}")  # noqa: E731

@@ -122,3 +122,56 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # mkstemp's 0600 would hide exports from others
+
+
+def test_a_symlinked_output_is_written_through_and_the_link_stays(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_json(link, {"new": 1})
+    assert link.is_symlink() and real.read_text().strip().startswith("{") and '"new": 1' in real.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("special", ["fifo", "socket", "dev-null-link", "proc"])
+def test_special_outputs_are_refused_and_left_alone(tmp_path, special):
+    import os
+    import socket
+
+    from explorer.files import CannotWrite
+
+    target = tmp_path / special
+    if special == "fifo":
+        os.mkfifo(target)
+    elif special == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(target))
+    elif special == "dev-null-link":
+        target.symlink_to("/dev/null")
+    else:
+        target = Path("/proc/self/comm")
+    with pytest.raises(CannotWrite, match=r"FIFO|socket|system tree"):
+        atomic_write(target, b"x")
+    if special == "fifo":
+        import stat
+
+        assert stat.S_ISFIFO(os.stat(target).st_mode)
+    if special == "dev-null-link":
+        assert target.is_symlink() and os.readlink(target) == "/dev/null"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reading_a_special_file_names_what_it_is(tmp_path):
+    import os
+
+    from explorer.files import read_user_file
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    with pytest.raises(UserInputError, match=r"pipe\.png is a FIFO"):
+        read_user_file(tmp_path / "pipe.png")  # returns at once: the FIFO is never opened for a blocking read
+    with pytest.raises(UserInputError, match=r"zero\.png is a character device"):
+        read_user_file(tmp_path / "zero.png")
+    with pytest.raises(UserInputError, match=r"^Image file not found"):
+        read_user_file(tmp_path / "missing.png", "Image file")
