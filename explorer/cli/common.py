@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .. import limits
 from ..errors import UserInputError
-from ..files import write_json  # noqa: F401  (re-exported for the commands)
+from ..files import output_target, system_tree, write_json  # noqa: F401  (write_json: re-exported for the commands)
 
 
 class ProgressBar:
@@ -87,6 +87,8 @@ def check_options(args, *names: str) -> None:
 def output_dir(path: str | Path) -> Path:
     """The output folder, created now (before any work) so an impossible ``--out`` fails first."""
     out = Path(path).expanduser()
+    if system_tree(out) is not None:
+        raise UserInputError(f"--out {path} is in {system_tree(out)}, a system tree the explorer never writes to.")
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {path} is a file, not a folder: name a folder (it is created if missing).")
     try:
@@ -103,6 +105,7 @@ def output_file(path: str | Path | None, option: str) -> Path | None:
     file = Path(path).expanduser()
     if file.is_dir():
         raise UserInputError(f"{option} {path} is a folder: name a file.")
+    output_target(file, option)  # a device, FIFO or socket, or a path in /proc, /sys, /dev: refused now
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
