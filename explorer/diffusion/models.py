@@ -11,6 +11,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,8 +21,11 @@ from ..compat import import_diffusers
 from ..errors import UserInputError
 from .train import SCHEDULES, make_scheduler
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .gaussian import GaussianDiffusion
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-BUILTIN = {"fashion_ddpm": ASSETS / "fashion_ddpm"}
+BUILTIN = {"fashion_ddpm": ASSETS / "fashion_ddpm", "fashion_iddpm": ASSETS / "fashion_iddpm"}
 _cache: dict[tuple[str, str], "DiffusionModel"] = {}
 _lock = threading.Lock()
 
@@ -52,6 +56,22 @@ class DiffusionModel:
     @property
     def num_train_timesteps(self) -> int:
         return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    @property
+    def variance_type(self) -> str:
+        """fixed_small / fixed_large (the UNet outputs ε) or learned_range (ε and v: Improved DDPM)."""
+        return str(self.scheduler_config.get("variance_type") or "fixed_small")
+
+    @property
+    def learned_variance(self) -> bool:
+        return self.variance_type == "learned_range"
+
+    def gaussian(self, steps: int | None = None) -> "GaussianDiffusion":
+        """The model's training diffusion (explorer.diffusion.gaussian), respaced to ``steps`` if given."""
+        from .gaussian import GaussianDiffusion
+
+        full = GaussianDiffusion.for_model(self)
+        return full if steps is None or steps == full.num_steps else full.respaced(steps)
 
     def scheduler(self, sampler: str = "ddim", schedule: str | None = None):
         """A fresh DDPM/DDIM scheduler (schedulers keep state: one per chain) with the given β schedule."""
