@@ -112,36 +112,37 @@ def output_target(path: str | os.PathLike, what: str = "") -> Path:
 
 
 def read_user_file(path: str | os.PathLike, what: str = "File", *, max_bytes: int | None = None,
-                   head: int | None = None) -> bytes:
+                   head: int | None = None, label: str | None = None) -> bytes:
     """The bytes of a user-named file (or its first ``head`` bytes), refusing special files before reading.
 
     Missing: "<what> not found: PATH". A folder, FIFO, device or socket: "PATH is a FIFO …, not a regular
     file" — checked on the opened descriptor (opened non-blocking, so a FIFO cannot hang the open), so a
     file swapped for a special one between a check and the open is caught too. ``max_bytes`` refuses larger
-    files before reading them."""
+    files before reading them. ``label`` names the file in messages (default: the path as given)."""
     p = Path(path).expanduser()
+    shown = label or str(path)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
-        raise UserInputError(f"{what} not found: {path}") from None
+        raise UserInputError(f"{what} not found: {shown}") from None
     except IsADirectoryError:
-        raise UserInputError(f"{path} is a folder, not a regular file: name a file.") from None
+        raise UserInputError(f"{shown} is a folder, not a regular file: name a file.") from None
     except OSError as exc:
-        raise UserInputError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+        raise UserInputError(f"Cannot read {shown}: {exc.strerror or exc}.") from None
     try:
         info = os.fstat(fd)
         kind = special_kind(info.st_mode)
         if kind is not None:
-            raise UserInputError(f"{path} is {kind}, not a regular file: name a file.")
+            raise UserInputError(f"{shown} is {kind}, not a regular file: name a file.")
         if max_bytes is not None and info.st_size > max_bytes:
-            raise UserInputError(f"{p.name} is {info.st_size:,} bytes; files up to {max_bytes:,} bytes are read.")
+            raise UserInputError(f"{shown} is {info.st_size:,} bytes; files up to {max_bytes:,} bytes are read.")
         if os.name == "posix" and hasattr(os, "O_NONBLOCK"):
             os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=True) as handle:
             fd = -1
             return handle.read() if head is None else handle.read(head)
     except OSError as exc:
-        raise UserInputError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+        raise UserInputError(f"Cannot read {shown}: {exc.strerror or exc}.") from None
     finally:
         if fd >= 0:
             os.close(fd)

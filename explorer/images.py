@@ -6,6 +6,7 @@ Tensors are float32 in [0, 1], C×H×W (or B×C×H×W for batches), RGB.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import limits
 from .errors import UserInputError
-from .files import atomic_write
+from .files import atomic_write, read_user_file
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
@@ -128,11 +129,14 @@ def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SI
         img = _to_rgb(img)
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
-        if not path.is_file():
-            if isinstance(source, str) and source in BUILTIN_PHOTOS:
-                return load_image(f"builtin:{source}", max_side=max_side)
-            raise ImageLoadError(f"Image file not found: {path}")
-        img = _decode(path.read_bytes(), name or path.name, max_side)
+        if isinstance(source, str) and source in BUILTIN_PHOTOS and not os.path.lexists(path):
+            return load_image(f"builtin:{source}", max_side=max_side)
+        try:  # a FIFO, a device or a link to one is refused before it is read, and named as what it is
+            data = read_user_file(path, "Image file", max_bytes=limits.MAX_IMAGE_FILE_BYTES,
+                                  label=None if name is None else name)
+        except UserInputError as exc:
+            raise ImageLoadError(str(exc)) from None
+        img = _decode(data, name or path.name, max_side)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         img = _decode(bytes(source), name or "the uploaded image", max_side)
     elif isinstance(source, Image.Image):

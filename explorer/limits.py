@@ -22,6 +22,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # a decoded file above this is refused (decompres
 MAX_IMAGE_SIDE = 20_000  # px, either side of a file
 MAX_ASPECT = 20.0  # longer side / shorter side; a 20000×1 strip would crop to a 1-px sliver anyway
 LOAD_MAX_SIDE = 2048  # px: larger photos are downscaled on load (nothing here needs more)
+MAX_IMAGE_FILE_BYTES = 512 * 1024**2  # an image file larger than this is refused before it is read
 
 # ---- renders (feature vis, gallery, inversion, dreams, fooling images) ----------------------------
 MIN_SIZE, MAX_SIZE = 16, 1024  # px, side of an optimised image or of a photo after fitting

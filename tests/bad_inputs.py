@@ -295,6 +295,24 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         paths[name] = folder / name
     if (folder / "mixed").is_dir():
         paths["mixed"] = folder / "mixed"
+    if family == "images":  # issue 20, class 2: a folder under the image root with links out of it, special files
+        outside = folder.parent / "outside"
+        outside.mkdir(exist_ok=True)
+        (outside / "elsewhere.png").write_bytes(_photo_bytes())
+        (outside / "secret-name.conf").write_text("password = hunter2\n")
+        rooted = folder / "rooted"
+        rooted.mkdir(exist_ok=True)
+        (rooted / "good.png").write_bytes(_photo_bytes())
+        os.symlink(outside / "elsewhere.png", rooted / "escape_photo.png")
+        os.symlink(outside / "secret-name.conf", rooted / "escape_notes.png")
+        os.mkfifo(rooted / "pipe.png")
+        os.mkfifo(folder / "pipe.png")
+        os.symlink("/dev/zero", folder / "zero.png")
+        paths.update({"rooted": rooted, "pipe.png": folder / "pipe.png", "zero.png": folder / "zero.png"})
+    if family in ("audio", "checkpoints"):
+        os.mkfifo(folder / "pipe.wav")
+        os.symlink("/dev/zero", folder / "zero.safetensors")
+        paths.update({"pipe.wav": folder / "pipe.wav", "zero.safetensors": folder / "zero.safetensors"})
     if family == "numbers":  # issue 20, class 1: outputs that are links or special files
         (folder / "kept.json").write_text("{}")
         os.symlink(folder / "kept.json", folder / "link.json")
@@ -376,6 +394,24 @@ def _cases() -> list[Case]:
              env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
         "ok", r"Left out 1 unreadable file\(s\): broken\.png", "12: one bad image")
 
+    # ---- issue 20, class 2: files under the image root stay under it after resolving; special files --------
+    def rooted_folder(ctx):
+        from explorer.gallery import folder_image_set
+
+        images = folder_image_set(ctx.f("rooted"), root=ctx.work / "files")
+        return f"{len(images)} views; skipped: {'; '.join(images.skipped)}"
+    add("image-root-links-out-lib", "images", "lib", lib(rooted_folder), "ok",
+        r"^(?!.*secret-name)2 views; skipped: escape_notes\.png: a link to a file outside the image folder root \(not read\); "
+        r"escape_photo\.png: a link to a file outside .*; pipe\.png is a FIFO", "20.2: root escape")
+    add("image-root-links-out-page", "images", "page",
+        page("gallery", lambda ctx: {"model": TINY, "layer": "conv2", "unit": "0", "images": "rooted"},
+             env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
+        "ok", r"^(?!.*secret-name)(?!.*hunter2).*Left out 3 unreadable file\(s\): escape_notes\.png: a link to a file outside", "20.2: root escape")
+    add("image-fifo-named-as-such", "images", "lib", lib(load_photo("pipe.png")), "error", r"pipe\.png is a FIFO \(named pipe\), not a regular file",
+        "20.8: special file")
+    add("image-dev-zero-link-named-as-such", "images", "cli", cli("invert", "--image", f("zero.png"), "--steps", "1", "--model", TINY),
+        "error", r"zero\.png is a character device, not a regular file", "20.8: special file")
+
     # ---- audio: header first -----------------------------------------------------------------------
     def load_audio(name):
         def call(ctx):
@@ -411,6 +447,8 @@ def _cases() -> list[Case]:
     add("audio-cli-tags-odd-rate", "audio", "cli", cli("audio", "tags", f("odd_rate.wav")), "error", r"sample rate of 9,999,991 Hz", "2")
     add("audio-cli-dream-truncated-start", "audio", "cli", cli("audio", "dream", "--start", f("cut.wav"), "--steps", "1"),
         "error", r"cut\.wav is truncated", "12: truncated WAV")
+    add("audio-fifo-named-as-such", "audio", "lib", lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
+        "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")
     add("audio-cli-tags-seconds-out-of-range", "audio", "cli", cli("audio", "tags", "noise", "--seconds", "1e9"),
         "error", r"--seconds 1e\+09 is out of range")
 
@@ -430,6 +468,12 @@ def _cases() -> list[Case]:
     weights("tiny.safetensors", r"tiny\.safetensors does not fit efficientnet_lite0: \d+ missing")
     weights("nan.safetensors", r"nan\.safetensors: '.*' holds NaN or infinite values", "10")
     weights("int64.safetensors", r"int64\.safetensors: '.*' holds int64 values", "10")
+    add("weights-dev-zero-link", "checkpoints", "cli",
+        cli("visualize", "--weights", f("zero.safetensors"), "--steps", "1", "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
+        "error", r"zero\.safetensors is a character device, not a regular file", "20.8: special file")
+    add("checkpoint-fifo", "checkpoints", "cli",
+        cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('pipe.wav')}", "--steps", "1", "--out", lambda ctx: str(ctx.work / "out")),
+        "error", r"pipe\.wav is a FIFO", "20.8: special file")
     add("weights-missing-file", "checkpoints", "cli", cli("visualize", "--weights", "no/such/file.pt", "--steps", "1"),
         "error", r"Weights file not found: no/such/file\.pt")
 

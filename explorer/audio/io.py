@@ -14,7 +14,7 @@ import soundfile as sf
 
 from .. import limits
 from ..errors import UserInputError
-from ..files import atomic_write
+from ..files import atomic_write, read_user_file
 
 MAX_SECONDS = limits.MAX_AUDIO_SECONDS
 PEAK_DBFS = -1.0
@@ -83,10 +83,10 @@ def load_audio(source: "str | Path | bytes | io.IOBase", sample_rate: int = 1600
                      Path(str(getattr(source, "name", "the uploaded sound"))).name)
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
-        if not path.is_file():
-            raise AudioInputError(f"Audio file {source} not found.")
-        with open(path, "rb") as handle:  # the header only: the file may be large
-            head, length = handle.read(1 << 16), path.stat().st_size
+        try:  # the header only (the file may be large); a FIFO or device is refused as what it is
+            head, length = read_user_file(path, "Audio file", head=1 << 16), path.stat().st_size
+        except UserInputError as exc:
+            raise AudioInputError(str(exc)) from None
         return _load(head, length, lambda: sf.SoundFile(str(path)), label, sample_rate, max_seconds)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)

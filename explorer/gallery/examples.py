@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserInputError
+from ..files import check_regular_file
 from ..images import BUILTIN_PHOTOS, fit, load_image
 from ..models.base import LoadedModel
 from ..progress import ProgressCallback, ShouldStop, stop_requested
@@ -69,7 +71,12 @@ class ImageSet:
 
 @lru_cache(maxsize=64)
 def _source(source: str) -> torch.Tensor:
-    return load_image(source, max_side=1024)
+    if not source.startswith("builtin:") and os.path.realpath(source) != source:
+        # folder views hold resolved paths, checked against the image root when listed: a path that no longer
+        # resolves to itself was swapped for a link since then, and is not followed
+        raise UserInputError(f"{Path(source).name}: the file changed into a link after the folder was read; "
+                             "read the folder again.")
+    return load_image(source, max_side=1024, name=Path(source).name)
 
 
 def _square_views(source: str, height: int, width: int, crops: bool) -> list[View]:
@@ -95,29 +102,45 @@ def builtin_image_set(photos: Sequence[str] = GALLERY_PHOTOS, crops: bool = True
     return ImageSet("built-in photos", tuple(views))
 
 
-def folder_image_set(folder: str | Path, crops: bool = False, limit: int = 2000) -> ImageSet:
-    """Every image file in ``folder`` (not recursive): centre square and its mirror (plus corners with ``crops``)."""
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def folder_image_set(folder: str | Path, crops: bool = False, limit: int = 2000, root: Path | None = None) -> ImageSet:
+    """Every image file in ``folder`` (not recursive): centre square and its mirror (plus corners with ``crops``).
+
+    With ``root`` (the app's ``$EXPLORER_IMAGE_ROOT``) every file is resolved and must stay under the root
+    *after* resolving: a link to a file outside it is left out, named by its own name only (its target is
+    never opened nor shown). Special files (FIFOs, devices) are left out as what they are, before opening."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise UserInputError(f"Image folder not found: {path}")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    root = None if root is None else Path(os.path.realpath(root))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     if not files:
         raise UserInputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {path}.")
     if len(files) > limit:
         raise UserInputError(f"{len(files)} images in {path}: the gallery reads at most {limit}; use a smaller folder.")
     views: list[View] = []
     skipped: list[str] = []
+    listed: list[Path] = []
     for file in files:
-        try:
-            image = _source(str(file.resolve()))
-        except UserInputError as exc:  # one bad file is left out (and named), not the whole folder
-            skipped.append(str(exc))
+        resolved = Path(os.path.realpath(file))
+        if root is not None and not _inside(resolved, root):
+            skipped.append(f"{file.name}: a link to a file outside the image folder root (not read)")
             continue
+        try:
+            check_regular_file(resolved, "Image file")
+            image = _source(str(resolved))
+        except UserInputError as exc:  # one bad file is left out (and named), not the whole folder
+            skipped.append(str(exc).replace(str(resolved), file.name))
+            continue
+        listed.append(file)
         # the mtime goes into the source string's hash through the ImageSet name below
-        views += _square_views(str(file.resolve()), image.shape[1], image.shape[2], crops)
+        views += _square_views(str(resolved), image.shape[1], image.shape[2], crops)
     if not views:
         raise UserInputError(f"None of the {len(files)} images in {path} could be read (first: {skipped[0]}).")
-    stamp = hashlib.sha1("".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in files).encode()).hexdigest()[:8]
+    stamp = hashlib.sha1("".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in listed).encode()).hexdigest()[:8]
     return ImageSet(f"folder {path.resolve()} [{stamp}]", tuple(views), tuple(skipped))
 
 

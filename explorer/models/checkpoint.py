@@ -12,6 +12,7 @@ import torch
 
 from .. import devices
 from ..errors import UserInputError
+from ..files import check_regular_file
 from .base import IMAGENET_NORMALIZE, LoadedModel, Normalize
 from .labels import imagenet_labels
 from .weights import check_module_finite, load_weights, read_state_dict
@@ -79,8 +80,7 @@ def load_checkpoint(
     """Load a user checkpoint. State dicts need ``arch`` (a torchvision architecture name); TorchScript
     files must not get one (they carry their architecture) and raise a :class:`TorchScriptTrustWarning`."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserInputError(f"Checkpoint not found: {file}")
+    check_regular_file(file, "Checkpoint")  # missing, or a FIFO / device named as what it is
     dev = devices.choose_device(device)
     key = (str(file.resolve()), arch, str(dev))
     with _lock:

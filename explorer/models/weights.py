@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import limits
 from ..errors import UserInputError
+from ..files import check_regular_file
 
 
 # torch warns about the pickle protocol of perfectly ordinary files it is about to refuse or load: the
@@ -60,9 +61,10 @@ def _fmt_shape(shape) -> str:
 
 
 def _check_file(path: Path) -> int:
-    if not path.is_file():
-        raise WeightsError(f"Weights file not found: {path}")
-    size = path.stat().st_size
+    try:  # missing, or a FIFO / device / folder named as what it is
+        size = check_regular_file(path, "Weights file").st_size
+    except UserInputError as exc:
+        raise WeightsError(str(exc)) from None
     if size == 0:
         raise WeightsError(f"{path.name} is empty (0 bytes): it holds no weights.")
     if size > limits.MAX_CHECKPOINT_BYTES:

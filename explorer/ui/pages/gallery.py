@@ -25,7 +25,7 @@ from explorer.errors import UserInputError
 from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
                               example_patch, facets_variant, folder_image_set, layer_units, load_examples, lookup, top_examples)
 from explorer.gallery.atlas import find_atlas
-from explorer.gallery.examples import allowed_image_folder
+from explorer.gallery.examples import allowed_image_folder, image_root
 from explorer.gallery.jobs import current_job, start_build
 from explorer.images import grid, load_image, png_bytes, to_uint8
 from explorer.ui import widgets
@@ -131,7 +131,7 @@ def chosen_image_set():
     if not folder.strip():
         return builtin_image_set()
     try:
-        image_set = folder_image_set(allowed_image_folder(folder))
+        image_set = folder_image_set(allowed_image_folder(folder), root=image_root())
     except UserInputError as exc:
         st.error(f"{exc} Using the built-in photos instead.")
         return builtin_image_set()
