@@ -36,4 +36,4 @@ def test_build_ls_export_verify(tmp_path, capsys):
 
     assert main(["gallery", "verify", "--store", str(store_dir)]) == 0
     assert main(["gallery", "export", "--layer", "conv2", "--out", str(out), *common[:-2], "--store", str(tmp_path / "empty")]) == 2
-    assert "Nothing stored" in capsys.readouterr().err
+    assert "Nothing in the store" in capsys.readouterr().err

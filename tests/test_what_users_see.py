@@ -62,3 +62,48 @@ def test_log_axis_labels_decades_only():
     assert_decade_axis(fig.layout.yaxis, 0.03, 2.0)
     assert list(fig.layout.yaxis.ticktext) == ["0.01", "0.1", "1", "10"]
     assert decade_label(-6) == "1e-06" and decade_label(0) == "1"
+
+
+# ---- gallery export reads what the page shows ----------------------------------------------------
+def test_gallery_export_takes_the_store_first_then_the_atlas_with_every_variant(tmp_path, monkeypatch, capsys):
+    import json
+
+    from explorer.cli import main
+    from explorer.gallery import GalleryStore, build, facets_variant
+    from explorer.gallery.atlas import ATLAS_VAR, export_atlas
+    from explorer.models import ModelSpec, register
+    from tests.gallery_helpers import TINY_SETTINGS
+    from tests.tiny import tiny_model
+
+    model = tiny_model()
+    register(ModelSpec("tiny", "Tiny test net", lambda weights, device: model, default_layer="conv2", family="imagenet"))
+    shipped = GalleryStore(tmp_path / "shipped")
+    build(model, "conv2", None, TINY_SETTINGS, store=shipped, batch=16)
+    export_atlas(shipped, model, ["conv2"], TINY_SETTINGS, tmp_path / "atlas")
+    monkeypatch.setenv(ATLAS_VAR, str(tmp_path / "atlas"))
+    mine = GalleryStore(tmp_path / "mine")
+    build(model, "conv2", [3], TINY_SETTINGS, store=mine, variants=[facets_variant(2), "neg"], batch=2)  # one unit's extras
+
+    common = ["--model", "tiny", "--steps", str(TINY_SETTINGS.steps), "--size", str(TINY_SETTINGS.size), "--store", str(mine.root)]
+    out = tmp_path / "export"
+    assert main(["gallery", "export", "--layer", "conv2", "--units", "0-3", "--out", str(out), *common]) == 0
+    printed = capsys.readouterr().out
+    index = json.loads((out / "index.json").read_text())
+    by = {(r["unit"], r["variant"], r["index"]): r for r in index["images"]}
+    assert {u for (u, v, _) in by if v == "max"} == {0, 1, 2, 3}, "the main images come from the atlas"
+    assert all(by[(u, "max", 0)]["source"] == "atlas" and by[(u, "max", 0)]["file"].endswith(".webp") for u in range(4))
+    assert by[(3, "neg", 0)]["source"] == "store" and by[(3, "facets2", 1)]["source"] == "store"
+    assert by[(3, "max", 0)]["file"] == "conv2_unit-0003_max.webp"
+    assert index["missing"] == {"neg": [0, 1, 2], "facets2": [0, 1, 2]} and index["counts"]["max"] == {"store": 0, "atlas": 4}
+    assert all((out / r["file"]).is_file() for r in index["images"])
+    assert "4 from the shipped atlas" in printed and "neg: 1 from your store" in printed and "3 not rendered" in printed
+
+    # the user's own render of a unit wins over the atlas; --no-atlas leaves the atlas out
+    build(model, "conv2", [1], TINY_SETTINGS, store=mine, batch=1)
+    out2 = tmp_path / "export2"
+    assert main(["gallery", "export", "--layer", "conv2", "--units", "0-3", "--variants", "max", "--out", str(out2), *common]) == 0
+    rows = {r["unit"]: r["source"] for r in json.loads((out2 / "index.json").read_text())["images"]}
+    assert rows == {0: "atlas", 1: "store", 2: "atlas", 3: "atlas"}
+    out3 = tmp_path / "export3"
+    assert main(["gallery", "export", "--layer", "conv2", "--variants", "max", "--no-atlas", "--out", str(out3), *common]) == 0
+    assert [r["unit"] for r in json.loads((out3 / "index.json").read_text())["images"]] == [1]

@@ -56,12 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_ls)
 
-    e = sub.add_parser("export", help="copy a layer's images to a folder with index.json and index.csv")
+    e = sub.add_parser("export", help="copy a layer's images (your store first, then the shipped atlas) to a folder with index.json and index.csv")
     e.add_argument("--model", default=DEFAULT_MODEL)
     e.add_argument("--weights", default=None)
     add_arch_option(e)
     e.add_argument("--layer", required=True)
-    e.add_argument("--units", help="units to export (default: all stored)")
+    e.add_argument("--units", help="units to export (default: every unit of the layer that is rendered)")
+    e.add_argument("--variants", default="all",
+                   help="comma-separated: max, neg, facetsN; all (default): max, neg and every facets variant stored")
+    e.add_argument("--no-atlas", action="store_true", help="only your own store, not the shipped atlas")
     e.add_argument("--out", default="out/gallery")
     e.add_argument("--store", help=store_help)
     add_render_options(e, THUMBNAILS)
@@ -195,8 +198,24 @@ def run_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_variants(text: str, stored: set[str]) -> list[str]:
+    """The variants ``--variants`` names: ``all`` = max, neg and every facets variant stored for the layer."""
+    from ..gallery import MAX, NEG, facet_count
+
+    if text.strip().lower() == "all":
+        return [MAX, NEG] + sorted(v for v in stored if v.startswith("facets"))
+    wanted = parse_list(text)
+    for v in wanted:
+        if v not in (MAX, NEG) and not (v.startswith("facets") and v[6:].isdigit() and facet_count(v) > 1):
+            raise UserInputError(f"Unknown variant {v!r}: use max, neg, facetsN (N ≥ 2) or all.")
+    return wanted
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from ..gallery import MAX, NEG, layer_units, lookup
+    """What the page shows, as files: the user's store first, then the shipped atlas, for every variant
+    asked for; each row of the index says where its image came from."""
+    from ..gallery import layer_units, lookup
+    from ..gallery.atlas import find_atlas
 
     settings = settings_from_args(args)
     out = output_dir(args.out)
@@ -204,25 +223,57 @@ def run_export(args: argparse.Namespace) -> int:
     model = load_cli_model(args)
     n = layer_units(model, args.layer)
     units = parse_units(args.units, limit=n, layer=args.layer) if args.units else None
-    variants = [MAX, NEG] + sorted({r["variant"] for r in store.summary() if r["variant"].startswith("facets")})
-    rows, copied = [], 0
+    stored = {r["variant"] for r in store.summary() if r["layer"] == args.layer and r["model"] == model.name}
+    variants = _export_variants(args.variants, stored)
+    atlas = None if args.no_atlas else find_atlas(model)
+    rows, counts, missing = [], {}, {}
     for variant in variants:
-        for unit, entry in lookup(store, model, args.layer, settings, variant, units).items():
+        own = lookup(store, model, args.layer, settings, variant, units)
+        found = lookup(store, model, args.layer, settings, variant, units, atlas=atlas)
+        wanted = list(range(n)) if units is None else list(units)
+        missing[variant] = [u for u in wanted if u not in found]
+        for unit, entry in found.items():
+            source = "store" if unit in own else "atlas"
+            counts.setdefault(variant, {"store": 0, "atlas": 0})[source] += 1
             for j, (path, activation) in enumerate(zip(entry.files, entry.activations)):
-                name = f"{args.layer}_{unit:04d}_{variant}" + (f"_{j}" if len(entry.files) > 1 else "") + ".png"
+                name = (f"{_safe_name(args.layer)}_unit-{unit:04d}_{variant}" + (f"_{j}" if len(entry.files) > 1 else "")
+                        + path.suffix)
                 atomic_write(out / name, path.read_bytes())
-                copied += 1
                 rows.append({"unit": unit, "variant": variant, "index": j, "file": name, "activation": activation,
-                             "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
+                             "source": source, "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
     if not rows:
-        raise UserInputError(f"Nothing stored for {model.name} {args.layer} with these settings "
+        where = "the store" + (" or the shipped atlas" if atlas is not None else "")
+        raise UserInputError(f"Nothing in {where} for {model.name} {args.layer} ({', '.join(variants)}) with these settings "
                              f"(digest {settings.digest()}); `gallery ls` shows what is there.")
     rows.sort(key=lambda r: (r["unit"], r["variant"], r["index"]))
     write_json(out / "index.json", {"model": model.name, "fingerprint": model.fingerprint, "layer": args.layer,
-                                    "settings": settings.to_dict(), "digest": settings.digest(), "images": rows})
+                                    "settings": settings.to_dict(), "digest": settings.digest(), "variants": variants,
+                                    "atlas": str(atlas.root) if atlas is not None else None,
+                                    "counts": counts, "missing": {v: u for v, u in missing.items() if u}, "images": rows})
     write_csv(out / "index.csv", rows)
-    print(f"{copied} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
+    print(f"{len(rows)} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
+    for variant in variants:
+        c = counts.get(variant, {"store": 0, "atlas": 0})
+        parts = [f"{c['store']} from your store ({store.root})"] + ([f"{c['atlas']} from the shipped atlas ({atlas.root})"]
+                                                                    if c["atlas"] else [])
+        line = f"  {variant}: " + ", ".join(parts)
+        if missing[variant]:
+            first = missing[variant][:8]
+            line += (f"; {len(missing[variant])} not rendered (units {', '.join(map(str, first))}"
+                     f"{' …' if len(missing[variant]) > len(first) else ''}: `gallery build --layers {args.layer}"
+                     f"{_build_flag(variant)}` renders them)")
+        print(line)
     return 0
+
+
+def _build_flag(variant: str) -> str:
+    from ..gallery import NEG, facet_count
+
+    return " --negative" if variant == NEG else f" --facets {facet_count(variant)}" if variant.startswith("facets") else ""
+
+
+def _safe_name(part: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
 
 
 def run_atlas(args: argparse.Namespace) -> int:
