@@ -36,6 +36,9 @@ def test_page_sweeps_and_shows_rates_matching_the_library(app, lite0):
     assert "Download CSV" in labels and any(l.startswith("Download JSON") for l in labels)
     assert labels.count("Gallery PNG") == 2
     assert len(app.get("plotly_chart")) >= 2
+    from tests.test_inversion_page import assert_log_axis_labels_decades
+
+    assert_log_axis_labels_decades(app.get("plotly_chart")[1], "yaxis")  # the histogram: decades only
 
 
 def test_page_grows_and_reports_distance(app):

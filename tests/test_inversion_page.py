@@ -28,6 +28,17 @@ def app(root):
     return at
 
 
+def assert_log_axis_labels_decades(chart, axis: str) -> None:
+    """A log axis whose labelled ticks are powers of ten only, written plainly (0.01, 0.1, 1)."""
+    import json
+    import math
+
+    layout = json.loads(chart.proto.spec)["layout"][axis]
+    assert layout["type"] == "log" and layout["tickmode"] == "array", layout
+    assert layout["tickvals"] and all(abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in layout["tickvals"])
+    assert layout["ticktext"] == [f"{v:g}" for v in layout["tickvals"]]
+
+
 def _tiny_settings(at: AppTest) -> None:
     at.number_input(key="inv_size").set_value(48)
     at.run()
@@ -56,6 +67,7 @@ def test_invert_an_uploaded_photo(app):
     assert result.photo.shape == (3, 48, 48)
     assert "What each layer remembers" in app.subheader[0].value
     assert len(app.get("plotly_chart")) == 2  # error per step per layer, final error + SSIM per layer
+    assert_log_axis_labels_decades(app.get("plotly_chart")[0], "yaxis")  # the error chart: no minor-tick digits
     assert len(app.get("download_button")) >= 4  # one per reconstruction, strip, JSON
 
 

@@ -12,7 +12,7 @@ from explorer.errors import UserInputError
 from explorer.images import grid, png_bytes, to_uint8
 from explorer.models import available_models
 from explorer.progress import CANCELLED
-from explorer.ui import widgets
+from explorer.ui import display, widgets
 
 KEY = "fool"
 SWEEP, GROW = f"{KEY}_sweep", f"{KEY}_grow"
@@ -66,8 +66,11 @@ def sweep_charts(result: fooling.SweepResult) -> None:
         share = [c / row.n for c in row.histogram]
         hist.add_trace(go.Bar(x=centres, y=share, name=f"{family_label(row.family)} · {row.model}", opacity=0.6,
                               width=1 / bins), row=models.index(row.model) + 1, col=1)
-    for i in range(len(models)):
-        hist.update_yaxes(type="log" if log_y else "linear", title_text="share", row=i + 1, col=1)
+    for i, name in enumerate(models):
+        hist.update_yaxes(title_text="share", row=i + 1, col=1)
+        if log_y:  # decades labelled, minor ticks unlabelled
+            display.log_axis(hist, [c / row.n for row in result.rows if row.model == name for c in row.histogram],
+                             row=i + 1, col=1)
     hist.update_xaxes(title_text="max softmax probability", range=[0, 1], row=len(models), col=1)
     hist.update_layout(barmode="overlay", title="Distribution of the top-class probability",
                        height=300 * len(models) + 60, margin=dict(l=10, r=10, t=60, b=10))

@@ -8,7 +8,7 @@ import streamlit as st
 from explorer import inversion
 from explorer.errors import UserInputError
 from explorer.images import BUILTIN_PHOTOS, to_uint8
-from explorer.ui import widgets
+from explorer.ui import display, widgets
 
 KEY = "inv"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
@@ -145,8 +145,8 @@ def line_chart(history, names, title: str, y_title: str, log: bool = False) -> g
     for b, name in enumerate(names):
         fig.add_trace(go.Scatter(x=list(range(1, history.shape[0] + 1)), y=history[:, b].tolist(), mode="lines", name=name))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=y_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
-    if log:
-        fig.update_yaxes(type="log")
+    if log:  # decades labelled (0.01, 0.1, 1), minor ticks unlabelled: 0.2 and 2 never look alike
+        display.log_axis(fig, history.flatten().tolist())
     return fig
 
 
