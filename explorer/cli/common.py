@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .. import limits
 from ..errors import UserInputError
-from ..files import output_target, system_tree, write_json  # noqa: F401  (write_json: re-exported for the commands)
+from ..files import atomic_write, output_target, system_tree, write_json  # noqa: F401  (write_json: re-exported for the commands)
 
 
 class ProgressBar:
@@ -84,18 +84,40 @@ def check_options(args, *names: str) -> None:
             limits.check(name, value, what=f"--{name.replace('_', '-')}", lo=1 if name == "steps" else None)
 
 
-def output_dir(path: str | Path) -> Path:
-    """The output folder, created now (before any work) so an impossible ``--out`` fails first."""
+OUTPUT_MARKER = ".explorer-output"  # left in every --out folder: the commands may write there again
+
+
+def output_dir(path: str | Path, option: str = "--out") -> Path:
+    """The output folder, created now (before any work) so an impossible ``--out`` fails first.
+
+    It must be new, empty, or one an explorer command wrote before (it holds :data:`OUTPUT_MARKER`):
+    files we did not write are never overwritten, and ``--out ""`` never means the current folder."""
+    if not str(path).strip():
+        raise UserInputError(f"{option} is empty: name a folder for the results (e.g. {option} out/results).")
     out = Path(path).expanduser()
     if system_tree(out) is not None:
         raise UserInputError(f"--out {path} is in {system_tree(out)}, a system tree the explorer never writes to.")
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {path} is a file, not a folder: name a folder (it is created if missing).")
+    if out.is_dir() and not (out / OUTPUT_MARKER).exists() and _has_entries(out):
+        raise UserInputError(
+            f"{option} {path} already holds files that no explorer command wrote (no {OUTPUT_MARKER} in it"
+            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or empty "
+            f"folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if not (out / OUTPUT_MARKER).exists():
+            atomic_write(out / OUTPUT_MARKER, b"Written by Machine Imagination Explorer: its commands may write here again.\n")
     except OSError as exc:
         raise UserInputError(f"Cannot create the output folder {path}: {exc.strerror or exc}.") from None
     return out
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        return any(folder.iterdir())
+    except OSError as exc:
+        raise UserInputError(f"Cannot read the output folder {folder}: {exc.strerror or exc}.") from None
 
 
 def output_file(path: str | Path | None, option: str) -> Path | None:
