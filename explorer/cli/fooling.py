@@ -105,7 +105,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     output_file(args.json, "--json")
     output_file(args.csv, "--csv")
     if args.gallery_dir:
-        output_dir(args.gallery_dir)
+        output_dir(args.gallery_dir, "--gallery-dir")
     models = load_cli_models(names, args.weights, args.device, args.arch)
     kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery, use_autocast=args.autocast)
     sweeper = fooling.Sweep(models, families, args.n, **kwargs)  # validates every number before Ray starts
@@ -130,7 +130,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         write_csv(args.csv, result.table())
         print(f"wrote {args.csv}")
     if args.gallery_dir and args.gallery:
-        out = output_dir(args.gallery_dir)
+        out = output_dir(args.gallery_dir, "--gallery-dir")
         for row in result.rows:
             images = fooling.gallery_images(row, options, device=args.device)
             save_png(grid(images, columns=min(8, len(images))), out / f"{row.model}_{row.family}.png")
