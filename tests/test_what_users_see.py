@@ -107,3 +107,37 @@ def test_gallery_export_takes_the_store_first_then_the_atlas_with_every_variant(
     out3 = tmp_path / "export3"
     assert main(["gallery", "export", "--layer", "conv2", "--variants", "max", "--no-atlas", "--out", str(out3), *common]) == 0
     assert [r["unit"] for r in json.loads((out3 / "index.json").read_text())["images"]] == [1]
+
+
+# ---- --out never means "wherever I happen to be" ----------------------------------------------------
+def test_out_must_be_new_empty_or_our_own(tmp_path, monkeypatch, capsys):
+    from explorer.cli import main
+    from explorer.cli.common import OUTPUT_MARKER, output_dir
+    from explorer.errors import UserInputError
+
+    here = tmp_path / "repo"
+    here.mkdir()
+    (here / "README.md").write_text("precious")
+    monkeypatch.chdir(here)
+    for out in ("", "  "):  # an empty --out used to be the current folder (Path("") == Path("."))
+        assert main(["visualize", "--out", out, "--steps", "1"]) == 2
+        assert "--out is empty" in capsys.readouterr().err
+    assert main(["invert", "--out", ".", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds files that no explorer command wrote" in err and "current folder" in err
+    assert sorted(p.name for p in here.iterdir()) == ["README.md"], "nothing written, nothing overwritten"
+
+    new = output_dir(tmp_path / "new")  # new: created, marked
+    assert (new / OUTPUT_MARKER).is_file()
+    (new / "unit-0007.png").write_bytes(b"x")
+    assert output_dir(new) == new, "a folder a command wrote before may be written again"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert output_dir(empty) == empty
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="no explorer command wrote"):
+        output_dir(theirs)
+    with pytest.raises(UserInputError, match="--gallery-dir"):
+        output_dir(theirs, "--gallery-dir")
