@@ -1,0 +1,287 @@
+"""Classifier guidance (Dhariwal & Nichol 2021) on the project's Gaussian diffusion core, and the one reverse
+loop that guidance, inpainting and branching share.
+
+* Guided ancestral sampling (their Alg. 1): x_{t−1} ~ N(μ + s·Σ·∇ₓ log p_φ(y | x_t), Σ).
+* Guided DDIM (their Alg. 2): ε̂' = ε̂ − s·√(1 − ᾱ_t)·∇ₓ log p_φ(y | x_t), then the DDIM step with ε̂'.
+
+The steps themselves are :class:`explorer.diffusion.gaussian.GaussianDiffusion`'s ``ancestral_step`` and
+``ddim_step`` (``mean_shift`` / ``eps_override``); this module only adds the classifier's gradient. The
+classifier is anything with ``log_prob_grad(x_t, alpha_bar, classes)`` — the noise-aware
+:class:`~explorer.diffusion.noisy_classifier.NoisyClassifier`, or a stand-in with a known gradient in tests.
+It is fed the noise level ᾱ of the step (respaced steps keep the training ᾱ), never a timestep index.
+
+Randomness: x_T and every step's noise come from one CPU generator per call, seeded with ``seed``; with
+s = 0 the classifier is never called and the samples are exactly the unguided sampler's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from .. import devices, limits
+from ..errors import UserInputError
+from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
+from .gaussian import GaussianDiffusion, StepOutput
+
+SAMPLERS = ("ddim", "ancestral")
+MAX_SCALE = 100.0
+
+
+class GradientClassifier(Protocol):
+    labels: list[str]
+
+    def log_prob_grad(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float, classes: torch.Tensor) -> torch.Tensor:
+        ...
+
+
+@dataclass
+class Guide:
+    """Steer toward ``classes`` (one per image) with strength ``scale`` using ``classifier``'s gradient."""
+
+    classifier: GradientClassifier
+    classes: torch.Tensor
+    scale: float
+
+    def active(self) -> bool:
+        return self.scale != 0.0
+
+
+class Denoiser:
+    """A diffusion model (UNet) with the :class:`GaussianDiffusion` of the steps it samples with."""
+
+    def __init__(self, model, steps: int | None = None, process: GaussianDiffusion | None = None):
+        self.model = model
+        full = process or GaussianDiffusion.for_model(model)
+        if steps is not None and not 1 <= int(steps) <= full.num_steps:
+            raise UserInputError(f"Steps must be between 1 and {full.num_steps} (the model's timesteps), not {steps}.")
+        self.process = full if steps is None or int(steps) == full.num_steps else full.respaced(int(steps))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def num_steps(self) -> int:
+        return self.process.num_steps
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.model.channels, *self.model.sample_size)
+
+    def alpha_bar(self, i: int) -> float:
+        return float(self.process.alphas_cumprod[i])
+
+    def timestep_t(self, i: int) -> int:
+        """The training timestep of kept step i (what "t" means in tables and plots)."""
+        return int(self.process.timesteps[i])
+
+    def model_output(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        t = self.process.model_timestep(i, self.device).expand(x.shape[0])
+        with torch.no_grad(), devices.fast_fp32(self.device):  # no_grad, not inference_mode: the guide differentiates x
+            return self.model.unet(x, t).sample.float()
+
+    def step(self, x: torch.Tensor, i: int, *, sampler: str = "ddim", eta: float = 0.0,
+             generator: torch.Generator | None = None, guide: Guide | None = None) -> StepOutput:
+        """One reverse step from kept step i to i − 1, guided when ``guide`` has a non-zero scale."""
+        out = self.model_output(x, i)
+        grad = None
+        if guide is not None and guide.active():
+            grad = guide.classifier.log_prob_grad(x, self.alpha_bar(i), guide.classes).to(x.device, x.dtype)
+        if sampler == "ancestral":
+            shift = None
+            if grad is not None:  # Alg. 1: μ + s·Σ·∇ log p
+                variance = self.process.predict(out, x, i).variance
+                shift = guide.scale * variance * grad
+            return self.process.ancestral_step(out, x, i, generator=generator, mean_shift=shift)
+        if sampler == "ddim":
+            override = None
+            if grad is not None:  # Alg. 2: ε̂ − s·√(1 − ᾱ)·∇ log p
+                eps, _ = self.process.split_output(out)
+                override = eps - guide.scale * (1 - self.alpha_bar(i)) ** 0.5 * grad
+            return self.process.ddim_step(out, x, i, eta=eta, generator=generator, eps_override=override)
+        raise UserInputError(f"Unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}.")
+
+
+StepHook = Callable[[torch.Tensor, int], torch.Tensor]  # (x at kept step i, i) -> x to denoise
+
+
+@dataclass
+class ChainResult:
+    images: torch.Tensor  # B×C×H×W in [0, 1] (CPU): the finished samples (or the states reached, if stopped)
+    x: torch.Tensor  # the last state in model space (device)
+    steps_done: int
+    stopped: str | None
+    seconds: float
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # kept step i -> x_i (model space, CPU), if asked
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Model space [−1, 1] → [0, 1] (clipped), on the CPU."""
+    return ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def run_chain(denoiser: Denoiser, x: torch.Tensor, *, start: int | None = None, sampler: str = "ddim", eta: float = 0.0,
+              generator: torch.Generator | None = None, guide: Guide | None = None,
+              before_step: StepHook | None = None, keep_states: set[int] | None = None,
+              callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
+              preview_every: int = 0) -> ChainResult:
+    """Denoise ``x`` (the state at kept step ``start``, default the first: x_T) down through step 0.
+
+    ``before_step(x, i)`` may rewrite the state before step i (inpainting replaces the known pixels);
+    ``keep_states`` names kept steps whose input state is returned (CPU copies)."""
+    if sampler not in SAMPLERS:
+        raise UserInputError(f"Unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}.")
+    first = denoiser.num_steps - 1 if start is None else int(start)
+    total = first + 1
+    began, stopped, done, states = time.perf_counter(), None, 0, {}
+    for i in range(first, -1, -1):
+        if stop_requested(should_stop):
+            stopped = CANCELLED
+            break
+        if before_step is not None:
+            x = before_step(x, i)
+        if keep_states is not None and i in keep_states:
+            states[i] = x.detach().cpu().clone()
+        out = denoiser.step(x, i, sampler=sampler, eta=eta, generator=generator, guide=guide)
+        x = out.prev_sample.detach()
+        done += 1
+        if callback:
+            show = preview_every and (done % preview_every == 0 or done == total)
+            callback(done, total, to_unit(out.x0) if show else None, None)
+    return ChainResult(to_unit(x), x, done, stopped, time.perf_counter() - began, states)
+
+
+def initial_noise(denoiser: Denoiser, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """x_T ~ N(0, I), drawn on the CPU from ``generator`` (the same draw on every device)."""
+    return torch.randn((batch, *denoiser.shape), generator=generator).to(denoiser.device)
+
+
+def check_scale(scale: float) -> float:
+    scale = float(scale)
+    if not (0.0 <= scale <= MAX_SCALE):  # also refuses NaN
+        raise UserInputError(f"The guidance scale must lie in [0, {MAX_SCALE:g}], not {scale}.")
+    return scale
+
+
+@dataclass
+class GuidedSamples:
+    images: torch.Tensor  # B×C×H×W in [0, 1]
+    classes: list[int]  # the target class of each sample
+    scale: float
+    settings: dict
+    seconds: float
+    stopped: str | None = None
+
+
+def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, classes: list[int] | torch.Tensor, *,
+                   scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0,
+                   callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
+                   preview_every: int = 0) -> GuidedSamples:
+    """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided)."""
+    scale = check_scale(scale)
+    target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+    limits.check("batch", int(target.numel()))
+    if scale and classifier is None:
+        raise UserInputError("Guidance with a scale above 0 needs a noise-aware classifier.")
+    if classifier is not None and len(getattr(classifier, "labels", [])) and int(target.max()) >= len(classifier.labels):
+        raise UserInputError(f"Class {int(target.max())} is out of range: the classifier has {len(classifier.labels)} classes.")
+    gen = torch.Generator().manual_seed(int(seed))
+    x = initial_noise(denoiser, int(target.numel()), gen)
+    guide = Guide(classifier, target.to(denoiser.device), scale) if classifier is not None else None
+    result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, callback=callback,
+                       should_stop=should_stop, preview_every=preview_every)
+    settings = {"model": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
+                "seed": int(seed), "scale": scale, "variance_type": denoiser.process.variance_type}
+    return GuidedSamples(result.images, target.tolist(), scale, settings, result.seconds, result.stopped)
+
+
+# ---- the scale sweep, judged by the clean classifier ------------------------------------------------------
+DEFAULT_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]  # one per (scale, class): the judge's rate + interval, FD_cnn, diversity
+    summary: list[dict]  # one per scale: pooled rate + interval, mean FD, FD ratios to s = 0
+    floor: list[dict]  # per class: real training images of the same number, judged the same way
+    samples: dict[float, torch.Tensor]  # scale -> the first ``keep`` samples of every class (class-major)
+    settings: dict
+    seconds: float
+    stopped: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "summary": self.summary, "rows": self.rows, "floor": self.floor,
+                "seconds": round(self.seconds, 1), "stopped": self.stopped}
+
+
+def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
+    from .judge import rate
+
+    base = {r["class"]: r for r in rows if r["scale"] == scales[0]} if scales and scales[0] == 0 else {}
+    out = []
+    for s in scales:
+        mine = [r for r in rows if r["scale"] == s]
+        if not mine:
+            continue
+        entry = {"scale": s, "classes": len(mine)}
+        entry |= rate(sum(r["hits"] for r in mine), sum(r["n"] for r in mine))
+        entry["mean_rate_over_classes"] = round(sum(r["rate"] for r in mine) / len(mine), 4)
+        entry["min_class_rate"] = min(r["rate"] for r in mine)
+        entry["mean_diversity"] = round(sum(r["diversity"] for r in mine) / len(mine), 4)
+        if all("fd" in r for r in mine):
+            entry["mean_fd"] = round(sum(r["fd"] for r in mine) / len(mine), 3)
+            ratios = [r["fd"] / base[r["class"]]["fd"] for r in mine if r["class"] in base and base[r["class"]].get("fd")]
+            if ratios:
+                entry["fd_ratio_to_unguided_mean"] = round(sum(ratios) / len(ratios), 3)
+                entry["fd_ratio_to_unguided_max"] = round(max(ratios), 3)
+        out.append(entry)
+    return out
+
+
+def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
+                   scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
+                   sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8,
+                   callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
+    """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
+    :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
+    every scale: the scales see the same starting noise, so their differences are the guidance's."""
+    scales = [check_scale(s) for s in scales]
+    limits.check("batch", n_per_class, what="samples per class")
+    began = time.perf_counter()
+    total = len(scales) * len(classes) * denoiser.num_steps
+    rows, samples, stopped, done = [], {}, None, 0
+    for s in scales:
+        kept = []
+        for c in classes:
+            if stop_requested(should_stop):
+                stopped = CANCELLED
+                break
+            offset = done
+
+            def report(step, _total, preview, values, offset=offset):
+                if callback:
+                    callback(offset + step, total, preview, values)
+
+            batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
+                                   seed=seed * 1000 + c, callback=report, should_stop=should_stop)
+            done += denoiser.num_steps
+            if batch.stopped:
+                stopped = batch.stopped
+                break
+            rows.append({"scale": s} | judge.judge_class(batch.images, c))
+            kept.append(batch.images[:keep])
+        if kept:
+            samples[s] = torch.cat(kept)
+        if stopped:
+            break
+    floor = []
+    if judge.floor_data is not None and not stopped:
+        floor = [judge.floor(c, n_per_class, seed) for c in classes]
+    settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
+                "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
+                "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class}
+    return SweepResult(rows, _summarise(rows, scales), floor, samples, settings, time.perf_counter() - began, stopped)
