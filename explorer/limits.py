@@ -151,8 +151,8 @@ def check(name: str, value: Any, *, what: str | None = None, limit: Limit | None
     ``what`` is how the message names it (e.g. "--size"). Returns the value unchanged (ints stay ints).
     """
     limit = limit or LIMITS[name]
-    if lo is not None or hi is not None:
-        limit = dataclasses.replace(limit, lo=limit.lo if lo is None else lo, hi=limit.hi if hi is None else hi)
+    if lo is not None or hi is not None:  # a narrowed range: the table's "why" speaks of the wider one, drop it
+        limit = dataclasses.replace(limit, lo=limit.lo if lo is None else lo, hi=limit.hi if hi is None else hi, why="")
     label = _what(name, limit, what)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
