@@ -21,6 +21,7 @@ import io
 import json
 import errno
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -111,6 +112,20 @@ def output_target(path: str | os.PathLike, what: str = "") -> Path:
     return target
 
 
+_WEB_ADDRESS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(?=[^/])")  # https://… (a Path collapses it to https:/…)
+
+
+def refuse_web_address(path: str | os.PathLike, what: str = "File") -> None:
+    """A URL named where a file is expected: one line saying that only files on this machine are read
+    (nothing is downloaded), instead of "not found: https:/…" with the double slash collapsed."""
+    text = os.fspath(path)
+    match = _WEB_ADDRESS.match(text)
+    if match and match.group(1).lower() in ("http", "https", "ftp", "s3", "gs", "hf", "file"):
+        shown = _WEB_ADDRESS.sub(lambda m: f"{m.group(1)}://", text, count=1)
+        raise UserInputError(f"{what} {shown} is a web address: only files on this machine are read (nothing is "
+                             "downloaded); download it first and name the file.")
+
+
 def read_user_file(path: str | os.PathLike, what: str = "File", *, max_bytes: int | None = None,
                    head: int | None = None, label: str | None = None) -> bytes:
     """The bytes of a user-named file (or its first ``head`` bytes), refusing special files before reading.
@@ -119,6 +134,7 @@ def read_user_file(path: str | os.PathLike, what: str = "File", *, max_bytes: in
     file" — checked on the opened descriptor (opened non-blocking, so a FIFO cannot hang the open), so a
     file swapped for a special one between a check and the open is caught too. ``max_bytes`` refuses larger
     files before reading them. ``label`` names the file in messages (default: the path as given)."""
+    refuse_web_address(path, what)
     p = Path(path).expanduser()
     shown = label or str(path)
     try:
@@ -150,6 +166,7 @@ def read_user_file(path: str | os.PathLike, what: str = "File", *, max_bytes: in
 
 def check_regular_file(path: str | os.PathLike, what: str = "File") -> os.stat_result:
     """Stat a user-named file (following links): missing → "<what> not found", special → named as what it is."""
+    refuse_web_address(path, what)
     p = Path(path).expanduser()
     try:
         info = os.stat(p)
