@@ -141,3 +141,21 @@ def test_out_must_be_new_empty_or_our_own(tmp_path, monkeypatch, capsys):
         output_dir(theirs)
     with pytest.raises(UserInputError, match="--gallery-dir"):
         output_dir(theirs, "--gallery-dir")
+
+
+# ---- messages that say what happened ----------------------------------------------------------------
+def test_messages_do_not_contradict_or_mislead(tmp_path, capsys):
+    from explorer.cli import main
+
+    assert main(["visualize", "--steps", "0", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --steps 0 is out of range: use 1–10,000.", err  # no "(0 scores the start only)"
+    url = "https://upload.wikimedia.org/wikipedia/commons/cat.jpg"
+    assert main(["invert", "--image", url, "--steps", "1", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert url in err and "web address" in err and "downloaded" in err and "not found" not in err
+    assert main(["visualize", "--model", "checkpoint:http://example.org/m.pt", "--steps", "1", "--out", str(tmp_path / "c")]) == 2
+    assert "http://example.org/m.pt is a web address" in capsys.readouterr().err
+    assert main(["invert", "--image", str(tmp_path), "--steps", "1", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "name a file" in err and "not found" not in err
