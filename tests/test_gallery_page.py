@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.gallery import MAX, NEG, GalleryStore, build, builtin_image_set, ensure_examples, facets_variant, lookup
 from explorer.models import ModelSpec, register
+from explorer.optvis import RenderSettings
 from tests.gallery_helpers import TINY_SETTINGS
 from tests.tiny import tiny_model
 
@@ -106,8 +107,17 @@ def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeyp
     assert at.header[0].value.startswith("Unit 4"), "next unit"
     assert any(b.label == "Render negative + 4 facets" for b in at.button), "unit 4 offers its missing variants"
     at.button(key="gal_render_unit").click().run()
-    assert not at.exception and "Rendered 2" in at.success[0].value
+    message = at.success[0].value  # what was rendered, in words and images (was "Rendered 2 in …")
+    assert not at.exception and message.startswith("Rendered unit 4: negative and 4 facets (5 images) in "), message
     assert len(at.get("image")) == 1 + 4 + 1 + 8, "facets and negative of unit 4 now show"
+    # the large image is the thumbnail until the unit is rendered at full size, on demand
+    assert at.get("image")[0].proto.imgs[0].caption.startswith("thumbnail, 32 px")
+    at.button(key="gal_render_full").click().run()
+    assert not at.exception and at.success[0].value.startswith("Rendered unit 4 at full size: visualisation (1 image)")
+    full = lookup(store, model, "conv2", RenderSettings(size=32), MAX, [4])
+    assert 4 in full, "kept in the store under the full-size settings"
+    assert at.get("image")[0].proto.imgs[0].caption.startswith(f"full size, 32 px, {RenderSettings().steps} steps")
+    assert not any(b.key == "gal_render_full" for b in at.button), "nothing left to render"
     assert lookup(store, model, "conv2", TINY_SETTINGS, NEG, [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
     at.button(key="gal_back").click().run()
     assert "unit" not in at.query_params and grid_html(at).count("<img") >= 12

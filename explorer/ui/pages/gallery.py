@@ -23,12 +23,14 @@ import torch
 
 from explorer.errors import UserInputError
 from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
-                              example_patch, facets_variant, folder_image_set, layer_units, load_examples, lookup, top_examples)
+                              example_patch, facet_count, facets_variant, folder_image_set, layer_units, load_examples, lookup,
+                              top_examples)
 from explorer.gallery.atlas import find_atlas
 from explorer.gallery.examples import allowed_image_folder, image_root
 from explorer.gallery.jobs import current_job, start_build
-from explorer.images import grid, load_image, png_bytes, to_uint8
-from explorer.ui import widgets
+from explorer.images import grid, load_image, png_bytes
+from explorer.optvis import RenderSettings
+from explorer.ui import display, widgets
 
 KEY = "gal"
 PAGE_SIZE = 128  # tiles per grid page: every block of EfficientNet-Lite0 up to 112 units fits one page
@@ -317,19 +319,47 @@ def layer_grid() -> None:
     live_grid()
 
 
-def run_build(units: list[int], variants: list[str], label: str) -> None:
+VARIANT_WORDS = {MAX: "visualisation", NEG: "negative"}
+
+
+def variant_words(variant: str) -> str:
+    return VARIANT_WORDS.get(variant) or f"{facet_count(variant)} facets"
+
+
+def report_message(report, what: str = "") -> str:
+    """What a build rendered, in words and images: "Rendered unit 4: negative and 4 facets (5 images) in 15.0 s"."""
+    done = [(v, u) for v, u in report.rendered.items() if u]
+    images = sum(len(u) * (facet_count(v) if v.startswith("facets") else 1) for v, u in done)
+    units = sorted({x for _, u in done for x in u})
+    if not done:
+        text = "Rendered nothing new"
+    else:
+        who = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units"
+        words = [variant_words(v) for v, _ in done]
+        text = (f"Rendered {who}{what}: {' and '.join(words) if len(words) < 3 else ', '.join(words[:-1]) + ' and ' + words[-1]}"
+                f" ({images} image{'s' if images != 1 else ''}) in {report.seconds:.1f} s")
+    return text + (f"; {report.already_done} were already stored" if report.already_done else "")
+
+
+def full_size_settings(thumbnails: RenderSettings) -> RenderSettings:
+    """The unit view's large image: the library's render settings at the network's own input size (the
+    thumbnails are small renders; enlarging one would only blow up its pixels)."""
+    return RenderSettings(size=int(model.input_size[0]), seed=thumbnails.seed)
+
+
+def run_build(units: list[int], variants: list[str], label: str, with_settings: RenderSettings | None = None,
+              what: str = "") -> None:
     """Render with live progress (the unit view's missing variants: seconds, not minutes)."""
     progress = widgets.LiveProgress(KEY, label, preview_every=1, preview_columns=8, unit="units")
     try:
-        report = build(model, layer, units, settings, store=store, variants=variants, batch=int(batch),
+        report = build(model, layer, units, with_settings or settings, store=store, variants=variants, batch=int(batch),
                        wait_for_others=False, callback=progress)
     except UserInputError as exc:
         progress.done()
         st.error(str(exc))
         return
     progress.done()
-    st.session_state[f"{KEY}_report"] = (f"Rendered {report.units_rendered} in {report.seconds:.1f} s"
-                                         + (f"; {report.already_done} were already stored" if report.already_done else ""))
+    st.session_state[f"{KEY}_report"] = report_message(report, what)
     st.rerun()
 
 
@@ -372,28 +402,41 @@ def unit_view(u: int) -> None:
         st.markdown(f"[Open in Feature visualisation](feature_vis?{'&'.join(f'{k}={v}' for k, v in fv_query.items())})")
 
     main = lookup(store, model, layer, settings, MAX, [u], atlas=atlas).get(u)
+    full_settings = full_size_settings(settings)
+    full = lookup(store, model, layer, full_settings, MAX, [u]).get(u)
     negative = lookup(store, model, layer, settings, NEG, [u]).get(u)
     facet_variant = facets_variant(int(facets))
     facet_entry = lookup(store, model, layer, settings, facet_variant, [u]).get(u)
     left, right = st.columns([2, 3])
     with left:
         st.subheader("Visualisation")
-        if main is not None:
-            st.image(str(main.file), caption=f"mean activation {main.activation:.3f}"
-                     + (f" · {main.seconds:.1f} s" if main.seconds else ""), width=384)
-            suffix = main.file.suffix
-            st.download_button(suffix[1:].upper(), main.file.read_bytes(), f"{model.name}_{layer}_{u}{suffix}",
-                               mimetypes.guess_type(main.file.name)[0] or "image/png", key=f"{KEY}_dl_main")
+        shown = full or main  # the full-size render once there is one; never the thumbnail blown up
+        if shown is not None:
+            image = load_image(str(shown.file))
+            scale = display.integer_scale(image.shape[-1], 384)
+            what = (f"full size, {full_settings.size} px, {full_settings.steps} steps" if shown is full else
+                    f"thumbnail, {image.shape[-1]} px" + (f" shown ×{scale}" if scale > 1 else ""))
+            display.show_image(image, caption=f"{what} · mean activation {shown.activation:.3f}"
+                               + (f" · {shown.seconds:.1f} s" if shown.seconds else ""), target=384)
+            suffix = shown.file.suffix
+            st.download_button(suffix[1:].upper(), shown.file.read_bytes(), f"{model.name}_{layer}_unit-{u:04d}{suffix}",
+                               mimetypes.guess_type(shown.file.name)[0] or "image/png", key=f"{KEY}_dl_main")
         else:
             st.info("Not rendered yet with these settings.")
+        if full is None and st.button(f"Render at full size ({full_settings.size} px, {full_settings.steps} steps)",
+                                      key=f"{KEY}_render_full",
+                                      help="The grid keeps the small thumbnail; this renders the unit once more at the "
+                                           "network's input size and keeps it in your store."):
+            run_build([u], [MAX], f"Rendering unit {u} at {full_settings.size} px", full_settings, " at full size")
     with right:
         st.subheader(f"Facets ({int(facets)}) and negative")
         if facet_entry is not None:
             cols = st.columns(len(facet_entry.files))
             for col, path, act in zip(cols, facet_entry.files, facet_entry.activations):
-                col.image(str(path), caption=f"{act:.2f}", width="stretch")
+                display.show_image(load_image(str(path)), caption=f"{act:.2f}", target=192, container=col)
         if negative is not None:
-            st.image(str(negative.file), caption=f"negative (minimised) · activation {negative.activation:.3f}", width=160)
+            display.show_image(load_image(str(negative.file)), caption=f"negative (minimised) · activation {negative.activation:.3f}",
+                               target=192)
         if facet_entry is None or negative is None:
             st.caption("Facets: the same unit rendered several times with a diversity term; negative: the image it likes least.")
     todo = [v for v, e in ((MAX, main), (NEG, negative), (facet_variant, facet_entry)) if e is None]
@@ -426,7 +469,7 @@ def unit_view(u: int) -> None:
     patches = [example_patch(e, model.input_size) for e in examples]
     cols = st.columns(len(examples) or 1)
     for col, example, patch in zip(cols, examples, patches):
-        col.image(to_uint8(patch), caption=f"{example.view.label} · {example.activation:.2f}", width="stretch")
+        display.show_image(patch, caption=f"{example.view.label} · {example.activation:.2f}", target=128, container=col)
     st.caption(f"Crops of the effective receptive field ({int(table['rf'])} px of the {model.input_size[0]} px input) "
                "around each view's strongest position; at most two views per photo.")
     st.plotly_chart(activation_histogram(table, u, main.activation if main else None), width="stretch", key=f"{KEY}_hist")
