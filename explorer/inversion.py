@@ -33,6 +33,7 @@ from .optvis.objectives import Context
 from .optvis.optimise import OptimisationResult, optimise
 from .optvis.param import PARAMETERISATIONS, gaussian_blur, make_param
 from .optvis.render import model_score
+from .optvis.transformer import unit_objective
 from .optvis.transforms import TRANSFORM_SETS, Transform, compose, jitter, pad
 from .progress import ProgressCallback, ShouldStop
 from .settings import Settings
@@ -103,7 +104,7 @@ def default_layers(model: LoadedModel, count: int = 4) -> list[str]:
     preferred = {"efficientnet_lite0": ["blocks.2", "blocks.6", "blocks.10", "blocks.15"]}.get(model.name)
     if preferred and count == len(preferred):
         return list(preferred)
-    spatial = [i.name for i in model.main_layers() if len(i.shape) == 3]
+    spatial = [i.name for i in model.main_layers() if len(i.shape) == 3 or i.tokens]  # C×H×W, or a ViT's N×C
     if len(spatial) <= count:
         return spatial
     picks = np.linspace(0, len(spatial) - 1, count).round().astype(int)
@@ -506,7 +507,8 @@ def dream_objective(model: LoadedModel, layer: str, channel: int | None = None) 
     """The whole layer's energy (DeepDream), or one channel's mean activation."""
     if layer == OUTPUT:
         raise UserInputError("DeepDream amplifies a hidden layer; pick one other than the logits.")
-    objective = objectives.deepdream(layer) if channel is None else objectives.channel(layer, int(channel))
+    # unit_objective: a ViT layer's channel is its last axis (objectives.channel on other layers)
+    objective = objectives.deepdream(layer) if channel is None else unit_objective(model, layer, int(channel))
     objective.validate(model.layer_shapes)
     return objective
 

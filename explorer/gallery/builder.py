@@ -20,7 +20,8 @@ from torch import nn
 from ..errors import UserInputError
 from ..images import png_bytes
 from ..models.base import LoadedModel
-from ..optvis import RenderSettings, objectives, render
+from ..optvis import Objective, RenderSettings, render
+from ..optvis.transformer import unit_objective
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, is_cancelled, stop_requested
 from .store import Entry, GalleryStore, UnitKey, new_worker_id
 
@@ -71,15 +72,17 @@ def unit_key(model: LoadedModel, layer: str, settings: RenderSettings, variant: 
 def layer_units(model: LoadedModel, layer: str) -> int:
     """How many channels a layer has (the gallery shows one tile per channel)."""
     info = model.check_layer(layer)
-    if len(info.shape) not in (1, 3):
-        raise UserInputError(f"Layer {layer!r} has output shape {info.shape}; the gallery needs C or C×H×W outputs.")
+    if len(info.shape) not in (1, 3) and not info.tokens:
+        raise UserInputError(f"Layer {layer!r} has output shape {info.shape}; the gallery needs C, C×H×W or "
+                             "transformer token (N×C) outputs.")
     return info.channels
 
 
 def all_layers(model: LoadedModel) -> list[str]:
-    """The layers of a whole-model atlas: the main layers with C×H×W outputs, without the parts of
-    another one (EfficientNet-Lite0: ``stem``, ``blocks.0``…``blocks.15``, ``head``; not ``stem.0``)."""
-    spatial = [info.name for info in model.main_layers() if len(info.shape) == 3]
+    """The layers of a whole-model atlas: the main layers with C×H×W (or a transformer's N×C token) outputs,
+    without the parts of another one (EfficientNet-Lite0: ``stem``, ``blocks.0``…``blocks.15``, ``head``; not
+    ``stem.0``; ViT-Tiny: ``patch_embed``, ``blocks.0``…``blocks.11``)."""
+    spatial = [info.name for info in model.main_layers() if len(info.shape) == 3 or info.tokens]
     return [name for name in spatial if not any(name.startswith(f"{other}.") for other in spatial if other != name)]
 
 
@@ -130,13 +133,14 @@ def objective_layer(model: LoadedModel, layer: str) -> str:
     return layer
 
 
-def _objective(model: LoadedModel, layer: str, variant: str, units: Sequence[int]) -> objectives.Objective:
+def _objective(model: LoadedModel, layer: str, variant: str, units: Sequence[int]) -> Objective:
     layer = objective_layer(model, layer)
+    # unit_objective: objectives.channel on C×H×W layers, the patch-token mean on a ViT's N×C layers
     if variant == MAX:
-        return objectives.channel(layer, list(units))
+        return unit_objective(model, layer, list(units))
     if variant == NEG:
-        return -1 * objectives.channel(layer, list(units))
-    return objectives.channel(layer, [units[0]] * facet_count(variant))
+        return -1 * unit_objective(model, layer, list(units))
+    return unit_objective(model, layer, [units[0]] * facet_count(variant))
 
 
 def build(

@@ -79,8 +79,42 @@ class LayerInfo:
         return f"{self.name}  {self.kind}  {shape}"
 
 
+FINGERPRINT_SCHEME = "blake2b-128 of every tensor's name, dtype, shape and every byte"
+FINGERPRINT_HEX = 32  # characters; the legacy (partial) fingerprint had 16
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """Every byte of a tensor's values as stored (dense, contiguous, on the CPU), without a copy when it is one."""
+    data = tensor.detach()
+    if data.layout != torch.strided:
+        data = data.to_dense()
+    if data.is_quantized:
+        data = data.int_repr()
+    data = data.cpu().contiguous().reshape(-1)
+    return memoryview(data.view(torch.uint8).numpy()) if data.numel() else memoryview(b"")
+
+
 def fingerprint_module(module: nn.Module) -> str:
-    """A short hash of the weights: caches key on it so new weights never meet stale results."""
+    """A hash of *all* the weights (:data:`FINGERPRINT_SCHEME`): the gallery store, the shipped atlas and the
+    page's caches key on it, so other weights never meet this network's stored results. Two checkpoints that
+    differ in any byte of any tensor (or in a name, dtype or shape) get different fingerprints. Costs one
+    blake2b pass over the weights (EfficientNet-Lite0's 18.6 MB: ~0.03 s; benchmarks/fingerprint.py)."""
+    digest = hashlib.blake2b(digest_size=FINGERPRINT_HEX // 2)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}\0{str(tensor.dtype)}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def is_legacy_fingerprint(fingerprint: str) -> bool:
+    """True for the fingerprint used before issue 20 (16 hex digits of a hash that read only the first 64 KB
+    of each tensor): results keyed on it cannot tell weights apart and are never served."""
+    return len(fingerprint) == 16 and all(c in "0123456789abcdef" for c in fingerprint)
+
+
+def legacy_fingerprint_module(module: nn.Module) -> str:
+    """The old, partial fingerprint (first 64 KB of each tensor as float32). Only for migrations: it checks
+    that a result keyed on it was made with these weights *as far as it could tell*, before re-keying."""
     digest = hashlib.sha1()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
@@ -174,6 +208,8 @@ class LoadedModel:
             module = modules.get(info.name)
             if info.name == OUTPUT:
                 picked.append(info)
+            elif info.tokens and isinstance(module, nn.Sequential):
+                continue  # a ViT's `blocks` stack: its blocks are the layers
             elif module is not None and info.calls == 1 and (len(info.shape) in (1, 3) or info.tokens):
                 if info.name.count(".") <= 1 and (len(list(module.children())) > 0 or isinstance(module, (nn.Conv2d, nn.Linear))):
                     picked.append(info)

@@ -1,7 +1,8 @@
 """Classifier registry: names -> loaders. Loaded models are cached once per process.
 
-Imports run one way only: registry -> {imagenet, fashion, checkpoint} -> {base, labels, weights}.
-Every entry module in ENTRY_MODULES must import: a missing one is an error, never a silent skip.
+Imports run one way only: registry -> {imagenet, fashion, timm_models, checkpoint} -> {base, labels, weights}.
+Every entry module in ENTRY_MODULES must import: a missing one is an error, never a silent skip. An entry module
+may also declare ``PREFIXES`` ({"timm:": spec_for}): names with that prefix get their entry on first use.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -25,9 +26,10 @@ __all__ = ["DEFAULT_MODEL", "ENTRY_MODULES", "ModelSpec", "WeightsUnavailable", 
 DEFAULT_MODEL = "efficientnet_lite0"
 
 # Modules of explorer.models whose ``SPECS`` list registry entries.
-ENTRY_MODULES = ("imagenet", "fashion")
+ENTRY_MODULES = ("imagenet", "fashion", "timm_models")
 
 _SPECS: dict[str, ModelSpec] = {}
+_PREFIXES: dict[str, Callable[[str], ModelSpec]] = {}  # "timm:" -> spec_for(name)
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 _LOAD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
@@ -39,6 +41,7 @@ def entry_specs(modules: Iterable[str] = ENTRY_MODULES) -> list[ModelSpec]:
     for name in modules:
         module = importlib.import_module(f"{__package__}.{name}")
         specs.extend(module.SPECS)
+        _PREFIXES.update(getattr(module, "PREFIXES", {}))
     return specs
 
 
@@ -58,10 +61,13 @@ def available_models() -> list[ModelSpec]:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in _SPECS:
+        for prefix, make_spec in _PREFIXES.items():
+            if name.startswith(prefix):
+                return register(make_spec(name))  # raises a one-line error for a name it does not know
         close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UserInputError(f"Unknown model {name!r}.{hint} Available: {', '.join(_SPECS)}, "
-                             f"or {CHECKPOINT_PREFIX}PATH for your own file.")
+                             f"{''.join(p + 'NAME, ' for p in _PREFIXES)}or {CHECKPOINT_PREFIX}PATH for your own file.")
     return _SPECS[name]
 
 

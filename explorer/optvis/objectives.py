@@ -37,6 +37,7 @@ class UnitCheck:
     units: tuple[int, ...]
     axis: int = 0  # axis of the layer's per-example shape the units index
     what: str = "channel"
+    size: int | None = None  # how many units there are when no axis counts them (attention heads)
 
 
 class Objective:
@@ -133,7 +134,7 @@ class Objective:
                 raise UnknownLayerError(layer, layer_shapes)
         for check in self.checks:
             shape = layer_shapes[check.layer]
-            size = shape[check.axis] if len(shape) > check.axis else 1
+            size = check.size if check.size is not None else shape[check.axis] if len(shape) > check.axis else 1
             for unit in check.units:
                 if not 0 <= unit < size:
                     what = "class" if check.layer == OUTPUT else check.what
