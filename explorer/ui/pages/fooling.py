@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from explorer import fooling, limits
 from explorer.errors import UserInputError
-from explorer.images import grid, png_bytes, to_uint8
+from explorer.images import grid, png_bytes
 from explorer.models import available_models
 from explorer.progress import CANCELLED
 from explorer.ui import display, widgets
@@ -118,7 +118,7 @@ def show_sweep(result: fooling.SweepResult, options: fooling.NoiseOptions) -> No
         st.markdown(f"**{family_label(row.family)} · {row.model}**" + (" (control)" if row.control else ""))
         cols = st.columns(len(images))
         for col, image, info in zip(cols, images, row.gallery):
-            col.image(to_uint8(image), caption=f"#{info['index']}: {info['label']} {info['confidence']:.3f}", width="stretch")
+            display.show_image(image, caption=f"sample {info['index']}: {info['label']} {info['confidence']:.3f}", container=col)
         widgets.download_png(grid(images, columns=len(images)), f"fooling_{row.model}_{row.family}_gallery.png",
                              "Gallery PNG", key=f"{SWEEP}_gallery_{i}")
 
@@ -189,7 +189,7 @@ def show_grow(result: fooling.GrowResult) -> None:
         [f"start: p = {result.start_confidence:.4f}", f"fooling image: p = {result.confidence:.4f} (budget {result.budget})",
          "change, stretched (grey = none)"], ["start", "fooling", "difference"],
     ):
-        col.image(to_uint8(image), caption=caption, width="stretch")
+        display.show_image(image, caption=caption, container=col)
         col.download_button(f"{name}.png", png_bytes(image), f"fooling_{result.model}_{result.target}_{name}.png",
                             "image/png", key=f"{GROW}_dl_{name}")
     widgets.download_json(result.summary(), f"fooling_{result.model}_{result.target}.json", "Download result JSON",

@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer import inversion
 from explorer.errors import UserInputError
-from explorer.images import BUILTIN_PHOTOS, to_uint8
+from explorer.images import BUILTIN_PHOTOS
 from explorer.ui import display, widgets
 
 KEY = "inv"
@@ -45,7 +45,7 @@ with left:
     except UserInputError as exc:
         st.error(str(exc))
         st.stop()
-    st.image(to_uint8(photo), caption=f"{photo_name} · {size}×{size}", width="stretch")
+    display.show_image(photo, caption=f"{photo_name} · {size}×{size}")
 
 with right:
     mode = st.radio("Mode", ["Invert layers", "DeepDream", "Caricature"], horizontal=True, key=f"{KEY}_mode")
@@ -133,10 +133,10 @@ if widgets.run_controls(KEY, label):
 def show_strip(photo, images, captions, stem: str) -> None:
     cols = st.columns(len(images) + 1)
     with cols[0]:
-        st.image(to_uint8(photo), caption="photo", width="stretch")
+        display.show_image(photo, caption="photo")
     for col, image, caption, i in zip(cols[1:], images, captions, range(len(images))):
         with col:
-            st.image(to_uint8(image), caption=caption, width="stretch")
+            display.show_image(image, caption=caption)
             widgets.download_png(image, f"{stem}_{i}.png", "PNG", key=f"{KEY}_dl_{stem}_{i}")
 
 
