@@ -504,6 +504,25 @@ def _cases() -> list[Case]:
             load_weights(TinyNet(10), ctx.f(name), "tiny")
             return "loaded"
         return call
+    def fingerprint_past_64kb(ctx):
+        """Issue 20, class 3: weights that differ only past the first 64 KB of a tensor are other weights."""
+        import copy
+        import dataclasses
+
+        import torch
+
+        from explorer.gallery.atlas import ATLAS_ROOT, find_atlas
+        from explorer.models import load_model
+
+        model = load_model("efficientnet_lite0")
+        other = dataclasses.replace(model, module=copy.deepcopy(model.module))
+        name, tensor = max(other.module.state_dict().items(), key=lambda kv: kv[1].numel())
+        with torch.no_grad():
+            tensor.view(-1)[-1] += 1.0  # byte ~1.6 MB into the largest tensor
+        return (f"same fingerprint {model.fingerprint == other.fingerprint}; the shipped atlas serves the changed weights "
+                f"{find_atlas(other, ATLAS_ROOT) is not None}, the real ones {find_atlas(model, ATLAS_ROOT) is not None}")
+    add("fingerprint-covers-every-byte", "checkpoints", "lib", lib(fingerprint_past_64kb), "ok",
+        r"^same fingerprint False; the shipped atlas serves the changed weights False, the real ones True$", "20.3: fingerprint")
     add("weights-missing-tensors-lib", "checkpoints", "lib", lib(lib_weights("part.pt")), "error", r"part\.pt does not fit tiny: \d+ missing")
     add("weights-good-safetensors-lib", "checkpoints", "lib", lib(lib_weights("tiny.safetensors")), "ok", r"^loaded$")
 
@@ -739,6 +758,27 @@ def _cases() -> list[Case]:
         entries = lookup(GalleryStore(root), load_model(TINY), "conv2", TINY_SETTINGS)
         unchanged = files_before == sorted(p.stat().st_mtime_ns for p in Path(root).rglob("*.png"))
         return f"restored {report.restored}, entries {len(entries)}, files untouched {unchanged}"
+    def legacy_keyed_store(ctx):
+        """Issue 20, class 3: a store whose rows carry the old partial fingerprint is flagged, and not served."""
+        import dataclasses
+
+        from explorer.cli import main
+        from explorer.gallery import GalleryStore, build, lookup
+        from explorer.models import load_model
+        from tests.gallery_helpers import TINY_SETTINGS
+
+        root = store_root(ctx, "legacy")
+        model = load_model(TINY)
+        old = dataclasses.replace(model)
+        old.__dict__["fingerprint"] = "adf7a63f277f1f28"  # a store built before issue 20: 16 hex digits of a partial hash
+        build(old, "conv2", range(2), TINY_SETTINGS, store=GalleryStore(root), batch=2)
+        served = len(lookup(GalleryStore(root), model, "conv2", TINY_SETTINGS))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["gallery", "verify", "--store", str(root)])
+        return f"served {served}; verify exit {code}: " + " ".join(out.getvalue().split())
+    add("store-legacy-fingerprint-flagged", "store", "lib", lib(legacy_keyed_store), "ok",
+        r"^served 0; verify exit 1: 2 rendered unit\(s\) of tiny are keyed on the legacy weights fingerprint adf7a63f277f1f28 .* 1 problems$", "20.3: fingerprint")
     add("store-repair-keeps-the-files", "store", "lib", lib(repaired_lookup), "ok", r"^restored 6, entries 6, files untouched True$", "7")
     return cases
 

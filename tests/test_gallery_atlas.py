@@ -186,3 +186,27 @@ def test_the_shipped_lite0_atlas_is_complete_compact_and_served(tmp_path):
     mine = GalleryStore(tmp_path / "mine")
     entries = lookup(mine, model, "blocks.10", THUMBNAILS, atlas=atlas)
     assert sorted(entries) == list(range(model.layer_shapes["blocks.10"][0]))
+
+
+def test_a_legacy_keyed_atlas_is_not_served_until_its_weights_are_checked_and_it_is_rekeyed(tiny_atlas, tmp_path):
+    """Issue 20: an atlas keyed on the old partial fingerprint is never served; the migration re-keys it only
+    when the weights' legacy fingerprint matches, and refuses other weights."""
+    import shutil
+
+    from explorer.errors import UserInputError
+    from explorer.gallery.migrate import rekey_atlas
+    from explorer.models.base import FINGERPRINT_SCHEME, legacy_fingerprint_module
+
+    root, model, _, manifest, _ = tiny_atlas
+    shutil.copytree(root / "atlas", tmp_path / "atlas")
+    folder = tmp_path / "atlas" / "tiny"
+    old = {**manifest, "fingerprint": legacy_fingerprint_module(model.module)}
+    (folder / "manifest.json").write_text(json.dumps(old))
+    assert find_atlas(model, tmp_path / "atlas") is None, "legacy-keyed: not served"
+    with pytest.raises(UserInputError, match="built on other weights"):
+        rekey_atlas(folder, tiny_model(seed=1))
+    assert find_atlas(model, tmp_path / "atlas") is None
+    rekeyed = rekey_atlas(folder, model)
+    assert rekeyed["fingerprint"] == model.fingerprint and rekeyed["fingerprint_scheme"] == FINGERPRINT_SCHEME
+    assert rekeyed["rekeyed"]["from"] == old["fingerprint"]
+    assert find_atlas(model, tmp_path / "atlas") is not None

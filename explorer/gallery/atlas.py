@@ -10,8 +10,9 @@ compactly into ``assets/atlas/<model>/``:
 * ``examples/<layer>.npz`` — the dataset-example table of the built-in photos (max/mean per view and
   unit in float16, arg-max positions): the page cuts the top patches from the bundled photos on demand.
 
-It is keyed like the store (model, fingerprint, settings): other weights or other settings never see
-it. The user's own store always wins: :func:`~explorer.gallery.builder.lookup` falls back to the
+It is keyed like the store (model, full weights fingerprint, settings): other weights or other settings
+never see it, and an atlas keyed on the legacy partial fingerprint is never served until
+:mod:`~explorer.gallery.migrate` has checked its weights and re-keyed it. The user's own store always wins: :func:`~explorer.gallery.builder.lookup` falls back to the
 atlas only for units the store does not hold.
 """
 
@@ -61,6 +62,13 @@ class Atlas:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def legacy_fingerprint(self) -> bool:
+        """Keyed on the old, partial fingerprint: never served until re-keyed (:mod:`explorer.gallery.migrate`)."""
+        from ..models.base import is_legacy_fingerprint
+
+        return is_legacy_fingerprint(self.fingerprint)
 
     @cached_property
     def settings(self) -> RenderSettings:

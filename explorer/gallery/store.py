@@ -402,9 +402,11 @@ class GalleryStore:
                 " SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json, SUM(r.status='failed') FROM renders r"
                 " LEFT JOIN settings s ON s.digest = r.digest GROUP BY r.model, r.fingerprint, r.layer, r.digest, r.variant"
                 " ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
+        from ..models.base import is_legacy_fingerprint
+
         return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3], "variant": r[4], "done": int(r[5] or 0),
                  "claimed": int(r[6] or 0), "failed": int(r[9] or 0), "seconds": round(float(r[7] or 0.0), 2),
-                 "settings": json.loads(r[8]) if r[8] else None}
+                 "settings": json.loads(r[8]) if r[8] else None, "legacy_fingerprint": is_legacy_fingerprint(r[1])}
                 for r in rows]
 
     def layer_digests(self, model: str, fingerprint: str, layer: str, variant: str = "max") -> list[tuple[str, dict | None, int]]:
@@ -462,6 +464,7 @@ class GalleryStore:
                         img.verify()
                 except (OSError, SyntaxError) as exc:
                     problems.append(f"{entry.key}: {path.name}: {exc}")
+        problems += self._legacy_problems()
         sides, bare = self._unindexed()
         if sides and not self.damage:
             problems.append(f"{len(sides)} rendered unit(s) are on disk but not in the index (first: "
@@ -470,6 +473,22 @@ class GalleryStore:
             problems.append(f"{len(bare)} image(s) are in no index row and have no side file (first: "
                             f"{bare[0].relative_to(self.root)}); they were made before side files existed: render them again.")
         return problems
+
+    def _legacy_problems(self) -> list[str]:
+        """Rows and example tables keyed on the legacy, partial weights fingerprint: flagged, never served."""
+        from ..models.base import is_legacy_fingerprint
+
+        with self._connect() as db:
+            renders = db.execute("SELECT model, fingerprint, count(*) FROM renders GROUP BY model, fingerprint").fetchall()
+            tables = db.execute("SELECT model, fingerprint, count(*) FROM example_sets GROUP BY model, fingerprint").fetchall()
+        out = []
+        for kind, rows in (("rendered unit(s)", renders), ("dataset-example table(s)", tables)):
+            for model, fingerprint, count in rows:
+                if is_legacy_fingerprint(fingerprint):
+                    out.append(f"{count} {kind} of {model} are keyed on the legacy weights fingerprint {fingerprint} (it read "
+                               "only the first 64 KB of each tensor, so it cannot tell weights apart): they are never "
+                               "served; render them again with these weights.")
+        return out
 
     def repair(self) -> "RepairReport":
         """Rebuild the index from the side files, without re-rendering: rows for every rendered unit whose
