@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
     """The project's own warnings (e.g. a TorchScript file must be trusted) as one line, no source location."""
     from ..models import TorchScriptTrustWarning
+    from ..models.timm_models import RandomWeightsNotice
 
-    if issubclass(category, TorchScriptTrustWarning):
+    if issubclass(category, (TorchScriptTrustWarning, RandomWeightsNotice)):
         print(f"warning: {message}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
