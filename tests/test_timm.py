@@ -160,3 +160,19 @@ def test_timm_cnn_keeps_the_cnn_objectives():
     assert unit_objective(net, "layer3", [0, 1]).name.startswith("channel")
     with pytest.raises(UserInputError, match="not an attention layer"):
         unit_objective(net, "layer3", [0], "head")
+
+
+def test_cli_renders_vit_heads_and_names_them(tmp_path, capsys):
+    import json
+
+    from explorer.cli import main
+
+    out = tmp_path / "heads"
+    code = main(["--device", "cpu", "visualize", "--model", "timm:vit_tiny_patch16_224", "--weights", "random",
+                 "--layer", "blocks.3", "--kind", "head", "--channels", "0,2", "--steps", "1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "result.json").read_text())
+    assert data["units"] == [0, 2] and data["objective"].startswith("head blocks.3.attn.norm")
+    assert main(["--device", "cpu", "visualize", "--model", "timm:vit_tiny_patch16_224", "--weights", "random",
+                 "--layer", "blocks.3", "--kind", "head", "--channels", "3", "--out", str(out)]) == 2
+    assert "valid attention heads are 0–2" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from ..naming import image_names, image_units, unit_kind
 from ..optvis import RenderSettings, objectives, render
 from ..optvis.param import PARAMETERISATIONS
 from ..optvis.render import check_request
+from ..optvis.transformer import UNIT_KINDS, unit_count, unit_objective
 from ..parsing import parse_units
 from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
 
@@ -81,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--neuron", help="units at the centre position")
     target.add_argument("--class", dest="classes", help="class indices (logit)")
     target.add_argument("--deepdream", action="store_true", help="mean squared activation of the whole layer")
+    p.add_argument("--kind", choices=list(UNIT_KINDS), default="channel",
+                   help="what a unit of --channels is on a transformer (ViT) layer: channel (mean over patch tokens), "
+                        "neuron (one token: --token, default the centre patch), cls (the CLS token's channel), "
+                        "head (an attention head of a block: units are heads)")
+    p.add_argument("--token", type=int, default=None, help="token index for --kind neuron (0 = CLS on a ViT)")
     p.add_argument("--batch", type=int, default=None, help="images per unit for --deepdream/diversity")
     p.add_argument("--out", default="out/visualize")
     add_render_options(p)
@@ -102,10 +108,12 @@ def build_objective(model, args: argparse.Namespace) -> objectives.Objective:
         raise UserInputError("--layer is required for this model (`python -m explorer layers` lists them).")
     if args.deepdream:
         return objectives.deepdream(layer)
-    channels = model.check_layer(layer).channels
     if args.neuron is not None:
-        return objectives.neuron(layer, parse_units(args.neuron, limit=channels, layer=layer))
-    return objectives.channel(layer, parse_units(args.channels or "0", limit=channels, layer=layer))
+        channels = model.check_layer(layer).channels
+        return unit_objective(model, layer, parse_units(args.neuron, limit=channels, layer=layer), "neuron", args.token)
+    count = unit_count(model, layer, args.kind)  # channels, or heads for --kind head
+    units = parse_units(args.channels or "0", limit=count, layer=layer, what="attention head" if args.kind == "head" else "channel")
+    return unit_objective(model, layer, units, args.kind, args.token)
 
 
 def run_visualize(args: argparse.Namespace) -> int:
