@@ -24,6 +24,12 @@ def cached_model(name: str, weights: str) -> LoadedModel:
 
 def model_picker(key: str, default: str | None = None, family: str | None = "imagenet") -> LoadedModel | None:
     """Model and weights selectors; shows a clear message (not a traceback) when weights are missing."""
+    for linked in (st.query_params.get("model"), default):  # timm:NAME (a prefixed name) joins the list on first use
+        if linked and ":" in linked and not linked.startswith("checkpoint:"):
+            try:
+                get_spec(linked)
+            except UserInputError:
+                pass
     specs = [s for s in available_models() if family is None or s.family == family or s.name == default]
     names = [s.name for s in specs]
     wanted = st.query_params.get("model") or default or DEFAULT_MODEL
@@ -38,7 +44,10 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
         key=f"{key}_weights", help="'random' gives the bare architecture (untrained).",
     )
     try:
-        return cached_model(name, weights)
+        model = cached_model(name, weights)
+        if weights == "pretrained" and model.weights == "random":
+            st.warning(model.description)  # e.g. a timm model whose weights are not in the local cache
+        return model
     except WeightsUnavailable as exc:
         st.error(str(exc))
     except UserInputError as exc:
