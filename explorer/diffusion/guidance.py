@@ -17,7 +17,7 @@ s = 0 the classifier is never called and the samples are exactly the unguided sa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
@@ -107,6 +107,7 @@ class Denoiser:
 
 
 StepHook = Callable[[torch.Tensor, int], torch.Tensor]  # (x at kept step i, i) -> x to denoise
+Observer = Callable[[int, torch.Tensor, StepOutput], None]  # (i, x fed to step i, the step's output)
 
 
 @dataclass
@@ -116,7 +117,6 @@ class ChainResult:
     steps_done: int
     stopped: str | None
     seconds: float
-    states: dict[int, torch.Tensor] = field(default_factory=dict)  # kept step i -> x_i (model space, CPU), if asked
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -126,33 +126,33 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 def run_chain(denoiser: Denoiser, x: torch.Tensor, *, start: int | None = None, sampler: str = "ddim", eta: float = 0.0,
               generator: torch.Generator | None = None, guide: Guide | None = None,
-              before_step: StepHook | None = None, keep_states: set[int] | None = None,
+              before_step: StepHook | None = None, observe: Observer | None = None,
               callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
               preview_every: int = 0) -> ChainResult:
     """Denoise ``x`` (the state at kept step ``start``, default the first: x_T) down through step 0.
 
-    ``before_step(x, i)`` may rewrite the state before step i (inpainting replaces the known pixels);
-    ``keep_states`` names kept steps whose input state is returned (CPU copies)."""
+    ``before_step(x, i)`` may rewrite the state before step i; ``observe(i, x, out)`` sees every step's input
+    state and output (branching keeps states and probes them)."""
     if sampler not in SAMPLERS:
         raise UserInputError(f"Unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}.")
     first = denoiser.num_steps - 1 if start is None else int(start)
     total = first + 1
-    began, stopped, done, states = time.perf_counter(), None, 0, {}
+    began, stopped, done = time.perf_counter(), None, 0
     for i in range(first, -1, -1):
         if stop_requested(should_stop):
             stopped = CANCELLED
             break
         if before_step is not None:
             x = before_step(x, i)
-        if keep_states is not None and i in keep_states:
-            states[i] = x.detach().cpu().clone()
         out = denoiser.step(x, i, sampler=sampler, eta=eta, generator=generator, guide=guide)
+        if observe is not None:
+            observe(i, x, out)
         x = out.prev_sample.detach()
         done += 1
         if callback:
             show = preview_every and (done % preview_every == 0 or done == total)
             callback(done, total, to_unit(out.x0) if show else None, None)
-    return ChainResult(to_unit(x), x, done, stopped, time.perf_counter() - began, states)
+    return ChainResult(to_unit(x), x, done, stopped, time.perf_counter() - began)
 
 
 def initial_noise(denoiser: Denoiser, batch: int, generator: torch.Generator) -> torch.Tensor:
