@@ -38,6 +38,7 @@ from .progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 CHUNK = 32  # samples per independently seeded chunk; never depends on the user's batch size
 THRESHOLDS = (0.5, 0.9, 0.99, 0.996)
 TARGET_CONFIDENCE = 0.996  # Nguyen et al.'s "≥ 99.6 % confidence"
+DEFAULT_BUDGET = "linf:0.05"  # grow's budget around a pixel start (a CPPN has none): page, CLI and docs alike
 HISTOGRAM_BINS = 100
 
 
@@ -673,7 +674,7 @@ def grow(
     seed: int = 0,
     index: int = 0,
     options: NoiseOptions = NoiseOptions(),
-    budget: Budget | str = Budget(),
+    budget: Budget | str | None = None,
     param: str = "pixel",
     steps: int = 300,
     lr: float = 0.05,
@@ -685,7 +686,8 @@ def grow(
 
     The start is ``start`` (an image in [0, 1]) or sample ``index`` of a noise family; ``target``
     None means the start's current top class. ``param="pixel"`` optimises pixels (sigmoid
-    logits, no colour decorrelation) and projects onto ``budget`` after every step;
+    logits, no colour decorrelation) and projects onto ``budget`` after every step (None: :data:`DEFAULT_BUDGET`,
+    the one default of the page, the CLI and the docs);
     ``param="cppn"`` grows a CPPN from its own random init (Nguyen et al.'s indirect encoding:
     a budget does not apply). It stops at the first image whose 8-bit PNG also reaches ``goal`` and
     returns the most confident such image; otherwise the most confident image evaluated.
@@ -695,7 +697,9 @@ def grow(
     from .optvis.param import make_param
     from .optvis.render import model_score
 
-    budget = parse_budget(budget) if isinstance(budget, str) or budget is None else budget
+    if budget is None:
+        budget = Budget() if param == "cppn" else parse_budget(DEFAULT_BUDGET)
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
     if param not in ("pixel", "cppn"):
         raise UserInputError(f"Fooling images grow in the 'pixel' or 'cppn' parameterisation, not {param!r}.")
     if param == "cppn" and budget.kind != "none":

@@ -298,7 +298,7 @@ def test_growing_reaches_the_target_inside_the_budget(budget):
 
 def test_growing_without_target_uses_the_top_class_and_cppn_grows_too():
     model = linear_model()
-    result = fooling.grow(model, None, family="pink", index=3, steps=200, lr=0.1)
+    result = fooling.grow(model, None, family="pink", index=3, budget="none", steps=200, lr=0.1)
     start_class = int(model.probabilities(result.start[None]).argmax())
     assert result.target == start_class and result.reached
     cppn = fooling.grow(model, 7, param="cppn", steps=100, lr=0.05)

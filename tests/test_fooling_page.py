@@ -44,6 +44,8 @@ def test_page_sweeps_and_shows_rates_matching_the_library(app, lite0):
 def test_page_grows_and_reports_distance(app):
     app.number_input(key="fool_grow_steps").set_value(2)
     app.checkbox(key="fool_grow_transfer").set_value(False)
+    assert app.checkbox(key="fool_grow_use_top").value, "the start's top class by default, as on the command line"
+    app.checkbox(key="fool_grow_use_top").set_value(False)
     app.button(key="fool_grow_go").click().run()
     assert not app.exception, app.exception
     assert not app.error, [e.value for e in app.error]

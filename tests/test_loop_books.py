@@ -89,7 +89,7 @@ def test_grow_returns_an_image_that_fools_as_saved():
     from tests.test_fooling import linear_model
 
     model = linear_model()
-    result = fooling.grow(model, 3, family="uniform", seed=0, index=1, steps=300, lr=0.1)
+    result = fooling.grow(model, 3, family="uniform", seed=0, index=1, budget="none", steps=300, lr=0.1)
     assert result.reached and result.stopped == TARGET_REACHED
     saved = load_image(png_bytes(result.image))  # the PNG a user downloads, read back
     assert float(model.probabilities(saved[None])[0, 3]) >= 0.996

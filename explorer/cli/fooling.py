@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--index", type=int, default=0, help="which sample of the family (same as in a sweep with this seed)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--start", help="start from this image file (or builtin:NAME) instead of noise")
-    g.add_argument("--budget", default="none", help="linf:EPS, l2:EPS or none (distance from the start, pixels in [0, 1])")
+    g.add_argument("--budget", default=None, help="linf:EPS, l2:EPS or none: distance from the start, pixels in [0, 1] "
+                                                  f"(default {fooling.DEFAULT_BUDGET} for a pixel start, none for --param cppn)")
     g.add_argument("--param", choices=["pixel", "cppn"], default="pixel", help="cppn: Nguyen et al.'s indirect encoding")
     g.add_argument("--steps", type=int, default=300, help="step limit")
     g.add_argument("--lr", type=float, default=0.05)
@@ -140,7 +141,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_grow(args: argparse.Namespace) -> int:
     options = _options(args)  # check every input before the (slow) model load
-    budget = fooling.parse_budget(args.budget)
+    budget = None if args.budget is None else fooling.parse_budget(args.budget)  # None: the library's one default
     check_options(args, "steps", "lr", "seed", "index")
     if not 0 < args.goal < 1:
         raise UserInputError(f"--goal must lie in (0, 1), got {args.goal}.")

@@ -219,16 +219,19 @@ def grow_tab() -> None:
                               disabled=param == "cppn")
         index = c2.number_input("Sample #", 0, 10**9, 0, key=f"{GROW}_index", help="the same sample # as in a sweep with this seed")
         seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{GROW}_seed")
-        use_top = st.checkbox("Target the start's current top class", False, key=f"{GROW}_use_top")
+        use_top = st.checkbox("Target the start's current top class", True, key=f"{GROW}_use_top",
+                              help="the default, as on the command line (fool grow without --class)")
         target = st.number_input("Target class", 0, model.num_classes - 1, min(309, model.num_classes - 1),
                                  key=f"{GROW}_target", disabled=use_top)
         if not use_top:
             st.caption(f"{int(target)}: {model.label(int(target))}")
     with right:
         c1, c2 = st.columns(2)
-        kind = c1.selectbox("Budget around the start", ["linf", "l2", "none"], key=f"{GROW}_budget",
+        default_budget = fooling.parse_budget(fooling.DEFAULT_BUDGET)  # the one default: page, CLI, docs
+        kinds = ["linf", "l2", "none"]
+        kind = c1.selectbox("Budget around the start", kinds, index=kinds.index(default_budget.kind), key=f"{GROW}_budget",
                             disabled=param == "cppn", help="L∞: largest change of any pixel; L2: norm of the whole change")
-        eps = c2.number_input("Budget size", 0.001, 1000.0, 0.05 if kind == "linf" else 10.0, format="%.3f",
+        eps = c2.number_input("Budget size", 0.001, 1000.0, default_budget.eps if kind == default_budget.kind else 10.0, format="%.3f",
                               key=f"{GROW}_eps_{kind}", disabled=kind == "none" or param == "cppn")
         c1, c2, c3 = st.columns(3)
         steps = c1.number_input("Step limit", 1, 10_000, 300, step=50, key=f"{GROW}_steps")
