@@ -76,7 +76,7 @@ def _float(lo: float, hi: float, unit: str = "", why: str = "", lo_open: bool = 
 
 
 _WEIGHT = _float(0.0, 10_000.0, why="a prior or term weight")
-_SEED = _int(0, 2**63 - 1, label="seed")
+_SEED = _int(0, 2**31 - 1, label="seed")  # the pages, the CLI and the docs share this range (explorer/vocabulary.py)
 
 LIMITS: dict[str, Limit] = {
     # renders and photos
