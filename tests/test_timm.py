@@ -176,3 +176,26 @@ def test_cli_renders_vit_heads_and_names_them(tmp_path, capsys):
     assert main(["--device", "cpu", "visualize", "--model", "timm:vit_tiny_patch16_224", "--weights", "random",
                  "--layer", "blocks.3", "--kind", "head", "--channels", "3", "--out", str(out)]) == 2
     assert "valid attention heads are 0–2" in capsys.readouterr().err
+
+
+def test_feature_vis_page_renders_vit_attention_heads(root):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(root / "explorer/ui/pages/feature_vis.py"), default_timeout=180)
+    at.query_params["model"] = "timm:vit_tiny_patch16_224"
+    at.query_params["weights"] = "random"
+    at.run()
+    assert not at.exception
+    at.radio(key="fv_kind").set_value("head").run()
+    at.selectbox(key="fv_layer").set_value("blocks.3")
+    at.number_input(key="fv_steps").set_value(2)
+    at.number_input(key="fv_size").set_value(32)
+    at.text_input(key="fv_units").set_value("0,2")
+    at.button(key="fv_go").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state["fv_result"]
+    assert result.model == "timm:vit_tiny_patch16_224" and result.objective.startswith("head blocks.3.attn.norm")
+    assert [img.proto.imgs[0].caption.split(" ·")[0] for img in at.get("image")] == ["unit 0", "unit 2"]
+    at.text_input(key="fv_units").set_value("3")
+    at.button(key="fv_go").click().run()
+    assert not at.exception and "valid attention heads are 0–2" in at.error[0].value

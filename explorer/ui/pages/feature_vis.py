@@ -11,6 +11,7 @@ from explorer.images import grid
 from explorer.naming import image_names, image_units, unit_kind
 from explorer.optvis import RenderSettings, objectives, render
 from explorer.optvis.param import PARAMETERISATIONS
+from explorer.optvis.transformer import unit_count, unit_objective
 from explorer.parsing import parse_units
 from explorer.transfer import judge_class_images
 from explorer.ui import display, widgets
@@ -22,17 +23,24 @@ st.caption("Gradient ascent from noise, in a decorrelated Fourier space, under t
            "the image each unit would most like to see.")
 
 with st.sidebar:
-    model = widgets.model_picker(KEY)
+    any_timm = st.text_input("Any timm model (optional)", "", placeholder="e.g. vit_small_patch16_224", key=f"{KEY}_timm",
+                             help="Any name timm.list_models() knows; pretrained weights only from the local cache "
+                                  "(EXPLORER_ALLOW_DOWNLOAD=1 lets it download), random otherwise.").strip()
+    model = widgets.model_picker(KEY, default=f"timm:{any_timm.removeprefix('timm:')}" if any_timm else None)
 if model is None:
     st.stop()
 
 params = st.query_params
+token = None  # a token index (neuron objective on a transformer layer)
 
 left, right = st.columns([1, 1])
 with left:
-    kinds = ["channel", "neuron", "class", "deepdream"]
+    transformer = model.token_prefix is not None  # a ViT: its blocks output N tokens × C channels
+    kinds = ["channel", "neuron", "class", "deepdream"] + (["cls", "head"] if transformer else [])
     kind = st.radio("Objective", kinds, index=kinds.index(params.get("objective", "channel")) if params.get("objective", "channel") in kinds else 0,
-                    horizontal=True, key=f"{KEY}_kind")
+                    horizontal=True, key=f"{KEY}_kind", format_func=lambda k: {"cls": "CLS token", "head": "attention head"}.get(k, k),
+                    help="On a transformer layer: channel = mean over the patch tokens, neuron = one token, CLS token = "
+                         "the CLS token's channel, attention head = energy of one head's output (units are heads).")
     layer = "output" if kind == "class" else widgets.layer_picker(model, KEY)
     if kind == "class":
         units_text = st.text_input("Classes (e.g. 309 or 1,281)", params.get("unit", "309"), key=f"{KEY}_classes")
@@ -43,8 +51,17 @@ with left:
     elif kind == "deepdream":
         units_text = ""
     else:
-        size_hint = model.layer_shapes.get(layer, (0,))[0]
-        units_text = st.text_input(f"Units (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
+        try:
+            size_hint = unit_count(model, layer, kind)  # channels (the last axis of a token layer), or heads
+        except UserInputError as exc:
+            size_hint = 0
+            st.caption(f"⚠ {exc}")
+        what = "Heads" if kind == "head" else "Units"
+        units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
+        token = None
+        if kind == "neuron" and model.check_layer(layer).tokens:
+            picked = st.number_input("Token (−1: the centre patch; 0: CLS)", -1, 4096, -1, key=f"{KEY}_token")
+            token = None if picked < 0 else int(picked)
 with right:
     c1, c2, c3 = st.columns(3)
     steps = c1.number_input("Steps", 1, 4096, widgets.int_param("steps", DEFAULTS.steps, 1, 4096), step=32, key=f"{KEY}_steps")
@@ -80,9 +97,7 @@ def build_objective() -> objectives.Objective:
     units = parse_units(units_text)
     if kind == "class":
         return objectives.class_logit(units)
-    if kind == "neuron":
-        return objectives.neuron(layer, units)
-    return objectives.channel(layer, units)
+    return unit_objective(model, layer, units, kind, token)  # token objectives on a ViT's N×C layers
 
 
 if widgets.run_controls(KEY, "Render"):
