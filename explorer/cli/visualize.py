@@ -17,6 +17,9 @@ from ..parsing import parse_units
 from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
 
 
+DEFAULT_UNITS = "0-3"  # the units rendered when none are named: the feature-vis page's default too (explorer/vocabulary.py)
+
+
 def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
     """Render settings as options (shared with other commands that render)."""
     g = p.add_argument_group("render settings")
@@ -78,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arch_option(p)
     p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--channels", help="units, e.g. 0-15,20: one image per unit, rendered as one batch")
+    target.add_argument("--units", "--channels", dest="channels", metavar="UNITS",
+                        help=f"units of the layer, e.g. 0-15,20: one image per unit, rendered as one batch (default {DEFAULT_UNITS})")
     target.add_argument("--neuron", help="units at the centre position")
     target.add_argument("--class", dest="classes", help="class indices (logit)")
     target.add_argument("--deepdream", action="store_true", help="mean squared activation of the whole layer")
@@ -112,7 +116,7 @@ def build_objective(model, args: argparse.Namespace) -> objectives.Objective:
         channels = model.check_layer(layer).channels
         return unit_objective(model, layer, parse_units(args.neuron, limit=channels, layer=layer), "neuron", args.token)
     count = unit_count(model, layer, args.kind)  # channels, or heads for --kind head
-    units = parse_units(args.channels or "0", limit=count, layer=layer, what="attention head" if args.kind == "head" else "channel")
+    units = parse_units(args.channels or DEFAULT_UNITS, limit=count, layer=layer, what="attention head" if args.kind == "head" else "channel")
     return unit_objective(model, layer, units, args.kind, args.token)
 
 
