@@ -23,7 +23,8 @@ from .files import atomic_write, read_user_file
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # what Image.open may try (JPEG includes MPO)
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")  # 16-bit and 32-bit integer / float pixels
 
 # name -> loader returning an H×W×3 uint8 array; all ship inside scikit-image / scikit-learn wheels
 _BUILTIN_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -61,14 +62,17 @@ def _builtin_array(name: str) -> np.ndarray:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode (grey, 16-bit, RGBA, palette, CMYK, float) -> 8-bit RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(img, dtype=np.float64)
-        lo, hi = float(array.min()), float(array.max())
+    if img.mode in _HIGH_DEPTH:
+        # one float32 copy, scaled in place (4 bytes a pixel, not the 8 × several of float64 temporaries)
+        lo, hi = (float(v) for v in img.getextrema())
         scale = 65535.0 if img.mode.startswith("I;16") else (hi if hi > 255 else 255.0)
         if img.mode == "F" and hi <= 1.0 and lo >= 0.0:
             scale = 1.0
-        array = np.clip(array / max(scale, 1e-12), 0, 1)
-        img = Image.fromarray((array * 255 + 0.5).astype(np.uint8), mode="L")
+        array = np.asarray(img, dtype=np.float32).copy() if img.mode == "F" else np.asarray(img).astype(np.float32)
+        array *= 255.0 / max(scale, 1e-12)
+        np.clip(array, 0, 255, out=array)
+        array += 0.5
+        img = Image.fromarray(array.astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))  # flatten onto white
@@ -81,13 +85,13 @@ def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
     allocated before that: PIL reads the size lazily)."""
     if not data:
         raise ImageLoadError(f"{name}: the file is empty (0 bytes).")
-    try:
-        img = Image.open(io.BytesIO(data))
+    try:  # only the formats we name: no ICO/ICNS/EPS/… containers whose inner image the header does not bound
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         # PIL refuses far beyond our own limit before we could read the header: same message as ours
         raise ImageLoadError(f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF).") from None
+        raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF, GIF).") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from None
     width, height = img.size
@@ -99,9 +103,18 @@ def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
         img.draft("RGB", (max_side, max_side))  # JPEG decodes straight at 1/2, 1/4 or 1/8 scale: less memory
     try:
         img.load()
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from None
+    if img.size != (width, height):  # a container that decoded to another size than its header said
+        try:
+            limits.check_image_shape(*img.size, name)
+        except UserInputError as exc:
+            raise ImageLoadError(f"{exc} (its header said {width}×{height})") from None
     img = ImageOps.exif_transpose(img)  # honour the camera's orientation tag
+    if max_side and img.mode in _HIGH_DEPTH and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.LANCZOS)  # before the 8-bit conversion: its copy stays small
     return _to_rgb(img)
 
 

@@ -43,8 +43,15 @@ MAX_AUDIO_CHANNELS = 8  # mixed down to mono after decoding (30 s × 384 kHz × 
 MAX_RESAMPLE_TERMS = 1000  # largest term of the up/down resampling ratio (polyphase filter ~20 × this taps)
 
 # ---- checkpoints ---------------------------------------------------------------------------------
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # bytes of a safetensors JSON header (the format's own cap)
-MAX_CHECKPOINT_BYTES = 4 * 1024 ** 3  # a weights file larger than this is refused before reading
+# safetensors JSON header: bytes (a 7B-parameter LLM's is ~1 MB; the format allows 100 MB, which json.loads
+# turns into ~1.7 GB of Python objects), nesting depth (a real header nests 3 deep) and tensors, checked on
+# the raw bytes before the JSON is parsed
+MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024
+MAX_HEADER_DEPTH = 8
+MAX_CHECKPOINT_TENSORS = 100_000
+MAX_CHECKPOINT_BYTES = 4 * 1024 ** 3  # a weights file larger than this is refused before reading, and so is
+# one that unpacks to more: a .pt / TorchScript zip's uncompressed sizes are summed before torch reads it
+MAX_ARCHIVE_INFLATION = 4  # uncompressed ÷ file size of a .pt zip (torch.save stores uncompressed: ~1.0)
 
 
 @dataclass(frozen=True)

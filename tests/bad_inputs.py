@@ -309,6 +309,43 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         os.mkfifo(folder / "pipe.png")
         os.symlink("/dev/zero", folder / "zero.png")
         paths.update({"rooted": rooted, "pipe.png": folder / "pipe.png", "zero.png": folder / "zero.png"})
+    if family == "images":  # issue 20, class 4: a container holding a larger image than its header says; bit depth
+        import numpy as np
+        from PIL import Image
+
+        inner = _png(6000, 6000)  # 4 KB of PNG, 36 M pixels
+        icon = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(inner), 22) + inner
+        (folder / "icon.png").write_bytes(icon)  # an ICO whose directory says 16×16
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((4000, 4000), dtype=np.uint16)).save(buffer, format="PNG", compress_level=1)
+        (folder / "grey16_big.png").write_bytes(buffer.getvalue())
+        paths.update({"icon.png": folder / "icon.png", "grey16_big.png": folder / "grey16_big.png"})
+    if family == "checkpoints":  # issue 20, classes 4 and 5: inflating archives, hostile headers, odd tensors
+        import torch
+        from safetensors.torch import save as st_bytes
+
+        with zipfile.ZipFile(folder / "deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for info in zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).infolist():
+                if not info.filename.endswith("data/0"):
+                    archive.writestr(info.filename, zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).read(info))
+            with archive.open("archive/data/0", "w", force_zip64=True) as entry:
+                for _ in range(256):
+                    entry.write(bytes(1 << 20))  # 256 MB of zeros: a ~250 KB file
+        def raw_safetensors(header: bytes, data: bytes = b"") -> bytes:
+            return struct.pack("<Q", len(header)) + header + data
+        depth = 100_000
+        (folder / "deep.safetensors").write_bytes(raw_safetensors(b'{"__metadata__":' + b"[" * depth + b"]" * depth + b"}"))
+        (folder / "fat_header.safetensors").write_bytes(raw_safetensors(b"{}" + b" " * (20 << 20)))
+        entries = b",".join(b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(200_000))
+        (folder / "many.safetensors").write_bytes(raw_safetensors(b"{" + entries + b"}"))
+        (folder / "lying_shape.safetensors").write_bytes(
+            raw_safetensors(b'{"w":{"dtype":"F32","shape":[100000000],"data_offsets":[0,4]}}', bytes(4)))
+        state = _tiny_state()
+        (folder / "float8.safetensors").write_bytes(st_bytes({**state, "conv1.weight": state["conv1.weight"].to(torch.float8_e4m3fn)}))
+        (folder / "sparse.pt").write_bytes(_torch_bytes({**state, "fc.weight": state["fc.weight"].to_sparse()}))
+        paths.update({name: folder / name for name in ("deflated.pt", "deep.safetensors", "fat_header.safetensors",
+                                                        "many.safetensors", "lying_shape.safetensors", "float8.safetensors",
+                                                        "sparse.pt")})
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
         os.symlink("/dev/zero", folder / "zero.safetensors")
@@ -412,6 +449,25 @@ def _cases() -> list[Case]:
     add("image-dev-zero-link-named-as-such", "images", "cli", cli("invert", "--image", f("zero.png"), "--steps", "1", "--model", TINY),
         "error", r"zero\.png is a character device, not a regular file", "20.8: special file")
 
+    # ---- issue 20, class 4: decoded size, not the header's; bit depth ------------------------------------
+    add("image-ico-holding-a-bigger-png", "images", "lib", lib(load_photo("icon.png")), "error",
+        r"^icon\.png: not an image file PIL can read", "20.4: container")
+
+    def grey16_memory(ctx):
+        import tracemalloc
+
+        from explorer.images import load_image
+
+        tracemalloc.start()
+        try:
+            image = load_image(ctx.f("grey16_big.png"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return f"{tuple(image.shape)}, {peak / (4000 * 4000):.0f} bytes per pixel"
+    add("image-16-bit-grey-decodes-lean", "images", "lib", lib(grey16_memory), "ok", r"^\(3, 2048, 2048\), [0-9] bytes per pixel$",
+        "20.4: bit depth")
+
     # ---- audio: header first -----------------------------------------------------------------------
     def load_audio(name):
         def call(ctx):
@@ -494,7 +550,7 @@ def _cases() -> list[Case]:
         cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('script.pt')}", "--class", "3",
             "--steps", "2", "--size", "32", "--out", lambda ctx: str(ctx.work / "script_out"),
             check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
-        "ok", r"^files: 000\.png")
+        "ok", r"^files: class-0003\.png")
 
     def lib_weights(name):
         def call(ctx):
@@ -523,6 +579,16 @@ def _cases() -> list[Case]:
                 f"{find_atlas(other, ATLAS_ROOT) is not None}, the real ones {find_atlas(model, ATLAS_ROOT) is not None}")
     add("fingerprint-covers-every-byte", "checkpoints", "lib", lib(fingerprint_past_64kb), "ok",
         r"^same fingerprint False; the shipped atlas serves the changed weights False, the real ones True$", "20.3: fingerprint")
+    weights("deflated.pt", r"deflated\.pt is a [\d,]+-byte archive that unpacks to 268,4\d\d,\d+ bytes", "20.4: inflation")
+    weights("deep.safetensors", r"its header nests 100,001 levels deep", "20.5: RecursionError")
+    weights("fat_header.safetensors", r"its safetensors header is 20,971,522 bytes; headers up to 16,777,216", "20.4: header size")
+    weights("many.safetensors", r"lists 200,000 entries in its header", "20.4: header entries")
+    weights("lying_shape.safetensors", r"tensor 'w' \(F32, shape 100000000\) needs 400,000,000 bytes but its offsets give 4",
+            "20.4: header bytes")
+    add("weights-float8-lib", "checkpoints", "lib", lib(lib_weights("float8.safetensors")), "error",
+        r"float8\.safetensors: 'conv1\.weight' holds float8_e4m3fn values; the network needs floating-point", "20.5: float8")
+    add("weights-sparse-lib", "checkpoints", "lib", lib(lib_weights("sparse.pt")), "error",
+        r"sparse\.pt: 'fc\.weight' is stored as a sparse coo tensor; the network needs dense weights", "20.5: sparse")
     add("weights-missing-tensors-lib", "checkpoints", "lib", lib(lib_weights("part.pt")), "error", r"part\.pt does not fit tiny: \d+ missing")
     add("weights-good-safetensors-lib", "checkpoints", "lib", lib(lib_weights("tiny.safetensors")), "ok", r"^loaded$")
 
@@ -578,7 +644,7 @@ def _cases() -> list[Case]:
         cli("visualize", "--model", TINY, "--layer", "conv2", "--channels", "0-1", "--size", "16", "--steps", "2",
             "--out", lambda ctx: str(ctx.work / "small"),
             check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
-        "ok", r"^files: 000\.png,001\.png")
+        "ok", r"^files: unit-0000\.png,unit-0001\.png")
 
     def parse_huge(ctx):
         from explorer.parsing import parse_units

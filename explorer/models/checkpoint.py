@@ -15,7 +15,7 @@ from ..errors import UserInputError
 from ..files import check_regular_file
 from .base import IMAGENET_NORMALIZE, LoadedModel, Normalize
 from .labels import imagenet_labels
-from .weights import check_module_finite, load_weights, read_state_dict
+from .weights import check_archive, check_module_finite, load_weights, read_state_dict
 
 CHECKPOINT_PREFIX = "checkpoint:"
 
@@ -32,6 +32,7 @@ def _is_torchscript(path: Path) -> bool:
     (truncated) is a clear error here, not "a state dict"."""
     with open(path, "rb") as handle:
         starts_like_zip = handle.read(4) == b"PK\x03\x04"
+    check_archive(path)  # what the zip unpacks to is bounded before torch (or torch.jit) reads it
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

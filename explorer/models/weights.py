@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -73,32 +75,76 @@ def _check_file(path: Path) -> int:
     return size
 
 
+# bytes per element of the safetensors dtypes torch can hold (F8_*: float8, refused later by check_state_dict)
+_SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _check_header_shape(raw: bytes, name: str) -> None:
+    """Nesting depth and entry count of a JSON header from its raw bytes, before ``json.loads`` builds (or
+    recurses into) anything: strings are blanked out, then brackets are counted."""
+    import numpy as np
+
+    skeleton = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    opens = (skeleton == ord("{")) | (skeleton == ord("["))
+    closes = (skeleton == ord("}")) | (skeleton == ord("]"))
+    depth = int(np.cumsum(opens.astype(np.int64) - closes.astype(np.int64)).max(initial=0))
+    if depth > limits.MAX_HEADER_DEPTH:
+        raise WeightsError(f"{name} is not a valid safetensors file: its header nests {depth:,} levels deep "
+                           f"(a real one nests 3; the limit is {limits.MAX_HEADER_DEPTH}).")
+    objects = int((skeleton == ord("{")).sum())
+    if objects > limits.MAX_CHECKPOINT_TENSORS + 2:
+        raise WeightsError(f"{name} lists {objects - 1:,} entries in its header; weights files with up to "
+                           f"{limits.MAX_CHECKPOINT_TENSORS:,} tensors are read.")
+
+
 def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
-    """Check the 8-byte header length and the JSON header against the file before safetensors reads it."""
+    """Check the 8-byte header length, the header's shape (size, depth, entries) and every tensor's dtype,
+    shape and offsets against the file before safetensors reads (and allocates) anything."""
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise WeightsError(f"{path.name} is truncated: a safetensors file starts with an 8-byte header length.")
         (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > limits.MAX_SAFETENSORS_HEADER or 8 + header_len > size:
+        if 8 + header_len > size:
             raise WeightsError(f"{path.name} is not a valid safetensors file: its header claims {header_len:,} bytes "
                                f"in a {size:,}-byte file (truncated or corrupt).")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, ValueError):
-            raise WeightsError(f"{path.name} is not a valid safetensors file: its header is not JSON (corrupt).") from None
+        if header_len > limits.MAX_SAFETENSORS_HEADER:
+            raise WeightsError(f"{path.name}: its safetensors header is {header_len:,} bytes; headers up to "
+                               f"{limits.MAX_SAFETENSORS_HEADER:,} bytes are read (a real one is a few KB to 1 MB).")
+        raw = handle.read(header_len)
+    _check_header_shape(raw, path.name)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise WeightsError(f"{path.name} is not a valid safetensors file: its header is not JSON (corrupt).") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path.name} is not a valid safetensors file: its header is not a table of tensors.")
     data_len = size - 8 - header_len
+    total = 0
     for name, info in header.items():
         if name == "__metadata__":
             continue
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
             raise WeightsError(f"{path.name} is not a valid safetensors file: tensor {name!r} has no data offsets.")
         if offsets[1] > data_len:
             raise WeightsError(f"{path.name} is truncated: tensor {name!r} ends at byte {offsets[1]:,} of a "
                                f"{data_len:,}-byte data section.")
+        dtype, shape = info.get("dtype"), info.get("shape")
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise WeightsError(f"{path.name}: tensor {name!r} has the dtype {str(dtype)[:40]!r}, which cannot be read.")
+        if not (isinstance(shape, list) and len(shape) <= 16 and all(type(d) is int and d >= 0 for d in shape)):
+            raise WeightsError(f"{path.name} is not a valid safetensors file: tensor {name!r} has no valid shape.")
+        nbytes = math.prod(shape) * _SAFETENSORS_DTYPES[dtype]
+        if not 0 <= offsets[0] <= offsets[1] or offsets[1] - offsets[0] != nbytes:
+            raise WeightsError(f"{path.name} is not a valid safetensors file: tensor {name!r} ({dtype}, shape "
+                               f"{_fmt_shape(shape)}) needs {nbytes:,} bytes but its offsets give {offsets[1] - offsets[0]:,}.")
+        total += nbytes
+    if total > data_len:
+        raise WeightsError(f"{path.name} is not a valid safetensors file: its tensors need {total:,} bytes but the "
+                           f"data section holds {data_len:,} (overlapping or corrupt).")
     from safetensors.torch import load_file
 
     try:
@@ -115,6 +161,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     size = _check_file(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path, size)
+    check_archive(path, size)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle with arbitrary objects, a truncated archive, not a torch file, …
@@ -127,6 +174,34 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise WeightsError(f"{path.name} does not hold a state dict (a table of named tensors).")
     return state
+
+
+def check_archive(path: Path, size: int | None = None) -> None:
+    """A zip checkpoint (``torch.save``, TorchScript) must not unpack to more than the limits allow: its
+    entries' uncompressed sizes are summed from the central directory before torch reads anything.
+    torch.save stores entries uncompressed, so an archive that inflates is refused (a 2 MB deflated file
+    unpacked to 2.3 GB before this check). Files that are not zips pass (torch names what they are)."""
+    import zipfile
+
+    size = path.stat().st_size if size is None else size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # not a zip (a legacy pickle), or a damaged one: the loader says which
+    if len(entries) > 2 * limits.MAX_CHECKPOINT_TENSORS + 64:
+        raise WeightsError(f"{path.name} holds {len(entries):,} archive entries; checkpoints with up to "
+                           f"{limits.MAX_CHECKPOINT_TENSORS:,} tensors are read.")
+    unpacked = sum(max(0, int(e.file_size)) for e in entries)
+    if unpacked > limits.MAX_CHECKPOINT_BYTES:
+        raise WeightsError(f"{path.name} unpacks to {unpacked / 1024**3:.1f} GB; weights up to "
+                           f"{limits.MAX_CHECKPOINT_BYTES / 1024**3:.0f} GB are read.")
+    if unpacked > limits.MAX_ARCHIVE_INFLATION * size + (1 << 20):
+        raise WeightsError(f"{path.name} is a {size:,}-byte archive that unpacks to {unpacked:,} bytes "
+                           f"(×{unpacked / max(size, 1):,.0f}); torch.save stores weights uncompressed, so it is not read.")
+
+
+_READABLE_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # not float8: no isfinite, no maths
 
 
 def check_state_dict(module: nn.Module, state: Mapping[str, object], source: str, network: str) -> None:
@@ -145,12 +220,16 @@ def check_state_dict(module: nn.Module, state: Mapping[str, object], source: str
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):
             raise WeightsError(f"{source}: {name!r} is a {type(tensor).__name__}, not a tensor.")
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = "quantized" if tensor.is_quantized else str(tensor.layout).replace("torch.", "").replace("_", " ")
+            raise WeightsError(f"{source}: {name!r} is stored as a {kind} tensor; the network needs dense weights "
+                               "(save it with tensor.to_dense()).")
         if tuple(tensor.shape) != tuple(expected.shape):
             raise WeightsError(f"{source} does not fit {network}: {name!r} has shape {_fmt_shape(tensor.shape)} "
                                f"but the network needs {_fmt_shape(expected.shape)}.")
-        if expected.is_floating_point() and not tensor.is_floating_point():
+        if expected.is_floating_point() and tensor.dtype not in _READABLE_FLOATS:
             raise WeightsError(f"{source}: {name!r} holds {str(tensor.dtype).replace('torch.', '')} values; "
-                               "the network needs floating-point weights.")
+                               "the network needs floating-point weights (float32, float16, bfloat16 or float64).")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise WeightsError(f"{source}: {name!r} holds NaN or infinite values; every output would be NaN.")
 
