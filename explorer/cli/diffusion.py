@@ -11,7 +11,7 @@ import torch
 from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
-from .common import add_arch_option, check_options, output_dir, progress, write_json
+from .common import add_arch_option, check_options, output_dir, output_file, progress, write_json
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -25,6 +25,15 @@ def _check_sampling(args: argparse.Namespace, streamed: bool) -> None:
     ``sample`` keeps every state of every sample (--n is a batch); ``evaluate`` streams them."""
     check_options(args, "steps", "eta", "seed")
     limits.check("n" if streamed else "batch", args.n, what="--n")
+
+
+def _init_folder(name: str | None) -> str:
+    """--init-from: a built-in diffusion model's name or a diffusers folder ("" for none)."""
+    if not name:
+        return ""
+    from ..diffusion.models import BUILTIN
+
+    return str(BUILTIN[name]) if name in BUILTIN else name
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -42,6 +51,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed, schedule=args.schedule, num_train_timesteps=args.timesteps,
         block_out_channels=channels, layers_per_block=args.layers,
         attention=not args.no_attention, norm_num_groups=args.groups, checkpoint_every=args.checkpoint_every,
+        variance_type=args.variance_type, vlb_weight=args.vlb_weight, init_from=_init_folder(args.init_from),
     )
     out = output_dir(args.out)
     data = load_dataset(args.data, "train")
@@ -125,23 +135,39 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..diffusion.analysis import sample_quality
+    from ..diffusion.evaluation import evaluate_diffusion
 
     _threads(args)
     _check_sampling(args, streamed=True)
     limits.check("batch", args.batch, what="--batch")
+    if args.nll:
+        limits.check("n", args.nll_n, what="--nll-n")
+        if args.nll_steps is not None:
+            limits.check("steps", args.nll_steps, what="--nll-steps", lo=1)
     out = output_dir(args.out) if args.out else None
+    json_file = output_file(args.json, "--json")
     diffusion, probe = _load(args)
     if probe is None:
         raise UserInputError("evaluate needs --probe (a registry classifier, e.g. fashion_cnn).")
-    with progress(args.n, "sampling for quality", unit="image") as callback:
-        report = sample_quality(diffusion, probe, n=args.n, steps=args.steps, batch=args.batch, seed=args.seed,
-                                sampler=args.sampler, eta=args.eta, callback=callback)
-    data = report.to_dict() | {"model": diffusion.name, "probe": probe.model.name, "sampler": args.sampler,
-                               "steps": args.steps, "seed": args.seed}
-    print(json.dumps(data, indent=2))
+    nll_n = args.nll_n if args.nll else 0
+    work = args.n * args.steps + nll_n * min(args.nll_steps or diffusion.num_train_timesteps, diffusion.num_train_timesteps)
+    with progress(work, "evaluate (sampling" + (" + bound)" if args.nll else ")"), unit="call") as callback:
+        result = evaluate_diffusion(
+            diffusion, probe, n=args.n, steps=args.steps, sampler=args.sampler, eta=args.eta, engine=args.engine,
+            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps, fd=not args.no_fd,
+            callback=callback, should_stop=callback.should_stop,
+        )
+    data = result.to_dict(include_terms=True)
+    data |= result.quality.to_dict() | {"eta": args.eta, "seed": args.seed}  # the earlier flat fields, kept
+    shown = {k: v for k, v in data.items() if k != "nll"}
+    if "nll" in data:
+        shown["nll"] = {k: v for k, v in data["nll"].items() if k not in ("term_timesteps", "terms_bits_per_dim",
+                                                                          "per_image_bits_per_dim")}
+    print(json.dumps(shown, indent=2))
     if out is not None:
         write_json(out / "quality.json", data)
+    if json_file is not None:
+        write_json(json_file, data)
     return 0
 
 
@@ -149,7 +175,10 @@ def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm or a diffusers-format UNet folder")
     p.add_argument("--probe", default="fashion_cnn", help="registry classifier (or a train-classifier folder) watching the chain; none: off")
     add_arch_option(p, "--probe-arch")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--sampler", choices=["ddim", "ddpm", "ancestral"], default="ddim",
+                   help="ancestral: respaced, with the learned Σ when the model has one (the core engine)")
+    p.add_argument("--engine", choices=["auto", "diffusers", "core"], default="auto",
+                   help="auto: diffusers schedulers for fixed-variance models (as before), the Gaussian core otherwise")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0: deterministic)")
     p.add_argument("--schedule", choices=["linear", "squaredcos_cap_v2"], default=None,
@@ -174,6 +203,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_options(e, 500)
     e.add_argument("--batch", type=int, default=100)
     e.add_argument("--out", default=None, help="also write quality.json here")
+    e.add_argument("--json", default=None, help="write the result (all fields, per-step bound terms) to this file")
+    e.add_argument("--nll", action="store_true", help="also bound the likelihood (bits/dim) of --nll-n test images")
+    e.add_argument("--nll-n", type=int, default=200, help="test images for --nll")
+    e.add_argument("--nll-steps", type=int, default=None,
+                   help="UNet calls per image for the bound (default: all T, exact; fewer: stratified, unbiased)")
+    e.add_argument("--no-fd", action="store_true", help="skip FD_cnn / precision / recall (no Fashion-MNIST needed)")
     e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train a DDPM (diffusers UNet2DModel) with EMA, resumable checkpoints")
@@ -191,6 +226,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--layers", type=int, default=1, help="resnet layers per UNet block")
     t.add_argument("--groups", type=int, default=8, help="GroupNorm groups")
     t.add_argument("--no-attention", action="store_true", help="no self-attention at the coarsest level")
+    t.add_argument("--variance-type", choices=["fixed_small", "fixed_large", "learned_range"], default="fixed_small",
+                   help="learned_range: Improved DDPM (the UNet also outputs v; hybrid loss L_simple + λ·L_vlb)")
+    t.add_argument("--vlb-weight", type=float, default=0.001, help="λ of the hybrid loss (learned variances)")
+    t.add_argument("--init-from", default=None,
+                   help="start from this model's weights where shapes match (fashion_ddpm or a diffusers folder)")
     t.add_argument("--checkpoint-every", type=int, default=250)
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
     t.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")

@@ -160,6 +160,8 @@ class QualityReport:
     labels: list[str]
     seconds: float
     sd_max_probability: float = 0.0  # spread of the per-sample max-probability, for the interval below
+    samples: torch.Tensor | None = None  # N×C×H×W in [0, 1] (CPU): the samples the verdicts are on
+    stopped: str | None = None
 
     @property
     def mean_ci95(self) -> tuple[float, float]:
@@ -193,7 +195,8 @@ class QualityReport:
 
 
 def sample_quality(diffusion, probe: Probe, *, n: int = 500, steps: int = 50, batch: int = 100, seed: int = 0,
-                   sampler: str = "ddim", eta: float = 0.0, callback=None) -> QualityReport:
+                   sampler: str = "ddim", eta: float = 0.0, engine: str = "auto", callback=None,
+                   should_stop=None) -> QualityReport:
     """Sample ``n`` images (no recording) and summarise the probe's verdicts: mean max-probability and the
     predicted-class histogram (a classifier-based stand-in for FID on a tiny dataset).
 
@@ -201,19 +204,37 @@ def sample_quality(diffusion, probe: Probe, *, n: int = 500, steps: int = 50, ba
     disjoint draws (seed and seed + 1 share no batch) as long as n / batch < the stride."""
     import time
 
+    from ..progress import CANCELLED, stop_requested
+
     start = time.perf_counter()
-    probs = []
-    done = 0
+    probs, samples = [], []
+    done, stopped = 0, None
     for i, first in enumerate(range(0, n, batch)):
         size = min(batch, n - first)
+        if stop_requested(should_stop):
+            stopped = CANCELLED
+            break
+
+        def within(step, total, preview, values, done=done, size=size):  # per-step progress inside the batch
+            if callback:
+                callback(done + size * step / total, n, None, None)
+
         record = sample_chain(diffusion, sampler=sampler, steps=steps, batch=size, seed=seed * QUALITY_SEED_STRIDE + i,
-                              eta=eta, record=False)
+                              eta=eta, record=False, engine=engine, callback=within, should_stop=should_stop)
+        if record.stopped:
+            stopped = record.stopped
+            break
         probs.append(probe(record.final))
+        samples.append(record.final)
         done += size
         if callback:
             callback(done, n, record.final, None)
+    if not probs:
+        return QualityReport(0, float("nan"), [0] * len(probe.labels), probe.labels, time.perf_counter() - start,
+                             stopped=stopped)
     p = torch.cat(probs)
     counts = torch.bincount(p.argmax(-1), minlength=p.shape[-1]).tolist()
     top = p.max(-1).values.double()
     sd = float(top.std()) if len(top) > 1 else 0.0
-    return QualityReport(n, float(top.mean()), counts, probe.labels, time.perf_counter() - start, sd)
+    return QualityReport(done, float(top.mean()), counts, probe.labels, time.perf_counter() - start, sd,
+                         torch.cat(samples), stopped)

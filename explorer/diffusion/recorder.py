@@ -18,7 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -202,6 +202,77 @@ def _stored(total: int, every: int) -> list[int]:
     return keep
 
 
+ENGINES = ("auto", "diffusers", "core")
+
+
+@dataclass
+class _Plan:
+    """How one chain steps: the timesteps shown, what the UNet is fed, and the step itself."""
+
+    timesteps: list[int]  # training timestep of each chain step, in chain order
+    init_sigma: float
+    run: "Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]"
+    engine: str
+    variance: str
+
+
+def _diffusers_plan(diffusion, sampler: str, steps: int, schedule: str | None, eta: float) -> _Plan:
+    """The diffusers DDPM/DDIM scheduler's own step (fixed-variance models; any scheduler config a folder has)."""
+    scheduler = diffusion.scheduler(sampler, schedule)
+    if steps > scheduler.config.num_train_timesteps:
+        raise UserInputError(f"At most {scheduler.config.num_train_timesteps} steps (the model's training timesteps).")
+    scheduler.set_timesteps(steps, device=diffusion.device)
+    model_timesteps = diffusion.model_timesteps(scheduler)  # noise-level matched when schedules differ
+    step_kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
+
+    def run(x: torch.Tensor, n: int, gen: torch.Generator):
+        t = scheduler.timesteps[n]
+        model_input = scheduler.scale_model_input(x, t)
+        with devices.fast_fp32(diffusion.device):  # fp32 (TF32 on CUDA): bf16 autocast only adds casts to a small UNet
+            eps = diffusion.unet(model_input, model_timesteps[n]).sample
+        eps = eps.float()
+        out = scheduler.step(eps, t, x, generator=gen, **step_kwargs)
+        return out.prev_sample, out.pred_original_sample, eps
+
+    variance = "fixed_small" if sampler == "ddpm" else "ddim"
+    return _Plan([int(t) for t in scheduler.timesteps], float(scheduler.init_noise_sigma), run, "diffusers", variance)
+
+
+def _core_plan(diffusion, sampler: str, steps: int, schedule: str | None, eta: float) -> _Plan:
+    """The Gaussian diffusion core (explorer.diffusion.gaussian) through guidance.Denoiser, the step guidance,
+    inpainting and branching use: respaced to ``steps`` evenly spaced training steps (the last always kept),
+    ancestral with the model's Σ (learned when it has one) or DDIM."""
+    from .guidance import Denoiser
+
+    if schedule not in (None, diffusion.train_schedule):
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance models).")
+    denoiser = Denoiser(diffusion, steps)
+    order = list(range(denoiser.num_steps - 1, -1, -1))
+    kind = "ddim" if sampler == "ddim" else "ancestral"
+
+    def run(x: torch.Tensor, n: int, gen: torch.Generator):
+        out = denoiser.step(x, order[n], sampler=kind, eta=float(eta), generator=gen)
+        return out.prev_sample, out.x0, out.eps
+
+    variance = "ddim" if kind == "ddim" else denoiser.process.variance_type
+    return _Plan([denoiser.timestep_t(i) for i in order], 1.0, run, "core", variance)
+
+
+def chain_engine(diffusion, sampler: str, engine: str = "auto") -> str:
+    """"auto": the diffusers schedulers for fixed-variance models with ddim/ddpm (exactly the chains of
+    earlier versions), the core for learned variances and for the ancestral sampler."""
+    if engine not in ENGINES:
+        raise UserInputError(f"Unknown engine {engine!r}: use {', '.join(ENGINES)}.")
+    if sampler not in ("ddim", "ddpm", "ancestral"):
+        raise UserInputError(f"Unknown sampler {sampler!r}: use ddim, ddpm or ancestral.")
+    learned = getattr(diffusion, "learned_variance", False)
+    if engine == "diffusers" and (learned or sampler == "ancestral"):
+        raise UserInputError("Learned variances and the ancestral sampler need the core engine (--engine core or auto).")
+    if engine == "auto":
+        return "core" if learned or sampler == "ancestral" else "diffusers"
+    return engine
+
+
 def sample_chain(
     diffusion,  # DiffusionModel
     *,
@@ -217,11 +288,14 @@ def sample_chain(
     callback: ProgressCallback | None = None,
     should_stop: ShouldStop | None = None,
     preview_every: int = 0,
+    engine: str = "auto",
 ) -> ChainRecord:
     """Run the reverse chain from x_T ~ N(0, I) and record every step.
 
-    ``sampler`` "ddpm" (ancestral, stochastic) or "ddim" (``eta`` = 0: deterministic given the seed);
+    ``sampler`` "ddpm"/"ancestral" (stochastic) or "ddim" (``eta`` = 0: deterministic given the seed);
     ``schedule`` overrides the β schedule ("linear" / "squaredcos_cap_v2"; default: the model's own).
+    ``engine`` (see :func:`chain_engine`): "diffusers" steps with the diffusers schedulers, "core" with
+    :mod:`explorer.diffusion.gaussian` (respaced steps, learned Σ); "auto" picks the model's.
     Randomness comes from one CPU generator seeded with ``seed``, so runs match across devices.
     ``record=False`` keeps only the final samples (used to measure the recorder's overhead).
     """
@@ -230,35 +304,25 @@ def sample_chain(
     limits.check("batch", batch)  # every state of every sample is kept: bounded like a render batch
     if eta < 0:
         raise UserInputError("eta must be ≥ 0 (0: deterministic DDIM, 1: DDPM-like noise).")
-    scheduler = diffusion.scheduler(sampler, schedule)
-    if steps > scheduler.config.num_train_timesteps:
-        raise UserInputError(f"At most {scheduler.config.num_train_timesteps} steps (the model's training timesteps).")
+    engine = chain_engine(diffusion, sampler, engine)
+    plan = (_core_plan if engine == "core" else _diffusers_plan)(diffusion, sampler, int(steps), schedule, eta)
     if isinstance(probe, LoadedModel):
         probe = Probe(probe)
     device = diffusion.device
-    unet = diffusion.unet
-    scheduler.set_timesteps(steps, device=device)
-    timesteps = [int(t) for t in scheduler.timesteps]
-    model_timesteps = diffusion.model_timesteps(scheduler)  # noise-level matched when schedules differ
+    timesteps = plan.timesteps
     gen = torch.Generator().manual_seed(int(seed))
     shape = (batch, diffusion.channels, *diffusion.sample_size)
-    x = torch.randn(shape, generator=gen).to(device) * scheduler.init_noise_sigma
+    x = torch.randn(shape, generator=gen).to(device) * plan.init_sigma
     every = record_every or auto_record_every(len(timesteps), batch, shape[1:])
     keep = set(_stored(len(timesteps), every)) if record else set()
     xs, x0s, epss, pxt, px0 = [], [], [], [], []
-    step_kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
     start, stopped, done = time.perf_counter(), None, 0
     with torch.inference_mode():
-        for i, t in enumerate(scheduler.timesteps):
+        for i in range(len(timesteps)):
             if stop_requested(should_stop):
                 stopped = CANCELLED
                 break
-            model_input = scheduler.scale_model_input(x, t)
-            with devices.fast_fp32(device):  # fp32 (TF32 on CUDA): bf16 autocast only adds casts to a small UNet
-                eps = unet(model_input, model_timesteps[i]).sample
-            eps = eps.float()
-            out = scheduler.step(eps, t, x, generator=gen, **step_kwargs)
-            x0 = out.pred_original_sample
+            prev, x0, eps = plan.run(x, i, gen)
             if record:  # everything stays on the device until the chain ends: no host sync per step
                 if i in keep:
                     xs.append(quantise(x, XT_RANGE, on_device=True))
@@ -268,7 +332,7 @@ def sample_chain(
                     probs = probe.on_device(torch.cat([to_unit(x), to_unit(x0)]))
                     pxt.append(probs[:batch])
                     px0.append(probs[batch:])
-            x = out.prev_sample
+            x = prev
             done = i + 1
             if callback:
                 preview = to_unit(x0) if preview_every and (done % preview_every == 0 or done == len(timesteps)) else None
@@ -291,7 +355,7 @@ def sample_chain(
         final_probs=final_probs,
         labels=labels,
         settings={"model": diffusion.name, "sampler": sampler, "steps": steps, "batch": batch, "seed": seed,
-                  "eta": eta if sampler == "ddim" else None, "schedule": schedule or diffusion.train_schedule,
+                  "eta": eta if sampler == "ddim" else None, "engine": plan.engine, "variance": plan.variance, "schedule": schedule or diffusion.train_schedule,
                   "train_schedule": diffusion.train_schedule, "record_every": every,
                   "probe": probe.model.name if probe is not None else None},
         seconds=time.perf_counter() - start,

@@ -25,6 +25,7 @@ from ..limits import LIMITS, check, check_fields
 from ..files import move_in, write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, TIME_LIMIT, ProgressCallback, ShouldStop, stop_requested
 from .data import ImageDataset
+from .gaussian import GaussianDiffusion
 
 
 def _hardware(device: torch.device) -> str:
@@ -145,9 +146,16 @@ class DDPMConfig:
     norm_num_groups: int = 8
     checkpoint_every: int = 250
     hflip: bool = False  # Fashion-MNIST shoes all face left: flips would only add a mode the probe never saw
+    variance_type: str = "fixed_small"  # "learned_range": Improved DDPM (2C outputs, hybrid loss)
+    vlb_weight: float = 0.001  # λ of the hybrid loss L_simple + λ·L_vlb (learned variances only)
+    init_from: str = ""  # a diffusers UNet folder whose weights start the run where shapes match
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"]})
+        if self.variance_type not in ("fixed_small", "fixed_large", "learned_range"):
+            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use fixed_small, fixed_large or learned_range.")
+        if not (0 <= self.vlb_weight <= 1 and math.isfinite(self.vlb_weight)):
+            raise UserInputError("The hybrid loss weight λ must lie in [0, 1] (Improved DDPM: 0.001).")
         for width in self.block_out_channels:
             check("channels", width, what="UNet block channels")
 
@@ -163,30 +171,34 @@ class DDPMConfig:
 SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
-def make_scheduler(schedule: str = "linear", num_train_timesteps: int = 1000, sampler: str = "ddpm"):
-    """A diffusers DDPMScheduler/DDIMScheduler with the given beta schedule (ε-prediction, clipped x̂0)."""
+def make_scheduler(schedule: str = "linear", num_train_timesteps: int = 1000, sampler: str = "ddpm",
+                   variance_type: str = "fixed_small"):
+    """A diffusers DDPMScheduler/DDIMScheduler with the given beta schedule (ε-prediction, clipped x̂0); the
+    DDPM scheduler's ``variance_type`` is what an exported folder's scheduler_config.json records."""
     if schedule not in SCHEDULES:
         raise UserInputError(f"Unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}.")
     diffusers = import_diffusers()
     kwargs = dict(num_train_timesteps=num_train_timesteps, beta_schedule=schedule, prediction_type="epsilon",
                   clip_sample=True)
     if sampler == "ddpm":
-        return diffusers.DDPMScheduler(**kwargs, variance_type="fixed_small")
+        return diffusers.DDPMScheduler(**kwargs, variance_type=variance_type)
     if sampler == "ddim":
         return diffusers.DDIMScheduler(**kwargs, set_alpha_to_one=True)
     raise UserInputError(f"Unknown sampler {sampler!r}: use ddpm or ddim.")
 
 
 def build_unet(config: DDPMConfig, sample_size: int, channels: int = 1):
-    """A small UNet2DModel: len(block_out_channels) levels, attention (optional) only at the coarsest one."""
+    """A small UNet2DModel: len(block_out_channels) levels, attention (optional) only at the coarsest one;
+    twice the output channels (ε and v) for learned variances."""
     diffusers = import_diffusers()
+    out_channels = channels * (2 if config.variance_type == "learned_range" else 1)
     levels = len(config.block_out_channels)
     down = ["DownBlock2D"] * levels
     up = ["UpBlock2D"] * levels
     if config.attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
     return diffusers.UNet2DModel(
-        sample_size=sample_size, in_channels=channels, out_channels=channels,
+        sample_size=sample_size, in_channels=channels, out_channels=out_channels,
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=config.norm_num_groups,
         attention_head_dim=None if not config.attention else min(32, config.block_out_channels[-1]),
@@ -327,6 +339,66 @@ def run_training(
     return TrainingRun(model, ema, step, start_step, seconds, earlier_seconds, losses, stopped)
 
 
+def hybrid_loss(unet, gaussian: GaussianDiffusion, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+                vlb_weight: float = 0.001) -> torch.Tensor:
+    """Improved DDPM's L_hybrid = L_simple + λ·L_vlb (mean over the batch); L_vlb trains Σ only."""
+    x_t = gaussian.q_sample(x0, timesteps, noise)
+    out = unet(x_t, timesteps).sample
+    return gaussian.training_losses(out, x0, x_t, noise, timesteps, vlb_weight)["loss"].mean()
+
+
+@torch.no_grad()
+def evaluation_losses(unet, gaussian: GaussianDiffusion, images01: torch.Tensor, seed: int = 1234,
+                      repeats: int = 4) -> dict[str, float]:
+    """ε-MSE and L_t (bits/dim, uniform t) on fixed images, timesteps and noise: comparable between checkpoints."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(unet.parameters()).device
+    x0 = (images01 * 2 - 1).repeat(repeats, 1, 1, 1)
+    t = torch.randint(0, gaussian.num_steps, (x0.shape[0],), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    was_training = unet.training
+    unet.eval()
+    x0, t, noise = x0.to(device), t.to(device), noise.to(device)
+    x_t = gaussian.q_sample(x0, t, noise)
+    out = unet(x_t, gaussian.model_timestep(t, device)).sample
+    losses = gaussian.training_losses(out, x0, x_t, noise, t)
+    unet.train(was_training)
+    return {k: float(v.mean()) for k, v in losses.items()}
+
+
+def init_from_pretrained(unet: torch.nn.Module, folder: str | Path) -> dict[str, str]:
+    """Start ``unet`` from a diffusers UNet folder's weights where the shapes match. An output conv with twice
+    the channels (ε and v) takes the old conv in its ε half and starts its v half at zero weights and bias,
+    i.e. v = 0.5: log Σ halfway between log β̃_t and log β_t. Returns what was done per tensor kind."""
+    from ..models.weights import read_state_dict
+
+    path = Path(folder).expanduser()
+    for candidate in (path / "diffusion_pytorch_model.safetensors", path / "unet" / "diffusion_pytorch_model.safetensors"):
+        if candidate.is_file():
+            source = read_state_dict(candidate)
+            break
+    else:
+        raise UserInputError(f"--init-from {folder}: no diffusion_pytorch_model.safetensors there (or in unet/).")
+    target = unet.state_dict()
+    loaded, widened = 0, []
+    with torch.no_grad():
+        for key, value in source.items():
+            if key not in target:
+                continue
+            dest = target[key]
+            if dest.shape == value.shape:
+                dest.copy_(value)
+                loaded += 1
+            elif dest.ndim >= 1 and dest.shape[0] == 2 * value.shape[0] and dest.shape[1:] == value.shape[1:]:
+                dest.zero_()
+                dest[: value.shape[0]].copy_(value)  # ε half: the old output; v half: 0
+                widened.append(key)
+    if not loaded:
+        raise UserInputError(f"--init-from {folder}: no tensor matches this UNet's shapes.")
+    unet.load_state_dict(target)
+    return {"copied": str(loaded), "widened": ", ".join(widened)}
+
+
 def diffusion_loss(unet, scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """ε-prediction MSE: ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², x0 in [−1, 1]."""
     noisy = scheduler.add_noise(x0, noise, timesteps)
@@ -398,12 +470,18 @@ def train_ddpm(
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
     with devices.seeded(config.seed, dev):  # module init draws from torch's global RNG
         unet = build_unet(config, data.size[0], channels=data.images.shape[1]).to(dev)
-    scheduler = make_scheduler(config.schedule, config.num_train_timesteps, "ddpm")
+    if config.init_from:
+        init_from_pretrained(unet, config.init_from)
+    scheduler = make_scheduler(config.schedule, config.num_train_timesteps, "ddpm", config.variance_type)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
+    learned = config.variance_type == "learned_range"
+    gaussian = GaussianDiffusion.from_schedule(config.schedule, config.num_train_timesteps, config.variance_type)
 
     def loss_at(step: int) -> torch.Tensor:
         x, t, noise = _batch_for_step(data, config, step, config.num_train_timesteps)
-        return diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev))
+        if not learned:  # the original ε-MSE through the diffusers scheduler: old runs resume bit for bit
+            return diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev))
+        return hybrid_loss(unet, gaussian, x.to(dev), t.to(dev), noise.to(dev), config.vlb_weight)
 
     run = run_training(
         unet, optimiser, EMA(unet, config.ema_decay), loss_at,
