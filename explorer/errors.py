@@ -6,6 +6,18 @@ import difflib
 from typing import Iterable
 
 
+def shorten(text: object, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters (an ellipsis marks a cut): what a message may echo of
+    a user's value (a 100 KB URL parameter is not repeated whole)."""
+    one_line = " ".join(str(text).split())
+    return one_line if len(one_line) <= limit else one_line[: max(1, limit - 1)] + "…"
+
+
+def quoted(text: object, limit: int = 60) -> str:
+    """A user's value quoted for a message (``repr`` of :func:`shorten`)."""
+    return repr(shorten(text, limit))
+
+
 class UserInputError(ValueError):
     """Bad input from a user (unknown name, out-of-range number, unreadable file)."""
 
@@ -17,7 +29,7 @@ class UnknownLayerError(UserInputError, KeyError):
         if not close:  # also match on the last dotted part ("10" -> "blocks.10")
             close = [k for k in known if k.endswith("." + name.split(".")[-1])][:5]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        super().__init__(f"Unknown layer {name!r}.{hint} (`python -m explorer layers` lists them.)")
+        super().__init__(f"Unknown layer {quoted(name)}.{hint} (`python -m explorer layers` lists them.)")
         self.name, self.suggestions = name, close
 
     def __str__(self) -> str:  # KeyError would quote the message

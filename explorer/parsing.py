@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from . import limits
-from .errors import UnitOutOfRangeError, UserInputError
+from .errors import UnitOutOfRangeError, UserInputError, quoted
 
 _PART = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
+MAX_DIGITS = 18  # a unit number longer than this is out of every range (and int() refuses 4300+ digits)
 
 
 def parse_units(text: str | int | list[int], limit: int | None = None, *, max_units: int = limits.MAX_UNITS,
@@ -19,14 +20,14 @@ def parse_units(text: str | int | list[int], limit: int | None = None, *, max_un
     With ``layer`` the out-of-range message names it (``what``: channel, class …).
     """
     if isinstance(text, bool):
-        raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.")
+        raise UserInputError(f"Cannot read units from {quoted(text)}: use numbers and ranges like 0-15,20.")
     if isinstance(text, int):
         spans = [(text, text)]
     elif isinstance(text, list):
         try:
             spans = [(int(u), int(u)) for u in text]
         except (TypeError, ValueError):
-            raise UserInputError(f"Cannot read units from {text!r}: use whole numbers.") from None
+            raise UserInputError(f"Cannot read units from {quoted(text)}: use whole numbers.") from None
     else:
         spans = []
         for part in str(text).replace(" ", "").split(","):
@@ -34,11 +35,13 @@ def parse_units(text: str | int | list[int], limit: int | None = None, *, max_un
                 continue
             match = _PART.match(part)
             if not match:
-                raise UserInputError(f"Cannot read units from {text!r}: use numbers and ranges like 0-15,20.")
+                raise UserInputError(f"Cannot read units from {quoted(text)}: use numbers and ranges like 0-15,20.")
+            if any(g is not None and len(g.lstrip("-")) > MAX_DIGITS for g in match.groups()):
+                raise UserInputError(f"Cannot read units from {quoted(text)}: unit numbers have at most {MAX_DIGITS} digits.")
             lo = int(match.group(1))
             hi = int(match.group(2)) if match.group(2) is not None else lo
             if hi < lo:
-                raise UserInputError(f"Empty unit range {part!r}: write the smaller number first (e.g. 0-15).")
+                raise UserInputError(f"Empty unit range {quoted(part)}: write the smaller number first (e.g. 0-15).")
             spans.append((lo, hi))
     if not spans:
         raise UserInputError("No units given.")

@@ -748,6 +748,17 @@ def _cases() -> list[Case]:
         "error", r"is outside .* name a folder inside it.*no server files shown$", "5")
     add("url-gallery-unknown-layer-notice", "urls", "page", page("gallery", gal(layer="nope")), "ok", r"has no layer 'nope'", "12: unknown layer")
     add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error", r"Unit 99999 is out of range")
+    # issue 20, class 5: unit numbers too long for int(); class 7: a long value is shown shortened
+    long_number = "9" * 5000
+    add("url-gallery-unit-too-long-for-int", "urls", "page", page("gallery", gal(unit=long_number)), "ok",
+        r"^(?!.*9{300})What every channel of every layer", "20.5: int() limit")  # an unreadable unit is ignored
+    add("url-feature-unit-too-long-for-int", "urls", "page", page("feature_vis", {"model": TINY, "unit": long_number}, (click("fv_go"),)),
+        "error", r"^(?!.*9{300})Cannot read units from '9{10}.*…': unit numbers have at most 18 digits", "20.5: int() limit")
+    add("lib-parse-units-too-long-for-int", "numbers", "lib", lib(lambda ctx: __import__("explorer.parsing", fromlist=["x"]).parse_units("1-" + "9" * 5000)),
+        "error", r"^Cannot read units from '1-9{10}.*…': unit numbers have at most 18 digits\.$", "20.5: int() limit")
+    add("cli-visualize-channels-too-long-for-int", "numbers", "cli",
+        cli("visualize", "--model", TINY, "--channels", "9" * 5000, "--out", lambda ctx: str(ctx.work / "vis")),
+        "error", r"^error: Cannot read units from '9{10}.*…': unit numbers have at most 18 digits", "20.5: int() limit")
     add("url-inversion-unknown-layer-default-with-notice", "urls", "page",
         page("inversion", {"model": TINY, "layer": "nope"}, (choose("radio", "inv_mode", "DeepDream"),),
              probe=lambda at: f"layer={at.selectbox(key='inv_layer').value}"),
