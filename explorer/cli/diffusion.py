@@ -154,7 +154,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     with progress(work, "evaluate (sampling" + (" + bound)" if args.nll else ")"), unit="call") as callback:
         result = evaluate_diffusion(
             diffusion, probe, n=args.n, steps=args.steps, sampler=args.sampler, eta=args.eta, engine=args.engine,
-            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps, fd=not args.no_fd,
+            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps, nll_variance=args.nll_variance,
+            data=args.data, fd=not args.no_fd,
             callback=callback, should_stop=callback.should_stop,
         )
     data = result.to_dict(include_terms=True)
@@ -208,6 +209,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--nll-n", type=int, default=200, help="test images for --nll")
     e.add_argument("--nll-steps", type=int, default=None,
                    help="UNet calls per image for the bound (default: all T, exact; fewer: stratified, unbiased)")
+    e.add_argument("--nll-variance", choices=["fixed_small", "fixed_large"], default=None,
+                   help="bound a fixed-variance model with this Σ instead of its own")
+    e.add_argument("--data", default="fashion", help="reference images: fashion (Debian IDX files), digits or a folder")
     e.add_argument("--no-fd", action="store_true", help="skip FD_cnn / precision / recall (no Fashion-MNIST needed)")
     e.set_defaults(func=_evaluate)
 

@@ -88,7 +88,8 @@ def _phase(callback: ProgressCallback | None, offset: float, weight: float, tota
 
 def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, steps: int = 50, sampler: str = "ddim",
                        eta: float = 0.0, engine: str = "auto", seed: int = 0, batch: int = 100, nll_images: int = 0,
-                       nll_steps: int | None = None, nll_batch: int = 50, data: str = "fashion", fd: bool = True,
+                       nll_steps: int | None = None, nll_batch: int = 50, nll_variance: str | None = None,
+                       data: str = "fashion", fd: bool = True,
                        callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> ModelEvaluation:
     """Sample ``n`` images with ``steps`` steps and judge them; with ``nll_images`` also bound the likelihood of
     that many reference test images (``nll_steps`` UNet calls per image: None = all T, exact).
@@ -118,6 +119,7 @@ def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, s
     if nll_images and not result.stopped:
         images = reference_images(nll_images, "test", data)
         result.nll = nll_bits_per_dim(diffusion, images, batch=nll_batch, seed=seed, steps=nll_steps,
+                                      variance_type=nll_variance,
                                       callback=_phase(callback, n * steps, nll_calls, total), should_stop=should_stop)
         result.stopped = result.nll.stopped
     result.seconds = time.perf_counter() - started
