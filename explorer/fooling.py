@@ -39,6 +39,9 @@ CHUNK = 32  # samples per independently seeded chunk; never depends on the user'
 THRESHOLDS = (0.5, 0.9, 0.99, 0.996)
 TARGET_CONFIDENCE = 0.996  # Nguyen et al.'s "≥ 99.6 % confidence"
 DEFAULT_BUDGET = "linf:0.05"  # grow's budget around a pixel start (a CPPN has none): page, CLI and docs alike
+GROW_STEPS, GROW_LR = 300, 0.05  # grow's step limit and learning rate (explorer/vocabulary.py: one default everywhere)
+SWEEP_N, SWEEP_BATCH = 1000, 32  # a sweep's samples per family and images per forward pass
+SWEEP_FAMILIES = ("uniform", "gaussian", "pink", "stripes")  # the families a sweep takes by default
 HISTOGRAM_BINS = 100
 
 
@@ -463,7 +466,7 @@ class Sweep:
     """A sweep whose partial results can be read at any time (:meth:`result`), e.g. after a cancel."""
 
     def __init__(self, models: Sequence[LoadedModel], families: Iterable[str] | str, n: int, *, seed: int = 0,
-                 batch_size: int = 64, options: NoiseOptions = NoiseOptions(), thresholds: Sequence[float] = THRESHOLDS,
+                 batch_size: int = SWEEP_BATCH, options: NoiseOptions = NoiseOptions(), thresholds: Sequence[float] = THRESHOLDS,
                  gallery: int = 8, use_autocast: bool = False, top_classes: int = 10):
         if not models:
             raise UserInputError("Pick at least one model to sweep.")
@@ -676,8 +679,8 @@ def grow(
     options: NoiseOptions = NoiseOptions(),
     budget: Budget | str | None = None,
     param: str = "pixel",
-    steps: int = 300,
-    lr: float = 0.05,
+    steps: int = GROW_STEPS,
+    lr: float = GROW_LR,
     goal: float = TARGET_CONFIDENCE,
     callback: ProgressCallback | None = None,
     should_stop: ShouldStop | None = None,

@@ -7,12 +7,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explorer import fooling, limits
+from explorer import fooling
 from explorer.errors import UserInputError
 from explorer.images import grid, png_bytes
 from explorer.models import available_models
 from explorer.progress import CANCELLED
-from explorer.ui import display, widgets
+from explorer.ui import display, settings_widgets, widgets
 
 KEY = "fool"
 SWEEP, GROW = f"{KEY}_sweep", f"{KEY}_grow"
@@ -126,16 +126,16 @@ def show_sweep(result: fooling.SweepResult, options: fooling.NoiseOptions) -> No
 def sweep_tab() -> None:
     left, right = st.columns([1, 1])
     with left:
-        families = st.multiselect("Noise families", list(fooling.FAMILIES), default=["uniform", "gaussian", "pink", "stripes"],
+        families = st.multiselect("Noise families", list(fooling.FAMILIES), default=list(fooling.SWEEP_FAMILIES),
                                   format_func=family_label, key=f"{SWEEP}_families",
                                   help="; ".join(f"{f.title}: {f.description}" for f in fooling.FAMILIES.values()))
         others = [s.name for s in available_models() if s.family == "imagenet" and s.name != model.name]
         extra = st.multiselect("Compare with models (pretrained weights, when they load offline)", others, key=f"{SWEEP}_extra")
     with right:
         c1, c2, c3 = st.columns(3)
-        n = c1.number_input("Samples per family", 1, 1_000_000, 1000, step=100, key=f"{SWEEP}_n")
-        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{SWEEP}_seed")
-        batch = c3.number_input("Batch", 1, limits.MAX_BATCH, 32, key=f"{SWEEP}_batch", help="results do not depend on it")
+        n = settings_widgets.number(c1, "fool sweep", "n", step=100)  # label, default, range: explorer/vocabulary.py
+        seed = settings_widgets.number(c2, "fool sweep", "seed")
+        batch = settings_widgets.number(c3, "fool sweep", "batch", help="results do not depend on it")
         options = noise_options(SWEEP)
     go_col, cancel_col = st.columns([1, 6])
     start = go_col.button("Sweep", type="primary", key=f"{SWEEP}_go")
@@ -217,8 +217,8 @@ def grow_tab() -> None:
         c1, c2, c3 = st.columns(3)
         family = c1.selectbox("Start from", list(fooling.FAMILIES), format_func=family_label, key=f"{GROW}_family",
                               disabled=param == "cppn")
-        index = c2.number_input("Sample #", 0, 10**9, 0, key=f"{GROW}_index", help="the same sample # as in a sweep with this seed")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{GROW}_seed")
+        index = settings_widgets.number(c2, "fool grow", "index", help="the same sample index as in a sweep with this seed")
+        seed = settings_widgets.number(c3, "fool grow", "seed")
         use_top = st.checkbox("Target the start's current top class", True, key=f"{GROW}_use_top",
                               help="the default, as on the command line (fool grow without --class)")
         target = st.number_input("Target class", 0, model.num_classes - 1, min(309, model.num_classes - 1),
@@ -234,9 +234,9 @@ def grow_tab() -> None:
         eps = c2.number_input("Budget size", 0.001, 1000.0, default_budget.eps if kind == default_budget.kind else 10.0, format="%.3f",
                               key=f"{GROW}_eps_{kind}", disabled=kind == "none" or param == "cppn")
         c1, c2, c3 = st.columns(3)
-        steps = c1.number_input("Step limit", 1, 10_000, 300, step=50, key=f"{GROW}_steps")
-        lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{GROW}_lr")
-        goal = c3.number_input("Target confidence", 0.5, 0.99999, fooling.TARGET_CONFIDENCE, format="%.4f", key=f"{GROW}_goal")
+        steps = settings_widgets.number(c1, "fool grow", "steps", step=50)
+        lr = settings_widgets.number(c2, "fool grow", "lr", format="%.3f")
+        goal = settings_widgets.number(c3, "fool grow", "goal", format="%.4f")
         transfer = st.checkbox("Transfer table on other models", True, key=f"{GROW}_transfer")
         options = noise_options(GROW)
     if widgets.run_controls(GROW, "Grow"):

@@ -30,14 +30,13 @@ from explorer.gallery.examples import allowed_image_folder, image_root
 from explorer.gallery.jobs import current_job, start_build
 from explorer.images import grid, load_image, png_bytes
 from explorer.optvis import RenderSettings
-from explorer.ui import display, widgets
+from explorer.ui import display, settings_widgets, widgets
 
 KEY = "gal"
 PAGE_SIZE = 128  # tiles per grid page: every block of EfficientNet-Lite0 up to 112 units fits one page
 SAMPLES = 8  # units per layer row in the overview
 OVERVIEW = "(overview: every layer)"
 REFRESH_SECONDS = 1.0  # how often a grid with a background build in progress refreshes
-SIZE_RANGE, STEPS_RANGE = (32, 512), (1, 4096)
 
 st.title("Layer gallery")
 st.caption("What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
@@ -104,21 +103,17 @@ def _default_size_steps() -> tuple[int, int]:
     return size or base.size, steps or base.steps
 
 
-def _clamp(value: int, bounds: tuple[int, int]) -> int:
-    return min(max(int(value), bounds[0]), bounds[1])
-
-
 with st.sidebar:
     st.subheader("Render settings")
     default_size, default_steps = _default_size_steps()
     c1, c2 = st.columns(2)
-    size = c1.number_input("Size (px)", *SIZE_RANGE, _clamp(default_size, SIZE_RANGE), step=16, key=f"{KEY}_size")
-    steps = c2.number_input("Steps", *STEPS_RANGE, _clamp(default_steps, STEPS_RANGE), step=32, key=f"{KEY}_steps",
+    size = settings_widgets.number(c1, "gallery build", "size", default_size, step=16)  # explorer/vocabulary.py
+    steps = settings_widgets.number(c2, "gallery build", "steps", default_steps, step=32,
                             help=f"Thumbnails: {base.steps} steps at {base.size} px"
                                  + (" (the shipped atlas's settings)." if atlas is not None else "."))
     c1, c2 = st.columns(2)
     facets = c1.number_input("Facets", 2, 8, 4, key=f"{KEY}_facets", help="diversity images per unit in the unit view")
-    batch = c2.number_input("Batch", 1, 64, 16, key=f"{KEY}_batch", help="units optimised together (one pass per step)")
+    batch = settings_widgets.number(c2, "gallery build", "batch", help="units optimised together (one pass per step)")
     st.subheader("Dataset examples")
     folder = st.text_input("Image folder (empty: built-in photos)", params.get("images", ""), key=f"{KEY}_folder")
     st.caption(f"Store: `{store.root}`" + (f"  \nAtlas: `{atlas.root}` (read-only; your renders take precedence)"
@@ -271,7 +266,7 @@ def layer_grid() -> None:
             open_unit(int(wanted))
             st.session_state[search_key] = None
 
-    top[2].number_input("Open unit #", 0, n_units - 1, value=None, step=1, key=search_key, on_change=search,
+    top[2].number_input("Open unit", 0, n_units - 1, value=None, step=1, key=search_key, on_change=search,
                         placeholder=f"search: unit number 0–{n_units - 1}, then Enter", label_visibility="collapsed")
     show_report()
     units = list(range(page * PAGE_SIZE, min(n_units, (page + 1) * PAGE_SIZE)))

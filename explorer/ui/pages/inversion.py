@@ -8,7 +8,8 @@ import streamlit as st
 from explorer import inversion
 from explorer.errors import UserInputError
 from explorer.images import BUILTIN_PHOTOS
-from explorer.ui import display, widgets
+from explorer.ui import display, settings_widgets, widgets
+from explorer.vocabulary import term
 
 KEY = "inv"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
@@ -37,7 +38,7 @@ with left:
             st.stop()
         photo_name, photo_source = upload
     c1, c2 = st.columns(2)
-    size = int(c1.number_input("Size (px)", 32, 512, 224, step=16, key=f"{KEY}_size"))
+    size = int(settings_widgets.number(c1, "invert", "size", step=16))  # labels, defaults, ranges: explorer/vocabulary.py
     fit_mode = c2.radio("Aspect", inversion.FIT_MODES, horizontal=True, key=f"{KEY}_fit",
                         help="Non-square photos: centre-crop, or pad with grey.")
     try:
@@ -51,23 +52,22 @@ with right:
     mode = st.radio("Mode", ["Invert layers", "DeepDream", "Caricature"], horizontal=True, key=f"{KEY}_mode")
     main_spatial = [i.name for i in model.main_layers() if len(i.shape) == 3]
     c1, c2, c3 = st.columns(3)
-    seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed"))
+    seed = int(settings_widgets.number(c3, "invert", "seed"))
     if mode == "Invert layers":
-        defaults = inversion.InversionSettings()
         layers = st.multiselect("Layers (one reconstruction each, one batched run)", main_spatial,
                                 default=[l for l in inversion.default_layers(model) if l in main_spatial], key=f"{KEY}_layers")
-        steps = int(c1.number_input("Steps", 1, 4000, 200, step=50, key=f"{KEY}_steps"))
-        param = c2.selectbox("Parameterisation", ["fft", "pixel"], key=f"{KEY}_param")
+        steps = int(settings_widgets.number(c1, "invert", "steps", step=50))
+        param = settings_widgets.choice(c2, "invert", "param")
         c1, c2, c3 = st.columns(3)
-        init = c1.selectbox("Start from", ["noise", "grey", "blur", "image"], key=f"{KEY}_init",
+        init = settings_widgets.choice(c1, "invert", "init",
                             help="blur: the photo blurred (σ = 8 px), a head start; image: another built-in photo")
         init_image = None
         if init == "image":
             other = st.selectbox("Starting photo", BUILTIN_PHOTOS, index=BUILTIN_PHOTOS.index("chelsea"), key=f"{KEY}_init_photo")
             init_image = inversion.load_photo(f"builtin:{other}", size, fit_mode)
-        transforms = c2.selectbox("Transforms", ["none", "standard"], key=f"{KEY}_transforms",
+        transforms = settings_widgets.choice(c2, "invert", "transforms",
                                   help="random jitter/scale/rotation applied to the image and the photo alike")
-        lr = c3.number_input("Learning rate", 0.001, 1.0, defaults.lr, format="%.3f", key=f"{KEY}_lr")
+        lr = settings_widgets.number(c3, "invert", "lr", format="%.3f")
         with st.expander("Priors"):
             auto = st.checkbox("Prior weights by depth (Mahendran & Vedaldi)", True, key=f"{KEY}_auto_priors")
             if auto:
@@ -82,29 +82,29 @@ with right:
                                                transforms=transforms, init=init, seed=seed, fit=fit_mode)
         label = "Invert"
     elif mode == "DeepDream":
-        d = inversion.DreamSettings()
         layer = widgets.layer_picker(model, KEY)
         whole = c1.checkbox("Whole layer", True, key=f"{KEY}_whole")
         channel = None if whole else int(c2.number_input(f"Channel (0–{model.layer_shapes.get(layer, (1,))[0] - 1})", 0, 4095, 0, key=f"{KEY}_channel"))
         c1, c2, c3, c4 = st.columns(4)
-        octaves = int(c1.number_input("Octaves", 1, 6, d.octaves, key=f"{KEY}_octaves"))
-        octave_scale = float(c2.number_input("Octave scale", 1.05, 2.0, d.octave_scale, key=f"{KEY}_octave_scale"))
-        steps = int(c3.number_input("Steps per octave", 1, 500, d.steps, key=f"{KEY}_dream_steps"))
-        lr = float(c4.number_input("Step size", 0.001, 1.0, d.lr, format="%.3f", key=f"{KEY}_dream_lr"))
-        jitter = int(st.slider("Jitter (px)", 0, 64, d.jitter, key=f"{KEY}_jitter"))
+        octaves = int(settings_widgets.number(c1, "dream", "octaves"))
+        octave_scale = float(settings_widgets.number(c2, "dream", "octave_scale"))
+        steps = int(settings_widgets.number(c3, "dream", "steps"))
+        lr = float(settings_widgets.number(c4, "dream", "lr", format="%.3f"))
+        jitter_term = term("dream", "jitter")
+        jitter = int(st.slider(jitter_term.label, *jitter_term.widget_range(), jitter_term.default, key=jitter_term.key,
+                               help="at most half the image size"))
         settings = inversion.DreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr,
                                            jitter=jitter, seed=seed, fit=fit_mode)
         label = "Dream"
     else:
-        c = inversion.CaricatureSettings()
         default = [model.default_layer] if model.default_layer in main_spatial else main_spatial[-1:]
         layers = st.multiselect("Layers (one caricature each)", main_spatial, default=default, key=f"{KEY}_car_layers")
-        steps = int(c1.number_input("Steps", 1, 4000, 128, step=32, key=f"{KEY}_car_steps"))
-        param = c2.selectbox("Parameterisation", ["fft", "pixel"], key=f"{KEY}_car_param")
+        steps = int(settings_widgets.number(c1, "caricature", "steps", step=32))
+        param = settings_widgets.choice(c2, "caricature", "param")
         c1, c2, c3 = st.columns(3)
-        cos_floor = float(c1.number_input("Cosine floor", 0.0, 0.99, c.cos_floor, key=f"{KEY}_cos_floor"))
-        cos_power = float(c2.number_input("Cosine power", 0.0, 8.0, c.cos_power, key=f"{KEY}_cos_power"))
-        transforms = c3.selectbox("Transforms", ["standard", "none"], key=f"{KEY}_car_transforms")
+        cos_floor = float(settings_widgets.number(c1, "caricature", "cos_floor"))
+        cos_power = float(settings_widgets.number(c2, "caricature", "cos_power"))
+        transforms = settings_widgets.choice(c3, "caricature", "transforms")
         settings = inversion.CaricatureSettings(size=size, steps=steps, param=param, cos_floor=cos_floor, cos_power=cos_power,
                                                 transforms=transforms, seed=seed, fit=fit_mode)
         label = "Caricature"
