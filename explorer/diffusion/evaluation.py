@@ -124,3 +124,27 @@ def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, s
         result.stopped = result.nll.stopped
     result.seconds = time.perf_counter() - started
     return result
+
+
+def quality_sweep(models: list, probe: LoadedModel | Probe, steps: list[int], *, n: int = 32, sampler: str = "ddim",
+                  seed: int = 0, batch: int = 100, nll_images: int = 0, nll_steps: int | None = 50,
+                  data: str = "fashion", callback: ProgressCallback | None = None,
+                  should_stop: ShouldStop | None = None) -> list[ModelEvaluation]:
+    """:func:`evaluate_diffusion` for every model at every K in ``steps`` (the bound, when asked, once per model
+    at its first K). Stops between or inside evaluations; the finished ones are returned."""
+    probe = probe if isinstance(probe, Probe) else Probe(probe)
+    units = [n * k for k in steps]
+    per_model = sum(units) + nll_images * min(nll_steps or 10**9, max(m.num_train_timesteps for m in models))
+    total, done, results = per_model * len(models), 0.0, []
+    for model in models:
+        for j, k in enumerate(steps):
+            images = nll_images if j == 0 else 0
+            work = units[j] + images * min(nll_steps or model.num_train_timesteps, model.num_train_timesteps)
+            result = evaluate_diffusion(model, probe, n=n, steps=k, sampler=sampler, seed=seed, batch=batch,
+                                        nll_images=images, nll_steps=nll_steps, data=data,
+                                        callback=_phase(callback, done, work, total), should_stop=should_stop)
+            done += work
+            results.append(result)
+            if result.stopped:
+                return results
+    return results

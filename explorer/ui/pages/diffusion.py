@@ -110,13 +110,15 @@ def exports(record: ChainRecord, key: str, stem: str) -> None:
         widgets.download_png(grid(record.final), f"{stem}_final.png", "Final PNG", key=f"{key}_png")
 
 
-sample_tab, forward_tab = st.tabs(["Sampling chain (reverse process)", "Forward process (noising a real image)"])
+sample_tab, forward_tab, quality_tab = st.tabs(["Sampling chain (reverse process)", "Forward process (noising a real image)",
+                                                "Model quality"])
 
 # ---- reverse process ------------------------------------------------------------------------------------
 with sample_tab:
     c1, c2, c3, c4, c5, c6 = st.columns(6)
-    sampler = c1.selectbox("Sampler", ["ddim", "ddpm"], key=f"{KEY}_sampler",
-                           help="DDIM with η = 0 is deterministic given the seed; DDPM adds fresh noise every step.")
+    sampler = c1.selectbox("Sampler", ["ddim", "ddpm", "ancestral"], key=f"{KEY}_sampler",
+                           help="DDIM with η = 0 is deterministic given the seed; DDPM adds fresh noise every step; "
+                                "ancestral is DDPM on evenly respaced steps with the model's Σ (Improved DDPM).")
     steps = c2.number_input("Steps", 1, diffusion.num_train_timesteps, 50, key=f"{KEY}_steps",
                             help="DDPM was trained with 1000; DDIM gives good samples in 50.")
     eta = c3.number_input("η (DDIM)", 0.0, 1.0, 0.0, step=0.1, key=f"{KEY}_eta", disabled=sampler != "ddim")
@@ -124,6 +126,9 @@ with sample_tab:
                             help="Another schedule than the model's feeds the UNet the training timestep with the same noise level.")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     batch = c6.number_input("Batch", 1, 64, 8, key=f"{KEY}_batch")
+    if diffusion.learned_variance:
+        st.caption("This model learned its variances (Improved DDPM): DDPM/ancestral sampling steps with the learned Σ "
+                   "on the chosen number of evenly respaced steps; DDIM uses only its ε.")
     if widgets.run_controls(KEY, "Sample"):
         try:
             progress = widgets.LiveProgress(KEY, f"{sampler.upper()} sampling", preview_every=max(1, int(steps) // 10))
@@ -201,3 +206,9 @@ with forward_tab:
         fw_step = scrubber(fw, f"{KEY}_fw", 1)
         curves(fw, fw_step, f"{KEY}_fw")
         exports(fw, f"{KEY}_fw", f"{fw.settings['model']}_forward")
+
+# ---- model quality: likelihood bound, FD_cnn / precision / recall against K (explorer/ui/diffusion_quality.py) --
+with quality_tab:
+    from explorer.ui.diffusion_quality import model_quality_tab  # noqa: E402
+
+    model_quality_tab(probe_model, cached_diffusion)
