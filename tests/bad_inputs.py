@@ -637,6 +637,14 @@ def _cases() -> list[Case]:
         r"100000 noise images for efficientnet_lite0 of 224×224 px is too much")
     add("cli-diffusion-sample-n-huge", "numbers", "cli", cli("diffusion", "sample", "--n", "100000"), "error", r"--n 100000 is out of range")
     add("cli-diffusion-sample-eta-nan", "numbers", "cli", cli("diffusion", "sample", "--eta", "nan"), "error", r"--eta must be a finite number")
+    add("cli-diffusion-evaluate-nll-n-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-n", "0"), "error",
+        r"--nll-n 0 is out of range", "17: evaluate --nll")
+    add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-steps", "0"), "error",
+        r"--nll-steps 0 is out of range", "17")
+    add("cli-diffusion-train-init-from-missing", "numbers", "cli",
+        cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from", lambda ctx: str(ctx.work / "nothing"),
+            "--out", lambda ctx: str(ctx.work / "t")),
+        "error", r"--init-from .*nothing: no diffusion_pytorch_model\.safetensors", "17: --init-from")
     add("cli-invert-too-many-layer-pixels", "numbers", "cli",
         cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out", lambda ctx: str(ctx.work / "i")),
         "error", r"3 layers of 1024×1024 px is too much for one batch")

@@ -33,7 +33,11 @@ def _init_folder(name: str | None) -> str:
         return ""
     from ..diffusion.models import BUILTIN
 
-    return str(BUILTIN[name]) if name in BUILTIN else name
+    folder = Path(BUILTIN[name] if name in BUILTIN else name).expanduser()
+    if not any((f / "diffusion_pytorch_model.safetensors").is_file() for f in (folder, folder / "unet")):
+        raise UserInputError(f"--init-from {name}: no diffusion_pytorch_model.safetensors there (or in unet/); "
+                             f"use {', '.join(BUILTIN)} or a diffusers UNet folder.")
+    return str(folder)
 
 
 def _train(args: argparse.Namespace) -> int:
