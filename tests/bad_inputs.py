@@ -21,6 +21,7 @@ import os
 import re
 import struct
 import sys
+import textwrap
 import time
 import traceback
 import zipfile
@@ -843,6 +844,123 @@ def _cases() -> list[Case]:
         entries = lookup(GalleryStore(root), load_model(TINY), "conv2", TINY_SETTINGS)
         unchanged = files_before == sorted(p.stat().st_mtime_ns for p in Path(root).rglob("*.png"))
         return f"restored {report.restored}, entries {len(entries)}, files untouched {unchanged}"
+    def built(name, units=6):
+        """A healthy tiny store (``units`` units of conv2) under WORK/NAME."""
+        from explorer.gallery import GalleryStore, build
+        from explorer.models import load_model
+        from tests.gallery_helpers import TINY_SETTINGS
+
+        def prepare(ctx):
+            root = store_root(ctx, name)
+            if not root.exists():
+                build(load_model(TINY), "conv2", range(units), TINY_SETTINGS, store=GalleryStore(root), batch=units)
+            return root
+        return prepare
+
+    def run_cli(*argv) -> str:
+        from explorer.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as exc:
+                code = exc.code
+        return f"exit {code}: " + " ".join((out.getvalue() + err.getvalue()).split())
+
+    def side_files(root):
+        return sorted((root / "renders").rglob("*.json"))
+
+    def bad_side_files_repair(ctx):
+        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the rest."""
+        root = built("typed")(ctx)
+        sides = side_files(root)
+        first = json.loads(sides[1].read_text())
+        sides[1].write_text(json.dumps({**first, "seconds": "abc"}))
+        sides[2].write_text(json.dumps({**first, "key": "not a table"}))
+        (root / "index.sqlite").write_bytes(b"")
+        for suffix in ("-wal", "-shm"):
+            (root / f"index.sqlite{suffix}").unlink(missing_ok=True)
+        return run_cli("gallery", "verify", "--repair", "--store", root)
+    add("store-repair-skips-wrong-typed-side-files", "store", "cli", lib(bad_side_files_repair), "ok",
+        r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: TypeError: 'seconds' must be a number, not str "
+        r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*2 rendered unit\(s\) are on disk but not in the index",
+        "20.5: side file")
+
+    def missing_side_files(ctx):
+        root = built("sides")(ctx)
+        sides = side_files(root)
+        sides[0].unlink()
+        sides[3].write_text("{ truncated")
+        return run_cli("gallery", "verify", "--store", root)
+    add("store-verify-names-missing-and-malformed-side-files", "store", "cli", lib(missing_side_files), "ok",
+        r"^exit 1: side file renders/\S+00000-max\.json is missing \(unit 0 of conv2\).* side file renders/\S+00003-max\.json is "
+        r"malformed \(JSONDecodeError", "20.6: side files")
+
+    def file_size_limit(ctx):
+        """Issue 20, class 6: a file-size limit (like a full disk or a quota) is 'cannot write', never 'damaged', and
+        --repair moves nothing aside."""
+        import resource
+        import signal
+
+        root = built("full")(ctx)
+        before = (root / "index.sqlite").read_bytes()
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+        try:
+            repair = run_cli("gallery", "verify", "--repair", "--store", root)
+            listing = run_cli("gallery", "ls", "--store", root)
+            building = run_cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--units", "6-7", "--size", "32",
+                               "--steps", "2", "--store", root, "--examples", "none")
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        kept = (root / "index.sqlite").read_bytes() == before and not list(root.glob("index.sqlite.damaged-*"))
+        return f"repair: {repair} | ls: {listing} | build: {building} | index kept {kept}"
+    add("store-file-size-limit-is-cannot-write", "store", "cli", lib(file_size_limit), "ok",
+        r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*Nothing was repaired or moved\. "
+        r"\| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* \| index kept True$", "20.6: cannot write")
+
+    def read_only_store(ctx):
+        """Issue 20, classes 5/6: a store on a read-only mount: ls and verify read it, build says it cannot write."""
+        import shutil
+        import subprocess
+
+        root = built("readonly")(ctx)
+        driver = ctx.work / "read_only_driver.py"
+        driver.write_text(textwrap.dedent(f"""
+            import contextlib, io, sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from tests.bad_inputs import _register_tiny
+            _register_tiny()
+            from explorer.cli import main
+            for argv in (["gallery", "ls", "--store", {str(root)!r}], ["gallery", "verify", "--store", {str(root)!r}],
+                         ["gallery", "build", "--model", {TINY!r}, "--layers", "conv2", "--units", "6-7", "--size", "32",
+                          "--steps", "2", "--store", {str(root)!r}, "--examples", "none"]):
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                    try:
+                        code = main(argv)
+                    except SystemExit as exc:
+                        code = exc.code
+                    except BaseException as exc:
+                        code = "traceback " + type(exc).__name__ + ": " + str(exc)
+                print(argv[1], "exit", code, " ".join(out.getvalue().split()))
+        """))
+        mount = (f"mount --bind {root} {root} && mount -o remount,ro,bind {root} && "
+                 f"{sys.executable} {driver}")
+        if shutil.which("unshare") is None:
+            return "read-only mounts are not available here"
+        done = subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode != 0 and "mount" in done.stderr and "exit" not in done.stdout:
+            return "read-only mounts are not available here"
+        return " | ".join(done.stdout.split("\n")).strip(" |")
+    add("store-read-only-mount", "store", "cli", lib(read_only_store), "ok",
+        r"^read-only mounts are not available here$|^ls exit 0 .*conv2.* \| verify exit 0 .*6 entries, 0 problems \| build exit 2 "
+        r".*error: The gallery store \S+ cannot be written \(", "20.5: read-only store")
+
     def legacy_keyed_store(ctx):
         """Issue 20, class 3: a store whose rows carry the old partial fingerprint is flagged, and not served."""
         import dataclasses

@@ -9,11 +9,11 @@ from .builder import (FACET_DIVERSITY, MAX, NEG, THUMBNAILS, BuildReport, Render
                       facets_variant, layer_units, lookup, objective_layer, render_units, store_units, unit_key,
                       variant_settings, variants_for)
 from .examples import Example, ImageSet, builtin_image_set, ensure_examples, example_patch, folder_image_set, image_set_from_spec, load_examples, receptive_field, top_examples
-from .store import ENV_VAR, Entry, GalleryStore, RepairReport, StoreDamaged, UnitKey, default_root, new_worker_id
+from .store import ENV_VAR, Entry, GalleryStore, RepairReport, StoreDamaged, StoreUnwritable, UnitKey, default_root, new_worker_id
 
 __all__ = [
     "BuildReport", "ENV_VAR", "RenderedUnit", "THUMBNAILS", "all_layers", "objective_layer", "render_units", "store_units", "Entry", "Example", "FACET_DIVERSITY", "GalleryStore", "ImageSet", "MAX", "NEG", "UnitKey",
     "build", "builtin_image_set", "default_root", "ensure_examples", "example_patch", "facet_count", "facets_variant",
     "folder_image_set", "image_set_from_spec", "layer_units", "load_examples", "lookup", "new_worker_id",
-    "receptive_field", "RepairReport", "StoreDamaged", "top_examples", "unit_key", "variant_settings", "variants_for",
+    "receptive_field", "RepairReport", "StoreDamaged", "StoreUnwritable", "top_examples", "unit_key", "variant_settings", "variants_for",
 ]

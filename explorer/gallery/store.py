@@ -22,6 +22,7 @@ any of them may be killed at any moment. So
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -35,8 +36,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..files import atomic_write, write_npz
+from ..errors import UserInputError, shorten
+from ..files import WRITE_ERRNOS, CannotWrite, atomic_write
 
 ENV_VAR = "EXPLORER_CACHE_DIR"
 SCHEMA_VERSION = 2  # 1: before the meta table and side files (still read); 2: meta + side files
@@ -67,6 +68,11 @@ class StoreDamaged(UserInputError):
     """The index cannot be read, or was reset while rendered images remain: the message says how to repair it."""
 
 
+class StoreUnwritable(UserInputError):
+    """The store cannot be written (read-only medium, full disk, quota, file-size limit, permissions): nothing
+    is damaged, nothing is moved aside; reading it still works."""
+
+
 def _repair_hint(root: Path) -> str:
     return f"`python -m explorer gallery verify --repair --store {root}` rebuilds it from the images' side files"
 
@@ -75,10 +81,33 @@ _DAMAGE_SIGNS = ("not a database", "malformed", "corrupt", "no such table", "uns
                  "database schema")
 
 
+# SQLite's extended result codes that mean "this storage cannot take a write" (read-only medium, permissions,
+# full disk, quota or file-size limit: the write, sync, truncate or shared-memory growth failed)
+_UNWRITABLE_CODES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_PERM", "SQLITE_AUTH",
+                     "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_DIR_FSYNC", "SQLITE_IOERR_TRUNCATE",
+                     "SQLITE_IOERR_SHMOPEN", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_IOERR_DELETE",
+                     "SQLITE_IOERR_ACCESS", "SQLITE_IOERR_MMAP", "SQLITE_IOERR_NOMEM")
+
+
+def _is_unwritable(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return name.startswith(_UNWRITABLE_CODES) or "readonly database" in text or "database or disk is full" in text
+
+
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """What a damaged index file says (not a lock, a busy database or a bug in a query)."""
+    """What a damaged index file says (not a lock, a busy database, a bug in a query, nor storage that
+    cannot take a write)."""
+    if _is_unwritable(exc):
+        return False
     text = str(exc).lower()
     return any(sign in text for sign in _DAMAGE_SIGNS)
+
+
+def _unwritable_message(root: Path, why: object) -> str:
+    return (f"The gallery store {root} cannot be written ({why}): the disk may be read-only or full, or a quota or "
+            "file-size limit is reached. Nothing in it is damaged or moved; it can still be read. Free some space, or "
+            "use another --store (or $EXPLORER_CACHE_DIR).")
 
 
 def default_root() -> Path:
@@ -172,6 +201,32 @@ class RepairReport:
 
 
 _KEY_WHERE = "model=? AND fingerprint=? AND layer=? AND digest=? AND variant=? AND unit=?"
+_MISSING = object()
+
+
+def _text_field(data: dict, name: str) -> str:
+    value = data.get(name, _MISSING)
+    if value is _MISSING:
+        raise KeyError(f"no {name!r}")
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name!r} must be text, not {type(value).__name__}")
+    return value
+
+
+def _int_field(data: dict, name: str, default: object = _MISSING) -> int:
+    value = data.get(name, default)
+    if value is _MISSING:
+        raise KeyError(f"no {name!r}")
+    if type(value) is not int:
+        raise TypeError(f"{name!r} must be a whole number, not {type(value).__name__}")
+    return value
+
+
+def _float_field(data: dict, name: str, default: float) -> float:
+    value = data.get(name, default)
+    if type(value) not in (int, float) or value != value:
+        raise TypeError(f"{name!r} must be a number, not {type(value).__name__}")
+    return float(value)
 
 
 class GalleryStore:
@@ -190,14 +245,41 @@ class GalleryStore:
         self.db_path = self.root / "index.sqlite"
         self.damage: str | None = None  # why the index cannot be trusted (None: healthy)
         self.index_unreadable = False  # the index itself cannot be read (else: it was reset)
+        self.read_only: str | None = None  # why the store cannot be written (None: writable); reads still work
+        self._read_uri: str | None = None
         try:
             self._open_index()
+        except StoreUnwritable as exc:
+            self._fall_back_to_reading(str(exc))
         except StoreDamaged as exc:
             self.damage, self.index_unreadable = str(exc), True
         if self.damage is None:
             self.damage = self._reset_damage()
         if check and self.damage:
             raise StoreDamaged(self.damage)
+
+    def _fall_back_to_reading(self, why: str) -> None:
+        """The index cannot be written: read it as it is (``mode=ro``, else ``immutable=1`` when even the shared
+        memory file cannot be made), so ``ls`` and ``verify`` still work; every write says why it cannot."""
+        self.read_only = why
+        if not self.db_path.is_file():
+            return  # nothing to read: an empty store that cannot be created
+        base = self.db_path.resolve().as_uri()
+        for uri in (f"{base}?mode=ro", f"{base}?immutable=1"):
+            self._read_uri = uri
+            try:
+                with self._connect() as db:
+                    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if version is not None and str(version[0]).isdigit() and int(version[0]) > SCHEMA_VERSION:
+                    raise StoreDamaged(f"The gallery index {self.db_path} was written by a newer version (schema "
+                                       f"{version[0]} > {SCHEMA_VERSION}): update the explorer or use another --store.")
+                return
+            except StoreUnwritable:
+                continue
+            except StoreDamaged as exc:
+                self.damage, self.index_unreadable = str(exc), True
+                return
+        self.damage, self.index_unreadable = why, True
 
     def _open_index(self) -> None:
         with self._connect() as db:
@@ -232,6 +314,8 @@ class GalleryStore:
 
     def _reset_damage(self) -> str | None:
         """An index that started empty while rendered images (with side files) lie on disk was reset: say so."""
+        if self.read_only and not self.db_path.is_file():
+            return None
         with self._connect() as db:
             fresh = db.execute("SELECT value FROM meta WHERE key='created_empty'").fetchone() is not None
             rows = db.execute("SELECT count(*) FROM renders").fetchone()[0]
@@ -249,17 +333,31 @@ class GalleryStore:
         return f"GalleryStore({str(self.root)!r})"
 
     # ---- connections ---------------------------------------------------------------------
+    def _describe(self, exc: sqlite3.Error) -> str:
+        name = getattr(exc, "sqlite_errorname", "")
+        return f"{exc}" + (f", {name}" if name else "")
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+            if self.read_only is not None:
+                if self._read_uri is None:
+                    raise StoreUnwritable(self.read_only)
+                db = sqlite3.connect(self._read_uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
+            if _is_unwritable(exc):
+                raise StoreUnwritable(_unwritable_message(self.root, self._describe(exc))) from None
             raise UserInputError(f"Cannot open the gallery index {self.db_path}: {exc}.") from None
         try:
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if self.read_only is None:
+                db.execute("PRAGMA synchronous=NORMAL")
             yield db
         except sqlite3.DatabaseError as exc:  # the store's boundary: no raw sqlite3 error reaches a page or the CLI
+            if _is_unwritable(exc):
+                raise StoreUnwritable(_unwritable_message(self.root, self._describe(exc))) from None
             if not _is_damage(exc):
                 raise
             raise StoreDamaged(f"The gallery index {self.db_path} is damaged ({exc}): {_repair_hint(self.root)}.") from None
@@ -269,6 +367,8 @@ class GalleryStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken eagerly (BEGIN IMMEDIATE) so check-then-write is atomic."""
+        if self.read_only is not None:
+            raise StoreUnwritable(self.read_only)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -348,7 +448,18 @@ class GalleryStore:
     def put_file(self, rel: str, data: bytes) -> Path:
         """Write ``data`` at ``rel`` under the root atomically (:func:`explorer.files.atomic_write`): a
         builder writes a row's files with this before :meth:`complete` indexes them."""
-        return atomic_write(self.root / rel, data)
+        return self._put(self.root / rel, data)
+
+    def _put(self, path: Path, data: bytes) -> Path:
+        """Every file the store writes: atomically, and a disk that cannot take it is "cannot write", not damage."""
+        if self.read_only is not None:
+            raise StoreUnwritable(self.read_only)
+        try:
+            return atomic_write(path, data)
+        except CannotWrite as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise StoreUnwritable(_unwritable_message(self.root, exc)) from None
+            raise
 
     def complete(self, key: UnitKey, worker: str, files: Sequence[str], activations: Sequence[float],
                  seconds: float, steps_done: int) -> bool:
@@ -361,7 +472,7 @@ class GalleryStore:
                                                           key.as_tuple())),
                 "files": list(files), "activations": [round(float(a), 6) for a in activations], "seconds": float(seconds),
                 "steps_done": int(steps_done), "finished": time.time(), "settings": digest_settings}
-        atomic_write(self.root / f"{key.file_stem()}{SIDE_SUFFIX}", json.dumps(side, indent=1).encode())  # before the row
+        self._put(self.root / f"{key.file_stem()}{SIDE_SUFFIX}", json.dumps(side, indent=1).encode())  # before the row
         with self._write() as db:
             cursor = db.execute(
                 f"UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, lease_until=NULL, error=NULL"
@@ -464,6 +575,7 @@ class GalleryStore:
                         img.verify()
                 except (OSError, SyntaxError) as exc:
                     problems.append(f"{entry.key}: {path.name}: {exc}")
+        problems += self._side_file_problems()
         problems += self._legacy_problems()
         sides, bare = self._unindexed()
         if sides and not self.damage:
@@ -471,7 +583,38 @@ class GalleryStore:
                             f"{sides[0].relative_to(self.root)}): {_repair_hint(self.root)}.")
         if bare:
             problems.append(f"{len(bare)} image(s) are in no index row and have no side file (first: "
-                            f"{bare[0].relative_to(self.root)}); they were made before side files existed: render them again.")
+                            f"{bare[0].relative_to(self.root)}); the side file was deleted, or they were made before side "
+                            "files existed: render them again.")
+        return problems
+
+    def _side_file_problems(self, named: int = 5) -> list[str]:
+        """Done rows whose side file (what ``--repair`` would rebuild them from) is missing or malformed, by name.
+        Rows finished before this index had side files (a schema-1 store) are not expected to have one."""
+        with self._connect() as db:
+            since = db.execute("SELECT value FROM meta WHERE key='created'").fetchone()
+            rows = db.execute("SELECT model, fingerprint, layer, digest, variant, unit, finished FROM renders"
+                              " WHERE status='done'").fetchall()
+        try:
+            since_time = float(since[0]) if since else 0.0
+        except ValueError:
+            since_time = 0.0
+        problems = []
+        for row in rows:
+            key = UnitKey(*row[:6])
+            side = self.root / f"{key.file_stem()}{SIDE_SUFFIX}"
+            if not side.is_file():
+                if (row[6] or 0.0) >= since_time:
+                    problems.append(f"side file {side.relative_to(self.root)} is missing (unit {key.unit} of {key.layer}): "
+                                    "the index can no longer be rebuilt for it; render it again to restore it.")
+                continue
+            try:
+                if self._side_row(side)["key"] != key:
+                    raise ValueError("it describes another unit")
+            except Exception as exc:  # noqa: BLE001 — any defect of the file is the finding
+                problems.append(f"side file {side.relative_to(self.root)} is malformed ({type(exc).__name__}: "
+                                f"{shorten(exc, 120)}): render unit {key.unit} of {key.layer} again to restore it.")
+        if len(problems) > named:
+            problems = problems[:named] + [f"… and {len(problems) - named} more side file problem(s)."]
         return problems
 
     def _legacy_problems(self) -> list[str]:
@@ -497,7 +640,9 @@ class GalleryStore:
         from PIL import Image
 
         report = RepairReport()
-        if self.index_unreadable or not self._readable():
+        if self.read_only is not None:
+            raise StoreUnwritable(f"{self.read_only} Nothing was repaired or moved.")
+        if (self.index_unreadable or not self._readable()) and self._really_damaged():
             stamp = time.strftime("%Y%m%d-%H%M%S")
             for suffix in ("", "-wal", "-shm"):
                 old = self.root / f"index.sqlite{suffix}"
@@ -511,25 +656,24 @@ class GalleryStore:
         known = {e.key for e in self._done_entries()}
         renders = self.root / "renders"
         for side in sorted(renders.rglob(f"*{SIDE_SUFFIX}")) if renders.is_dir() else []:
-            try:
-                data = json.loads(side.read_text())
-                key = UnitKey(**{k: (int(v) if k == "unit" else str(v)) for k, v in data["key"].items()})
-                files, activations = [str(f) for f in data["files"]], [float(a) for a in data["activations"]]
-                for rel in files:
+            try:  # every field is read and typed here: one bad side file is skipped (and named), the rest go on
+                row = self._side_row(side)
+                for rel in row["files"]:
                     with Image.open(self.root / rel) as img:
                         img.verify()
-            except (OSError, ValueError, KeyError, TypeError, SyntaxError) as exc:
-                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 — whatever is wrong with one file, report it and finish the rest
+                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {shorten(exc, 200)}")
                 continue
+            key = row["key"]
             if key in known:
                 continue
             with self._write() as db:
-                if data.get("settings") is not None:
-                    db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key.digest, json.dumps(data["settings"], sort_keys=True)))
+                if row["settings"] is not None:
+                    db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key.digest, json.dumps(row["settings"], sort_keys=True)))
                 db.execute("INSERT OR REPLACE INTO renders (model, fingerprint, layer, digest, variant, unit, status, files,"
                            " activations, seconds, steps_done, attempts, finished) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, 1, ?)",
-                           (*key.as_tuple(), json.dumps(files), json.dumps(activations), float(data.get("seconds", 0.0)),
-                            int(data.get("steps_done", 0)), float(data.get("finished", time.time()))))
+                           (*key.as_tuple(), json.dumps(row["files"]), json.dumps(row["activations"]), row["seconds"],
+                            row["steps_done"], row["finished"]))
             known.add(key)
             report.restored += 1
         examples = self.root / "examples"
@@ -537,9 +681,14 @@ class GalleryStore:
             npz = side.with_suffix(".npz")
             try:
                 data = json.loads(side.read_text())
-                row = (str(data["model"]), str(data["fingerprint"]), str(data["layer"]), str(data["image_set"]))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {exc}")
+                if not isinstance(data, dict):
+                    raise TypeError("not a JSON object")
+                row = tuple(_text_field(data, k) for k in ("model", "fingerprint", "layer", "image_set"))
+                n_images = _int_field(data, "n_images", 0)
+                description = data.get("description")
+                description = None if description is None else str(description)
+            except Exception as exc:  # noqa: BLE001 — one bad side file is skipped and named
+                report.skipped.append(f"{side.relative_to(self.root)}: {type(exc).__name__}: {shorten(exc, 200)}")
                 continue
             if not npz.is_file():
                 report.skipped.append(f"{side.relative_to(self.root)}: its table {npz.name} is missing")
@@ -548,8 +697,7 @@ class GalleryStore:
                 if db.execute("SELECT 1 FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?", row).fetchone():
                     continue
                 db.execute("INSERT INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (*row, str(npz.relative_to(self.root)), int(data.get("n_images", 0)), data.get("description"),
-                            time.time()))
+                           (*row, str(npz.relative_to(self.root)), n_images, description, time.time()))
             report.examples_restored += 1
         report.without_side_files = len(self._unindexed()[1])
         self.damage = self._reset_damage() if report.restored == 0 else None
@@ -560,8 +708,49 @@ class GalleryStore:
             with self._connect() as db:
                 db.execute("SELECT count(*) FROM renders").fetchone()
             return True
-        except UserInputError:
+        except StoreDamaged:
             return False
+
+    def _really_damaged(self) -> bool:
+        """Before an index is moved aside: read it once more, read-only, with SQLite's own check. A healthy
+        index (the trouble was elsewhere: a lock, a full disk) is never moved."""
+        if not self.db_path.is_file():
+            return False
+        try:
+            db = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout)
+            try:
+                verdict = db.execute("PRAGMA quick_check").fetchone()
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return not _is_unwritable(exc)
+        return verdict is None or verdict[0] != "ok" or "renders" not in tables
+
+    def _side_row(self, side: Path) -> dict:
+        """A render side file's fields, each checked for its type (ValueError/TypeError/KeyError name the bad one)."""
+        data = json.loads(side.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("key"), dict):
+            raise TypeError("not a side file (no 'key' table)")
+        key_data = data["key"]
+        key = UnitKey(*(_text_field(key_data, k) for k in ("model", "fingerprint", "layer", "digest", "variant")),
+                      _int_field(key_data, "unit"))
+        files = data.get("files")
+        if not (isinstance(files, list) and files and all(isinstance(f, str) for f in files)):
+            raise TypeError("'files' must be a list of paths")
+        for rel in files:
+            target = (self.root / rel).resolve()
+            if Path(rel).is_absolute() or self.root.resolve() not in target.parents:
+                raise ValueError(f"'files' names {shorten(rel, 80)!r}, outside the store")
+        activations = data.get("activations")
+        if not (isinstance(activations, list) and all(type(a) in (int, float) for a in activations)):
+            raise TypeError("'activations' must be a list of numbers")
+        settings = data.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError("'settings' must be a table")
+        return {"key": key, "files": files, "activations": [float(a) for a in activations],
+                "seconds": _float_field(data, "seconds", 0.0), "steps_done": _int_field(data, "steps_done", 0),
+                "finished": _float_field(data, "finished", time.time()), "settings": settings}
 
     # ---- dataset-example activations -----------------------------------------------------
     def example_set_path(self, model: str, fingerprint: str, layer: str, image_set: str) -> Path:
@@ -571,9 +760,11 @@ class GalleryStore:
                       description: str) -> Path:
         """Write the arrays atomically, then index them (same rule as renders: file first)."""
         path = self.example_set_path(model, fingerprint, layer, image_set)
-        write_npz(path, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self._put(path, buffer.getvalue())
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
-        atomic_write(path.with_suffix(SIDE_SUFFIX), json.dumps(
+        self._put(path.with_suffix(SIDE_SUFFIX), json.dumps(
             {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint, "layer": layer, "image_set": image_set,
              "n_images": n, "description": description}, indent=1).encode())
         with self._write() as db:
