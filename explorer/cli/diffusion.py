@@ -162,8 +162,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             data=args.data, fd=not args.no_fd,
             callback=callback, should_stop=callback.should_stop,
         )
-    data = result.to_dict(include_terms=True)
-    data |= result.quality.to_dict() | {"eta": args.eta, "seed": args.seed}  # the earlier flat fields, kept
+    # the earlier flat fields first (kept for old readers), then the issue-17 fields ("seconds": the whole run)
+    data = result.quality.to_dict() | {"eta": args.eta, "seed": args.seed} | result.to_dict(include_terms=True)
     shown = {k: v for k, v in data.items() if k != "nll"}
     if "nll" in data:
         shown["nll"] = {k: v for k, v in data["nll"].items() if k not in ("term_timesteps", "terms_bits_per_dim",
