@@ -212,3 +212,8 @@ with quality_tab:
     from explorer.ui.diffusion_quality import model_quality_tab  # noqa: E402
 
     model_quality_tab(probe_model, cached_diffusion)
+
+# ---- imagination experiments: guidance, two imaginations, inpainting, branching (explorer/ui/imagination.py) --
+from explorer.ui.imagination import imagination_sections  # noqa: E402
+
+imagination_sections(diffusion)
