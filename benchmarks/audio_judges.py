@@ -13,6 +13,15 @@ HNR ≥ 3 dB, ≥ 60 % of energy below 3 kHz; music:piano: the other tagger rais
     python benchmarks/audio_judges.py --skip-music --seeds 0 1 2
     python benchmarks/audio_judges.py --skip-speech --skip-unconstrained --music-seeds 1 2
     python benchmarks/audio_judges.py --out out/audio_judges --json out/audio_judges.json
+
+Issue 19 (``--words``): word dreams through the synthesiser (after the WAV round trip) judged by
+pocketsphinx's closed-set verdict, DNSMOS and CREPE, beside the same judges on N random starts of
+the same parameterisation (the control; shared by every word: a random start does not depend on
+the word asked for); Silero speech dreams beside their own random starts (DNSMOS SIG difference
+with a bootstrap interval); music dreams with CREPE periodicity beside the other tagger's gain.
+
+    python benchmarks/audio_judges.py --words all --word-seeds 0 --word-steps 64 --control 16 \
+        --words-only --speech-seeds 0 1 2 --music-seeds 0 --json out/audio_words.json
 """
 
 from __future__ import annotations
@@ -102,6 +111,109 @@ def speech_targets(entry: dict) -> dict[str, bool]:
             "HNR ≥ 3 dB": at_least("mean_hnr_db", 3.0), "≥ 60 % below 3 kHz": at_least("energy_below_3k", 0.6)}
 
 
+def _verdict_values(verdicts: dict) -> dict:
+    out = _values(verdicts)
+    for key in ("sphinx_word", "sphinx_transcript"):
+        if key in verdicts:
+            out[f"{key}_answer"] = verdicts[key].answer
+    return out
+
+
+def words_benchmark(args, record: dict) -> list[str]:
+    """Word dreams, Silero dreams and music dreams beside random starts (issue 19's targets)."""
+    from explorer.audio.control import CONTROL_SEED_OFFSET, clopper_pearson, difference, random_start_judges
+    from explorer.audio.hearing import sphinx_calibration
+    from explorer.audio.wordsdata import KEYWORDS
+
+    lines: list[str] = []
+    words = list(KEYWORDS) if args.words == ["all"] else args.words
+    calibration = sphinx_calibration() or {}
+    espeak = calibration.get("recordings", {}).get("espeak-ng")
+    section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
+
+    def judged(settings: DreamSettings, name: str) -> dict:
+        start = time.perf_counter()
+        result = dream(settings, device="cpu")
+        entry = {"own_before": round(result.before["value"], 4), "own_roundtrip": round(result.roundtrip["value"], 4),
+                 "judges_before": _verdict_values(result.judges["before"]),
+                 "judges_roundtrip": _verdict_values(result.judges["roundtrip"]), "seconds": round(time.perf_counter() - start, 1)}
+        print(f"{name}: own {entry['own_before']:.3f} → {entry['own_roundtrip']:.3f}; Sphinx "
+              f"{entry['judges_roundtrip'].get('sphinx_word_answer')!r} / {entry['judges_roundtrip'].get('sphinx_transcript_answer')}; "
+              f"SIG {entry['judges_roundtrip'].get('dnsmos_sig')}; CREPE {entry['judges_roundtrip'].get('crepe_periodicity')} "
+              f"({entry['seconds']:.0f} s)", flush=True)
+        return entry
+
+    # the control for word dreams: N random starts of the voice synthesiser, 1 s
+    base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True)
+    starts = random_start_judges(base, args.control, device="cpu")
+    start_values = [_verdict_values(v) for v in starts]
+    section["random_starts"]["words synth 1 s"] = start_values
+    for seed in args.word_seeds:
+        for word in words:
+            name = f"words:{word} synth seed {seed}"
+            section["dreams"][name] = judged(base.__class__(**{**base.to_dict(), "word": word, "seed": seed}), name)
+            if args.json:
+                Path(args.json).write_text(json.dumps(record, indent=2))
+    dreams = [(name.split()[0].split(":")[1], e) for name, e in section["dreams"].items() if name.startswith("words:")]
+    named = [w for w, e in dreams if e["judges_roundtrip"].get("sphinx_word_answer") == w]
+    k, n = len(named), len(dreams)
+    lo, hi = clopper_pearson(k, n)
+    found = sorted({w for w in named})
+    missed = sorted({w for w, _ in dreams} - set(found))
+    start_named = {w: sum(1 for v in start_values if v.get("sphinx_word_answer") == w) for w in words}
+    worst = max(start_named.values()) if start_named else 0
+    lines.append(f"word dreams (synth, 1 s, {args.word_steps} steps, seeds {args.word_seeds}): Sphinx closed-set names the "
+                 f"target in {k}/{n} = {k / max(n, 1):.3f} [{lo:.3f}, {hi:.3f}]")
+    if espeak:
+        ratio = (k / max(n, 1)) / espeak["rate"] if espeak["rate"] else float("nan")
+        lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = {espeak['rate']:.3f}: "
+                     f"ratio {ratio:.2f} (target ≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
+    lines.append(f"  random starts ({len(start_values)}): some word named in "
+                 f"{sum(1 for v in start_values if v.get('sphinx_word_answer') not in (None, '(nothing)'))}; "
+                 f"the most-named word in {worst}/{len(start_values)} (target ≤ 5 % per word {'✔' if worst <= 0.05 * len(start_values) else '✘'})")
+    lines.append(f"  words found: {', '.join(found) or 'none'}; missed: {', '.join(missed) or 'none'}")
+    for key in ("dnsmos_sig", "dnsmos_ovrl", "crepe_periodicity", "voiced_fraction"):
+        d = difference([e["judges_roundtrip"].get(key) for _, e in dreams if e["judges_roundtrip"].get(key) is not None],
+                       [v.get(key) for v in start_values if v.get(key) is not None])
+        section.setdefault("comparison", {})[key] = d
+        if d["difference"] is not None:
+            lines.append(f"  {key}: dreams {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
+                         f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
+
+    # Silero speech dreams (synth, 4 s) beside their own random starts
+    if args.speech_seeds:
+        speech = DreamSettings(net="speech", hearing=True)
+        sstarts = [_verdict_values(v) for v in random_start_judges(speech, args.control, device="cpu")]
+        section["random_starts"]["speech synth 4 s"] = sstarts
+        sdreams = []
+        for seed in args.speech_seeds:
+            name = f"speech synth seed {seed} (hearing)"
+            entry = judged(DreamSettings(net="speech", hearing=True, seed=seed), name)
+            section["dreams"][name] = entry
+            sdreams.append(entry)
+            if args.json:
+                Path(args.json).write_text(json.dumps(record, indent=2))
+        for key in ("dnsmos_sig", "dnsmos_ovrl", "crepe_periodicity"):
+            d = difference([e["judges_roundtrip"].get(key) for e in sdreams], [v.get(key) for v in sstarts])
+            section.setdefault("speech_comparison", {})[key] = d
+            if d["difference"] is not None:
+                lines.append(f"Silero dreams {key}: {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
+                             f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
+    # music: CREPE periodicity beside the other tagger's gain
+    for seed in args.music_seeds_hearing:
+        for model in ("MTT_vgg", "MTT_musicnn"):
+            name = f"music:piano {model} synth seed {seed} (hearing)"
+            entry = judged(DreamSettings(net="music:piano", music_model=model, hearing=True, seed=seed), name)
+            section["dreams"][name] = entry
+            b, a = entry["judges_before"], entry["judges_roundtrip"]
+            gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a["other_tagger"] - b["other_tagger"]
+            lines.append(f"{name}: other tagger gain {gain:+.3f}; CREPE periodicity {b.get('crepe_periodicity')} → "
+                         f"{a.get('crepe_periodicity')}, median pitch {a.get('crepe_pitch_hz')} Hz; DNSMOS SIG {a.get('dnsmos_sig')}")
+            if args.json:
+                Path(args.json).write_text(json.dumps(record, indent=2))
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the speech dreams")
@@ -112,6 +224,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="also save every dream (WAVs, spectrograms, dream.json) here")
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
+    parser.add_argument("--words", nargs="+", default=None, help="issue 19: word dreams for these keywords ('all': every one)")
+    parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--word-steps", type=int, default=128)
+    parser.add_argument("--control", type=int, default=16, help="random starts per parameterisation (the control)")
+    parser.add_argument("--speech-seeds", type=int, nargs="*", default=[0, 1, 2], help="Silero dreams judged with the control")
+    parser.add_argument("--music-seeds-hearing", type=int, nargs="*", default=[0], help="music dreams with CREPE")
+    parser.add_argument("--words-only", action="store_true", help="only the issue-19 part (no calibration rows, no issue-12 dreams)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +238,18 @@ def main() -> int:
     rows: list[dict] = []
     record: dict = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                                f"{torch.get_num_threads()} threads", "calibration": {}, "dreams": {}}
+    if args.words:
+        lines = words_benchmark(args, record)
+        print()
+        for line in lines:
+            print(line)
+        record["words_summary"] = lines
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(record, indent=2))
+        if args.words_only:
+            print(f"\nmachine: {record['machine']}")
+            return 0
     calibration(rows, record["calibration"])
 
     verdict_lines = []

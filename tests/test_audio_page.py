@@ -14,6 +14,8 @@ def test_page_dreams_speech_and_shows_round_trip(root):
     assert not at.exception
     at.number_input(key="audio_seconds").set_value(1.0)
     at.number_input(key="audio_steps").set_value(40)
+    at.number_input(key="audio_control").set_value(0)
+    at.checkbox(key="audio_hearing").uncheck()
     at.button(key="audio_go").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -40,6 +42,8 @@ def test_page_says_not_judged_without_praat(root, monkeypatch):
     at = _page(root).run()
     at.number_input(key="audio_seconds").set_value(1.0)
     at.number_input(key="audio_steps").set_value(2)
+    at.number_input(key="audio_control").set_value(0)
+    at.checkbox(key="audio_hearing").uncheck()
     at.button(key="audio_go").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value

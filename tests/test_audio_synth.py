@@ -76,7 +76,7 @@ def test_gradients_reach_every_knob_and_the_speech_score_rises():
     for name, p in synth.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
-    result = dream(DreamSettings(net="speech", seconds=1.0, steps=20), device="cpu")
+    result = dream(DreamSettings(net="speech", seconds=1.0, steps=20, hearing=False), device="cpu")
     assert result.param == "synth" and result.controls is not None
     assert result.roundtrip["value"] > result.before["value"] + 0.3
     assert result.history[-1] > result.history[0]
@@ -163,7 +163,7 @@ def test_dream_json_carries_judges_and_who_scored(tmp_path):
 
     out = tmp_path / "dream"
     assert main(["--device", "cpu", "audio", "dream", "--net", "speech", "--seconds", "1", "--steps", "3",
-                 "--out", str(out)]) == 0
+                 "--control", "0", "--no-hearing", "--out", str(out)]) == 0
     data = json.loads((out / "dream.json").read_text())
     assert data["param"] == "synth" and "scored_by" in data and data["synth"]["synth"] == "voice"
     for when in ("before", "roundtrip"):

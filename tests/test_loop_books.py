@@ -134,7 +134,7 @@ def test_library_functions_leave_the_global_rng_alone(tiny):
     _rng_untouched(lambda: inversion.caricature(tiny, photo, ["conv2"], inversion.CaricatureSettings(size=32, steps=2)))
     _rng_untouched(lambda: render(tiny, objectives.channel("conv2", 0), size=32, steps=2))
     _rng_untouched(lambda: _load_fashion_cnn("random", torch.device("cpu")))
-    _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2), device="cpu",
+    _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2, hearing=False), device="cpu",
                                  target=ImageTarget(tiny, objectives.channel("conv2", 3))))
 
 

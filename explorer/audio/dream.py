@@ -65,6 +65,7 @@ SYNTH_LIMITS = {
     "fit_steps": Limit(0, 10_000, label="fit steps", integer=True),
     "time_shift_ms": Limit(0.0, 1000.0, " ms", label="random delay"),
     "added_noise_db": Limit(-200.0, 0.0, " dB", label="added noise level"),
+    "control_starts": Limit(0, 256, label="random starts for the control", integer=True),
 }
 
 DEFAULT_IMAGE_STFT = STFTConfig(n_fft=512, hop=128)
@@ -167,6 +168,41 @@ class MusicTarget(AudioTarget):
         return {"value": float(probs[self.index]), "scores": {label: float(p) for label, p in zip(self.model.labels, probs)}}
 
 
+class WordTarget(AudioTarget):
+    """One keyword of the project's word network (assets/words): log p(word), mean over 1 s windows."""
+
+    value_label = "word probability"
+
+    def __init__(self, word: str, device: torch.device):
+        from .words import WORDS_STFT, load_word_net
+
+        self.words = load_word_net(device)
+        self.index = self.words.index(word)
+        self.word = self.words.labels[self.index]
+        self.device, self.stft, self.name = device, WORDS_STFT, f"words:{self.word}"
+        self.value_label = f"p({self.word})"
+
+    def _log_probs_from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        net = self.words.net
+        return F.log_softmax(net.head(net.features(net.front.from_magnitude(magnitude))).float(), -1)
+
+    def score(self, magnitude, image, generator):
+        return self._log_probs_from_magnitude(magnitude)[:, self.index]
+
+    @torch.no_grad()
+    def report(self, magnitude):
+        probs = self._log_probs_from_magnitude(magnitude)[0].exp()
+        return {"value": float(probs[self.index]), "scores": dict(zip(self.words.labels, map(float, probs)))}
+
+    def score_waveform(self, wav, generator):
+        return self.words.log_probabilities(wav)[:, self.index]
+
+    @torch.no_grad()
+    def report_waveform(self, wav):
+        probs = self.words.probabilities(wav.reshape(1, -1))[0]
+        return {"value": float(probs[self.index]), "scores": dict(zip(self.words.labels, map(float, probs)))}
+
+
 class ImageTarget(AudioTarget):
     """An image classifier looking at the spectrogram as a grey picture (low pitch at the bottom)."""
 
@@ -238,7 +274,8 @@ def _int(text: str, what: str) -> int:
 class DreamSettings:
     """Everything that changes a dream (defaults: 4 s, finish in a few minutes on a laptop CPU)."""
 
-    net: str = "speech"  # speech | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
+    net: str = "speech"  # speech | words | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
+    word: str = "yes"  # the keyword a `words` dream asks the word network for (words:WORD also works)
     music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
     seconds: float = 4.0
@@ -265,6 +302,9 @@ class DreamSettings:
     griffin_lim_iters: int = 64
     momentum: float = 0.99
     seed: int | None = 0
+    # the control: the judges on this many random starts of the same parameterisation (0: none)
+    control_starts: int = 0
+    hearing: bool = True  # also the judges trained on human speech and ears (Sphinx, DNSMOS, CREPE: ~3 s a sound)
 
     def __post_init__(self) -> None:
         check_fields(self, SYNTH_LIMITS)  # every number against explorer.limits, before anything is allocated
@@ -301,6 +341,8 @@ class DreamResult:
     controls: dict | None = None  # synthesiser: f0 / loudness / voicing per 10 ms frame, and a summary
     fit_distance: float | None = None  # synthesiser from a clip: spectral distance after imitating it
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a short start padded)
+    # the control (explorer.audio.control): judges on random starts, and dream − starts per judge with its interval
+    random_starts: dict | None = None
 
     @property
     def param_label(self) -> str:
@@ -311,7 +353,7 @@ class DreamResult:
         three reports (the target's own label first): the data of the before/after bar chart."""
         labels = list(self.roundtrip["scores"]) + [k for k in self.before["scores"] if k not in self.roundtrip["scores"]]
         peak = {k: max(r["scores"].get(k, 0.0) for r in (self.before, self.optimised, self.roundtrip)) for k in labels}
-        own = self.target.split(":", 1)[1] if self.target.startswith("music:") else ("speech" if self.target == "speech" else None)
+        own = self.target.split(":", 1)[1] if self.target.startswith(("music:", "words:")) else ("speech" if self.target == "speech" else None)
         ranked = sorted(labels, key=lambda k: (k != own, -peak[k]))[:top]
         return [{"label": k, **{name: round(r["scores"].get(k, float("nan")), 4) for name, r in
                                 (("before", self.before), ("optimised", self.optimised), ("roundtrip", self.roundtrip))}}
@@ -336,6 +378,7 @@ class DreamResult:
             "synth": None if self.controls is None else self.controls.get("summary"),
             "fit_distance": None if self.fit_distance is None else round(self.fit_distance, 4),
             "notes": list(self.notes),
+            "random_starts": self.random_starts,
             "files": self.files,
         }
 
@@ -360,16 +403,18 @@ class DBMap:
         return self.floor + unit * self.range
 
 
-def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg") -> AudioTarget:
-    """Parse ``speech``, ``music:TAG`` or ``image:MODEL:…`` into a target."""
+def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg", word: str = "yes") -> AudioTarget:
+    """Parse ``speech``, ``words`` / ``words:WORD``, ``music:TAG`` or ``image:MODEL:…`` into a target."""
     kind, _, rest = net.partition(":")
     if kind == "speech":
         return SpeechTarget(device)
+    if kind == "words":
+        return WordTarget(rest or word, device)
     if kind == "music":
         return MusicTarget(rest or "piano", device, music_model)
     if kind == "image":
         return ImageTarget.from_spec(net, device)
-    raise UserInputError(f"Unknown net {net!r}: use speech, music:TAG or image:MODEL:LAYER[:UNIT].")
+    raise UserInputError(f"Unknown net {net!r}: use speech, words (with a word), music:TAG or image:MODEL:LAYER[:UNIT].")
 
 
 def load_start(start: str, seconds: float, sample_rate: int) -> tuple[np.ndarray, bool, str | None]:
@@ -409,6 +454,8 @@ def dream(
     callback: ProgressCallback | None = None,
     should_stop: ShouldStop | None = None,
     target: AudioTarget | None = None,
+    start_is_clip: bool = True,
+    control_callback: ProgressCallback | None = None,
 ) -> DreamResult:
     """Dream a sound for ``settings.net`` starting from ``settings.start`` (or ``start_audio``, mono
     at the target's rate), write nothing, measure the round trip in memory (16-bit WAV bytes read
@@ -430,7 +477,7 @@ def dream(
         raise UserInputError(f"Unknown synthesiser {settings.synth!r}: {' or '.join(SYNTH_KINDS)}.")
     if settings.steps < 0 or settings.fit_steps < 0:
         raise UserInputError("Steps must be ≥ 0.")
-    target = target or make_target(settings.net, device, settings.music_model)
+    target = target or make_target(settings.net, device, settings.music_model, settings.word)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap
@@ -438,7 +485,7 @@ def dream(
         start_audio, is_clip, note = load_start(settings.start, settings.seconds, sr)
     else:
         start_audio, note = fit_length(np.asarray(start_audio, dtype=np.float32), int(round(settings.seconds * sr)), sr)
-        is_clip = True
+        is_clip = start_is_clip  # False: a noise the caller drew (the control's random starts)
     notes = [note] if note else []
     if settings.phase == "original" and not is_clip:
         raise UserInputError("Original phase needs a clip or upload to start from (noise and silence have no useful phase).")
@@ -452,7 +499,7 @@ def dream(
     fit_distance = None
 
     if synth:
-        synth_kind = settings.synth or ("voice" if isinstance(target, SpeechTarget) else "instrument")
+        synth_kind = settings.synth or ("voice" if isinstance(target, (SpeechTarget, WordTarget)) else "instrument")
         param = HarmonicPlusNoise(preset(synth_kind), samples, sr, generator=gen, device=device,
                                   start="clip" if is_clip else settings.start)
         if is_clip and settings.fit_steps:
@@ -559,8 +606,25 @@ def dream(
 
     # the independent judges, on the start sound and on what is heard
     music = isinstance(target, MusicTarget)
-    judge_args = dict(tag=target.tag if music else None, dreamed_on=target.model_name if music else None, device=device)
+    judge_args = dict(tag=target.tag if music else None, dreamed_on=target.model_name if music else None, device=device,
+                      target_word=target.word if isinstance(target, WordTarget) else None,
+                      words=tuple(target.words.keywords) if isinstance(target, WordTarget) else None, param=kind,
+                      hearing=settings.hearing)
     judges = {"before": judge_sound(before_audio, sr, **judge_args), "roundtrip": judge_sound(played, sr, **judge_args)}
+    if settings.steps > 0:
+        judges["optimised"] = judge_sound(after_audio, sr, **judge_args)
+
+    # the control: the same judges on random starts of this parameterisation, never optimised
+    random_starts = None
+    if settings.control_starts > 0 and settings.steps > 0:
+        from .control import compare_judges, random_start_judges
+
+        starts = random_start_judges(settings, settings.control_starts, device=device, target=target,
+                                     callback=control_callback, should_stop=should_stop)
+        if isinstance(starts, list):
+            random_starts = {"n": len(starts), "seeds": f"{settings.control_starts} seeds from 1000000",
+                             "comparison": compare_judges([judges["roundtrip"]], starts),
+                             "verdicts": [verdicts_to_dict(v) for v in starts]}
 
     def db_picture(unit_map: torch.Tensor) -> np.ndarray:
         return dbmap.db(unit_map).reshape(bins, -1).float().cpu().numpy()
@@ -574,6 +638,7 @@ def dream(
         steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
         griffin_lim_convergence=convergence, n_fft=cfg.n_fft, hop=cfg.hop,
         param=kind, judges=judges, controls=controls, fit_distance=fit_distance, notes=notes,
+        random_starts=random_starts,
     )
 
 

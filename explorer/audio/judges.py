@@ -43,6 +43,8 @@ class Verdict:
     judge: str
     reason: str | None = None
     unit: str = ""
+    answer: str | None = None  # a judge that answers in words (Sphinx): what it said
+    note: str | None = None  # what the figure is worth (a calibration), shown beside it
 
     @property
     def judged(self) -> bool:
@@ -51,6 +53,8 @@ class Verdict:
     def text(self, digits: int = 3) -> str:
         if self.value is None:
             return NOT_JUDGED
+        if self.answer is not None:
+            return self.answer
         if self.unit == "%":
             return f"{100 * self.value:.0f} %"
         if self.unit:
@@ -142,11 +146,17 @@ def tagger_judge(audio: np.ndarray, sample_rate: int, tag: str, dreamed_on: str,
 
 
 def judge_sound(audio: np.ndarray, sample_rate: int, *, tag: str | None = None, dreamed_on: str | None = None,
-                device="cpu") -> dict[str, Verdict]:
-    """Every independent judge that applies to this sound, by key (the tagger only for music dreams)."""
+                device="cpu", hearing: bool = True, words: tuple[str, ...] | None = None,
+                target_word: str | None = None, param: str = "synth") -> dict[str, Verdict]:
+    """Every independent judge that applies to this sound, by key (the tagger only for music dreams;
+    with ``hearing``, the judges trained on human speech and ears: Sphinx, DNSMOS, CREPE)."""
     verdicts = praat_judges(audio, sample_rate) + spectrum_judges(audio, sample_rate)
     if tag is not None and dreamed_on is not None:
         verdicts.append(tagger_judge(audio, sample_rate, tag, dreamed_on, device))
+    if hearing:
+        from .hearing import hearing_judges
+
+        verdicts += hearing_judges(audio, sample_rate, words=words, target_word=target_word, param=param, device=device)
     return {v.key: v for v in verdicts}
 
 

@@ -8,6 +8,7 @@ import argparse
 from ..audio.clips import BUILTIN_CLIPS
 from ..audio.dream import PARAMS, DreamSettings, dream, listen, save_dream
 from ..audio.synth import SYNTH_KINDS
+from ..errors import UserInputError
 from .common import check_options, output_dir, output_file, progress, write_json
 
 D = DreamSettings()
@@ -20,11 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dream", help="dream a sound for a network (a synthesiser by default), verify the round trip, "
                                      "let independent judges listen")
     d.add_argument("--net", default=D.net,
-                   help="speech | music:TAG (e.g. music:piano) | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
+                   help="speech | words (the project's keyword net; pick the word with --target) | music:TAG (e.g. music:piano) "
+                        "| image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
+    d.add_argument("--target", default=D.word, help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
+                                                    "stop, go, zero … nine)")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
-    d.add_argument("--seconds", type=float, default=D.seconds)
+    d.add_argument("--seconds", type=float, default=None, help="dream length (default 1 s for words, 4 s otherwise)")
     d.add_argument("--steps", type=int, default=D.steps)
     d.add_argument("--lr", type=float, default=D.lr)
     d.add_argument("--param", choices=list(PARAMS), default=D.param,
@@ -49,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--griffin-lim-iters", type=int, default=D.griffin_lim_iters)
     d.add_argument("--momentum", type=float, default=D.momentum)
     d.add_argument("--seed", type=int, default=D.seed)
+    d.add_argument("--control", type=int, default=8,
+                   help="the judges also hear this many random starts of the same parameterisation (0: no control)")
+    d.add_argument("--hearing", action=argparse.BooleanOptionalAction, default=True,
+                   help="the judges trained on human speech and ears too: pocketsphinx, DNSMOS, CREPE (a few s per sound)")
     d.add_argument("--out", default="out/audio")
     d.set_defaults(func=run_dream)
 
@@ -60,12 +68,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--json", default=None, help="also write the figures to this JSON file")
     t.set_defaults(func=run_tags)
 
+    wd = sub.add_parser("words-data", help="synthesise the keyword clips (espeak-ng, flite, festival) into a cache folder")
+    wd.add_argument("--out", default="runs/words/data", help="cache folder (one .npz per synthesiser)")
+    wd.add_argument("--seed", type=int, default=0)
+    wd.set_defaults(func=run_words_data)
+
+    wt = sub.add_parser("words-train", help="train the keyword network on the synthesised clips (festival held out)")
+    wt.add_argument("--data", default="runs/words/data", help="the folder `audio words-data` filled")
+    wt.add_argument("--out", default="runs/words/net", help="where model.safetensors + config.json go (shipped: assets/words)")
+    wt.add_argument("--checkpoint", default="runs/words/checkpoint.pt", help="resumable training state")
+    wt.add_argument("--steps", type=int, default=3000)
+    wt.add_argument("--batch-size", type=int, default=64)
+    wt.add_argument("--lr", type=float, default=3e-3)
+    wt.add_argument("--seed", type=int, default=0)
+    wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    wt.set_defaults(func=run_words_train)
+
+    wc = sub.add_parser("words-calibrate", help="calibrate pocketsphinx's closed-set verdict on the synthesisers' "
+                                                "recordings and on random starts (ships as assets/words/sphinx_calibration.json)")
+    wc.add_argument("--data", default="runs/words/data")
+    wc.add_argument("--out", default="runs/words/net", help="folder for sphinx_calibration.json")
+    wc.add_argument("--espeak-per-word", type=int, default=12)
+    wc.add_argument("--flite-per-word", type=int, default=6)
+    wc.add_argument("--festival-per-word", type=int, default=6)
+    wc.add_argument("--synth-starts", type=int, default=60)
+    wc.add_argument("--spectrogram-starts", type=int, default=20)
+    wc.set_defaults(func=run_words_calibrate)
+
 
 def run_dream(args: argparse.Namespace) -> int:
     check_options(args, "seconds", "steps", "lr", "seed", "floor_db", "top_db", "tv_time", "tv_freq", "blur_every",
                   "blur_sigma", "gain_jitter_db", "consistency_every", "griffin_lim_iters", "momentum")
+    if args.seconds is None:
+        args.seconds = 1.0 if args.net.split(":")[0] == "words" else D.seconds
+    if not 0 <= args.control <= 256:
+        raise UserInputError(f"--control {args.control}: between 0 and 256 random starts.")
     settings = DreamSettings(
-        net=args.net, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
+        net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms, added_noise_db=args.added_noise_db,
         floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
@@ -73,8 +112,12 @@ def run_dream(args: argparse.Namespace) -> int:
         phase=args.phase, griffin_lim_iters=args.griffin_lim_iters, momentum=args.momentum, seed=args.seed,
     )
     out = output_dir(args.out)
-    with progress(settings.steps, f"dream {settings.net}") as callback:
-        result = dream(settings, device=args.device, callback=callback, should_stop=callback.should_stop)
+    with progress(settings.steps + settings.control_starts, f"dream {settings.net}") as callback:
+        def control_progress(done, total, preview, values):  # the random starts follow the dream's steps on one bar
+            callback(settings.steps + done, settings.steps + total, preview, values)
+
+        result = dream(settings, device=args.device, callback=callback, should_stop=callback.should_stop,
+                       control_callback=control_progress)
     save_dream(result, out)
     if result.stopped:
         print(f"stopped: {result.stopped}")
@@ -83,11 +126,18 @@ def run_dream(args: argparse.Namespace) -> int:
     print(f"{result.param_label}")
     print(f"{result.target} (scored by the optimised network): {result.value_label} before {result.before['value']:.3f} → "
           f"optimised {result.optimised['value']:.3f} → round trip (WAV read back) {result.roundtrip['value']:.3f}")
-    print("independent judges (start → WAV read back):")
+    comparison = (result.random_starts or {}).get("comparison", {})
+    print("independent judges (start → WAV read back"
+          + (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]" if comparison else "") + "):")
     for key, after in result.judges.get("roundtrip", {}).items():
         before = result.judges["before"][key]
         why = f"  ({after.reason})" if after.reason else ""
-        print(f"  {after.label:<24} {before.text():>10} → {after.text():<10} {after.judge}{why}")
+        row = comparison.get(key)
+        control = ""
+        if row and row.get("difference") is not None:
+            control = f"  starts {row['start_mean']:.3f}, {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] {row['claim']}"
+        note = f"  ({after.note})" if after.note else ""
+        print(f"  {after.label:<24} {before.text():>10} → {after.text():<10}{control}  {after.judge}{why}{note}")
     if result.griffin_lim_convergence is not None:
         print(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f}")
     print(f"files in {out}: {', '.join(result.files.values())} ({result.seconds:.1f} s optimising)")
@@ -104,4 +154,75 @@ def run_tags(args: argparse.Namespace) -> int:
         print(f"  {tag:<14} {p:.3f}")
     if args.json:
         write_json(args.json, report)
+    return 0
+
+
+def run_words_data(args: argparse.Namespace) -> int:
+    from ..audio.wordsdata import ENGINES, make_engine_data, recipe
+    from ..progress import CANCELLED
+
+    check_options(args, "seed")
+    out = output_dir(args.out)
+    for engine in ENGINES:
+        with progress(len(recipe(engine, args.seed)), f"{engine} clips", unit="clip") as bar:
+            path = make_engine_data(engine, out, args.seed, callback=bar, should_stop=bar.should_stop)
+        if path == CANCELLED:
+            print("stopped: cancelled (nothing written for this synthesiser)")
+            return 1
+        print(f"{engine}: {path}")
+    return 0
+
+
+def run_words_train(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    import torch
+
+    from ..audio.wordstrain import TrainSettings, train_word_net
+
+    check_options(args, "steps", "lr", "seed", "batch_size", "threads")
+    if args.threads is not None:
+        torch.set_num_threads(int(args.threads))
+    out = output_dir(args.out)
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with progress(settings.steps, "train word net") as bar:
+        config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
+                                should_stop=bar.should_stop, command=command)
+    if config.get("stopped"):
+        print(f"stopped at step {config['step']}: resume with the same command")
+        return 1
+    test, val = config["training"]["test_held_out"], config["training"]["validation"]
+    print(f"validation ({config['training']['data']['validation']}): {val['keywords']['accuracy']:.3f} top-1 on keywords")
+    print(f"held-out synthesiser ({config['training']['data']['test']}): {test['keywords']['correct']}/{test['keywords']['n']} "
+          f"= {test['keywords']['accuracy']:.3f} top-1 on keywords; unknown words {test['unknown_words']['accuracy']:.3f}")
+    for voice, row in test["per_voice"].items():
+        print(f"  {voice:<24} {row['correct']}/{row['n']} = {row['accuracy']:.3f}")
+    print(f"files in {out}: model.safetensors, config.json ({config['training']['seconds']:.0f} s training)")
+    return 0
+
+
+def run_words_calibrate(args: argparse.Namespace) -> int:
+    from ..audio.hearing import calibrate_sphinx
+
+    out = output_dir(args.out)
+    per_word = {"espeak-ng": args.espeak_per_word, "flite": args.flite_per_word, "festival": args.festival_per_word}
+    starts = {"synth": args.synth_starts, "spectrogram": args.spectrogram_starts}
+    for name, value in {**per_word, **starts}.items():
+        if not 0 <= value <= 10_000:
+            raise UserInputError(f"{name}: between 0 and 10000 clips, got {value}.")
+    total = sum(per_word.values()) * 20 + sum(starts.values())
+    with progress(total, "calibrate Sphinx", unit="clip") as bar:
+        table = calibrate_sphinx(args.data, per_word=per_word, starts=starts, callback=bar, should_stop=bar.should_stop)
+    if table.get("stopped"):
+        print("stopped: cancelled (nothing written)")
+        return 1
+    write_json(out / "sphinx_calibration.json", table)
+    for engine, row in table["recordings"].items():
+        print(f"{engine}: names the word right {row['correct']}/{row['n']} = {row['rate']:.3f} "
+              f"[{row['low']:.3f}, {row['high']:.3f}], answers nothing on {row['nothing']}")
+    for param, row in table["random_starts"].items():
+        print(f"random starts ({param}, {row['seconds']:g} s): names some word in {row['n'] - row['nothing']}/{row['n']} {row['named']}")
+    print(f"wrote {out / 'sphinx_calibration.json'}")
     return 0

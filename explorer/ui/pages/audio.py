@@ -12,6 +12,8 @@ from explorer.audio.clips import BUILTIN_CLIPS
 from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_picture, spectrogram_preview
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
+from explorer.audio.words import word_net_available
+from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
 from explorer.images import png_bytes
 from explorer.ui import widgets
@@ -21,14 +23,24 @@ st.title("Audio hallucinations")
 st.caption("Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
            "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the WAV "
            "is read back and the network listens again, and independent judges (Praat, the spectrum, the other music tagger) "
-           "listen too.")
+           "listen too, and judges trained on human speech and ears (pocketsphinx, DNSMOS, CREPE) — beside the same judges on "
+           "random starts that were never optimised.")
 
-NETS = {"speech": "Speech (Silero VAD)", "music": "Music tag (musicnn)", "image": "Image classifier on the spectrogram"}
+NETS = {"speech": "Speech (Silero VAD)", "words": "Spoken word (our keyword net)", "music": "Music tag (musicnn)",
+        "image": "Image classifier on the spectrogram"}
 left, right = st.columns([1, 1])
 with left:
     net_kind = st.radio("Network", list(NETS), format_func=NETS.get, horizontal=True, key=f"{KEY}_net")
-    net, music_model = "speech", "MTT_vgg"
-    if net_kind == "music":
+    net, music_model, word = "speech", "MTT_vgg", "yes"
+    if net_kind == "words":
+        missing = word_net_available()
+        if missing:
+            st.error(f"The word network cannot load: {missing}.")
+            st.stop()
+        word = st.selectbox("Word to dream", list(KEYWORDS), key=f"{KEY}_word",
+                            help="the keyword network was trained here on espeak-ng and flite speech (docs/audio.md)")
+        net = "words"
+    elif net_kind == "music":
         labels = mtt_labels()
         c1, c2 = st.columns(2)
         tag = c1.selectbox("Tag to dream", labels, index=labels.index("piano"), key=f"{KEY}_tag")
@@ -56,7 +68,7 @@ with left:
     upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload") if start == "upload" else None
 with right:
     c1, c2, c3 = st.columns(3)
-    seconds = c1.number_input("Seconds", 0.5, 30.0, 4.0, step=0.5, key=f"{KEY}_seconds")
+    seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5, key=f"{KEY}_seconds")
     steps = c2.number_input("Steps", 0, 2000, DreamSettings.steps, step=16, key=f"{KEY}_steps")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2 = st.columns(2)
@@ -64,6 +76,14 @@ with right:
                          help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every setting "
                               "is a plausible sound. spectrogram: any magnitudes at all, which finds what the network "
                               "responds to, usually an adversarial noise rather than speech or music.")
+    c3, c4 = st.columns(2)
+    control_starts = c3.number_input("Random starts (control)", 0, 64, 8, key=f"{KEY}_control",
+                                     help="the judges also hear this many random starts of the same parameterisation, never "
+                                          "optimised: a claim that the dream is more speech-like needs the difference's "
+                                          "interval to exclude 0")
+    hearing = c4.checkbox("Judges trained on human hearing", True, key=f"{KEY}_hearing",
+                          help="pocketsphinx (transcript, closed-set word), DNSMOS (SIG/BAK/OVRL), CREPE periodicity: "
+                               "a few seconds per sound")
     synth_choice, phase = "auto", "griffin-lim"
     if param == "synth":
         synth_choice = c2.selectbox("Synthesiser", ["auto", "voice", "instrument"], key=f"{KEY}_synth",
@@ -97,7 +117,7 @@ with right:
             gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
             momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
+settings = DreamSettings(net=net, word=word, control_starts=int(control_starts), hearing=bool(hearing), music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
                          seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
                          synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
                          added_noise_db=float(added_noise), tv_time=float(tv_time), tv_freq=float(tv_freq),
@@ -113,8 +133,11 @@ if widgets.run_controls(KEY, "Dream"):
                 raise UserInputError("Choose a sound file to upload first.")
             start_audio = audio_io.load_audio(upload.getvalue(), 16000, name=upload.name)
         progress = widgets.LiveProgress(KEY, f"Dreaming {net}", preview_every=max(1, int(steps) // 16), preview_columns=1)
-        result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress))
+        control = widgets.LiveProgress(KEY, "Random starts for the control", unit="start") if settings.control_starts else None
+        result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress), control_callback=control)
         progress.done()
+        if control is not None:
+            control.done()
         st.session_state[f"{KEY}_result"] = result
     except UserInputError as exc:
         st.error(str(exc))
@@ -149,15 +172,35 @@ if result is not None:
               delta=f"{result.roundtrip['value'] - result.before['value']:+.3f}",
               help="the written 16-bit WAV, loaded again and re-analysed from the waveform")
     if result.judges:
-        st.markdown("**Independent judges** (never seen by the dream; on the start sound and on the WAV read back)")
+        comparison = (result.random_starts or {}).get("comparison", {})
+        n_starts = (result.random_starts or {}).get("n", 0)
+        st.markdown("**Independent judges** (never seen by the dream; on the start sound and on the WAV read back"
+                    + (f"; beside them the same judges on {n_starts} random starts of this parameterisation, never optimised, "
+                       "and the dream minus their mean with a 95 % bootstrap interval" if comparison else "") + ")")
         rows = []
         for key, after in result.judges["roundtrip"].items():
             before = result.judges["before"][key]
             reference = SPEECH_REFERENCE.get(key)
-            rows.append({"judge": after.label, "start": before.text(), "dream (WAV)": after.text(),
-                         "espeak-ng speech": "" if reference is None else reference,
-                         "by": after.judge + (f" — {after.reason}" if after.reason else "")})
+            row = {"judge": after.label, "start": before.text(), "dream (WAV)": after.text()}
+            if comparison:
+                c = comparison.get(key) or {}
+                ok = c.get("difference") is not None
+                row["random starts (mean)"] = f"{c['start_mean']:.3f}" if ok else ""
+                row["dream − starts [95 %]"] = f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if ok else ""
+                row["claim"] = c.get("claim", "")
+            row["espeak-ng speech"] = "" if reference is None else reference
+            row["calibration"] = after.note or ""
+            row["by"] = after.judge + (f" — {after.reason}" if after.reason else "")
+            rows.append(row)
         st.dataframe(rows, hide_index=True, width="stretch", key=f"{KEY}_judges")
+        if comparison:
+            higher = [c["label"] for c in comparison.values() if c.get("claim") == "higher"]
+            lower = [c["label"] for c in comparison.values() if c.get("claim") == "lower"]
+            st.markdown("**What the optimisation changed, by the judges** (only where the interval excludes 0): "
+                        + (f"higher than random starts: {', '.join(higher)}. " if higher else "")
+                        + (f"lower than random starts: {', '.join(lower)}. " if lower else "")
+                        + ("" if higher or lower else "no judge tells the dream from random starts. ")
+                        + "Every other judge: no difference shown.")
     if result.griffin_lim_convergence is not None:
         st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly the dreamed magnitudes)")
     a1, a2 = st.columns(2)

@@ -1,0 +1,160 @@
+"""The keyword network: a small CNN on log-mel spectrograms that names one of 20 spoken words
+(yes, no, up, down, left, right, on, off, stop, go, zero … nine), silence or an unknown word.
+
+Trained by the project on speech made by Debian's synthesisers (:mod:`explorer.audio.wordsdata`,
+:mod:`explorer.audio.wordstrain`) and shipped in ``assets/words/`` (``model.safetensors`` +
+``config.json``). The front end is plain torch — waveform → STFT (32 ms, 10 ms hop) → 40 mel
+bands → log, minus the clip's mean log-mel (so the loudness of a clip does not matter) — and
+differentiable, so a dream can push a waveform (or the synthesiser's knobs) towards a word.
+A clip longer than one second is read in one-second windows (hop ½ s) whose log-probabilities
+are averaged and renormalised.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserInputError
+from .spectrogram import STFTConfig, mel_filterbank, stft
+
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "words"
+SAMPLE_RATE = 16000
+WINDOW = SAMPLE_RATE  # the net reads one second at a time
+WORDS_STFT = STFTConfig(n_fft=512, hop=160)
+N_MELS = 40
+FMIN, FMAX = 20.0, 7600.0
+LOG_FLOOR = 1e-6  # power floor of the log (≈ −60 dB below a full-scale sine's mel energy)
+
+
+class LogMel(nn.Module):
+    """Waveform B×N at 16 kHz → B×1×mels×frames log-mel, minus each clip's mean (gain invariant)."""
+
+    def __init__(self, n_mels: int = N_MELS):
+        super().__init__()
+        fb = mel_filterbank(SAMPLE_RATE, WORDS_STFT.n_fft, n_mels, FMIN, FMAX)
+        self.register_buffer("filterbank", torch.from_numpy(fb), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.from_magnitude(stft(wav, WORDS_STFT).abs())
+
+    def from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """B×bins×frames |STFT| (WORDS_STFT) → B×1×mels×frames (what a free spectrogram dream optimises)."""
+        power = magnitude.pow(2) / WORDS_STFT.full_scale ** 2
+        log_mel = torch.log(torch.einsum("mf,bft->bmt", self.filterbank, power) + LOG_FLOOR)
+        return (log_mel - log_mel.mean(dim=(1, 2), keepdim=True))[:, None]
+
+
+class KeywordNet(nn.Module):
+    """Four 3×3 conv blocks (batch norm, ReLU, 2×2 max-pool on the first three), global average
+    pool, dropout, linear: ≈ 50 k parameters at the default widths."""
+
+    def __init__(self, classes: int, widths: tuple[int, ...] = (16, 32, 48, 64), n_mels: int = N_MELS, dropout: float = 0.1):
+        super().__init__()
+        self.front = LogMel(n_mels)
+        layers: list[nn.Module] = []
+        channels = 1
+        for i, width in enumerate(widths):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, classes))
+
+    def features(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.body(log_mel).mean(dim=(2, 3))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Logits for one-second waveforms B×16000 (other lengths work: the pool is global)."""
+        return self.head(self.features(self.front(wav)))
+
+
+class WordNet:
+    """The shipped keyword network and what it knows: labels, the words it can be asked for."""
+
+    def __init__(self, net: KeywordNet, config: dict, device: torch.device | str = "cpu"):
+        self.net = net.to(device).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.config = config
+        self.labels: list[str] = list(config["labels"])
+        self.keywords: list[str] = [w for w in self.labels if not w.startswith("_")]
+        self.device = torch.device(device)
+
+    def index(self, word: str) -> int:
+        word = word.strip().lower()
+        if word not in self.keywords:
+            raise UserInputError(f"The word net knows {', '.join(self.keywords)}; not {word!r}.")
+        return self.labels.index(word)
+
+    def windows(self, wav: torch.Tensor) -> torch.Tensor:
+        """B×N → (B·W)×WINDOW one-second windows (hop ½ s; a clip shorter than 1 s is zero-padded)."""
+        n = wav.shape[-1]
+        if n <= WINDOW:
+            return F.pad(wav, (0, WINDOW - n))
+        starts = list(range(0, n - WINDOW + 1, WINDOW // 2))
+        if starts[-1] != n - WINDOW:
+            starts.append(n - WINDOW)
+        return torch.stack([wav[:, s : s + WINDOW] for s in starts], 1).reshape(-1, WINDOW)
+
+    def log_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
+        """B×N waveforms → B×classes log-probabilities (mean over one-second windows). Differentiable."""
+        wav = wav.reshape(wav.shape[0], -1).to(self.device)
+        batch = wav.shape[0]
+        logp = F.log_softmax(self.net(self.windows(wav)).float(), -1)
+        # the windows' geometric mean, renormalised (one window: exactly the net's log-softmax)
+        return F.log_softmax(logp.reshape(batch, -1, logp.shape[-1]).mean(1), -1)
+
+    @torch.no_grad()
+    def probabilities(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.log_probabilities(wav).exp()
+
+    @torch.no_grad()
+    def predict(self, audio: np.ndarray) -> tuple[str, float]:
+        """(label, probability) of one 16 kHz clip."""
+        probs = self.probabilities(torch.from_numpy(np.asarray(audio, dtype=np.float32))[None])[0]
+        i = int(probs.argmax())
+        return self.labels[i], float(probs[i])
+
+
+def build_net(config: dict) -> KeywordNet:
+    return KeywordNet(len(config["labels"]), tuple(config["widths"]), config.get("n_mels", N_MELS), config.get("dropout", 0.1))
+
+
+def load_word_net_dir(folder: str | Path, device: torch.device | str = "cpu") -> WordNet:
+    """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors)."""
+    from ..models.weights import load_weights
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
+        raise UserInputError(f"No word network in {folder} (config.json and model.safetensors): train one with "
+                             f"`python -m explorer audio words-train`.")
+    config = json.loads((folder / "config.json").read_text())
+    net = build_net(config)
+    load_weights(net, folder / "model.safetensors", "the word network")
+    return WordNet(net, config, device)
+
+
+@lru_cache(maxsize=4)
+def _cached(folder: str, device: str) -> WordNet:
+    return load_word_net_dir(folder, device)
+
+
+def load_word_net(device: torch.device | str = "cpu", folder: str | Path | None = None) -> WordNet:
+    """The shipped word net (``assets/words``), loaded once per device."""
+    return _cached(str(folder or ASSET_DIR), str(torch.device(device)))
+
+
+def word_net_available(folder: str | Path | None = None) -> str | None:
+    """Why the word net cannot load (None when it can)."""
+    folder = Path(folder or ASSET_DIR)
+    if not (folder / "model.safetensors").exists():
+        return f"no trained word network in {folder}"
+    return None
