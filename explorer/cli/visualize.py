@@ -41,6 +41,10 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
     g.add_argument("--input-size", default=str(defaults.input_size),
                    help="what the network sees: 'model' (its input size), 'param' (the transformed image as it is) or pixels")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=defaults.lr_schedule)
+    g.add_argument("--coarse", type=float, default=defaults.coarse,
+                   help="coarse-to-fine: fraction of the steps in which the network sees a smaller image (0: off)")
+    g.add_argument("--coarse-start", type=float, default=defaults.coarse_start,
+                   help="the network's first side during --coarse, as a fraction of its input side")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"], default=_precision_name(defaults.autocast),
                    help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; cuda-bf16: bf16 on CUDA only")
 
@@ -69,7 +73,8 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, diversity=args.diversity, seed=args.seed,
-        input_size=_input_size(args.input_size), lr_schedule=args.lr_schedule,
+        input_size=_input_size(args.input_size), lr_schedule=args.lr_schedule, coarse=args.coarse,
+        coarse_start=args.coarse_start,
         autocast={"auto": "auto", "fp32": False, "bf16": "bf16", "cuda-bf16": True}[args.precision],
     )
 

@@ -32,9 +32,10 @@ MAX, NEG = "max", "neg"
 # The gallery's thumbnails (and the shipped atlas's): 96 px, 128 steps. Chosen by looking at 8 units of
 # blocks.3, blocks.10 and head at four settings (docs/gallery.md): 96 steps looks washed out, 192 steps
 # or 128 px cost 2-2.4x for a small gain.
-# Pinned to the old-behaviour values of fields added later (input_size, autocast), so the stores' and the
+# Pinned to the old-behaviour values of fields added later (input_size, autocast, lr_schedule, coarse), so the stores' and the
 # atlas's cache keys stay put when RenderSettings' defaults change.
-THUMBNAILS = RenderSettings(size=96, steps=128, lr=0.05, autocast=True, input_size="param", lr_schedule="constant")
+THUMBNAILS = RenderSettings(size=96, steps=128, lr=0.05, autocast=True, input_size="param", lr_schedule="constant",
+                            coarse=0.0)
 FACET_DIVERSITY = 10.0  # diversity weight for facets when the settings carry none (activations are ~1–20)
 
 

@@ -270,7 +270,9 @@ def optimise(
     every = max(1, int(check_every or (1 if device.type == "cpu" else 16)))
     keep_best = keep_best or accept is not None
     marks = {int(t) for t in thresholds if 0 < int(t) <= steps}
-    use_graph = _wants_graph(graph, device, transforms) and steps > _CudaGraph.WARMUP + 1
+    staged = hasattr(transforms, "set_step")  # coarse-to-fine: shapes change until the last stage starts
+    warm_until = (transforms.last_start - 1 if staged else 0) + _CudaGraph.WARMUP  # eager steps before a capture
+    use_graph = _wants_graph(graph, device, transforms) and steps > warm_until + 1
     lr_table = torch.tensor([lr * _lr_factor(lr_schedule, i, steps) for i in range(1, steps + 1)] or [lr],
                             dtype=torch.float32, device=device)
     lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device) if use_graph else None
@@ -286,9 +288,11 @@ def optimise(
         if stop_requested(should_stop):
             stopped = CANCELLED
             break
+        if staged:
+            transforms.set_step(step)
         if runner is not None and runner.graph is not None:
             runner.replay()
-        elif runner is not None and step <= _CudaGraph.WARMUP:
+        elif runner is not None and step <= warm_until:
             runner.warm_up()
         elif runner is not None and runner.capture():
             runner.replay()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import devices, limits
+from ..limits import Limit
 from ..capture import OUTPUT
 from ..errors import UserInputError
 from ..models.base import LoadedModel
@@ -18,7 +19,7 @@ from .objectives import Context, Objective, diversity
 from ..progress import ProgressCallback, ShouldStop
 from .optimise import OptimisationResult, optimise
 from .param import make_param
-from .transforms import TRANSFORM_SETS
+from .transforms import TRANSFORM_SETS, Staged, Transform, coarse_to_fine_sizes
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,14 @@ class RenderSettings(Settings):
     # Lucent does), "param" the transformed param as it is (the old behaviour), or a side in pixels
     input_size: int | str = "model"
     lr_schedule: str = "constant"  # "constant" | "cosine" (lr × 1 → 0.1)
+    # coarse-to-fine: for the first ``coarse`` fraction of the steps the network sees ``coarse_start`` × its input
+    # side, growing to the full side (transforms.coarse_to_fine_sizes); 0 = full size from the first step
+    coarse: float = 0.0
+    coarse_start: float = 0.5
 
-    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant"}
+    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0, "coarse_start": 0.5}
+    LIMIT_OVERRIDES: ClassVar[dict] = {"coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
+                                       "coarse_start": Limit(0.1, 1.0, label="coarse start (fraction of the input side)")}
 
     def network_size(self, model: LoadedModel) -> int | None:
         """The side the network sees, or None: the transformed param as it is."""
@@ -63,7 +70,7 @@ class RenderSettings(Settings):
 
 # Thumbnails (a layer in minutes on a laptop CPU): the settings the gallery's stores were built with,
 # pinned so their digests (cache keys) do not move when the defaults above change.
-FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant")
+FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant", coarse=0.0)
 
 
 @dataclass
@@ -132,6 +139,19 @@ def evaluate(model: LoadedModel, objective: Objective, images: torch.Tensor, inc
     layers = sorted(objective.layers) or [OUTPUT]
     acts = model.activations(images, layers, use_autocast=False)
     return objective(Context(acts=acts, image=images, include_priors=include_priors)).float().cpu()
+
+
+def render_transforms(model: LoadedModel, settings: RenderSettings) -> Transform | None:
+    """The settings' transform set, resampling to the network's side — growing to it step by step when
+    ``settings.coarse`` asks for coarse-to-fine (not for networks that resize every input themselves)."""
+    make = TRANSFORM_SETS[settings.transforms]
+    seen = settings.network_size(model)
+    if not settings.coarse or seen is None or model.fixed_input_size:
+        return make(settings.size, seen)
+    plan = coarse_to_fine_sizes(seen, settings.steps, settings.coarse, settings.coarse_start)
+    if len(plan) == 1:
+        return make(settings.size, seen)
+    return Staged([(first, make(settings.size, side)) for first, side in plan])
 
 
 def check_request(model: LoadedModel, objective: Objective, settings: RenderSettings, batch: int | None = None) -> int:
@@ -206,7 +226,7 @@ def render(
             steps=settings.steps,
             lr=settings.lr,
             lr_schedule=settings.lr_schedule,
-            transforms=make_transforms(settings.size, seen_size),
+            transforms=render_transforms(model, settings),
             generator=gen,
             blur_every=settings.blur_every,
             blur_sigma=settings.blur_sigma,

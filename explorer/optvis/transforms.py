@@ -170,6 +170,52 @@ class RandomAffine:
         return F.grid_sample(image - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + self.fill
 
 
+class Staged:
+    """Coarse-to-fine: a different :class:`RandomAffine` from given steps on (the network sees a smaller image
+    early, growing to its full input size). The loop calls :meth:`set_step` before each step; the random
+    numbers per step are the same ``draws`` as one RandomAffine's, so a whole run's table is drawn up front."""
+
+    draws = RandomAffine.draws
+
+    def __init__(self, stages: Sequence[tuple[int, "RandomAffine | None"]]):
+        self.stages = sorted((max(1, int(first)), transform) for first, transform in stages)
+        self.current = self.stages[0][1]
+
+    @property
+    def last_start(self) -> int:
+        """The step (1-based) from which the last stage runs: shapes no longer change after it."""
+        return self.stages[-1][0]
+
+    def set_step(self, step: int) -> None:
+        for first, transform in self.stages:
+            if first <= step:
+                self.current = transform
+
+    def apply(self, image: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return image if self.current is None else self.current.apply(image, u)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return image if self.current is None else self.current(image, generator)
+
+
+def coarse_to_fine_sizes(full: int, steps: int, fraction: float, start: float, stages: int = 3,
+                         multiple: int = 16) -> list[tuple[int, int]]:
+    """[(first step, network side)]: the first ``fraction`` of the steps see ``start``·full growing to full in
+    ``stages`` - 1 equal parts (sides rounded to ``multiple``), the rest the full size."""
+    if fraction <= 0 or steps < 2 or start >= 1:
+        return [(1, full)]
+    coarse_steps = int(round(fraction * steps))
+    plan, parts = [], max(1, stages - 1)
+    for k in range(parts):
+        side = full * (start + (1 - start) * k / parts)
+        side = int(max(multiple, min(full, round(side / multiple) * multiple)))
+        first = 1 + (coarse_steps * k) // parts
+        if not plan or side != plan[-1][1]:
+            plan.append((first, side))
+    plan.append((1 + coarse_steps, full))
+    return [(first, side) for i, (first, side) in enumerate(plan) if i == len(plan) - 1 or plan[i + 1][0] > first]
+
+
 def resize_to(output_size: int | tuple[int, int]) -> RandomAffine:
     """No randomness, only a bilinear resize (the "none" set when the network input differs from the param)."""
     return RandomAffine(output_size=output_size)
