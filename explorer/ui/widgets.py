@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Callable
 
 import streamlit as st
 import torch
 
-from ..errors import UserInputError
+from ..errors import UserInputError, quoted, shorten
 from ..files import csv_bytes  # noqa: F401  (pages build CSV downloads with it)
 from ..images import grid, png_bytes, to_uint8
 from ..models import DEFAULT_MODEL, LoadedModel, WeightsUnavailable, available_models, get_spec, load_model
+
+
+# What Streamlit's Markdown (st.error/warning/info/caption/markdown) would turn into links, images, HTML, code,
+# maths, headings or coloured text: backslash-escaped (CommonMark shows an escaped character as itself).
+_MARKDOWN_ACTIVE = re.compile(r"([\\`\[\]<>$#*~|])")
+_AUTOLINK = re.compile(r"(?i)(://|www\.)")
+
+
+def safe_text(value: object, limit: int = 200) -> str:
+    """THE way a page shows a user-supplied string (a URL parameter, a file or layer name, an upload's name, an
+    error message that quotes one) inside Markdown: on one line, at most ``limit`` characters (an ellipsis marks
+    the cut), with every character that Markdown or HTML would act on escaped, and bare URLs broken, so a link
+    can show text but never inject a link, an image or markup into the page."""
+    text = _MARKDOWN_ACTIVE.sub(r"\\\1", shorten(value, limit))
+    return _AUTOLINK.sub(lambda m: ":\\/\\/" if m.group(1) == "://" else m.group(1)[:3] + "\\.", text)
+
+
+def quoted_text(value: object, limit: int = 80) -> str:
+    """A user's value in quotes (shortened inside them), escaped by :func:`safe_text`."""
+    return safe_text(quoted(value, limit), limit + 10)
+
+
+def error_text(exc: BaseException) -> str:
+    """A user error's message for st.error: library messages already shorten the values they quote."""
+    return safe_text(str(exc), limit=800)
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -49,9 +75,9 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
             st.warning(model.description)  # e.g. a timm model whose weights are not in the local cache
         return model
     except WeightsUnavailable as exc:
-        st.error(str(exc))
+        st.error(error_text(exc))
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(error_text(exc))
     return None
 
 
@@ -79,7 +105,7 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
             shapes[name] = "×".join(map(str, model.layer_shapes[name]))
     if wanted and wanted not in names:
         shown = fallback if fallback in names else names[0]
-        st.warning(f"{model.name} has no layer {wanted!r} (from the link): showing {shown} instead.")
+        st.warning(f"{model.name} has no layer {quoted_text(wanted)} (from the link): showing {shown} instead.")
         wanted = shown
     index = names.index(wanted) if wanted in names else 0
     return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
@@ -113,7 +139,7 @@ def remembered_upload(label: str, types: list[str], key: str) -> tuple[str, byte
         st.session_state[state] = (uploaded.name, uploaded.getvalue())
     elif state in st.session_state:  # kept from before the uploader was last shown: say so, offer to drop it
         c1, c2 = st.columns([3, 1])
-        c1.caption(f"Using {st.session_state[state][0]}, uploaded earlier.")
+        c1.caption(f"Using {safe_text(st.session_state[state][0], 120)}, uploaded earlier.")
         if c2.button("Remove", key=f"{key}_forget"):
             st.session_state.pop(state, None)
     return st.session_state.get(state)
@@ -192,7 +218,7 @@ def download_json(data: dict, filename: str, label: str = "JSON", key: str | Non
 def user_error(exc: Exception) -> None:
     """Show a user's mistake as a message; anything else as an exception box, without crashing the page."""
     if isinstance(exc, UserInputError):
-        st.error(str(exc))
+        st.error(error_text(exc))
     else:
         st.exception(exc)
 
@@ -201,5 +227,5 @@ def guarded(fn: Callable[[], None]) -> None:
     try:
         fn()
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(error_text(exc))
 
