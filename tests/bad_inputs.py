@@ -347,6 +347,13 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         paths.update({name: folder / name for name in ("deflated.pt", "deep.safetensors", "fat_header.safetensors",
                                                         "many.safetensors", "lying_shape.safetensors", "float8.safetensors",
                                                         "sparse.pt")})
+    if family == "audio":  # issue 20, class 8: finite but huge float samples
+        import numpy as np
+        import soundfile as sf
+
+        tone = 3e38 * np.sin(2 * np.pi * 440 * np.arange(22050) / 44100)  # finite float32; two channels sum past its max
+        sf.write(folder / "huge_float.wav", np.stack([tone, tone], 1).astype(np.float32), 44100, format="WAV", subtype="FLOAT")
+        paths["huge_float.wav"] = folder / "huge_float.wav"
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
         os.symlink("/dev/zero", folder / "zero.safetensors")
@@ -506,6 +513,15 @@ def _cases() -> list[Case]:
         "error", r"cut\.wav is truncated", "12: truncated WAV")
     add("audio-fifo-named-as-such", "audio", "lib", lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
         "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")
+    def huge_float(ctx):
+        import numpy as np
+
+        audio = __import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("huge_float.wav"), 16000)
+        return f"finite {bool(np.isfinite(audio).all())}, peak {float(np.abs(audio).max()):.2f}"
+    add("audio-huge-float-wav-normalised", "audio", "lib", lib(huge_float), "ok", r"^finite True, peak 0\.\d\d$|^finite True, peak 1\.00$",
+        "20.8: huge float WAV")
+    add("audio-cli-tags-huge-float-wav", "audio", "cli", cli("audio", "tags", f("huge_float.wav")), "ok", r"^(?!.*\bnan\b)\S",
+        "20.8: huge float WAV")
     add("audio-cli-tags-seconds-out-of-range", "audio", "cli", cli("audio", "tags", "noise", "--seconds", "1e9"),
         "error", r"--seconds 1e\+09 is out of range")
 
@@ -614,6 +630,32 @@ def _cases() -> list[Case]:
     vis("--deepdream", "--batch", "10000", pattern=r"--batch 10000 is out of range: use 1–256", defect="4")
     vis("--deepdream", "--batch", "64", "--size", "512", pattern=r"64 images of 512×512 px is too much for one batch", defect="4")
     vis("--class", "5000", pattern=r"Class 5000 is out of range for layer 'output': valid classes are 0–999", defect="12: classs")
+    # issue 20, class 8: a value argparse cannot read is one line, not the command's usage; batch advice that fits
+    vis("--size", "1e3", pattern=r"^error: --size '1e3' is not a whole number in plain digits", defect="20.8: argparse",
+        id="cli-visualize-size-1e3")
+    add("cli-fool-grow-lr-hex", "numbers", "cli", cli("fool", "grow", "--lr", "0x1"), "error",
+        r"^error: --lr '0x1' is not a decimal number", "20.8: argparse")
+    add("cli-gallery-build-batch-not-a-number", "numbers", "cli", cli("gallery", "build", "--batch", "many"), "error",
+        r"^error: --batch 'many' is not a whole number", "20.8: argparse")
+    vis("--deepdream", "--batch", "64", "--size", "128", "--steps", "1",
+        pattern=r"64 images of 224×224 px is too much for one batch .*use at most 20 at this size \(the network sees 224 px(?!.*128 px)",
+        defect="20.8: batch advice", id="cli-visualize-batch-advice-fits")
+
+    def suggested_size_fits(ctx):
+        """The side a too-large batch message suggests must fit the budget at the network's own size."""
+        from explorer.models import load_model
+        from explorer.optvis import RenderSettings, objectives, render
+
+        model = load_model("efficientnet_lite0")
+        try:
+            render(model, objectives.deepdream("blocks.10"), RenderSettings(size=128, steps=1), batch=64)
+        except __import__("explorer.errors", fromlist=["x"]).UserInputError as exc:
+            found = re.search(r"or at most (\d+) px for (\d+)", str(exc))
+            if found and int(found[2]) * max(int(found[1]), 224) ** 2 > __import__("explorer.limits", fromlist=["x"]).MAX_BATCH_PIXELS:
+                return f"suggests {found[1]} px, which does not fit: {exc}"
+            return f"advice fits: {exc}"
+        return "rendered"
+    add("lib-batch-advice-fits", "numbers", "lib", lib(suggested_size_fits), "ok", r"^advice fits: ", "20.8: batch advice")
     add("cli-device-bogus", "numbers", "cli", cli("--device", "bogus", "visualize"), "error", r"Unknown device 'bogus'", "9")
     add("cli-device-cuda-absent", "numbers", "cli", cli("--device", "cuda:99", "visualize"), "error",
         r"CUDA is not available here|does not exist", "9")
@@ -757,6 +799,22 @@ def _cases() -> list[Case]:
         "error", r"is outside .* name a folder inside it.*no server files shown$", "5")
     add("url-gallery-unknown-layer-notice", "urls", "page", page("gallery", gal(layer="nope")), "ok", r"has no layer 'nope'", "12: unknown layer")
     add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error", r"Unit 99999 is out of range")
+    # issue 20, class 7: user text is shown as text (Markdown escaped) and shortened
+    injected = "[click me](https://evil.example/phish) ![pixel](https://evil.example/track.png) <b>bold</b> www.evil.example"
+
+    def markdown_probe(at) -> str:
+        shown = [e.value for e in list(at.warning) + list(at.error) + list(at.caption) + list(at.info)]
+        live = [t for t in shown if re.search(r"(?<!\\)[\[\]<>]|https?://|www\.evil", t)]
+        return f"unescaped markdown in {len(live)} element(s); longest {max(map(len, shown), default=0)} chars"
+    add("url-feature-layer-markdown-is-text", "urls", "page",
+        page("feature_vis", {"model": TINY, "layer": injected}, probe=markdown_probe),
+        "ok", r"has no layer .*click me.* \|\| unescaped markdown in 0 element\(s\)", "20.7: markdown")
+    add("url-gallery-layer-100kb-is-shortened", "urls", "page",
+        page("gallery", gal(layer="A" * 100_000), probe=markdown_probe),
+        "ok", r"has no layer 'AAAA.*…'.*\|\| unescaped markdown in 0 element\(s\); longest [1-9]\d{1,2} chars$", "20.7: long value")
+    add("url-gallery-images-markdown-is-text", "urls", "page",
+        page("gallery", gal(unit="0", images=injected), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=markdown_probe),
+        "error", r"Image folder not found: .*click me.*Using the built-in photos instead.* \|\| unescaped markdown in 0 element", "20.7: markdown")
     # issue 20, class 5: unit numbers too long for int(); class 7: a long value is shown shortened
     long_number = "9" * 5000
     add("url-gallery-unit-too-long-for-int", "urls", "page", page("gallery", gal(unit=long_number)), "ok",

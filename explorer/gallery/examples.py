@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserInputError
+from ..errors import UserInputError, quoted
 from ..files import check_regular_file
 from ..images import BUILTIN_PHOTOS, fit, load_image
 from ..models.base import LoadedModel
@@ -168,7 +168,7 @@ def allowed_image_folder(text: str, root: Path | None = None) -> Path:
     candidate = Path(text.strip()).expanduser()
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if resolved != root and root not in resolved.parents:
-        raise UserInputError(f"Image folder {text!r} is outside {root} (the app's {IMAGE_ROOT_VAR}): "
+        raise UserInputError(f"Image folder {quoted(text)} is outside {root} (the app's {IMAGE_ROOT_VAR}): "
                              "name a folder inside it.")
     return resolved
 

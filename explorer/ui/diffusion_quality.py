@@ -145,7 +145,7 @@ def model_quality_tab(probe_model, load: Callable[[str], object]) -> None:
             progress.done()
             st.session_state[f"{KEY}_rows"] = [r.to_dict(include_terms=True) for r in results]
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     rows = st.session_state.get(f"{KEY}_rows")
     if rows:
         show(rows, f"{KEY}_run")

@@ -47,7 +47,7 @@ with left:
         try:
             st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text, limit=model.num_classes)[:8]))
         except UserInputError as exc:
-            st.caption(f"⚠ {exc}")
+            st.caption(f"⚠ {widgets.error_text(exc)}")
     elif kind == "deepdream":
         units_text = ""
     else:
@@ -55,7 +55,7 @@ with left:
             size_hint = unit_count(model, layer, kind)  # channels (the last axis of a token layer), or heads
         except UserInputError as exc:
             size_hint = 0
-            st.caption(f"⚠ {exc}")
+            st.caption(f"⚠ {widgets.error_text(exc)}")
         what = "Heads" if kind == "head" else "Units"
         units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
         token = None
@@ -117,7 +117,7 @@ if widgets.run_controls(KEY, "Render"):
                 classes = parse_units(units_text)
                 st.session_state[f"{KEY}_judges"] = (classes, judge_class_images(result.images, classes, [model, *others]))
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
 
 result = st.session_state.get(f"{KEY}_result")
 if result is not None:

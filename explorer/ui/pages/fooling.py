@@ -154,7 +154,7 @@ def sweep_tab() -> None:
                 try:
                     models.append(widgets.cached_model(name, "pretrained"))
                 except UserInputError as exc:
-                    st.warning(f"{name} left out: {exc}")
+                    st.warning(f"{name} left out: {widgets.error_text(exc)}")
             sweeper = fooling.Sweep(models, families, int(n), seed=int(seed), batch_size=int(batch), options=options)
             st.session_state[f"{SWEEP}_running"] = sweeper  # a cancel can still show what it had counted
             progress = widgets.LiveProgress(SWEEP, "Sweeping", preview_every=max(int(batch), int(batch) * 4))
@@ -163,7 +163,7 @@ def sweep_tab() -> None:
             st.session_state[f"{SWEEP}_result"] = (result, options)
             st.session_state.pop(f"{SWEEP}_running", None)
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     stored = st.session_state.get(f"{SWEEP}_result")
     if stored is not None:
         show_sweep(*stored)
@@ -252,7 +252,7 @@ def grow_tab() -> None:
                     result = fooling.with_transfer(result, model)
             st.session_state[f"{GROW}_result"] = result
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     result = st.session_state.get(f"{GROW}_result")
     if result is not None:
         show_grow(result)

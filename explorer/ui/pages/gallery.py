@@ -52,7 +52,7 @@ params = st.query_params
 try:
     store = GalleryStore()
 except UserInputError as exc:
-    st.error(str(exc))
+    st.error(widgets.error_text(exc))
     st.stop()
 atlas = find_atlas(model)
 base = atlas.settings if atlas is not None else THUMBNAILS  # the thumbnail settings of this model's gallery
@@ -75,7 +75,7 @@ if wanted_layer and wanted_layer not in options:
     if wanted_layer in model.layer_shapes:
         options.append(wanted_layer)
     else:
-        st.warning(f"{model.name} has no layer {wanted_layer!r}: showing the overview of its layers.")
+        st.warning(f"{model.name} has no layer {widgets.quoted_text(wanted_layer)}: showing the overview of its layers.")
         wanted_layer = None
 with st.sidebar:
     chosen = st.selectbox("Layer", options, index=options.index(wanted_layer) if wanted_layer in options else 0,
@@ -87,7 +87,7 @@ if layer is not None:
     try:
         n_units = layer_units(model, layer)
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
         st.stop()
 
 
@@ -130,10 +130,10 @@ def chosen_image_set():
     try:
         image_set = folder_image_set(allowed_image_folder(folder), root=image_root())
     except UserInputError as exc:
-        st.error(f"{exc} Using the built-in photos instead.")
+        st.error(f"{widgets.error_text(exc)} Using the built-in photos instead.")
         return builtin_image_set()
     if image_set.skipped:
-        st.warning(f"Left out {len(image_set.skipped)} unreadable file(s): " + "; ".join(image_set.skipped[:3])
+        st.warning(f"Left out {len(image_set.skipped)} unreadable file(s): " + "; ".join(widgets.safe_text(s) for s in image_set.skipped[:3])
                    + (" …" if len(image_set.skipped) > 3 else ""))
     return image_set
 
@@ -297,7 +297,7 @@ def layer_grid() -> None:
                 start_build(model, layer, missing, settings, store, batch=int(batch))
                 st.rerun()
         if running is not None and not running.running and running.error:
-            st.error(f"The background build stopped: {running.error}")
+            st.error(f"The background build stopped: {widgets.safe_text(running.error, 800)}")
         st.html(TILE_CSS + '<div class="gal-grid">' + "".join(tile(u, entries.get(u), href(layer=layer, unit=u)) for u in units)
                 + "</div>")
         if entries:
@@ -351,7 +351,7 @@ def run_build(units: list[int], variants: list[str], label: str, with_settings: 
                        wait_for_others=False, callback=progress)
     except UserInputError as exc:
         progress.done()
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
         return
     progress.done()
     st.session_state[f"{KEY}_report"] = report_message(report, what)
@@ -456,7 +456,7 @@ def unit_view(u: int) -> None:
             try:
                 ensure_examples(model, [layer], image_set, store, callback=progress)
             except UserInputError as exc:
-                st.error(str(exc))
+                st.error(widgets.error_text(exc))
             progress.done()
             st.rerun()
         return

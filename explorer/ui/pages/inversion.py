@@ -44,7 +44,7 @@ with left:
     try:
         photo = inversion.load_photo(photo_source, size, fit_mode, name=photo_name)
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
         st.stop()
     display.show_image(photo, caption=f"{photo_name} · {size}×{size}")
 
@@ -126,7 +126,7 @@ if widgets.run_controls(KEY, label):
         progress.done()
         st.session_state[f"{KEY}_result"] = {"mode": mode, "result": result, "photo_name": photo_name}
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
 
 
 # ---- results ---------------------------------------------------------------------------------------
