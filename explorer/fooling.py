@@ -474,6 +474,7 @@ class Sweep:
         limits.check("batch", batch_size, hi=limits.MAX_FORWARD_PIXELS)
         for model in models:  # forward passes only, but a batch of big inputs still fills memory
             limits.check_batch_pixels(int(batch_size), *model.input_size, budget=limits.MAX_FORWARD_PIXELS,
+                                      min_side=max(model.input_size),
                                       what=f"noise images for {model.name}")
         limits.check("gallery", gallery)
         limits.check("seed", seed)

@@ -194,16 +194,26 @@ def check_fields(obj: Any, overrides: Mapping[str, Limit | None] | None = None) 
 
 
 def check_batch_pixels(images: int, height: int, width: int | None = None, *, budget: int = MAX_BATCH_PIXELS,
-                       what: str = "images") -> None:
-    """Refuse a batch whose images × pixels exceed ``budget`` (before any tensor exists)."""
+                       what: str = "images", min_side: int = 0) -> None:
+    """Refuse a batch whose images × pixels exceed ``budget`` (before any tensor exists).
+
+    The message suggests only what would fit: a smaller batch, and a smaller side only when one exists that
+    fits and that the caller can choose — ``min_side`` is the side the cost cannot go below (the network's
+    own input size when every image is resized to it), so no size is suggested that costs the same."""
     width = height if width is None else width
     total = int(images) * int(height) * int(width)
     if total > budget:
         most = max(1, budget // (int(height) * int(width)))
         side = int(math.isqrt(budget // max(1, int(images))))
+        fits = f"use at most {most} at this size" if most * int(height) * int(width) <= budget else \
+            f"even one image of {height}×{width} px is over it"
+        if side >= max(MIN_SIZE, int(min_side) + 1) and side < max(int(height), int(width)):
+            fits += f", or at most {side} px for {images}"
+        elif min_side and side <= int(min_side):
+            fits += f" (the network sees {int(min_side)} px whatever the size asked for)"
         raise UserInputError(
             f"{images} {what} of {height}×{width} px is too much for one batch ({total:,} pixels; the limit is "
-            f"{budget:,}): use at most {most} at this size, or at most {side} px for {images}.")
+            f"{budget:,}): {fits}.")
 
 
 def check_image_shape(width: int, height: int, name: str) -> None:

@@ -127,9 +127,12 @@ def _load(head: bytes, length: int, open_file, label: str, sample_rate: int, max
         raise AudioInputError(f"Could not read {label} as audio (WAV, FLAC or OGG): {_libsndfile_reason(exc)}.") from None
     if data_array.size == 0:
         raise AudioInputError(f"{label} contains no audio samples.")
-    mono = data_array.mean(axis=1)
-    if not np.isfinite(mono).all():
+    if not np.isfinite(data_array).all():
         raise AudioInputError(f"{label} contains invalid (NaN/inf) samples.")
+    peak = float(np.abs(data_array).max())
+    if peak > 1.0:  # a float file beyond full scale (e.g. 1e30): scaled to peak 1 first, so no later sum overflows
+        data_array /= peak
+    mono = data_array.mean(axis=1)
     return resample(mono, rate, sample_rate)
 
 

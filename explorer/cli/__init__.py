@@ -8,16 +8,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
+from typing import NoReturn
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shorten
 
 COMMAND_MODULES = ["visualize", "gallery", "inversion", "fooling", "diffusion", "audio"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``--size 1e3`` says what is wrong with the value in one
+    ``error: …`` line (exit 2) instead of printing the command's whole usage. Subcommands inherit it."""
+
+    _BAD_VALUE = re.compile(r"argument (?P<option>\S+): invalid (?P<kind>int|float) value: (?P<value>.*)$")
+
+    def error(self, message: str) -> NoReturn:
+        bad = self._BAD_VALUE.match(message)
+        if bad:
+            kind = "a whole number in plain digits (e.g. 1000, not 1e3)" if bad["kind"] == "int" else \
+                "a decimal number (e.g. 0.05 or 5e-2; not hexadecimal)"
+            message = f"{bad['option'].split('/')[0]} {shorten(bad['value'], 40)} is not {kind}"
+        self.exit(2, f"error: {shorten(message, 300)} (`{self.prog} --help` lists the options).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explorer", description="Machine Imagination Explorer")
+    parser = OneLineParser(prog="python -m explorer", description="Machine Imagination Explorer")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

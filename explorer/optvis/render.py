@@ -169,7 +169,7 @@ def check_request(model: LoadedModel, objective: Objective, settings: RenderSett
     if not isinstance(settings.input_size, str):
         limits.check("size", settings.input_size, what="input size")
     seen = settings.network_size(model) or 0
-    limits.check_batch_pixels(n, max(settings.size, seen))
+    limits.check_batch_pixels(n, max(settings.size, seen), min_side=seen)  # a smaller size costs the same below the network side
     if settings.transforms not in TRANSFORM_SETS:
         raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
     return n
