@@ -85,4 +85,5 @@ def test_the_corpus_covers_every_family_and_defect():
     assert families == set(FAMILIES) and len(CASES) >= 60
     defects = {c.defect.split(":")[0] for c in CASES if c.defect}
     assert {str(n) for n in range(1, 13)} - {"11"} <= defects  # 11 (--arch, TorchScript warning) is the models work
+    assert {f"20.{n}" for n in range(1, 9)} <= defects  # issue 20's eight classes
     assert len({c.id for c in CASES}) == len(CASES)
