@@ -119,99 +119,126 @@ def _verdict_values(verdicts: dict) -> dict:
     return out
 
 
-def words_benchmark(args, record: dict) -> list[str]:
-    """Word dreams, Silero dreams and music dreams beside random starts (issue 19's targets)."""
-    from explorer.audio.control import CONTROL_SEED_OFFSET, clopper_pearson, difference, random_start_judges
-    from explorer.audio.hearing import sphinx_calibration
+def words_benchmark(args, record: dict) -> None:
+    """Word dreams, Silero dreams and music dreams, and random starts of each (issue 19's targets)."""
+    from explorer.audio.control import random_start_judges
     from explorer.audio.wordsdata import KEYWORDS
 
-    lines: list[str] = []
     words = list(KEYWORDS) if args.words == ["all"] else args.words
-    calibration = sphinx_calibration() or {}
-    espeak = calibration.get("recordings", {}).get("espeak-ng")
     section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
 
-    def judged(settings: DreamSettings, name: str) -> dict:
+    def save() -> None:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(record, indent=2))
+
+    def judged(settings: DreamSettings, name: str) -> None:
         start = time.perf_counter()
         result = dream(settings, device="cpu")
         entry = {"own_before": round(result.before["value"], 4), "own_roundtrip": round(result.roundtrip["value"], 4),
                  "judges_before": _verdict_values(result.judges["before"]),
-                 "judges_roundtrip": _verdict_values(result.judges["roundtrip"]), "seconds": round(time.perf_counter() - start, 1)}
+                 "judges_roundtrip": _verdict_values(result.judges["roundtrip"]), "seconds": round(time.perf_counter() - start, 1),
+                 "steps": result.steps_done}
         print(f"{name}: own {entry['own_before']:.3f} → {entry['own_roundtrip']:.3f}; Sphinx "
               f"{entry['judges_roundtrip'].get('sphinx_word_answer')!r} / {entry['judges_roundtrip'].get('sphinx_transcript_answer')}; "
               f"SIG {entry['judges_roundtrip'].get('dnsmos_sig')}; CREPE {entry['judges_roundtrip'].get('crepe_periodicity')} "
               f"({entry['seconds']:.0f} s)", flush=True)
-        return entry
+        section["dreams"][name] = entry
+        save()
 
-    # the control for word dreams: N random starts of the voice synthesiser, 1 s
+    def starts(key: str, settings: DreamSettings, n: int) -> None:
+        if n:
+            section["random_starts"][key] = [_verdict_values(v) for v in random_start_judges(settings, n, device="cpu")]
+            save()
+
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True)
-    starts = random_start_judges(base, args.control, device="cpu")
-    start_values = [_verdict_values(v) for v in starts]
-    section["random_starts"]["words synth 1 s"] = start_values
+    starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
-            name = f"words:{word} synth seed {seed}"
-            section["dreams"][name] = judged(base.__class__(**{**base.to_dict(), "word": word, "seed": seed}), name)
-            if args.json:
-                Path(args.json).write_text(json.dumps(record, indent=2))
-    dreams = [(name.split()[0].split(":")[1], e) for name, e in section["dreams"].items() if name.startswith("words:")]
-    named = [w for w, e in dreams if e["judges_roundtrip"].get("sphinx_word_answer") == w]
-    k, n = len(named), len(dreams)
-    lo, hi = clopper_pearson(k, n)
-    found = sorted({w for w in named})
-    missed = sorted({w for w, _ in dreams} - set(found))
-    start_named = {w: sum(1 for v in start_values if v.get("sphinx_word_answer") == w) for w in words}
-    worst = max(start_named.values()) if start_named else 0
-    lines.append(f"word dreams (synth, 1 s, {args.word_steps} steps, seeds {args.word_seeds}): Sphinx closed-set names the "
-                 f"target in {k}/{n} = {k / max(n, 1):.3f} [{lo:.3f}, {hi:.3f}]")
-    if espeak:
-        ratio = (k / max(n, 1)) / espeak["rate"] if espeak["rate"] else float("nan")
-        lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = {espeak['rate']:.3f}: "
-                     f"ratio {ratio:.2f} (target ≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
-    lines.append(f"  random starts ({len(start_values)}): some word named in "
-                 f"{sum(1 for v in start_values if v.get('sphinx_word_answer') not in (None, '(nothing)'))}; "
-                 f"the most-named word in {worst}/{len(start_values)} (target ≤ 5 % per word {'✔' if worst <= 0.05 * len(start_values) else '✘'})")
-    lines.append(f"  words found: {', '.join(found) or 'none'}; missed: {', '.join(missed) or 'none'}")
-    for key in ("dnsmos_sig", "dnsmos_ovrl", "crepe_periodicity", "voiced_fraction"):
-        d = difference([e["judges_roundtrip"].get(key) for _, e in dreams if e["judges_roundtrip"].get(key) is not None],
-                       [v.get(key) for v in start_values if v.get(key) is not None])
-        section.setdefault("comparison", {})[key] = d
-        if d["difference"] is not None:
-            lines.append(f"  {key}: dreams {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
-                         f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
-
-    # Silero speech dreams (synth, 4 s) beside their own random starts
+            judged(DreamSettings(**{**base.to_dict(), "word": word, "seed": seed}), f"words:{word} synth seed {seed}")
     if args.speech_seeds:
-        speech = DreamSettings(net="speech", hearing=True)
-        sstarts = [_verdict_values(v) for v in random_start_judges(speech, args.control, device="cpu")]
-        section["random_starts"]["speech synth 4 s"] = sstarts
-        sdreams = []
+        starts("speech synth 4 s", DreamSettings(net="speech", hearing=True), args.speech_control)
         for seed in args.speech_seeds:
-            name = f"speech synth seed {seed} (hearing)"
-            entry = judged(DreamSettings(net="speech", hearing=True, seed=seed), name)
-            section["dreams"][name] = entry
-            sdreams.append(entry)
-            if args.json:
-                Path(args.json).write_text(json.dumps(record, indent=2))
-        for key in ("dnsmos_sig", "dnsmos_ovrl", "crepe_periodicity"):
-            d = difference([e["judges_roundtrip"].get(key) for e in sdreams], [v.get(key) for v in sstarts])
-            section.setdefault("speech_comparison", {})[key] = d
-            if d["difference"] is not None:
-                lines.append(f"Silero dreams {key}: {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
-                             f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
-    # music: CREPE periodicity beside the other tagger's gain
+            judged(DreamSettings(net="speech", hearing=True, seed=seed), f"speech synth seed {seed} (hearing)")
     for seed in args.music_seeds_hearing:
-        for model in ("MTT_vgg", "MTT_musicnn"):
-            name = f"music:piano {model} synth seed {seed} (hearing)"
-            entry = judged(DreamSettings(net="music:piano", music_model=model, hearing=True, seed=seed), name)
-            section["dreams"][name] = entry
-            b, a = entry["judges_before"], entry["judges_roundtrip"]
+        for model in args.music_models:
+            judged(DreamSettings(net="music:piano", music_model=model, hearing=True, seed=seed),
+                   f"music:piano {model} synth seed {seed} (hearing)")
+
+
+def words_summary(record: dict) -> list[str]:
+    """The issue-19 verdicts from the figures in ``record`` (one run or several merged)."""
+    from explorer.audio.control import clopper_pearson, difference
+    from explorer.audio.hearing import sphinx_calibration
+
+    section = record.get("words", {})
+    lines: list[str] = []
+    start_values = section.get("random_starts", {}).get("words synth 1 s", [])
+    dreams = [(name.split()[0].split(":")[1], e) for name, e in section.get("dreams", {}).items() if name.startswith("words:")]
+    if dreams:
+        named = [w for w, e in dreams if e["judges_roundtrip"].get("sphinx_word_answer") == w]
+        k, n = len(named), len(dreams)
+        lo, hi = clopper_pearson(k, n)
+        steps = sorted({e.get("steps") for _, e in dreams})
+        lines.append(f"word dreams (synth, 1 s, {steps} steps, {n} dreams): Sphinx closed-set names the target in "
+                     f"{k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}]")
+        espeak = (sphinx_calibration() or {}).get("recordings", {}).get("espeak-ng")
+        if espeak:
+            ratio = (k / n) / espeak["rate"] if espeak["rate"] else float("nan")
+            lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = {espeak['rate']:.3f} "
+                         f"[{espeak['low']:.3f}, {espeak['high']:.3f}]: ratio {ratio:.2f} (target ≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
+        own = [e["own_roundtrip"] for _, e in dreams]
+        lines.append(f"  own score p(word) after the round trip: median {np.median(own):.3f}, min {min(own):.3f}")
+        found = sorted({w for w in named})
+        missed = sorted({w for w, _ in dreams} - set(found))
+        lines.append(f"  words found: {', '.join(found) or 'none'}; missed: {', '.join(missed) or 'none'}")
+        heard = {}
+        for w, e in dreams:
+            heard.setdefault(w, []).append(f"{e['judges_roundtrip'].get('sphinx_word_answer')} / {e['judges_roundtrip'].get('sphinx_transcript_answer')}")
+        lines.append("  Sphinx closed-set / free transcript per word: " + "; ".join(f"{w}: {', '.join(v)}" for w, v in heard.items()))
+    if start_values:
+        words = sorted({w for w, _ in dreams})
+        some = sum(1 for v in start_values if v.get("sphinx_word_answer") not in (None, "(nothing)"))
+        worst = max((sum(1 for v in start_values if v.get("sphinx_word_answer") == w) for w in words), default=0)
+        lo, hi = clopper_pearson(worst, len(start_values))
+        lines.append(f"  random starts ({len(start_values)}): some word named in {some}; the most-named target in {worst}/"
+                     f"{len(start_values)} [{lo:.3f}, {hi:.3f}] (target ≤ 5 % {'✔' if worst <= 0.05 * len(start_values) else '✘'})")
+        for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity", "voiced_fraction", "mean_hnr_db"):
+            d = difference([e["judges_roundtrip"].get(key) for _, e in dreams if e["judges_roundtrip"].get(key) is not None],
+                           [v.get(key) for v in start_values if v.get(key) is not None])
+            if d["difference"] is not None:
+                lines.append(f"  word dreams {key}: {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
+                             f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
+    speech = [e for name, e in section.get("dreams", {}).items() if name.startswith("speech")]
+    sstarts = section.get("random_starts", {}).get("speech synth 4 s", [])
+    if speech and sstarts:
+        for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity"):
+            d = difference([e["judges_roundtrip"].get(key) for e in speech if e["judges_roundtrip"].get(key) is not None],
+                           [v.get(key) for v in sstarts if v.get(key) is not None])
+            if d["difference"] is not None:
+                lines.append(f"Silero dreams ({len(speech)}) {key}: {d['dream_mean']:.3f} vs random starts ({len(sstarts)}) "
+                             f"{d['start_mean']:.3f}: {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
+    for name, e in section.get("dreams", {}).items():
+        if name.startswith("music"):
+            b, a = e["judges_before"], e["judges_roundtrip"]
             gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a["other_tagger"] - b["other_tagger"]
-            lines.append(f"{name}: other tagger gain {gain:+.3f}; CREPE periodicity {b.get('crepe_periodicity')} → "
-                         f"{a.get('crepe_periodicity')}, median pitch {a.get('crepe_pitch_hz')} Hz; DNSMOS SIG {a.get('dnsmos_sig')}")
-            if args.json:
-                Path(args.json).write_text(json.dumps(record, indent=2))
+            lines.append(f"{name}: other tagger {b.get('other_tagger')} → {a.get('other_tagger')} (gain "
+                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity {b.get('crepe_periodicity')} → "
+                         f"{a.get('crepe_periodicity')}, median pitch {a.get('crepe_pitch_hz')} Hz; DNSMOS SIG "
+                         f"{b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
     return lines
+
+
+def merge(paths: list[str]) -> dict:
+    """Several JSON records of word runs as one (dreams and random starts side by side)."""
+    record: dict = {"words": {"dreams": {}, "random_starts": {}}, "machine": set()}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        record["machine"].add(part.get("machine", ""))
+        for key in ("dreams", "random_starts"):
+            record["words"][key].update(part.get("words", {}).get(key, {}))
+    record["machine"] = "; ".join(sorted(record["machine"]))
+    return record
 
 
 def main() -> int:
@@ -227,7 +254,10 @@ def main() -> int:
     parser.add_argument("--words", nargs="+", default=None, help="issue 19: word dreams for these keywords ('all': every one)")
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--word-steps", type=int, default=128)
-    parser.add_argument("--control", type=int, default=16, help="random starts per parameterisation (the control)")
+    parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
+    parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
+    parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])
+    parser.add_argument("--merge", nargs="+", default=None, help="summarise the JSON records of several --words runs together")
     parser.add_argument("--speech-seeds", type=int, nargs="*", default=[0, 1, 2], help="Silero dreams judged with the control")
     parser.add_argument("--music-seeds-hearing", type=int, nargs="*", default=[0], help="music dreams with CREPE")
     parser.add_argument("--words-only", action="store_true", help="only the issue-19 part (no calibration rows, no issue-12 dreams)")
@@ -238,8 +268,17 @@ def main() -> int:
     rows: list[dict] = []
     record: dict = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                                f"{torch.get_num_threads()} threads", "calibration": {}, "dreams": {}}
-    if args.words:
-        lines = words_benchmark(args, record)
+    if args.merge:
+        merged = merge(args.merge)
+        for line in words_summary(merged):
+            print(line)
+        print(f"\nmachine: {merged['machine']}")
+        return 0
+    if args.words or args.words_only:
+        if not args.words:
+            args.words, args.control = [], 0
+        words_benchmark(args, record)
+        lines = words_summary(record)
         print()
         for line in lines:
             print(line)

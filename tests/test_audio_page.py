@@ -62,3 +62,21 @@ def test_page_music_choice_and_bad_settings(root):
     at.button(key="audio_go").click().run()
     assert not at.exception
     assert any("Original phase" in e.value for e in at.error)  # a message, not a traceback
+
+
+def test_page_dreams_a_word_beside_random_starts(root):
+    at = _page(root).run()
+    at.radio(key="audio_net").set_value("words").run()
+    assert at.number_input(key="audio_seconds_words").value == 1.0  # a word lasts about a second
+    at.selectbox(key="audio_word").set_value("no").run()
+    at.number_input(key="audio_steps").set_value(6)
+    at.number_input(key="audio_control").set_value(2)
+    at.checkbox(key="audio_hearing").uncheck()
+    at.button(key="audio_go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "Start: p(no)" in {m.label for m in at.metric}
+    table = at.dataframe[0].value
+    assert {"random starts (mean)", "dream − starts [95 %]", "claim"} <= set(table.columns)
+    assert set(table["claim"]) <= {"higher", "lower", "no difference shown", "not judged"}
+    assert any("What the optimisation changed" in m.value for m in at.markdown)

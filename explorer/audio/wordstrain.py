@@ -43,7 +43,7 @@ VALIDATION_ACCENT = "en-029"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -51,6 +51,7 @@ class TrainSettings:
     dropout: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
+    stop_after: int | None = None  # stop (and write the net) at this step of the ``steps``-long schedule
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -224,7 +225,8 @@ def train_word_net(
 
     net.train()
     started = time.perf_counter() - seconds
-    while step < settings.steps:
+    last = settings.steps if settings.stop_after is None else min(settings.stop_after, settings.steps)
+    while step < last:
         if should_stop is not None and should_stop():
             seconds = time.perf_counter() - started
             save_checkpoint()
@@ -239,7 +241,7 @@ def train_word_net(
         optimiser.step()
         step += 1
         if callback is not None:
-            callback(step, settings.steps, None, loss.detach().reshape(1))
+            callback(step, last, None, loss.detach().reshape(1))
         if step % settings.checkpoint_every == 0:
             seconds = time.perf_counter() - started
             save_checkpoint()
@@ -251,7 +253,7 @@ def train_word_net(
     write_safetensors(out / "model.safetensors", {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
     config["parameters"] = sum(p.numel() for p in net.parameters())
     config["training"] = {
-        **asdict(settings), "command": command, "seconds": round(seconds, 1), "hardware": _hardware(),
+        **asdict(settings), "steps_done": step, "command": command, "seconds": round(seconds, 1), "hardware": _hardware(),
         "data": {"train": {e: int((train.engines == e).sum()) for e in ENGINES},
                  "validation": f"espeak-ng accent {VALIDATION_ACCENT} ({len(validation)} clips)",
                  "test": f"{HELD_OUT} ({len(test)} clips), never seen in training"},

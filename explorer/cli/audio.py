@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--data", default="runs/words/data", help="the folder `audio words-data` filled")
     wt.add_argument("--out", default="runs/words/net", help="where model.safetensors + config.json go (shipped: assets/words)")
     wt.add_argument("--checkpoint", default="runs/words/checkpoint.pt", help="resumable training state")
-    wt.add_argument("--steps", type=int, default=3000)
+    wt.add_argument("--steps", type=int, default=2000, help="length of the learning-rate schedule")
+    wt.add_argument("--stop-after", type=int, default=None, help="stop at this step of the schedule and write the net")
     wt.add_argument("--batch-size", type=int, default=64)
     wt.add_argument("--lr", type=float, default=3e-3)
     wt.add_argument("--seed", type=int, default=0)
@@ -185,9 +186,11 @@ def run_words_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
     out = output_dir(args.out)
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
+        raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, stop_after=args.stop_after)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress(settings.steps, "train word net") as bar:
+    with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
                                 should_stop=bar.should_stop, command=command)
     if config.get("stopped"):

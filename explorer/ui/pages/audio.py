@@ -68,7 +68,9 @@ with left:
     upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload") if start == "upload" else None
 with right:
     c1, c2, c3 = st.columns(3)
-    seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5, key=f"{KEY}_seconds")
+    # words have their own length widget (default 1 s: a spoken word), the other networks 4 s
+    seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5,
+                              key=f"{KEY}_seconds_words" if net_kind == "words" else f"{KEY}_seconds")
     steps = c2.number_input("Steps", 0, 2000, DreamSettings.steps, step=16, key=f"{KEY}_steps")
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     c1, c2 = st.columns(2)
