@@ -115,7 +115,7 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             progress.done()
             st.session_state[f"{key}_result"] = result
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     result = st.session_state.get(f"{key}_result")
     if result is not None:
         target = result.classes[0]
@@ -150,7 +150,7 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     sweep = st.session_state.get(f"{key}_sweep")
     if sweep is not None and sweep.summary:
         st.plotly_chart(sweep_figure(sweep.summary), width="stretch", key=f"{key}_sw_fig")
@@ -182,7 +182,7 @@ def _imaginations_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             progress.done()
             st.session_state[f"{key}_result"] = result
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     result = st.session_state.get(f"{key}_result")
     if result is not None:
         summary = result.summary()
@@ -213,7 +213,7 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
             try:
                 image = load_image(up.getvalue())
             except UserInputError as exc:
-                st.error(str(exc))
+                st.error(widgets.error_text(exc))
     else:
         test = judge.reference
         index = c2.number_input("Test index", 0, len(test) - 1, 0, key=f"{key}_index")
@@ -227,7 +227,7 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
             try:
                 hidden = mask_from_image(load_image(mup.getvalue()), size)
             except UserInputError as exc:
-                st.error(str(exc))
+                st.error(widgets.error_text(exc))
     else:
         hidden = hidden_mask(mask_name, size)
     c1, c2, c3, c4 = st.columns(4)
@@ -244,7 +244,7 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
             progress.done()
             st.session_state[f"{key}_result"] = (result, label)
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     stored = st.session_state.get(f"{key}_result")
     if stored is not None:
         result, label = stored
@@ -276,7 +276,7 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
                 progress.done()
                 st.session_state[f"{key}_mr_report"] = report
             except UserInputError as exc:
-                st.error(str(exc))
+                st.error(widgets.error_text(exc))
         report = st.session_state.get(f"{key}_mr_report")
         if report is not None and report.rows:
             st.dataframe([{"mask": r["mask"], "completions match": r["completions"]["rate"],
@@ -304,7 +304,7 @@ def _branch_tab(denoiser_for, judge: Judge, key: str) -> None:
             progress.done()
             st.session_state[f"{key}_report"] = report
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     report = st.session_state.get(f"{key}_report")
     if report is not None and report.agreement.shape[0]:
         data = report.to_dict()
@@ -344,7 +344,7 @@ def imagination_sections(diffusion, key: str = "imag") -> None:
     except (WeightsUnavailable, UserInputError) as exc:
         noisy = None
         for tab in tabs[:2]:
-            tab.error(str(exc))
+            tab.error(widgets.error_text(exc))
     if noisy is not None:
         with tabs[0]:
             _guidance_tab(denoiser_for, noisy, judge, f"{key}_guide")

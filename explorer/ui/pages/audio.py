@@ -142,7 +142,7 @@ if widgets.run_controls(KEY, "Dream"):
             control.done()
         st.session_state[f"{KEY}_result"] = result
     except UserInputError as exc:
-        st.error(str(exc))
+        st.error(widgets.error_text(exc))
 
 
 def heatmap(db, title: str, result, floor_db: float, top_db: float) -> go.Figure:

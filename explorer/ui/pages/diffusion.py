@@ -49,7 +49,7 @@ if not name:
 try:
     diffusion = cached_diffusion(name)
 except UserInputError as exc:
-    st.error(str(exc))
+    st.error(widgets.error_text(exc))
     st.stop()
 st.caption(diffusion.describe())
 probe = Probe(probe_model) if probe_model is not None else None
@@ -138,7 +138,7 @@ with sample_tab:
             progress.done()
             st.session_state[f"{KEY}_record"] = record
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
 
     record: ChainRecord | None = st.session_state.get(f"{KEY}_record")
     if record is not None:
@@ -184,7 +184,7 @@ with forward_tab:
             try:
                 image = load_image(upload.getvalue())[None]
             except UserInputError as exc:
-                st.error(str(exc))
+                st.error(widgets.error_text(exc))
     else:
         images, labels, names = test_images("fashion" if source.startswith("Fashion") else "digits")
         index = c2.number_input("Test index", 0, len(images) - 1, 0, key=f"{KEY}_fw_index")
@@ -199,7 +199,7 @@ with forward_tab:
                 image, diffusion, steps=int(fw_steps), seed=int(fw_seed), probe=probe, callback=fw_progress)
             fw_progress.done()
         except UserInputError as exc:
-            st.error(str(exc))
+            st.error(widgets.error_text(exc))
     fw: ChainRecord | None = st.session_state.get(f"{KEY}_fw_record")
     if fw is not None:
         st.caption("x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε with one ε for every t; x̂0 and ε are the UNet's estimates from x_t.")
