@@ -464,7 +464,7 @@ def unit_view(u: int) -> None:
     patches = [example_patch(e, model.input_size) for e in examples]
     cols = st.columns(len(examples) or 1)
     for col, example, patch in zip(cols, examples, patches):
-        display.show_image(patch, caption=f"{example.view.label} · {example.activation:.2f}", target=128, container=col)
+        display.show_image(patch, caption=f"{widgets.safe_text(example.view.label, 120)} · {example.activation:.2f}", target=128, container=col)
     st.caption(f"Crops of the effective receptive field ({int(table['rf'])} px of the {model.input_size[0]} px input) "
                "around each view's strongest position; at most two views per photo.")
     st.plotly_chart(activation_histogram(table, u, main.activation if main else None), width="stretch", key=f"{KEY}_hist")

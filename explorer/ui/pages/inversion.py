@@ -46,7 +46,7 @@ with left:
     except UserInputError as exc:
         st.error(widgets.error_text(exc))
         st.stop()
-    display.show_image(photo, caption=f"{photo_name} · {size}×{size}")
+    display.show_image(photo, caption=f"{widgets.safe_text(photo_name, 120)} · {size}×{size}")
 
 with right:
     mode = st.radio("Mode", ["Invert layers", "DeepDream", "Caricature"], horizontal=True, key=f"{KEY}_mode")
