@@ -176,21 +176,25 @@ def run_ls(args: argparse.Namespace) -> int:
     rows = store.summary()
     examples = store.example_sets()
     atlases = [{"model": a.model, "fingerprint": a.fingerprint, "folder": str(a.root), "layers": len(a.layers),
-                "units": sum(a.units(layer) for layer in a.layers), "settings": a.manifest["settings"]} for a in shipped_atlases()]
+                "units": sum(a.units(layer) for layer in a.layers), "settings": a.manifest["settings"],
+                "legacy_fingerprint": a.legacy_fingerprint} for a in shipped_atlases()]
     if args.json:
         print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples, "atlases": atlases}, indent=2))
         return 0
     for a in atlases:
         print(f"atlas (read-only): {a['model']:<20} {a['fingerprint'][:8]} {a['layers']} layers, {a['units']} units"
-              f" (size {a['settings'].get('size')}, {a['settings'].get('steps')} steps) in {a['folder']}")
-    print(f"store: {store.root}")
+              f" (size {a['settings'].get('size')}, {a['settings'].get('steps')} steps) in {a['folder']}"
+              + ("  LEGACY FINGERPRINT: not served until re-keyed (python -m explorer.gallery.migrate)"
+                 if a["legacy_fingerprint"] else ""))
+    print(f"store: {store.root}" + ("  (read-only: it cannot be written)" if store.read_only else ""))
     if not rows:
         print("(no renders yet: `python -m explorer gallery build --layers blocks.10`)")
     for r in rows:
         s = r["settings"] or {}
         print(f"{r['model']:<20} {r['fingerprint'][:8]} {r['layer']:<14} {r['variant']:<8} settings {r['digest']}"
               f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed {r['claimed']:>3}"
-              f"  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else ""))
+              f"  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else "")
+              + ("  LEGACY FINGERPRINT: never served, render again" if r.get("legacy_fingerprint") else ""))
     for key, error in store.failures()[:20]:
         print(f"failed: {key.model} {key.layer} {key.variant} unit {key.unit}: {error}")
     for e in examples:
