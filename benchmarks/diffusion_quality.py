@@ -49,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line saying where and how the figures were measured")
     args = parser.parse_args(argv)
     rows = [json.loads(Path(p).read_text()) for p in args.results]
-    rows.sort(key=lambda r: (r["model"], r["sampler"], r["steps"]))
-    print("| model | sampler | K | samples | FD_cnn | FD floor | precision | recall | confidence (95 % CI) | classes | largest |")
+    rows.sort(key=lambda r: (r["model"], r["sampler"], r["engine"], r["steps"], r.get("seed", 0)))
+    print("| model | sampler | K | samples (seed) | FD_cnn | FD floor | precision | recall | confidence (95 % CI) | classes | largest |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("n", 0) < 10:  # bound-only runs
             continue
         q = r["quality"]
-        print(f"| {r['model']} | {r['sampler']} ({r['engine']}) | {r['steps']} | {r['n']} | {r['fd']:.2f} | {r['fd_floor']:.2f} | "
+        print(f"| {r['model']} | {r['sampler']} ({r['engine']}) | {r['steps']} | {r['n']} ({r.get('seed', 0)}) | {r['fd']:.2f} | {r['fd_floor']:.2f} | "
               f"{r['precision']:.3f} | {r['recall']:.3f} | {q['mean_max_probability']:.3f} ({q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}) | "
               f"{r['classes']['covered']}/10 | {100 * r['classes']['largest_fraction']:.1f} % |")
     bounds = [r for r in rows if r.get("nll")]
@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from explorer.files import write_json
 
-        write_json(Path(args.out), {"note": args.note, "results": rows, "paired_bounds": comparisons})
+        main_rows = [r for r in rows if r.get("seed", 0) == 0 and (r.get("n", 0) >= 10 or r.get("nll"))]
+        repeats = [r for r in rows if r.get("seed", 0) != 0]
+        write_json(Path(args.out), {"note": args.note, "results": main_rows, "repeats": repeats,
+                                    "paired_bounds": comparisons})
     return 0
 
 

@@ -34,10 +34,10 @@ def _row_metric(row: dict, name: str) -> float | None:
 
 
 def _series(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped by model (and sampler), each group sorted by K."""
+    """Rows grouped by model, sampler and engine, each group sorted by K."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        groups.setdefault(f"{row['model']} · {row['sampler']}", []).append(row)
+        groups.setdefault(f"{row['model']} · {row['sampler']} ({row.get('engine', '')})", []).append(row)
     return {k: sorted(v, key=lambda r: r["steps"]) for k, v in groups.items()}
 
 
@@ -90,10 +90,11 @@ def nll_table(rows: list[dict]) -> list[dict]:
 
 
 def figures_table(rows: list[dict]) -> list[dict]:
-    return [{"model": r["model"], "sampler": r["sampler"], "K": r["steps"], "samples": r["n"],
+    return [{"model": r["model"], "sampler": f"{r['sampler']} ({r.get('engine', '')})", "K": r["steps"], "samples": r["n"],
              "FD_cnn": r.get("fd"), "FD floor": r.get("fd_floor"), "precision": r.get("precision"),
              "recall": r.get("recall"), "confidence": r["quality"]["mean_max_probability"],
-             "classes": r["classes"]["covered"], "largest class": r["classes"]["largest_fraction"]} for r in rows]
+             "classes": r["classes"]["covered"], "largest class": r["classes"]["largest_fraction"]}
+            for r in rows if r.get("n", 0) >= 4]
 
 
 def show(rows: list[dict], key: str) -> None:
