@@ -159,3 +159,16 @@ def test_messages_do_not_contradict_or_mislead(tmp_path, capsys):
     assert main(["invert", "--image", str(tmp_path), "--steps", "1", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "is a folder" in err and "name a file" in err and "not found" not in err
+
+
+def test_an_unknown_option_is_answered_by_its_subcommand(capsys):
+    from explorer.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["diffusion", "sample", "--batch", "4"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch: did you mean --n?" in err and "`python -m explorer diffusion sample --help`" in err, err
+    with pytest.raises(SystemExit):
+        main(["fool", "grow", "--budjet", "linf:0.1"])
+    assert "did you mean --budget?" in capsys.readouterr().err

@@ -56,11 +56,43 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 _default_showwarning = warnings.showwarning
 
 
+def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that parsed ``args``: ``diffusion sample``'s for ``diffusion sample …``."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or name not in sub.choices:
+            return parser
+        parser = sub.choices[name]
+
+
+# other words for an option, as a page or another command calls it (docs/vocabulary.md has the one name)
+_SYNONYMS = {"--batch": ("--n",), "--samples": ("--n",), "--channels": ("--units",), "--classes": ("--class",),
+             "--iterations": ("--steps",), "--image-size": ("--size",)}
+
+
+def _unknown_options(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """"unrecognized arguments: --batch 4 (did you mean --n?)" — with the closest options of this command."""
+    import difflib
+
+    known = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    hints = []
+    for word in unknown:
+        if word.startswith("--"):
+            flag = word.split("=")[0]
+            close = [f for f in _SYNONYMS.get(flag, ()) if f in known] or difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
+            if close:
+                hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user's mistake (any :class:`UserInputError`, raised before work starts wherever
     the input allows) prints one line ``error: …`` to stderr and exits 2, never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand that was given them (its usage, its options), not the top level
+        _leaf_parser(parser, args).error(_unknown_options(_leaf_parser(parser, args), unknown))
     try:
         from ..devices import choose_device
 
