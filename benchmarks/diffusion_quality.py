@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from explorer.files import write_json
 
-        main_rows = [r for r in rows if r.get("seed", 0) == 0 and (r.get("n", 0) >= 10 or r.get("nll"))]
+        main_rows = [r | {"bound_only": r.get("n", 0) < 10} for r in rows
+                     if r.get("seed", 0) == 0 and (r.get("n", 0) >= 10 or r.get("nll"))]
         repeats = [r for r in rows if r.get("seed", 0) != 0]
         write_json(Path(args.out), {"note": args.note, "results": main_rows, "repeats": repeats,
                                     "paired_bounds": comparisons})

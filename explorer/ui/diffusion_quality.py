@@ -37,6 +37,8 @@ def _series(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows grouped by model, sampler and engine, each group sorted by K."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
+        if row.get("bound_only"):  # a run made for its likelihood bound only (a handful of samples)
+            continue
         groups.setdefault(f"{row['model']} · {row['sampler']} ({row.get('engine', '')})", []).append(row)
     return {k: sorted(v, key=lambda r: r["steps"]) for k, v in groups.items()}
 
@@ -94,7 +96,7 @@ def figures_table(rows: list[dict]) -> list[dict]:
              "FD_cnn": r.get("fd"), "FD floor": r.get("fd_floor"), "precision": r.get("precision"),
              "recall": r.get("recall"), "confidence": r["quality"]["mean_max_probability"],
              "classes": r["classes"]["covered"], "largest class": r["classes"]["largest_fraction"]}
-            for r in rows if r.get("n", 0) >= 4]
+            for r in rows if not r.get("bound_only")]
 
 
 def show(rows: list[dict], key: str) -> None:
