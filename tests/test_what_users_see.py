@@ -172,3 +172,24 @@ def test_an_unknown_option_is_answered_by_its_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["fool", "grow", "--budjet", "linf:0.1"])
     assert "did you mean --budget?" in capsys.readouterr().err
+
+
+def test_readme_quick_start_is_small_valid_and_timed():
+    """The '30 seconds' commands parse as written, say how they were timed, and the first is a small job
+    (it was 16 units × 256 steps: 3 min 14 s on 2 cores)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from explorer.cli import build_parser
+    from explorer.parsing import parse_units
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Feature visualisation in 30 seconds", 1)[1].split("Library use:", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [shlex.split(line.split("#")[0])[3:] for line in block.splitlines() if line.startswith(".venv/bin/python -m explorer")]
+    assert len(commands) == 3
+    parsed = [build_parser().parse_args(c) for c in commands]
+    first = parsed[0]
+    assert len(parse_units(first.channels)) * first.steps <= 4 * 64, "the first example stays a ~20-CPU-second job"
+    assert "Timed on" in section and "CPU time" in section and "shared" in section
