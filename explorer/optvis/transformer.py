@@ -149,7 +149,7 @@ def unit_objective(model: LoadedModel, layer: str, units: Units, kind: str = "ch
         return attention_head(inner, units, heads, model.token_prefix or 0)
     info = model.check_layer(layer)
     if not info.tokens:
-        if kind in ("cls", "head"):
+        if kind == "cls":
             raise UserInputError(f"{layer!r} is not a transformer token layer: the {UNIT_KINDS[kind]} objective "
                                  "needs one (e.g. a ViT's blocks.3).")
         return objectives.channel(layer, units) if kind == "channel" else objectives.neuron(layer, units)
