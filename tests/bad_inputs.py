@@ -64,6 +64,13 @@ class Context:
         return str(self.files[name])
 
 
+def limits_module():
+    """explorer.limits: the pages take their widgets' ranges from it, so clamped URL values are its bounds."""
+    from explorer import limits
+
+    return limits
+
+
 def _user_error_types():
     from explorer.errors import UserInputError
 
@@ -773,7 +780,7 @@ def _cases() -> list[Case]:
         page("feature_vis", {"model": TINY, "objective": "class", "unit": "0-100000000"}, (click("fv_go"),)),
         "error", r"100,000,001 units in one request is too many: name at most 4,096", "3")
     add("url-feature-size-99999-clamped", "urls", "page", page("feature_vis", {"model": TINY, "size": "99999"}, probe=number("fv_size")),
-        "ok", r"fv_size=512$", "8")
+        "ok", rf"fv_size={limits_module().MAX_SIZE}$", "8")
     add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"}, probe=number("fv_steps")),
         "ok", r"fv_steps=1$")
     from explorer.optvis import RenderSettings
@@ -786,10 +793,10 @@ def _cases() -> list[Case]:
     add("url-feature-units-words", "urls", "page", page("feature_vis", {"model": TINY, "unit": "three"}, (click("fv_go"),)),
         "error", r"Cannot read units from 'three'")
     gal = lambda **q: (lambda ctx: {"model": TINY, "layer": "conv2", **q})  # noqa: E731
-    add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok", r"gal_size=512$", "8")
-    add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok", r"gal_size=32$", "12: ?size=-4")
+    add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok", rf"gal_size={limits_module().MAX_SIZE}$", "8")
+    add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok", rf"gal_size={limits_module().MIN_SIZE}$", "12: ?size=-4")
     add("url-gallery-steps-huge", "urls", "page", page("gallery", gal(steps="999999999"), probe=number("gal_steps")), "ok",
-        r"gal_steps=4096$", "12: ?steps=999999999")
+        rf"gal_steps={limits_module().LIMITS['steps'].hi:.0f}$", "12: ?steps=999999999")
     leak = lambda at: "leaked" if any("passwd" in str(e.proto) for e in at.main) else "no server files shown"  # noqa: E731
     add("url-gallery-images-server-folder", "urls", "page",
         page("gallery", gal(unit="0", images="/etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": ""}, probe=leak),
