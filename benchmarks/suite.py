@@ -2,7 +2,7 @@
 
 Runs, each in its own process on ``--device`` (every figure is a ratio or a time measured in one run):
 
-* ``vs_lucent``            — equal-work units/min and time to Lucent's quality (16 units × 256 steps on CUDA,
+* ``vs_lucent``            — time to Lucent's 48/96/256-step quality over a step ladder (16 units on CUDA,
                               a short 4 units × 32 steps on CPU, where the full comparison takes ~25 min);
 * ``render_step``          — fp32(+TF32) vs bf16, contiguous vs channels_last, and bf16's activation ratio;
 * ``layer``                — a whole layer (all 112 units of ``blocks.10``) × 256 steps at 224 px (CUDA only);
@@ -35,8 +35,8 @@ from explorer import devices  # noqa: E402
 
 # name -> (arguments on CUDA / with --full, arguments for a short CPU run)
 PLAN = {
-    "vs_lucent": (["--units", "16", "--steps", "256", "--lucent-steps", "256", "--every", "8"],
-                  ["--units", "4", "--steps", "32", "--lucent-steps", "32", "--every", "8"]),
+    "vs_lucent": (["--units", "16", "--lucent-steps", "48,96,256"],
+                  ["--units", "4", "--lucent-steps", "32", "--ladder", "8,16,32", "--steps", "32"]),
     "render_step": (["--batch", "16", "--repeats", "5", "--steps", "64"],
                     ["--batch", "8", "--repeats", "2", "--steps", "24"]),
     "layer": (["--steps", "256"], None),

@@ -6,18 +6,20 @@ variant says so). Quality is one yardstick for both: a unit's activation on the 
 measured at 224 px with the same code (images of another size are upsampled the way Lucent does, bilinear,
 align_corners=True).
 
-* units/min — units rendered per minute for ``--steps`` steps (ours: one batch of all units; Lucent: one
-  ``render_vis`` per unit, as its users call it);
-* time to Lucent's quality — seconds until EVERY unit's activation reaches what Lucent's ``--lucent-steps``
-  (256) render of that unit reaches (ours checked every ``--every`` steps; the step's timestamp counts, the
-  measuring does not); Lucent's own figure is the time of its renders. "units reached" says how many did.
+* time to Lucent's quality — for each of Lucent's levels (``--lucent-steps 48,96,256``: the activation its
+  k-step render of a unit reaches), the seconds of our shortest run in which EVERY unit reaches its level. Ours
+  runs a ladder of step counts (``--ladder 8,12,16,…``), each a separate, timed run, because the render's
+  schedules (coarse-to-fine, learning rate) scale with the step count; Lucent's time to its own level k is its
+  run's time × k / its steps (its cost per step is constant). "units reached" says how many did when not all.
+* units/min and the activation ratio — ours at the render default's step count (``--steps`` to change it)
+  against Lucent's top level.
 
 Both sides run in one process, one after the other, on ``--device``. Lucent leaks one hook per module per
 call: they are removed between calls (in Lucent's favour). ``--variants`` adds rows of ours with other
 settings (how the defaults were chosen: docs/ARCHITECTURE.md, "Render defaults").
 
-  .venv/bin/python benchmarks/vs_lucent.py                       # 16 units × 256 steps (CPU: ~25 min)
-  .venv/bin/python benchmarks/vs_lucent.py --units 4 --steps 64 --lucent-steps 64     # a short run
+  .venv/bin/python benchmarks/vs_lucent.py --lucent-steps 48,96,256 --json out/vs_lucent.json   # 16 units
+  .venv/bin/python benchmarks/vs_lucent.py --units 4 --lucent-steps 32 --ladder 8,16,32 --steps 32  # a short run
   .venv/bin/python benchmarks/vs_lucent.py --device cuda --json out/vs_lucent.json
 """
 
@@ -91,34 +93,38 @@ def lucent_render(model, layer: str, units: list[int], steps: int, size: int, ch
     return {"seconds": seconds, "curve": curve, "final": curve[steps]}
 
 
-def ours_render(model, layer: str, units: list[int], settings: RenderSettings, every: int) -> dict:
-    """One batch of all units; per-step timestamps from the progress callback, snapshots every ``every`` steps."""
-    stamps: dict[int, float] = {}
+def ours_run(model, layer: str, units: list[int], settings: RenderSettings) -> dict:
+    """One batch of all units for ``settings.steps`` steps (its schedules scale with that count), timed."""
     sync(model.device)
     start = time.perf_counter()
-
-    def callback(step, total, preview, values):
-        stamps[int(step)] = time.perf_counter() - start  # the loop calls back after the step's work
-
-    marks = sorted(set(range(every, settings.steps + 1, every)) | {settings.steps})
-    result = render(model, objectives.channel(layer, units), settings, thresholds=marks, callback=callback)
+    result = render(model, objectives.channel(layer, units), settings)
     sync(model.device)
     seconds = time.perf_counter() - start
-    curve = {k: unit_activations(model, layer, units, img) for k, img in sorted(result.snapshots.items())}
-    return {"seconds": seconds, "curve": curve, "final": curve[max(curve)], "stamps": stamps}
+    return {"seconds": seconds, "final": unit_activations(model, layer, units, result.images)}
 
 
-def time_to_reach(run: dict, goal: torch.Tensor) -> tuple[float, int]:
-    """(seconds until every unit's activation ≥ its goal, or inf; how many units reached it by the end)."""
-    reached = torch.zeros_like(goal, dtype=torch.bool)
-    when = math.inf
-    stamps = run["stamps"]
-    for step, acts in sorted(run["curve"].items()):
-        reached |= acts >= goal
-        if bool(reached.all()) and when == math.inf:
-            later = [t for s, t in stamps.items() if s >= step]  # callbacks may come every few steps (CUDA)
-            when = min(later) if later else math.inf
-    return when, int(reached.sum())
+def ladder_runs(model, layer: str, units: list[int], settings: RenderSettings, ladder: list[int],
+                goals: dict[int, torch.Tensor], must: int) -> dict[int, dict]:
+    """A separate run at each step count of the ladder, shortest first; stops once every Lucent level is
+    reached by every unit and the ladder has passed ``must`` steps (the default)."""
+    runs: dict[int, dict] = {}
+    for steps in ladder:
+        runs[steps] = ours_run(model, layer, units, settings.with_(steps=steps))
+        reached_all = all(bool((run["final"] >= goal).all()) for goal in goals.values() for run in [runs[steps]])
+        if reached_all and steps >= must:
+            break
+    return runs
+
+
+def time_to_level(runs: dict[int, dict], goal: torch.Tensor) -> tuple[float, int | None, int]:
+    """(seconds of the shortest run in which EVERY unit reaches its goal, or inf; its steps; most units reached)."""
+    best = 0
+    for steps, run in sorted(runs.items()):
+        reached = int((run["final"] >= goal).sum())
+        best = max(best, reached)
+        if reached == len(goal):
+            return run["seconds"], steps, reached
+    return math.inf, None, best
 
 
 def parse_variants(text: str) -> list[tuple[str, dict]]:
@@ -140,11 +146,15 @@ def parse_variants(text: str) -> list[tuple[str, dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=256, help="our steps (units/min and the quality curve)")
-    parser.add_argument("--lucent-steps", type=int, default=256, help="Lucent's steps: its quality is the goal")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="our step count for units/min and the activation ratio (default: the render default)")
+    parser.add_argument("--lucent-steps", default="48,96,256",
+                        help="Lucent's quality levels: its activation after each of these steps (one run to the largest)")
+    parser.add_argument("--ladder", default="8,12,16,24,32,48,64,96,128,192,256",
+                        help="our step counts, each a separate run (schedules scale with the count)")
     parser.add_argument("--lucent-size", type=int, default=128, help="Lucent's param size (upsampled to 224)")
     parser.add_argument("--layer", default="blocks.10")
-    parser.add_argument("--every", type=int, default=8, help="check our activations every N steps")
+    parser.add_argument("--every", type=int, default=8, help="Lucent's activation curve every N steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variants", default="", help='extra rows of ours: "name:key=value,…;name2:…"')
@@ -158,50 +168,81 @@ def main() -> None:
     units = list(range(args.units))
     rows = [] if args.no_default else [("ours (defaults)", {})]
     rows += parse_variants(args.variants)
+    levels = sorted({int(v) for v in str(args.lucent_steps).split(",") if v.strip()})
+    default_steps = args.steps or RenderSettings().steps
+    ladder = sorted({int(v) for v in args.ladder.split(",") if v.strip()} | {default_steps})
 
-    lucent_marks = sorted(set(range(args.every, args.lucent_steps + 1, args.every)) | {args.lucent_steps})
-    lucent = lucent_render(model, args.layer, units, args.lucent_steps, args.lucent_size, lucent_marks)
-    goal = lucent["final"]
+    # one untimed warm-up each (lazy initialisation, allocator), so no side pays it in its first timed run
+    render(model, objectives.channel(args.layer, units), RenderSettings(steps=2))
+    lucent_render(model, args.layer, units[:1], 2, args.lucent_size, [2])
+    top = levels[-1]
+    lucent_marks = sorted(set(range(args.every, top + 1, args.every)) | set(levels))
+    lucent = lucent_render(model, args.layer, units, top, args.lucent_size, lucent_marks)
+    goals = {k: lucent["curve"][k] for k in levels}
+    # Lucent's time to its own k-step quality: its run's time × k / top (the cost per step is constant)
+    lucent_time = {k: lucent["seconds"] * k / top for k in levels}
     figures = {
-        "device": devices.describe(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "layer": args.layer, "units": len(units), "steps": args.steps, "lucent_steps": args.lucent_steps,
+        "device": devices.describe(device), "cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "layer": args.layer, "units": len(units), "default_steps": default_steps, "lucent_levels": levels, "ladder": ladder,
         "measure": f"activation of each unit at {MEASURE_SIZE} px on the untransformed image",
-        "lucent": {"seconds": round(lucent["seconds"], 2), "units_per_min": round(len(units) / lucent["seconds"] * 60, 3),
-                   "mean_activation_224": round(float(goal.mean()), 4), "time_to_quality_s": round(lucent["seconds"], 2)},
+        "lucent": {"seconds": round(lucent["seconds"], 2), "steps": top,
+                   "levels": {str(k): {"mean_activation_224": round(float(goals[k].mean()), 4),
+                                       "seconds": round(lucent_time[k], 2)} for k in levels}},
         "ours": {},
     }
-    print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; quality = activation @{MEASURE_SIZE} px, untransformed image")
-    print(f"{'method':34s} {'seconds':>8s} {'units/min':>9s} {'act@224':>8s} {'vs Lucent':>9s} "
-          f"{'t→Lucent q':>10s} {'speed-up':>8s} {'reached':>7s}")
-    print(f"{'Lucent render_vis ×%d (%d→224 px)' % (len(units), args.lucent_size):34s} {lucent['seconds']:8.1f} "
-          f"{len(units) / lucent['seconds'] * 60:9.2f} {float(goal.mean()):8.2f} {1.0:9.2f} {lucent['seconds']:10.1f} "
-          f"{1.0:8.2f} {len(units):4d}/{len(units)}")
+    print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']} ({figures['cpu']}), torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads; quality = activation @{MEASURE_SIZE} px, untransformed")
+    print(f"Lucent render_vis ×{len(units)} ({args.lucent_size}→224 px): {lucent['seconds']:.1f} s for {top} steps; "
+          + ", ".join(f"{k} steps: act {float(goals[k].mean()):.2f} ({lucent_time[k]:.1f} s)" for k in levels))
     for name, overrides in rows:
-        settings = RenderSettings().with_(steps=args.steps, **overrides)
-        run = ours_render(model, args.layer, units, settings, args.every)
-        when, reached = time_to_reach(run, goal)
-        upm = len(units) / run["seconds"] * 60
-        act = float(run["final"].mean())
-        speedup = lucent["seconds"] / when if when < math.inf else 0.0
-        figures["ours"][name] = {
-            "settings": {k: v for k, v in settings.to_dict().items()}, "seconds": round(run["seconds"], 2),
-            "units_per_min": round(upm, 3), "mean_activation_224": round(act, 4),
-            "activation_ratio": round(act / float(goal.mean()), 4),
-            "time_to_quality_s": round(when, 2) if when < math.inf else None, "units_reached": reached,
-            "time_to_quality_speedup": round(speedup, 3) if when < math.inf else None,
-            "units_per_min_ratio": round(upm / (len(units) / lucent["seconds"] * 60), 3),
-            "curve": {str(k): round(float(v.mean()), 4) for k, v in run["curve"].items()},
-        }
-        t_text = f"{when:10.1f}" if when < math.inf else f"{'not yet':>10s}"
-        s_text = f"{speedup:8.2f}" if when < math.inf else f"{'-':>8s}"
-        print(f"{name:34s} {run['seconds']:8.1f} {upm:9.2f} {act:8.2f} {act / float(goal.mean()):9.2f} {t_text} "
-              f"{s_text} {reached:4d}/{len(units)}")
+        settings = RenderSettings().with_(**overrides)
+        must = overrides.get("steps", default_steps)
+        runs = ladder_runs(model, args.layer, units, settings, sorted(set(ladder) | {must}), goals, must)
+        row = {"settings": settings.with_(steps=must).to_dict(), "ladder": {}}
+        for steps, run in sorted(runs.items()):
+            row["ladder"][str(steps)] = {"seconds": round(run["seconds"], 2), "mean_activation_224": round(float(run["final"].mean()), 4)}
+        print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}" for s, r in row["ladder"].items()))
+        if must in runs:
+            run = runs[must]
+            act = float(run["final"].mean())
+            row["default"] = {"steps": must, "seconds": round(run["seconds"], 2),
+                              "units_per_min": round(len(units) / run["seconds"] * 60, 3),
+                              "mean_activation_224": round(act, 4),
+                              "activation_vs_lucent_top": round(act / float(goals[top].mean()), 4)}
+            print(f"  at {must} steps: {run['seconds']:.1f} s, act {act:.2f} = {act / float(goals[top].mean()):.2f}× "
+                  f"Lucent's {top}-step")
+        row["levels"] = {}
+        for k in levels:
+            when, steps, reached = time_to_level(runs, goals[k])
+            speedup = lucent_time[k] / when if when < math.inf else None
+            row["levels"][str(k)] = {"time_s": round(when, 2) if when < math.inf else None, "steps": steps,
+                                     "units_reached": reached, "lucent_s": round(lucent_time[k], 2),
+                                     "speedup": round(speedup, 3) if speedup else None}
+            text = f"{when:.1f} s ({steps} steps)" if when < math.inf else f"not reached ({reached}/{len(units)} units)"
+            print(f"  time to Lucent's {k}-step quality: {text}; Lucent {lucent_time[k]:.1f} s"
+                  + (f"; speed-up ×{speedup:.2f}" if speedup else ""))
+        figures["ours"][name] = row
+        if args.json:
+            write_figures(args.json, figures)
     figures["lucent"]["curve"] = {str(k): round(float(v.mean()), 4) for k, v in lucent["curve"].items()}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_figures(args.json, figures)
         print(f"wrote {args.json}")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def write_figures(path: str, figures: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
