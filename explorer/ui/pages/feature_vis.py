@@ -10,11 +10,11 @@ from explorer.errors import UserInputError
 from explorer.images import grid
 from explorer.naming import image_names, image_units, unit_kind
 from explorer.optvis import RenderSettings, objectives, render
-from explorer.optvis.param import PARAMETERISATIONS
 from explorer.optvis.transformer import unit_count, unit_objective
 from explorer.parsing import parse_units
 from explorer.transfer import judge_class_images
-from explorer.ui import display, widgets
+from explorer.ui import display, settings_widgets, widgets
+from explorer.vocabulary import term
 
 KEY = "fv"
 DEFAULTS = RenderSettings()
@@ -57,33 +57,34 @@ with left:
             size_hint = 0
             st.caption(f"⚠ {widgets.error_text(exc)}")
         what = "Heads" if kind == "head" else "Units"
-        units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", "0-3"), key=f"{KEY}_units")
+        units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", term("visualize", "units").default), key=f"{KEY}_units")
         token = None
         if kind == "neuron" and model.check_layer(layer).tokens:
             picked = st.number_input("Token (−1: the centre patch; 0: CLS)", -1, 4096, -1, key=f"{KEY}_token")
             token = None if picked < 0 else int(picked)
 with right:
     c1, c2, c3 = st.columns(3)
-    steps = c1.number_input("Steps", 1, 4096, widgets.int_param("steps", DEFAULTS.steps, 1, 4096), step=32, key=f"{KEY}_steps")
-    size = c2.number_input("Size (px)", 32, 512, widgets.int_param("size", DEFAULTS.size, 32, 512), step=16, key=f"{KEY}_size")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
+    # labels, defaults and ranges: explorer/vocabulary.py (the CLI's and the docs' too); a link may carry steps/size
+    steps = settings_widgets.number(c1, "visualize", "steps", widgets.int_param("steps", DEFAULTS.steps, *term("visualize", "steps").widget_range()), step=32)
+    size = settings_widgets.number(c2, "visualize", "size", widgets.int_param("size", DEFAULTS.size, *term("visualize", "size").widget_range()), step=16)
+    seed = settings_widgets.number(c3, "visualize", "seed")
     c1, c2, c3 = st.columns(3)
-    param = c1.selectbox("Parameterisation", PARAMETERISATIONS, index=PARAMETERISATIONS.index(RenderSettings().param), key=f"{KEY}_param",
+    param = settings_widgets.choice(c1, "visualize", "param",
                          help="fft: decorrelated Fourier; pixel; maco: only the phase moves, under the mean spectrum "
                               "of photos (Fel et al. 2023); cppn: a small network per image")
-    transforms = c2.selectbox("Transforms", ["standard", "lucent", "none"], key=f"{KEY}_transforms",
+    transforms = settings_widgets.choice(c2, "visualize", "transforms",
                               help="standard: pad, jitter, scale 0.95–1.05, rotate ±5°, jitter (Olah et al. 2017)")
     decorrelate = c3.checkbox("Decorrelate colour", True, key=f"{KEY}_decorrelate")
     with st.expander("Priors and more"):
         c1, c2 = st.columns(2)
-        lr = c1.number_input("Learning rate", 0.001, 1.0, DEFAULTS.lr, format="%.3f", key=f"{KEY}_lr")
-        decay = c2.number_input("Spectrum decay", 0.0, 3.0, 1.0, key=f"{KEY}_decay")
-        tv = c1.number_input("Total variation weight", 0.0, 100.0, 0.0, key=f"{KEY}_tv")
-        alpha = c2.number_input("α-norm weight (α=6)", 0.0, 100.0, 0.0, key=f"{KEY}_alpha")
-        l2 = c1.number_input("L2 weight", 0.0, 100.0, 0.0, key=f"{KEY}_l2")
-        blur_every = c2.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
-        blur_sigma = c1.number_input("Blur σ (px)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
-        diversity = c2.number_input("Diversity weight", 0.0, 1000.0, 0.0, key=f"{KEY}_diversity")
+        lr = settings_widgets.number(c1, "visualize", "lr", format="%.3f")
+        decay = settings_widgets.number(c2, "visualize", "decay")
+        tv = settings_widgets.number(c1, "visualize", "tv")
+        alpha = settings_widgets.number(c2, "visualize", "alpha")
+        l2 = settings_widgets.number(c1, "visualize", "l2")
+        blur_every = settings_widgets.number(c2, "visualize", "blur_every")
+        blur_sigma = settings_widgets.number(c1, "visualize", "blur_sigma")
+        diversity = settings_widgets.number(c2, "visualize", "diversity")
         batch = c1.number_input("Images (deepdream / diversity)", 1, 64, 1, key=f"{KEY}_batch")
 
 settings = RenderSettings(size=int(size), steps=int(steps), lr=float(lr), param=param, decorrelate=decorrelate,
