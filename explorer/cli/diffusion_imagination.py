@@ -28,6 +28,8 @@ def _train_noisy(args: argparse.Namespace) -> int:
 
     _threads(args)
     check_options(args, "max_minutes")
+    if args.eval_images is not None:
+        limits.check("n", args.eval_images, what="--eval-images")
     config = NoisyClassifierConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema,
         seed=args.seed, width=args.width, schedule=args.schedule, num_train_timesteps=args.timesteps,
@@ -41,6 +43,7 @@ def _train_noisy(args: argparse.Namespace) -> int:
         report = train_noisy_classifier(
             train, test, out, config, resume=not args.no_resume, device=args.device, callback=callback,
             should_stop=callback.should_stop, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
+            eval_images=args.eval_images,
         )
     print(f"{report.steps_done}/{config.steps} steps in {report.total_seconds / 60:.1f} min on {report.hardware}"
           + (f" (stopped: {report.stopped})" if report.stopped else ""))
@@ -110,7 +113,10 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
+    from ..diffusion.guidance import check_scale
+
     limits.check("batch", args.n, what="--n")
+    scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
     noisy = _noisy(args)
@@ -119,7 +125,6 @@ def _guide(args: argparse.Namespace) -> int:
     if args.sweep:
         classes = list(range(len(judge.labels))) if args.classes == "all" else \
             [parse_class(c, judge.labels) for c in args.classes.split(",")]
-        scales = parse_scales(args.scales)
         total = len(scales) * len(classes) * denoiser.num_steps
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
@@ -173,12 +178,16 @@ def _inpaint(args: argparse.Namespace) -> int:
     limits.check("n", args.n, what="--n")
     if args.resample < 1 or args.jump < 1:
         raise UserInputError("--resample and --jump must be at least 1.")
+    masks = list(MASKS) if args.mask == "all" else [m.strip() for m in args.mask.split(",") if m.strip()]
+    if not args.mask_file:
+        for name in masks or [""]:
+            hidden_mask(name, (2, 2))  # an unknown name fails before any work
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
     size = denoiser.shape[-2:]
     if args.image_file:  # one uploaded image, K completions
         image = denoiser.model.adapt_images(load_image(args.image_file))
-        hidden = mask_from_image(load_image(args.mask_file), size) if args.mask_file else hidden_mask(args.mask, size)
+        hidden = mask_from_image(load_image(args.mask_file), size) if args.mask_file else hidden_mask(masks[0], size)
         with progress(denoiser.num_steps, "inpainting") as bar:
             result = inpaint(denoiser, image, hidden, k=args.k, sampler=args.sampler, eta=args.eta, seed=args.seed,
                              jump=args.jump, resample=args.resample, callback=bar, should_stop=bar.should_stop)
@@ -190,9 +199,6 @@ def _inpaint(args: argparse.Namespace) -> int:
                                                            "p": round(float(p.max()), 4)} for n, p in zip(names, probs)]})
         print(f"{args.k} completions in {result.seconds:.1f} s → {out}: completions/, inpaint.png, inpaint.json")
         return 0
-    masks = list(MASKS) if args.mask == "all" else [args.mask]
-    for name in masks:
-        hidden_mask(name, size)  # unknown names fail before any work
     test = load_dataset(args.data, "test")
     images, labels = test.images[: args.n], test.labels[: args.n]
     from ..diffusion.inpaint import repaint_levels
@@ -310,6 +316,7 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--checkpoint-every", type=int, default=250)
     n.add_argument("--no-resume", action="store_true")
     n.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")
+    n.add_argument("--eval-images", type=int, default=None, help="test images for the accuracy per t range (default all)")
     n.add_argument("--threads", type=int, default=None)
     n.set_defaults(func=_train_noisy)
 
@@ -327,7 +334,7 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("inpaint", help="complete hidden parts of test images; match rates per mask with intervals")
     _common(i, steps=50, sampler="ancestral", eta=0.0)
-    i.add_argument("--mask", default="all", help="left, right, top, bottom, centre (the hidden part) or all")
+    i.add_argument("--mask", default="all", help="left, right, top, bottom, centre (the hidden part), several separated by commas, or all")
     i.add_argument("--mask-file", default=None, help="with --image-file: a mask image, white = hidden")
     i.add_argument("--image-file", default=None, help="complete this image instead of measuring on test images")
     i.add_argument("--n", type=int, default=200, help="test images")

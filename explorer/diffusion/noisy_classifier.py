@@ -275,6 +275,7 @@ def train_noisy_classifier(
     should_stop: ShouldStop | None = None,
     time_limit_s: float | None = None,
     log_every: int = 50,
+    eval_images: int | None = None,
 ) -> NoisyClassifierReport:
     """Train ``NoisyCNN`` on training images noised at uniform random t of ``config.schedule`` (cross-entropy),
     export the EMA weights as safetensors + config.json with the test accuracy per t range."""
@@ -310,7 +311,7 @@ def train_noisy_classifier(
     export = build_noisy_classifier(arch)
     run.ema.copy_to(export)
     export.eval()
-    rows = accuracy_by_t(export, test, abar)
+    rows = accuracy_by_t(export, test.subset(slice(0, eval_images)) if eval_images else test, abar)
     state = {k: v.detach().cpu().contiguous() for k, v in export.state_dict().items()}
     write_safetensors(out / "model.safetensors", state)
     report = NoisyClassifierReport(run.step, run.seconds, run.earlier_seconds + run.seconds, run.losses, rows,
