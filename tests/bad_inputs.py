@@ -695,6 +695,17 @@ def _cases() -> list[Case]:
         cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from", lambda ctx: str(ctx.work / "nothing"),
             "--out", lambda ctx: str(ctx.work / "t")),
         "error", r"--init-from .*nothing: no diffusion_pytorch_model\.safetensors", "17: --init-from")
+    out18 = lambda ctx: str(ctx.work / "o18")  # noqa: E731
+    add("cli-diffusion-guide-scale-nan", "numbers", "cli", cli("diffusion", "guide", "--scale", "nan", "--out", out18), "error",
+        r"guidance scale must lie in \[0, 100\], not nan", "18: guide --scale")
+    add("cli-diffusion-guide-scales-text", "numbers", "cli", cli("diffusion", "guide", "--sweep", "--scales", "a,b", "--out", out18),
+        "error", r"--scales 'a,b': write numbers", "18")
+    add("cli-diffusion-guide-class-unknown", "numbers", "cli",
+        cli("diffusion", "guide", "--class", "Unicorn", "--n", "2", "--steps", "1", "--out", out18), "error", r"Unknown class 'Unicorn'", "18")
+    add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli", cli("diffusion", "inpaint", "--mask", "diagonal", "--out", out18),
+        "error", r"Unknown mask 'diagonal'", "18: inpaint --mask")
+    add("cli-diffusion-branch-k-0", "numbers", "cli", cli("diffusion", "branch", "--k", "0", "--out", out18), "error",
+        r"--k 0 is out of range", "18: branch --k")
     add("cli-invert-too-many-layer-pixels", "numbers", "cli",
         cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out", lambda ctx: str(ctx.work / "i")),
         "error", r"3 layers of 1024×1024 px is too much for one batch")
