@@ -195,3 +195,28 @@ def test_judge_rate_and_diversity_by_hand():
     assert r["rate"] == 0.8 and 0.44 < r["ci95"][0] < 0.45 and 0.97 < r["ci95"][1] < 0.98  # exact binomial
     f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]])
     assert mean_pairwise_distance(f) == pytest.approx((5 + 4 + 3) / 3)
+
+
+class LearnedVarianceUNet(ZeroUNet):
+    """ε = 0 and the variance output r = 0.5 everywhere (2C channels, as a learned_range UNet)."""
+
+    def forward(self, x, t):
+        return SimpleNamespace(sample=torch.cat([torch.zeros_like(x), torch.full_like(x, 0.5)], 1))
+
+
+def test_ancestral_guidance_uses_the_learned_variance():
+    """With learned Σ (Improved DDPM): the shift is s·Σ_θ·g with log Σ_θ = v·log β + (1 − v)·log β̃, v = (r + 1)/2."""
+    config = dict(make_scheduler("linear").config) | {"variance_type": "learned_range"}
+    denoiser = Denoiser(DiffusionModel("learned", LearnedVarianceUNet(), config, torch.device("cpu"), "memory"), 20)
+    assert denoiser.process.variance_type == "learned_range"
+    proc, i, s = denoiser.process, 6, 2.0
+    x = 0.3 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    standin, classes = GaussianClasses(), torch.tensor([0, 1])
+    plain = denoiser.step(x, i, sampler="ancestral", generator=torch.Generator().manual_seed(5))
+    guided = denoiser.step(x, i, sampler="ancestral", generator=torch.Generator().manual_seed(5), guide=Guide(standin, classes, s))
+    abar, abar_prev = float(proc.alphas_cumprod[i]), float(proc.alphas_cumprod[i - 1])
+    beta = 1 - abar / abar_prev
+    tilde = (1 - abar_prev) / (1 - abar) * beta
+    v = 0.75
+    sigma2 = math.exp(v * math.log(beta) + (1 - v) * math.log(tilde))
+    assert torch.allclose(guided.prev_sample - plain.prev_sample, s * sigma2 * (standin.means[classes] - x), atol=1e-6)
