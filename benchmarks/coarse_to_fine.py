@@ -31,6 +31,8 @@ VARIANTS = {
     "full size": {},
     "coarse 0.5 from 1/2 side": {"coarse": 0.5, "coarse_start": 0.5},
     "coarse 0.75 from 0.4 side": {"coarse": 0.75, "coarse_start": 0.4},
+    "crop 0.5 from 1/2 side": {"coarse": 0.5, "coarse_start": 0.5, "coarse_view": "crop"},
+    "crop 0.75 from 1/2 side": {"coarse": 0.75, "coarse_start": 0.5, "coarse_view": "crop"},
 }
 
 

@@ -19,7 +19,7 @@ from .objectives import Context, Objective, diversity
 from ..progress import ProgressCallback, ShouldStop
 from .optimise import OptimisationResult, optimise
 from .param import make_param
-from .transforms import TRANSFORM_SETS, Staged, Transform, coarse_to_fine_sizes
+from .transforms import TRANSFORM_SETS, Staged, Transform, coarse_to_fine_sizes, native_scale_crop
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,11 @@ class RenderSettings(Settings):
     # side, growing to the full side (transforms.coarse_to_fine_sizes); 0 = full size from the first step
     coarse: float = 0.0
     coarse_start: float = 0.5
+    coarse_view: str = "resize"  # "resize": the whole image at a smaller side; "crop": a window at full scale
 
-    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0, "coarse_start": 0.5}
+
+    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0, "coarse_start": 0.5,
+                                 "coarse_view": "resize"}
     LIMIT_OVERRIDES: ClassVar[dict] = {"coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
                                        "coarse_start": Limit(0.1, 1.0, label="coarse start (fraction of the input side)")}
 
@@ -151,6 +154,10 @@ def render_transforms(model: LoadedModel, settings: RenderSettings) -> Transform
     plan = coarse_to_fine_sizes(seen, settings.steps, settings.coarse, settings.coarse_start)
     if len(plan) == 1:
         return make(settings.size, seen)
+    if settings.coarse_view == "crop":
+        full = make(settings.size, seen)
+        return Staged([(first, full if side == seen else native_scale_crop(full, seen, side, settings.size))
+                       for first, side in plan])
     return Staged([(first, make(settings.size, side)) for first, side in plan])
 
 
@@ -172,6 +179,8 @@ def check_request(model: LoadedModel, objective: Objective, settings: RenderSett
     limits.check_batch_pixels(n, max(settings.size, seen), min_side=seen)  # a smaller size costs the same below the network side
     if settings.transforms not in TRANSFORM_SETS:
         raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
+    if settings.coarse_view not in ("resize", "crop"):
+        raise UserInputError(f"Unknown coarse view {settings.coarse_view!r}: use resize or crop.")
     return n
 
 

@@ -198,6 +198,18 @@ class Staged:
         return image if self.current is None else self.current(image, generator)
 
 
+def native_scale_crop(transform: "RandomAffine | None", full: int, side: int, param_size: int) -> RandomAffine:
+    """``transform`` showing the network a ``side``-px window at the full stage's scale instead of the whole image
+    resampled to ``side`` px: its first jitter widened by the part of the crop the window leaves out (the jitter
+    crops), so the window is ``side/full`` of the crop and wanders over all of it (coarse-to-fine by crops:
+    fewer pixels per step, features at their own scale)."""
+    base = transform if transform is not None else RandomAffine()
+    h, _ = base.crop_size(param_size, param_size)
+    wander = int(round(h * (1 - side / full)))
+    return RandomAffine(pad=base.pad, jitter=base.jitter + wander, scales=base.scales.tolist(),
+                        angles=base.angles.tolist(), jitter2=base.jitter2, output_size=side, fill=base.fill)
+
+
 def coarse_to_fine_sizes(full: int, steps: int, fraction: float, start: float, stages: int = 3,
                          multiple: int = 16) -> list[tuple[int, int]]:
     """[(first step, network side)]: the first ``fraction`` of the steps see ``start``·full growing to full in
