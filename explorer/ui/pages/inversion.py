@@ -50,7 +50,7 @@ with left:
 
 with right:
     mode = st.radio("Mode", ["Invert layers", "DeepDream", "Caricature"], horizontal=True, key=f"{KEY}_mode")
-    main_spatial = [i.name for i in model.main_layers() if len(i.shape) == 3]
+    main_spatial = [i.name for i in model.main_layers() if len(i.shape) == 3 or i.tokens]  # C×H×W, or a ViT's N×C
     c1, c2, c3 = st.columns(3)
     seed = int(settings_widgets.number(c3, "invert", "seed"))
     if mode == "Invert layers":
