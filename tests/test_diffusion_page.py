@@ -65,7 +65,7 @@ def test_shipped_ddpm_denoises_as_its_training_record_says():
 def test_page_samples_scrubs_and_shows_probabilities(root):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(root / "explorer/ui/pages/diffusion.py"), default_timeout=120)
+    at = AppTest.from_file(str(root / "explorer/ui/pages/diffusion.py"), default_timeout=400)
     at.run()
     assert not at.exception and not at.error
     at.number_input(key="diff_steps").set_value(12)
@@ -73,7 +73,9 @@ def test_page_samples_scrubs_and_shows_probabilities(root):
     at.button(key="diff_go").click().run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
-    noise_p = float(metrics["Fooling-noise probability on x_T"])
+    noise_p = float(metrics["Probe's confidence on the starting noise"])  # plain words, with a help line
+    assert {"Class settles at timestep (median)", "Probe's confidence on the final samples"} <= set(metrics)
+    assert all(m.help for m in at.metric)
     # the metric is what it says: the probe's mean top probability on the pure-noise start, recomputed here
     # from the chain's stored x_T (8-bit) by the classifier itself
     from explorer.models import load_model
@@ -87,7 +89,10 @@ def test_page_samples_scrubs_and_shows_probabilities(root):
     slider = at.select_slider(key="diff_step")
     assert slider.value == 0
     first = [(img.proto.imgs[0].caption, img.proto.imgs[0].url) for img in at.get("image")[:3]]
-    assert [c.split(" at ")[0] for c, _ in first] == ["x_t", "x̂0", "ε"]
+    assert [c.split(" at ")[0] for c, _ in first] == ["x_t", "x̂0", "ε"]  # sample 0 large, then every sample
+    assert [img.proto.imgs[0].caption.split(" at ")[0] for img in at.get("image")[3:6]] == [
+        "x_t of every sample", "x̂0 of every sample", "ε of every sample"]
+    assert at.number_input(key="diff_batch").label == "Samples" and "--n" in at.number_input(key="diff_batch").help
     slider.set_value(11).run()  # scrub to the last step: x_t, x̂0 and ε all change
     assert not at.exception
     last = [(img.proto.imgs[0].caption, img.proto.imgs[0].url) for img in at.get("image")[:3]]

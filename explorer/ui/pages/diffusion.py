@@ -7,14 +7,15 @@ import streamlit as st
 import torch
 
 from explorer.diffusion.analysis import (
-    STATE_NAMES, chain_gif, probability_rows, summarise, summary_json, top_classes, upscale,
+    STATE_NAMES, chain_gif, probability_rows, summarise, summary_json, top_classes,
 )
 from explorer.diffusion.data import fashion_available, load_digits, load_fashion_mnist
 from explorer.diffusion.models import available_diffusion_models, load_diffusion_model
 from explorer.diffusion.recorder import ChainRecord, Probe, forward_process, sample_chain
+from explorer import limits
 from explorer.errors import UserInputError
-from explorer.images import grid, load_image, to_uint8
-from explorer.ui import widgets
+from explorer.images import grid, load_image
+from explorer.ui import display, widgets
 
 KEY = "diff"
 SCHEDULE_TITLES = {"": "model's own", "linear": "linear", "squaredcos_cap_v2": "cosine (squaredcos_cap_v2)"}
@@ -76,24 +77,30 @@ def probability_figure(record: ChainRecord, sample: int, step: int, k: int) -> g
     return fig
 
 
-def scrubber(record: ChainRecord, key: str, columns: int) -> int:
-    """Timestep slider + the x_t | x̂0 | ε pictures of every sample at that step; returns the step."""
+def scrubber(record: ChainRecord, key: str, columns: int) -> tuple[int, int]:
+    """Timestep slider + one sample's x_t | x̂0 | ε large (a whole multiple of their size), then every sample's
+    at that step; returns (step, sample)."""
     options = record.stored_steps
-    step = st.select_slider("Step (timestep t)", options=options, value=options[0],
+    c1, c2 = st.columns([5, 1])
+    step = c1.select_slider("Step (timestep t)", options=options, value=options[0],
                             format_func=lambda s: f"{s} (t={record.timesteps[s]})", key=f"{key}_step")
-    cols = st.columns(3)
-    for col, state in zip(cols, ("x_t", "x0", "eps")):
-        picture = grid(upscale(record.state(step, state)), columns=columns)
-        col.image(to_uint8(picture), caption=f"{STATE_NAMES[state]} at t={record.timesteps[step]}", width="stretch")
-    return step
+    sample = int(c2.number_input("Sample", 0, record.batch - 1, 0, key=f"{key}_sample",
+                                 help="the sample shown large here and in the probability curves"))
+    t = record.timesteps[step]
+    for col, state in zip(st.columns(3), ("x_t", "x0", "eps")):
+        display.show_image(record.state(step, state)[sample], caption=f"{STATE_NAMES[state]} at t={t}", target=288,
+                           container=col)
+    for col, state in zip(st.columns(3), ("x_t", "x0", "eps")):
+        display.show_image(grid(record.state(step, state), columns=columns), target=288, container=col,
+                           caption=f"{STATE_NAMES[state]} of every sample at t={t}")
+    return step, sample
 
 
-def curves(record: ChainRecord, step: int, key: str) -> None:
+def curves(record: ChainRecord, step: int, sample: int, key: str) -> None:
     if not record.has_probes:
         st.info("Pick a probe classifier in the sidebar to see its probabilities along the chain.")
         return
     c1, c2 = st.columns([3, 1])
-    sample = c2.number_input("Sample #", 0, record.batch - 1, 0, key=f"{key}_sample")
     k = c2.slider("Top-k classes", 1, min(8, record.probs_xt.shape[-1]), 3, key=f"{key}_k")
     c1.plotly_chart(probability_figure(record, int(sample), step, int(k)), width="stretch", key=f"{key}_fig")
 
@@ -125,7 +132,8 @@ with sample_tab:
     schedule = c4.selectbox("Schedule", list(SCHEDULE_TITLES), format_func=SCHEDULE_TITLES.get, key=f"{KEY}_schedule",
                             help="Another schedule than the model's feeds the UNet the training timestep with the same noise level.")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
-    batch = c6.number_input("Batch", 1, 64, 8, key=f"{KEY}_batch")
+    batch = c6.number_input("Samples", 1, limits.MAX_BATCH, 8, key=f"{KEY}_batch",
+                            help="how many chains are sampled together (`diffusion sample --n` on the command line)")
     if diffusion.learned_variance:
         st.caption("This model learned its variances (Improved DDPM): DDPM/ancestral sampling steps with the learned Σ "
                    "on the chosen number of evenly respaced steps; DDIM uses only its ε.")
@@ -146,18 +154,22 @@ with sample_tab:
         st.subheader(f"{s['sampler'].upper()} · {record.steps} steps · batch {record.batch} · seed {s['seed']} · "
                      f"{SCHEDULE_TITLES.get(s['schedule'], s['schedule'])} · {record.seconds:.1f} s")
         columns = min(8, record.batch)
-        step = scrubber(record, KEY, min(4, record.batch))
-        curves(record, step, KEY)
+        step, sample = scrubber(record, KEY, min(4, record.batch))
+        curves(record, step, sample, KEY)
         rows = summarise(record)
         if rows:
             noise_p = sum(r.noise_probability for r in rows) / len(rows)
             settled = [r.settle_t_xt for r in rows if r.settle_t_xt is not None]
             m1, m2, m3 = st.columns(3)
-            m1.metric("Fooling-noise probability on x_T", f"{noise_p:.2f}",
-                      help="The classifier's mean top probability on the pure-noise start x_T.")
-            m2.metric("Median t where the final class wins for good (x_t)",
-                      f"{sorted(settled)[len(settled) // 2]}" if settled else "—")
-            m3.metric("Mean final confidence", f"{sum(r.final_probability for r in rows) / len(rows):.2f}")
+            m1.metric("Probe's confidence on the starting noise", f"{noise_p:.2f}",
+                      help="Every chain starts from pure noise x_T: the probe classifier's mean top-class probability on "
+                           "it. High means the probe is sure about static (it is fooled), before any denoising.")
+            m2.metric("Class settles at timestep (median)", f"{sorted(settled)[len(settled) // 2]}" if settled else "—",
+                      help="Per sample, the timestep t from which the probe's top class on x_t stays the final sample's "
+                           "class all the way to t = 0; the median over samples. Sampling runs from t = T down to 0, so "
+                           "a larger t means the class was decided earlier.")
+            m3.metric("Probe's confidence on the final samples", f"{sum(r.final_probability for r in rows) / len(rows):.2f}",
+                      help="The probe's mean top-class probability on the finished images.")
             st.dataframe([{
                 "sample": r.index, "final class": r.final_label, "p(final)": round(r.final_probability, 3),
                 "verdict on x_T": r.noise_label, "p on x_T": round(r.noise_probability, 3),
@@ -166,10 +178,10 @@ with sample_tab:
         st.markdown("**Final samples**")
         cols = st.columns(columns)
         for i in range(record.batch):
-            caption = f"#{i}"
+            caption = f"sample {i}"
             if rows:
                 caption += f" · {rows[i].final_label} ({rows[i].final_probability:.2f})"
-            cols[i % columns].image(to_uint8(record.final[i]), caption=caption, width="stretch")
+            display.show_image(record.final[i], caption=caption, target=128, container=cols[i % columns])
         exports(record, KEY, f"{s['model']}_{s['sampler']}_{record.steps}")
 
 # ---- forward process ------------------------------------------------------------------------------------
@@ -203,8 +215,8 @@ with forward_tab:
     fw: ChainRecord | None = st.session_state.get(f"{KEY}_fw_record")
     if fw is not None:
         st.caption("x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε with one ε for every t; x̂0 and ε are the UNet's estimates from x_t.")
-        fw_step = scrubber(fw, f"{KEY}_fw", 1)
-        curves(fw, fw_step, f"{KEY}_fw")
+        fw_step, fw_sample = scrubber(fw, f"{KEY}_fw", 1)
+        curves(fw, fw_step, fw_sample, f"{KEY}_fw")
         exports(fw, f"{KEY}_fw", f"{fw.settings['model']}_forward")
 
 # ---- model quality: likelihood bound, FD_cnn / precision / recall against K (explorer/ui/diffusion_quality.py) --
