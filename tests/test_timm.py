@@ -200,3 +200,18 @@ def test_feature_vis_page_renders_vit_attention_heads(root):
     at.button(key="fv_go").click().run()
     assert not at.exception and "valid attention heads are 0–2" in at.error[0].value
 
+
+
+def test_gallery_page_offers_a_vits_blocks(root, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path))
+    at = AppTest.from_file(str(root / "explorer/ui/pages/gallery.py"), default_timeout=180)
+    at.query_params["model"] = "timm:vit_tiny_patch16_224"
+    at.query_params["weights"] = "random"
+    at.run()
+    assert not at.exception and not at.error
+    options = at.selectbox(key="gal_layer").options
+    assert {"blocks.0  (197×192)", "blocks.11  (197×192)"} <= set(options), options
+    at.selectbox(key="gal_layer").set_value("blocks.7").run()  # a ViT layer's grid: 192 channels, none built yet
+    assert not at.exception and not at.error
