@@ -193,3 +193,23 @@ def test_readme_quick_start_is_small_valid_and_timed():
     first = parsed[0]
     assert len(parse_units(first.channels)) * first.steps <= 4 * 64, "the first example stays a ~20-CPU-second job"
     assert "Timed on" in section and "CPU time" in section and "shared" in section
+
+
+def test_no_page_makes_a_log_axis_of_its_own():
+    """Every log axis goes through ui.display.log_axis (decades labelled, no minor-tick digits)."""
+    import re
+    from pathlib import Path
+
+    ui = Path(__file__).resolve().parents[1] / "explorer" / "ui"
+    offenders = [f"{p.relative_to(ui)}:{n}" for p in ui.rglob("*.py") if p.name != "display.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"type\s*=\s*['\"]log['\"]", line)]
+    assert not offenders, offenders
+
+
+def test_diffusion_quality_terms_chart_labels_decades():
+    from explorer.ui.diffusion_quality import terms_figure
+
+    fig = terms_figure([{"model": "m", "nll": {"terms_bits_per_dim": [3.0, 0.4, 0.02], "term_timesteps": [0, 10, 999],
+                                                "variance_type": "fixed_small"}}])
+    assert_decade_axis(fig.layout.xaxis, 10, 999)
+    assert_decade_axis(fig.layout.yaxis, 0.02, 3.0)
