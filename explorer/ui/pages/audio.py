@@ -176,14 +176,16 @@ if result is not None:
     if result.judges:
         comparison = (result.random_starts or {}).get("comparison", {})
         n_starts = (result.random_starts or {}).get("n", 0)
-        st.markdown("**Independent judges** (never seen by the dream; on the start sound and on the WAV read back"
+        st.markdown("**Independent judges** (never seen by the dream; on the start sound, the dream and the WAV read back"
                     + (f"; beside them the same judges on {n_starts} random starts of this parameterisation, never optimised, "
                        "and the dream minus their mean with a 95 % bootstrap interval" if comparison else "") + ")")
         rows = []
         for key, after in result.judges["roundtrip"].items():
             before = result.judges["before"][key]
             reference = SPEECH_REFERENCE.get(key)
-            row = {"judge": after.label, "start": before.text(), "dream (WAV)": after.text()}
+            optimised = result.judges.get("optimised", {}).get(key)
+            row = {"judge": after.label, "start": before.text(),
+                   "dream (before the WAV)": "" if optimised is None else optimised.text(), "dream (WAV)": after.text()}
             if comparison:
                 c = comparison.get(key) or {}
                 ok = c.get("difference") is not None
