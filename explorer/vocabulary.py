@@ -183,6 +183,21 @@ def _gallery_terms() -> tuple[Term, ...]:
     )
 
 
+def _diffusion_terms() -> tuple[Term, ...]:
+    import inspect
+
+    from .diffusion.recorder import sample_chain
+
+    p = {name: param.default for name, param in inspect.signature(sample_chain).parameters.items()}
+    return (
+        Term("sampler", "--sampler", "Sampler", "diff_sampler", p["sampler"], choices=("ddim", "ddpm", "ancestral")),
+        Term("steps", "--steps", "Steps", "diff_steps", p["steps"], meaning="sampling steps: 1 to the model's training timesteps T"),
+        Term("eta", "--eta", "η (DDIM)", "diff_eta", p["eta"], "eta", meaning="DDIM noise (0: deterministic)"),
+        Term("seed", "--seed", "Seed", "diff_seed", p["seed"], "seed"),
+        Term("n", "--n", "Samples", "diff_batch", p["batch"], "batch", meaning="chains sampled together"),
+    )
+
+
 _BUILDERS: tuple[tuple[tuple[str, ...], str, str, Callable[[], tuple[Term, ...]]], ...] = (
     (("visualize",), "feature_vis.py", "", _render_terms),
     (("invert",), "inversion.py", "Invert layers", _inversion_terms),
@@ -191,6 +206,7 @@ _BUILDERS: tuple[tuple[tuple[str, ...], str, str, Callable[[], tuple[Term, ...]]
     (("fool", "grow"), "fooling.py", "Grow a fooling image", _grow_terms),
     (("fool", "sweep"), "fooling.py", "How often does noise fool it?", _sweep_terms),
     (("gallery", "build"), "gallery.py", "", _gallery_terms),
+    (("diffusion", "sample"), "diffusion.py", "Sampling chain (reverse process)", _diffusion_terms),
 )
 
 

@@ -354,7 +354,7 @@ def sample_chain(
         probs_x0=torch.stack(px0).cpu() if px0 else None,
         final_probs=final_probs,
         labels=labels,
-        settings={"model": diffusion.name, "sampler": sampler, "steps": steps, "batch": batch, "seed": seed,
+        settings={"model": diffusion.name, "sampler": sampler, "steps": steps, "n": batch, "seed": seed,
                   "eta": eta if sampler == "ddim" else None, "engine": plan.engine, "variance": plan.variance, "schedule": schedule or diffusion.train_schedule,
                   "train_schedule": diffusion.train_schedule, "record_every": every,
                   "probe": probe.model.name if probe is not None else None},

@@ -16,6 +16,7 @@ from explorer import limits
 from explorer.errors import UserInputError
 from explorer.images import grid, load_image
 from explorer.ui import display, widgets
+from explorer.vocabulary import term
 
 KEY = "diff"
 SCHEDULE_TITLES = {"": "model's own", "linear": "linear", "squaredcos_cap_v2": "cosine (squaredcos_cap_v2)"}
@@ -132,7 +133,7 @@ with sample_tab:
     schedule = c4.selectbox("Schedule", list(SCHEDULE_TITLES), format_func=SCHEDULE_TITLES.get, key=f"{KEY}_schedule",
                             help="Another schedule than the model's feeds the UNet the training timestep with the same noise level.")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
-    batch = c6.number_input("Samples", 1, limits.MAX_BATCH, 8, key=f"{KEY}_batch",
+    batch = c6.number_input("Samples", 1, limits.MAX_BATCH, term("diffusion sample", "n").default, key=f"{KEY}_batch",
                             help="how many chains are sampled together (`diffusion sample --n` on the command line)")
     if diffusion.learned_variance:
         st.caption("This model learned its variances (Improved DDPM): DDPM/ancestral sampling steps with the learned Σ "
@@ -151,7 +152,7 @@ with sample_tab:
     record: ChainRecord | None = st.session_state.get(f"{KEY}_record")
     if record is not None:
         s = record.settings
-        st.subheader(f"{s['sampler'].upper()} · {record.steps} steps · batch {record.batch} · seed {s['seed']} · "
+        st.subheader(f"{s['sampler'].upper()} · {record.steps} steps · {record.batch} samples · seed {s['seed']} · "
                      f"{SCHEDULE_TITLES.get(s['schedule'], s['schedule'])} · {record.seconds:.1f} s")
         columns = min(8, record.batch)
         step, sample = scrubber(record, KEY, min(4, record.batch))
