@@ -12,6 +12,9 @@ def _page(root) -> AppTest:
 def test_page_dreams_speech_and_shows_round_trip(root):
     at = _page(root).run()
     assert not at.exception
+    # with the synthesiser (the default), a "noise" start is random synthesiser settings: the choice says so
+    assert at.selectbox(key="audio_start").value == "noise"
+    assert "noise → random synthesiser settings" in at.selectbox(key="audio_start").options
     at.number_input(key="audio_seconds").set_value(1.0)
     at.number_input(key="audio_steps").set_value(40)
     at.number_input(key="audio_control").set_value(0)
@@ -27,6 +30,7 @@ def test_page_dreams_speech_and_shows_round_trip(root):
     assert {"Download before.wav", "Download after.wav", "Download round-trip figures JSON"} <= set(labels)
     assert len(at.get("plotly_chart")) >= 5  # bars, per-chunk curve, synth contours, spectrograms
     assert len(at.get("audio")) == 2
+    assert any(m.value == "**Before** (noise → random synthesiser settings)" for m in at.markdown)
     # the independent judges sit beside the network's own score, with numbers (Praat is installed)
     table = at.dataframe[0].value
     judged = dict(zip(table["judge"], table["dream (WAV)"]))

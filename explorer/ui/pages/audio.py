@@ -18,6 +18,14 @@ from explorer.errors import UserInputError
 from explorer.images import png_bytes
 from explorer.ui import widgets
 
+
+SYNTH_RANDOM_STARTS = ("noise", "silence")  # a synthesiser cannot make these: it starts from random settings instead
+
+
+def start_words(start: str, synth: bool) -> str:
+    """What a start really is: with the synthesiser, "noise" and "silence" mean random synthesiser settings."""
+    return f"{start} → random synthesiser settings" if synth and start in SYNTH_RANDOM_STARTS else start
+
 KEY = "audio"
 st.title("Audio hallucinations")
 st.caption("Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
@@ -63,7 +71,9 @@ with left:
                 size = model.layer_shapes.get(layer, (1,))[0]
                 net += f":{int(st.number_input(f'Channel (0–{size - 1})', 0, max(size - 1, 0), 0, key=f'{KEY}_unit'))}"
     starts = list(BUILTIN_CLIPS) + ["upload"]
+    synth_param = st.session_state.get(f"{KEY}_param", DreamSettings.param) == "synth"  # the widget below, as last set
     start = st.selectbox("Start from", starts, index=starts.index("noise"), key=f"{KEY}_start",
+                         format_func=lambda s: start_words(s, synth_param),
                          help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, resampled).")
     upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload") if start == "upload" else None
 with right:
@@ -211,7 +221,8 @@ if result is not None:
     before_wav = audio_io.wav_bytes(result.before_audio, result.sample_rate)
     after_wav = audio_io.wav_bytes(result.after_audio, result.sample_rate)
     with a1:
-        st.markdown("**Before**")
+        st.markdown(f"**Before** ({start_words(result.settings.start, result.param == 'synth')})"
+                    if result.settings.start in SYNTH_RANDOM_STARTS else "**Before**")
         st.audio(before_wav, format="audio/wav")
         st.download_button("Download before.wav", before_wav, "before.wav", "audio/wav", key=f"{KEY}_dl_before")
     with a2:
