@@ -52,6 +52,8 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 250
     stop_after: int | None = None  # stop (and write the net) at this step of the ``steps``-long schedule
+    spec_mask: bool = False  # SpecAugment-style masks on the log-mel (≤ 2 bands of ≤ 6 mels, ≤ 2 spans of ≤ 12 frames)
+    flite_weight: float = 1.0  # how much more often a flite clip (recorded human voices) is drawn than an espeak-ng one
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -111,16 +113,35 @@ def augment(rng: np.random.Generator, clip: np.ndarray | None) -> np.ndarray:
     return wav.astype(np.float32)
 
 
-def draw_batch(data: WordClips, by_class: list[np.ndarray], rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classes drawn evenly (unknown ×2), a random clip of each, augmented."""
+def draw_batch(data: WordClips, by_class: list[np.ndarray], rng: np.random.Generator, batch: int,
+               clip_weights: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes drawn evenly (unknown ×2), a random clip of each (``clip_weights[c]``: its probabilities), augmented."""
     weights = np.array([2.0 if label == UNKNOWN else 1.0 for label in LABELS])
     classes = rng.choice(len(LABELS), size=batch, p=weights / weights.sum())
     silence = LABELS.index(SILENCE)
     wavs = []
     for c in classes:
-        clip = None if c == silence else data.clips[int(rng.choice(by_class[c]))]
+        p = None if clip_weights is None else clip_weights[c]
+        clip = None if c == silence else data.clips[int(rng.choice(by_class[c], p=p))]
         wavs.append(augment(rng, clip))
     return torch.from_numpy(np.stack(wavs)), torch.from_numpy(classes.astype(np.int64))
+
+
+def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """SpecAugment-style: per example up to 2 mel bands (≤ 6 wide) and 2 time spans (≤ 12 frames) set to the
+    clip's mean (0 after the front end's mean removal)."""
+    keep = torch.ones_like(log_mel)
+    batch, _, mels, frames = log_mel.shape
+    for b in range(batch):
+        for _ in range(int(rng.integers(0, 3))):
+            w = int(rng.integers(1, 7))
+            f = int(rng.integers(0, mels - w + 1))
+            keep[b, :, f : f + w] = 0
+        for _ in range(int(rng.integers(0, 3))):
+            w = int(rng.integers(1, 13))
+            t = int(rng.integers(0, frames - w + 1))
+            keep[b, :, :, t : t + w] = 0
+    return log_mel * keep
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -199,6 +220,12 @@ def train_word_net(
     if not len(train):
         raise UserInputError(f"No training clips in {data_dir}.")
     by_class = [np.flatnonzero(train.labels == c) for c in range(len(LABELS))]
+    clip_weights = None
+    if settings.flite_weight != 1.0:
+        clip_weights = []
+        for idx in by_class:
+            w = np.where(train.engines[idx] == "flite", settings.flite_weight, 1.0)
+            clip_weights.append(w / w.sum() if len(w) else w)
     config = {"name": "words", "labels": list(LABELS), "widths": list(settings.widths), "n_mels": 40,
               "dropout": settings.dropout, "sample_rate": 16000, "window_samples": WINDOW}
     with devices.seeded(settings.seed, torch.device("cpu")):
@@ -232,10 +259,14 @@ def train_word_net(
             save_checkpoint()
             return {"stopped": CANCELLED, "step": step}
         rng = np.random.default_rng([settings.seed, step])
-        x, y = draw_batch(train, by_class, rng, settings.batch_size)
+        x, y = draw_batch(train, by_class, rng, settings.batch_size, clip_weights)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
-        loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
+        if settings.spec_mask:
+            logits = net.head(net.features(mask_log_mel(net.front(x), rng)))
+        else:
+            logits = net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=0.05)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--batch-size", type=int, default=64)
     wt.add_argument("--lr", type=float, default=3e-3)
     wt.add_argument("--seed", type=int, default=0)
+    wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
+    wt.add_argument("--flite-weight", type=float, default=1.0, help="draw flite clips (recorded human voices) this much more often")
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
@@ -186,9 +188,12 @@ def run_words_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
     out = output_dir(args.out)
+    if not 0 < args.flite_weight <= 100:
+        raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, stop_after=args.stop_after)
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, stop_after=args.stop_after,
+                             spec_mask=args.spec_mask, flite_weight=args.flite_weight)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
