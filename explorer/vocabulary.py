@@ -198,6 +198,20 @@ def _diffusion_terms() -> tuple[Term, ...]:
     )
 
 
+def _audio_terms() -> tuple[Term, ...]:
+    from .audio.dream import PARAMS, DreamSettings
+
+    d = DreamSettings()
+    return (
+        Term("steps", "--steps", "Steps", "audio_steps", d.steps, "steps", lo=1),
+        Term("lr", "--lr", "Learning rate", "audio_lr", d.lr, "lr", page_min=0.001),
+        Term("seed", "--seed", "Seed", "audio_seed", d.seed, "seed"),
+        Term("param", "--param", "Parameterisation", "audio_param", d.param, choices=tuple(PARAMS)),
+        Term("start", "--start", "Start from", "audio_start", d.start,
+             meaning="a built-in clip or a sound file; with the synthesiser, noise/silence = random synthesiser settings"),
+    )
+
+
 _BUILDERS: tuple[tuple[tuple[str, ...], str, str, Callable[[], tuple[Term, ...]]], ...] = (
     (("visualize",), "feature_vis.py", "", _render_terms),
     (("invert",), "inversion.py", "Invert layers", _inversion_terms),
@@ -207,6 +221,7 @@ _BUILDERS: tuple[tuple[tuple[str, ...], str, str, Callable[[], tuple[Term, ...]]
     (("fool", "sweep"), "fooling.py", "How often does noise fool it?", _sweep_terms),
     (("gallery", "build"), "gallery.py", "", _gallery_terms),
     (("diffusion", "sample"), "diffusion.py", "Sampling chain (reverse process)", _diffusion_terms),
+    (("audio", "dream"), "audio.py", "", _audio_terms),
 )
 
 

@@ -68,12 +68,12 @@ def _check_widget(at: AppTest, t: vocabulary.Term) -> None:
         lo, hi = t.widget_range()
         shown = (widget.min, widget.max) if kind == "number_input" else (widget.proto.min, widget.proto.max)
         assert tuple(shown) == (lo, hi), (t.key, shown, (lo, hi))
-    if kind in ("selectbox", "radio") and t.choices and t.name != "family":  # family: shown by its title
+    if kind in ("selectbox", "radio") and t.choices and t.name not in ("family", "param"):  # shown by their titles
         assert tuple(widget.options) == tuple(str(c) for c in t.choices), (t.key, widget.options)
 
 
 PAGES = [("visualize",), ("invert",), ("dream",), ("caricature",), ("fool", "grow"), ("fool", "sweep"), ("gallery", "build"),
-         ("diffusion", "sample")]
+         ("diffusion", "sample"), ("audio", "dream")]
 
 
 @pytest.mark.parametrize("words", PAGES, ids=" ".join)

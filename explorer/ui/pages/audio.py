@@ -16,7 +16,7 @@ from explorer.audio.words import word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
 from explorer.images import png_bytes
-from explorer.ui import widgets
+from explorer.ui import settings_widgets, widgets
 
 
 SYNTH_RANDOM_STARTS = ("noise", "silence")  # a synthesiser cannot make these: it starts from random settings instead
@@ -81,8 +81,8 @@ with right:
     # words have their own length widget (default 1 s: a spoken word), the other networks 4 s
     seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5,
                               key=f"{KEY}_seconds_words" if net_kind == "words" else f"{KEY}_seconds")
-    steps = c2.number_input("Steps", 0, 2000, DreamSettings.steps, step=16, key=f"{KEY}_steps")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
+    steps = settings_widgets.number(c2, "audio dream", "steps", step=16)  # label, default, range: explorer/vocabulary.py
+    seed = settings_widgets.number(c3, "audio dream", "seed")
     c1, c2 = st.columns(2)
     param = c1.selectbox("Parameterisation", list(PARAMS), format_func=PARAMS.get, key=f"{KEY}_param",
                          help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every setting "
@@ -112,7 +112,7 @@ with right:
         c1, c2 = st.columns(2)
         gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
                                       help="random loudness per step, so the dream survives peak normalisation")
-        lr = c2.number_input("Learning rate", 0.001, 1.0, 0.05, format="%.3f", key=f"{KEY}_lr")
+        lr = settings_widgets.number(c2, "audio dream", "lr", format="%.3f")
         if param == "synth":
             time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
                                          help="so the dream does not rely on where the network's frames fall")
