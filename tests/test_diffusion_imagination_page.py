@@ -26,7 +26,7 @@ def test_shipped_noisy_classifier_is_accurate_when_clean_and_degrades_with_noise
     test = load_fashion_mnist("test").subset(slice(0, 1000))
     abar = make_scheduler("linear").alphas_cumprod.float()
     rows = {row["t_from"]: row["accuracy"] for row in accuracy_by_t(model.module, test, abar, seed=99)}
-    assert rows[0] > 0.85 and rows[900] < 0.35  # accurate on clean images, near chance in pure noise
+    assert rows[0] > 0.8 and rows[900] < 0.35  # accurate on clean images, near chance in pure noise
     assert all(rows[a] >= rows[b] - 0.03 for a, b in zip(list(rows)[1:], list(rows)[2:]))  # degrades with t
     for t_from, acc in rows.items():  # another noise draw: the claim holds within sampling error (sd ≈ 0.016)
         assert abs(acc - claimed[t_from]) < 0.05, (t_from, acc, claimed[t_from])
