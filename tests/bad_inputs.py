@@ -691,6 +691,12 @@ def _cases() -> list[Case]:
         r"--nll-n 0 is out of range", "17: evaluate --nll")
     add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-steps", "0"), "error",
         r"--nll-steps 0 is out of range", "17")
+    add("cli-diffusion-sample-learned-with-diffusers-engine", "numbers", "cli",
+        cli("diffusion", "sample", "--model", "fashion_iddpm", "--engine", "diffusers", "--out", lambda ctx: str(ctx.work / "s")),
+        "error", r"Learned variances and the ancestral sampler need the core engine", "17: --engine")
+    add("cli-diffusion-evaluate-core-other-schedule", "numbers", "cli",
+        cli("diffusion", "evaluate", "--model", "fashion_iddpm", "--schedule", "linear", "--n", "3"),
+        "error", r"Another β schedule than the model's own needs the diffusers engine", "17: --schedule")
     add("cli-diffusion-train-init-from-missing", "numbers", "cli",
         cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from", lambda ctx: str(ctx.work / "nothing"),
             "--out", lambda ctx: str(ctx.work / "t")),

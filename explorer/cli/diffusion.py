@@ -105,6 +105,14 @@ def _load(args: argparse.Namespace):
     return diffusion, Probe(load_cli_models([args.probe], None, args.device, args.probe_arch)[0])
 
 
+def _check_engine(diffusion, args: argparse.Namespace) -> None:
+    """The sampler/engine/schedule combination, before any progress bar (the chain checks it again)."""
+    from ..diffusion.recorder import chain_engine
+
+    if chain_engine(diffusion, args.sampler, args.engine) == "core" and args.schedule not in (None, diffusion.train_schedule):
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance models).")
+
+
 def _sample(args: argparse.Namespace) -> int:
     from ..diffusion.analysis import chain_gif, probability_rows, summarise, summary_json
     from ..diffusion.recorder import sample_chain
@@ -115,10 +123,11 @@ def _sample(args: argparse.Namespace) -> int:
     check_options(args, "record_every", "gif_frames")
     out = output_dir(args.out)
     diffusion, probe = _load(args)
+    _check_engine(diffusion, args)
     with progress(args.steps, f"{args.sampler} sampling") as callback:
         record = sample_chain(
             diffusion, sampler=args.sampler, steps=args.steps, batch=args.n, seed=args.seed, eta=args.eta,
-            schedule=args.schedule, probe=probe, record_every=args.record_every, callback=callback,
+            schedule=args.schedule, probe=probe, record_every=args.record_every, engine=args.engine, callback=callback,
             should_stop=callback.should_stop,
         )
     save_png(grid(record.final), out / "samples.png")
@@ -153,6 +162,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     diffusion, probe = _load(args)
     if probe is None:
         raise UserInputError("evaluate needs --probe (a registry classifier, e.g. fashion_cnn).")
+    _check_engine(diffusion, args)
     nll_n = args.nll_n if args.nll else 0
     work = args.n * args.steps + nll_n * min(args.nll_steps or diffusion.num_train_timesteps, diffusion.num_train_timesteps)
     with progress(work, "evaluate (sampling" + (" + bound)" if args.nll else ")"), unit="call") as callback:
