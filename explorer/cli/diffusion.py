@@ -187,7 +187,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
-    p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm or a diffusers-format UNet folder")
+    p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm, fashion_iddpm (learned Σ) or a diffusers-format UNet folder")
     p.add_argument("--probe", default="fashion_cnn", help="registry classifier (or a train-classifier folder) watching the chain; none: off")
     add_arch_option(p, "--probe-arch")
     p.add_argument("--sampler", choices=["ddim", "ddpm", "ancestral"], default="ddim",
@@ -214,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="out/diffusion")
     s.set_defaults(func=_sample)
 
-    e = sub.add_parser("evaluate", help="sample quality: the probe's mean max-probability and class histogram")
+    e = sub.add_parser("evaluate", help="sample quality (probe confidence, classes, FD_cnn + floor, precision/recall) and, with --nll, the likelihood bound")
     _add_model_options(e, 500)
     e.add_argument("--batch", type=int, default=100)
     e.add_argument("--out", default=None, help="also write quality.json here")
