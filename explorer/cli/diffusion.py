@@ -37,7 +37,7 @@ def _init_folder(name: str | None) -> str:
     if not any((f / "diffusion_pytorch_model.safetensors").is_file() for f in (folder, folder / "unet")):
         raise UserInputError(f"--init-from {name}: no diffusion_pytorch_model.safetensors there (or in unet/); "
                              f"use {', '.join(BUILTIN)} or a diffusers UNet folder.")
-    return str(folder)
+    return name if name in BUILTIN else str(folder)  # a built-in is recorded by name: no machine's path in the record
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -367,12 +367,14 @@ def evaluation_losses(unet, gaussian: GaussianDiffusion, images01: torch.Tensor,
 
 
 def init_from_pretrained(unet: torch.nn.Module, folder: str | Path) -> dict[str, str]:
-    """Start ``unet`` from a diffusers UNet folder's weights where the shapes match. An output conv with twice
-    the channels (ε and v) takes the old conv in its ε half and starts its v half at zero weights and bias,
-    i.e. v = 0.5: log Σ halfway between log β̃_t and log β_t. Returns what was done per tensor kind."""
+    """Start ``unet`` from a diffusers UNet folder's (or a built-in model's) weights where the shapes match.
+    An output conv with twice the channels (ε and v) takes the old conv in its ε half and starts its v half
+    at zero weights and bias, i.e. v = 0.5: log Σ halfway between log β̃_t and log β_t. Returns what was
+    done per tensor kind."""
     from ..models.weights import read_state_dict
+    from .models import BUILTIN  # here, not at the top: models imports this module
 
-    path = Path(folder).expanduser()
+    path = Path(BUILTIN.get(str(folder), folder)).expanduser()
     for candidate in (path / "diffusion_pytorch_model.safetensors", path / "unet" / "diffusion_pytorch_model.safetensors"):
         if candidate.is_file():
             source = read_state_dict(candidate)
