@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,20 @@ def time_to_level(runs: dict[int, dict], goal: torch.Tensor) -> tuple[float, int
     return math.inf, None, best
 
 
+def step_costs(model, layer: str, units: list[int], pairs: int, steps: int, lucent_size: int) -> tuple[float, float]:
+    """Median seconds per unit and step of ours (one batch of ``units``) and of Lucent (one unit), measured in
+    ``pairs`` interleaved runs of ``steps`` steps: on a CPU shared with other jobs, both sides see the same load."""
+    ours, theirs = [], []
+    for _ in range(pairs):
+        sync(model.device)
+        start = time.perf_counter()
+        render(model, objectives.channel(layer, units), RenderSettings(steps=steps))
+        sync(model.device)
+        ours.append((time.perf_counter() - start) / (steps * len(units)))
+        theirs.append(lucent_render(model, layer, units[:1], steps, lucent_size, [steps])["seconds"] / steps)
+    return statistics.median(ours), statistics.median(theirs)
+
+
 def parse_variants(text: str) -> list[tuple[str, dict]]:
     """"name:key=value,key=value;name2:…" -> [(name, overrides)]."""
     variants = []
@@ -160,6 +175,12 @@ def main() -> None:
     parser.add_argument("--variants", default="", help='extra rows of ours: "name:key=value,…;name2:…"')
     parser.add_argument("--no-default", action="store_true", help="only the --variants rows of ours")
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument("--cost-pairs", type=int, default=0,
+                        help="also time both sides' cost per unit-step in N interleaved pairs (a busy CPU's load hits "
+                             "both alike) and give the speed-ups as Lucent's steps × its cost / our steps × ours")
+    parser.add_argument("--cost-steps", type=int, default=16)
+    parser.add_argument("--reuse", default=None,
+                        help="a JSON this script wrote: take Lucent's levels and our ladder from it, only measure the costs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,6 +196,11 @@ def main() -> None:
     # one untimed warm-up each (lazy initialisation, allocator), so no side pays it in its first timed run
     render(model, objectives.channel(args.layer, units), RenderSettings(steps=2))
     lucent_render(model, args.layer, units[:1], 2, args.lucent_size, [2])
+    if args.reuse:
+        figures = json.loads(Path(args.reuse).read_text())
+        cost_figures(model, args, units, figures)
+        write_figures(args.json or args.reuse, figures)
+        return
     top = levels[-1]
     lucent_marks = sorted(set(range(args.every, top + 1, args.every)) | set(levels))
     lucent = lucent_render(model, args.layer, units, top, args.lucent_size, lucent_marks)
@@ -225,9 +251,28 @@ def main() -> None:
         if args.json:
             write_figures(args.json, figures)
     figures["lucent"]["curve"] = {str(k): round(float(v.mean()), 4) for k, v in lucent["curve"].items()}
+    if args.cost_pairs:
+        cost_figures(model, args, units, figures)
     if args.json:
         write_figures(args.json, figures)
         print(f"wrote {args.json}")
+
+
+def cost_figures(model, args: argparse.Namespace, units: list[int], figures: dict) -> None:
+    """Speed-ups from steps (load-independent: the ladder's qualities) × interleaved costs per unit-step."""
+    ours_cost, lucent_cost = step_costs(model, args.layer, units, args.cost_pairs, args.cost_steps, args.lucent_size)
+    figures["step_cost"] = {"pairs": args.cost_pairs, "steps": args.cost_steps, "units": len(units),
+                            "ours_s_per_unit_step": round(ours_cost, 5), "lucent_s_per_unit_step": round(lucent_cost, 5),
+                            "ratio": round(lucent_cost / ours_cost, 3)}
+    print(f"cost per unit-step, median of {args.cost_pairs} interleaved pairs: ours {ours_cost * 1000:.1f} ms "
+          f"(batch {len(units)}), Lucent {lucent_cost * 1000:.1f} ms: ×{lucent_cost / ours_cost:.2f}")
+    for name, row in figures["ours"].items():
+        for level, entry in row["levels"].items():
+            if entry["steps"]:
+                speedup = int(level) * lucent_cost / (entry["steps"] * ours_cost)
+                entry["cost_speedup"] = round(speedup, 3)
+                print(f"  {name}: Lucent's {level}-step quality in {entry['steps']} steps: ×{speedup:.2f} "
+                      f"({level}/{entry['steps']} steps × cost ratio)")
 
 
 def cpu_name() -> str:
