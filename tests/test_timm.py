@@ -176,6 +176,9 @@ def test_cli_renders_vit_heads_and_names_them(tmp_path, capsys):
     assert main(["--device", "cpu", "visualize", "--model", "timm:vit_tiny_patch16_224", "--weights", "random",
                  "--layer", "blocks.3", "--kind", "head", "--channels", "3", "--out", str(out)]) == 2
     assert "valid attention heads are 0–2" in capsys.readouterr().err
+    assert main(["--device", "cpu", "visualize", "--model", "timm:vit_tinny_patch16_224", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: timm has no model") and "timm:vit_tiny_patch16_224" in err[0]
 
 
 def test_feature_vis_page_renders_vit_attention_heads(root):
