@@ -812,6 +812,10 @@ def _offline_candidates(source: str, device_str: str) -> tuple[tuple[LoadedModel
     for spec in available_models():
         if spec.name == source or spec.family != family:
             continue
+        if spec.pretrained_available is not None and not spec.pretrained_available():  # timm: random otherwise
+            skipped.append((("model", spec.name), ("weights", "pretrained"),
+                            ("status", "unavailable: pretrained weights are not in the local cache")))
+            continue
         try:
             loaded.append(load_model(spec.name, "pretrained", device=device_str))
         except Exception as exc:  # missing weights, missing optional package: say why

@@ -51,6 +51,8 @@ def test_pretrained_without_a_cached_file_is_random_and_says_so(tmp_path, monkey
     with pytest.warns(RandomWeightsNotice, match="EXPLORER_ALLOW_DOWNLOAD=1"):
         model = load_timm("vit_tiny_patch16_224", "pretrained", "cpu", img_size=SIDE)
     assert model.weights == "random" and "RANDOM" in model.description
+    # so it is never picked as an independent judge (fooling.transfer_models asks the spec first)
+    assert get_spec("timm:vit_tiny_patch16_224").pretrained_available() is False
 
 
 def test_pretrained_weights_come_from_the_local_hub_cache(tmp_path, monkeypatch, vit):
@@ -72,6 +74,7 @@ def test_pretrained_weights_come_from_the_local_hub_cache(tmp_path, monkeypatch,
         warnings.simplefilter("error", RandomWeightsNotice)
         model = load_timm("vit_tiny_patch16_224", "pretrained", "cpu", img_size=SIDE)
     assert model.weights == "pretrained" and "model.safetensors" in model.description
+    assert get_spec("timm:vit_tiny_patch16_224").pretrained_available() is True
     loaded = model.module.state_dict()
     assert all(torch.equal(loaded[k].float(), state[k].float()) for k in state)
     assert model.fingerprint != vit.fingerprint

@@ -58,6 +58,9 @@ class ModelSpec:
     offline: bool = True  # its default weights ship with the project's dependencies
     default_layer: str | None = None
     family: str = "imagenet"  # label family: models of one family can judge each other's images
+    # When set: whether weights="pretrained" gives real weights here, checked without building the model (timm
+    # entries fall back to random weights with a notice; judges must not be random)
+    pretrained_available: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -193,11 +193,20 @@ def spec_for(name: str) -> ModelSpec:
 LISTED = ("vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_patch16_224", "resnet18", "convnext_atto")
 
 
+def pretrained_available(arch: str) -> bool:
+    """Whether weights="pretrained" would load real weights (a cached file, or downloads allowed)."""
+    if allow_downloads():
+        return True
+    cfg = _timm().models.get_pretrained_cfg(arch)
+    return cfg is not None and cached_weights_file(cfg.to_dict()) is not None
+
+
 def _lazy_spec(arch: str) -> ModelSpec:
     def load(weights: str, device: torch.device) -> LoadedModel:
         return load_timm(arch, weights, device)
 
-    return ModelSpec(f"{PREFIX}{arch}", f"{arch} (timm)", load, offline=False)
+    return ModelSpec(f"{PREFIX}{arch}", f"{arch} (timm)", load, offline=False,
+                     pretrained_available=lambda: pretrained_available(arch))
 
 
 SPECS: list[ModelSpec] = [_lazy_spec(a) for a in LISTED]
