@@ -220,3 +220,17 @@ def test_ancestral_guidance_uses_the_learned_variance():
     v = 0.75
     sigma2 = math.exp(v * math.log(beta) + (1 - v) * math.log(tilde))
     assert torch.allclose(guided.prev_sample - plain.prev_sample, s * sigma2 * (standin.means[classes] - x), atol=1e-6)
+
+
+def test_sweep_summary_ratios_by_hand():
+    """FD ratios per scale: to the same class at s = 0, and to the unguided samples the judge names as the class."""
+    from explorer.diffusion.guidance import _summarise, with_reference
+
+    rows = [{"scale": s, "class": c, "hits": h, "n": 4, "rate": h / 4, "diversity": 1.0, "fd": fd}
+            for s, c, h, fd in ((0.0, 0, 1, 100.0), (0.0, 1, 0, 50.0), (2.0, 0, 4, 20.0), (2.0, 1, 3, 40.0))]
+    summary = _summarise(rows, [0.0, 2.0])
+    assert summary[1]["hits"] == 7 and summary[1]["n"] == 8
+    assert summary[1]["fd_ratio_to_s0_mean"] == pytest.approx((0.2 + 0.8) / 2) and summary[1]["fd_ratio_to_s0_max"] == 0.8
+    reference = {"n_per_class": 4, "rows": [{"class": 0, "used": 4, "fd": 10.0}, {"class": 1, "used": 2, "fd": 5.0}]}
+    both = with_reference(summary, rows, reference)  # class 1 has too few named samples: left out
+    assert both[1]["fd_ratio_to_unguided_named_mean"] == 2.0 and both[1]["reference_classes"] == 1

@@ -128,8 +128,8 @@ def _guide(args: argparse.Namespace) -> int:
         total = len(scales) * len(classes) * denoiser.num_steps
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
-                                    sampler=args.sampler, eta=args.eta, seed=args.seed, callback=bar,
-                                    should_stop=bar.should_stop)
+                                    sampler=args.sampler, eta=args.eta, seed=args.seed, reference_pool=args.reference_pool,
+                                    callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         write_json(out / "sweep.json", data)
         write_csv(out / "sweep.csv", result.rows)
@@ -138,8 +138,8 @@ def _guide(args: argparse.Namespace) -> int:
         for s, images in result.samples.items():
             save_png(grid(images, columns=min(8, args.n)), out / f"samples-s{s:g}.png")
         for row in result.summary:
-            fd = f" · FD/FD(s=0) mean {row['fd_ratio_to_unguided_mean']:.2f}, max {row['fd_ratio_to_unguided_max']:.2f}" \
-                if "fd_ratio_to_unguided_mean" in row else ""
+            fd = f" · FD/FD(unguided, named) mean {row['fd_ratio_to_unguided_named_mean']:.2f}, max " \
+                f"{row['fd_ratio_to_unguided_named_max']:.2f}" if "fd_ratio_to_unguided_named_mean" in row else ""
             print(f"s={row['scale']:<4g} judge names the target {row['rate']:.3f} "
                   f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} · mean FD {row.get('mean_fd', float('nan')):.2f}"
                   f" · diversity {row['mean_diversity']:.3f}{fd}")
@@ -329,6 +329,8 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sweep", action="store_true", help="every scale in --scales × every class in --classes")
     g.add_argument("--scales", default="0,0.5,1,2,4,8")
     g.add_argument("--classes", default="all", help="with --sweep: all, or indices/names separated by commas")
+    g.add_argument("--reference-pool", type=int, default=400,
+                   help="with --sweep: unguided samples whose judge-named members give each class's unguided FD (0: off)")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

@@ -212,10 +212,11 @@ class SweepResult:
     settings: dict
     seconds: float
     stopped: str | None = None
+    reference: dict | None = None  # unguided_named_reference: the unguided model's own per-class FD
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "summary": self.summary, "rows": self.rows, "floor": self.floor,
-                "seconds": round(self.seconds, 1), "stopped": self.stopped}
+                "reference": self.reference, "seconds": round(self.seconds, 1), "stopped": self.stopped}
 
 
 def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
@@ -236,19 +237,21 @@ def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
             entry["mean_fd"] = round(sum(r["fd"] for r in mine) / len(mine), 3)
             ratios = [r["fd"] / base[r["class"]]["fd"] for r in mine if r["class"] in base and base[r["class"]].get("fd")]
             if ratios:
-                entry["fd_ratio_to_unguided_mean"] = round(sum(ratios) / len(ratios), 3)
-                entry["fd_ratio_to_unguided_max"] = round(max(ratios), 3)
+                entry["fd_ratio_to_s0_mean"] = round(sum(ratios) / len(ratios), 3)
+                entry["fd_ratio_to_s0_max"] = round(max(ratios), 3)
         out.append(entry)
     return out
 
 
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
-                   sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8,
+                   sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
-    every scale: the scales see the same starting noise, so their differences are the guidance's."""
+    every scale: the scales see the same starting noise, so their differences are the guidance's. With
+    ``reference_pool`` > 0 the unguided model's own per-class FD (:func:`unguided_named_reference`) is the
+    yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary)."""
     scales = [check_scale(s) for s in scales]
     limits.check("batch", n_per_class, what="samples per class")
     began = time.perf_counter()
@@ -281,7 +284,69 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     floor = []
     if judge.floor_data is not None and not stopped:
         floor = [judge.floor(c, n_per_class, seed) for c in classes]
+    reference = None
+    if reference_pool and judge.reference is not None and not stopped:
+        reference = unguided_named_reference(denoiser, judge, classes=list(classes), n_per_class=n_per_class,
+                                             pool=reference_pool, sampler=sampler, eta=eta, seed=seed,
+                                             should_stop=should_stop)
     settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
-                "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class}
-    return SweepResult(rows, _summarise(rows, scales), floor, samples, settings, time.perf_counter() - began, stopped)
+                "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
+                "reference_pool": reference_pool}
+    summary = with_reference(_summarise(rows, scales), rows, reference)
+    return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
+
+
+def with_reference(summary: list[dict], rows: list[dict], reference: dict | None) -> list[dict]:
+    """Add, per scale, the guided sets' FD over the unguided model's own FD for the same class (mean and max
+    over the classes whose reference set has all ``n_per_class`` images)."""
+    if not reference:
+        return summary
+    base = {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
+    out = []
+    for entry in summary:
+        ratios = [r["fd"] / base[r["class"]] for r in rows if r["scale"] == entry["scale"] and r["class"] in base and "fd" in r]
+        extra = {}
+        if ratios:
+            extra = {"fd_ratio_to_unguided_named_mean": round(sum(ratios) / len(ratios), 3),
+                     "fd_ratio_to_unguided_named_max": round(max(ratios), 3), "reference_classes": len(ratios)}
+        out.append(entry | extra)
+    return out
+
+
+def unguided_named_reference(denoiser: Denoiser, judge, *, classes: list[int], n_per_class: int, pool: int = 400,
+                             sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch: int = 100,
+                             callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict:
+    """The unguided model's own per-class realism: ``pool`` unguided samples, and for each class the first
+    ``n_per_class`` the judge names as that class, judged like a guided set (FD_cnn to the class's test
+    images, diversity) — the yardstick a guided set of the same size is compared with. Seeds are
+    ``seed·1000 + 500 + b`` per batch b: disjoint from the sweep's ``seed·1000 + c``."""
+    images, done, stopped = [], 0, None
+    total = -(-pool // batch) * denoiser.num_steps
+    for b, start in enumerate(range(0, pool, batch)):
+        offset = b * denoiser.num_steps
+
+        def report(step, _total, preview, values, offset=offset):
+            if callback:
+                callback(offset + step, total, preview, values)
+
+        out = guided_samples(denoiser, None, [0] * min(batch, pool - start), scale=0.0, sampler=sampler, eta=eta,
+                             seed=seed * 1000 + 500 + b, callback=report, should_stop=should_stop)
+        if out.stopped:
+            stopped = out.stopped
+            break
+        images.append(out.images)
+        done += out.images.shape[0]
+    rows = []
+    if images:
+        pooled = torch.cat(images)
+        named = judge.verdicts(pooled).classes
+        for c in classes:
+            mine = pooled[named == c][:n_per_class]
+            row = {"class": c, "label": judge.labels[c], "named": int((named == c).sum()), "used": int(mine.shape[0])}
+            if mine.shape[0] >= 2:
+                full = judge.judge_class(mine, c)
+                row |= {"fd": full.get("fd"), "diversity": full["diversity"]}
+            rows.append(row)
+    return {"pool": done, "n_per_class": n_per_class, "rows": rows, "stopped": stopped,
+            "class_shares": [round(r["named"] / max(1, done), 4) for r in rows]}
