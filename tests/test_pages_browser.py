@@ -10,6 +10,7 @@ import re
 
 from tests.browser import browser_page, require_chromium, running_app, wait_for_count
 
+LOADED = "async img => { if (!img.complete || !img.naturalWidth) await img.decode()"  # then the body of the function
 DECADE = re.compile(r"^(1e[+-]\d+|0\.0*1|1|10*)$")
 
 
@@ -45,14 +46,14 @@ def test_every_page_shows_what_a_user_should_see(tmp_path):
 
         # feature visualisation: units 7 and 2 are called unit 7 and unit 2, files unit-0007.png
         page.goto(f"{url}/feature_vis?layer=blocks.3&unit=7,2&steps=2&size=48")
-        page.wait_for_selector("[data-testid=stButton] button:has-text('Render')")
+        page.wait_for_selector("[data-testid=stButton] button:has-text('Render')", timeout=300_000)  # first load: the model
         _click(page, "Render")
         page.get_by_text(re.compile(r"^unit 7 · activation -?\d")).wait_for()
         page.get_by_text(re.compile(r"^unit 2 · activation -?\d")).wait_for()
         assert page.get_by_text(re.compile(r"^#0 ·")).count() == 0, "no batch positions as names"
         images = page.locator("[data-testid=stImage] img")
         assert wait_for_count(images, 2) >= 2
-        natural, shown = images.first.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
+        natural, shown = images.first.evaluate(LOADED + "; return [img.naturalWidth, img.getBoundingClientRect().width]; }")
         assert natural == 5 * 48 and shown <= natural + 0.5, "a 48-px render shown ×5, never stretched past that"
         buttons = page.locator("[data-testid=stDownloadButton] button:has-text('PNG')")
         assert _download_name(page, buttons.first) == "efficientnet_lite0_unit-0007.png"
@@ -89,9 +90,21 @@ def test_every_page_shows_what_a_user_should_see(tmp_path):
         values = [float(t) for t in ticks]
         assert all(math.isclose(math.log10(v), round(math.log10(v)), abs_tol=1e-9) for v in values)
 
-        # the other pages open without an error
-        for path, title in (("diffusion", "Diffusion"), ("audio", "Audio")):
-            page.goto(f"{url}/{path}")
-            page.get_by_role("heading", name=re.compile(title)).first.wait_for()
-            assert page.locator("[data-testid=stException]").count() == 0, path
+        # diffusion: a short chain; one sample's x_t | x̂0 | ε large, metrics in plain words
+        page.goto(f"{url}/diffusion")
+        page.wait_for_selector("[data-testid=stButton] button:has-text('Sample')")
+        _set_number(page, "Steps", 4)
+        _set_number(page, "Samples", 2)
+        _click(page, "Sample")
+        page.get_by_text("Probe's confidence on the starting noise").wait_for()
+        page.get_by_text(re.compile(r"^x̂0 at t=\d+$")).first.wait_for()
+        big = page.locator("[data-testid=stImage] img").first
+        assert big.evaluate(LOADED + "; return img.naturalWidth; }") == 280, "a 28-px state shown x10"
+
+        # audio: the synthesiser's "noise" start says what it is
+        page.goto(f"{url}/audio")
+        page.wait_for_selector("[data-testid=stButton] button:has-text('Dream')")
+        start = page.get_by_role("combobox", name="Start from")
+        assert start.input_value() == "noise → random synthesiser settings", start.input_value()
+        assert page.locator("[data-testid=stException]").count() == 0
         assert not errors, errors
