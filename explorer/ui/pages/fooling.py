@@ -152,7 +152,11 @@ def sweep_tab() -> None:
             models = [model]
             for name in extra:
                 try:
-                    models.append(widgets.cached_model(name, "pretrained"))
+                    other = widgets.cached_model(name, "pretrained")
+                    if other.weights != "pretrained":  # a timm model without cached weights: random, no comparison
+                        st.warning(f"{name} left out: {widgets.error_text(UserInputError(other.description))}")
+                        continue
+                    models.append(other)
                 except UserInputError as exc:
                     st.warning(f"{name} left out: {widgets.error_text(exc)}")
             sweeper = fooling.Sweep(models, families, int(n), seed=int(seed), batch_size=int(batch), options=options)
