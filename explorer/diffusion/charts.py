@@ -75,6 +75,7 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
     out.append(f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
     if y2_label:
         out.append(f'<text transform="translate({width - 8} {top + ph / 2}) rotate(90)" text-anchor="middle">{escape(y2_label)}</text>')
+    legend: list[str] = []
     for n, s in enumerate(series):
         colour = PALETTE[n % len(PALETTE)]
         if s.low is not None and s.high is not None:
@@ -87,8 +88,11 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
         for x, y in zip(s.x, s.y):
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y, s.axis):.1f}" r="2.5" fill="{colour}"/>')
         ly = top + 12 + 14 * n
-        out.append(f'<line x1="{left + 8}" x2="{left + 28}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{left + 32}" y="{ly + 4}">{escape(s.name)}{" (right axis)" if s.axis == "right" else ""}</text>')
+        legend.append(f'<line x1="{left + 8}" x2="{left + 28}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')
+        legend.append(f'<text x="{left + 32}" y="{ly + 4}">{escape(s.name)}{" (right axis)" if s.axis == "right" else ""}</text>')
+    # the legend last, on a white box, so no line crosses its text
+    out.append(f'<rect x="{left + 4}" y="{top + 3}" width="{min(pw - 8, 330)}" height="{14 * len(series) + 4}" fill="white" fill-opacity="0.85"/>')
+    out += legend
     out.append("</svg>")
     return "\n".join(out)
 
