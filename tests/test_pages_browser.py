@@ -15,7 +15,7 @@ DECADE = re.compile(r"^(1e[+-]\d+|0\.0*1|1|10*)$")
 
 
 def _set_number(page, label: str, value) -> None:
-    box = page.get_by_label(label, exact=True)
+    box = page.get_by_label(label, exact=True).first  # the page's main form comes first (later tabs reuse labels)
     box.fill(str(value))
     box.press("Enter")
     page.wait_for_timeout(300)
