@@ -63,6 +63,8 @@ def test_masks_and_repaint_schedule():
     downs = sum(1 for a, b in zip(seq, seq[1:]) if b < a)
     assert seq[0] == 10 and seq[-1] == 0 and all(abs(a - b) == 1 for a, b in zip(seq, seq[1:]))
     assert downs == 10 + 2 * 2 * len(range(0, 8, 2))  # each of the 4 jump points adds (resample−1)·jump steps
+    with pytest.raises(UserInputError, match="resample"):  # refused before the schedule list is built
+        repaint_levels(1000, jump=1, resample=10**9)
 
 
 @pytest.mark.parametrize("resample", [1, 3])

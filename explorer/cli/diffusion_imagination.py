@@ -176,8 +176,8 @@ def _inpaint(args: argparse.Namespace) -> int:
 
     limits.check("batch", args.k, what="--k")
     limits.check("n", args.n, what="--n")
-    if args.resample < 1 or args.jump < 1:
-        raise UserInputError("--resample and --jump must be at least 1.")
+    if args.resample < 1 or args.jump < 1 or args.chunk < 1:
+        raise UserInputError("--resample, --jump and --chunk must be at least 1.")
     masks = list(MASKS) if args.mask == "all" else [m.strip() for m in args.mask.split(",") if m.strip()]
     if not args.mask_file:
         for name in masks or [""]:

@@ -63,6 +63,7 @@ def repaint_levels(num_steps: int, jump: int = 1, resample: int = 1) -> list[int
     (0, jump, 2·jump, … below K − jump) the chain goes back up ``jump`` levels, ``resample − 1`` times."""
     if jump < 1 or resample < 1:
         raise UserInputError("RePaint needs jump ≥ 1 and resample ≥ 1.")
+    limits.check("steps", num_steps * resample, what="kept steps × RePaint resample")  # bounds the list below
     jumps = {j: resample - 1 for j in range(0, max(0, num_steps - jump), jump)}
     level, seq = num_steps, [num_steps]
     while level >= 1:
