@@ -449,10 +449,10 @@ def unit_view(u: int) -> None:
     if table is None and atlas is not None:
         table = atlas.examples(layer, image_set.digest)
     if table is None:
-        st.caption(f"The patches of {image_set.name} ({len(image_set)} views with crops and flips) that excite this unit most. "
+        st.caption(f"The patches of {widgets.safe_text(image_set.name)} ({len(image_set)} views with crops and flips) that excite this unit most. "
                    "Activations are computed once per model, layer and image set (one pass for all units).")
         if st.button(f"Find dataset examples ({len(image_set)} views)", key=f"{KEY}_examples"):
-            progress = widgets.LiveProgress(KEY, f"Activations of {layer} on {image_set.name}", unit="views")
+            progress = widgets.LiveProgress(KEY, f"Activations of {layer} on {widgets.safe_text(image_set.name)}", unit="views")
             try:
                 ensure_examples(model, [layer], image_set, store, callback=progress)
             except UserInputError as exc:
