@@ -157,6 +157,9 @@ def test_difference_interval_and_claim_follow_the_data():
     apart = difference([5.0, 5.1, 4.9], [1.0, 1.2, 0.8, 1.1])
     assert apart["difference"] == pytest.approx(5.0 - 1.025) and apart["low"] > 0 and apart["claim"] == "higher"
     assert difference([0.0], [1.0, 1.0, 1.0])["claim"] == "lower"
+    # one dream is one draw: inside the starts' range it is no claim, though above their mean's interval
+    starts = [1.0, 2.0, 3.0, 4.0] * 2
+    assert difference([3.5], starts)["claim"] == "no difference shown" and difference([5.0], starts)["claim"] == "higher"
     assert difference([], [1.0])["claim"] == "not judged"
     lo, hi = clopper_pearson(0, 10)
     assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # exact upper bound for k = 0

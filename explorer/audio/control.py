@@ -36,8 +36,9 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def difference(dreams: list[float], starts: list[float], *, level: float = 0.95, resamples: int = 4000,
                seed: int = 0) -> dict:
     """Mean(dreams) − mean(starts) with a percentile-bootstrap interval (each group resampled on its
-    own; a single dream stays fixed, so the interval is then the random starts' uncertainty) and the
-    claim it allows: "higher", "lower" or "no difference shown"."""
+    own) and the claim it allows: "higher", "lower" or "no difference shown". A single dream is one
+    draw, not a mean: it is set against single random starts (not their mean's narrower interval),
+    so "higher" needs it to beat (nearly) every start."""
     d, s = np.asarray(dreams, float), np.asarray(starts, float)
     d, s = d[np.isfinite(d)], s[np.isfinite(s)]
     if not len(d) or not len(s):
@@ -45,7 +46,10 @@ def difference(dreams: list[float], starts: list[float], *, level: float = 0.95,
                 "claim": "not judged", "reason": "no judged dream" if not len(d) else "no judged random start"}
     rng = np.random.default_rng(seed)
     boot_d = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1) if len(d) > 1 else np.full(resamples, d.mean())
-    boot_s = s[rng.integers(0, len(s), (resamples, len(s)))].mean(1) if len(s) > 1 else np.full(resamples, s.mean())
+    if len(d) == 1:  # one dream vs one random start at a time: the spread a single sound really has
+        boot_s = s[rng.integers(0, len(s), resamples)]
+    else:
+        boot_s = s[rng.integers(0, len(s), (resamples, len(s)))].mean(1) if len(s) > 1 else np.full(resamples, s.mean())
     diffs = boot_d - boot_s
     a = (1 - level) / 2
     low, high = float(np.quantile(diffs, a)), float(np.quantile(diffs, 1 - a))
