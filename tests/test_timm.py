@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from explorer.errors import UserInputError
-from explorer.models import get_spec
+from explorer.models import available_models, get_spec
 from explorer.models.timm_models import RandomWeightsNotice, load_timm
 from explorer.optvis import RenderSettings, render
 from explorer.optvis.objectives import Context
@@ -42,6 +42,11 @@ def test_registry_resolves_timm_names_and_explains_unknown_ones():
     assert spec.name == "timm:vit_tiny_patch16_224" and not spec.offline
     with pytest.raises(UserInputError, match="timm:vit_tiny_patch16_224"):
         get_spec("timm:vit_tinny_patch16_224")
+    # a tag timm does not list (a link's text) is refused before it becomes a registry entry
+    assert get_spec("timm:resnet18.a1_in1k").name == "timm:resnet18.a1_in1k"
+    with pytest.raises(UserInputError, match="no pretrained tag"):
+        get_spec("timm:resnet18.**x**[a](http://b)")
+    assert "timm:resnet18.**x**[a](http://b)" not in [s.name for s in available_models()]
 
 
 def test_pretrained_without_a_cached_file_is_random_and_says_so(tmp_path, monkeypatch):

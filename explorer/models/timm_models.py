@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..compat import import_timm
-from ..errors import UserInputError
+from ..errors import UserInputError, quoted
 from .base import LoadedModel, ModelSpec, Normalize
 from .labels import imagenet_labels
 from .weights import WeightsUnavailable, allow_downloads, check_module_finite, read_state_dict
@@ -56,7 +56,13 @@ def check_name(arch: str) -> str:
     if not arch or not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
         hint = f" Did you mean: {', '.join(PREFIX + c for c in close)}?" if close else ""
-        raise UserInputError(f"timm has no model {arch!r}.{hint} (timm.list_models() lists them.)")
+        raise UserInputError(f"timm has no model {quoted(arch)}.{hint} (timm.list_models() lists them.)")
+    if "." in arch:  # a tag timm does not list would become a registry entry that fails on load
+        try:
+            timm.models.get_pretrained_cfg(arch)
+        except RuntimeError:
+            raise UserInputError(f"timm's {base} has no pretrained tag {quoted(arch.split('.', 1)[1])} "
+                                 "(timm.list_pretrained() lists them).") from None
     return arch
 
 
