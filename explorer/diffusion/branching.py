@@ -27,7 +27,7 @@ from .. import limits
 from ..errors import UserInputError
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 from .analysis import settle_steps
-from .guidance import Denoiser, initial_noise, run_chain, to_unit
+from .guidance import Denoiser, initial_noise, run_chain
 from .judge import mean_pairwise_distance
 
 FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
@@ -170,9 +170,10 @@ def branch_experiment(denoiser: Denoiser, judge_model, *, chains: int = 100, k: 
         def observe(i, x, out):
             if i in wanted:
                 kept[i] = x.detach().clone()
-            p = probe.on_device(torch.cat([to_unit(x), to_unit(out.x0)]))
-            probs_xt.append(p[:n].cpu())
-            probs_x0.append(p[n:].cpu())
+            both = torch.cat([x, out.x0]).detach().float()  # [−1, 1] → [0, 1] on the device: no host copy per step
+            p = probe.on_device(((both + 1) / 2).clamp(0, 1))
+            probs_xt.append(p[:n])
+            probs_x0.append(p[n:])
 
         chain = run_chain(denoiser, x_T, sampler=sampler, eta=eta, generator=gen, observe=observe,
                           callback=progress(done), should_stop=should_stop)
@@ -183,7 +184,7 @@ def branch_experiment(denoiser: Denoiser, judge_model, *, chains: int = 100, k: 
         final = chain.images
         final_class = probe(final).argmax(1)
         for name, probs, out in (("x_t", probs_xt, settle_xt), ("x0", probs_x0, settle_x0)):
-            first = settle_steps(torch.stack(probs), final_class)  # step index in chain order (0 = x_T)
+            first = settle_steps(torch.stack(probs).cpu(), final_class)  # step index in chain order (0 = x_T)
             out.extend(denoiser.timestep_t(denoiser.num_steps - 1 - int(s)) if s >= 0 else None for s in first)
         chunk_agree, chunk_spread, chunk_classes = [], [], []
         for p, i in enumerate(steps):
