@@ -218,8 +218,8 @@ def run_words_calibrate(args: argparse.Namespace) -> int:
     per_word = {"espeak-ng": args.espeak_per_word, "flite": args.flite_per_word, "festival": args.festival_per_word}
     starts = {"synth": args.synth_starts, "spectrogram": args.spectrogram_starts}
     for name, value in {**per_word, **starts}.items():
-        if not 0 <= value <= 10_000:
-            raise UserInputError(f"{name}: between 0 and 10000 clips, got {value}.")
+        if not 1 <= value <= 10_000:  # 0 would leave a rate of 0/0
+            raise UserInputError(f"{name}: between 1 and 10000 clips, got {value}.")
     total = sum(per_word.values()) * 20 + sum(starts.values())
     with progress(total, "calibrate Sphinx", unit="clip") as bar:
         table = calibrate_sphinx(args.data, per_word=per_word, starts=starts, callback=bar, should_stop=bar.should_stop)
