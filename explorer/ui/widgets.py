@@ -54,8 +54,8 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
         if linked and ":" in linked and not linked.startswith("checkpoint:"):
             try:
                 get_spec(linked)
-            except UserInputError:
-                pass
+            except UserInputError as exc:  # a typo (text box or link) says so; the list's model is shown instead
+                st.warning(error_text(exc))
     specs = [s for s in available_models() if family is None or s.family == family or s.name == default]
     names = [s.name for s in specs]
     wanted = st.query_params.get("model") or default or DEFAULT_MODEL
@@ -72,7 +72,7 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     try:
         model = cached_model(name, weights)
         if weights == "pretrained" and model.weights == "random":
-            st.warning(model.description)  # e.g. a timm model whose weights are not in the local cache
+            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local cache
         return model
     except WeightsUnavailable as exc:
         st.error(error_text(exc))
@@ -105,7 +105,7 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
             shapes[name] = "×".join(map(str, model.layer_shapes[name]))
     if wanted and wanted not in names:
         shown = fallback if fallback in names else names[0]
-        st.warning(f"{model.name} has no layer {quoted_text(wanted)} (from the link): showing {shown} instead.")
+        st.warning(f"{safe_text(model.name)} has no layer {quoted_text(wanted)} (from the link): showing {safe_text(shown)} instead.")
         wanted = shown
     index = names.index(wanted) if wanted in names else 0
     return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
