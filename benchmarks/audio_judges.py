@@ -46,6 +46,7 @@ from explorer.audio import judges  # noqa: E402
 from explorer.audio.clips import builtin_clip  # noqa: E402
 from explorer.audio.dream import DreamSettings, dream, save_dream  # noqa: E402
 from explorer.audio.silero import load_silero  # noqa: E402
+from explorer.files import write_json  # noqa: E402
 
 SR = 16000
 KEYS = ("voiced_fraction", "mean_hnr_db", "energy_below_3k", "spectral_flatness", "other_tagger")
@@ -129,8 +130,7 @@ def words_benchmark(args, record: dict) -> None:
 
     def save() -> None:
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(record, indent=2))
+            write_json(args.json, record)  # atomic: a run stopped mid-write keeps the last record
 
     def judged(settings: DreamSettings, name: str) -> None:
         start = time.perf_counter()
@@ -284,8 +284,7 @@ def main() -> int:
             print(line)
         record["words_summary"] = lines
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(record, indent=2))
+            write_json(args.json, record)  # atomic: a run stopped mid-write keeps the last record
         if args.words_only:
             print(f"\nmachine: {record['machine']}")
             return 0
@@ -329,8 +328,7 @@ def main() -> int:
         print(line)
     print(f"\nmachine: {record['machine']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2))
+        write_json(args.json, record)  # atomic: a run stopped mid-write keeps the last record
     return 0
 
 
