@@ -214,7 +214,8 @@ if result is not None:
                         + (f"higher than random starts: {', '.join(higher)}. " if higher else "")
                         + (f"lower than random starts: {', '.join(lower)}. " if lower else "")
                         + ("" if higher or lower else "no judge tells the dream from random starts. ")
-                        + "Every other judge: no difference shown.")
+                        + "Every other judge: no difference shown"
+                        + (" (or not judged)." if any(c.get("claim") == "not judged" for c in comparison.values()) else "."))
     if result.griffin_lim_convergence is not None:
         st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly the dreamed magnitudes)")
     a1, a2 = st.columns(2)
