@@ -12,7 +12,6 @@ equivalents"): that figure does not depend on how busy the CPU is, the wall time
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from explorer import files  # noqa: E402
 from explorer.models import load_model  # noqa: E402
 from explorer.optvis import RenderSettings, objectives, render  # noqa: E402
 from explorer.optvis.transforms import coarse_to_fine_sizes  # noqa: E402
@@ -70,8 +70,7 @@ def main() -> None:
             print(f"{name:28s} {steps:4d} steps ≈ {row['full_step_equivalents']:6.1f} full steps  {seconds:7.1f} s  "
                   f"act@224 {row['mean_activation_224']:.3f}", flush=True)
             if args.json:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(figures, indent=2))
+                files.write_json(args.json, figures)  # atomic: rewritten after every run
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import devices  # noqa: E402
+from explorer import devices, files  # noqa: E402
 from explorer.compat import import_lucent  # noqa: E402
 from explorer.models import load_model  # noqa: E402
 from explorer.optvis import RenderSettings, objectives, render  # noqa: E402
@@ -286,8 +286,7 @@ def cpu_name() -> str:
 
 
 def write_figures(path: str, figures: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(figures, indent=2))
+    files.write_json(path, figures)  # atomic: the JSON is rewritten after every row
 
 
 if __name__ == "__main__":
