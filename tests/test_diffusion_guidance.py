@@ -234,3 +234,16 @@ def test_sweep_summary_ratios_by_hand():
     reference = {"n_per_class": 4, "rows": [{"class": 0, "used": 4, "fd": 10.0}, {"class": 1, "used": 2, "fd": 5.0}]}
     both = with_reference(summary, rows, reference)  # class 1 has too few named samples: left out
     assert both[1]["fd_ratio_to_unguided_named_mean"] == 2.0 and both[1]["reference_classes"] == 1
+
+
+def test_sweep_refuses_a_reference_pool_past_its_bound_and_negative_classes_before_sampling():
+    import pytest
+
+    from explorer.diffusion import guidance
+    from explorer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="(?i)reference pool 10001 is out of range"):
+        guidance.guidance_sweep(None, None, None, classes=[0], scales=[0.0], n_per_class=2,
+                                reference_pool=guidance.MAX_REFERENCE_POOL + 1)
+    with pytest.raises(UserInputError, match="numbered from 0"):
+        guidance.guided_samples(None, None, [-1], scale=0.0)

@@ -187,6 +187,8 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
     limits.check("batch", int(target.numel()))
     if scale and classifier is None:
         raise UserInputError("Guidance with a scale above 0 needs a noise-aware classifier.")
+    if target.numel() and int(target.min()) < 0:
+        raise UserInputError(f"Class {int(target.min())} is out of range: classes are numbered from 0.")
     if classifier is not None and len(getattr(classifier, "labels", [])) and int(target.max()) >= len(classifier.labels):
         raise UserInputError(f"Class {int(target.max())} is out of range: the classifier has {len(classifier.labels)} classes.")
     gen = torch.Generator().manual_seed(int(seed))
@@ -243,6 +245,9 @@ def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
     return out
 
 
+MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class reference FD (28 px: ~31 MB)
+
+
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
@@ -254,6 +259,8 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary)."""
     scales = [check_scale(s) for s in scales]
     limits.check("batch", n_per_class, what="samples per class")
+    if reference_pool:  # the pool's images are kept in memory until the judge has named them
+        limits.check("n", reference_pool, what="reference pool", lo=0, hi=MAX_REFERENCE_POOL)
     began = time.perf_counter()
     total = len(scales) * len(classes) * denoiser.num_steps
     rows, samples, stopped, done = [], {}, None, 0
