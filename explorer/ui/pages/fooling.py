@@ -154,7 +154,7 @@ def sweep_tab() -> None:
                 try:
                     other = widgets.cached_model(name, "pretrained")
                     if other.weights != "pretrained":  # a timm model without cached weights: random, no comparison
-                        st.warning(f"{name} left out: {widgets.error_text(UserInputError(other.description))}")
+                        st.warning(f"{name} left out: {widgets.safe_text(other.description, 800)}")
                         continue
                     models.append(other)
                 except UserInputError as exc:
