@@ -165,6 +165,15 @@ def test_difference_interval_and_claim_follow_the_data():
     assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # exact upper bound for k = 0
 
 
+def test_a_start_that_is_the_same_for_every_seed_gets_no_control():
+    from explorer.audio.dream import DreamSettings, dream
+
+    fixed = dream(DreamSettings(net="words", start="tone", seconds=1.0, steps=2, fit_steps=2, control_starts=2, hearing=False))
+    assert fixed.random_starts is None and any("No control" in note for note in fixed.notes)
+    free = dream(DreamSettings(net="words", param="spectrogram", start="noise", seconds=1.0, steps=2, control_starts=2, hearing=False))
+    assert free.random_starts["n"] == 2 and not any("No control" in note for note in free.notes)
+
+
 # ---- dreams -------------------------------------------------------------------------------------
 def test_word_dream_through_the_synthesiser_and_the_free_spectrogram():
     from explorer.audio.dream import DreamSettings, dream

@@ -616,7 +616,12 @@ def dream(
 
     # the control: the same judges on random starts of this parameterisation, never optimised
     random_starts = None
-    if settings.control_starts > 0 and settings.steps > 0:
+    # only noise (or, for the synthesiser, silence: random knobs) differs per seed; a clip is the same every time
+    random_start = not is_clip and (synth or settings.start == "noise")
+    if settings.control_starts > 0 and settings.steps > 0 and not random_start:
+        notes.append("No control: this start is the same for every seed, so there are no random starts to compare "
+                     "with (start from noise for one).")
+    elif settings.control_starts > 0 and settings.steps > 0:
         from .control import compare_judges, random_start_judges
 
         starts = random_start_judges(settings, settings.control_starts, device=device, target=target,
