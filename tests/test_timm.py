@@ -124,6 +124,13 @@ def test_unit_counts_and_misuse(vit):
     with pytest.raises(UserInputError, match="out of range|valid"):
         unit_objective(vit, "blocks.3", [192]).validate(vit.layer_shapes)
     assert set(UNIT_KINDS) == {"channel", "neuron", "cls", "head"}
+    from explorer.optvis.transformer import token_neuron
+
+    tokens = vit.layer_shapes["blocks.3"][0]  # a token past the last is refused, never clamped to it
+    with pytest.raises(UserInputError, match=f"Token {tokens} is out of range"):
+        _grad_and_value(vit, token_neuron("blocks.3", [0], token=tokens), batch=1)
+    _, at_last, acts = _grad_and_value(vit, token_neuron("blocks.3", [0], token=tokens - 1), batch=1)
+    assert torch.allclose(at_last, acts["blocks.3"][:, tokens - 1, 0])
 
 
 def test_vit_renders_a_16_unit_grid_and_every_kind_rises(vit):

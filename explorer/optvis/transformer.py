@@ -75,7 +75,9 @@ def token_neuron(layer: str, units: Units, token: int | None = None, prefix_toke
     def fn(ctx: Context) -> torch.Tensor:
         picked = _token_channel_values(ctx.acts[layer], values)
         n = picked.shape[1]
-        index = centre_token(n, prefix_tokens) if token is None else min(max(int(token), 0), n - 1)
+        if token is not None and not 0 <= int(token) < n:  # refused, not clamped: the name would lie
+            raise UserInputError(f"Token {int(token)} is out of range for {layer}: it has tokens 0–{n - 1}.")
+        index = centre_token(n, prefix_tokens) if token is None else int(token)
         return picked[:, index]
 
     where = "centre" if token is None else f"token {token}"
