@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from explorer import devices  # noqa: E402
 from explorer.models import load_model  # noqa: E402
 from explorer.optvis import RenderSettings, objectives, render  # noqa: E402
-from explorer.optvis.optimise import optimise  # noqa: E402
+from explorer.optvis.optimise import Execution, ImageHandling, Schedule, optimise  # noqa: E402
 from explorer.optvis.param import make_param  # noqa: E402
 from explorer.optvis.render import model_score  # noqa: E402
 from explorer.optvis.transforms import standard_transforms  # noqa: E402
@@ -45,10 +45,11 @@ def step_seconds(model, layer: str, batch: int, precision, steps: int = 3) -> fl
     score = model_score(model, objective, precision)
     transforms = standard_transforms(224, 224)
     with devices.fast_fp32(device):
-        optimise(param, score, steps=1, transforms=transforms, generator=gen)
+        handling = ImageHandling(transforms=transforms, generator=gen)
+        optimise(param, score, Schedule(steps=1), handling=handling)
         sync(device)
         start = time.perf_counter()
-        optimise(param, score, steps=steps, transforms=transforms, generator=gen, check_every=steps)
+        optimise(param, score, Schedule(steps=steps), handling=handling, execution=Execution(check_every=steps))
         sync(device)
     return (time.perf_counter() - start) / steps
 

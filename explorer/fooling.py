@@ -697,7 +697,7 @@ def grow(
     returns the most confident such image; otherwise the most confident image evaluated.
     """
     from .optvis import objectives
-    from .optvis.optimise import optimise
+    from .optvis.optimise import ImageHandling, Progress, Schedule, Selection, optimise
     from .optvis.param import make_param
     from .optvis.render import model_score
 
@@ -767,9 +767,10 @@ def grow(
             ok = ok & (log_p(saved, saved) >= log_goal)
         return ok
 
-    result = optimise(image_param, score, steps=int(steps), lr=lr, generator=gen, project=project,
-                      callback=callback, should_stop=should_stop, accept=fools_as_saved, stop_on_accept=True,
-                      progress_values="p")
+    result = optimise(image_param, score, Schedule(steps=int(steps), lr=lr),
+                      handling=ImageHandling(generator=gen, project=project),
+                      progress=Progress(callback=callback, should_stop=should_stop, progress_values="p"),
+                      selection=Selection(accept=fools_as_saved, stop_on_accept=True))
     image = result.best_images[0].float()
     top, _, probs = _top(model, image)
     confidence = float(probs[target])

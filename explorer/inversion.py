@@ -30,7 +30,7 @@ from .images import ImageSource, fit, grid, load_image
 from .models.base import LoadedModel
 from .optvis import objectives, priors
 from .optvis.objectives import Context
-from .optvis.optimise import OptimisationResult, optimise
+from .optvis.optimise import ImageHandling, OptimisationResult, Progress, Schedule, Selection, optimise
 from .optvis.param import PARAMETERISATIONS, gaussian_blur, make_param
 from .optvis.render import model_score
 from .optvis.transformer import unit_objective
@@ -237,8 +237,9 @@ def _match_photo(
         return compare(_per_image_acts(model, image, layers, use_autocast=False), fixed_targets)
 
     # transforms are applied inside score (paired with the photo), so the loop gets none
-    return optimise(param, score, steps=steps, lr=lr, transforms=None, generator=gen, callback=callback,
-                    should_stop=should_stop, final_score=final_score, progress_values=shown)
+    return optimise(param, score, Schedule(steps=steps, lr=lr), handling=ImageHandling(transforms=None, generator=gen),
+                    progress=Progress(callback=callback, should_stop=should_stop, progress_values=shown),
+                    selection=Selection(final_score=final_score))
 
 
 # ---- inversion --------------------------------------------------------------------------------------
@@ -568,8 +569,9 @@ def dream(
             if callback is not None:
                 callback(offset + step, total_steps, preview, values)
 
-        result = optimise(param, score, steps=settings.steps, lr=settings.lr, transforms=transforms, generator=gen,
-                          callback=report, should_stop=should_stop)
+        result = optimise(param, score, Schedule(steps=settings.steps, lr=settings.lr),
+                          handling=ImageHandling(transforms=transforms, generator=gen),
+                          progress=Progress(callback=report, should_stop=should_stop))
         histories.append(result.history[:, 0])
         done += result.steps_done
         seconds += result.seconds

@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from explorer.optvis import make_param, objectives, optimise, render
+from explorer.optvis import Execution, Progress, Schedule, Selection, make_param, objectives, optimise, render
 from explorer.progress import CANCELLED, TARGET_REACHED
 
 
@@ -18,7 +18,7 @@ def _mean_score(image, transformed):
 
 def test_metrics_history_and_final_score_are_kept():
     param = make_param("pixel", 3, 8, generator=torch.Generator().manual_seed(0))
-    result = optimise(param, _mean_score, steps=10, lr=0.1)
+    result = optimise(param, _mean_score, Schedule(steps=10, lr=0.1))
     assert set(result.metrics) == {"twice", "max"}
     assert result.metrics["twice"].shape == (10, 3)
     assert torch.allclose(result.metrics["twice"], 2 * result.history)
@@ -31,7 +31,8 @@ def test_metrics_history_and_final_score_are_kept():
 def test_progress_values_names_the_metric_callbacks_see():
     seen = []
     param = make_param("pixel", 2, 8)
-    optimise(param, _mean_score, steps=3, callback=lambda s, t, p, v: seen.append(v.clone()), progress_values="twice")
+    optimise(param, _mean_score, Schedule(steps=3),
+             progress=Progress(callback=lambda s, t, p, v: seen.append(v.clone()), progress_values="twice"))
     result_values = [v for v in seen]
     assert len(result_values) == 3 and all(v.shape == (2,) for v in result_values)
     assert torch.allclose(result_values[0], 2 * torch.full((2,), 0.5), atol=0.05)
@@ -45,7 +46,8 @@ def test_best_accepted_image_wins_over_a_higher_unaccepted_one():
     def accept(image, values):
         return torch.tensor([bool(values[0] < 0.6), True])
 
-    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=40, lr=0.2, accept=accept)
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), Schedule(steps=40, lr=0.2),
+                      selection=Selection(accept=accept))
     assert bool(result.best_accepted.all())
     best0 = float(result.best_images[0].mean())
     assert best0 < 0.6 and float(result.images[0].mean()) > 0.6
@@ -57,8 +59,8 @@ def test_best_accepted_image_wins_over_a_higher_unaccepted_one():
 
 def test_stop_on_accept_stops_and_keeps_the_accepted_image():
     param = make_param("pixel", 1, 8)
-    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=500, lr=0.2,
-                      accept=lambda img, v: v > 0.8, stop_on_accept=True)
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), Schedule(steps=500, lr=0.2),
+                      selection=Selection(accept=lambda img, v: v > 0.8, stop_on_accept=True))
     assert result.stopped == TARGET_REACHED and result.steps_done < 500
     assert bool(result.best_accepted[0]) and float(result.best_images.mean()) > 0.8
 
@@ -77,7 +79,7 @@ def test_device_side_checks_every_n_steps_still_find_the_first_nan():
             value = image.mean(dim=(1, 2, 3))
             return value * float("nan") if step["n"] == 6 else value
 
-        result = optimise(param, score, steps=20, lr=0.1, check_every=every)
+        result = optimise(param, score, Schedule(steps=20, lr=0.1), execution=Execution(check_every=every))
         assert result.diverged and "nan at step 6" in result.stopped, every
         assert result.steps_done == 5 and result.history.shape == (5, 2)
         assert torch.equal(result.images, snapshots[4])

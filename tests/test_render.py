@@ -1,6 +1,6 @@
 import torch
 
-from explorer.optvis import RenderSettings, make_param, objectives, optimise, render
+from explorer.optvis import ImageHandling, Progress, RenderSettings, Schedule, make_param, objectives, optimise, render
 
 S = RenderSettings(size=32, steps=12, seed=7)
 
@@ -41,7 +41,7 @@ def test_nan_stops_and_keeps_last_finite_image():
         value = image.mean(dim=(1, 2, 3))
         return value * float("nan") if step["n"] == 6 else value
 
-    result = optimise(param, score, steps=20, lr=0.1)
+    result = optimise(param, score, Schedule(steps=20, lr=0.1))
     assert result.diverged and "step 6" in result.stopped
     assert result.steps_done == 5
     assert torch.isfinite(result.images).all()
@@ -55,13 +55,15 @@ def test_nan_parameters_fall_back_to_last_finite_image():
         with torch.no_grad():
             p.pixels.fill_(float("nan"))
 
-    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=3, project=poison)
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), Schedule(steps=3),
+                      handling=ImageHandling(project=poison))
     assert result.diverged and torch.isfinite(result.images).all()
 
 
 def test_stop_when_target_reached(tiny):
     param = make_param("pixel", 1, 16)
-    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=500, lr=0.2, stop_when=lambda v: bool((v > 0.9).all()))
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), Schedule(steps=500, lr=0.2),
+                      progress=Progress(stop_when=lambda v: bool((v > 0.9).all())))
     assert result.stopped == "target reached" and result.steps_done < 500
     assert float(result.images.mean()) > 0.9
 

@@ -43,7 +43,7 @@ from .. import devices
 from ..errors import UserInputError
 from ..files import write_json
 from ..limits import Limit, check_fields
-from ..optvis.optimise import optimise
+from ..optvis.optimise import ImageHandling, Progress, Schedule, optimise
 from ..progress import ProgressCallback, ShouldStop
 from ..optvis.param import make_param
 from . import io as audio_io
@@ -565,9 +565,10 @@ def dream(
         loop_callback = callback
 
     result = optimise(
-        param, score, steps=settings.steps, lr=settings.lr, transforms=transforms, generator=gen,
-        blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, project=project, callback=loop_callback,
-        should_stop=should_stop,
+        param, score, Schedule(steps=settings.steps, lr=settings.lr),
+        handling=ImageHandling(transforms=transforms, generator=gen, blur_every=settings.blur_every,
+                               blur_sigma=settings.blur_sigma, project=project),
+        progress=Progress(callback=loop_callback, should_stop=should_stop),
     )
 
     # back to sound

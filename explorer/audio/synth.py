@@ -431,11 +431,12 @@ def fit_to_clip(param: HarmonicPlusNoise, clip: torch.Tensor, *, steps: int = 10
                 generator: torch.Generator | None = None, should_stop=None):
     """Move the synthesiser's knobs until it sounds like ``clip`` (mono, its rate and length), with
     THE loop; the dream then starts from this imitation instead of from random knobs."""
-    from ..optvis.optimise import optimise
+    from ..optvis.optimise import ImageHandling, Progress, Schedule, optimise
 
     target = clip.reshape(1, -1).to(param.excitation.device)
 
     def score(render: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
         return -spectral_distance(render.reshape(render.shape[0], -1), target)
 
-    return optimise(param, score, steps=steps, lr=lr, generator=generator, should_stop=should_stop)
+    return optimise(param, score, Schedule(steps=steps, lr=lr), handling=ImageHandling(generator=generator),
+                    progress=Progress(should_stop=should_stop))

@@ -7,6 +7,12 @@ per-item metrics beside its values (their history is kept), an optional acceptan
 best *accepted* image and its step, and the final image is scored by the loop itself.
 Its bookkeeping stays on the device (finiteness, last finite image, best image) and is read back
 only every ``check_every`` steps, so a CUDA step does not wait for the host.
+
+Its options come in five small groups, each with defaults, so a call names only what it changes:
+:class:`Schedule` (how long and how fast), :class:`ImageHandling` (what the score sees and what
+happens to the parameters after a step), :class:`Progress` (what the caller sees and how it stops the
+run), :class:`Selection` (which image is the result and how it is scored) and :class:`Execution`
+(graph or eager, and how often the host looks).
 """
 
 from __future__ import annotations
@@ -29,7 +35,76 @@ Accept = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 LR_SCHEDULES = ("constant", "cosine")
 
-__all__ = ["Accept", "LR_SCHEDULES", "OptimisationResult", "ProgressCallback", "Score", "optimise", "split_score"]
+__all__ = [
+    "Accept", "Execution", "ImageHandling", "LR_SCHEDULES", "OptimisationResult", "Progress", "ProgressCallback",
+    "Schedule", "Score", "Selection", "optimise", "split_score",
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast: ``steps`` of Adam at ``lr``, ``lr_schedule`` "constant" or "cosine" (× 1 → 0.1)."""
+
+    steps: int
+    lr: float = 0.05
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImageHandling:
+    """What the score sees and what happens to the parameters after each update.
+
+    ``transforms`` (drawing from ``generator``) make the ``transformed`` image the score receives;
+    ``project(param)`` runs after every step (budgets); every ``blur_every`` steps the parameters are
+    blurred by ``blur_sigma`` (0: never).
+    """
+
+    transforms: Transform | None = None
+    generator: torch.Generator | None = None
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    project: Callable[[ImageParam], None] | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the caller sees during the run, and how it ends it early.
+
+    ``callback`` is called every ``Execution.check_every`` steps with the score values, or with the metric
+    ``progress_values`` names; ``thresholds`` are the steps whose images are kept as snapshots. The run
+    stops when ``should_stop()`` (→ ``CANCELLED``) or ``stop_when(values)`` (→ ``TARGET_REACHED``).
+    """
+
+    callback: ProgressCallback | None = None
+    should_stop: ShouldStop | None = None
+    stop_when: Callable[[torch.Tensor], bool] | None = None
+    thresholds: Iterable[int] = ()
+    progress_values: str | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which image is the result, and how it is scored.
+
+    ``accept(image, values) -> [B] bool`` (implies ``keep_best``): the result carries, per item, the best
+    accepted image and its step; ``stop_on_accept`` stops once every item has one. ``final_score``
+    (default: the loop's score) scores the final image, untransformed and without gradients.
+    """
+
+    accept: Accept | None = None
+    keep_best: bool = False
+    stop_on_accept: bool = False
+    final_score: Score | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the steps run: ``graph`` ("auto"/True: capture a CUDA graph on CUDA) and ``check_every`` (how often
+    the host reads the device-side books and calls back; default 1 on CPU, 16 elsewhere)."""
+
+    graph: bool | str = False
+    check_every: int | None = None
 
 
 @dataclass
@@ -49,6 +124,8 @@ class OptimisationResult:
     best_values: torch.Tensor | None = None
     best_steps: torch.Tensor | None = None
     best_accepted: torch.Tensor | None = None
+    # which path ran the steps: "graph", or "eager: <why>" ("not requested", "CPU", "capture failed: …")
+    path: str = ""
 
     @property
     def diverged(self) -> bool:
@@ -73,7 +150,8 @@ class _Best:
         self.step = torch.zeros(values.shape, dtype=torch.long, device=values.device)
 
     @torch.no_grad()
-    def offer(self, image: torch.Tensor, values: torch.Tensor, accepted: torch.Tensor, step: int | torch.Tensor) -> None:
+    def offer(self, image: torch.Tensor, values: torch.Tensor, accepted: torch.Tensor,
+              step: int | torch.Tensor) -> None:
         values = values.detach().float()
         usable = torch.isfinite(values)
         accepted = accepted.to(torch.bool) & usable
@@ -119,7 +197,8 @@ class _Step:
         self.table = torch.rand(steps, batch, draws, generator=generator, device=device) if draws and steps else None
         self.counter = torch.zeros((), dtype=torch.long, device=device)  # 0-based index of the next step
         self.all_finite = torch.ones((), dtype=torch.bool, device=device)
-        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first non-finite objective
+        # the 1-based step of the first non-finite objective
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)
         self.bad_was_nan = torch.zeros((), dtype=torch.bool, device=device)
         self.last_good = start.clone()  # the last image whose objective was finite
         self.history = torch.zeros(steps, batch, device=device)
@@ -155,7 +234,8 @@ class _Step:
             self.last_good.copy_(torch.where(self.all_finite, seen, self.last_good))
             self.history.index_copy_(0, index, done[None])
             if self.metrics is None:
-                self.metrics = {name: torch.zeros(self.steps, *v.shape, device=self.device) for name, v in metrics.items()}
+                self.metrics = {name: torch.zeros(self.steps, *v.shape, device=self.device)
+                                for name, v in metrics.items()}
             for name, value in metrics.items():
                 self.metrics[name].index_copy_(0, index, value.detach().float()[None])
             if self.track_best_inside:
@@ -179,6 +259,7 @@ class _CudaGraph:
     def __init__(self, step: _Step):
         self.step = step
         self.graph = None
+        self.failure: str | None = None  # why the capture failed, for OptimisationResult.path
 
     def warm_up(self) -> None:
         stream = torch.cuda.Stream(self.step.device)
@@ -196,9 +277,10 @@ class _CudaGraph:
             # thread_local: another session's CUDA work in another thread neither breaks nor is broken by the capture
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.step.run()
-        except Exception:  # an unsupported op (host sync, data-dependent shape): stay eager
+        except Exception as error:  # an unsupported op (host sync, data-dependent shape): stay eager
             torch.cuda.synchronize(self.step.device)
             self.step.zero_grad()
+            self.failure = f"{type(error).__name__}: {error}"
             return False
         self.graph = graph
         return True
@@ -216,6 +298,19 @@ def _wants_graph(graph: bool | str, device: torch.device, transforms: Transform 
     return getattr(torch.cuda, "CUDAGraph", None) is not None
 
 
+def _why_eager(graph: bool | str, device: torch.device, transforms: Transform | None) -> str:
+    """Why :func:`_wants_graph` said no, in the words of ``OptimisationResult.path``."""
+    if graph is False or graph == "off":
+        return "eager: not requested"
+    if device.type != "cuda":
+        return "eager: CPU" if device.type == "cpu" else f"eager: {device.type}, not CUDA"
+    if not torch.cuda.is_available():
+        return "eager: CUDA is not available"
+    if transforms is not None and not hasattr(transforms, "apply"):
+        return "eager: the transforms draw their own random numbers"
+    return "eager: this torch has no CUDA graphs"
+
+
 def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float) -> torch.optim.Optimizer:
     """Adam that a CUDA graph can capture: its step count and learning rate are device tensors."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=True)
@@ -224,79 +319,82 @@ def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay:
 def optimise(
     param: ImageParam,
     score: Score,
+    schedule: Schedule,
     *,
-    steps: int,
-    lr: float = 0.05,
-    lr_schedule: str = "constant",
-    transforms: Transform | None = None,
-    generator: torch.Generator | None = None,
-    blur_every: int = 0,
-    blur_sigma: float = 0.5,
-    project: Callable[[ImageParam], None] | None = None,
-    thresholds: Iterable[int] = (),
-    callback: ProgressCallback | None = None,
-    should_stop: ShouldStop | None = None,
-    stop_when: Callable[[torch.Tensor], bool] | None = None,
-    accept: Accept | None = None,
-    keep_best: bool = False,
-    stop_on_accept: bool = False,
-    final_score: Score | None = None,
-    progress_values: str | None = None,
-    weight_decay: float = 0.0,
-    check_every: int | None = None,
-    graph: bool | str = False,
+    handling: ImageHandling = ImageHandling(),
+    progress: Progress = Progress(),
+    selection: Selection = Selection(),
+    execution: Execution = Execution(),
 ) -> OptimisationResult:
     """Adam on ``param`` maximising ``score(image, transforms(image))`` summed over the batch.
 
     * ``score`` returns values [B], or ``(values, metrics)`` with metrics a dict of [B] tensors whose
-      history the result keeps (``progress_values`` names the metric callbacks receive as ``values``).
-    * ``accept(image, values) -> [B] bool`` (implies ``keep_best``): the result carries, per item, the
-      best accepted image and its step; ``stop_on_accept`` stops once every item has one.
-    * The final image is scored by the loop: ``final_score`` (default ``score``) on the untransformed
-      image, without gradients, into ``final_values``/``final_metrics``.
-    * Stops early when ``should_stop()`` (→ ``CANCELLED``), ``stop_when(values)`` (→ ``TARGET_REACHED``),
-      or the score turns NaN/inf (→ ``"diverged: …"``, keeping the last finite image).
-    * ``check_every``: how often the host reads the device-side bookkeeping (finiteness, targets) and
-      calls ``callback``; default every step on CPU, every 16 steps elsewhere.
-    * ``graph``: on CUDA, capture the step in a CUDA graph after a few eager steps and replay it
+      history the result keeps (``progress.progress_values`` names the metric callbacks receive as ``values``).
+    * ``selection.accept(image, values) -> [B] bool`` (implies ``keep_best``): the result carries, per item,
+      the best accepted image and its step; ``stop_on_accept`` stops once every item has one.
+    * The final image is scored by the loop: ``selection.final_score`` (default ``score``) on the
+      untransformed image, without gradients, into ``final_values``/``final_metrics``.
+    * Stops early when ``progress.should_stop()`` (→ ``CANCELLED``), ``progress.stop_when(values)``
+      (→ ``TARGET_REACHED``), or the score turns NaN/inf (→ ``"diverged: …"``, keeping the last finite image).
+    * ``execution.check_every``: how often the host reads the device-side bookkeeping (finiteness, targets)
+      and calls ``progress.callback``; default every step on CPU, every 16 steps elsewhere.
+    * ``execution.graph``: on CUDA, capture the step in a CUDA graph after a few eager steps and replay it
       ("auto"/True); anywhere else, or when capture fails (an op that syncs with the host, a score with
-      Python-side state), the loop stays eager. The score must then be a pure function of its inputs.
+      Python-side state), the loop stays eager, and ``OptimisationResult.path`` says why. The score must
+      then be a pure function of its inputs.
     """
     start = time.perf_counter()
+    steps, lr, lr_schedule = schedule.steps, schedule.lr, schedule.lr_schedule
+    transforms, project, accept = handling.transforms, handling.project, selection.accept
+    callback, progress_values = progress.callback, progress.progress_values
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"Unknown learning-rate schedule {lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}.")
     params = list(param.parameters())
     device = params[0].device if params else torch.device("cpu")
-    every = max(1, int(check_every or (1 if device.type == "cpu" else 16)))
-    keep_best = keep_best or accept is not None
-    marks = {int(t) for t in thresholds if 0 < int(t) <= steps}
+    every = max(1, int(execution.check_every or (1 if device.type == "cpu" else 16)))
+    keep_best = selection.keep_best or accept is not None
+    marks = {int(t) for t in progress.thresholds if 0 < int(t) <= steps}
     staged = hasattr(transforms, "set_step")  # coarse-to-fine: shapes change until the last stage starts
     warm_until = (transforms.last_start - 1 if staged else 0) + _CudaGraph.WARMUP  # eager steps before a capture
-    use_graph = _wants_graph(graph, device, transforms) and steps > warm_until + 1
+    wants_graph = _wants_graph(execution.graph, device, transforms)
+    use_graph = wants_graph and steps > warm_until + 1
+    if use_graph:
+        path = None  # set by the capture: "graph", or why it failed
+    elif wants_graph:
+        path = "eager: too few steps to capture"
+    else:
+        path = _why_eager(execution.graph, device, transforms)
     lr_table = torch.tensor([lr * _lr_factor(lr_schedule, i, steps) for i in range(1, steps + 1)] or [lr],
                             dtype=torch.float32, device=device)
     lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device) if use_graph else None
-    optimizer = (_graph_optimizer(params, lr_tensor, weight_decay) if use_graph
-                 else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
-    books = _Step(param, score, transforms, generator, optimizer, steps, lr_table, lr_tensor, keep_best, accept, device)
+    optimizer = (_graph_optimizer(params, lr_tensor, schedule.weight_decay) if use_graph
+                 else torch.optim.Adam(params, lr=lr, weight_decay=schedule.weight_decay))
+    books = _Step(param, score, transforms, handling.generator, optimizer, steps, lr_table, lr_tensor, keep_best,
+                  accept, device)
     runner = _CudaGraph(books) if use_graph else None
     snapshots: dict[int, torch.Tensor] = {}
     stopped: str | None = None
     done = 0  # steps run
 
     for step in range(1, steps + 1):
-        if stop_requested(should_stop):
+        # 1. Stop if the caller asked to.
+        if stop_requested(progress.should_stop):
             stopped = CANCELLED
             break
+        # 2. Coarse-to-fine transforms move to this step's stage.
         if staged:
             transforms.set_step(step)
+        # 3. The step itself: replay the captured graph, or warm up and capture it, or run it eagerly.
         if runner is not None and runner.graph is not None:
             runner.replay()
         elif runner is not None and step <= warm_until:
             runner.warm_up()
         elif runner is not None and runner.capture():
             runner.replay()
+            path = "graph"
         else:
+            if runner is not None:
+                path = f"eager: capture failed: {runner.failure}"
             runner = None
             if lr_tensor is None:  # (with a tensor learning rate the step reads it from lr_table itself)
                 for group in optimizer.param_groups:
@@ -304,33 +402,40 @@ def optimise(
             books.zero_grad()
             books.run()
         done = step
+        # 4. Every ``every`` steps the host reads the books: a non-finite objective ends the run.
         check = step % every == 0 or step == steps
         if check and not bool(books.all_finite):
             break
+        # 5. The parameters after the update: projection (budgets), then blur.
         if project is not None:
             project(param)
-        if blur_every and step % blur_every == 0 and param.settable:
-            param.blur_(blur_sigma)
+        if handling.blur_every and step % handling.blur_every == 0 and param.settable:
+            param.blur_(handling.blur_sigma)
+        # 6. The image this step scored is offered to the best-accepted books (accept may read the host).
         if accept is not None:
             books.best = books.best or _Best(books.image, books.values)
             with torch.no_grad():
                 ok = accept(books.image, books.values)
             books.best.offer(books.image, books.values, ok & books.all_finite, step - 1)
+        # 7. Snapshots at the thresholds.
         if step in marks:
             with torch.no_grad():
                 snapshots[step] = param().detach().float().cpu()
+        # 8. Progress to the caller.
         if callback is not None and check:
             shown = books.step_metrics[progress_values] if progress_values else books.values
             graphed = runner is not None  # a replay overwrites its outputs: hand out copies
             callback(step, steps, books.image.clone() if graphed else books.image,
                      shown.detach().float().clone() if graphed else shown.detach().float())
-        if check and stop_when is not None and stop_when(books.values):
+        # 9. Stop at the caller's target, or once every item has an accepted image.
+        if check and progress.stop_when is not None and progress.stop_when(books.values):
             stopped = TARGET_REACHED
             break
-        if check and stop_on_accept and books.best is not None and bool(books.best.accepted.all()):
+        if check and selection.stop_on_accept and books.best is not None and bool(books.best.accepted.all()):
             stopped = TARGET_REACHED
             break
 
+    # 10. The final image: after a divergence, the last finite one.
     steps_done = done
     if not bool(books.all_finite):
         bad = int(books.first_bad)
@@ -347,6 +452,8 @@ def optimise(
             stopped = stopped or "diverged: the parameters became non-finite; kept the last finite image"
     best = books.best
 
+    # 11. The loop scores the final image itself, and offers it to the best books.
+    final_score = selection.final_score
     with torch.no_grad():
         final_values, final_metrics = split_score((final_score or score)(final, final))
         if keep_best and not (stopped or "").startswith("diverged"):
@@ -355,6 +462,7 @@ def optimise(
             ok = accept(final, rank) if accept is not None else torch.ones_like(rank, dtype=torch.bool)
             best.offer(final, rank, ok, steps_done)
 
+    # 12. The result, on the CPU.
     metrics = books.metrics or {}
     return OptimisationResult(
         images=final.float().cpu(),
@@ -370,4 +478,5 @@ def optimise(
         best_values=best.values.cpu() if best is not None else None,
         best_steps=best.step.cpu() if best is not None else None,
         best_accepted=best.accepted.cpu() if best is not None else None,
+        path=path or "eager: stopped before the capture",
     )

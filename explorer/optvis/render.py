@@ -17,7 +17,7 @@ from ..settings import Settings
 from . import priors
 from .objectives import Context, Objective, diversity
 from ..progress import ProgressCallback, ShouldStop
-from .optimise import OptimisationResult, optimise
+from .optimise import Execution, ImageHandling, OptimisationResult, Progress, Schedule, Selection, optimise
 from .param import make_param
 from .transforms import TRANSFORM_SETS, Staged, Transform, coarse_to_fine_sizes, native_scale_crop
 
@@ -232,18 +232,12 @@ def render(
         result: OptimisationResult = optimise(
             param,
             model_score(model, total, precision),
-            steps=settings.steps,
-            lr=settings.lr,
-            lr_schedule=settings.lr_schedule,
-            transforms=render_transforms(model, settings),
-            generator=gen,
-            blur_every=settings.blur_every,
-            blur_sigma=settings.blur_sigma,
-            thresholds=thresholds,
-            callback=callback,
-            should_stop=should_stop,
-            final_score=final_score,
-            graph=graph,
+            Schedule(steps=settings.steps, lr=settings.lr, lr_schedule=settings.lr_schedule),
+            handling=ImageHandling(transforms=render_transforms(model, settings), generator=gen,
+                                   blur_every=settings.blur_every, blur_sigma=settings.blur_sigma),
+            progress=Progress(callback=callback, should_stop=should_stop, thresholds=thresholds),
+            selection=Selection(final_score=final_score),
+            execution=Execution(graph=graph),
         )
     return RenderResult(
         images=result.images,
