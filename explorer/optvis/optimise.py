@@ -343,6 +343,7 @@ def optimise(
       Python-side state), the loop stays eager, and ``OptimisationResult.path`` says why. The score must
       then be a pure function of its inputs.
     """
+    # Set-up (before step 1): the options, the device-side books, and whether the steps run as a CUDA graph.
     start = time.perf_counter()
     steps, lr, lr_schedule = schedule.steps, schedule.lr, schedule.lr_schedule
     transforms, project, accept = handling.transforms, handling.project, selection.accept
@@ -359,7 +360,7 @@ def optimise(
     wants_graph = _wants_graph(execution.graph, device, transforms)
     use_graph = wants_graph and steps > warm_until + 1
     if use_graph:
-        path = None  # set by the capture: "graph", or why it failed
+        path: str | None = None  # set by the capture: "graph", or why it failed
     elif wants_graph:
         path = "eager: too few steps to capture"
     else:
