@@ -2,8 +2,8 @@
 
 Why a module of its own: the builder (which renders), the atlas (the shipped read-only copy), the
 atlas export and the Ray build (``explorer.scale``) all name units the same way and check a request
-the same way. They import these names from here; this module imports only the store below it, so
-no import runs back up. Variants of a unit:
+the same way. They import these names from here; inside the gallery this module imports only the store,
+so no import runs back up. Variants of a unit:
 
 * ``max``      — the image that maximises the channel's mean activation;
 * ``neg``      — the image that minimises it (the objective times −1);
