@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import UserInputError
+from .gallery.catalogue import MAX
 from .progress import CANCELLED, ShouldStop
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -236,7 +237,7 @@ class RayBuildReport:
 
 
 def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], settings: "RenderSettings", *,
-                 store: "GalleryStore", cluster_info: Cluster, ref: ModelRef | None = None, variants: Sequence[str] = ("max",),
+                 store: "GalleryStore", cluster_info: Cluster, ref: ModelRef | None = None, variants: Sequence[str] = (MAX,),
                  batch: int = 16, lease: float = 120.0, retries: int = 1, max_in_flight: int | None = None,
                  callback: RayProgress | None = None, should_stop: ShouldStop | None = None) -> RayBuildReport:
     """Render every missing (unit, variant) of ``layers`` (layer -> units, None: all) as Ray tasks.
@@ -248,24 +249,17 @@ def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], 
     """
     import ray
 
-    from .gallery.builder import facet_count, layer_units, lookup, store_units, unit_key, variant_settings
+    from .gallery.builder import store_units
+    from .gallery.catalogue import checked_request, lookup, unit_key, variant_settings
     from .gallery.store import new_worker_id
 
     started = time.perf_counter()
     ref = ref or ModelRef.of(model)
     worker = new_worker_id()
     report = RayBuildReport()
-    for variant in variants:
-        if variant not in ("max", "neg") and not (variant.startswith("facets") and facet_count(variant) > 1):
-            raise UserInputError(f"Unknown gallery variant {variant!r}: use max, neg or facetsN (N ≥ 2).")
     jobs: deque = deque()
     total = 0
-    for layer, units in layers.items():
-        n_channels = layer_units(model, layer)
-        unit_list = sorted(set(int(u) for u in (range(n_channels) if units is None else units)))
-        bad = [u for u in unit_list if not 0 <= u < n_channels]
-        if bad:
-            raise UserInputError(f"Unit {bad[0]} is out of range for layer {layer!r}: valid units are 0–{n_channels - 1}.")
+    for layer, unit_list in checked_request(model, layers, variants).items():
         for variant in variants:
             vsettings = variant_settings(settings, variant)
             store.remember_settings(vsettings.digest(), vsettings.to_dict())

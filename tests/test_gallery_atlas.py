@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from explorer.gallery import GalleryStore, all_layers, build, builtin_image_set, lookup, top_examples
-from explorer.gallery.atlas import export_atlas, find_atlas
+from explorer.gallery.atlas import find_atlas
 from explorer.gallery.examples import load_examples
+from explorer.gallery.export import export_atlas
 from tests.gallery_helpers import TINY_SETTINGS
 from tests.tiny import tiny_model
 

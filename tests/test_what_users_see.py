@@ -70,7 +70,8 @@ def test_gallery_export_takes_the_store_first_then_the_atlas_with_every_variant(
 
     from explorer.cli import main
     from explorer.gallery import GalleryStore, build, facets_variant
-    from explorer.gallery.atlas import ATLAS_VAR, export_atlas
+    from explorer.gallery.atlas import ATLAS_VAR
+    from explorer.gallery.export import export_atlas
     from explorer.models import ModelSpec, register
     from tests.gallery_helpers import TINY_SETTINGS
     from tests.tiny import tiny_model

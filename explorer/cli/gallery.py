@@ -282,7 +282,7 @@ def _safe_name(part: str) -> str:
 
 def run_atlas(args: argparse.Namespace) -> int:
     from ..gallery import all_layers, builtin_image_set, layer_units
-    from ..gallery.atlas import export_atlas
+    from ..gallery.export import export_atlas
 
     if not 1 <= args.quality <= 100:
         raise UserInputError("--quality must be between 1 and 100.")

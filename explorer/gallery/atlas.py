@@ -2,7 +2,7 @@
 
 Why: the gallery should open ready, like OpenAI Microscope, instead of on placeholders that take
 minutes to render on a CPU. A store built once (``gallery build --all-layers --ray``) is exported
-compactly into ``assets/atlas/<model>/``:
+compactly (:func:`~explorer.gallery.export.export_atlas`) into ``assets/atlas/<model>/``; this module reads it:
 
 * ``manifest.json`` — model name, weights fingerprint, the render settings, per layer the unit count,
   the layer each unit was optimised on and every unit's final activation, and how it was built;
@@ -12,26 +12,25 @@ compactly into ``assets/atlas/<model>/``:
 
 It is keyed like the store (model, full weights fingerprint, settings): other weights or other settings
 never see it, and an atlas keyed on the legacy partial fingerprint is never served until
-:mod:`~explorer.gallery.migrate` has checked its weights and re-keyed it. The user's own store always wins: :func:`~explorer.gallery.builder.lookup` falls back to the
-atlas only for units the store does not hold.
+:mod:`~explorer.gallery.migrate` has checked its weights and re-keyed it. The user's own store always wins:
+:func:`~explorer.gallery.catalogue.lookup` falls back to the atlas only for units the store does not hold.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
-from ..files import atomic_write
 from ..models.base import LoadedModel
 from ..optvis import RenderSettings
-from .store import Entry, GalleryStore, UnitKey
+from .catalogue import MAX
+from .store import Entry, UnitKey
 
 ATLAS_ROOT = Path(__file__).resolve().parents[2] / "assets" / "atlas"
 ATLAS_VAR = "EXPLORER_ATLAS_DIR"  # another folder of atlases (tests, or a user's own shipped atlases)
@@ -40,12 +39,6 @@ IMAGE_SUFFIX = ".webp"
 
 def atlas_root() -> Path:
     return Path(os.environ[ATLAS_VAR]).expanduser() if os.environ.get(ATLAS_VAR) else ATLAS_ROOT
-
-
-def settings_from_dict(data: dict) -> RenderSettings:
-    """RenderSettings from a stored dict, ignoring fields this version no longer has (fields the dict
-    predates take their old-behaviour value: Settings.from_dict)."""
-    return RenderSettings.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -72,7 +65,7 @@ class Atlas:
 
     @cached_property
     def settings(self) -> RenderSettings:
-        return settings_from_dict(self.manifest["settings"])
+        return RenderSettings.from_dict(self.manifest["settings"])
 
     @cached_property
     def digest(self) -> str:
@@ -86,13 +79,13 @@ class Atlas:
         info = self.manifest["layers"].get(layer)
         return len(info["activations"]) if info else 0
 
-    def serves(self, model: LoadedModel, settings: RenderSettings, variant: str = "max") -> bool:
+    def serves(self, model: LoadedModel, settings: RenderSettings, variant: str = MAX) -> bool:
         """True when this atlas holds images for exactly these weights and settings (max variant only)."""
-        return variant == "max" and model.name == self.model and model.fingerprint == self.fingerprint \
+        return variant == MAX and model.name == self.model and model.fingerprint == self.fingerprint \
             and settings.digest() == self.digest
 
     def file(self, layer: str, unit: int) -> Path:
-        return self.root / _safe(layer) / f"{int(unit):05d}{IMAGE_SUFFIX}"
+        return self.root / safe_name(layer) / f"{int(unit):05d}{IMAGE_SUFFIX}"
 
     def entries(self, layer: str, units: Iterable[int] | None = None) -> dict[int, Entry]:
         """The atlas's entries of a layer (all units, or ``units``), shaped like the store's."""
@@ -104,7 +97,7 @@ class Atlas:
         wanted = range(len(acts)) if units is None else [int(u) for u in units if 0 <= int(u) < len(acts)]
         steps = int(self.manifest["settings"].get("steps", 0))
         seconds = float(info.get("seconds_per_unit", 0.0))
-        return {u: Entry(UnitKey(self.model, self.fingerprint, layer, digest, "max", u), (self.file(layer, u),),
+        return {u: Entry(UnitKey(self.model, self.fingerprint, layer, digest, MAX, u), (self.file(layer, u),),
                          (float(acts[u]),), seconds, steps, 0)
                 for u in wanted if acts[u] is not None}
 
@@ -114,10 +107,11 @@ class Atlas:
         meta = self.manifest.get("examples") or {}
         if meta.get("image_set") != image_set_digest or layer not in meta.get("layers", []):
             return None
-        return _load_table(str(self.root / "examples" / f"{_safe(layer)}.npz"))
+        return _load_table(str(self.root / "examples" / f"{safe_name(layer)}.npz"))
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
+    """The path component of a model or layer name in an atlas folder (the reader's and the export's)."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
 
 
@@ -143,7 +137,8 @@ def shipped_atlases(root: Path | None = None) -> list[Atlas]:
     found = []
     for manifest_path in sorted((root or atlas_root()).glob("*/manifest.json")):
         try:
-            found.append(Atlas(manifest_path.parent, _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)))
+            manifest = _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)
+            found.append(Atlas(manifest_path.parent, manifest))
         except (OSError, ValueError):
             continue
     return found
@@ -151,7 +146,7 @@ def shipped_atlases(root: Path | None = None) -> list[Atlas]:
 
 def find_atlas(model: LoadedModel, root: Path | None = None) -> Atlas | None:
     """The atlas shipped for this model and weights, or None (no atlas, or other weights)."""
-    folder = (root or atlas_root()) / _safe(model.name)
+    folder = (root or atlas_root()) / safe_name(model.name)
     manifest_path = folder / "manifest.json"
     try:
         manifest = _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)
@@ -159,52 +154,3 @@ def find_atlas(model: LoadedModel, root: Path | None = None) -> Atlas | None:
         return None
     atlas = Atlas(folder, manifest)
     return atlas if atlas.model == model.name and atlas.fingerprint == model.fingerprint else None
-
-
-def webp_bytes(png: bytes, quality: int = 80) -> bytes:
-    """A stored PNG as a lossy WebP (method 6: smallest files at this quality)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        out = io.BytesIO()
-        image.convert("RGB").save(out, "WEBP", quality=int(quality), method=6)
-    return out.getvalue()
-
-
-def export_atlas(store: GalleryStore, model: LoadedModel, layers: Sequence[str], settings: RenderSettings, out: Path, *,
-                 image_set=None, quality: int = 80, build_info: dict | None = None) -> dict:
-    """Write the store's renders of ``layers`` (and the image set's example tables) as an atlas in
-    ``out/<model>/``; returns the manifest. Every unit must be rendered: an atlas has no holes."""
-    from .builder import MAX, layer_units, lookup, objective_layer
-
-    folder = Path(out) / _safe(model.name)
-    manifest = {"model": model.name, "weights": model.weights, "fingerprint": model.fingerprint,
-                "settings": settings.to_dict(), "digest": settings.digest(), "image_format": "webp", "quality": int(quality),
-                "layers": {}, "build": build_info or {}}
-    for layer in layers:
-        n = layer_units(model, layer)
-        entries = lookup(store, model, layer, settings, MAX)
-        missing = [u for u in range(n) if u not in entries]
-        if missing:
-            raise ValueError(f"{layer}: {len(missing)} of {n} units are not rendered (first {missing[0]}); build them first.")
-        for unit, entry in entries.items():
-            atomic_write(folder / _safe(layer) / f"{unit:05d}{IMAGE_SUFFIX}", webp_bytes(entry.file.read_bytes(), quality))
-        seconds = [entries[u].seconds for u in range(n)]
-        manifest["layers"][layer] = {"units": n, "objective_layer": objective_layer(model, layer),
-                                     "activations": [round(entries[u].activation, 4) for u in range(n)],
-                                     "seconds_per_unit": round(float(np.mean(seconds)), 3)}
-    if image_set is not None:
-        from .examples import ensure_examples
-
-        tables = ensure_examples(model, list(layers), image_set, store)
-        for layer, table in tables.items():
-            compact = {"max": table["max"].astype(np.float16), "mean": table["mean"].astype(np.float16),
-                       "argmax": table["argmax"].astype(np.int16 if int(table["argmax"].max(initial=0)) < 2**15 else np.int32),
-                       "map_hw": table["map_hw"], "views": table["views"], "rf": table["rf"], "input_hw": table["input_hw"]}
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, **compact)
-            atomic_write(folder / "examples" / f"{_safe(layer)}.npz", buffer.getvalue())
-        manifest["examples"] = {"image_set": image_set.digest, "name": image_set.name, "views": len(image_set),
-                                "layers": list(tables)}
-    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
-    return manifest

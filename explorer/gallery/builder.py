@@ -2,102 +2,33 @@
 
 Each batch of units is claimed in the store, rendered with the engine's batched
 :func:`~explorer.optvis.render` (one forward/backward per step for the whole batch), written
-as PNGs and only then marked done. Variants of a unit:
-
-* ``max``      — the image that maximises the channel's mean activation;
-* ``neg``      — the image that minimises it (the objective times −1);
-* ``facetsN``  — N images of the same unit pushed apart by the diversity term (Olah et al. 2017).
+as PNGs and only then marked done. The variants (``max``, ``neg``, ``facetsN``), the store keys and
+the check of a request are the catalogue's (:mod:`~explorer.gallery.catalogue`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from torch import nn
 
-from ..errors import UserInputError
 from ..images import png_bytes
 from ..models.base import LoadedModel
 from ..optvis import Objective, RenderSettings, render
 from ..optvis.transformer import unit_objective
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, is_cancelled, stop_requested
+from .catalogue import MAX, NEG, checked_request, facet_count, lookup, unit_key, variant_settings
 from .store import Entry, GalleryStore, UnitKey, new_worker_id
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .atlas import Atlas
-
-MAX, NEG = "max", "neg"
 # The gallery's thumbnails (and the shipped atlas's): 96 px, 128 steps. Chosen by looking at 8 units of
 # blocks.3, blocks.10 and head at four settings (docs/gallery.md): 96 steps looks washed out, 192 steps
 # or 128 px cost 2-2.4x for a small gain.
-# Pinned to the old-behaviour values of fields added later (input_size, autocast, lr_schedule, coarse), so the stores' and the
-# atlas's cache keys stay put when RenderSettings' defaults change.
+# Pinned to the old-behaviour values of fields added later (input_size, autocast, lr_schedule, coarse), so the
+# stores' and the atlas's cache keys stay put when RenderSettings' defaults change.
 THUMBNAILS = RenderSettings(size=96, steps=128, lr=0.05, autocast=True, input_size="param", lr_schedule="constant",
                             coarse=0.0)
-FACET_DIVERSITY = 10.0  # diversity weight for facets when the settings carry none (activations are ~1–20)
-
-
-
-def facets_variant(count: int) -> str:
-    return f"facets{int(count)}"
-
-
-def variants_for(facets: int = 0, negative: bool = False) -> list[str]:
-    """The variants a build renders, cheapest-to-browse first: the grid needs only ``max``."""
-    out = [MAX]
-    if negative:
-        out.append(NEG)
-    if facets and facets > 1:
-        out.append(facets_variant(facets))
-    return out
-
-
-def facet_count(variant: str) -> int:
-    return int(variant[len("facets"):]) if variant.startswith("facets") else 1
-
-
-def variant_settings(settings: RenderSettings, variant: str) -> RenderSettings:
-    """The settings a variant is really rendered with (facets add a diversity weight)."""
-    if variant.startswith("facets") and not settings.diversity:
-        return settings.with_(diversity=FACET_DIVERSITY)
-    return settings
-
-
-def unit_key(model: LoadedModel, layer: str, settings: RenderSettings, variant: str, unit: int) -> UnitKey:
-    """The store key: its digest is that of the settings that actually produce the image."""
-    return UnitKey(model.name, model.fingerprint, layer, variant_settings(settings, variant).digest(), variant, int(unit))
-
-
-def layer_units(model: LoadedModel, layer: str) -> int:
-    """How many channels a layer has (the gallery shows one tile per channel)."""
-    info = model.check_layer(layer)
-    if len(info.shape) not in (1, 3) and not info.tokens:
-        raise UserInputError(f"Layer {layer!r} has output shape {info.shape}; the gallery needs C, C×H×W or "
-                             "transformer token (N×C) outputs.")
-    return info.channels
-
-
-def all_layers(model: LoadedModel) -> list[str]:
-    """The layers of a whole-model atlas: the main layers with C×H×W (or a transformer's N×C token) outputs,
-    without the parts of another one (EfficientNet-Lite0: ``stem``, ``blocks.0``…``blocks.15``, ``head``; not
-    ``stem.0``; ViT-Tiny: ``patch_embed``, ``blocks.0``…``blocks.11``)."""
-    spatial = [info.name for info in model.main_layers() if len(info.shape) == 3 or info.tokens]
-    return [name for name in spatial if not any(name.startswith(f"{other}.") for other in spatial if other != name)]
-
-
-def lookup(store: GalleryStore, model: LoadedModel, layer: str, settings: RenderSettings, variant: str = MAX,
-           units: Iterable[int] | None = None, atlas: "Atlas | None" = None) -> dict[int, Entry]:
-    """Stored entries of a layer for these settings (a settings change gives an empty answer, never stale images).
-
-    With ``atlas`` (the shipped, read-only one), units the store lacks come from it when it holds
-    these weights and settings: the user's own renders take precedence."""
-    digest = variant_settings(settings, variant).digest()
-    found = store.entries(model.name, model.fingerprint, layer, digest, variant, units)
-    if atlas is not None and atlas.serves(model, settings, variant):
-        found = dict(sorted({**atlas.entries(layer, units), **found}.items()))
-    return found
 
 
 @dataclass
@@ -169,14 +100,7 @@ def build(
     builder died). Cancelling (``should_stop``) gives the current batch's claims back.
     """
     started = time.perf_counter()
-    n_channels = layer_units(model, layer)
-    unit_list = sorted(set(int(u) for u in (range(n_channels) if units is None else units)))
-    bad = [u for u in unit_list if not 0 <= u < n_channels]
-    if bad:
-        raise UserInputError(f"Unit {bad[0]} is out of range for layer {layer!r}: valid units are 0–{n_channels - 1}.")
-    for variant in variants:
-        if variant not in (MAX, NEG) and not (variant.startswith("facets") and facet_count(variant) > 1):
-            raise UserInputError(f"Unknown gallery variant {variant!r}: use max, neg or facetsN (N ≥ 2).")
+    unit_list = checked_request(model, {layer: units}, variants)[layer]
     worker = worker or new_worker_id()
     report = BuildReport(rendered={v: [] for v in variants})
     total = len(unit_list) * len(variants)
@@ -233,24 +157,28 @@ class RenderedUnit:
 
 
 def render_units(model: LoadedModel, layer: str, variant: str, settings: RenderSettings, units: Sequence[int], *,
-                 callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> list[RenderedUnit] | None:
+                 callback: ProgressCallback | None = None,
+                 should_stop: ShouldStop | None = None) -> list[RenderedUnit] | None:
     """Render ``units`` of ``layer`` in one batch (facets: one unit, N images); None when cancelled.
 
-    ``settings`` are the variant's own (:func:`variant_settings`)."""
+    ``settings`` are the variant's own (:func:`~explorer.gallery.catalogue.variant_settings`)."""
     units = [int(u) for u in units]
-    result = render(model, _objective(model, layer, variant, units), settings, callback=callback, should_stop=should_stop)
+    result = render(model, _objective(model, layer, variant, units), settings, callback=callback,
+                    should_stop=should_stop)
     if is_cancelled(result.stopped):
         return None
     sign = -1.0 if variant == NEG else 1.0
     activations = [float(a) for a in (sign * result.final_activation).tolist()]
     per_unit = result.seconds / len(units)
     if variant.startswith("facets"):
-        return [RenderedUnit(units[0], [png_bytes(img) for img in result.images], activations, result.seconds, result.steps_done)]
+        return [RenderedUnit(units[0], [png_bytes(img) for img in result.images], activations, result.seconds,
+                             result.steps_done)]
     return [RenderedUnit(u, [png_bytes(result.images[i])], [activations[i]], per_unit, result.steps_done)
             for i, u in enumerate(units)]
 
 
-def store_units(store: GalleryStore, keys: Sequence[UnitKey], worker: str, rendered: Sequence[RenderedUnit]) -> list[Entry]:
+def store_units(store: GalleryStore, keys: Sequence[UnitKey], worker: str,
+                rendered: Sequence[RenderedUnit]) -> list[Entry]:
     """Write each rendered unit's files, then mark its claimed row done (file first, index second).
 
     Returns the entries this worker completed (a claim lost to another builder is skipped)."""

@@ -16,7 +16,8 @@ from typing import Sequence
 
 from ..models.base import LoadedModel
 from ..optvis import RenderSettings
-from .builder import MAX, BuildReport, build
+from .builder import BuildReport, build
+from .catalogue import MAX
 from .store import GalleryStore
 
 JobKey = tuple[str, str, str, str]
