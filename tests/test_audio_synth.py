@@ -104,10 +104,10 @@ def test_fit_distance_is_the_distance_of_the_knobs_the_dream_starts_from(tiny):
     clip = builtin_clip("chord", 0.5, SR)
     target.dbmap = DBMap(target.stft, -100.0, 0.0)  # as dream() sets it
     start = DreamStart(clip, True, target.dbmap, torch.Generator().manual_seed(0), torch.device("cpu"))
-    made = SynthDream(DreamSettings(net="tiny", start="chord", seconds=0.5, fit_steps=5, hearing=False), target, start)
+    setup = SynthDream(DreamSettings(net="tiny", start="chord", seconds=0.5, fit_steps=5, hearing=False), target, start)
     with torch.no_grad():
-        now = float(spectral_distance(made.param()[:, 0, 0], torch.from_numpy(clip)[None]))
-    assert made.fit_distance == pytest.approx(now, rel=1e-5)
+        now = float(spectral_distance(setup.param()[:, 0, 0], torch.from_numpy(clip)[None]))
+    assert setup.fit_distance == pytest.approx(now, rel=1e-5)
 
 
 def test_targets_and_parameterisations_do_not_import_the_dream():

@@ -222,15 +222,15 @@ def dream(
     start = DreamStart(start_audio, is_clip, dbmap, devices.generator(device, settings.seed), device)
 
     # the parameterisation, set up once (a clip start is imitated here by the synthesiser), then THE loop
-    made = parameterisation(kind, settings, target, start, should_stop)
+    setup = parameterisation(kind, settings, target, start, should_stop)
     result = optimise(
-        made.param, made.score, steps=settings.steps, lr=settings.lr, transforms=made.transforms,
+        setup.param, setup.score, steps=settings.steps, lr=settings.lr, transforms=setup.transforms,
         generator=start.generator, blur_every=settings.blur_every, blur_sigma=settings.blur_sigma,
-        project=made.project, callback=made.preview(callback), should_stop=should_stop,
+        project=setup.project, callback=setup.preview(callback), should_stop=should_stop,
     )
 
     # back to sound, and the round trip: the exact bytes a user downloads, read back and analysed from the waveform
-    sound = made.sound(result)
+    sound = setup.sound(result)
     after_audio = audio_io.safe_loudness(sound.wav[0].float().cpu().numpy(), sr)
     played = audio_io.load_audio(audio_io.wav_bytes(after_audio, sr), sr, name="the dream WAV")
     played_t = torch.from_numpy(played).to(device)
@@ -248,20 +248,20 @@ def dream(
                                    callback=control_callback, should_stop=should_stop)
     notes += [note] if note else []
 
-    bins = made.start_unit.shape[-2]
+    bins = setup.start_unit.shape[-2]
 
     def db_picture(unit_map: torch.Tensor) -> np.ndarray:
         return dbmap.db(unit_map).reshape(bins, -1).float().cpu().numpy()
 
     return DreamResult(
         settings=settings, target=target.name, value_label=target.value_label, sample_rate=sr,
-        before_audio=sound.before_audio, after_audio=after_audio, before_db=db_picture(made.start_unit),
+        before_audio=sound.before_audio, after_audio=after_audio, before_db=db_picture(setup.start_unit),
         after_db=db_picture(sound.unit), roundtrip_db=db_picture(dbmap.to_unit(roundtrip_mag)),
         history=[float(v) for v in result.history[:, 0]] if len(result.history) else [],
-        before=made.before, optimised=sound.optimised, roundtrip=roundtrip,
+        before=setup.before, optimised=sound.optimised, roundtrip=roundtrip,
         steps_done=result.steps_done, stopped=result.stopped, seconds=result.seconds,
         griffin_lim_convergence=sound.griffin_lim_convergence, n_fft=cfg.n_fft, hop=cfg.hop,
-        param=kind, judges=judges, controls=sound.controls, fit_distance=made.fit_distance, notes=notes,
+        param=kind, judges=judges, controls=sound.controls, fit_distance=setup.fit_distance, notes=notes,
         random_starts=random_starts,
     )
 
