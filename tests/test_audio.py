@@ -192,7 +192,8 @@ def test_safe_loudness_peaks_at_minus_one_dbfs_with_fades():
 
 # ---- dreams --------------------------------------------------------------------------------------
 def test_dream_on_a_tiny_net_rises_and_survives_the_round_trip(tiny):
-    from explorer.audio.dream import DreamSettings, ImageTarget, dream
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.targets import ImageTarget
     from explorer.optvis import objectives
 
     target = ImageTarget(tiny, objectives.channel("conv2", 3))
@@ -210,7 +211,8 @@ def test_dream_on_a_tiny_net_rises_and_survives_the_round_trip(tiny):
 
 
 def test_consistency_projection_closes_the_round_trip_gap(tiny):
-    from explorer.audio.dream import DreamSettings, ImageTarget, dream
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.targets import ImageTarget
     from explorer.optvis import objectives
 
     def run(every: int):

@@ -92,6 +92,32 @@ def test_fit_to_clip_imitates_a_chord():
     assert -float(result.history[-1, 0]) < 0.5 * before  # a clip start begins from its imitation
 
 
+def test_fit_distance_is_the_distance_of_the_knobs_the_dream_starts_from(tiny):
+    """The imitation's distance is the loop's final score of its knobs, not the score before their last update."""
+    from explorer.audio.dream import DreamSettings
+    from explorer.audio.parameterisations import DreamStart, SynthDream
+    from explorer.audio.spectrogram import DBMap
+    from explorer.audio.targets import ImageTarget
+    from explorer.optvis import objectives
+
+    target = ImageTarget(tiny, objectives.channel("conv2", 3))
+    clip = builtin_clip("chord", 0.5, SR)
+    target.dbmap = DBMap(target.stft, -100.0, 0.0)  # as dream() sets it
+    start = DreamStart(clip, True, target.dbmap, torch.Generator().manual_seed(0), torch.device("cpu"))
+    setup = SynthDream(DreamSettings(net="tiny", start="chord", seconds=0.5, fit_steps=5, hearing=False), target, start)
+    with torch.no_grad():
+        now = float(spectral_distance(setup.param()[:, 0, 0], torch.from_numpy(clip)[None]))
+    assert setup.fit_distance == pytest.approx(now, rel=1e-5)
+
+
+def test_targets_and_parameterisations_do_not_import_the_dream():
+    """dream() builds on them, never the other way round (no import circle)."""
+    code = ("import sys, explorer.audio.parameterisations, explorer.audio.targets; "
+            "print('explorer.audio.dream' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 # ---- the judges ------------------------------------------------------------------------------------
 def _harmonic_tone(seconds: float = 1.0, f0: float = 180.0) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR

@@ -127,7 +127,8 @@ def _rng_untouched(fn):
 
 def test_library_functions_leave_the_global_rng_alone(tiny):
     from explorer import inversion
-    from explorer.audio.dream import DreamSettings, ImageTarget, dream
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.targets import ImageTarget
     from explorer.models.fashion import _load_fashion_cnn
 
     photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))

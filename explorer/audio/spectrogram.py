@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserInputError
+
 
 @dataclass(frozen=True)
 class STFTConfig:
@@ -84,7 +86,8 @@ def istft(spec: torch.Tensor, cfg: STFTConfig, length: int | None = None) -> tor
     pieces = torch.fft.irfft(spec, n=cfg.n_fft, dim=1) * window[None, :, None]  # B×n_fft×frames
     total = (frames - 1) * cfg.hop + cfg.n_fft
     signal = F.fold(pieces, (1, total), (1, cfg.n_fft), stride=(1, cfg.hop))[:, 0, 0]
-    norm = F.fold((window**2)[None, :, None].expand(1, -1, frames), (1, total), (1, cfg.n_fft), stride=(1, cfg.hop))[:, 0, 0]
+    weights = (window**2)[None, :, None].expand(1, -1, frames)
+    norm = F.fold(weights, (1, total), (1, cfg.n_fft), stride=(1, cfg.hop))[:, 0, 0]
     signal = signal / norm.clamp(min=1e-8)
     length = cfg.samples(frames) if length is None else length
     out = signal[:, cfg.left : cfg.left + length]
@@ -163,3 +166,23 @@ def magnitude_to_db(magnitude: torch.Tensor, ref: float = 1.0, floor_db: float =
 
 def db_to_magnitude(db: torch.Tensor, ref: float = 1.0) -> torch.Tensor:
     return ref * torch.pow(10.0, db / 20.0)
+
+
+class DBMap:
+    """[0, 1] picture ↔ magnitude, through a linear dB scale relative to a full-scale sine: how a
+    dream's spectrogram becomes a picture (free spectrogram, image targets, previews and PNGs)."""
+
+    def __init__(self, cfg: STFTConfig, floor_db: float, top_db: float):
+        if not top_db > floor_db:
+            raise UserInputError(f"The dB range is empty: floor {floor_db:g} dB must be below top {top_db:g} dB.")
+        self.ref, self.floor, self.range = cfg.full_scale, float(floor_db), float(top_db - floor_db)
+
+    def to_magnitude(self, unit: torch.Tensor) -> torch.Tensor:
+        return db_to_magnitude(self.floor + unit * self.range, self.ref)
+
+    def to_unit(self, magnitude: torch.Tensor) -> torch.Tensor:
+        db = magnitude_to_db(magnitude, self.ref, floor_db=self.floor)
+        return ((db - self.floor) / self.range).clamp(0.0, 1.0)
+
+    def db(self, unit: torch.Tensor) -> torch.Tensor:
+        return self.floor + unit * self.range
