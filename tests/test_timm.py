@@ -158,7 +158,8 @@ def test_deepdream_and_inversion_on_a_vit(vit):
     from explorer.inversion import DeepDreamSettings, InversionSettings, deep_dream, invert
 
     photo = torch.rand(3, SIDE, SIDE)
-    dreamed = deep_dream(vit, photo, "blocks.5", settings=DeepDreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
+    dreamed = deep_dream(vit, photo, "blocks.5",
+                         settings=DeepDreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
     assert dreamed.gain > 0
     channel = deep_dream(vit, photo, "blocks.5", channel=7,
                          settings=DeepDreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
-from ..stats import clopper_pearson  # noqa: F401 - hearing.py and the tests take it from here too
+from ..stats import clopper_pearson
 from .judges import Verdict
 
 CONTROL_SEED_OFFSET = 1_000_000  # random starts use seeds the dreams (0, 1, 2, …) do not

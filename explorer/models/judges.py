@@ -93,8 +93,8 @@ def transfer_table(image: torch.Tensor, target: int, models: Iterable[LoadedMode
     whether it is fooled too."""
     rows = []
     for model in models:
-        top, top_p, probs = top_prediction(model, model.at_input_size(image.to(model.device)[None] if image.ndim == 3
-                                                            else image.to(model.device)))
+        shown = model.at_input_size(image.to(model.device)[None] if image.ndim == 3 else image.to(model.device))
+        top, top_p, probs = top_prediction(model, shown)
         rows.append({"model": model.name, "weights": model.weights, "status": "ok",
                      "p_target": float(probs[target]) if target < probs.numel() else float("nan"),
                      "top_class": top, "top_label": model.label(top), "top_p": top_p, "fooled": top == target})

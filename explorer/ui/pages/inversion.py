@@ -93,8 +93,8 @@ with right:
         jitter_term = term("dream", "jitter")
         jitter = int(st.slider(jitter_term.label, *jitter_term.widget_range(), jitter_term.default, key=jitter_term.key,
                                help="at most half the image size"))
-        settings = inversion.DeepDreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr,
-                                           jitter=jitter, seed=seed, fit=fit_mode)
+        settings = inversion.DeepDreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps,
+                                               lr=lr, jitter=jitter, seed=seed, fit=fit_mode)
         label = "Dream"
     else:
         default = [model.default_layer] if model.default_layer in main_spatial else main_spatial[-1:]
