@@ -34,13 +34,12 @@ CLASSES = tuple(range(0, 1000, 20))  # 50 classes spread over the label space
 
 
 def main() -> None:
-    from explorer import fooling
     from explorer.cli.common import progress
     from explorer.images import grid, save_png
     from explorer.limits import MAX_BATCH_PIXELS
     from explorer.models import load_model
+    from explorer.models.judges import judge_class_images, transfer_models
     from explorer.optvis import RenderSettings, objectives, render
-    from explorer.transfer import judge_class_images
 
     defaults = RenderSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,7 +62,7 @@ def main() -> None:
     if args.judges:
         judges = [load_model(name, device="cpu") for name in args.judges.split(",")]
     else:
-        judges, skipped = fooling.transfer_models(source)
+        judges, skipped = transfer_models(source)
         for row in skipped:
             print(f"judge {row['model']}: {row['status'][:120]}")
     classes = list(CLASSES[: args.classes])

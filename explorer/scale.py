@@ -15,7 +15,11 @@ opening the app never starts (or even loads) Ray. Why this shape:
   gives its claims back.
 * **Sweeps** split each family's sample range on :data:`~explorer.fooling.CHUNK` boundaries
   (sample ``i`` depends only on ``(seed, family, i)``), run one accumulator per piece and merge
-  them in index order (:meth:`~explorer.fooling.Accumulator.merge`).
+  them in index order (:func:`~explorer.fooling.merge_in_order`, then :meth:`Sweep.set_accumulator
+  <explorer.fooling.Sweep.set_accumulator>`).
+
+Progress and stopping are the library's one mechanism (:mod:`explorer.progress`): ``callback(done, total,
+None, None)`` and ``should_stop()``, a stop returning the partial result with ``stopped == CANCELLED``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .errors import UserInputError
 from .gallery.catalogue import MAX
-from .progress import CANCELLED, ShouldStop
+from .progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .gallery.store import GalleryStore
@@ -41,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .optvis.render import RenderSettings
 
 LOCAL = "local"
-RayProgress = Callable[[int, int], None]
 
 
 # ==== models by reference ======================================================================
@@ -239,12 +242,12 @@ class RayBuildReport:
 def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], settings: "RenderSettings", *,
                  store: "GalleryStore", cluster_info: Cluster, ref: ModelRef | None = None, variants: Sequence[str] = (MAX,),
                  batch: int = 16, lease: float = 120.0, retries: int = 1, max_in_flight: int | None = None,
-                 callback: RayProgress | None = None, should_stop: ShouldStop | None = None) -> RayBuildReport:
+                 callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> RayBuildReport:
     """Render every missing (unit, variant) of ``layers`` (layer -> units, None: all) as Ray tasks.
 
     ``model`` is the driver's copy (layer shapes, weights fingerprint for the store keys); workers
     load ``ref`` (default: the model's registry name and weights) and must arrive at the same
-    fingerprint, else their batch is marked failed. ``callback(units_finished, units_total)``
+    fingerprint, else their batch is marked failed. ``callback(units_finished, units_total, None, None)``
     counts finished units (stored, failed or found done). Call inside :func:`cluster`.
     """
     import ray
@@ -273,7 +276,7 @@ def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], 
             total += len(unit_list)
     done = report.already_done
     if callback is not None:
-        callback(done, total)
+        callback(done, total, None, None)
 
     remote = ray.remote(_render_task).options(**_task_options(cluster_info, retries))
     limit = max_in_flight or 2 * cluster_info.slots
@@ -281,7 +284,7 @@ def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], 
     last_renew = time.monotonic()
     try:
         while jobs or in_flight:
-            if should_stop is not None and should_stop():
+            if stop_requested(should_stop):
                 report.stopped = CANCELLED
                 break
             while jobs and len(in_flight) < limit:
@@ -321,11 +324,8 @@ def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], 
                     report.workers.add(out["pid"])
                 done += len(keys)
                 if callback is not None:
-                    callback(done, total)
-    except KeyboardInterrupt:
-        report.stopped = "interrupted"
-        raise
-    finally:
+                    callback(done, total, None, None)
+    finally:  # also on Ctrl-C (KeyboardInterrupt propagates: the report is never returned)
         if in_flight:  # stop scheduling, wait for nothing: cancel and give the claims back
             for task in in_flight:
                 with contextlib.suppress(Exception):
@@ -361,14 +361,14 @@ def sweep_pieces(n: int, pieces: int, chunk: int) -> list[tuple[int, int]]:
 
 def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int, *, cluster_info: Cluster,
           refs: Sequence[ModelRef] | None = None, pieces_per_slot: int = 2, retries: int = 1,
-          callback: RayProgress | None = None, should_stop: ShouldStop | None = None, **kwargs) -> Any:
+          callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None, **kwargs) -> Any:
     """A noise sweep split over Ray tasks; the same :class:`~explorer.fooling.SweepResult` (and JSON,
     timings aside) as the in-process :func:`~explorer.fooling.sweep` with the same arguments.
 
     ``models`` are the driver's copies (labels, class counts); workers load ``refs``. Each family's
     samples are cut on chunk boundaries into about ``pieces_per_slot × slots`` tasks per model.
-    ``should_stop()`` cancels the pieces not finished yet: the result (``stopped`` "cancelled")
-    then holds the finished pieces' samples only.
+    ``should_stop()`` cancels the pieces not finished yet: the result (``stopped`` :data:`CANCELLED`)
+    then holds the finished pieces' samples only. ``callback(samples_done, total, None, None)``.
     """
     import ray
 
@@ -391,7 +391,7 @@ def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int
     pending = list(tasks)
     try:
         while pending:
-            if should_stop is not None and should_stop():
+            if stop_requested(should_stop):
                 sweeper.stopped = CANCELLED
                 break
             ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
@@ -409,16 +409,12 @@ def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int
                 parts.setdefault((m, family), {})[start] = acc
                 done += acc.n
                 if callback is not None:
-                    callback(done, sweeper.total)
+                    callback(done, sweeper.total, None, None)
     finally:
         for task in pending:  # stopped or failed: wait for nothing
             with contextlib.suppress(Exception):
                 ray.cancel(task, force=True)
     for (m, family), by_start in sorted(parts.items(), key=lambda kv: (kv[0][0], sweeper.families.index(kv[0][1]))):
-        ordered = [by_start[s] for s in sorted(by_start)]
-        merged = ordered[0]
-        for other in ordered[1:]:
-            merged = merged.merge(other)
-        sweeper._acc[(m, family)] = merged
+        sweeper.set_accumulator(m, family, fooling.merge_in_order([by_start[s] for s in sorted(by_start)]))
     sweeper.seconds = time.perf_counter() - started
     return sweeper.result()

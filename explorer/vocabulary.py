@@ -114,10 +114,10 @@ def _inversion_terms() -> tuple[Term, ...]:
     )
 
 
-def _dream_terms() -> tuple[Term, ...]:
-    from .inversion import DreamSettings
+def _deep_dream_terms() -> tuple[Term, ...]:
+    from .inversion import DeepDreamSettings
 
-    d = DreamSettings()
+    d = DeepDreamSettings()
     return (
         Term("size", "--size", "Size (px)", "inv_size", d.size, "size"),
         Term("octaves", "--octaves", "Octaves", "inv_octaves", d.octaves, "octaves"),
@@ -215,7 +215,7 @@ def _audio_terms() -> tuple[Term, ...]:
 _BUILDERS: tuple[tuple[tuple[str, ...], str, str, Callable[[], tuple[Term, ...]]], ...] = (
     (("visualize",), "feature_vis.py", "", _render_terms),
     (("invert",), "inversion.py", "Invert layers", _inversion_terms),
-    (("dream",), "inversion.py", "DeepDream", _dream_terms),
+    (("dream",), "inversion.py", "DeepDream", _deep_dream_terms),
     (("caricature",), "inversion.py", "Caricature", _caricature_terms),
     (("fool", "grow"), "fooling.py", "Grow a fooling image", _grow_terms),
     (("fool", "sweep"), "fooling.py", "How often does noise fool it?", _sweep_terms),

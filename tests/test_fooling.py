@@ -355,3 +355,13 @@ def test_cli_sweep_and_grow(tmp_path, registered_test_model, capsys):
     assert (tmp_path / "grow" / "fooling.png").exists() and (tmp_path / "grow" / "difference.png").exists()
     assert main(["fool", "sweep", "--model", registered_test_model, "--families", "noise"]) == 2  # user error
     assert "Unknown noise family" in capsys.readouterr().err
+
+
+def test_the_package_names_sweep_and_grow_are_the_functions_not_their_modules():
+    """fooling/sweep.py and fooling/grow.py share their names with the functions the package re-exports."""
+    import types
+
+    from explorer.fooling import grow as grow_module_or_function
+
+    assert isinstance(fooling.sweep, types.FunctionType) and isinstance(fooling.grow, types.FunctionType)
+    assert grow_module_or_function is fooling.grow

@@ -14,7 +14,7 @@ from PIL import Image
 from explorer import inversion
 from explorer.errors import UnknownLayerError, UserInputError
 from explorer.images import ImageLoadError
-from explorer.inversion import CaricatureSettings, DreamSettings, InversionSettings
+from explorer.inversion import CaricatureSettings, DeepDreamSettings, InversionSettings
 
 
 def smooth_photo(size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -106,9 +106,10 @@ def test_fft_param_and_paired_transforms_still_converge(tiny):
 
 
 def test_paired_transform_moves_image_and_photo_together():
+    from explorer.inversion.matching import _paired_transform
     from explorer.optvis.transforms import standard_transforms
 
-    paired = inversion._paired_transform(standard_transforms(32))
+    paired = _paired_transform(standard_transforms(32))
     image = torch.rand(2, 3, 32, 32)
     a, b = paired(image, image[:1].clone(), torch.Generator().manual_seed(0))
     assert torch.allclose(a[0], b[0])  # same random shift/scale/rotation for the pair
@@ -155,8 +156,8 @@ def test_caricature_score_floor():
 def test_dream_amplifies_the_layer_over_octaves(tiny):
     photo = smooth_photo(size=64)
     steps = []
-    settings = DreamSettings(size=64, octaves=2, octave_scale=1.5, steps=10, lr=0.1, jitter=4)
-    result = inversion.dream(tiny, photo, "conv2", settings=settings,
+    settings = DeepDreamSettings(size=64, octaves=2, octave_scale=1.5, steps=10, lr=0.1, jitter=4)
+    result = inversion.deep_dream(tiny, photo, "conv2", settings=settings,
                              callback=lambda step, total, preview, values: steps.append((step, total, preview.shape[-1])))
     assert result.octave_sizes == [43, 64]
     assert [s[0] for s in steps] == list(range(1, 21)) and {s[1] for s in steps} == {20}
@@ -164,7 +165,7 @@ def test_dream_amplifies_the_layer_over_octaves(tiny):
     assert result.image.shape == photo.shape
     assert result.objective_after > 1.5 * result.objective_before
     assert 0.0 < inversion.ssim(result.image, photo) < 0.999  # changed, but still the photo underneath
-    channel = inversion.dream(tiny, photo, "conv2", channel=3, settings=settings)
+    channel = inversion.deep_dream(tiny, photo, "conv2", channel=3, settings=settings)
     assert channel.target.startswith("channel conv2:3") and channel.objective_after > channel.objective_before
 
 
@@ -181,9 +182,9 @@ def test_bad_inputs_raise_user_errors(tiny):
     with pytest.raises(UserInputError, match="parameterisation"):
         inversion.invert(tiny, photo, ["conv1"], InversionSettings(size=32, steps=1, param="cppn"))
     with pytest.raises(UserInputError, match="logits"):
-        inversion.dream(tiny, photo, "output")
+        inversion.deep_dream(tiny, photo, "output")
     with pytest.raises(UserInputError):
-        inversion.dream(tiny, photo, "conv2", channel=99)
+        inversion.deep_dream(tiny, photo, "conv2", channel=99)
     with pytest.raises(UserInputError, match="Cosine floor"):
         inversion.caricature(tiny, photo, ["conv2"], CaricatureSettings(cos_floor=1.5))
     with pytest.raises(UserInputError, match="size"):

@@ -62,7 +62,7 @@ def test_ray_builds_every_layer_like_the_in_process_builder(ray_cluster, tmp_pat
     store = GalleryStore(tmp_path / "ray")
     seen = []
     report = scale.build_layers(model, LAYERS, SETTINGS, store=store, cluster_info=info, ref=TINY, batch=4,
-                                callback=lambda done, total: seen.append((done, total)))
+                                callback=lambda done, total, preview, values: seen.append((done, total)))
     assert report.units_rendered == 40 and report.units_failed == 0 and report.tasks == 10
     assert len(report.workers) == 2, "both workers took batches"
     assert seen[-1] == (40, 40) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:])), "progress counts finished units"
@@ -185,7 +185,7 @@ def test_a_sweep_split_over_ray_tasks_equals_the_in_process_sweep(ray_cluster):
     local = fooling.sweep(model, "uniform,pink", 200, **kwargs).to_dict()
     seen = []
     merged = scale.sweep([model], "uniform,pink", 200, cluster_info=info, refs=[TINY],
-                         callback=lambda done, total: seen.append((done, total)), **kwargs).to_dict()
+                         callback=lambda done, total, preview, values: seen.append((done, total)), **kwargs).to_dict()
     assert len(scale.sweep_pieces(200, 4, fooling.CHUNK)) == 4, "the 7 chunks went out as 4 tasks per family"
     assert seen[-1] == (400, 400)
     for timing in ("seconds", "images_per_second"):
@@ -224,7 +224,8 @@ def test_stopping_cancels_what_is_in_flight_and_gives_its_claims_back(ray_cluste
     store = GalleryStore(tmp_path / "store")
     seen = []
     report = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store, cluster_info=info, ref=TINY, batch=2,
-                                callback=lambda done, total: seen.append(done), should_stop=lambda: len(seen) > 1)
+                                callback=lambda done, total, preview, values: seen.append(done),
+                                should_stop=lambda: len(seen) > 1)
     assert report.stopped == "cancelled"
     table = rows(store)
     assert {r[3] for r in table} == {"done"}, "claims of the cancelled batches were given back"

@@ -155,12 +155,14 @@ def test_gallery_builds_a_vit_layer_grid(vit, tmp_path):
 
 
 def test_deepdream_and_inversion_on_a_vit(vit):
-    from explorer.inversion import DreamSettings, InversionSettings, dream, invert
+    from explorer.inversion import DeepDreamSettings, InversionSettings, deep_dream, invert
 
     photo = torch.rand(3, SIDE, SIDE)
-    dreamed = dream(vit, photo, "blocks.5", settings=DreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
+    dreamed = deep_dream(vit, photo, "blocks.5",
+                         settings=DeepDreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
     assert dreamed.gain > 0
-    channel = dream(vit, photo, "blocks.5", channel=7, settings=DreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
+    channel = deep_dream(vit, photo, "blocks.5", channel=7,
+                         settings=DeepDreamSettings(size=SIDE, octaves=1, steps=6, autocast=False))
     assert channel.gain > 0
     inverted = invert(vit, photo, ["blocks.2"], InversionSettings(size=SIDE, steps=20, autocast=False))
     assert inverted.final_error[0] < 0.7 * float(inverted.error_history[0, 0])  # the features move toward the photo's

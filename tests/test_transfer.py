@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.fooling import clopper_pearson
 from explorer.models import LoadedModel
-from explorer.transfer import judge_class_images
+from explorer.models.judges import judge_class_images
+from explorer.stats import clopper_pearson
 
 
 class LookupJudge(nn.Module):

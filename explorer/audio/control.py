@@ -16,21 +16,10 @@ from dataclasses import replace
 import numpy as np
 
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
+from ..stats import clopper_pearson
 from .judges import Verdict
 
 CONTROL_SEED_OFFSET = 1_000_000  # random starts use seeds the dreams (0, 1, 2, …) do not
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial interval for k successes in n trials."""
-    from scipy.stats import beta
-
-    if n == 0:
-        return 0.0, 1.0
-    a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
 
 
 def difference(dreams: list[float], starts: list[float], *, level: float = 0.95, resamples: int = 4000,

@@ -247,7 +247,8 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
     """How often the closed-set verdict names each synthesiser's own recordings of the keywords right
     (``per_word[engine]`` clips of each word, spread evenly over its voices), and which word it
     names in random starts of each parameterisation (seeds from 1 000 000, as the dreams' control)."""
-    from .control import CONTROL_SEED_OFFSET, clopper_pearson
+    from ..stats import clopper_pearson
+    from .control import CONTROL_SEED_OFFSET
     from .wordsdata import ENGINES, KEYWORDS, load_clips
 
     per_word = per_word or {"espeak-ng": 12, "flite": 6, "festival": 6}

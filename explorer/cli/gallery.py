@@ -154,7 +154,7 @@ def _build_on_ray(args: argparse.Namespace, model, store, units: dict, settings,
         print(f"ray: {info.describe()}; {len(units)} layer(s), {total} units, batches of {args.batch}")
         with progress(total, f"{model.name} on Ray", unit="unit") as callback:
             report = scale.build_layers(model, units, settings, store=store, cluster_info=info, variants=variants,
-                                        batch=args.batch, lease=args.lease, callback=lambda done, all_: callback(done, all_),
+                                        batch=args.batch, lease=args.lease, callback=callback,
                                         should_stop=callback.should_stop)
     print(f"rendered {report.units_rendered} units in {report.tasks} tasks on {len(report.workers)} worker process(es),"
           f" {report.already_done} already stored, {report.held_elsewhere} left to another builder, {report.seconds:.1f} s"

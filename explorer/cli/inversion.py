@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out/invert")
     p.set_defaults(func=run_invert)
 
-    d_defaults = inversion.DreamSettings()
+    d_defaults = inversion.DeepDreamSettings()
     d = subparsers.add_parser("dream", help="DeepDream a photo: amplify a layer or a channel over several octaves")
     _photo_options(d, d_defaults.size)
     d.add_argument("--layer", default=None, help="layer to amplify (default: the model's default layer)")
@@ -110,7 +110,7 @@ def run_invert(args: argparse.Namespace) -> int:
 
 def run_dream(args: argparse.Namespace) -> int:
     check_options(args, "size", "steps", "lr", "seed", "octaves", "octave_scale", "jitter", "tv")
-    settings = inversion.DreamSettings(
+    settings = inversion.DeepDreamSettings(
         size=args.size, octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, lr=args.lr,
         jitter=args.jitter, tv=args.tv, seed=args.seed, fit=args.fit,
     )
@@ -122,7 +122,7 @@ def run_dream(args: argparse.Namespace) -> int:
         raise UserInputError("--layer is required for this model (`python -m explorer layers` lists them).")
     objective = inversion.dream_objective(model, layer, args.channel)  # fail before the progress bar
     with progress(settings.steps * settings.octaves, f"dream {objective.name}") as callback:
-        result = inversion.dream(model, photo, layer, args.channel, settings, callback=callback,
+        result = inversion.deep_dream(model, photo, layer, args.channel, settings, callback=callback,
                                  should_stop=callback.should_stop)
     save_png(result.photo, out / "photo.png")
     save_png(result.image, out / "dream.png")

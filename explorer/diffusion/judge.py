@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..fooling import clopper_pearson
 from ..models.base import LoadedModel
+from ..stats import clopper_pearson
 from .data import ImageDataset
 from .quality import frechet_distance, probe_outputs
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer import fooling
 from explorer.errors import UserInputError
 from explorer.images import grid
+from explorer.models.judges import judge_class_images, transfer_models
 from explorer.naming import image_names, image_units, unit_kind
 from explorer.optvis import RenderSettings, objectives, render
 from explorer.optvis.transformer import unit_count, unit_objective
 from explorer.parsing import parse_units
-from explorer.transfer import judge_class_images
 from explorer.ui import display, settings_widgets, widgets
 from explorer.vocabulary import term
 
@@ -114,7 +113,7 @@ if widgets.run_controls(KEY, "Render"):
         st.session_state[f"{KEY}_judges"] = None
         if kind == "class" and not result.stopped:  # the optimised network cannot fail its own test: ask others
             with st.spinner("Asking independent judges (other ImageNet models)…"):
-                others, _ = fooling.transfer_models(model)
+                others, _ = transfer_models(model)
                 classes = parse_units(units_text)
                 st.session_state[f"{KEY}_judges"] = (classes, judge_class_images(result.images, classes, [model, *others]))
     except UserInputError as exc:

@@ -93,8 +93,8 @@ with right:
         jitter_term = term("dream", "jitter")
         jitter = int(st.slider(jitter_term.label, *jitter_term.widget_range(), jitter_term.default, key=jitter_term.key,
                                help="at most half the image size"))
-        settings = inversion.DreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr,
-                                           jitter=jitter, seed=seed, fit=fit_mode)
+        settings = inversion.DeepDreamSettings(size=size, octaves=octaves, octave_scale=octave_scale, steps=steps,
+                                               lr=lr, jitter=jitter, seed=seed, fit=fit_mode)
         label = "Dream"
     else:
         default = [model.default_layer] if model.default_layer in main_spatial else main_spatial[-1:]
@@ -119,7 +119,7 @@ if widgets.run_controls(KEY, label):
         elif mode == "DeepDream":
             total = settings.steps * settings.octaves
             progress = widgets.LiveProgress(KEY, "Dreaming", preview_every=max(1, total // 16))
-            result = inversion.dream(model, photo, layer, channel, settings, callback=progress)
+            result = inversion.deep_dream(model, photo, layer, channel, settings, callback=progress)
         else:
             progress = widgets.LiveProgress(KEY, "Caricaturing (value: mean cosine with the photo)", preview_every=max(1, steps // 16))
             result = inversion.caricature(model, photo, layers, settings, callback=progress)
