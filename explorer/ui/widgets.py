@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable
 
 import streamlit as st
 import torch
@@ -213,19 +212,4 @@ def download_png(image: torch.Tensor, filename: str, label: str = "PNG", key: st
 
 def download_json(data: dict, filename: str, label: str = "JSON", key: str | None = None) -> None:
     st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json", key=key or f"dl_{filename}")
-
-
-def user_error(exc: Exception) -> None:
-    """Show a user's mistake as a message; anything else as an exception box, without crashing the page."""
-    if isinstance(exc, UserInputError):
-        st.error(error_text(exc))
-    else:
-        st.exception(exc)
-
-
-def guarded(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except UserInputError as exc:
-        st.error(error_text(exc))
 
