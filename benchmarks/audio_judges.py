@@ -31,12 +31,11 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: F401 - puts the repository on sys.path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -12,14 +12,11 @@ equivalents"): that figure does not depend on how busy the CPU is, the wall time
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: F401 - puts the repository on sys.path
 
 from explorer import files  # noqa: E402
 from explorer.models import load_model  # noqa: E402

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__:  # imported as benchmarks.diffusion_overhead (tests/test_diffusion.py)
+    from ._common import sync
+else:  # run as a script: its folder is on sys.path
+    from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 from explorer.compat import import_diffusers  # noqa: E402
@@ -105,11 +107,6 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

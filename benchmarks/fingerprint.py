@@ -10,7 +10,6 @@ The fingerprint is computed once per loaded model (``LoadedModel.fingerprint`` i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -15,21 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices, fooling  # noqa: E402
 from explorer.models import load_model  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def plain_forward(model, batch: torch.Tensor) -> float:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 from explorer.models import load_model  # noqa: E402
@@ -29,11 +28,6 @@ from explorer.optvis.optimise import optimise  # noqa: E402
 from explorer.optvis.param import make_param  # noqa: E402
 from explorer.optvis.render import model_score  # noqa: E402
 from explorer.optvis.transforms import standard_transforms  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_seconds(model, layer: str, batch: int, precision, steps: int = 3) -> float:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+from _common import ROOT  # puts the repository on sys.path
+
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)]
+                                          + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
 
 import torch  # noqa: E402
 

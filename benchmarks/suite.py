@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 

@@ -29,14 +29,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices, files  # noqa: E402
 from explorer.compat import import_lucent  # noqa: E402
@@ -46,11 +45,6 @@ from explorer.optvis.render import evaluate  # noqa: E402
 
 MEASURE_SIZE = 224
 DEFAULT_ROW = "ours (defaults)"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def at_224(images: torch.Tensor) -> torch.Tensor:
