@@ -143,6 +143,18 @@ def add_arch_option(p, flag: str = "--arch") -> None:
     p.add_argument(flag, default=None, metavar="NAME", help=ARCH_HELP)
 
 
+WEIGHTS_HELP = "pretrained | random | PATH"
+
+
+def add_model_options(p, model_help: str | None = None, weights_help: str | None = WEIGHTS_HELP) -> None:
+    """``--model``, ``--weights`` and ``--arch``: the classifier a command loads (read by :func:`load_cli_model`)."""
+    from ..models import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    p.add_argument("--weights", default=None, help=weights_help)
+    add_arch_option(p)
+
+
 def load_cli_models(names: list[str], weights: str | None, device: str, arch: str | None) -> list:
     """Registry models by name, and ``checkpoint:PATH`` files with ``arch``; --arch without a checkpoint is an error."""
     from ..models import CHECKPOINT_PREFIX, load_model

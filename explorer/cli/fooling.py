@@ -8,10 +8,10 @@ import sys
 from .. import fooling, limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL
 from ..files import write_csv
 from ..parsing import parse_list
-from .common import add_arch_option, check_options, load_cli_model, load_cli_models, output_dir, output_file, progress, write_json
+from .common import (add_model_options, check_options, load_cli_model, load_cli_models, output_dir, output_file,
+                     progress, write_json)
 
 
 def _add_noise_options(p: argparse.ArgumentParser) -> None:
@@ -35,9 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = commands.add_parser("sweep", help="fooling rates of noise families with exact 95%% intervals",
                             description=f"Families: {', '.join(f'{f.name} ({f.description})' for f in fooling.FAMILIES.values())}.")
-    s.add_argument("--model", default=DEFAULT_MODEL, help="one model or several, comma-separated")
-    s.add_argument("--weights", default=None, help="pretrained | random | PATH (for every model)")
-    add_arch_option(s)
+    add_model_options(s, model_help="one model or several, comma-separated",
+                      weights_help="pretrained | random | PATH (for every model)")
     s.add_argument("--families", default=",".join(fooling.SWEEP_FAMILIES), help=f"comma-separated: {','.join(fooling.FAMILIES)}")
     s.add_argument("--n", type=int, default=fooling.SWEEP_N, help="samples per family (streamed: memory does not grow with n)")
     s.add_argument("--seed", type=int, default=0)
@@ -54,9 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_sweep)
 
     g = commands.add_parser("grow", help="gradient ascent from noise to a ≥ 0.996-confidence fooling image")
-    g.add_argument("--model", default=DEFAULT_MODEL)
-    g.add_argument("--weights", default=None)
-    add_arch_option(g)
+    add_model_options(g, weights_help=None)
     g.add_argument("--class", dest="target", type=int, default=None, help="target class (default: the start's top class)")
     g.add_argument("--family", default="uniform", help="noise family of the start")
     g.add_argument("--index", type=int, default=0, help="which sample of the family (same as in a sweep with this seed)")

@@ -11,9 +11,8 @@ from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
 from ..gallery.builder import THUMBNAILS
-from ..models import DEFAULT_MODEL
 from ..parsing import parse_list, parse_units
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
 
@@ -29,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     store_help = "gallery store folder (default: $EXPLORER_CACHE_DIR/gallery or ~/.cache/machine-imagination/gallery)"
 
     b = sub.add_parser("build", help="render the missing units of layers (resumable; safe to run twice at once)")
-    b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(b)
+    add_model_options(b)
     b.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
     b.add_argument("--all-layers", action="store_true",
                    help="every main layer of the model (EfficientNet-Lite0: stem, blocks.0-15, head; ~3,100 units)")
@@ -57,9 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_ls)
 
     e = sub.add_parser("export", help="copy a layer's images (your store first, then the shipped atlas) to a folder with index.json and index.csv")
-    e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--weights", default=None)
-    add_arch_option(e)
+    add_model_options(e, weights_help=None)
     e.add_argument("--layer", required=True)
     e.add_argument("--units", help="units to export (default: every unit of the layer that is rendered)")
     e.add_argument("--variants", default="all",
@@ -71,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_export)
 
     a = sub.add_parser("atlas", help="export a store's renders of every main layer as a compact read-only atlas (WebP)")
-    a.add_argument("--model", default=DEFAULT_MODEL)
-    a.add_argument("--weights", default=None)
-    add_arch_option(a)
+    add_model_options(a, weights_help=None)
     a.add_argument("--layers", help="comma-separated layers (default: every main layer, as build --all-layers)")
     a.add_argument("--store", help=store_help)
     a.add_argument("--out", default="assets/atlas", help="atlas folder (the model's atlas goes to OUT/<model>/)")

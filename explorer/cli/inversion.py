@@ -8,9 +8,8 @@ import re
 from .. import inversion, limits
 from ..errors import UserInputError
 from ..images import save_png
-from ..models import DEFAULT_MODEL
 from ..parsing import parse_list
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 
 
 def _safe(name: str) -> str:
@@ -18,9 +17,7 @@ def _safe(name: str) -> str:
 
 
 def _photo_options(p: argparse.ArgumentParser, size: int) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(p)
+    add_model_options(p)
     p.add_argument("--image", default="builtin:astronaut",
                    help="a photo file (PNG, JPEG, WebP, BMP, TIFF) or builtin:NAME (astronaut, chelsea, coffee, …)")
     p.add_argument("--size", type=int, default=size, help="the photo is resized to SIZE×SIZE pixels")

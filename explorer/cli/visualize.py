@@ -7,14 +7,13 @@ import argparse
 from .. import limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL
 from ..naming import image_names, image_units, unit_kind
 from ..optvis import RenderSettings, objectives, render
 from ..optvis.param import PARAMETERISATIONS
 from ..optvis.render import check_request
 from ..optvis.transformer import UNIT_KINDS, unit_count, unit_objective
 from ..parsing import parse_units
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 
 
 DEFAULT_UNITS = "0-3"  # the units rendered when none are named: the feature-vis page's default too (explorer/vocabulary.py)
@@ -83,9 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("visualize", help="feature visualisation of channels, neurons, classes or a layer")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(p)
+    add_model_options(p)
     p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--units", "--channels", dest="channels", metavar="UNITS",
@@ -104,9 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_visualize)
 
     q = subparsers.add_parser("layers", help="list a model's layers with output shapes")
-    q.add_argument("--model", default=DEFAULT_MODEL)
-    q.add_argument("--weights", default=None)
-    add_arch_option(q)
+    add_model_options(q, weights_help=None)
     q.add_argument("--all", action="store_true", help="every submodule, not only the main layers")
     q.set_defaults(func=run_layers)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 import streamlit as st
 import torch
@@ -78,6 +79,23 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     except UserInputError as exc:
         st.error(error_text(exc))
     return None
+
+
+def page_header(title: str, caption: str, model_key: str | None = None,
+                default: str | Callable[[], str | None] | None = None) -> LoadedModel | None:
+    """Every page opens the same way: its title and a caption that says what it does, then (given ``model_key``)
+    the sidebar's model picker. A page needs its model, so when none loads (the picker has said why) the page stops
+    here. ``default`` may be a function that draws its own sidebar widgets above the picker and returns the
+    default model's name."""
+    st.title(title)
+    st.caption(caption)
+    if model_key is None:
+        return None
+    with st.sidebar:
+        model = model_picker(model_key, default=default() if callable(default) else default)
+    if model is None:
+        st.stop()
+    return model
 
 
 def non_default_weights(model: LoadedModel) -> str | None:

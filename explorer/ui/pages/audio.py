@@ -27,12 +27,13 @@ def start_words(start: str, synth: bool) -> str:
     return f"{start} → random synthesiser settings" if synth and start in SYNTH_RANDOM_STARTS else start
 
 KEY = "audio"
-st.title("Audio hallucinations")
-st.caption("Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
-           "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the WAV "
-           "is read back and the network listens again, and independent judges (Praat, the spectrum, the other music tagger) "
-           "listen too, and judges trained on human speech and ears (pocketsphinx, DNSMOS, CREPE) — beside the same judges on "
-           "random starts that were never optimised.")
+widgets.page_header(
+    "Audio hallucinations",
+    "Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
+    "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the "
+    "WAV is read back and the network listens again, and independent judges (Praat, the spectrum, the other music "
+    "tagger) listen too, and judges trained on human speech and ears (pocketsphinx, DNSMOS, CREPE) — beside the same "
+    "judges on random starts that were never optimised.")
 
 NETS = {"speech": "Speech (Silero VAD)", "words": "Spoken word (our keyword net)", "music": "Music tag (musicnn)",
         "image": "Image classifier on the spectrogram"}

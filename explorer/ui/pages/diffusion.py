@@ -21,9 +21,10 @@ from explorer.vocabulary import term
 KEY = "diff"
 SCHEDULE_TITLES = {"": "model's own", "linear": "linear", "squaredcos_cap_v2": "cosine (squaredcos_cap_v2)"}
 
-st.title("Diffusion inspector")
-st.caption("Watch an image condense out of noise: the state x_t, the model's guess of the clean image x̂0 and "
-           "its predicted noise ε at every step, beside a classifier's probabilities on x_t and on x̂0.")
+widgets.page_header(
+    "Diffusion inspector",
+    "Watch an image condense out of noise: the state x_t, the model's guess of the clean image x̂0 and "
+    "its predicted noise ε at every step, beside a classifier's probabilities on x_t and on x̂0.")
 
 
 @st.cache_resource(show_spinner="Loading diffusion model…")

@@ -18,17 +18,22 @@ from explorer.vocabulary import term
 
 KEY = "fv"
 DEFAULTS = RenderSettings()
-st.title("Feature visualisation")
-st.caption("Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
-           "the image each unit would most like to see.")
 
-with st.sidebar:
-    any_timm = st.text_input("Any timm model (optional)", "", placeholder="e.g. vit_small_patch16_224", key=f"{KEY}_timm",
+
+def any_timm_model() -> str | None:
+    """The sidebar's optional timm box, above the model picker: the picker's default when filled in."""
+    any_timm = st.text_input("Any timm model (optional)", "", placeholder="e.g. vit_small_patch16_224",
+                             key=f"{KEY}_timm",
                              help="Any name timm.list_models() knows; pretrained weights only from the local cache "
                                   "(EXPLORER_ALLOW_DOWNLOAD=1 lets it download), random otherwise.").strip()
-    model = widgets.model_picker(KEY, default=f"timm:{any_timm.removeprefix('timm:')}" if any_timm else None)
-if model is None:
-    st.stop()
+    return f"timm:{any_timm.removeprefix('timm:')}" if any_timm else None
+
+
+model = widgets.page_header(
+    "Feature visualisation",
+    "Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
+    "the image each unit would most like to see.",
+    KEY, default=any_timm_model)
 
 params = st.query_params
 token = None  # a token index (neuron objective on a transformer layer)

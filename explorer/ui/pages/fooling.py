@@ -17,15 +17,12 @@ from explorer.ui import display, settings_widgets, widgets
 KEY = "fool"
 SWEEP, GROW = f"{KEY}_sweep", f"{KEY}_grow"
 
-st.title("Fooling noise")
-st.caption("Nguyen, Yosinski & Clune (2015) found static that a network labels with ≥ 99.6 % confidence. "
-           "How often does *random* static do it? Sweep noise families for the base rate (exact 95 % "
-           "Clopper–Pearson intervals), then grow one sample into a fooling image by gradient ascent.")
-
-with st.sidebar:
-    model = widgets.model_picker(KEY)
-if model is None:
-    st.stop()
+model = widgets.page_header(
+    "Fooling noise",
+    "Nguyen, Yosinski & Clune (2015) found static that a network labels with ≥ 99.6 % confidence. "
+    "How often does *random* static do it? Sweep noise families for the base rate (exact 95 % "
+    "Clopper–Pearson intervals), then grow one sample into a fooling image by gradient ascent.",
+    KEY)
 
 
 def noise_options(key: str) -> fooling.NoiseOptions:

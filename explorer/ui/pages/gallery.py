@@ -38,15 +38,12 @@ SAMPLES = 8  # units per layer row in the overview
 OVERVIEW = "(overview: every layer)"
 REFRESH_SECONDS = 1.0  # how often a grid with a background build in progress refreshes
 
-st.title("Layer gallery")
-st.caption("What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
-           "kept on disk, with the real photo patches that excite it most. Click an image to open it; the address bar "
-           "is a permalink.")
-
-with st.sidebar:
-    model = widgets.model_picker(KEY)
-if model is None:
-    st.stop()
+model = widgets.page_header(
+    "Layer gallery",
+    "What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
+    "kept on disk, with the real photo patches that excite it most. Click an image to open it; the address bar "
+    "is a permalink.",
+    KEY)
 
 params = st.query_params
 try:

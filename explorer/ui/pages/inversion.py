@@ -14,14 +14,11 @@ from explorer.vocabulary import term
 KEY = "inv"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 
-st.title("Inversion & DeepDream")
-st.caption("Reconstruct a photo from one layer's activations (Mahendran & Vedaldi 2015), amplify what a layer "
-           "sees in it (DeepDream), or exaggerate it from noise (caricature).")
-
-with st.sidebar:
-    model = widgets.model_picker(KEY)
-if model is None:
-    st.stop()
+model = widgets.page_header(
+    "Inversion & DeepDream",
+    "Reconstruct a photo from one layer's activations (Mahendran & Vedaldi 2015), amplify what a layer "
+    "sees in it (DeepDream), or exaggerate it from noise (caricature).",
+    KEY)
 
 
 # ---- the photo -------------------------------------------------------------------------------------
