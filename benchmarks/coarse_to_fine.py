@@ -52,7 +52,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_model("efficientnet_lite0", device="cpu")
     units = list(range(args.units))
-    figures = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "layer": args.layer, "units": len(units), "runs": []}
+    figures = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "layer": args.layer,
+               "units": len(units), "runs": []}
     render(model, objectives.channel(args.layer, units), RenderSettings(steps=2))  # untimed warm-up
     for name in args.variants.split(","):
         for steps in (int(s) for s in args.steps.split(",")):

@@ -119,7 +119,8 @@ def main() -> None:
     figures["quality"] = {"units": len(units), "steps": args.steps, "fp32": round(acts[False], 4),
                           "bf16": round(acts["bf16"], 4), "bf16_over_fp32": round(ratio, 4)}
     print(f"activation @224 after {args.steps} steps ({len(units)} units, measured in fp32): fp32 {acts[False]:.3f}, "
-          f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: {'yes' if ratio >= 0.98 else 'no'})")
+          f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: "
+          f"{'yes' if ratio >= 0.98 else 'no'})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -146,7 +146,8 @@ def test_dream_jitter_larger_than_half_the_photo_is_a_clear_error(tiny):
     layer = [i.name for i in tiny.main_layers() if len(i.shape) == 3][0]
     with pytest.raises(UserInputError, match="Jitter 64 px is too large for a 32 px photo: use at most 16 px"):
         inversion.dream(tiny, photo, layer, settings=inversion.DreamSettings(size=32, jitter=64, steps=1, octaves=1))
-    result = inversion.dream(tiny, photo, layer, settings=inversion.DreamSettings(size=32, jitter=16, steps=1, octaves=2))
+    result = inversion.dream(tiny, photo, layer,
+                             settings=inversion.DreamSettings(size=32, jitter=16, steps=1, octaves=2))
     assert result.image.shape == (3, 32, 32)
 
 

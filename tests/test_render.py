@@ -61,7 +61,9 @@ def test_nan_parameters_fall_back_to_last_finite_image():
 
 def test_stop_when_target_reached(tiny):
     param = make_param("pixel", 1, 16)
-    result = optimise(param, lambda img, t: img.mean(dim=(1, 2, 3)), steps=500, lr=0.2, stop_when=lambda v: bool((v > 0.9).all()))
+    result = optimise(param, lambda img, t: img.mean(dim=(1, 2,
+                                                          3)), steps=500, lr=0.2, stop_when=lambda
+                                                          v: bool((v > 0.9).all()))
     assert result.stopped == "target reached" and result.steps_done < 500
     assert float(result.images.mean()) > 0.9
 
@@ -74,7 +76,8 @@ def test_init_image_starts_from_photo(tiny):
 
 def test_blur_every_smooths(tiny):
     sharp = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none"))
-    blurred = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none", blur_every=2, blur_sigma=1.0))
+    blurred = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none",
+                                                                  blur_every=2, blur_sigma=1.0))
     from explorer.optvis.priors import tv_value
 
     assert float(tv_value(blurred.images).mean()) < float(tv_value(sharp.images).mean())

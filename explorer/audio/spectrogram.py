@@ -84,7 +84,8 @@ def istft(spec: torch.Tensor, cfg: STFTConfig, length: int | None = None) -> tor
     pieces = torch.fft.irfft(spec, n=cfg.n_fft, dim=1) * window[None, :, None]  # B×n_fft×frames
     total = (frames - 1) * cfg.hop + cfg.n_fft
     signal = F.fold(pieces, (1, total), (1, cfg.n_fft), stride=(1, cfg.hop))[:, 0, 0]
-    norm = F.fold((window**2)[None, :, None].expand(1, -1, frames), (1, total), (1, cfg.n_fft), stride=(1, cfg.hop))[:, 0, 0]
+    norm = F.fold((window**2)[None, :, None].expand(1, -1, frames), (1, total), (1, cfg.n_fft),
+                  stride=(1, cfg.hop))[:, 0, 0]
     signal = signal / norm.clamp(min=1e-8)
     length = cfg.samples(frames) if length is None else length
     out = signal[:, cfg.left : cfg.left + length]

@@ -102,12 +102,13 @@ def output_dir(path: str | Path, option: str = "--out") -> Path:
     if out.is_dir() and not (out / OUTPUT_MARKER).exists() and _has_entries(out):
         raise UserInputError(
             f"{option} {path} already holds files that no explorer command wrote (no {OUTPUT_MARKER} in it"
-            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or empty "
-            f"folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
+            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or "
+            f"empty folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / OUTPUT_MARKER).exists():
-            atomic_write(out / OUTPUT_MARKER, b"Written by Machine Imagination Explorer: its commands may write here again.\n")
+            atomic_write(out / OUTPUT_MARKER,
+                         b"Written by Machine Imagination Explorer: its commands may write here again.\n")
     except OSError as exc:
         raise UserInputError(f"Cannot create the output folder {path}: {exc.strerror or exc}.") from None
     return out

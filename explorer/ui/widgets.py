@@ -66,13 +66,15 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     weight_options = ["pretrained", "random"]
     wanted_weights = st.query_params.get("weights") or spec.default_weights
     weights = st.selectbox(
-        "Weights", weight_options, index=weight_options.index(wanted_weights) if wanted_weights in weight_options else 0,
+        "Weights", weight_options,
+        index=weight_options.index(wanted_weights) if wanted_weights in weight_options else 0,
         key=f"{key}_weights", help="'random' gives the bare architecture (untrained).",
     )
     try:
         model = cached_model(name, weights)
         if weights == "pretrained" and model.weights == "random":
-            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local cache
+            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local
+                                                                 # cache
         return model
     except WeightsUnavailable as exc:
         st.error(error_text(exc))
@@ -122,10 +124,12 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
             shapes[name] = "×".join(map(str, model.layer_shapes[name]))
     if wanted and wanted not in names:
         shown = fallback if fallback in names else names[0]
-        st.warning(f"{safe_text(model.name)} has no layer {quoted_text(wanted)} (from the link): showing {safe_text(shown)} instead.")
+        st.warning(f"{safe_text(model.name)} has no layer {quoted_text(wanted)} (from the link): showing "
+                   f"{safe_text(shown)} instead.")
         wanted = shown
     index = names.index(wanted) if wanted in names else 0
-    return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
+    return st.selectbox("Layer", names, index=index,
+                        format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
 
 
 def int_param(name: str, default: int, lo: int, hi: int) -> int:
@@ -175,7 +179,8 @@ class LiveProgress:
         self.columns = preview_columns
         st.session_state.pop(f"{key}_partial", None)
 
-    def __call__(self, step: float, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
+    def __call__(self, step: float, total: int, preview: torch.Tensor | None = None,
+                 values: torch.Tensor | None = None) -> None:
         text = f"{self.label}: {self.unit} {step:g}/{total}"  # fractional counts (e.g. units of a batch) allowed
         if values is not None and values.numel():
             text += f" · objective {float(values.float().mean()):.3f}"
@@ -184,7 +189,8 @@ class LiveProgress:
             images = preview.detach().float().cpu()
             st.session_state[f"{self.key}_partial"] = {"step": step, "images": images}
             if images.ndim == 4:
-                self.preview.image(to_uint8(grid(images[: self.columns * 2], columns=self.columns)), caption=f"step {step}")
+                self.preview.image(to_uint8(grid(images[: self.columns * 2],
+                                                 columns=self.columns)), caption=f"step {step}")
 
     def done(self) -> None:
         self.bar.empty()
@@ -220,7 +226,8 @@ def show_partial(key: str) -> None:
     if partial:
         st.warning(f"Cancelled at step {partial['step']}; this is the last preview.")
         st.image(to_uint8(grid(partial["images"])), caption=f"step {partial['step']}")
-        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])), f"{key}_partial.png", "image/png",
+        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])),
+                           f"{key}_partial.png", "image/png",
                            key=f"{key}_partial_dl")
 
 
@@ -229,5 +236,6 @@ def download_png(image: torch.Tensor, filename: str, label: str = "PNG", key: st
 
 
 def download_json(data: dict, filename: str, label: str = "JSON", key: str | None = None) -> None:
-    st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json", key=key or f"dl_{filename}")
+    st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json",
+                       key=key or f"dl_{filename}")
 
