@@ -235,9 +235,9 @@ def words_summary(record: dict) -> list[str]:
             gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a[
                 "other_tagger"] - b["other_tagger"]
             lines.append(f"{name}: other tagger {b.get('other_tagger')} → {a.get('other_tagger')} (gain "
-                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity {b.get('crepe_periodicity')} → "
-                         f"{a.get('crepe_periodicity')}, median pitch {a.get('crepe_pitch_hz')} Hz; DNSMOS SIG "
-                         f"{b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
+                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity "
+                         f"{b.get('crepe_periodicity')} → {a.get('crepe_periodicity')}, median pitch "
+                         f"{a.get('crepe_pitch_hz')} Hz; DNSMOS SIG {b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
     return lines
 
 

@@ -104,7 +104,8 @@ def main() -> None:
         n = args.batch * args.batches * args.pairs
         summary.append((family, n / sum(plain), n / sum(swept), sum(plain) / sum(swept), statistics.median(ratios),
                         sum(generate) / sum(plain)))
-    print("family       forward img/s  sweep img/s  ratio(total)  ratio(median pair)  generation/forward time   [target ratio >= 0.9]")
+    print("family       forward img/s  sweep img/s  ratio(total)  ratio(median pair)  generation/forward time   "
+          "[target ratio >= 0.9]")
     figures = {"device": devices.describe(device), "torch": torch.__version__, "model": model.name, "batch": args.batch,
                "batches_per_sweep": args.batches, "pairs": args.pairs, "families": {}}
     for family, p, s, ratio, median, gen_share in summary:

@@ -122,7 +122,8 @@ def bench_page(model_name: str, layer: str, repeats: int) -> None:
     settings = FAST.with_(steps=1)
     started = time.perf_counter()
     build(model, layer, range(64), settings, store=store, batch=32)
-    print(f"page: filled the store with 64 tiles of {layer} ({settings.size} px) in {time.perf_counter() - started:.1f} s")
+    print(f"page: filled the store with 64 tiles of {layer} ({settings.size} px) in "
+          f"{time.perf_counter() - started:.1f} s")
     at = AppTest.from_file(str(ROOT / "explorer/ui/pages/gallery.py"), default_timeout=300)
     for k, v in {"model": model_name, "layer": layer, "steps": str(settings.steps)}.items():
         at.query_params[k] = v

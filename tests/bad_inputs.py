@@ -849,7 +849,8 @@ def _cases() -> list[Case]:
         from explorer.files import write_json
 
         write_json(ctx.f("link.json"), {"written": True})
-        return f"link kept {os.path.islink(ctx.f('link.json'))}, target written {'written' in Path(ctx.f('kept.json')).read_text()}"
+        return (f"link kept {os.path.islink(ctx.f('link.json'))}, "
+                f"target written {'written' in Path(ctx.f('kept.json')).read_text()}")
     add("write-json-through-a-symlink", "numbers", "lib", lib(write_through_link), "ok",
         r"^link kept True, target written True$", "20.1: symlink")
 
@@ -922,7 +923,8 @@ def _cases() -> list[Case]:
     add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error",
         r"Unit 99999 is out of range")
     # issue 20, class 7: user text is shown as text (Markdown escaped) and shortened
-    injected = "[click me](https://evil.example/phish) ![pixel](https://evil.example/track.png) <b>bold</b> www.evil.example"
+    injected = ("[click me](https://evil.example/phish) ![pixel](https://evil.example/track.png) <b>bold</b> "
+                "www.evil.example")
 
     def markdown_probe(at) -> str:
         shown = [e.value for e in list(at.warning) + list(at.error) + list(at.caption) + list(at.info)]
@@ -938,7 +940,9 @@ def _cases() -> list[Case]:
     add("url-gallery-images-markdown-is-text", "urls", "page",
         page("gallery", gal(unit="0", images=injected),
              env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=markdown_probe),
-        "error", r"Image folder not found: .*click me.*Using the built-in photos instead.* \|\| unescaped markdown in 0 element", "20.7: markdown")
+        "error",
+        r"Image folder not found: .*click me.*Using the built-in photos instead.* \|\| unescaped markdown in 0 element",
+        "20.7: markdown")
     # issue 20, class 5: unit numbers too long for int(); class 7: a long value is shown shortened
     long_number = "9" * 5000
     add("url-gallery-unit-too-long-for-int", "urls", "page", page("gallery", gal(unit=long_number)), "ok",
@@ -1060,7 +1064,8 @@ def _cases() -> list[Case]:
         return sorted((root / "renders").rglob("*.json"))
 
     def bad_side_files_repair(ctx):
-        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the rest."""
+        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the
+        rest."""
         root = built("typed")(ctx)
         sides = side_files(root)
         first = json.loads(sides[1].read_text())
@@ -1071,7 +1076,8 @@ def _cases() -> list[Case]:
             (root / f"index.sqlite{suffix}").unlink(missing_ok=True)
         return run_cli("gallery", "verify", "--repair", "--store", root)
     add("store-repair-skips-wrong-typed-side-files", "store", "cli", lib(bad_side_files_repair), "ok",
-        r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: TypeError: 'seconds' must be a number, not str "
+        r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: "
+        r"TypeError: 'seconds' must be a number, not str "
         r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*2 rendered unit\(s\) are on disk but not in "
         r"the index",
         "20.5: side file")
@@ -1110,7 +1116,8 @@ def _cases() -> list[Case]:
         return f"repair: {repair} | ls: {listing} | build: {building} | index kept {kept}"
     add("store-file-size-limit-is-cannot-write", "store", "cli", lib(file_size_limit), "ok",
         r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*Nothing was repaired "
-        r"or moved\. \| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* \| index kept True$", "20.6: cannot write")
+        r"or moved\. \| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* "
+        r"\| index kept True$", "20.6: cannot write")
 
     def read_only_store(ctx):
         """Issue 20, classes 5/6: a store on a read-only mount: ls and verify read it, build says it cannot write."""
@@ -1126,8 +1133,8 @@ def _cases() -> list[Case]:
             _register_tiny()
             from explorer.cli import main
             for argv in (["gallery", "ls", "--store", {str(root)!r}], ["gallery", "verify", "--store", {str(root)!r}],
-                         ["gallery", "build", "--model", {TINY!r}, "--layers", "conv2", "--units", "6-7", "--size", "32",
-                          "--steps", "2", "--store", {str(root)!r}, "--examples", "none"]):
+                         ["gallery", "build", "--model", {TINY!r}, "--layers", "conv2", "--units", "6-7",
+                          "--size", "32", "--steps", "2", "--store", {str(root)!r}, "--examples", "none"]):
                 out = io.StringIO()
                 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                     try:

@@ -13,7 +13,8 @@ import torch
 
 from explorer.audio import io as audio_io
 from explorer.audio.clips import builtin_clip, chord, noise
-from explorer.audio.spectrogram import STFTConfig, griffin_lim, istft, mel_filterbank, mel_to_hz, hz_to_mel, spectral_convergence, stft
+from explorer.audio.spectrogram import (STFTConfig, griffin_lim, istft, mel_filterbank, mel_to_hz, hz_to_mel,
+                                       spectral_convergence, stft)
 from explorer.audio.tfcheckpoint import CheckpointError, read_checkpoint, read_index, write_checkpoint
 
 SR = 16000

@@ -22,7 +22,8 @@ def test_odd_or_huge_sample_rates_are_refused_before_resampling(rate):
 
 
 def test_an_awkward_but_legal_rate_resamples_with_a_small_filter():
-    """44 101 Hz → 16 kHz has no small exact ratio (16000/44101): the nearest ratio with terms ≤ 1000 keeps the pitch."""
+    """44 101 Hz → 16 kHz has no small exact ratio (16000/44101): the nearest ratio with terms ≤ 1000 keeps the
+    pitch."""
     rate = 44_101
     audio = audio_io.load_audio(wav_bytes(0.5, rate=rate), 16000, name="odd.wav")
     assert abs(len(audio) - 8000) <= 2

@@ -136,7 +136,8 @@ DRIVER = textwrap.dedent("""
 
 
 def test_a_killed_driver_loses_only_the_batches_in_flight(ray_cluster, root, tmp_path):
-    """A second driver joins the running instance by address, is SIGKILLed after its first batches land; a rerun resumes."""
+    """A second driver joins the running instance by address, is SIGKILLed after its first batches land; a rerun
+    resumes."""
     import ray
 
     info, _ = ray_cluster

@@ -29,7 +29,8 @@ PARSELMOUTH_PIN = "praat-parselmouth==0.4.6"
 # What the judges say about real (synthetic) speech, for the page's reference column: the espeak-ng
 # sentence CALIBRATION_SENTENCE at 16 kHz, measured by benchmarks/audio_judges.py (which prints it
 # again on every run, so a drift shows there). White noise: voiced 0.00, HNR −5.8 dB, 37 %, 0.56.
-CALIBRATION_SENTENCE = "The quick brown fox jumps over the lazy dog while the children sing a song about the summer rain."
+CALIBRATION_SENTENCE = ("The quick brown fox jumps over the lazy dog while the children sing a song about the "
+                        "summer rain.")
 SPEECH_REFERENCE = {"voiced_fraction": "0.68", "mean_hnr_db": "12.4 dB", "energy_below_3k": "97 %",
                     "spectral_flatness": "0.060",
                     # DNSMOS on the same sentence (issue 19; white noise: SIG 1.20, BAK 1.14, OVRL 1.07)

@@ -194,7 +194,8 @@ def _confusions(words: np.ndarray, predicted: np.ndarray, top: int = 12) -> dict
 
 # ---- training -----------------------------------------------------------------------------------
 def _hardware() -> str:
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+            f"{os.cpu_count()} cores visible")
 
 
 def split(data: WordClips) -> tuple[WordClips, WordClips, WordClips]:

@@ -139,8 +139,9 @@ def run_dream(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"{result.param_label}")
-    print(f"{result.target} (scored by the optimised network): {result.value_label} before {result.before['value']:.3f} → "
-          f"optimised {result.optimised['value']:.3f} → round trip (WAV read back) {result.roundtrip['value']:.3f}")
+    print(f"{result.target} (scored by the optimised network): {result.value_label} before "
+          f"{result.before['value']:.3f} → optimised {result.optimised['value']:.3f} → round trip (WAV read back) "
+          f"{result.roundtrip['value']:.3f}")
     comparison = (result.random_starts or {}).get("comparison", {})
     print("independent judges (start → WAV read back"
           + (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]"
@@ -151,7 +152,8 @@ def run_dream(args: argparse.Namespace) -> int:
         row = comparison.get(key)
         control = ""
         if row and row.get("difference") is not None:
-            control = f"  starts {row['start_mean']:.3f}, {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] {row['claim']}"
+            control = (f"  starts {row['start_mean']:.3f}, {row['difference']:+.3f} "
+                       f"[{row['low']:+.3f}, {row['high']:+.3f}] {row['claim']}")
         note = f"  ({after.note})" if after.note else ""
         print(f"  {after.label:<24} {before.text():>10} → {after.text():<10}{control}  {after.judge}{why}{note}")
     if result.griffin_lim_convergence is not None:

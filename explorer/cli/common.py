@@ -136,7 +136,8 @@ def output_file(path: str | Path | None, option: str) -> Path | None:
     return file
 
 
-ARCH_HELP = "architecture of a checkpoint:PATH state dict: a torchvision name such as resnet50 (TorchScript files need none)"
+ARCH_HELP = ("architecture of a checkpoint:PATH state dict: a torchvision name such as resnet50 "
+             "(TorchScript files need none)")
 
 
 def add_arch_option(p, flag: str = "--arch") -> None:

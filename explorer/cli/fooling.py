@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = fool.add_subparsers(dest="fool_command", required=True)
 
     s = commands.add_parser("sweep", help="fooling rates of noise families with exact 95%% intervals",
-                            description="Families: "
-                                        f"{', '.join(f'{f.name} ({f.description})' for f in fooling.FAMILIES.values())}.")
+                            description="Families: " + ", ".join(f"{f.name} ({f.description})"
+                                                                 for f in fooling.FAMILIES.values()) + ".")
     add_model_options(s, model_help="one model or several, comma-separated",
                       weights_help="pretrained | random | PATH (for every model)")
     s.add_argument("--families", default=",".join(fooling.SWEEP_FAMILIES),

@@ -321,8 +321,8 @@ def run_verify(args: argparse.Namespace) -> int:
         report = store.repair()
         if report.moved_aside:
             print(f"the unreadable index was moved to {report.moved_aside}")
-        print(f"re-indexed {report.restored} rendered unit(s) and {report.examples_restored} example table(s) from side files"
-              " (nothing re-rendered)")
+        print(f"re-indexed {report.restored} rendered unit(s) and {report.examples_restored} example table(s) "
+              "from side files (nothing re-rendered)")
         for line in report.skipped:
             print(f"skipped {line}")
     problems = store.verify()

@@ -117,7 +117,8 @@ def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, s
         result.fd = frechet_distance(fake, real)
         result.fd_floor = frechet_distance(floor, real)
         result.precision, result.recall = precision_recall(real, fake, k=3)
-        result.reference = f"{data} test: {quality.n} images (fixed permutation, seed {REFERENCE_SEED}); floor: {quality.n} train images"
+        result.reference = (f"{data} test: {quality.n} images (fixed permutation, seed {REFERENCE_SEED}); "
+                            f"floor: {quality.n} train images")
     if nll_images and not result.stopped:
         images = reference_images(nll_images, "test", data)
         result.nll = nll_bits_per_dim(diffusion, images, batch=nll_batch, seed=seed, steps=nll_steps,

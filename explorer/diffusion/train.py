@@ -31,7 +31,8 @@ from .gaussian import GaussianDiffusion
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+            f"{os.cpu_count()} cores visible")
 
 
 # ---- classifier ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Feature visualisation: parameterisations, transforms, priors, objectives and the render loop."""
 
 from . import objectives, param, priors, transforms
-from .objectives import Context, Objective, channel, class_logit, class_probability, deepdream, direction, diversity, neuron
+from .objectives import (Context, Objective, channel, class_logit, class_probability, deepdream, direction, diversity,
+                         neuron)
 from .optimise import OptimisationResult, optimise
 from .param import CPPNParam, FourierParam, ImageParam, PixelParam, make_param
 from .render import FAST, RenderResult, RenderSettings, evaluate, render

@@ -75,7 +75,8 @@ with left:
     synth_param = st.session_state.get(f"{KEY}_param", DreamSettings.param) == "synth"  # the widget below, as last set
     start = st.selectbox("Start from", starts, index=starts.index("noise"), key=f"{KEY}_start",
                          format_func=lambda s: start_words(s, synth_param),
-                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, resampled).")
+                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, "
+                              "resampled).")
     upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"],
                               key=f"{KEY}_upload") if start == "upload" else None
 with right:
@@ -213,7 +214,8 @@ if result is not None:
                 c = comparison.get(key) or {}
                 ok = c.get("difference") is not None
                 row["random starts (mean)"] = f"{c['start_mean']:.3f}" if ok else ""
-                row["dream − starts [95 %]"] = f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if ok else ""
+                row["dream − starts [95 %]"] = (f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+                                                if ok else "")
                 row["claim"] = c.get("claim", "")
             row["espeak-ng speech"] = "" if reference is None else reference
             row["calibration"] = after.note or ""

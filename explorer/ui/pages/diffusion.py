@@ -171,8 +171,8 @@ with sample_tab:
                            "on it. High means the probe is sure about static (it is fooled), before any denoising.")
             m2.metric("Class settles at timestep (median)", f"{sorted(settled)[len(settled) // 2]}" if settled else "—",
                       help="Per sample, the timestep t from which the probe's top class on x_t stays the final "
-                           "sample's class all the way to t = 0; the median over samples. Sampling runs from t = T down to 0, "
-                           "so a larger t means the class was decided earlier.")
+                           "sample's class all the way to t = 0; the median over samples. Sampling runs from t = T "
+                           "down to 0, so a larger t means the class was decided earlier.")
             m3.metric("Probe's confidence on the final samples",
                       f"{sum(r.final_probability for r in rows) / len(rows):.2f}",
                       help="The probe's mean top-class probability on the finished images.")

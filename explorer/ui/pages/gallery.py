@@ -211,7 +211,9 @@ TILE_CSS = """<style>
 .gal-tile{display:block;text-decoration:none;color:inherit;font-size:0.72rem;text-align:center}
 .gal-tile img{width:100%;aspect-ratio:1/1;object-fit:cover;border-radius:4px;display:block}
 .gal-tile:hover img{outline:2px solid #ff4b4b}
-.gal-missing{width:100%;aspect-ratio:1/1;border-radius:4px;background:repeating-linear-gradient(45deg,#eee,#eee 6px,#e4e4e4 6px,#e4e4e4 12px);display:flex;align-items:center;justify-content:center;color:#888}
+.gal-missing{width:100%;aspect-ratio:1/1;border-radius:4px;
+  background:repeating-linear-gradient(45deg,#eee,#eee 6px,#e4e4e4 6px,#e4e4e4 12px);
+  display:flex;align-items:center;justify-content:center;color:#888}
 .gal-layer{font-weight:600;text-decoration:none}
 </style>"""
 

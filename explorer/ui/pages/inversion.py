@@ -167,8 +167,8 @@ if saved is not None and saved["mode"] == mode:
     if mode == "Invert layers":
         st.subheader(f"What each layer remembers · {result.steps_done} steps in {result.seconds:.1f} s")
         show_strip(result.photo, result.images,
-                   [f"{r['layer']} · error {r['normalised_error']:.3f} · SSIM {r['ssim']:.2f} · PSNR {r['psnr_db']:.1f} dB"
-                    for r in result.rows()], f"{stem}_invert")
+                   [f"{r['layer']} · error {r['normalised_error']:.3f} · SSIM {r['ssim']:.2f} · "
+                    f"PSNR {r['psnr_db']:.1f} dB" for r in result.rows()], f"{stem}_invert")
         c1, c2 = st.columns(2)
         with c1:
             st.plotly_chart(line_chart(result.error_history, result.layers, "Normalised feature error ‖Φ(x)−Φ0‖²/‖Φ0‖²",
