@@ -1,11 +1,12 @@
 # make run  : set up .venv if needed and open the app (http://127.0.0.1:8501)
 # make test : set up .venv if needed and run the test suite
+# make lint : set up .venv if needed and run ruff (rules in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-$(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) benchmarks/vs_lucent.py

@@ -31,12 +31,11 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: F401 - puts the repository on sys.path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -67,7 +66,8 @@ def _values(verdicts: dict) -> dict:
 
 def calibration(rows: list[dict], record: dict) -> None:
     silero = load_silero("cpu")
-    sounds = {"white noise (4 s)": builtin_clip("noise", 4.0, SR), "built-in piano clip (4 s)": builtin_clip("piano", 4.0, SR)}
+    sounds = {"white noise (4 s)": builtin_clip("noise", 4.0, SR),
+              "built-in piano clip (4 s)": builtin_clip("piano", 4.0, SR)}
     if shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "speech.wav"
@@ -79,7 +79,8 @@ def calibration(rows: list[dict], record: dict) -> None:
         with torch.no_grad():
             speech = float(silero.speech_probability(torch.from_numpy(audio))[0].mean())
         piano = "piano" in name
-        verdicts = judges.judge_sound(audio, SR, tag="piano" if piano else None, dreamed_on="MTT_vgg" if piano else None)
+        verdicts = judges.judge_sound(audio, SR, tag="piano" if piano else None,
+                                      dreamed_on="MTT_vgg" if piano else None)
         rows.append(_row(name, verdicts, f"Silero {speech:.3f}"))
         record[name] = {"silero": round(speech, 4), "judges": _values(verdicts)}
 
@@ -137,12 +138,14 @@ def words_benchmark(args, record: dict) -> None:
         result = dream(settings, device="cpu")
         entry = {"own_before": round(result.before["value"], 4), "own_roundtrip": round(result.roundtrip["value"], 4),
                  "judges_before": _verdict_values(result.judges["before"]),
-                 "judges_roundtrip": _verdict_values(result.judges["roundtrip"]), "seconds": round(time.perf_counter() - start, 1),
+                 "judges_roundtrip": _verdict_values(result.judges["roundtrip"]),
+                 "seconds": round(time.perf_counter() - start, 1),
                  "steps": result.steps_done}
         print(f"{name}: own {entry['own_before']:.3f} → {entry['own_roundtrip']:.3f}; Sphinx "
-              f"{entry['judges_roundtrip'].get('sphinx_word_answer')!r} / {entry['judges_roundtrip'].get('sphinx_transcript_answer')}; "
-              f"SIG {entry['judges_roundtrip'].get('dnsmos_sig')}; CREPE {entry['judges_roundtrip'].get('crepe_periodicity')} "
-              f"({entry['seconds']:.0f} s)", flush=True)
+              f"{entry['judges_roundtrip'].get('sphinx_word_answer')!r} / "
+              f"{entry['judges_roundtrip'].get('sphinx_transcript_answer')}; SIG "
+              f"{entry['judges_roundtrip'].get('dnsmos_sig')}; CREPE "
+              f"{entry['judges_roundtrip'].get('crepe_periodicity')} ({entry['seconds']:.0f} s)", flush=True)
         section["dreams"][name] = entry
         save()
 
@@ -174,7 +177,8 @@ def words_summary(record: dict) -> list[str]:
     section = record.get("words", {})
     lines: list[str] = []
     start_values = section.get("random_starts", {}).get("words synth 1 s", [])
-    dreams = [(name.split()[0].split(":")[1], e) for name, e in section.get("dreams", {}).items() if name.startswith("words:")]
+    dreams = [(name.split()[0].split(":")[1], e) for name, e in section.get("dreams",
+                                                                            {}).items() if name.startswith("words:")]
     if dreams:
         named = [w for w, e in dreams if e["judges_roundtrip"].get("sphinx_word_answer") == w]
         k, n = len(named), len(dreams)
@@ -185,8 +189,9 @@ def words_summary(record: dict) -> list[str]:
         espeak = (sphinx_calibration() or {}).get("recordings", {}).get("espeak-ng")
         if espeak:
             ratio = (k / n) / espeak["rate"] if espeak["rate"] else float("nan")
-            lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = {espeak['rate']:.3f} "
-                         f"[{espeak['low']:.3f}, {espeak['high']:.3f}]: ratio {ratio:.2f} (target ≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
+            lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = "
+                         f"{espeak['rate']:.3f} [{espeak['low']:.3f}, {espeak['high']:.3f}]: ratio {ratio:.2f} (target "
+                         f"≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
         own = [e["own_roundtrip"] for _, e in dreams]
         lines.append(f"  own score p(word) after the round trip: median {np.median(own):.3f}, min {min(own):.3f}")
         found = sorted({w for w in named})
@@ -194,17 +199,21 @@ def words_summary(record: dict) -> list[str]:
         lines.append(f"  words found: {', '.join(found) or 'none'}; missed: {', '.join(missed) or 'none'}")
         heard = {}
         for w, e in dreams:
-            heard.setdefault(w, []).append(f"{e['judges_roundtrip'].get('sphinx_word_answer')} / {e['judges_roundtrip'].get('sphinx_transcript_answer')}")
-        lines.append("  Sphinx closed-set / free transcript per word: " + "; ".join(f"{w}: {', '.join(v)}" for w, v in heard.items()))
+            heard.setdefault(w, []).append(f"{e['judges_roundtrip'].get('sphinx_word_answer')} / "
+                                           f"{e['judges_roundtrip'].get('sphinx_transcript_answer')}")
+        lines.append("  Sphinx closed-set / free transcript per word: "
+                     + "; ".join(f"{w}: {', '.join(v)}" for w, v in heard.items()))
     if start_values:
         words = sorted({w for w, _ in dreams})
         some = sum(1 for v in start_values if v.get("sphinx_word_answer") not in (None, "(nothing)"))
         worst = max((sum(1 for v in start_values if v.get("sphinx_word_answer") == w) for w in words), default=0)
         lo, hi = clopper_pearson(worst, len(start_values))
-        lines.append(f"  random starts ({len(start_values)}): some word named in {some}; the most-named target in {worst}/"
-                     f"{len(start_values)} [{lo:.3f}, {hi:.3f}] (target ≤ 5 % {'✔' if worst <= 0.05 * len(start_values) else '✘'})")
+        lines.append(f"  random starts ({len(start_values)}): some word named in {some}; the most-named target in "
+                     f"{worst}/{len(start_values)} [{lo:.3f}, {hi:.3f}] (target ≤ 5 % "
+                     f"{'✔' if worst <= 0.05 * len(start_values) else '✘'})")
         for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity", "voiced_fraction", "mean_hnr_db"):
-            d = difference([e["judges_roundtrip"].get(key) for _, e in dreams if e["judges_roundtrip"].get(key) is not None],
+            d = difference([e["judges_roundtrip"].get(key) for _, e in dreams
+                            if e["judges_roundtrip"].get(key) is not None],
                            [v.get(key) for v in start_values if v.get(key) is not None])
             if d["difference"] is not None:
                 lines.append(f"  word dreams {key}: {d['dream_mean']:.3f} vs random starts {d['start_mean']:.3f}: "
@@ -213,19 +222,22 @@ def words_summary(record: dict) -> list[str]:
     sstarts = section.get("random_starts", {}).get("speech synth 4 s", [])
     if speech and sstarts:
         for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity"):
-            d = difference([e["judges_roundtrip"].get(key) for e in speech if e["judges_roundtrip"].get(key) is not None],
+            d = difference([e["judges_roundtrip"].get(key) for e in speech
+                            if e["judges_roundtrip"].get(key) is not None],
                            [v.get(key) for v in sstarts if v.get(key) is not None])
             if d["difference"] is not None:
-                lines.append(f"Silero dreams ({len(speech)}) {key}: {d['dream_mean']:.3f} vs random starts ({len(sstarts)}) "
-                             f"{d['start_mean']:.3f}: {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
+                lines.append(f"Silero dreams ({len(speech)}) {key}: {d['dream_mean']:.3f} vs random starts "
+                             f"({len(sstarts)}) {d['start_mean']:.3f}: {d['difference']:+.3f} [{d['low']:+.3f}, "
+                             f"{d['high']:+.3f}] → {d['claim']}")
     for name, e in section.get("dreams", {}).items():
         if name.startswith("music"):
             b, a = e["judges_before"], e["judges_roundtrip"]
-            gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a["other_tagger"] - b["other_tagger"]
+            gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a[
+                "other_tagger"] - b["other_tagger"]
             lines.append(f"{name}: other tagger {b.get('other_tagger')} → {a.get('other_tagger')} (gain "
-                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity {b.get('crepe_periodicity')} → "
-                         f"{a.get('crepe_periodicity')}, median pitch {a.get('crepe_pitch_hz')} Hz; DNSMOS SIG "
-                         f"{b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
+                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity "
+                         f"{b.get('crepe_periodicity')} → {a.get('crepe_periodicity')}, median pitch "
+                         f"{a.get('crepe_pitch_hz')} Hz; DNSMOS SIG {b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
     return lines
 
 
@@ -251,16 +263,20 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="also save every dream (WAVs, spectrograms, dream.json) here")
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
-    parser.add_argument("--words", nargs="+", default=None, help="issue 19: word dreams for these keywords ('all': every one)")
+    parser.add_argument("--words", nargs="+", default=None,
+                        help="issue 19: word dreams for these keywords ('all': every one)")
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--word-steps", type=int, default=128)
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
     parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
     parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])
-    parser.add_argument("--merge", nargs="+", default=None, help="summarise the JSON records of several --words runs together")
-    parser.add_argument("--speech-seeds", type=int, nargs="*", default=[0, 1, 2], help="Silero dreams judged with the control")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="summarise the JSON records of several --words runs together")
+    parser.add_argument("--speech-seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="Silero dreams judged with the control")
     parser.add_argument("--music-seeds-hearing", type=int, nargs="*", default=[0], help="music dreams with CREPE")
-    parser.add_argument("--words-only", action="store_true", help="only the issue-19 part (no calibration rows, no issue-12 dreams)")
+    parser.add_argument("--words-only", action="store_true",
+                        help="only the issue-19 part (no calibration rows, no issue-12 dreams)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -292,14 +308,18 @@ def main() -> int:
 
     verdict_lines = []
     for seed in [] if args.skip_speech else args.seeds:
-        entry = run_dream(f"speech synth seed {seed}", DreamSettings(net="speech", seed=seed), rows, record["dreams"], out)
+        entry = run_dream(f"speech synth seed {seed}", DreamSettings(net="speech", seed=seed),
+                          rows, record["dreams"], out)
         checks = speech_targets(entry)
-        verdict_lines.append(f"speech, synthesiser, seed {seed}: " + ", ".join(f"{k} {'✔' if ok else '✘'}" for k, ok in checks.items()))
+        verdict_lines.append(f"speech, synthesiser, seed {seed}: " + ", ".join(f"{k} {'✔' if ok else '✘'}"
+                                                                               for k, ok in checks.items()))
         if not args.skip_unconstrained:
-            entry = run_dream(f"speech spectrogram seed {seed}", DreamSettings(net="speech", param="spectrogram", seed=seed),
+            entry = run_dream(f"speech spectrogram seed {seed}", DreamSettings(net="speech",
+                                                                               param="spectrogram", seed=seed),
                               rows, record["dreams"], out)
             checks = speech_targets(entry)
-            verdict_lines.append(f"speech, free spectrogram, seed {seed}: " + ", ".join(f"{k} {'✔' if ok else '✘'}" for k, ok in checks.items()))
+            verdict_lines.append(f"speech, free spectrogram, seed {seed}: "
+                                 + ", ".join(f"{k} {'✔' if ok else '✘'}" for k, ok in checks.items()))
     if not args.skip_music:
         for seed in args.music_seeds:
             for model in ("MTT_vgg", "MTT_musicnn"):
@@ -308,7 +328,8 @@ def main() -> int:
                     name = f"music:piano {model} {param} seed {seed}"
                     entry = run_dream(name, DreamSettings(net="music:piano", music_model=model, param=param, seed=seed),
                                       rows, record["dreams"], out)
-                    before, after = entry["judges_before"].get("other_tagger"), entry["judges_roundtrip"].get("other_tagger")
+                    before, after = entry["judges_before"].get("other_tagger"), entry[
+                        "judges_roundtrip"].get("other_tagger")
                     judge = judges.other_tagger(model)
                     if before is None or after is None:
                         verdict_lines.append(f"{name}: {judge} not judged")

@@ -12,14 +12,11 @@ equivalents"): that figure does not depend on how busy the CPU is, the wall time
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: F401 - puts the repository on sys.path
 
 from explorer import files  # noqa: E402
 from explorer.models import load_model  # noqa: E402
@@ -55,7 +52,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_model("efficientnet_lite0", device="cpu")
     units = list(range(args.units))
-    figures = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "layer": args.layer, "units": len(units), "runs": []}
+    figures = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "layer": args.layer,
+               "units": len(units), "runs": []}
     render(model, objectives.channel(args.layer, units), RenderSettings(steps=2))  # untimed warm-up
     for name in args.variants.split(","):
         for steps in (int(s) for s in args.steps.split(",")):

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__:  # imported as benchmarks.diffusion_overhead (tests/test_diffusion.py)
+    from ._common import sync
+else:  # run as a script: its folder is on sys.path
+    from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 from explorer.compat import import_diffusers  # noqa: E402
@@ -79,7 +81,8 @@ def main() -> None:
         "recorder, probes on": lambda: sample_chain(diffusion, sampler="ddim", probe=probe, **kw),
     }
     # same samples from the plain loop and the recorder (sanity: we time the same computation)
-    same = torch.allclose(((plain_loop(diffusion, **kw).cpu() + 1) / 2).clamp(0, 1), variants["recorder, probes off"]().final, atol=1e-4)
+    same = torch.allclose(((plain_loop(diffusion, **kw).cpu() + 1) / 2).clamp(0, 1),
+                          variants["recorder, probes off"]().final, atol=1e-4)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, run in variants.items():
@@ -90,8 +93,9 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["plain DDIM loop"])
     print(f"{diffusion.describe()}")
-    print(f"DDIM {args.steps} steps × batch {args.batch} on {devices.describe(diffusion.device)}, torch {torch.__version__}, "
-          f"median of {args.repeats} interleaved runs; recorder reproduces the plain loop's samples: {same}")
+    print(f"DDIM {args.steps} steps × batch {args.batch} on {devices.describe(diffusion.device)}, torch "
+          f"{torch.__version__}, median of {args.repeats} interleaved runs; recorder reproduces the plain loop's "
+          f"samples: {same}")
     figures = {"device": devices.describe(diffusion.device), "torch": torch.__version__, "steps": args.steps,
                "batch": args.batch, "repeats": args.repeats, "same_samples": bool(same), "seconds": {}, "ratio": {}}
     for name, values in times.items():
@@ -105,11 +109,6 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

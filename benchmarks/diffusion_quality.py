@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _common  # noqa: F401 - puts the repository on sys.path
 
 
 def paired(a: dict, b: dict, seed: int = 0, resamples: int = 2000) -> dict | None:
@@ -38,7 +35,8 @@ def paired(a: dict, b: dict, seed: int = 0, resamples: int = 2000) -> dict | Non
     return {"images": int(len(xa)), "difference": round(float(diff.mean()), 4),
             "difference_ci95": [round(float(diff.mean() - half), 4), round(float(diff.mean() + half), 4)],
             "reduction": round(float(1 - xb.mean() / xa.mean()), 4),
-            "reduction_ci95": [round(float(np.percentile(ratios, 2.5)), 4), round(float(np.percentile(ratios, 97.5)), 4)],
+            "reduction_ci95": [round(float(np.percentile(ratios, 2.5)), 4),
+                               round(float(np.percentile(ratios, 97.5)), 4)],
             "fraction_of_images_lower": round(float((diff < 0).mean()), 4)}
 
 
@@ -50,24 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = [json.loads(Path(p).read_text()) for p in args.results]
     rows.sort(key=lambda r: (r["model"], r["sampler"], r["engine"], r["steps"], r.get("seed", 0)))
-    print("| model | sampler | K | samples (seed) | FD_cnn | FD floor | precision | recall | confidence (95 % CI) | classes | largest |")
+    print("| model | sampler | K | samples (seed) | FD_cnn | FD floor | precision | recall | confidence (95 % CI) | "
+          "classes | largest |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("n", 0) < 10:  # bound-only runs
             continue
         q = r["quality"]
-        print(f"| {r['model']} | {r['sampler']} ({r['engine']}) | {r['steps']} | {r['n']} ({r.get('seed', 0)}) | {r['fd']:.2f} | {r['fd_floor']:.2f} | "
-              f"{r['precision']:.3f} | {r['recall']:.3f} | {q['mean_max_probability']:.3f} ({q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}) | "
-              f"{r['classes']['covered']}/10 | {100 * r['classes']['largest_fraction']:.1f} % |")
+        print(f"| {r['model']} | {r['sampler']} ({r['engine']}) | {r['steps']} | {r['n']} ({r.get('seed', 0)}) | "
+              f"{r['fd']:.2f} | {r['fd_floor']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{q['mean_max_probability']:.3f} ({q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}) | {r['classes']['covered']}/10 "
+              f"| {100 * r['classes']['largest_fraction']:.1f} % |")
     bounds = [r for r in rows if r.get("nll")]
     if bounds:
-        print("\n| model | Σ | bits/dim (95 % CI) | test images | UNet calls / image | L_0 (decoder) | L_T (prior) | seconds |")
+        print("\n| model | Σ | bits/dim (95 % CI) | test images | UNet calls / image | L_0 (decoder) | L_T (prior) | "
+              "seconds |")
         print("|---|---|---|---|---|---|---|---|")
         for r in bounds:
             n = r["nll"]
-            print(f"| {r['model']} | {n['variance_type']} | {n['bits_per_dim']:.3f} ({n['ci95'][0]:.3f}–{n['ci95'][1]:.3f}) | "
-                  f"{n['n_images']} | {n['unet_calls_per_image']} | {n['decoder_bits_per_dim']:.3f} | {n['prior_bits_per_dim']:.2g} | "
-                  f"{n['seconds']:.0f} |")
+            print(f"| {r['model']} | {n['variance_type']} | {n['bits_per_dim']:.3f} "
+                  f"({n['ci95'][0]:.3f}–{n['ci95'][1]:.3f}) | {n['n_images']} | {n['unet_calls_per_image']} | "
+                  f"{n['decoder_bits_per_dim']:.3f} | {n['prior_bits_per_dim']:.2g} | {n['seconds']:.0f} |")
     comparisons = []
     for i, a in enumerate(bounds):
         for b in bounds[i + 1:]:
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                 comparisons.append({"from": f"{a['model']} ({a['nll']['variance_type']})",
                                     "to": f"{b['model']} ({b['nll']['variance_type']})", **result})
     for c in comparisons:
-        print(f"\n{c['to']} vs {c['from']} on the same {c['images']} images: difference {c['difference']:+.3f} bits/dim "
-              f"({c['difference_ci95'][0]:+.3f} … {c['difference_ci95'][1]:+.3f}), reduction {100 * c['reduction']:.1f} % "
-              f"({100 * c['reduction_ci95'][0]:.1f} … {100 * c['reduction_ci95'][1]:.1f} %), lower on "
-              f"{100 * c['fraction_of_images_lower']:.0f} % of the images")
+        print(f"\n{c['to']} vs {c['from']} on the same {c['images']} images: difference {c['difference']:+.3f} "
+              f"bits/dim ({c['difference_ci95'][0]:+.3f} … {c['difference_ci95'][1]:+.3f}), reduction "
+              f"{100 * c['reduction']:.1f} % ({100 * c['reduction_ci95'][0]:.1f} … {100 * c['reduction_ci95'][1]:.1f} "
+              f"%), lower on {100 * c['fraction_of_images_lower']:.0f} % of the images")
     if args.out:
         from explorer.files import write_json
 

@@ -10,7 +10,6 @@ The fingerprint is computed once per loaded model (``LoadedModel.fingerprint`` i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -40,8 +39,8 @@ def main() -> None:
     for name in MODELS:
         module = load_model(name, device="cpu").module
         size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-        full = median_seconds(lambda: fingerprint_module(module), args.repeats)
-        legacy = median_seconds(lambda: legacy_fingerprint_module(module), args.repeats)
+        full = median_seconds(lambda module=module: fingerprint_module(module), args.repeats)
+        legacy = median_seconds(lambda module=module: legacy_fingerprint_module(module), args.repeats)
         rows.append({"model": name, "mb": round(size / 1e6, 2), "full_ms": round(full * 1e3, 1),
                      "legacy_ms": round(legacy * 1e3, 1), "full_mb_per_s": round(size / 1e6 / full)})
         print(f"{name:<20} {size / 1e6:6.1f} MB  full {full * 1e3:6.1f} ms ({size / 1e6 / full:5.0f} MB/s)  "

@@ -15,21 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices, fooling  # noqa: E402
 from explorer.models import load_model  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def plain_forward(model, batch: torch.Tensor) -> float:
@@ -59,7 +53,8 @@ def generation_only(model, family: str, batch_size: int, seed: int) -> float:
     """Seconds to generate one batch of noise (no model): where the sweep's overhead comes from."""
     sync(model.device)
     start = time.perf_counter()
-    for _ in fooling.noise_batches(family, seed, batch_size, batch_size, model.channels, tuple(model.input_size), model.device):
+    for _ in fooling.noise_batches(family, seed, batch_size, batch_size, model.channels,
+                                   tuple(model.input_size), model.device):
         pass
     sync(model.device)
     return time.perf_counter() - start
@@ -70,7 +65,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batches", type=int, default=2, help="batches per sweep (and per plain block)")
-    parser.add_argument("--pairs", type=int, default=4, help="forward/sweep block pairs per family (order alternates ABBA)")
+    parser.add_argument("--pairs", type=int, default=4,
+                        help="forward/sweep block pairs per family (order alternates ABBA)")
     parser.add_argument("--families", default="all", help="comma-separated, or all (the 7 noise families)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
@@ -81,9 +77,11 @@ def main() -> None:
 
     model = load_model(args.model, device=args.device)
     device = model.device
-    names = [f for f in fooling.FAMILIES if not fooling.FAMILIES[f].control] if args.families == "all" else args.families
+    names = [f for f in fooling.FAMILIES
+             if not fooling.FAMILIES[f].control] if args.families == "all" else args.families
     families = fooling.check_families(names)
-    batch = torch.rand(args.batch, model.channels, *model.input_size, generator=devices.generator(device, 0), device=device)
+    batch = torch.rand(args.batch, model.channels, *model.input_size,
+                       generator=devices.generator(device, 0), device=device)
     plain_forward(model, batch)  # warm-up (allocator, kernels, photo cache)
     for family in families:
         sweep_batches(model, family, args.batch, 1, seed=99)
@@ -106,11 +104,13 @@ def main() -> None:
         n = args.batch * args.batches * args.pairs
         summary.append((family, n / sum(plain), n / sum(swept), sum(plain) / sum(swept), statistics.median(ratios),
                         sum(generate) / sum(plain)))
-    print("family       forward img/s  sweep img/s  ratio(total)  ratio(median pair)  generation/forward time   [target ratio >= 0.9]")
+    print("family       forward img/s  sweep img/s  ratio(total)  ratio(median pair)  generation/forward time   "
+          "[target ratio >= 0.9]")
     figures = {"device": devices.describe(device), "torch": torch.__version__, "model": model.name, "batch": args.batch,
                "batches_per_sweep": args.batches, "pairs": args.pairs, "families": {}}
     for family, p, s, ratio, median, gen_share in summary:
-        figures["families"][family] = {"forward_img_s": round(p, 2), "sweep_img_s": round(s, 2), "ratio": round(ratio, 3),
+        figures["families"][family] = {"forward_img_s": round(p, 2), "sweep_img_s": round(s, 2),
+                                       "ratio": round(ratio, 3),
                                        "median_pair_ratio": round(median, 3), "generation_share": round(gen_share, 4)}
         print(f"{family:11s}  {p:13.2f}  {s:11.2f}  {ratio:12.3f}  {median:18.3f}  {gen_share:23.3f}   "
               f"{'OK' if ratio >= 0.9 else 'BELOW TARGET'}")

@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # puts the repository on sys.path
 
 import torch  # noqa: E402
 
@@ -97,7 +95,8 @@ def bench_browser(model_name: str, layer: str) -> None:
     overview_images = sum(min(8, atlas.units(name)) for name in atlas.layers)  # what the atlas can show
     grid_images = atlas.units(layer)
     with running_app(env) as url, browser_page() as page:
-        for label, query, expected in (("overview, first view after server start (loads the model)", "", overview_images),
+        for label, query, expected in (("overview, first view after server start (loads the model)", "",
+                                        overview_images),
                                        ("overview, opened again (a new session)", "", overview_images),
                                        (f"{layer} grid (a new session)", f"&layer={layer}", grid_images),
                                        (f"{layer} grid, opened again", f"&layer={layer}", grid_images)):
@@ -105,9 +104,11 @@ def bench_browser(model_name: str, layer: str) -> None:
             started = time.perf_counter()
             tab.goto(f"{url}/gallery?model={model_name}{query}")
             shown = wait_for_count(tab.locator("a.gal-tile img"), expected, timeout=300)
-            tab.wait_for_function(f"Array.from(document.querySelectorAll('a.gal-tile img')).filter(i => i.complete && i.naturalWidth > 0).length >= {expected}",
+            tab.wait_for_function("Array.from(document.querySelectorAll('a.gal-tile img')).filter(i => i.complete && "
+                                  f"i.naturalWidth > 0).length >= {expected}",
                                   timeout=300_000)
-            print(f"browser: {label}: {expected} images shown (counted {shown}) {time.perf_counter() - started:.2f} s after opening")
+            print(f"browser: {label}: {expected} images shown (counted {shown}) {time.perf_counter() - started:.2f} s "
+                  "after opening")
 
 
 def bench_page(model_name: str, layer: str, repeats: int) -> None:
@@ -121,7 +122,8 @@ def bench_page(model_name: str, layer: str, repeats: int) -> None:
     settings = FAST.with_(steps=1)
     started = time.perf_counter()
     build(model, layer, range(64), settings, store=store, batch=32)
-    print(f"page: filled the store with 64 tiles of {layer} ({settings.size} px) in {time.perf_counter() - started:.1f} s")
+    print(f"page: filled the store with 64 tiles of {layer} ({settings.size} px) in "
+          f"{time.perf_counter() - started:.1f} s")
     at = AppTest.from_file(str(ROOT / "explorer/ui/pages/gallery.py"), default_timeout=300)
     for k, v in {"model": model_name, "layer": layer, "steps": str(settings.steps)}.items():
         at.query_params[k] = v
@@ -139,7 +141,8 @@ def bench_page(model_name: str, layer: str, repeats: int) -> None:
     median = statistics.median(times)
     print(f"page: first run (model load, layer dry run) {first:.2f} s; {tiles} tiles shown")
     print(f"page: cached 64-unit page render: median {median * 1000:.0f} ms over {repeats} runs "
-          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); budget 1000 ms -> ratio {median / 1.0:.2f} of budget")
+          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); budget 1000 ms -> ratio {median / 1.0:.2f} of "
+          "budget")
 
 
 def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps: int, ratio_units: int) -> None:
@@ -154,7 +157,8 @@ def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps
     batched = build(model, layer, range(ratio_units), short, store=store, batch=ratio_units)
     single = build(model, layer, range(ratio_units, 2 * ratio_units), short, store=store, batch=1)
     print(f"build: at {ratio_steps} steps, {ratio_units} units batched: {batched.units_per_minute():.1f} units/minute; "
-          f"one at a time: {single.units_per_minute():.1f} units/minute -> batching x{batched.units_per_minute() / single.units_per_minute():.2f}")
+          f"one at a time: {single.units_per_minute():.1f} units/minute -> batching "
+          f"x{batched.units_per_minute() / single.units_per_minute():.2f}")
     print(f"build: load average now {os.getloadavg()[0]:.1f}")
 
 

@@ -35,7 +35,8 @@ for _ in range(args.repeats):
     separate_s.append(time.perf_counter() - start)
 
 b, s = min(batched_s), min(separate_s)
-print(f"device {model.device}, threads {torch.get_num_threads()}, {len(layers)} layers, {args.steps} steps, {args.size} px")
+print(f"device {model.device}, threads {torch.get_num_threads()}, {len(layers)} layers, {args.steps} steps, "
+      f"{args.size} px")
 print(f"one batched run : {b:7.2f} s")
 print(f"one run per layer: {s:7.2f} s")
 print(f"speed-up of the batched run: ×{s / b:.2f}")

@@ -3,7 +3,8 @@
 For the built-in photos whose ImageNet class is unambiguous, 16 views each at the model's native size
 (see ``views``), it prints per model and scaling the mean log-probability and mean probability of the
 right classes and how many views are top-1 right; the registry uses
-the scaling with the higher mean log-probability (a proper score; recorded in explorer/models/imagenet.py LITE_VARIANTS).
+the scaling with the higher mean log-probability (a proper score; recorded in explorer/models/imagenet.py
+LITE_VARIANTS).
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/preprocessing_choice.py [--models efficientnet_lite0,...]
 """
@@ -71,7 +72,8 @@ def main() -> None:
             mean, log_mean = float(torch.cat(masses).mean()), float(torch.cat(logs).mean())
             totals[scaling] = log_mean
             n = sum(len(m) for m in masses)
-            print(f"  {scaling:9s} mean log p(right) {log_mean:.3f}, mean p(right) {mean:.3f}, top-1 right {hits}/{n} | "
+            print(f"  {scaling:9s} mean log p(right) {log_mean:.3f}, mean p(right) {mean:.3f}, top-1 right {hits}/{n} "
+                  "| "
                   + ", ".join(cells))
         print(f"  -> {max(totals, key=totals.get)}")
 

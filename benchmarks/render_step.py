@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 from explorer.models import load_model  # noqa: E402
@@ -29,11 +28,6 @@ from explorer.optvis.optimise import Execution, ImageHandling, Schedule, optimis
 from explorer.optvis.param import make_param  # noqa: E402
 from explorer.optvis.render import model_score  # noqa: E402
 from explorer.optvis.transforms import standard_transforms  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_seconds(model, layer: str, batch: int, precision, steps: int = 3) -> float:
@@ -126,7 +120,8 @@ def main() -> None:
     figures["quality"] = {"units": len(units), "steps": args.steps, "fp32": round(acts[False], 4),
                           "bf16": round(acts["bf16"], 4), "bf16_over_fp32": round(ratio, 4)}
     print(f"activation @224 after {args.steps} steps ({len(units)} units, measured in fp32): fp32 {acts[False]:.3f}, "
-          f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: {'yes' if ratio >= 0.98 else 'no'})")
+          f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: "
+          f"{'yes' if ratio >= 0.98 else 'no'})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+from _common import ROOT  # puts the repository on sys.path
+
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)]
+                                          + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
 
 import torch  # noqa: E402
 
@@ -58,8 +57,8 @@ def bench_unit(model, layer: str, units: int, batch: int, settings) -> float:
     store = GalleryStore(tempfile.mkdtemp(prefix="scale_unit_"))
     report = build(model, layer, range(units), settings, store=store, batch=batch)
     per_unit = report.render_seconds / report.units_rendered
-    print(f"unit: {model.name} {layer}, {units} units in batches of {batch}, size {settings.size}, {settings.steps} steps, "
-          f"1 thread, in-process: {per_unit:.3f} s/unit ({60 / per_unit:.1f} units/minute)")
+    print(f"unit: {model.name} {layer}, {units} units in batches of {batch}, size {settings.size}, {settings.steps} "
+          f"steps, 1 thread, in-process: {per_unit:.3f} s/unit ({60 / per_unit:.1f} units/minute)")
     return per_unit
 
 
@@ -73,10 +72,11 @@ def bench_ray(model, layer: str, units: int, batch: int, settings, workers: int)
 
         warm = ray.remote(_load_in_worker).options(num_cpus=1)
         loads = ray.get([warm.remote(model.name, layer) for _ in range(workers)])
-        report = scale.build_layers(model, {layer: list(range(units))}, settings, store=store, cluster_info=info, batch=batch)
+        report = scale.build_layers(model, {layer: list(range(units))}, settings, store=store,
+                                    cluster_info=info, batch=batch)
     rate = report.units_per_minute
-    print(f"ray: {workers} worker(s): {report.units_rendered} units in {report.tasks} tasks, {report.seconds:.1f} s wall "
-          f"-> {rate:.1f} units/minute (instance start {startup:.1f} s, first model load in a worker "
+    print(f"ray: {workers} worker(s): {report.units_rendered} units in {report.tasks} tasks, {report.seconds:.1f} s "
+          f"wall -> {rate:.1f} units/minute (instance start {startup:.1f} s, first model load in a worker "
           f"{max(loads):.1f} s incl. a 1-step render, not counted)")
     assert report.units_failed == 0, report.errors
     return {"workers": workers, "units": report.units_rendered, "seconds": report.seconds, "units_per_minute": rate,

@@ -70,13 +70,15 @@ def simulate(workers: int, models: int, units: int, batch: int, unit_seconds: fl
         driver_busy += n * driver_per_unit
         in_flight -= 1
     wall = driver_time
-    return {"workers": workers, "wall_seconds": wall, "worker_busy": worker_busy / (workers * wall), "driver_busy": driver_busy / wall,
+    return {"workers": workers, "wall_seconds": wall, "worker_busy": worker_busy / (workers * wall),
+            "driver_busy": driver_busy / wall,
             "compute_bound": worker_busy / workers, "driver_bound": driver_busy}
 
 
 def bottleneck(row: dict) -> str:
     """The larger of the two lower bounds on the wall time (workers' compute, the driver's own work)."""
-    name, bound = max((("the workers (compute)", row["compute_bound"]), ("the driver (store writes)", row["driver_bound"])),
+    name, bound = max((("the workers (compute)", row["compute_bound"]),
+                       ("the driver (store writes)", row["driver_bound"])),
                       key=lambda kv: kv[1])
     if row["wall_seconds"] > 1.3 * bound:
         return f"Ray task latency / model loads (wall {row['wall_seconds'] / bound:.1f}x the larger bound)"
@@ -104,15 +106,17 @@ def main() -> None:
     print(f"atlas: {args.models} models x {args.units} units = {args.models * args.units} units, batches of {batch}, "
           f"at most 2 tasks per worker in flight")
     driver_limit = 1.0 / figures["driver_seconds_per_unit"]
-    print(f"driver ceiling: {driver_limit:.0f} units/s whatever the workers ({figures['driver_seconds_per_unit'] * 1000:.1f} ms "
-          f"per stored unit)")
+    print(f"driver ceiling: {driver_limit:.0f} units/s whatever the workers "
+          f"({figures['driver_seconds_per_unit'] * 1000:.1f} ms per stored unit)")
     print("k (worker speed vs one CPU core) | workers | wall time | workers busy | driver busy | bottleneck")
     for k in [float(x) for x in args.speedups.split(",")]:
         for w in [int(x) for x in args.workers.split(",")]:
-            row = simulate(w, args.models, args.units, batch, figures["unit_seconds_cpu"] / k, figures["task_round_trip_seconds"],
-                           figures["task_pipelined_seconds"], figures["driver_seconds_per_unit"], figures["worker_load_seconds"])
-            print(f"{k:>6g} | {w:>4} | {hours(row['wall_seconds']):>9} | {row['worker_busy']:6.0%} | {row['driver_busy']:6.0%} | "
-                  f"{bottleneck(row)}")
+            row = simulate(w, args.models, args.units, batch, figures["unit_seconds_cpu"] / k,
+                           figures["task_round_trip_seconds"],
+                           figures["task_pipelined_seconds"], figures["driver_seconds_per_unit"],
+                           figures["worker_load_seconds"])
+            print(f"{k:>6g} | {w:>4} | {hours(row['wall_seconds']):>9} | {row['worker_busy']:6.0%} | "
+                  f"{row['driver_busy']:6.0%} | {bottleneck(row)}")
         crossover = figures["unit_seconds_cpu"] / k / figures["driver_seconds_per_unit"]
         print(f"{'':>6}   the driver saturates beyond about {crossover:.0f} workers at this k")
 

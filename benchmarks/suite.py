@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # puts the repository on sys.path
 
 from explorer import devices  # noqa: E402
 
@@ -105,7 +104,8 @@ def main() -> None:
             if name == "layer":
                 layer_figures(str(device), int(extra[1]), out)
             else:
-                command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--device", str(device), "--json", out, *extra]
+                command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--device",
+                           str(device), "--json", out, *extra]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
                 subprocess.run(command, check=True, env=env)

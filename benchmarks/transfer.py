@@ -1,7 +1,8 @@
 """Do class visualisations transfer? Render one image per class on a source model, then ask the OTHER models.
 
 For a fixed list of 50 ImageNet classes (every 20th index, 0–980: not hand-picked), batched renders (as many
-classes per batch as explorer.limits allows: 17/17/16 at 224 px) per parameterisation on the source model (EfficientNet-Lite0 by default) through the project's one loop
+classes per batch as explorer.limits allows: 17/17/16 at 224 px) per parameterisation on the source model
+(EfficientNet-Lite0 by default) through the project's one loop
 (`render()`, RenderSettings defaults unless given here); then each judge — every other registry model of the
 family whose pretrained weights load offline (Lite1, Lite2) — sees the images at its own input size and
 preprocessing, and we count how often it names the class (top-1 / top-5, exact 95 % Clopper–Pearson
@@ -44,16 +45,19 @@ def main() -> None:
     defaults = RenderSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="efficientnet_lite0")
-    parser.add_argument("--judges", default=None, help="comma-separated (default: every other offline model of the family)")
+    parser.add_argument("--judges", default=None,
+                        help="comma-separated (default: every other offline model of the family)")
     parser.add_argument("--params", default="fft,pixel,maco")
     parser.add_argument("--classes", type=int, default=len(CLASSES), help="use the first N classes of the fixed list")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--seed", type=int, default=0, help="batch k of a parameterisation uses seed + k")
-    parser.add_argument("--batch", type=int, default=None, help="classes per render (default: the most explorer.limits allows)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="classes per render (default: the most explorer.limits allows)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--images-dir", default=None, help="save each parameterisation's images (PNG grid + one per class)")
+    parser.add_argument("--images-dir", default=None,
+                        help="save each parameterisation's images (PNG grid + one per class)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,7 +108,8 @@ def main() -> None:
         best = _best(runs, defaults.param)
         if args.json:  # after every parameterisation: a long run that is cut off keeps what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            meta = {"command": "benchmarks/transfer.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            meta = {"command": "benchmarks/transfer.py " + " ".join(f"--{k.replace('_', '-')} {v}"
+                                                                    for k, v in vars(args).items()
                                                                      if v is not None),
                     "source": source.name, "judges": [j.name for j in judges], "classes": classes,
                     "class_labels": [source.label(c) for c in classes], "machine": platform.platform(),
@@ -132,8 +137,8 @@ def _pct(k: int, n: int, interval) -> str:
 
 def _row(run: dict) -> str:
     own = run["own"]
-    cells = [f"{run['param']}: {run['seconds']:.0f} s, own logit {run['own_logit_mean']:.2f}, "
-             f"own top-1 {own['top1']}/{own['n']}"]
+    cells = [(f"{run['param']}: {run['seconds']:.0f} s, own logit {run['own_logit_mean']:.2f}, "
+              f"own top-1 {own['top1']}/{own['n']}")]
     for j in run["judges"]:
         cells.append(f"{j['model']} top-1 {_pct(j['top1'], j['n'], j['top1_interval'])}, "
                      f"top-5 {_pct(j['top5'], j['n'], j['top5_interval'])}")

@@ -29,14 +29,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import sync  # also puts the repository on sys.path
 
 from explorer import devices, files  # noqa: E402
 from explorer.compat import import_lucent  # noqa: E402
@@ -46,11 +45,6 @@ from explorer.optvis.render import evaluate  # noqa: E402
 
 MEASURE_SIZE = 224
 DEFAULT_ROW = "ours (defaults)"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def at_224(images: torch.Tensor) -> torch.Tensor:
@@ -153,7 +147,8 @@ def parse_variants(text: str) -> list[tuple[str, dict]]:
             key, _, value = item.partition("=")
             field = RenderSettings.__dataclass_fields__[key]
             kind = field.type if isinstance(field.type, str) else field.type.__name__
-            overrides[key] = (None if value == "None" else int(value) if "int" in kind else float(value) if "float" in kind
+            overrides[key] = (None if value == "None" else int(value) if "int" in kind
+                              else float(value) if "float" in kind
                               else value.lower() in ("1", "true", "yes") if "bool" in kind else value)
         variants.append((name, overrides))
     return variants
@@ -165,7 +160,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="our step count for units/min and the activation ratio (default: the render default)")
     parser.add_argument("--lucent-steps", default="48,96,256",
-                        help="Lucent's quality levels: its activation after each of these steps (one run to the largest)")
+                        help="Lucent's quality levels: its activation after each of these steps (one run to the "
+                             "largest)")
     parser.add_argument("--ladder", default="8,12,16,24,32,48,64,96,128,192,256",
                         help="our step counts, each a separate run (schedules scale with the count)")
     parser.add_argument("--lucent-size", type=int, default=128, help="Lucent's param size (upsampled to 224)")
@@ -181,7 +177,8 @@ def main() -> None:
                              "both alike) and give the speed-ups as Lucent's steps × its cost / our steps × ours")
     parser.add_argument("--cost-steps", type=int, default=16)
     parser.add_argument("--reuse", default=None,
-                        help="a JSON this script wrote: take Lucent's levels and our ladder from it, only measure the costs")
+                        help="a JSON this script wrote: take Lucent's levels and our ladder from it, only measure the "
+                             "costs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,8 +206,10 @@ def main() -> None:
     # Lucent's time to its own k-step quality: its run's time × k / top (the cost per step is constant)
     lucent_time = {k: lucent["seconds"] * k / top for k in levels}
     figures = {
-        "device": devices.describe(device), "cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "layer": args.layer, "units": len(units), "default_steps": default_steps, "lucent_levels": levels, "ladder": ladder,
+        "device": devices.describe(device), "cpu": cpu_name(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "layer": args.layer, "units": len(units), "default_steps": default_steps,
+        "lucent_levels": levels, "ladder": ladder,
         "measure": f"activation of each unit at {MEASURE_SIZE} px on the untransformed image",
         "lucent": {"seconds": round(lucent["seconds"], 2), "steps": top,
                    "levels": {str(k): {"mean_activation_224": round(float(goals[k].mean()), 4),
@@ -218,7 +217,8 @@ def main() -> None:
         "ours": {},
     }
     print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']} ({figures['cpu']}), torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; quality = activation @{MEASURE_SIZE} px, untransformed")
+          f"{torch.__version__}, {torch.get_num_threads()} threads; quality = activation @{MEASURE_SIZE} px, "
+          "untransformed")
     print(f"Lucent render_vis ×{len(units)} ({args.lucent_size}→224 px): {lucent['seconds']:.1f} s for {top} steps; "
           + ", ".join(f"{k} steps: act {float(goals[k].mean()):.2f} ({lucent_time[k]:.1f} s)" for k in levels))
     for name, overrides in rows:
@@ -227,8 +227,10 @@ def main() -> None:
         runs = ladder_runs(model, args.layer, units, settings, sorted(set(ladder) | {must}), goals, must)
         row = {"settings": settings.with_(steps=must).to_dict(), "ladder": {}}
         for steps, run in sorted(runs.items()):
-            row["ladder"][str(steps)] = {"seconds": round(run["seconds"], 2), "mean_activation_224": round(float(run["final"].mean()), 4)}
-        print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}" for s, r in row["ladder"].items()))
+            row["ladder"][str(steps)] = {"seconds": round(run["seconds"], 2),
+                                         "mean_activation_224": round(float(run["final"].mean()), 4)}
+        print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}" for s, r
+                                      in row["ladder"].items()))
         if must in runs:
             run = runs[must]
             act = float(run["final"].mean())
@@ -263,7 +265,8 @@ def cost_figures(model, args: argparse.Namespace, units: list[int], figures: dic
     """Speed-ups from steps (load-independent: the ladder's qualities) × interleaved costs per unit-step."""
     ours_cost, lucent_cost = step_costs(model, args.layer, units, args.cost_pairs, args.cost_steps, args.lucent_size)
     figures["step_cost"] = {"pairs": args.cost_pairs, "steps": args.cost_steps, "units": len(units),
-                            "ours_s_per_unit_step": round(ours_cost, 5), "lucent_s_per_unit_step": round(lucent_cost, 5),
+                            "ours_s_per_unit_step": round(ours_cost, 5),
+                            "lucent_s_per_unit_step": round(lucent_cost, 5),
                             "ratio": round(lucent_cost / ours_cost, 3)}
     print(f"cost per unit-step, median of {args.cost_pairs} interleaved pairs: ours {ours_cost * 1000:.1f} ms "
           f"(batch {len(units)}), Lucent {lucent_cost * 1000:.1f} ms: ×{lucent_cost / ours_cost:.2f}")

@@ -64,7 +64,8 @@ class CannotWrite(UserInputError):
 # errno values that mean "this storage cannot take the write", as opposed to "the data is damaged"
 WRITE_ERRNOS = frozenset(e for e in (errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG,
                                      errno.EACCES, errno.EPERM) if e is not None)
-SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))  # kernel and device trees: never written, never followed into
+SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))  # kernel and device trees: never written, never followed
+                                                            # into
 
 
 def special_kind(mode: int) -> str | None:
@@ -108,7 +109,8 @@ def output_target(path: str | os.PathLike, what: str = "") -> Path:
     kind = special_kind(info.st_mode)
     if kind is not None:
         shown = f" (it points to {target})" if target != Path(os.path.abspath(given)) else ""
-        raise CannotWrite(f"Cannot write {label}: it is {kind}{shown}, not a regular file; name a new or ordinary file.")
+        raise CannotWrite(
+            f"Cannot write {label}: it is {kind}{shown}, not a regular file; name a new or ordinary file.")
     return target
 
 
@@ -261,7 +263,8 @@ def write_torch(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, torch_bytes(obj))
 
 
-def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                      metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save
 
     return atomic_write(path, save(dict(tensors), metadata=metadata))

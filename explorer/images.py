@@ -89,7 +89,8 @@ def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         # PIL refuses far beyond our own limit before we could read the header: same message as ours
-        raise ImageLoadError(f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
+        raise ImageLoadError(
+            f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image file PIL can read (PNG, JPEG, WebP, BMP, TIFF, GIF).") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -104,7 +105,8 @@ def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
     try:
         img.load()
     except Image.DecompressionBombError:
-        raise ImageLoadError(f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
+        raise ImageLoadError(
+            f"{name}: over the limit of {limits.MAX_IMAGE_PIXELS:,} pixels; scale it down first.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: the file is corrupt or truncated ({exc}).") from None
     if img.size != (width, height):  # a container that decoded to another size than its header said
@@ -118,7 +120,8 @@ def _decode(data: bytes, name: str, max_side: int | None) -> Image.Image:
     return _to_rgb(img)
 
 
-def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SIDE, name: str | None = None) -> torch.Tensor:
+def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SIDE,
+               name: str | None = None) -> torch.Tensor:
     """Read an image from a path, ``builtin:NAME``, bytes, a file object, PIL, numpy or a tensor.
 
     Returns RGB float32 3×H×W in [0, 1]. Images larger than ``max_side`` are downscaled. Files are
@@ -131,7 +134,8 @@ def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SI
         if tensor.ndim == 2:
             tensor = tensor[None]
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
-            raise ImageLoadError(f"{name or 'image'}: expected a C×H×W tensor with 1 or 3 channels, got {tuple(tensor.shape)}.")
+            raise ImageLoadError(f"{name or 'image'}: expected a C×H×W tensor with 1 or 3 channels, got "
+                                 f"{tuple(tensor.shape)}.")
         _check_in_memory(tensor.shape[-1], tensor.shape[-2], name or "image")
         if tensor.shape[0] == 1:
             tensor = tensor.expand(3, -1, -1)
@@ -250,7 +254,8 @@ def grid(images: torch.Tensor, columns: int | None = None, padding: int = 2, fil
     return sheet
 
 
-def gif_bytes(frames: list[torch.Tensor], duration_ms: int = 80, last_frame_ms: int | None = None, loop: int = 0) -> bytes:
+def gif_bytes(frames: list[torch.Tensor], duration_ms: int = 80,
+              last_frame_ms: int | None = None, loop: int = 0) -> bytes:
     """C×H×W frames in [0, 1] -> an animated GIF (grey frames stay grey; RGB frames get an adaptive palette)."""
     if not frames:
         raise UserInputError("A GIF needs at least one frame.")
@@ -261,5 +266,6 @@ def gif_bytes(frames: list[torch.Tensor], duration_ms: int = 80, last_frame_ms: 
     if last_frame_ms is not None:
         durations[-1] = last_frame_ms
     buffer = io.BytesIO()
-    pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=loop, optimize=False)
+    pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=durations,
+                loop=loop, optimize=False)
     return buffer.getvalue()

@@ -67,7 +67,9 @@ class Limit:
     label: str = ""  # how the user knows it ("learning rate"); defaults to the field name
 
     def describe(self) -> str:
-        fmt = (lambda v: f"{int(v):,}" if abs(v) >= 10_000 else f"{v:g}")
+        def fmt(v: float) -> str:
+            return f"{int(v):,}" if abs(v) >= 10_000 else f"{v:g}"
+
         low = f"more than {fmt(self.lo)}" if self.lo_open else fmt(self.lo)
         if self.lo_open:
             return f"{low} and at most {fmt(self.hi)}{self.unit}"
@@ -228,7 +230,8 @@ def check_image_shape(width: int, height: int, name: str) -> None:
                              "scale it down first.")
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT:
-        raise UserInputError(f"{name}: {width}×{height} pixels is a {ratio:.0f}:1 strip; the limit is {MAX_ASPECT:g}:1. "
+        raise UserInputError(f"{name}: {width}×{height} pixels is a {ratio:.0f}:1 strip; the limit is "
+                             f"{MAX_ASPECT:g}:1. "
                              "Crop it closer to a square first.")
 
 

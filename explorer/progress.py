@@ -3,10 +3,12 @@
 Every long library job (renders, inversions, dreams, fooling sweeps and growth, gallery builds,
 diffusion sampling and training, audio dreams) takes
 
-* ``callback: ProgressCallback | None`` — called as ``callback(done, total, preview, values)`` after
-  each unit of work: ``done`` of ``total`` (``done`` may be fractional, e.g. units of a running batch),
+* ``callback: ProgressCallback | None`` — called as ``callback(done, total, preview, values)`` as work
+  finishes: ``done`` of ``total`` (``done`` may be fractional, e.g. units of a running batch),
   ``preview`` an image batch on the job's device or None, ``values`` the per-item figure the job is
-  chasing (objective, error, confidence…) or None;
+  chasing (objective, error, confidence…) or None. Optimisation loops call it every ``check_every``
+  steps and after the last (``optvis.optimise``: every step on CPU, every 16 steps on CUDA, so a step
+  does not wait for the host);
 * ``should_stop: ShouldStop | None`` — polled before each unit of work. When it returns True the job
   stops at that boundary and **returns** its partial result with ``stopped == CANCELLED``.
 

@@ -41,7 +41,8 @@ class Term:
         if self.limit is None:
             return None
         base = limits.LIMITS[self.limit]
-        return base if self.lo is None else limits.Limit(self.lo, base.hi, base.unit, "", base.integer, False, base.label)
+        return base if self.lo is None else limits.Limit(self.lo, base.hi, base.unit, "",
+                                                         base.integer, False, base.label)
 
     def widget_range(self) -> tuple[float, float]:
         """(min, max) of the page's number widget: the limit's range (an open lower end → ``page_min``)."""
@@ -86,7 +87,8 @@ def _render_terms() -> tuple[Term, ...]:
         Term("seed", "--seed", "Seed", "fv_seed", d.seed, "seed"),
         Term("lr", "--lr", "Learning rate", "fv_lr", d.lr, "lr", page_min=0.001),
         Term("param", "--param", "Parameterisation", "fv_param", d.param, choices=tuple(PARAMETERISATIONS)),
-        Term("transforms", "--transforms", "Transforms", "fv_transforms", d.transforms, choices=("standard", "lucent", "none")),
+        Term("transforms", "--transforms", "Transforms", "fv_transforms", d.transforms,
+             choices=("standard", "lucent", "none")),
         Term("decay", "--decay", "Spectrum decay", "fv_decay", d.decay, "decay", meaning="Fourier amplitude 1/f^decay"),
         Term("tv", "--tv", "Total variation weight", "fv_tv", d.tv, "tv"),
         Term("alpha", "--alpha", "α-norm weight (α=6)", "fv_alpha", d.alpha, "alpha"),
@@ -110,7 +112,8 @@ def _inversion_terms() -> tuple[Term, ...]:
         Term("seed", "--seed", "Seed", "inv_seed", d.seed, "seed"),
         Term("param", "--param", "Parameterisation", "inv_param", d.param, choices=("fft", "pixel")),
         Term("init", "--init", "Start from", "inv_init", d.init, choices=tuple(INIT_MODES)),
-        Term("transforms", "--transforms", "Transforms", "inv_transforms", d.transforms, choices=("none", "standard", "lucent")),
+        Term("transforms", "--transforms", "Transforms", "inv_transforms", d.transforms,
+             choices=("none", "standard", "lucent")),
     )
 
 
@@ -139,7 +142,8 @@ def _caricature_terms() -> tuple[Term, ...]:
         Term("param", "--param", "Parameterisation", "inv_car_param", d.param, choices=("fft", "pixel")),
         Term("cos_floor", "--cos-floor", "Cosine floor", "inv_cos_floor", d.cos_floor, "cos_floor"),
         Term("cos_power", "--cos-power", "Cosine power", "inv_cos_power", d.cos_power, "cos_power"),
-        Term("transforms", "--transforms", "Transforms", "inv_car_transforms", d.transforms, choices=("standard", "lucent", "none")),
+        Term("transforms", "--transforms", "Transforms", "inv_car_transforms", d.transforms,
+             choices=("standard", "lucent", "none")),
         Term("seed", "--seed", "Seed", "inv_seed", d.seed, "seed"),
     )
 
@@ -154,7 +158,8 @@ def _grow_terms() -> tuple[Term, ...]:
              meaning="stop once the saved 8-bit PNG reaches it"),
         Term("budget", "--budget", "Budget around the start", "fool_grow_budget", fooling.DEFAULT_BUDGET,
              meaning="linf:EPS, l2:EPS or none (a CPPN has none)"),
-        Term("index", "--index", "Sample index", "fool_grow_index", 0, "index", meaning="the sample of the family a sweep with this seed saw"),
+        Term("index", "--index", "Sample index", "fool_grow_index", 0, "index",
+             meaning="the sample of the family a sweep with this seed saw"),
         Term("seed", "--seed", "Seed", "fool_grow_seed", 0, "seed"),
         Term("param", "--param", "Parameterisation", "fool_grow_param", "pixel", choices=("pixel", "cppn")),
         Term("family", "--family", "Start from", "fool_grow_family", "uniform", choices=tuple(fooling.FAMILIES)),
@@ -167,7 +172,8 @@ def _sweep_terms() -> tuple[Term, ...]:
     return (
         Term("n", "--n", "Samples per family", "fool_sweep_n", fooling.SWEEP_N, "n"),
         Term("seed", "--seed", "Seed", "fool_sweep_seed", 0, "seed"),
-        Term("batch", "--batch", "Batch", "fool_sweep_batch", fooling.SWEEP_BATCH, "batch", meaning="images per forward pass; results do not depend on it"),
+        Term("batch", "--batch", "Batch", "fool_sweep_batch", fooling.SWEEP_BATCH, "batch",
+             meaning="images per forward pass; results do not depend on it"),
         Term("families", "--families", "Noise families", "fool_sweep_families", ",".join(fooling.SWEEP_FAMILIES),
              meaning="comma-separated on the command line"),
     )
@@ -191,7 +197,8 @@ def _diffusion_terms() -> tuple[Term, ...]:
     p = {name: param.default for name, param in inspect.signature(sample_chain).parameters.items()}
     return (
         Term("sampler", "--sampler", "Sampler", "diff_sampler", p["sampler"], choices=("ddim", "ddpm", "ancestral")),
-        Term("steps", "--steps", "Steps", "diff_steps", p["steps"], meaning="sampling steps: 1 to the model's training timesteps T"),
+        Term("steps", "--steps", "Steps", "diff_steps", p["steps"],
+             meaning="sampling steps: 1 to the model's training timesteps T"),
         Term("eta", "--eta", "η (DDIM)", "diff_eta", p["eta"], "eta", meaning="DDIM noise (0: deterministic)"),
         Term("seed", "--seed", "Seed", "diff_seed", p["seed"], "seed"),
         Term("n", "--n", "Samples", "diff_batch", p["batch"], "batch", meaning="chains sampled together"),
@@ -208,7 +215,8 @@ def _audio_terms() -> tuple[Term, ...]:
         Term("seed", "--seed", "Seed", "audio_seed", d.seed, "seed"),
         Term("param", "--param", "Parameterisation", "audio_param", d.param, choices=tuple(PARAMS)),
         Term("start", "--start", "Start from", "audio_start", d.start,
-             meaning="a built-in clip or a sound file; with the synthesiser, noise/silence = random synthesiser settings"),
+             meaning="a built-in clip or a sound file; with the synthesiser, noise/silence = random synthesiser "
+                     "settings"),
     )
 
 
@@ -252,18 +260,19 @@ def markdown() -> str:
     """docs/vocabulary.md: one table per command (generated; a test compares the file with this)."""
     lines = ["# Vocabulary: one name, one default, one range",
              "",
-             "Generated from `explorer/vocabulary.py` (`python -m explorer.vocabulary > docs/vocabulary.md`); "
-             "`tests/test_vocabulary.py` checks the CLI flags and defaults, the pages' widgets (label, default, range) "
-             "and this file against it. The JSON a command writes uses the *name* column (its `settings` object). "
-             "Ranges come from `explorer/limits.py`; a page whose range is open below (a learning rate must be > 0) "
-             "starts its widget at the smallest useful value.",
+             ("Generated from `explorer/vocabulary.py` (`python -m explorer.vocabulary > docs/vocabulary.md`); "
+              "`tests/test_vocabulary.py` checks the CLI flags and defaults, the pages' widgets (label, default, "
+              "range) and this file against it. The JSON a command writes uses the *name* column (its `settings` "
+              "object). Ranges come from `explorer/limits.py`; a page whose range is open below (a learning rate must "
+              "be > 0) starts its widget at the smallest useful value."),
              ""]
     for c in commands():
         where = f"page `{c.page}`" + (f", {c.mode}" if c.mode else "")
         lines += [f"## `python -m explorer {' '.join(c.command)}` — {where}", "",
                   "| name (JSON) | CLI flag | page label | default | range | meaning |", "|---|---|---|---|---|---|"]
         for t in c.terms:
-            lines.append(f"| `{t.name}` | `{t.flag}` | {t.label} | {_fmt(t.default)} | {t.describe_range()} | {t.meaning} |")
+            lines.append(f"| `{t.name}` | `{t.flag}` | {t.label} | {_fmt(t.default)} | {t.describe_range()} | "
+                         f"{t.meaning} |")
         lines.append("")
     return "\n".join(lines)
 

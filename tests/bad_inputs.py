@@ -90,7 +90,8 @@ def lib(fn: Callable[[Context], object]) -> Callable[[Context], Outcome]:
     return run
 
 
-def cli(*argv: str | Callable[[Context], str], check: Callable[[Context], str] | None = None) -> Callable[[Context], Outcome]:
+def cli(*argv: str | Callable[[Context], str], check: Callable[[Context],
+                                                               str] | None = None) -> Callable[[Context], Outcome]:
     """``python -m explorer ARGV`` in this process: exit 2 with one line on stderr is the clear error, exit 0 a result
     (``check(ctx)`` describes it). Arguments may be callables of the context (generated file paths)."""
     def run(ctx: Context) -> Outcome:
@@ -113,7 +114,8 @@ def cli(*argv: str | Callable[[Context], str], check: Callable[[Context], str] |
     return run
 
 
-def page(name: str, query: dict | Callable[[Context], dict] | None = None, actions: tuple = (), env: Callable[[Context], dict] | None = None,
+def page(name: str, query: dict | Callable[[Context], dict] | None = None, actions: tuple = (),
+         env: Callable[[Context], dict] | None = None,
          probe: Callable | None = None) -> Callable[[Context], Outcome]:
     """A page under AppTest: an exception element is a traceback; st.error texts are the clear error; otherwise
     the result is described by the page's warnings, captions and ``probe(at)``."""
@@ -251,7 +253,8 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         buffer = io.BytesIO()
         Image.fromarray(np.linspace(0, 65535, 64 * 32).reshape(32, 64).astype(np.uint16)).save(buffer, format="PNG")
         made["grey16.png"] = buffer.getvalue()
-        for name, data in (("good1.png", _photo_bytes()), ("good2.jpg", _photo_bytes("JPEG")), ("broken.png", b"\x89PNG\r\n\x1a\nbroken")):
+        for name, data in (("good1.png", _photo_bytes()), ("good2.jpg", _photo_bytes("JPEG")),
+                           ("broken.png", b"\x89PNG\r\n\x1a\nbroken")):
             (folder / "mixed").mkdir(exist_ok=True)
             (folder / "mixed" / name).write_bytes(data)
     elif family == "audio":
@@ -335,31 +338,38 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         with zipfile.ZipFile(folder / "deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for info in zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).infolist():
                 if not info.filename.endswith("data/0"):
-                    archive.writestr(info.filename, zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).read(info))
+                    archive.writestr(info.filename,
+                                     zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).read(info))
             with archive.open("archive/data/0", "w", force_zip64=True) as entry:
                 for _ in range(256):
                     entry.write(bytes(1 << 20))  # 256 MB of zeros: a ~250 KB file
         def raw_safetensors(header: bytes, data: bytes = b"") -> bytes:
             return struct.pack("<Q", len(header)) + header + data
         depth = 100_000
-        (folder / "deep.safetensors").write_bytes(raw_safetensors(b'{"__metadata__":' + b"[" * depth + b"]" * depth + b"}"))
+        (folder / "deep.safetensors").write_bytes(raw_safetensors(b'{"__metadata__":'
+                                                                  + b"[" * depth + b"]" * depth + b"}"))
         (folder / "fat_header.safetensors").write_bytes(raw_safetensors(b"{}" + b" " * (20 << 20)))
         entries = b",".join(b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(200_000))
         (folder / "many.safetensors").write_bytes(raw_safetensors(b"{" + entries + b"}"))
         (folder / "lying_shape.safetensors").write_bytes(
             raw_safetensors(b'{"w":{"dtype":"F32","shape":[100000000],"data_offsets":[0,4]}}', bytes(4)))
         state = _tiny_state()
-        (folder / "float8.safetensors").write_bytes(st_bytes({**state, "conv1.weight": state["conv1.weight"].to(torch.float8_e4m3fn)}))
+        (folder / "float8.safetensors").write_bytes(st_bytes({**state,
+                                                              "conv1.weight": state[
+                                                                  "conv1.weight"].to(torch.float8_e4m3fn)}))
         (folder / "sparse.pt").write_bytes(_torch_bytes({**state, "fc.weight": state["fc.weight"].to_sparse()}))
         paths.update({name: folder / name for name in ("deflated.pt", "deep.safetensors", "fat_header.safetensors",
-                                                        "many.safetensors", "lying_shape.safetensors", "float8.safetensors",
+                                                        "many.safetensors",
+                                                        "lying_shape.safetensors", "float8.safetensors",
                                                         "sparse.pt")})
     if family == "audio":  # issue 20, class 8: finite but huge float samples
         import numpy as np
         import soundfile as sf
 
-        tone = 3e38 * np.sin(2 * np.pi * 440 * np.arange(22050) / 44100)  # finite float32; two channels sum past its max
-        sf.write(folder / "huge_float.wav", np.stack([tone, tone], 1).astype(np.float32), 44100, format="WAV", subtype="FLOAT")
+        tone = 3e38 * np.sin(2 * np.pi * 440 * np.arange(22050) / 44100)  # finite float32; two channels sum past its
+                                                                          # max
+        sf.write(folder / "huge_float.wav", np.stack([tone, tone], 1).astype(np.float32), 44100,
+                 format="WAV", subtype="FLOAT")
         paths["huge_float.wav"] = folder / "huge_float.wav"
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
@@ -400,39 +410,52 @@ def _cases() -> list[Case]:
             return tuple(fit(torch.rand(3, 2, 20000), 1024, mode).shape)
         return call
 
-    add("image-wide-strip-load-photo", "images", "lib", lib(load_photo("wide.png")), "error", r"wide\.png: 20000×1 pixels is a 20000:1 strip", "1")
-    add("image-tall-strip-load-photo", "images", "lib", lib(load_photo("tall.png")), "error", r"tall\.png: 1×20000 pixels is a 20000:1 strip", "1")
+    add("image-wide-strip-load-photo", "images", "lib", lib(load_photo("wide.png")), "error",
+        r"wide\.png: 20000×1 pixels is a 20000:1 strip", "1")
+    add("image-tall-strip-load-photo", "images", "lib", lib(load_photo("tall.png")), "error",
+        r"tall\.png: 1×20000 pixels is a 20000:1 strip", "1")
     add("image-fit-crop-strip-tensor", "images", "lib", lib(fit_strip("crop")), "ok", r"\(3, 1024, 1024\)", "1")
     add("image-fit-pad-strip-tensor", "images", "lib", lib(fit_strip("pad")), "ok", r"\(3, 1024, 1024\)", "1")
-    add("image-wide-strip-cli-invert-224", "images", "cli", cli("invert", "--image", f("wide.png"), "--size", "224", "--steps", "1"),
+    add("image-wide-strip-cli-invert-224", "images", "cli", cli("invert", "--image", f("wide.png"),
+                                                                "--size", "224", "--steps", "1"),
         "error", r"20000:1 strip; the limit is 20:1", "1")
-    add("image-wide-strip-cli-invert-1024", "images", "cli", cli("invert", "--image", f("wide.png"), "--size", "1024", "--steps", "1"),
+    add("image-wide-strip-cli-invert-1024", "images", "cli", cli("invert", "--image", f("wide.png"),
+                                                                 "--size", "1024", "--steps", "1"),
         "error", r"20000:1 strip", "1")
-    add("image-wide-strip-cli-dream", "images", "cli", cli("dream", "--image", f("wide.png"), "--steps", "1"), "error", r"strip", "1")
+    add("image-wide-strip-cli-dream", "images", "cli", cli("dream", "--image", f("wide.png"), "--steps",
+                                                           "1"), "error", r"strip", "1")
     add("image-wide-strip-page-upload", "images", "page",
-        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "wide.png", "image/png"))),
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"),
+                                            upload("inv_file", "wide.png", "image/png"))),
         "error", r"^wide\.png: 20000×1 pixels is a 20000:1 strip", "1")
     add("image-bomb-one-limit", "images", "lib", lib(load_photo("bomb.png")), "error",
-        r"^bomb\.png: 12000×12000 is 144,000,000 pixels, over the limit of 40,000,000; scale it down first\.$", "12: pixel limit")
+        r"^bomb\.png: 12000×12000 is 144,000,000 pixels, over the limit of 40,000,000; scale it down first\.$",
+        "12: pixel limit")
     add("image-bigger-bomb-one-limit", "images", "lib", lib(load_photo("bigbomb.png")), "error",
         r"^bigbomb\.png: over the limit of 40,000,000 pixels; scale it down first\.$", "12: pixel limit")
     add("image-bomb-page-names-the-file", "images", "page",
-        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "bomb.png", "image/png"))),
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"),
+                                            upload("inv_file", "bomb.png", "image/png"))),
         "error", r"^bomb\.png: 12000×12000 is 144,000,000 pixels, over the limit of 40,000,000", "12: pixel limit")
-    add("image-empty-file", "images", "lib", lib(load_photo("empty.png")), "error", r"empty\.png: the file is empty \(0 bytes\)")
+    add("image-empty-file", "images", "lib", lib(load_photo("empty.png")), "error",
+        r"empty\.png: the file is empty \(0 bytes\)")
     add("image-text-file", "images", "lib", lib(load_photo("notes.png")), "error", r"notes\.png: not an image file")
-    add("image-truncated-jpeg", "images", "lib", lib(load_photo("cut.jpg")), "error", r"cut\.jpg: the file is corrupt or truncated")
+    add("image-truncated-jpeg", "images", "lib", lib(load_photo("cut.jpg")), "error",
+        r"cut\.jpg: the file is corrupt or truncated")
     add("image-truncated-jpeg-cli-grow-start", "images", "cli",
         cli("fool", "grow", "--model", TINY, "--start", f("cut.jpg"), "--steps", "1", "--no-transfer"),
         "error", r"cut\.jpg: the file is corrupt or truncated")
     add("image-one-pixel-fits", "images", "lib", lib(load_photo("dot.png", 32)), "ok", r"\(3, 32, 32\)")
     add("image-16-bit-grey-keeps-its-range", "images", "lib",
-        lib(lambda ctx: round(float(__import__("explorer.images", fromlist=["x"]).load_image(ctx.f("grey16.png")).max()), 2)),
+        lib(lambda ctx: round(float(__import__("explorer.images",
+                                               fromlist=["x"]).load_image(ctx.f("grey16.png")).max()), 2)),
         "ok", r"^1\.0$")
     add("image-upload-then-x-forgets-it", "images", "page",
-        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"), upload("inv_file", "photo.png", "image/png"),
+        page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"),
+                                            upload("inv_file", "photo.png", "image/png"),
                                             lambda at, ctx: at.file_uploader(key="inv_file").clear()),
-             probe=lambda at: "photo shown" if any("photo.png" in str(i.proto) for i in at.get("image")) else "no photo"),
+             probe=lambda at: "photo shown" if any("photo.png" in str(i.proto) for i
+                                                   in at.get("image")) else "no photo"),
         "ok", r"Upload a photo to start.*\|\| no photo$", "12: ✕ on an upload")
 
     def mixed_folder(ctx):
@@ -440,7 +463,8 @@ def _cases() -> list[Case]:
 
         images = folder_image_set(ctx.f("mixed"))
         return f"{len(images)} views; skipped: {'; '.join(images.skipped)}"
-    add("image-folder-with-one-bad-file-lib", "images", "lib", lib(mixed_folder), "ok", r"^4 views; skipped: broken\.png: ", "12: one bad image")
+    add("image-folder-with-one-bad-file-lib", "images", "lib", lib(mixed_folder), "ok",
+        r"^4 views; skipped: broken\.png: ", "12: one bad image")
     add("image-folder-with-one-bad-file-page", "images", "page",
         page("gallery", lambda ctx: {"model": TINY, "layer": "conv2", "unit": "0", "images": "mixed"},
              env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
@@ -453,15 +477,18 @@ def _cases() -> list[Case]:
         images = folder_image_set(ctx.f("rooted"), root=ctx.work / "files")
         return f"{len(images)} views; skipped: {'; '.join(images.skipped)}"
     add("image-root-links-out-lib", "images", "lib", lib(rooted_folder), "ok",
-        r"^(?!.*secret-name)2 views; skipped: escape_notes\.png: a link to a file outside the image folder root \(not read\); "
-        r"escape_photo\.png: a link to a file outside .*; pipe\.png is a FIFO", "20.2: root escape")
+        r"^(?!.*secret-name)2 views; skipped: escape_notes\.png: a link to a file outside the image folder root \(not "
+        r"read\); escape_photo\.png: a link to a file outside .*; pipe\.png is a FIFO", "20.2: root escape")
     add("image-root-links-out-page", "images", "page",
         page("gallery", lambda ctx: {"model": TINY, "layer": "conv2", "unit": "0", "images": "rooted"},
              env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
-        "ok", r"^(?!.*secret-name)(?!.*hunter2).*Left out 3 unreadable file\(s\): escape_notes\.png: a link to a file outside", "20.2: root escape")
-    add("image-fifo-named-as-such", "images", "lib", lib(load_photo("pipe.png")), "error", r"pipe\.png is a FIFO \(named pipe\), not a regular file",
+        "ok", r"^(?!.*secret-name)(?!.*hunter2).*Left out 3 unreadable file\(s\): escape_notes\.png: a link to a file "
+              r"outside", "20.2: root escape")
+    add("image-fifo-named-as-such", "images", "lib", lib(load_photo("pipe.png")), "error",
+        r"pipe\.png is a FIFO \(named pipe\), not a regular file",
         "20.8: special file")
-    add("image-dev-zero-link-named-as-such", "images", "cli", cli("invert", "--image", f("zero.png"), "--steps", "1", "--model", TINY),
+    add("image-dev-zero-link-named-as-such", "images", "cli", cli("invert", "--image", f("zero.png"),
+                                                                  "--steps", "1", "--model", TINY),
         "error", r"zero\.png is a character device, not a regular file", "20.8: special file")
 
     # ---- issue 20, class 4: decoded size, not the header's; bit depth ------------------------------------
@@ -480,7 +507,8 @@ def _cases() -> list[Case]:
         finally:
             tracemalloc.stop()
         return f"{tuple(image.shape)}, {peak / (4000 * 4000):.0f} bytes per pixel"
-    add("image-16-bit-grey-decodes-lean", "images", "lib", lib(grey16_memory), "ok", r"^\(3, 2048, 2048\), [0-9] bytes per pixel$",
+    add("image-16-bit-grey-decodes-lean", "images", "lib", lib(grey16_memory), "ok",
+        r"^\(3, 2048, 2048\), [0-9] bytes per pixel$",
         "20.4: bit depth")
 
     # ---- audio: header first -----------------------------------------------------------------------
@@ -493,41 +521,51 @@ def _cases() -> list[Case]:
 
     add("audio-odd-rate-200kb", "audio", "lib", lib(load_audio("odd_rate.wav")), "error",
         r"odd_rate\.wav has a sample rate of 9,999,991 Hz; only 1,000–384,000 Hz can be read", "2")
-    add("audio-max-int-rate-2kb", "audio", "lib", lib(load_audio("max_rate.wav")), "error", r"sample rate of 2,147,483,647 Hz", "2")
+    add("audio-max-int-rate-2kb", "audio", "lib", lib(load_audio("max_rate.wav")), "error",
+        r"sample rate of 2,147,483,647 Hz", "2")
     add("audio-zero-rate", "audio", "lib", lib(load_audio("zero_rate.wav")), "error", r"sample rate of 0 Hz")
     add("audio-truncated-says-so", "audio", "lib", lib(load_audio("cut.wav")), "error",
         r"cut\.wav is truncated: its header announces 2\.00 s but the file holds 0\.09 s", "12: truncated WAV")
     add("audio-zero-bytes-names-the-file", "audio", "lib", lib(load_audio("empty.wav")), "error",
         r"^empty\.wav is empty \(0 bytes\)[^<]*$", "12: 0-byte WAV")
-    add("audio-garbage-riff", "audio", "lib", lib(load_audio("junk.wav")), "error", r"^Could not read junk\.wav as audio[^<]*$")
+    add("audio-garbage-riff", "audio", "lib", lib(load_audio("junk.wav")), "error",
+        r"^Could not read junk\.wav as audio[^<]*$")
     add("audio-twelve-channels", "audio", "lib", lib(load_audio("many.wav")), "error", r"12 channels; at most 8")
     add("audio-too-long", "audio", "lib", lib(load_audio("long.wav")), "error", r"31\.0 s long; the limit is 30 s")
     add("audio-awkward-rate-resamples", "audio", "lib", lib(load_audio("odd_ok.wav")), "ok", r"^800[0-2]$")
     add("audio-page-upload-zero-bytes", "audio", "page",
-        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "empty.wav", "audio/wav"),
+        page("audio", None, (choose("selectbox", "audio_start", "upload"),
+                             upload("audio_upload", "empty.wav", "audio/wav"),
                              click("audio_go"))),
         "error", r"^empty\.wav is empty \(0 bytes\)[^<]*$", "12: 0-byte WAV")
     add("audio-page-upload-odd-rate", "audio", "page",
-        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "odd_rate.wav", "audio/wav"),
+        page("audio", None, (choose("selectbox", "audio_start", "upload"),
+                             upload("audio_upload", "odd_rate.wav", "audio/wav"),
                              click("audio_go"))),
         "error", r"sample rate of 9,999,991 Hz", "2")
     add("audio-page-upload-truncated", "audio", "page",
-        page("audio", None, (choose("selectbox", "audio_start", "upload"), upload("audio_upload", "cut.wav", "audio/wav"),
+        page("audio", None, (choose("selectbox", "audio_start", "upload"),
+                             upload("audio_upload", "cut.wav", "audio/wav"),
                              click("audio_go"))),
         "error", r"cut\.wav is truncated", "12: truncated WAV")
-    add("audio-cli-tags-odd-rate", "audio", "cli", cli("audio", "tags", f("odd_rate.wav")), "error", r"sample rate of 9,999,991 Hz", "2")
-    add("audio-cli-dream-truncated-start", "audio", "cli", cli("audio", "dream", "--start", f("cut.wav"), "--steps", "1"),
+    add("audio-cli-tags-odd-rate", "audio", "cli", cli("audio", "tags", f("odd_rate.wav")), "error",
+        r"sample rate of 9,999,991 Hz", "2")
+    add("audio-cli-dream-truncated-start", "audio", "cli", cli("audio", "dream", "--start",
+                                                               f("cut.wav"), "--steps", "1"),
         "error", r"cut\.wav is truncated", "12: truncated WAV")
-    add("audio-fifo-named-as-such", "audio", "lib", lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
+    add("audio-fifo-named-as-such", "audio", "lib",
+        lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
         "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")
     def huge_float(ctx):
         import numpy as np
 
         audio = __import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("huge_float.wav"), 16000)
         return f"finite {bool(np.isfinite(audio).all())}, peak {float(np.abs(audio).max()):.2f}"
-    add("audio-huge-float-wav-normalised", "audio", "lib", lib(huge_float), "ok", r"^finite True, peak 0\.\d\d$|^finite True, peak 1\.00$",
+    add("audio-huge-float-wav-normalised", "audio", "lib", lib(huge_float), "ok",
+        r"^finite True, peak 0\.\d\d$|^finite True, peak 1\.00$",
         "20.8: huge float WAV")
-    add("audio-cli-tags-huge-float-wav", "audio", "cli", cli("audio", "tags", f("huge_float.wav")), "ok", r"^(?!.*\bnan\b)\S",
+    add("audio-cli-tags-huge-float-wav", "audio", "cli", cli("audio", "tags", f("huge_float.wav")),
+        "ok", r"^(?!.*\bnan\b)\S",
         "20.8: huge float WAV")
     add("audio-cli-tags-seconds-out-of-range", "audio", "cli", cli("audio", "tags", "noise", "--seconds", "1e9"),
         "error", r"--seconds 1e\+09 is out of range")
@@ -535,7 +573,8 @@ def _cases() -> list[Case]:
     # ---- checkpoints ---------------------------------------------------------------------------------
     def weights(name, pattern, defect="9", expect="error"):
         add(f"weights-{name.replace('.', '-')}", "checkpoints", "cli",
-            cli("visualize", "--weights", f(name), "--steps", "1", "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
+            cli("visualize", "--weights", f(name), "--steps", "1", "--size", "32", "--out",
+                lambda ctx: str(ctx.work / "out")),
             expect, pattern, defect)
 
     weights("empty.safetensors", r"empty\.safetensors is empty \(0 bytes\)")
@@ -549,17 +588,20 @@ def _cases() -> list[Case]:
     weights("nan.safetensors", r"nan\.safetensors: '.*' holds NaN or infinite values", "10")
     weights("int64.safetensors", r"int64\.safetensors: '.*' holds int64 values", "10")
     add("weights-dev-zero-link", "checkpoints", "cli",
-        cli("visualize", "--weights", f("zero.safetensors"), "--steps", "1", "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
+        cli("visualize", "--weights", f("zero.safetensors"), "--steps", "1", "--size", "32", "--out",
+            lambda ctx: str(ctx.work / "out")),
         "error", r"zero\.safetensors is a character device, not a regular file", "20.8: special file")
     add("checkpoint-fifo", "checkpoints", "cli",
-        cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('pipe.wav')}", "--steps", "1", "--out", lambda ctx: str(ctx.work / "out")),
+        cli("visualize", "--model",
+            lambda ctx: f"checkpoint:{ctx.f('pipe.wav')}", "--steps", "1", "--out", lambda ctx: str(ctx.work / "out")),
         "error", r"pipe\.wav is a FIFO", "20.8: special file")
     add("weights-missing-file", "checkpoints", "cli", cli("visualize", "--weights", "no/such/file.pt", "--steps", "1"),
         "error", r"Weights file not found: no/such/file\.pt")
 
     def checkpoint(name, pattern):
         add(f"checkpoint-{name.replace('.', '-')}", "checkpoints", "cli",
-            cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f(name)}", "--layer", "conv2", "--steps", "1", "--size", "32",
+            cli("visualize", "--model",
+                lambda ctx: f"checkpoint:{ctx.f(name)}", "--layer", "conv2", "--steps", "1", "--size", "32",
                 "--out", lambda ctx: str(ctx.work / "out")),
             "error", pattern, "9")
 
@@ -573,7 +615,8 @@ def _cases() -> list[Case]:
     add("checkpoint-good-torchscript-renders-a-class", "checkpoints", "cli",
         cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('script.pt')}", "--class", "3",
             "--steps", "2", "--size", "32", "--out", lambda ctx: str(ctx.work / "script_out"),
-            check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
+            check=lambda ctx: "files: "
+            + ",".join(json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
         "ok", r"^files: class-0003\.png")
 
     def lib_weights(name):
@@ -599,27 +642,35 @@ def _cases() -> list[Case]:
         name, tensor = max(other.module.state_dict().items(), key=lambda kv: kv[1].numel())
         with torch.no_grad():
             tensor.view(-1)[-1] += 1.0  # byte ~1.6 MB into the largest tensor
-        return (f"same fingerprint {model.fingerprint == other.fingerprint}; the shipped atlas serves the changed weights "
-                f"{find_atlas(other, ATLAS_ROOT) is not None}, the real ones {find_atlas(model, ATLAS_ROOT) is not None}")
+        return (f"same fingerprint {model.fingerprint == other.fingerprint}; the shipped atlas serves the changed "
+                f"weights {find_atlas(other, ATLAS_ROOT) is not None}, the real ones "
+                f"{find_atlas(model, ATLAS_ROOT) is not None}")
     add("fingerprint-covers-every-byte", "checkpoints", "lib", lib(fingerprint_past_64kb), "ok",
-        r"^same fingerprint False; the shipped atlas serves the changed weights False, the real ones True$", "20.3: fingerprint")
-    weights("deflated.pt", r"deflated\.pt is a [\d,]+-byte archive that unpacks to 268,4\d\d,\d+ bytes", "20.4: inflation")
+        r"^same fingerprint False; the shipped atlas serves the changed weights False, the real ones True$",
+        "20.3: fingerprint")
+    weights("deflated.pt",
+            r"deflated\.pt is a [\d,]+-byte archive that unpacks to 268,4\d\d,\d+ bytes", "20.4: inflation")
     weights("deep.safetensors", r"its header nests 100,001 levels deep", "20.5: RecursionError")
-    weights("fat_header.safetensors", r"its safetensors header is 20,971,522 bytes; headers up to 16,777,216", "20.4: header size")
+    weights("fat_header.safetensors",
+            r"its safetensors header is 20,971,522 bytes; headers up to 16,777,216", "20.4: header size")
     weights("many.safetensors", r"lists 200,000 entries in its header", "20.4: header entries")
-    weights("lying_shape.safetensors", r"tensor 'w' \(F32, shape 100000000\) needs 400,000,000 bytes but its offsets give 4",
+    weights("lying_shape.safetensors",
+            r"tensor 'w' \(F32, shape 100000000\) needs 400,000,000 bytes but its offsets give 4",
             "20.4: header bytes")
     add("weights-float8-lib", "checkpoints", "lib", lib(lib_weights("float8.safetensors")), "error",
-        r"float8\.safetensors: 'conv1\.weight' holds float8_e4m3fn values; the network needs floating-point", "20.5: float8")
+        r"float8\.safetensors: 'conv1\.weight' holds float8_e4m3fn values; the network needs floating-point",
+        "20.5: float8")
     add("weights-sparse-lib", "checkpoints", "lib", lib(lib_weights("sparse.pt")), "error",
         r"sparse\.pt: 'fc\.weight' is stored as a sparse coo tensor; the network needs dense weights", "20.5: sparse")
-    add("weights-missing-tensors-lib", "checkpoints", "lib", lib(lib_weights("part.pt")), "error", r"part\.pt does not fit tiny: \d+ missing")
+    add("weights-missing-tensors-lib", "checkpoints", "lib", lib(lib_weights("part.pt")), "error",
+        r"part\.pt does not fit tiny: \d+ missing")
     add("weights-good-safetensors-lib", "checkpoints", "lib", lib(lib_weights("tiny.safetensors")), "ok", r"^loaded$")
 
     # ---- numbers ------------------------------------------------------------------------------------
     def vis(*args, pattern, defect="", id=None, expect="error"):
         add(id or "cli-visualize" + "".join(a.replace("--", "-") for a in args if isinstance(a, str)).replace(".", "p"),
-            "numbers", "cli", cli("visualize", "--out", lambda ctx: str(ctx.work / "vis"), *args), expect, pattern, defect)
+            "numbers", "cli", cli("visualize", "--out",
+                                  lambda ctx: str(ctx.work / "vis"), *args), expect, pattern, defect)
 
     vis("--size", "1", pattern=r"^error: --size 1 is out of range: use 16–1024 px", defect="9")
     vis("--size", "0", pattern=r"--size 0 is out of range", defect="9")
@@ -631,12 +682,16 @@ def _cases() -> list[Case]:
     vis("--steps", "-5", pattern=r"--steps -5 is out of range", defect="10")
     vis("--seed", "-1", pattern=r"--seed -1 is out of range")
     vis("--tv", "inf", pattern=r"--tv must be a finite number")
-    vis("--channels", "0-100000000", pattern=r"Channel 100000000 is out of range for layer 'blocks\.10': valid channels are 0–111", defect="3")
-    vis("--channels", "0-3", "--batch", "2", "--steps", "1", "--size", "32", pattern=r"A batch of 2 images does not match the 4 units",
+    vis("--channels", "0-100000000",
+        pattern=r"Channel 100000000 is out of range for layer 'blocks\.10': valid channels are 0–111", defect="3")
+    vis("--channels", "0-3", "--batch", "2", "--steps", "1", "--size", "32",
+        pattern=r"A batch of 2 images does not match the 4 units",
         defect="9")
     vis("--deepdream", "--batch", "10000", pattern=r"--batch 10000 is out of range: use 1–256", defect="4")
-    vis("--deepdream", "--batch", "64", "--size", "512", pattern=r"64 images of 512×512 px is too much for one batch", defect="4")
-    vis("--class", "5000", pattern=r"Class 5000 is out of range for layer 'output': valid classes are 0–999", defect="12: classs")
+    vis("--deepdream", "--batch", "64", "--size", "512",
+        pattern=r"64 images of 512×512 px is too much for one batch", defect="4")
+    vis("--class", "5000",
+        pattern=r"Class 5000 is out of range for layer 'output': valid classes are 0–999", defect="12: classs")
     # issue 20, class 8: a value argparse cannot read is one line, not the command's usage; batch advice that fits
     vis("--size", "1e3", pattern=r"^error: --size '1e3' is not a whole number in plain digits", defect="20.8: argparse",
         id="cli-visualize-size-1e3")
@@ -645,7 +700,8 @@ def _cases() -> list[Case]:
     add("cli-gallery-build-batch-not-a-number", "numbers", "cli", cli("gallery", "build", "--batch", "many"), "error",
         r"^error: --batch 'many' is not a whole number", "20.8: argparse")
     vis("--deepdream", "--batch", "64", "--size", "128", "--steps", "1",
-        pattern=r"64 images of 224×224 px is too much for one batch .*use at most 20 at this size \(the network sees 224 px(?!.*128 px)",
+        pattern=r"64 images of 224×224 px is too much for one batch .*use at most 20 at this size \(the network sees "
+                r"224 px(?!.*128 px)",
         defect="20.8: batch advice", id="cli-visualize-batch-advice-fits")
 
     def suggested_size_fits(ctx):
@@ -658,67 +714,88 @@ def _cases() -> list[Case]:
             render(model, objectives.deepdream("blocks.10"), RenderSettings(size=128, steps=1), batch=64)
         except __import__("explorer.errors", fromlist=["x"]).UserInputError as exc:
             found = re.search(r"or at most (\d+) px for (\d+)", str(exc))
-            if found and int(found[2]) * max(int(found[1]), 224) ** 2 > __import__("explorer.limits", fromlist=["x"]).MAX_BATCH_PIXELS:
+            if found and int(found[2]) * max(int(found[1]),
+                                             224) ** 2 > __import__("explorer.limits", fromlist=["x"]).MAX_BATCH_PIXELS:
                 return f"suggests {found[1]} px, which does not fit: {exc}"
             return f"advice fits: {exc}"
         return "rendered"
-    add("lib-batch-advice-fits", "numbers", "lib", lib(suggested_size_fits), "ok", r"^advice fits: ", "20.8: batch advice")
-    add("cli-device-bogus", "numbers", "cli", cli("--device", "bogus", "visualize"), "error", r"Unknown device 'bogus'", "9")
+    add("lib-batch-advice-fits", "numbers", "lib", lib(suggested_size_fits), "ok",
+        r"^advice fits: ", "20.8: batch advice")
+    add("cli-device-bogus", "numbers", "cli", cli("--device", "bogus", "visualize"), "error",
+        r"Unknown device 'bogus'", "9")
     add("cli-device-cuda-absent", "numbers", "cli", cli("--device", "cuda:99", "visualize"), "error",
         r"CUDA is not available here|does not exist", "9")
     add("cli-out-is-a-file", "numbers", "cli", cli("visualize", "--out", f("plain.txt"), "--steps", "1"), "error",
         r"--out .*plain\.txt is a file, not a folder", "9")
-    add("cli-out-under-a-file", "numbers", "cli", cli("visualize", "--out", lambda ctx: ctx.f("plain.txt") + "/x", "--steps", "1"),
+    add("cli-out-under-a-file", "numbers", "cli", cli("visualize", "--out",
+                                                      lambda ctx: ctx.f("plain.txt") + "/x", "--steps", "1"),
         "error", r"Cannot create the output folder .*plain\.txt/x: Not a directory", "12: --out /etc/passwd/x")
-    add("cli-gallery-build-size-8192", "numbers", "cli", cli("gallery", "build", "--size", "8192", "--store", lambda ctx: str(ctx.work / "g")),
+    add("cli-gallery-build-size-8192", "numbers", "cli", cli("gallery", "build", "--size", "8192", "--store",
+                                                             lambda ctx: str(ctx.work / "g")),
         "error", r"--size 8192 is out of range", "4")
     add("cli-gallery-build-batch-pixels", "numbers", "cli",
         cli("gallery", "build", "--size", "1024", "--batch", "16", "--store", lambda ctx: str(ctx.work / "g")),
         "error", r"16 units of 1024×1024 px is too much for one batch", "4")
-    add("cli-gallery-build-facets-1", "numbers", "cli", cli("gallery", "build", "--facets", "1", "--store", lambda ctx: str(ctx.work / "g")),
+    add("cli-gallery-build-facets-1", "numbers", "cli", cli("gallery", "build", "--facets", "1", "--store",
+                                                            lambda ctx: str(ctx.work / "g")),
         "error", r"--facets must be 0 \(none\) or at least 2")
-    add("cli-dream-jitter-over-half", "numbers", "cli", cli("dream", "--size", "32", "--jitter", "64", "--steps", "1", "--out",
+    add("cli-dream-jitter-over-half", "numbers", "cli", cli("dream", "--size", "32", "--jitter",
+                                                            "64", "--steps", "1", "--out",
                                                             lambda ctx: str(ctx.work / "d")),
         "error", r"Jitter 64 px is too large for a 32 px photo: use at most 16 px", "12: jitter")
-    add("cli-fool-grow-negative-lr", "numbers", "cli", cli("fool", "grow", "--lr", "-1"), "error", r"--lr -1 is out of range", "12: fool grow --lr -1")
-    add("cli-fool-grow-steps-0", "numbers", "cli", cli("fool", "grow", "--steps", "0"), "error", r"--steps 0 is out of range", "10")
+    add("cli-fool-grow-negative-lr", "numbers", "cli", cli("fool", "grow", "--lr", "-1"), "error",
+        r"--lr -1 is out of range", "12: fool grow --lr -1")
+    add("cli-fool-grow-steps-0", "numbers", "cli", cli("fool", "grow", "--steps", "0"), "error",
+        r"--steps 0 is out of range", "10")
     add("cli-fool-sweep-n-0", "numbers", "cli", cli("fool", "sweep", "--n", "0"), "error", r"--n 0 is out of range")
     add("cli-fool-sweep-batch-pixels", "numbers", "cli", cli("fool", "sweep", "--batch", "100000"), "error",
         r"100000 noise images for efficientnet_lite0 of 224×224 px is too much")
-    add("cli-diffusion-sample-n-huge", "numbers", "cli", cli("diffusion", "sample", "--n", "100000"), "error", r"--n 100000 is out of range")
-    add("cli-diffusion-sample-eta-nan", "numbers", "cli", cli("diffusion", "sample", "--eta", "nan"), "error", r"--eta must be a finite number")
-    add("cli-diffusion-evaluate-nll-n-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-n", "0"), "error",
+    add("cli-diffusion-sample-n-huge", "numbers", "cli", cli("diffusion", "sample", "--n", "100000"), "error",
+        r"--n 100000 is out of range")
+    add("cli-diffusion-sample-eta-nan", "numbers", "cli", cli("diffusion", "sample", "--eta", "nan"), "error",
+        r"--eta must be a finite number")
+    add("cli-diffusion-evaluate-nll-n-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll",
+                                                                "--nll-n", "0"), "error",
         r"--nll-n 0 is out of range", "17: evaluate --nll")
-    add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-steps", "0"), "error",
+    add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll",
+                                                                    "--nll-steps", "0"), "error",
         r"--nll-steps 0 is out of range", "17")
     add("cli-diffusion-sample-learned-with-diffusers-engine", "numbers", "cli",
-        cli("diffusion", "sample", "--model", "fashion_iddpm", "--engine", "diffusers", "--out", lambda ctx: str(ctx.work / "s")),
+        cli("diffusion", "sample", "--model", "fashion_iddpm", "--engine", "diffusers", "--out",
+            lambda ctx: str(ctx.work / "s")),
         "error", r"Learned variances and the ancestral sampler need the core engine", "17: --engine")
     add("cli-diffusion-evaluate-core-other-schedule", "numbers", "cli",
         cli("diffusion", "evaluate", "--model", "fashion_iddpm", "--schedule", "linear", "--n", "3"),
         "error", r"Another β schedule than the model's own needs the diffusers engine", "17: --schedule")
     add("cli-diffusion-train-init-from-missing", "numbers", "cli",
-        cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from", lambda ctx: str(ctx.work / "nothing"),
+        cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from",
+            lambda ctx: str(ctx.work / "nothing"),
             "--out", lambda ctx: str(ctx.work / "t")),
         "error", r"--init-from .*nothing: no diffusion_pytorch_model\.safetensors", "17: --init-from")
     out18 = lambda ctx: str(ctx.work / "o18")  # noqa: E731
-    add("cli-diffusion-guide-scale-nan", "numbers", "cli", cli("diffusion", "guide", "--scale", "nan", "--out", out18), "error",
+    add("cli-diffusion-guide-scale-nan", "numbers", "cli", cli("diffusion", "guide", "--scale", "nan",
+                                                               "--out", out18), "error",
         r"guidance scale must lie in \[0, 100\], not nan", "18: guide --scale")
-    add("cli-diffusion-guide-scales-text", "numbers", "cli", cli("diffusion", "guide", "--sweep", "--scales", "a,b", "--out", out18),
+    add("cli-diffusion-guide-scales-text", "numbers", "cli", cli("diffusion", "guide", "--sweep",
+                                                                 "--scales", "a,b", "--out", out18),
         "error", r"--scales 'a,b': write numbers", "18")
     add("cli-diffusion-guide-class-unknown", "numbers", "cli",
-        cli("diffusion", "guide", "--class", "Unicorn", "--n", "2", "--steps", "1", "--out", out18), "error", r"Unknown class 'Unicorn'", "18")
-    add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli", cli("diffusion", "inpaint", "--mask", "diagonal", "--out", out18),
+        cli("diffusion", "guide", "--class", "Unicorn", "--n", "2", "--steps", "1", "--out", out18), "error",
+        r"Unknown class 'Unicorn'", "18")
+    add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli", cli("diffusion", "inpaint", "--mask",
+                                                                    "diagonal", "--out", out18),
         "error", r"Unknown mask 'diagonal'", "18: inpaint --mask")
     add("cli-diffusion-branch-k-0", "numbers", "cli", cli("diffusion", "branch", "--k", "0", "--out", out18), "error",
         r"--k 0 is out of range", "18: branch --k")
     add("cli-invert-too-many-layer-pixels", "numbers", "cli",
-        cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out", lambda ctx: str(ctx.work / "i")),
+        cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out",
+            lambda ctx: str(ctx.work / "i")),
         "error", r"3 layers of 1024×1024 px is too much for one batch")
     add("cli-smallest-size-renders", "numbers", "cli",
         cli("visualize", "--model", TINY, "--layer", "conv2", "--channels", "0-1", "--size", "16", "--steps", "2",
             "--out", lambda ctx: str(ctx.work / "small"),
-            check=lambda ctx: "files: " + ",".join(json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
+            check=lambda ctx: "files: "
+            + ",".join(json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
         "ok", r"^files: unit-0000\.png,unit-0001\.png")
 
     def parse_huge(ctx):
@@ -730,7 +807,8 @@ def _cases() -> list[Case]:
         finally:
             if time.perf_counter() - started > 0.5:
                 raise AssertionError("parse_units took over 0.5 s")
-    add("lib-parse-units-huge-range", "numbers", "lib", lib(parse_huge), "error", r"Unit 100000000 is out of range: valid units are 0–23", "3")
+    add("lib-parse-units-huge-range", "numbers", "lib", lib(parse_huge), "error",
+        r"Unit 100000000 is out of range: valid units are 0–23", "3")
 
     def settings(**kw):
         def call(ctx):
@@ -738,8 +816,10 @@ def _cases() -> list[Case]:
 
             return RenderSettings(**kw)
         return call
-    add("lib-settings-lr-1e9", "numbers", "lib", lib(settings(lr=1e9)), "error", r"Learning rate 1e\+09 is out of range", "10")
-    add("lib-settings-size-8192", "numbers", "lib", lib(settings(size=8192)), "error", r"Size 8192 is out of range", "4")
+    add("lib-settings-lr-1e9", "numbers", "lib", lib(settings(lr=1e9)), "error",
+        r"Learning rate 1e\+09 is out of range", "10")
+    add("lib-settings-size-8192", "numbers", "lib", lib(settings(size=8192)), "error",
+        r"Size 8192 is out of range", "4")
 
     def render_budget(ctx):
         from explorer.models import load_model
@@ -747,7 +827,8 @@ def _cases() -> list[Case]:
 
         model = load_model(TINY)
         return render(model, objectives.deepdream("conv2"), RenderSettings(size=1024, steps=1), batch=4)
-    add("lib-render-pixel-budget", "numbers", "lib", lib(render_budget), "error", r"4 images of 1024×1024 px is too much", "4")
+    add("lib-render-pixel-budget", "numbers", "lib", lib(render_budget), "error",
+        r"4 images of 1024×1024 px is too much", "4")
 
     def concurrent_writes(ctx):
         import torch
@@ -760,15 +841,18 @@ def _cases() -> list[Case]:
         write.check = lambda data: data.rstrip().endswith(b"IEND\xaeB`\x82")
         errors, bad = hammer(path, write, times=100)
         return f"errors {len(errors)}, partial reads {len(bad)}"
-    add("lib-two-threads-write-one-png", "numbers", "lib", lib(concurrent_writes), "ok", r"^errors 0, partial reads 0$", "6")
+    add("lib-two-threads-write-one-png", "numbers", "lib", lib(concurrent_writes), "ok",
+        r"^errors 0, partial reads 0$", "6")
 
     # ---- issue 20, class 1: writers write through links and refuse special files ----------------------
     def write_through_link(ctx):
         from explorer.files import write_json
 
         write_json(ctx.f("link.json"), {"written": True})
-        return f"link kept {os.path.islink(ctx.f('link.json'))}, target written {'written' in Path(ctx.f('kept.json')).read_text()}"
-    add("write-json-through-a-symlink", "numbers", "lib", lib(write_through_link), "ok", r"^link kept True, target written True$", "20.1: symlink")
+        return (f"link kept {os.path.islink(ctx.f('link.json'))}, "
+                f"target written {'written' in Path(ctx.f('kept.json')).read_text()}")
+    add("write-json-through-a-symlink", "numbers", "lib", lib(write_through_link), "ok",
+        r"^link kept True, target written True$", "20.1: symlink")
 
     def write_fifo(ctx):
         import stat
@@ -779,16 +863,20 @@ def _cases() -> list[Case]:
             write_json(ctx.f("pipe.json"), {"x": 1})
         finally:
             assert stat.S_ISFIFO(os.stat(ctx.f("pipe.json")).st_mode), "the FIFO was replaced by a regular file"
-    add("write-json-to-a-fifo", "numbers", "lib", lib(write_fifo), "error", r"pipe\.json: it is a FIFO \(named pipe\), not a regular file",
+    add("write-json-to-a-fifo", "numbers", "lib", lib(write_fifo), "error",
+        r"pipe\.json: it is a FIFO \(named pipe\), not a regular file",
         "20.1: special output")
     add("write-png-into-proc", "numbers", "lib",
-        lib(lambda ctx: __import__("explorer.images", fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4), "/proc/self/comm")),
+        lib(lambda ctx: __import__("explorer.images",
+                                   fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4), "/proc/self/comm")),
         "error", r"Cannot write /proc/self/comm: it is in /proc, a system tree", "20.1: system tree")
     add("cli-json-to-a-link-to-a-fifo", "numbers", "cli",
         cli("fool", "sweep", "--model", TINY, "--families", "uniform", "--n", "4", "--batch", "4", "--gallery", "0",
             "--json", f("pipe_link.json")),
-        "error", r"^error: Cannot write --json .*pipe_link\.json: it is a FIFO \(named pipe\) \(it points to .*pipe\.json\)", "20.1: special output")
-    add("cli-out-in-proc", "numbers", "cli", cli("visualize", "--model", TINY, "--out", "/proc/explorer-corpus", "--steps", "1"),
+        "error", r"^error: Cannot write --json .*pipe_link\.json: it is a FIFO \(named pipe\) \(it points to "
+                 r".*pipe\.json\)", "20.1: special output")
+    add("cli-out-in-proc", "numbers", "cli", cli("visualize", "--model", TINY, "--out",
+                                                 "/proc/explorer-corpus", "--steps", "1"),
         "error", r"^error: --out /proc/explorer-corpus is in /proc, a system tree", "20.1: system tree")
 
     # ---- URLs ---------------------------------------------------------------------------------------
@@ -796,35 +884,47 @@ def _cases() -> list[Case]:
     add("url-feature-class-huge-range", "urls", "page",
         page("feature_vis", {"model": TINY, "objective": "class", "unit": "0-100000000"}, (click("fv_go"),)),
         "error", r"100,000,001 units in one request is too many: name at most 4,096", "3")
-    add("url-feature-size-99999-clamped", "urls", "page", page("feature_vis", {"model": TINY, "size": "99999"}, probe=number("fv_size")),
+    add("url-feature-size-99999-clamped", "urls", "page", page("feature_vis", {"model": TINY, "size": "99999"},
+                                                               probe=number("fv_size")),
         "ok", rf"fv_size={limits_module().MAX_SIZE}$", "8")
-    add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"}, probe=number("fv_steps")),
+    add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"},
+                                                                   probe=number("fv_steps")),
         "ok", r"fv_steps=1$")
     from explorer.optvis import RenderSettings
 
-    add("url-feature-size-garbage", "urls", "page", page("feature_vis", {"model": TINY, "size": "1e400x"}, probe=number("fv_size")),
+    add("url-feature-size-garbage", "urls", "page", page("feature_vis", {"model": TINY, "size": "1e400x"},
+                                                         probe=number("fv_size")),
         "ok", rf"fv_size={RenderSettings().size}$")  # unreadable: the render default
     add("url-feature-unknown-layer-default-with-notice", "urls", "page",
-        page("feature_vis", {"model": TINY, "layer": "nope"}, probe=lambda at: f"layer={at.selectbox(key='fv_layer').value}"),
+        page("feature_vis", {"model": TINY, "layer": "nope"},
+             probe=lambda at: f"layer={at.selectbox(key='fv_layer').value}"),
         "ok", r"has no layer 'nope' \(from the link\): showing conv2 instead.*layer=conv2$", "12: unknown layer")
-    add("url-feature-units-words", "urls", "page", page("feature_vis", {"model": TINY, "unit": "three"}, (click("fv_go"),)),
+    add("url-feature-units-words", "urls", "page", page("feature_vis", {"model": TINY,
+                                                                        "unit": "three"}, (click("fv_go"),)),
         "error", r"Cannot read units from 'three'")
     gal = lambda **q: (lambda ctx: {"model": TINY, "layer": "conv2", **q})  # noqa: E731
-    add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok", rf"gal_size={limits_module().MAX_SIZE}$", "8")
-    add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok", rf"gal_size={limits_module().MIN_SIZE}$", "12: ?size=-4")
-    add("url-gallery-steps-huge", "urls", "page", page("gallery", gal(steps="999999999"), probe=number("gal_steps")), "ok",
+    add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok",
+        rf"gal_size={limits_module().MAX_SIZE}$", "8")
+    add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok",
+        rf"gal_size={limits_module().MIN_SIZE}$", "12: ?size=-4")
+    add("url-gallery-steps-huge", "urls", "page", page("gallery", gal(steps="999999999"),
+                                                       probe=number("gal_steps")), "ok",
         rf"gal_steps={limits_module().LIMITS['steps'].hi:.0f}$", "12: ?steps=999999999")
     leak = lambda at: "leaked" if any("passwd" in str(e.proto) for e in at.main) else "no server files shown"  # noqa: E731
     add("url-gallery-images-server-folder", "urls", "page",
         page("gallery", gal(unit="0", images="/etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": ""}, probe=leak),
         "error", r"reads only its built-in photos.*Using the built-in photos instead.*no server files shown$", "5")
     add("url-gallery-images-outside-root", "urls", "page",
-        page("gallery", gal(unit="0", images="../../../../etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=leak),
+        page("gallery", gal(unit="0", images="../../../../etc"),
+             env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=leak),
         "error", r"is outside .* name a folder inside it.*no server files shown$", "5")
-    add("url-gallery-unknown-layer-notice", "urls", "page", page("gallery", gal(layer="nope")), "ok", r"has no layer 'nope'", "12: unknown layer")
-    add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error", r"Unit 99999 is out of range")
+    add("url-gallery-unknown-layer-notice", "urls", "page", page("gallery", gal(layer="nope")), "ok",
+        r"has no layer 'nope'", "12: unknown layer")
+    add("url-gallery-unit-out-of-range", "urls", "page", page("gallery", gal(unit="99999")), "error",
+        r"Unit 99999 is out of range")
     # issue 20, class 7: user text is shown as text (Markdown escaped) and shortened
-    injected = "[click me](https://evil.example/phish) ![pixel](https://evil.example/track.png) <b>bold</b> www.evil.example"
+    injected = ("[click me](https://evil.example/phish) ![pixel](https://evil.example/track.png) <b>bold</b> "
+                "www.evil.example")
 
     def markdown_probe(at) -> str:
         shown = [e.value for e in list(at.warning) + list(at.error) + list(at.caption) + list(at.info)]
@@ -835,17 +935,24 @@ def _cases() -> list[Case]:
         "ok", r"has no layer .*click me.* \|\| unescaped markdown in 0 element\(s\)", "20.7: markdown")
     add("url-gallery-layer-100kb-is-shortened", "urls", "page",
         page("gallery", gal(layer="A" * 100_000), probe=markdown_probe),
-        "ok", r"has no layer 'AAAA.*…'.*\|\| unescaped markdown in 0 element\(s\); longest [1-9]\d{1,2} chars$", "20.7: long value")
+        "ok", r"has no layer 'AAAA.*…'.*\|\| unescaped markdown in 0 element\(s\); longest [1-9]\d{1,2} chars$",
+        "20.7: long value")
     add("url-gallery-images-markdown-is-text", "urls", "page",
-        page("gallery", gal(unit="0", images=injected), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=markdown_probe),
-        "error", r"Image folder not found: .*click me.*Using the built-in photos instead.* \|\| unescaped markdown in 0 element", "20.7: markdown")
+        page("gallery", gal(unit="0", images=injected),
+             env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work)}, probe=markdown_probe),
+        "error",
+        r"Image folder not found: .*click me.*Using the built-in photos instead.* \|\| unescaped markdown in 0 element",
+        "20.7: markdown")
     # issue 20, class 5: unit numbers too long for int(); class 7: a long value is shown shortened
     long_number = "9" * 5000
     add("url-gallery-unit-too-long-for-int", "urls", "page", page("gallery", gal(unit=long_number)), "ok",
         r"^(?!.*9{300})What every channel of every layer", "20.5: int() limit")  # an unreadable unit is ignored
-    add("url-feature-unit-too-long-for-int", "urls", "page", page("feature_vis", {"model": TINY, "unit": long_number}, (click("fv_go"),)),
-        "error", r"^(?!.*9{300})Cannot read units from '9{10}.*…': unit numbers have at most 18 digits", "20.5: int() limit")
-    add("lib-parse-units-too-long-for-int", "numbers", "lib", lib(lambda ctx: __import__("explorer.parsing", fromlist=["x"]).parse_units("1-" + "9" * 5000)),
+    add("url-feature-unit-too-long-for-int", "urls", "page",
+        page("feature_vis", {"model": TINY, "unit": long_number}, (click("fv_go"),)),
+        "error", r"^(?!.*9{300})Cannot read units from '9{10}.*…': unit numbers have at most 18 digits",
+        "20.5: int() limit")
+    add("lib-parse-units-too-long-for-int", "numbers", "lib",
+        lib(lambda ctx: __import__("explorer.parsing", fromlist=["x"]).parse_units("1-" + "9" * 5000)),
         "error", r"^Cannot read units from '1-9{10}.*…': unit numbers have at most 18 digits\.$", "20.5: int() limit")
     add("cli-visualize-channels-too-long-for-int", "numbers", "cli",
         cli("visualize", "--model", TINY, "--channels", "9" * 5000, "--out", lambda ctx: str(ctx.work / "vis")),
@@ -891,7 +998,8 @@ def _cases() -> list[Case]:
 
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(["gallery", "verify", "--store", damaged(name, how)(ctx)] + (["--repair"] if repair else []))
+                code = main(["gallery", "verify", "--store", damaged(name,
+                                                                     how)(ctx)] + (["--repair"] if repair else []))
             return f"exit {code}: " + " ".join(out.getvalue().split())
         return call
     add("store-zero-byte-index-cli-verify", "store", "cli", lib(verify_reports("zero2", "zero")), "ok",
@@ -901,10 +1009,12 @@ def _cases() -> list[Case]:
     add("store-corrupt-index-cli-repair", "store", "cli", lib(verify_reports("corrupt2", "corrupt", repair=True)), "ok",
         r"^exit 0: the unreadable index was moved to .*damaged-.* re-indexed 6 .* 0 problems$", "7")
     add("store-zero-byte-index-cli-build-refuses", "store", "cli",
-        cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--size", "32", "--steps", "2", "--store", damaged("zero4", "zero"),
+        cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--size", "32", "--steps", "2", "--store",
+            damaged("zero4", "zero"),
             "--examples", "none"),
         "error", r"^error: The gallery index .* is empty but 6 rendered unit\(s\)", "7")
-    add("store-corrupt-index-cli-ls", "store", "cli", cli("gallery", "ls", "--store", damaged("corrupt3", "corrupt")), "error",
+    add("store-corrupt-index-cli-ls", "store", "cli", cli("gallery", "ls", "--store",
+                                                          damaged("corrupt3", "corrupt")), "error",
         r"^error: The gallery index .* is damaged", "7")
     add("store-corrupt-index-page", "store", "page",
         page("gallery", {"model": TINY, "layer": "conv2"},
@@ -954,7 +1064,8 @@ def _cases() -> list[Case]:
         return sorted((root / "renders").rglob("*.json"))
 
     def bad_side_files_repair(ctx):
-        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the rest."""
+        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the
+        rest."""
         root = built("typed")(ctx)
         sides = side_files(root)
         first = json.loads(sides[1].read_text())
@@ -965,8 +1076,10 @@ def _cases() -> list[Case]:
             (root / f"index.sqlite{suffix}").unlink(missing_ok=True)
         return run_cli("gallery", "verify", "--repair", "--store", root)
     add("store-repair-skips-wrong-typed-side-files", "store", "cli", lib(bad_side_files_repair), "ok",
-        r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: TypeError: 'seconds' must be a number, not str "
-        r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*2 rendered unit\(s\) are on disk but not in the index",
+        r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: "
+        r"TypeError: 'seconds' must be a number, not str "
+        r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*2 rendered unit\(s\) are on disk but not in "
+        r"the index",
         "20.5: side file")
 
     def missing_side_files(ctx):
@@ -976,8 +1089,8 @@ def _cases() -> list[Case]:
         sides[3].write_text("{ truncated")
         return run_cli("gallery", "verify", "--store", root)
     add("store-verify-names-missing-and-malformed-side-files", "store", "cli", lib(missing_side_files), "ok",
-        r"^exit 1: side file renders/\S+00000-max\.json is missing \(unit 0 of conv2\).* side file renders/\S+00003-max\.json is "
-        r"malformed \(JSONDecodeError", "20.6: side files")
+        r"^exit 1: side file renders/\S+00000-max\.json is missing \(unit 0 of conv2\).* side file "
+        r"renders/\S+00003-max\.json is malformed \(JSONDecodeError", "20.6: side files")
 
     def file_size_limit(ctx):
         """Issue 20, class 6: a file-size limit (like a full disk or a quota) is 'cannot write', never 'damaged', and
@@ -993,7 +1106,8 @@ def _cases() -> list[Case]:
         try:
             repair = run_cli("gallery", "verify", "--repair", "--store", root)
             listing = run_cli("gallery", "ls", "--store", root)
-            building = run_cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--units", "6-7", "--size", "32",
+            building = run_cli("gallery", "build", "--model", TINY, "--layers", "conv2",
+                               "--units", "6-7", "--size", "32",
                                "--steps", "2", "--store", root, "--examples", "none")
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
@@ -1001,8 +1115,9 @@ def _cases() -> list[Case]:
         kept = (root / "index.sqlite").read_bytes() == before and not list(root.glob("index.sqlite.damaged-*"))
         return f"repair: {repair} | ls: {listing} | build: {building} | index kept {kept}"
     add("store-file-size-limit-is-cannot-write", "store", "cli", lib(file_size_limit), "ok",
-        r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*Nothing was repaired or moved\. "
-        r"\| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* \| index kept True$", "20.6: cannot write")
+        r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*Nothing was repaired "
+        r"or moved\. \| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* "
+        r"\| index kept True$", "20.6: cannot write")
 
     def read_only_store(ctx):
         """Issue 20, classes 5/6: a store on a read-only mount: ls and verify read it, build says it cannot write."""
@@ -1018,8 +1133,8 @@ def _cases() -> list[Case]:
             _register_tiny()
             from explorer.cli import main
             for argv in (["gallery", "ls", "--store", {str(root)!r}], ["gallery", "verify", "--store", {str(root)!r}],
-                         ["gallery", "build", "--model", {TINY!r}, "--layers", "conv2", "--units", "6-7", "--size", "32",
-                          "--steps", "2", "--store", {str(root)!r}, "--examples", "none"]):
+                         ["gallery", "build", "--model", {TINY!r}, "--layers", "conv2", "--units", "6-7",
+                          "--size", "32", "--steps", "2", "--store", {str(root)!r}, "--examples", "none"]):
                 out = io.StringIO()
                 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                     try:
@@ -1040,8 +1155,8 @@ def _cases() -> list[Case]:
             return "read-only mounts are not available here"
         return " | ".join(done.stdout.split("\n")).strip(" |")
     add("store-read-only-mount", "store", "cli", lib(read_only_store), "ok",
-        r"^read-only mounts are not available here$|^ls exit 0 .*conv2.* \| verify exit 0 .*6 entries, 0 problems \| build exit 2 "
-        r".*error: The gallery store \S+ cannot be written \(", "20.5: read-only store")
+        r"^read-only mounts are not available here$|^ls exit 0 .*conv2.* \| verify exit 0 .*6 entries, 0 problems \| "
+        r"build exit 2 .*error: The gallery store \S+ cannot be written \(", "20.5: read-only store")
 
     def legacy_keyed_store(ctx):
         """Issue 20, class 3: a store whose rows carry the old partial fingerprint is flagged, and not served."""
@@ -1055,7 +1170,8 @@ def _cases() -> list[Case]:
         root = store_root(ctx, "legacy")
         model = load_model(TINY)
         old = dataclasses.replace(model)
-        old.__dict__["fingerprint"] = "adf7a63f277f1f28"  # a store built before issue 20: 16 hex digits of a partial hash
+        old.__dict__["fingerprint"] = "adf7a63f277f1f28"  # a store built before issue 20: 16 hex digits of a partial
+                                                          # hash
         build(old, "conv2", range(2), TINY_SETTINGS, store=GalleryStore(root), batch=2)
         served = len(lookup(GalleryStore(root), model, "conv2", TINY_SETTINGS))
         out, err = io.StringIO(), io.StringIO()
@@ -1063,8 +1179,10 @@ def _cases() -> list[Case]:
             code = main(["gallery", "verify", "--store", str(root)])
         return f"served {served}; verify exit {code}: " + " ".join(out.getvalue().split())
     add("store-legacy-fingerprint-flagged", "store", "lib", lib(legacy_keyed_store), "ok",
-        r"^served 0; verify exit 1: 2 rendered unit\(s\) of tiny are keyed on the legacy weights fingerprint adf7a63f277f1f28 .* 1 problems$", "20.3: fingerprint")
-    add("store-repair-keeps-the-files", "store", "lib", lib(repaired_lookup), "ok", r"^restored 6, entries 6, files untouched True$", "7")
+        r"^served 0; verify exit 1: 2 rendered unit\(s\) of tiny are keyed on the legacy weights fingerprint "
+        r"adf7a63f277f1f28 .* 1 problems$", "20.3: fingerprint")
+    add("store-repair-keeps-the-files", "store", "lib", lib(repaired_lookup), "ok",
+        r"^restored 6, entries 6, files untouched True$", "7")
     return cases
 
 
@@ -1105,7 +1223,8 @@ def run_family(family: str, work: Path) -> dict:
             outcome = Outcome("traceback", f"{type(exc).__name__}: {exc}", traceback.format_exc())
         outcome.seconds = round(time.perf_counter() - started, 2)
         results[case.id] = outcome.__dict__
-    return {"results": results, "baseline_vm_mb": baseline, "peak_vm_mb": _vm_mb("VmPeak"), "cap_mb": CAP_BYTES // 2**20}
+    return {"results": results, "baseline_vm_mb": baseline, "peak_vm_mb": _vm_mb("VmPeak"),
+            "cap_mb": CAP_BYTES // 2**20}
 
 
 def main(argv: list[str]) -> int:

@@ -28,4 +28,5 @@ BUILDER_SCRIPT = textwrap.dedent("""
 def start_builder(store: Path, units: int = 16, steps: int = 4, batch: int = 2) -> subprocess.Popen:
     """A separate process building conv2 of the tiny net; prints the units it rendered as JSON."""
     code = BUILDER_SCRIPT.format(root=str(ROOT), units=units, steps=steps, store=str(store), batch=batch)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -13,14 +13,16 @@ import torch
 
 from explorer.audio import io as audio_io
 from explorer.audio.clips import builtin_clip, chord, noise
-from explorer.audio.spectrogram import STFTConfig, griffin_lim, istft, mel_filterbank, mel_to_hz, hz_to_mel, spectral_convergence, stft
+from explorer.audio.spectrogram import (STFTConfig, griffin_lim, istft, mel_filterbank, mel_to_hz, hz_to_mel,
+                                       spectral_convergence, stft)
 from explorer.audio.tfcheckpoint import CheckpointError, read_checkpoint, read_index, write_checkpoint
 
 SR = 16000
 
 
 # ---- spectrogram --------------------------------------------------------------------------------
-@pytest.mark.parametrize("cfg", [STFTConfig(512, 128), STFTConfig(256, 128, pad_left=64, pad_mode="constant"), STFTConfig(512, 256)])
+@pytest.mark.parametrize("cfg", [STFTConfig(512, 128), STFTConfig(256, 128, pad_left=64,
+                                                                  pad_mode="constant"), STFTConfig(512, 256)])
 def test_istft_inverts_stft(cfg):
     x = torch.from_numpy(noise(0.7, SR, "pink"))[None]
     y = istft(stft(x, cfg), cfg, x.shape[-1])
@@ -58,7 +60,8 @@ def _espeak(tmp_path) -> np.ndarray | None:
     if shutil.which("espeak-ng") is None:
         return None
     path = tmp_path / "speech.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), "Hello there. This sentence is spoken to test a voice activity detector."],
+    subprocess.run(["espeak-ng", "-w", str(path),
+                    "Hello there. This sentence is spoken to test a voice activity detector."],
                    check=True, capture_output=True)
     return audio_io.load_audio(path, SR)
 
@@ -198,7 +201,8 @@ def test_dream_on_a_tiny_net_rises_and_survives_the_round_trip(tiny):
 
     target = ImageTarget(tiny, objectives.channel("conv2", 3))
     # the TV priors are what make it audible: without them most of the gain is phase-incoherent detail
-    result = dream(DreamSettings(net="tiny", param="spectrogram", seconds=1.0, steps=30, lr=0.1, seed=0, hearing=False, tv_time=1.0,
+    result = dream(DreamSettings(net="tiny", param="spectrogram", seconds=1.0, steps=30, lr=0.1, seed=0,
+                                 hearing=False, tv_time=1.0,
                                  tv_freq=1.0, consistency_every=0),
                    device="cpu", target=target)
     assert result.steps_done == 30 and result.stopped is None
@@ -217,7 +221,8 @@ def test_consistency_projection_closes_the_round_trip_gap(tiny):
 
     def run(every: int):
         target = ImageTarget(tiny, objectives.channel("conv2", 3))
-        return dream(DreamSettings(net="tiny", param="spectrogram", seconds=1.0, steps=30, lr=0.1, seed=0, hearing=False, consistency_every=every),
+        return dream(DreamSettings(net="tiny", param="spectrogram", seconds=1.0, steps=30, lr=0.1, seed=0,
+                                   hearing=False, consistency_every=every),
                      device="cpu", target=target)
 
     free, projected = run(0), run(1)
@@ -230,7 +235,8 @@ def test_consistency_projection_closes_the_round_trip_gap(tiny):
 def test_unconstrained_speech_dream_fools_silero_but_not_the_judges():
     from explorer.audio.dream import DreamSettings, dream
 
-    result = dream(DreamSettings(net="speech", param="spectrogram", start="noise", seconds=1.0, steps=60, hearing=False), device="cpu")
+    result = dream(DreamSettings(net="speech", param="spectrogram", start="noise", seconds=1.0, steps=60,
+                                 hearing=False), device="cpu")
     assert result.before["value"] < 0.1
     assert result.roundtrip["value"] >= 0.8
     assert len(result.roundtrip["per_chunk"]) == 32  # 1 s = 31.25 chunks of 32 ms, padded
@@ -263,11 +269,13 @@ def test_cli_dream_writes_wavs_pngs_and_round_trip_json(tmp_path):
 
     out = tmp_path / "dream"
     code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", "chord",
-                 "--seconds", "1", "--steps", "5", "--phase", "original", "--control", "0", "--no-hearing", "--out", str(out)])
+                 "--seconds", "1", "--steps", "5", "--phase", "original", "--control", "0",
+                 "--no-hearing", "--out", str(out)])
     assert code == 0
     data = json.loads((out / "dream.json").read_text())
     assert {"before", "optimised", "roundtrip", "roundtrip_gain"} <= set(data)
-    for name in ("before.wav", "after.wav", "before_spectrogram.png", "after_spectrogram.png", "roundtrip_spectrogram.png"):
+    for name in ("before.wav", "after.wav", "before_spectrogram.png", "after_spectrogram.png",
+                 "roundtrip_spectrogram.png"):
         assert (out / name).stat().st_size > 0
     audio, rate = sf.read(out / "after.wav")
     assert rate == 16000 and len(audio) == 16000

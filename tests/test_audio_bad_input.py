@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from explorer import limits
 from explorer.audio import io as audio_io
@@ -23,7 +22,8 @@ def test_odd_or_huge_sample_rates_are_refused_before_resampling(rate):
 
 
 def test_an_awkward_but_legal_rate_resamples_with_a_small_filter():
-    """44 101 Hz → 16 kHz has no small exact ratio (16000/44101): the nearest ratio with terms ≤ 1000 keeps the pitch."""
+    """44 101 Hz → 16 kHz has no small exact ratio (16000/44101): the nearest ratio with terms ≤ 1000 keeps the
+    pitch."""
     rate = 44_101
     audio = audio_io.load_audio(wav_bytes(0.5, rate=rate), 16000, name="odd.wav")
     assert abs(len(audio) - 8000) <= 2
@@ -33,7 +33,8 @@ def test_an_awkward_but_legal_rate_resamples_with_a_small_filter():
 
 def test_a_truncated_wav_says_so_instead_of_being_padded():
     truncated = wav_bytes(2.0, keep_frames=1440)  # header: 2 s; data: 0.09 s
-    with pytest.raises(audio_io.AudioInputError, match=r"short.wav is truncated: its header announces 2.00 s but the file holds 0.09 s"):
+    with pytest.raises(audio_io.AudioInputError,
+                       match=r"short.wav is truncated: its header announces 2.00 s but the file holds 0.09 s"):
         audio_io.load_audio(truncated, name="short.wav")
 
 
@@ -74,7 +75,8 @@ def test_a_short_start_sound_is_padded_with_a_note_in_the_result_the_json_and_th
     short = tmp_path / "short.wav"
     short.write_bytes(wav_bytes(0.3, rate=16000))
     out = tmp_path / "dream"
-    code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", str(short),
+    code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param",
+                 "spectrogram", "--start", str(short),
                  "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing", "--out", str(out)])
     assert code == 0
     note = "The start sound lasts 0.30 s, shorter than the 1 s dream: the rest was padded with silence."
@@ -83,5 +85,6 @@ def test_a_short_start_sound_is_padded_with_a_note_in_the_result_the_json_and_th
     long = tmp_path / "long.wav"
     long.write_bytes(wav_bytes(1.2, rate=16000))
     assert main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", str(long),
-                 "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing", "--out", str(tmp_path / "d2")]) == 0
+                 "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing", "--out",
+                 str(tmp_path / "d2")]) == 0
     assert json.loads((tmp_path / "d2" / "dream.json").read_text())["notes"] == []

@@ -15,7 +15,8 @@ import pytest
 
 from explorer.audio.io import load_audio
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed (apt-get install espeak-ng)")
 
 
 def _installed(module: str) -> bool:
@@ -24,10 +25,12 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-needs_sphinx = pytest.mark.skipif(not _installed("pocketsphinx"), reason="pocketsphinx is not installed (requirements.txt)")
+needs_sphinx = pytest.mark.skipif(not _installed("pocketsphinx"),
+                                  reason="pocketsphinx is not installed (requirements.txt)")
 needs_dnsmos = pytest.mark.skipif(not all(_installed(m) for m in ("speechmos", "onnxruntime", "librosa")),
                                   reason="speechmos/onnxruntime/librosa are not installed (requirements.txt)")
-needs_crepe = pytest.mark.skipif(not _installed("torchcrepe"), reason="torchcrepe is not installed (requirements-nodeps.txt)")
+needs_crepe = pytest.mark.skipif(not _installed("torchcrepe"),
+                                 reason="torchcrepe is not installed (requirements-nodeps.txt)")
 
 
 def espeak(text: str, voice: str = "en-us") -> np.ndarray:
@@ -57,7 +60,8 @@ def test_recipe_is_deterministic_and_trim_finds_the_word():
 
 
 # ---- the shipped word network -------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("festival") is None, reason="festival is not installed (apt-get install festival festvox-kdlpc16k)")
+@pytest.mark.skipif(shutil.which("festival") is None,
+                    reason="festival is not installed (apt-get install festival festvox-kdlpc16k)")
 def test_word_net_names_held_out_festival_words_above_chance(tmp_path):
     from scipy.stats import binom
 
@@ -141,7 +145,8 @@ def test_hearing_judges_say_not_judged_without_their_packages(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     monkeypatch.setitem(sys.modules, "speechmos", None)
-    verdicts = {v.key: v for v in hearing.sphinx_judges(white_noise(), ("yes", "no")) + hearing.dnsmos_judges(white_noise())}
+    verdicts = {v.key: v for v in hearing.sphinx_judges(white_noise(), ("yes",
+                                                                        "no")) + hearing.dnsmos_judges(white_noise())}
     for key in ("sphinx_word", "sphinx_transcript", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
         assert verdicts[key].value is None and verdicts[key].text() == "not judged"
     assert "pip install pocketsphinx" in verdicts["sphinx_word"].reason
@@ -159,7 +164,8 @@ def test_difference_interval_and_claim_follow_the_data():
     assert difference([0.0], [1.0, 1.0, 1.0])["claim"] == "lower"
     # one dream is one draw: inside the starts' range it is no claim, though above their mean's interval
     starts = [1.0, 2.0, 3.0, 4.0] * 2
-    assert difference([3.5], starts)["claim"] == "no difference shown" and difference([5.0], starts)["claim"] == "higher"
+    assert difference([3.5],
+                      starts)["claim"] == "no difference shown" and difference([5.0], starts)["claim"] == "higher"
     assert difference([], [1.0])["claim"] == "not judged"
     lo, hi = clopper_pearson(0, 10)
     assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # exact upper bound for k = 0
@@ -168,9 +174,11 @@ def test_difference_interval_and_claim_follow_the_data():
 def test_a_start_that_is_the_same_for_every_seed_gets_no_control():
     from explorer.audio.dream import DreamSettings, dream
 
-    fixed = dream(DreamSettings(net="words", start="tone", seconds=1.0, steps=2, fit_steps=2, control_starts=2, hearing=False))
+    fixed = dream(DreamSettings(net="words", start="tone", seconds=1.0, steps=2, fit_steps=2,
+                                control_starts=2, hearing=False))
     assert fixed.random_starts is None and any("No control" in note for note in fixed.notes)
-    free = dream(DreamSettings(net="words", param="spectrogram", start="noise", seconds=1.0, steps=2, control_starts=2, hearing=False))
+    free = dream(DreamSettings(net="words", param="spectrogram", start="noise", seconds=1.0, steps=2,
+                               control_starts=2, hearing=False))
     assert free.random_starts["n"] == 2 and not any("No control" in note for note in free.notes)
 
 
@@ -181,7 +189,8 @@ def test_word_dream_through_the_synthesiser_and_the_free_spectrogram():
     synth = dream(DreamSettings(net="words", word="seven", seconds=1.0, steps=12, hearing=False), device="cpu")
     assert synth.param == "synth" and synth.target == "words:seven" and synth.controls is not None
     assert synth.roundtrip["value"] > synth.before["value"] + 0.2  # heard in the WAV, not only by the optimiser
-    free = dream(DreamSettings(net="words", word="no", seconds=1.0, steps=12, param="spectrogram", hearing=False), device="cpu")
+    free = dream(DreamSettings(net="words", word="no", seconds=1.0, steps=12, param="spectrogram",
+                               hearing=False), device="cpu")
     assert "adversarial" in free.param_label and free.roundtrip["value"] > free.before["value"]
 
 
@@ -195,7 +204,8 @@ def test_cli_word_dream_writes_judges_and_the_random_start_control(tmp_path):
     data = json.loads((out / "dream.json").read_text())
     assert data["target"] == "words:yes" and data["settings"]["seconds"] == 1.0
     for when in ("before", "optimised", "roundtrip"):
-        assert {"sphinx_word", "sphinx_transcript", "dnsmos_sig", "crepe_periodicity", "voiced_fraction"} <= set(data["judges"][when])
+        assert {"sphinx_word", "sphinx_transcript", "dnsmos_sig", "crepe_periodicity",
+                "voiced_fraction"} <= set(data["judges"][when])
     control = data["random_starts"]
     assert control["n"] == 2 and len(control["verdicts"]) == 2
     sig = control["comparison"]["dnsmos_sig"]

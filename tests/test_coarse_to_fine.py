@@ -31,7 +31,8 @@ def test_render_defaults_keep_the_shipped_atlas_key_and_coarse_to_fine_grows_to_
     sizes = set()
     hook = tiny.module.register_forward_pre_hook(lambda module, inputs: sizes.add(tuple(inputs[0].shape[-2:])))
     try:
-        result = render(tiny, unit_objective(tiny, "conv2", [0, 1]), RenderSettings(size=32, steps=6, coarse=0.5, input_size=64))
+        result = render(tiny, unit_objective(tiny, "conv2", [0, 1]),
+                        RenderSettings(size=32, steps=6, coarse=0.5, input_size=64))
     finally:
         hook.remove()
     assert sizes == {(32, 32), (48, 48), (64, 64)} and result.steps_done == 6  # the final measure is at 64 px
@@ -43,7 +44,8 @@ def test_a_crop_stage_shows_a_window_at_the_full_stage_scale():
     from explorer.optvis.transforms import RandomAffine, native_scale_crop
 
     ramp = torch.linspace(0, 1, 224).view(1, 1, 1, 224).expand(64, 3, 224, 224).contiguous()
-    window = native_scale_crop(RandomAffine(), 224, 112, 224).apply(ramp, torch.rand(64, 6, generator=torch.Generator().manual_seed(0)))
+    window = native_scale_crop(RandomAffine(), 224, 112,
+                               224).apply(ramp, torch.rand(64, 6, generator=torch.Generator().manual_seed(0)))
     slope = (window[:, 0, 56, 1:] - window[:, 0, 56, :-1]).mean() * 223
     assert window.shape[-1] == 112 and abs(float(slope) - 1.0) < 1e-3
     assert float(window[:, 0, 56, 0].min()) < 0.05 and float(window[:, 0, 56, -1].max()) > 0.95

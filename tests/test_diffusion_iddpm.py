@@ -238,7 +238,8 @@ def test_shipped_iddpm_is_a_learned_variance_cosine_model_that_denoises_as_its_r
         pytest.skip("needs Debian's dataset-fashion-mnist (CI has it)")
     folder = BUILTIN["fashion_iddpm"]
     model = load_diffusion_model("fashion_iddpm", device="cpu")
-    assert model.learned_variance and model.train_schedule == "squaredcos_cap_v2" and model.unet.config.out_channels == 2
+    assert (model.learned_variance and model.train_schedule == "squaredcos_cap_v2"
+            and model.unet.config.out_channels == 2)
     info = json.loads((folder / "training.json").read_text())
     config = DDPMConfig.from_dict(info["config"])
     assert config.variance_type == "learned_range" and config.init_from.endswith("fashion_ddpm")

@@ -43,7 +43,8 @@ class MixtureUNet(torch.nn.Module):
 
 
 def mixture(steps: int = 20) -> Denoiser:
-    model = DiffusionModel("mixture", MixtureUNet(), dict(make_scheduler("linear").config), torch.device("cpu"), "memory")
+    model = DiffusionModel("mixture", MixtureUNet(), dict(make_scheduler("linear").config),
+                           torch.device("cpu"), "memory")
     return Denoiser(model, steps)
 
 
@@ -81,7 +82,8 @@ def test_inpainting_keeps_known_pixels_and_imagines_the_hidden_half_right(resamp
     assert torch.equal(result.completions[known], images.unsqueeze(1).expand(2, 6, 1, 8, 8)[known])
     error = (result.completions - images.unsqueeze(1)).abs()[..., hidden]
     assert float(error.mean()) < 0.05, float(error.mean())
-    assert result.denoise_steps == sum(1 for a, b in zip(repaint_levels(20, 2, resample), repaint_levels(20, 2, resample)[1:]) if b < a)
+    assert result.denoise_steps == sum(1 for a, b in zip(repaint_levels(20, 2, resample),
+                                                         repaint_levels(20, 2, resample)[1:]) if b < a)
     # control: without conditioning, the same denoiser lands on each image about half the time
     free = run_chain(denoiser, torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
                      sampler="ancestral", generator=torch.Generator().manual_seed(1)).images
@@ -144,7 +146,8 @@ def test_branching_from_the_last_step_is_identical_and_from_x_T_is_the_sampler_i
     from explorer.diffusion.guidance import initial_noise
 
     x_T = initial_noise(denoiser, 3, chain_generator(2, 0))
-    again = run_chain(denoiser, x_T.repeat_interleave(4, 0), sampler="ancestral", eta=1.0, generator=branch_generator(2, 0, 0))
+    again = run_chain(denoiser, x_T.repeat_interleave(4, 0), sampler="ancestral", eta=1.0,
+                      generator=branch_generator(2, 0, 0))
     assert torch.equal(report.grid_images[0], again.images[:4])
     assert branch_steps(50) == [49, 44, 39, 34, 29, 24, 20, 15, 10, 5, 0]
 

@@ -29,7 +29,8 @@ class PixelNet(nn.Module):
 
 
 def _pixel_model() -> LoadedModel:
-    return LoadedModel(name="pixels", module=PixelNet(), preprocess=nn.Identity(), labels=["a", "b"], input_size=(32, 32),
+    return LoadedModel(name="pixels", module=PixelNet(), preprocess=nn.Identity(),
+                       labels=["a", "b"], input_size=(32, 32),
                        device=torch.device("cpu"), weights="fixed")
 
 
@@ -60,7 +61,8 @@ def test_top_examples_rank_views_by_their_peak_and_crop_around_it(tmp_path):
             x = 32 - 4 - x
         assert y <= example.position[0] < y + 4 and x <= example.position[1] < x + 4, "peak position is on the spot"
         patch = example_patch(example, model.input_size, out_size=None)
-        assert patch.shape[-1] == int(table["rf"]) and float(patch[0].max()) > INTENSITIES[i] - 0.01, "the crop holds the spot"
+        assert patch.shape[-1] == int(table["rf"]) and float(patch[0].max()) > INTENSITIES[
+            i] - 0.01, "the crop holds the spot"
     # computed once: a second call reads the store, and a new store instance sees the same table
     assert load_examples(model, "pixels", image_set, GalleryStore(tmp_path / "store")) is not None
     again = ensure_examples(model, ["pixels"], image_set, GalleryStore(tmp_path / "store"))["pixels"]
@@ -84,7 +86,8 @@ class StackNet(nn.Module):
 
 
 def test_receptive_field_matches_the_theory_when_all_mass_counts():
-    model = LoadedModel(name="stack", module=StackNet(), preprocess=nn.Identity(), labels=["a", "b"], input_size=(64, 64),
+    model = LoadedModel(name="stack", module=StackNet(), preprocess=nn.Identity(),
+                        labels=["a", "b"], input_size=(64, 64),
                         device=torch.device("cpu"))
     assert receptive_field(model, "convs.4", mass=1.0 - 1e-9) == 21
     assert receptive_field(model, "convs.1", mass=1.0 - 1e-9) == 16  # 9 px, shown at the minimum patch size

@@ -54,7 +54,8 @@ def test_grid_images_are_the_links_and_missing_units_build_in_the_background(mon
     assert body.count("<img") == 12 and body.count("not rendered") == 4, "12 stored units show, 4 are missing"
     stored = lookup(store, model, "conv2", TINY_SETTINGS)
     assert f"#5 · {stored[5].activation:.2f}</a>" in body, "tiles carry unit number and stored activation"
-    assert 'href="?model=tiny&amp;layer=conv2&amp;unit=5&amp;size=32&amp;steps=2"' in body, "the image links to its unit"
+    assert 'href="?model=tiny&amp;layer=conv2&amp;unit=5&amp;size=32&amp;steps=2"' in body, \
+        "the image links to its unit"
     assert not any(b.label.startswith("Open #") for b in at.button), "no separate Open buttons"
     at.button(key="gal_build_missing").click().run()
     assert not at.exception
@@ -84,7 +85,8 @@ def test_without_a_layer_the_page_opens_on_the_model_overview(monkeypatch, root,
     assert not at.exception and not at.error
     body = grid_html(at)
     for layer, units in (("conv1", 8), ("conv2", 16), ("conv3", 16)):
-        assert f'href="?model=tiny&amp;layer={layer}&amp;size=32&amp;steps=2" target="_self">{layer}</a> · {units} units' in body
+        link = f'href="?model=tiny&amp;layer={layer}&amp;size=32&amp;steps=2" target="_self">{layer}</a>'
+        assert f"{link} · {units} units" in body
     assert body.count('class="gal-row"') == 3, "every layer as a row of sample units"
     assert body.count("<img") >= 8, "conv2's stored units show in its row"
 
@@ -118,7 +120,8 @@ def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeyp
     assert 4 in full, "kept in the store under the full-size settings"
     assert at.get("image")[0].proto.imgs[0].caption.startswith(f"full size, 32 px, {RenderSettings().steps} steps")
     assert not any(b.key == "gal_render_full" for b in at.button), "nothing left to render"
-    assert lookup(store, model, "conv2", TINY_SETTINGS, NEG, [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
+    assert lookup(store, model, "conv2", TINY_SETTINGS, NEG,
+                  [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
     at.button(key="gal_back").click().run()
     assert "unit" not in at.query_params and grid_html(at).count("<img") >= 12
 
@@ -138,7 +141,8 @@ def test_permalink_carries_a_non_default_weights_choice(monkeypatch, root, tiny_
 
     cache, model, _ = tiny_store
     other = "pretrained" if model.weights == "random" else "random"
-    register(ModelSpec("tiny_weights", "Tiny test net", lambda weights, device: dataclasses.replace(model, weights=weights),
+    register(ModelSpec("tiny_weights", "Tiny test net",
+                       lambda weights, device: dataclasses.replace(model, weights=weights),
                        default_layer="conv2", family="imagenet", default_weights=model.weights))
     at = _app(monkeypatch, root, cache, model="tiny_weights", unit="3", weights=other)
     at.run()

@@ -69,7 +69,8 @@ def test_identity_like_first_layer_reconstructs_the_photo(tiny):
 
 def test_deeper_layers_remember_less(tiny):
     photo = smooth_photo(seed=2)
-    result = inversion.invert(tiny, photo, ["conv1", "conv3"], InversionSettings(size=32, steps=80, lr=0.1, tv=0.0, alpha=0.0))
+    result = inversion.invert(tiny, photo, ["conv1", "conv3"],
+                              InversionSettings(size=32, steps=80, lr=0.1, tv=0.0, alpha=0.0))
     assert result.ssim[0] > result.ssim[1]
 
 

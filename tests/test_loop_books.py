@@ -73,11 +73,11 @@ def test_device_side_checks_every_n_steps_still_find_the_first_nan():
         step = {"n": 0}
         snapshots = []
 
-        def score(image, transformed):
-            step["n"] += 1
-            snapshots.append(image.detach().clone())
+        def score(image, transformed):  # called only by this iteration's optimise (B023 does not apply)
+            step["n"] += 1  # noqa: B023
+            snapshots.append(image.detach().clone())  # noqa: B023
             value = image.mean(dim=(1, 2, 3))
-            return value * float("nan") if step["n"] == 6 else value
+            return value * float("nan") if step["n"] == 6 else value  # noqa: B023
 
         result = optimise(param, score, Schedule(steps=20, lr=0.1), execution=Execution(check_every=every))
         assert result.diverged and "nan at step 6" in result.stopped, every
@@ -138,7 +138,8 @@ def test_library_functions_leave_the_global_rng_alone(tiny):
     _rng_untouched(lambda: inversion.caricature(tiny, photo, ["conv2"], inversion.CaricatureSettings(size=32, steps=2)))
     _rng_untouched(lambda: render(tiny, objectives.channel("conv2", 0), size=32, steps=2))
     _rng_untouched(lambda: _load_fashion_cnn("random", torch.device("cpu")))
-    _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2, hearing=False), device="cpu",
+    _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2,
+                                               hearing=False), device="cpu",
                                  target=ImageTarget(tiny, objectives.channel("conv2", 3))))
 
 

@@ -10,7 +10,8 @@ from explorer.models import WeightsUnavailable, available_models, load_model
 from explorer.models.checkpoint import load_checkpoint
 
 
-@pytest.mark.parametrize("photo, accepted", [("chelsea", {"tabby", "tiger cat", "Egyptian cat"}), ("coffee", {"espresso", "cup"})])
+@pytest.mark.parametrize("photo, accepted", [("chelsea", {"tabby", "tiger cat", "Egyptian cat"}),
+                                             ("coffee", {"espresso", "cup"})])
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_efficientnet_lite_family_recognises_bundled_photos(lite_family, name, photo, accepted):
     model = lite_family[name]
@@ -22,7 +23,8 @@ def test_efficientnet_lite_family_recognises_bundled_photos(lite_family, name, p
 def test_lite_family_entries_input_sizes_scalings_and_default_layers(lite_family):
     from explorer.models import Affine, Normalize
 
-    expected = {"efficientnet_lite0": (224, Affine, (112, 14, 14)), "efficientnet_lite1": (240, Normalize, (112, 15, 15)),
+    expected = {"efficientnet_lite0": (224, Affine, (112, 14, 14)),
+                "efficientnet_lite1": (240, Normalize, (112, 15, 15)),
                 "efficientnet_lite2": (260, Normalize, (120, 17, 17))}
     listed = {s.name: s for s in available_models()}
     for name, (size, scaling, shape) in expected.items():
@@ -73,7 +75,8 @@ def test_activations_gradients_reach_the_image(lite0):
     assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("arch, layer", [("googlenet", "inception4c"), ("resnet50", "layer3"), ("alexnet", "features.8"),
+@pytest.mark.parametrize("arch, layer", [("googlenet", "inception4c"), ("resnet50", "layer3"),
+                                         ("alexnet", "features.8"),
                                          ("mobilenet_v3_large", "features.10"), ("vgg16", "features.22")])
 def test_torchvision_architectures_with_random_weights(arch, layer):
     model = load_model(arch, weights="random", device="cpu")
@@ -101,7 +104,8 @@ def test_inception_v1_architecture_loads_without_weights(monkeypatch, tmp_path):
 
 def test_registry_lists_models_and_rejects_unknown():
     names = {s.name for s in available_models()}
-    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet", "resnet50", "vgg16", "alexnet",
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet",
+            "resnet50", "vgg16", "alexnet",
             "mobilenet_v3_large", "inception_v1", "fashion_cnn"} <= names
     with pytest.raises(UserInputError, match="efficientnet_lite0") as info:
         load_model("efficientnet_lite", device="cpu")

@@ -118,7 +118,8 @@ def test_maco_keeps_its_magnitude_exactly_while_the_phase_moves_and_the_objectiv
     assert (objective().detach() > start_value + 0.2 * start_value.abs()).all()  # it rose for every image
     assert (param.phase - start_phase).abs().mean() > 0.05  # the phase moved ...
     magnitude = _half_spectrum_magnitude(param)  # ... and the image's spectrum is still the template
-    assert torch.allclose(magnitude, param.magnitude.expand_as(magnitude), rtol=1e-4, atol=1e-4 * float(param.magnitude.max()))
+    assert torch.allclose(magnitude, param.magnitude.expand_as(magnitude), rtol=1e-4,
+                          atol=1e-4 * float(param.magnitude.max()))
     assert param().shape == (2, channels, *size) and 0 <= float(param().min()) and float(param().max()) <= 1
 
 

@@ -105,7 +105,8 @@ def test_a_lost_worker_fails_its_batch_only_and_the_rerun_completes(ray_cluster,
     model = tiny_model()
     store = GalleryStore(tmp_path / "store")
     (fault_dir / "crash").touch()  # one worker process dies mid-task (os._exit)
-    report = scale.build_layers(model, LAYERS, SETTINGS, store=store, cluster_info=info, ref=FRAGILE, batch=4, retries=0)
+    report = scale.build_layers(model, LAYERS, SETTINGS, store=store, cluster_info=info,
+                                ref=FRAGILE, batch=4, retries=0)
     assert report.units_failed == 4 and report.units_rendered == 36
     assert all("Worker" in error or "died" in error.lower() for _, error in store.failures()), store.failures()
     rerun = scale.build_layers(model, LAYERS, SETTINGS, store=store, cluster_info=info, ref=FRAGILE, batch=4)
@@ -135,14 +136,16 @@ DRIVER = textwrap.dedent("""
 
 
 def test_a_killed_driver_loses_only_the_batches_in_flight(ray_cluster, root, tmp_path):
-    """A second driver joins the running instance by address, is SIGKILLed after its first batches land; a rerun resumes."""
+    """A second driver joins the running instance by address, is SIGKILLed after its first batches land; a rerun
+    resumes."""
     import ray
 
     info, _ = ray_cluster
     store_dir = tmp_path / "store"
     store = GalleryStore(store_dir)
     code = DRIVER.format(root=str(root), address=ray.get_runtime_context().gcs_address, store=str(store_dir))
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline and sum(r[3] == "done" for r in rows(store)) < 4:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -152,10 +155,12 @@ def test_a_killed_driver_loses_only_the_batches_in_flight(ray_cluster, root, tmp
     before = rows(store)
     done_before = {(r[0], r[2]) for r in before if r[3] == "done"}
     assert 4 <= len(done_before) < 32, "killed mid-build"
-    assert len(before) - len(done_before) <= 2 * 2 * info.slots, "at most the batches in flight were claimed and not done"
+    assert len(before) - len(
+        done_before) <= 2 * 2 * info.slots, "at most the batches in flight were claimed and not done"
     model = tiny_model()
     settings = FAST.with_(size=32, steps=24)
-    rerun = scale.build_layers(model, {"conv2": None, "conv3": None}, settings, store=store, cluster_info=info, ref=TINY, batch=16)
+    rerun = scale.build_layers(model, {"conv2": None, "conv3": None}, settings, store=store,
+                               cluster_info=info, ref=TINY, batch=16)
     assert rerun.already_done == len(done_before) and rerun.units_rendered == 32 - len(done_before)
     after = rows(store)
     assert len(after) == 32 and {r[3] for r in after} == {"done"} and store.verify() == []
@@ -206,7 +211,8 @@ def test_sweep_pieces_cover_the_range_on_chunk_boundaries():
 def test_accumulators_merge_to_the_whole_range():
     model = tiny_model()
     whole = fooling.accumulate(model, "gaussian", 1, 0, 100, batch_size=100, gallery=5)
-    parts = [fooling.accumulate(model, "gaussian", 1, s, c, batch_size=7, gallery=5) for s, c in ((0, 32), (32, 64), (96, 4))]
+    parts = [fooling.accumulate(model, "gaussian", 1, s, c, batch_size=7,
+                                gallery=5) for s, c in ((0, 32), (32, 64), (96, 4))]
     merged = fooling.Accumulator.from_state(parts[0].state())
     for part in parts[1:]:
         merged.merge(fooling.Accumulator.from_state(part.state()))
@@ -230,7 +236,8 @@ def test_stopping_cancels_what_is_in_flight_and_gives_its_claims_back(ray_cluste
     table = rows(store)
     assert {r[3] for r in table} == {"done"}, "claims of the cancelled batches were given back"
     assert 2 <= len(table) < 40 and report.units_rendered == len(table)
-    rerun = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store, cluster_info=info, ref=TINY, batch=8)
+    rerun = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store,
+                               cluster_info=info, ref=TINY, batch=8)
     assert rerun.already_done == len(table) and len(rows(store)) == 40 and store.verify() == []
 
 
@@ -251,6 +258,8 @@ def test_fool_sweep_ray_cli_writes_the_same_json(ray_cluster, tmp_path, capsys):
 def test_tasks_ask_for_a_gpu_each_when_the_cluster_has_gpus():
     cpu_only = scale.Cluster("local", cpus=16, gpus=0, started_here=True)
     with_gpus = scale.Cluster("10.0.0.5:6379", cpus=64, gpus=8, started_here=False)
-    assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {"max_retries": 1, "retry_exceptions": False, "num_cpus": 1}
+    assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {"max_retries": 1,
+                                                                         "retry_exceptions": False, "num_cpus": 1}
     assert with_gpus.slots == 8, "one task per GPU at a time"
-    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False, "num_gpus": 1, "num_cpus": 1}
+    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False,
+                                                 "num_gpus": 1, "num_cpus": 1}

@@ -16,7 +16,8 @@ SCRIPT = textwrap.dedent("""
     from explorer.models import ModelSpec, register
     from tests.tiny import tiny_model
     model = tiny_model()
-    register(ModelSpec("tiny", "Tiny", lambda weights, device: model, default_layer="conv2", default_weights=model.weights))
+    register(ModelSpec("tiny", "Tiny", lambda weights, device: model, default_layer="conv2",
+                       default_weights=model.weights))
     at = AppTest.from_file({page!r}, default_timeout=60)
     at.query_params["model"] = "tiny"
     at.run()

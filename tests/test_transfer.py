@@ -35,7 +35,8 @@ def test_judges_rates_and_intervals_on_a_synthetic_case():
     ranks_a = [0, 0, 0, 2, 2, 4, 4, 5, 9, 19]  # top-1: 3, top-5: 7
     ranks_b = [1] * 10  # top-1: 0, top-5: 10
     # judge B works at 24 px: the 16-px images are resized to its input size first (constant images survive it)
-    a, b = judge_class_images(images, classes, [lookup_judge("a", classes, ranks_a, 16), lookup_judge("b", classes, ranks_b, 24)],
+    a, b = judge_class_images(images, classes, [lookup_judge("a", classes, ranks_a, 16),
+                                                lookup_judge("b", classes, ranks_b, 24)],
                               batch_size=4)
     assert (a.model, a.n, a.top1, a.top5, a.ranks) == ("a", 10, 3, 7, ranks_a)
     assert (b.top1, b.top5, b.ranks) == (0, 10, ranks_b)

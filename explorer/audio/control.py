@@ -43,12 +43,14 @@ def difference(dreams: list[float], starts: list[float], *, level: float = 0.95,
     a = (1 - level) / 2
     low, high = float(np.quantile(diffs, a)), float(np.quantile(diffs, 1 - a))
     claim = "higher" if low > 0 else "lower" if high < 0 else "no difference shown"
-    return {"dreams": len(d), "starts": len(s), "dream_mean": round(float(d.mean()), 4), "start_mean": round(float(s.mean()), 4),
+    return {"dreams": len(d), "starts": len(s), "dream_mean": round(float(d.mean()), 4),
+            "start_mean": round(float(s.mean()), 4),
             "difference": round(float(d.mean() - s.mean()), 4), "low": round(low, 4), "high": round(high, 4),
             "level": level, "claim": claim}
 
 
-def compare_judges(dream_verdicts: list[dict[str, Verdict]], start_verdicts: list[dict[str, Verdict]]) -> dict[str, dict]:
+def compare_judges(dream_verdicts: list[dict[str, Verdict]],
+                   start_verdicts: list[dict[str, Verdict]]) -> dict[str, dict]:
     """For every judge key: dreams vs random starts (difference, interval, claim); for the Sphinx
     closed-set verdict also both rates with their Clopper–Pearson intervals."""
     keys = [k for k in (dream_verdicts[0] if dream_verdicts else {}) if k != "sphinx_transcript"]
@@ -62,7 +64,8 @@ def compare_judges(dream_verdicts: list[dict[str, Verdict]], start_verdicts: lis
             for name, values in (("dream_rate", d), ("start_rate", s)):
                 k, n = int(round(sum(values))), len(values)
                 lo, hi = clopper_pearson(k, n)
-                row[name] = {"k": k, "n": n, "rate": round(k / n, 4) if n else None, "low": round(lo, 4), "high": round(hi, 4)}
+                row[name] = {"k": k, "n": n, "rate": round(k / n, 4) if n else None,
+                             "low": round(lo, 4), "high": round(hi, 4)}
         out[key] = row
     return out
 

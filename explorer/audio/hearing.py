@@ -116,7 +116,8 @@ def calibration_note(word: str | None, param: str = "synth") -> str | None:
     return "; ".join(parts) or None
 
 
-def sphinx_judges(audio: np.ndarray, words: tuple[str, ...], target: str | None = None, param: str = "synth") -> list[Verdict]:
+def sphinx_judges(audio: np.ndarray, words: tuple[str, ...], target: str | None = None,
+                  param: str = "synth") -> list[Verdict]:
     """The free transcript and the closed-set verdict. The verdict's value: 1 when it names
     ``target`` (or, without a target, any word), else 0; its answer is the word or "(nothing)"."""
     judge = "pocketsphinx (CMU Sphinx en-us acoustic model)"
@@ -149,7 +150,8 @@ def _dnsmos():
     from speechmos import dnsmos
 
     base = os.path.dirname(dnsmos.__file__)
-    model = dnsmos.DNSMOS(os.path.join(base, "dnsmos_models", "sig_bak_ovr.onnx"), os.path.join(base, "dnsmos_models", "model_v8.onnx"))
+    model = dnsmos.DNSMOS(os.path.join(base, "dnsmos_models", "sig_bak_ovr.onnx"),
+                          os.path.join(base, "dnsmos_models", "model_v8.onnx"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1  # the machine is shared; one thread is enough
     model.onnx_sess = ort.InferenceSession(model.primary_model_path, options, providers=["CPUExecutionProvider"])
@@ -205,7 +207,8 @@ def crepe_judges(audio: np.ndarray, device="cpu") -> list[Verdict]:
     pitched = periodicity > PERIODIC
     out.append(Verdict("crepe_pitch_hz", "CREPE median pitch", float(np.median(pitch[pitched])), judge, unit="Hz")
                if pitched.any() else
-               _not_judged("crepe_pitch_hz", "CREPE median pitch", judge, f"no frame has periodicity > {PERIODIC}", "Hz"))
+               _not_judged("crepe_pitch_hz", "CREPE median pitch", judge,
+                           f"no frame has periodicity > {PERIODIC}", "Hz"))
     return out
 
 
@@ -234,7 +237,8 @@ def random_start_sound(param: str, seed: int, seconds: float = 1.0) -> np.ndarra
     if param == "synth":
         gen = devices.generator(torch.device("cpu"), seed)
         with torch.no_grad():
-            wav = HarmonicPlusNoise(preset("voice"), samples, SAMPLE_RATE, generator=gen, device="cpu", start="noise").waveform()
+            wav = HarmonicPlusNoise(preset("voice"), samples, SAMPLE_RATE, generator=gen, device="cpu",
+                                    start="noise").waveform()
         audio = wav.reshape(-1).numpy()
     else:
         audio = noise(seconds, SAMPLE_RATE, seed=seed)
@@ -242,7 +246,8 @@ def random_start_sound(param: str, seed: int, seconds: float = 1.0) -> np.ndarra
     return audio_io.load_audio(audio_io.wav_bytes(audio, SAMPLE_RATE), SAMPLE_RATE)
 
 
-def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = None, starts: dict[str, int] | None = None,
+def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = None,
+                     starts: dict[str, int] | None = None,
                      seconds: float = 1.0, callback=None, should_stop=None) -> dict:
     """How often the closed-set verdict names each synthesiser's own recordings of the keywords right
     (``per_word[engine]`` clips of each word, spread evenly over its voices), and which word it
@@ -280,14 +285,16 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
                 k += heard == word
                 nothing += heard == ""
                 if heard != word:
-                    confusions[f"{word}→{heard or '(nothing)'}"] = confusions.get(f"{word}→{heard or '(nothing)'}", 0) + 1
+                    confusions[f"{word}→{heard or '(nothing)'}"] = confusions.get(
+                        f"{word}→{heard or '(nothing)'}", 0) + 1
                 tick()
             rows[word] = {"correct": int(k), "n": int(len(pick))}
             correct, n = correct + k, n + len(pick)
         lo, hi = clopper_pearson(correct, n)
         table["recordings"][engine] = {"correct": int(correct), "n": int(n), "rate": round(correct / n, 4),
                                        "low": round(lo, 4), "high": round(hi, 4), "nothing": int(nothing),
-                                       "per_word": rows, "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:12])}
+                                       "per_word": rows,
+                                       "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:12])}
     for param, count in starts.items():
         named: dict[str, int] = {}
         for i in range(count):
@@ -300,5 +307,6 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
         some = sum(named.values())
         lo, hi = clopper_pearson(some, count)
         table["random_starts"][param] = {"n": count, "seconds": seconds, "nothing": count - some, "named": named,
-                                         "some_word_rate": round(some / count, 4), "low": round(lo, 4), "high": round(hi, 4)}
+                                         "some_word_rate": round(some / count, 4),
+                                         "low": round(lo, 4), "high": round(hi, 4)}
     return table

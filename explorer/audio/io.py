@@ -71,7 +71,8 @@ def wav_header(data: bytes, total_length: int | None = None) -> dict | None:
     return info
 
 
-def load_audio(source: "str | Path | bytes | io.IOBase", sample_rate: int = 16000, max_seconds: float = MAX_SECONDS, name: str | None = None) -> np.ndarray:
+def load_audio(source: "str | Path | bytes | io.IOBase", sample_rate: int = 16000, max_seconds: float = MAX_SECONDS,
+               name: str | None = None) -> np.ndarray:
     """Mono float32 samples at ``sample_rate`` from a path, bytes or file object.
 
     The header is checked first (:mod:`explorer.limits`): the sample rate must lie in
@@ -104,7 +105,8 @@ def _load(head: bytes, length: int, open_file, label: str, sample_rate: int, max
     if header is not None and header.get("rate") is not None:
         _check_rate(header["rate"], label)
         declared, present, frame = header.get("declared"), header.get("present"), header.get("block_align") or 0
-        if declared not in (None, 0, 0xFFFFFFFF) and frame and present < declared:  # 0 / 0xFFFFFFFF: length unknown (streams)
+        if declared not in (None, 0, 0xFFFFFFFF) and frame and present < declared:  # 0 / 0xFFFFFFFF: length unknown
+                                                                                    # (streams)
             rate = header["rate"]
             raise AudioInputError(
                 f"{label} is truncated: its header announces {declared / frame / rate:.2f} s but the file holds "
@@ -114,17 +116,19 @@ def _load(head: bytes, length: int, open_file, label: str, sample_rate: int, max
             rate, frames = f.samplerate, f.frames
             _check_rate(rate, label)
             if not 1 <= f.channels <= limits.MAX_AUDIO_CHANNELS:
-                raise AudioInputError(f"{label} has {f.channels} channels; at most {limits.MAX_AUDIO_CHANNELS} can be read "
-                                      "(they are mixed to mono).")
+                raise AudioInputError(f"{label} has {f.channels} channels; at most {limits.MAX_AUDIO_CHANNELS} can be "
+                                      "read (they are mixed to mono).")
             if frames <= 0:
                 raise AudioInputError(f"{label} contains no audio samples.")
             if frames / rate > max_seconds + 1e-6:
-                raise AudioInputError(f"{label} is {frames / rate:.1f} s long; the limit is {max_seconds:g} s. Trim it first.")
+                raise AudioInputError(f"{label} is {frames / rate:.1f} s long; the limit is {max_seconds:g} s. Trim it "
+                                      "first.")
             data_array = f.read(dtype="float32", always_2d=True)
     except AudioInputError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioInputError(f"Could not read {label} as audio (WAV, FLAC or OGG): {_libsndfile_reason(exc)}.") from None
+        raise AudioInputError(
+            f"Could not read {label} as audio (WAV, FLAC or OGG): {_libsndfile_reason(exc)}.") from None
     if data_array.size == 0:
         raise AudioInputError(f"{label} contains no audio samples.")
     if not np.isfinite(data_array).all():
@@ -142,7 +146,8 @@ def _check_rate(rate: int, label: str) -> None:
                               f"{limits.MAX_SAMPLE_RATE:,} Hz can be read. Resample it first.")
 
 
-def safe_loudness(audio: np.ndarray, sample_rate: int, peak_dbfs: float = PEAK_DBFS, fade_seconds: float = FADE_SECONDS) -> np.ndarray:
+def safe_loudness(audio: np.ndarray, sample_rate: int, peak_dbfs: float = PEAK_DBFS,
+                  fade_seconds: float = FADE_SECONDS) -> np.ndarray:
     """Short raised-cosine fades in and out, then peak-normalise to ``peak_dbfs`` (silence stays silent)."""
     out = np.asarray(audio, dtype=np.float32).copy()
     fade = min(int(round(fade_seconds * sample_rate)), len(out) // 2)

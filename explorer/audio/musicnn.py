@@ -148,7 +148,8 @@ class Musicnn(nn.Module):
         for conv, bn in zip(self.temporal, self.front_bns[2:]):
             y = F.relu(conv(F.pad(x, (0, 0) + _same_pad(conv.kernel_size[0]))))
             features.append(bn(y).amax(-1))
-        front = torch.cat([self.timbral_out(torch.cat(features[:2], 1)), self.temporal_out(torch.cat(features[2:], 1))], 1)
+        front = torch.cat([self.timbral_out(torch.cat(features[:2], 1)),
+                           self.temporal_out(torch.cat(features[2:], 1))], 1)
         layers = [front]
         h = self.mid_bns[0](F.relu(self.mid[0](front)))
         layers.append(h)

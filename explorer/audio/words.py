@@ -55,7 +55,8 @@ class KeywordNet(nn.Module):
     """Four 3×3 conv blocks (batch norm, ReLU, 2×2 max-pool on the first three), global average
     pool, dropout, linear: ≈ 50 k parameters at the default widths."""
 
-    def __init__(self, classes: int, widths: tuple[int, ...] = (16, 32, 48, 64), n_mels: int = N_MELS, dropout: float = 0.1):
+    def __init__(self, classes: int, widths: tuple[int, ...] = (16, 32, 48, 64),
+                 n_mels: int = N_MELS, dropout: float = 0.1):
         super().__init__()
         self.front = LogMel(n_mels)
         layers: list[nn.Module] = []
@@ -125,7 +126,8 @@ class WordNet:
 
 
 def build_net(config: dict) -> KeywordNet:
-    return KeywordNet(len(config["labels"]), tuple(config["widths"]), config.get("n_mels", N_MELS), config.get("dropout", 0.1))
+    return KeywordNet(len(config["labels"]), tuple(config["widths"]), config.get("n_mels", N_MELS),
+                      config.get("dropout", 0.1))
 
 
 def load_word_net_dir(folder: str | Path, device: torch.device | str = "cpu") -> WordNet:

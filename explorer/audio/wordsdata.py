@@ -39,9 +39,11 @@ SILENCE, UNKNOWN = "_silence_", "_unknown_"
 LABELS = KEYWORDS + (SILENCE, UNKNOWN)
 # words that are none of the keywords: the "unknown" class (Speech Commands' fillers and a few more)
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "tree", "wow", "learn", "follow", "forward",
-                 "backward", "visual", "marvin", "sheila", "yellow", "open", "good", "water", "lemon", "tiny", "seventy")
+                 "backward", "visual", "marvin", "sheila", "yellow", "open", "good", "water",
+                 "lemon", "tiny", "seventy")
 
-ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "klatt", "croak")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
@@ -106,7 +108,8 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
     return out
 
 
-def trim(audio: np.ndarray, rate: int = SAMPLE_RATE, threshold_db: float = -40.0, max_samples: int = CLIP_SAMPLES) -> np.ndarray:
+def trim(audio: np.ndarray, rate: int = SAMPLE_RATE, threshold_db: float = -40.0,
+         max_samples: int = CLIP_SAMPLES) -> np.ndarray:
     """The word without the silence around it (10 ms frames below ``threshold_db`` of the peak), ≤ 1 s."""
     audio = np.asarray(audio, dtype=np.float32)
     frame = rate // 100
@@ -216,7 +219,8 @@ class WordClips:
 
     def subset(self, mask: np.ndarray) -> "WordClips":
         idx = np.flatnonzero(mask)
-        return WordClips([self.clips[i] for i in idx], self.labels[idx], self.words[idx], self.voices[idx], self.engines[idx])
+        return WordClips([self.clips[i] for i in idx], self.labels[idx], self.words[idx],
+                         self.voices[idx], self.engines[idx])
 
 
 def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordClips:
@@ -225,7 +229,8 @@ def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordCl
     for engine in engines:
         path = cache_path(folder, engine)
         if not path.exists():
-            raise UserInputError(f"No {engine} clips in {folder}: run `python -m explorer audio words-data --out {folder}` first.")
+            raise UserInputError(f"No {engine} clips in {folder}: run `python -m explorer audio words-data --out "
+                                 f"{folder}` first.")
         with np.load(path, allow_pickle=False) as data:
             samples, offsets = data["samples"], data["offsets"]
             clips += [samples[a:b].astype(np.float32) / 32768 for a, b in zip(offsets[:-1], offsets[1:])]
@@ -233,4 +238,5 @@ def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordCl
             words.append(data["words"])
             voices.append(data["voices"])
             names.append(np.full(len(data["labels"]), engine))
-    return WordClips(clips, np.concatenate(labels), np.concatenate(words), np.concatenate(voices), np.concatenate(names))
+    return WordClips(clips, np.concatenate(labels), np.concatenate(words),
+                     np.concatenate(voices), np.concatenate(names))

@@ -172,7 +172,8 @@ def accuracy_table(net, data: WordClips) -> dict:
     keyword = np.array([LABELS[i] != UNKNOWN for i in data.labels])
 
     def share(mask: np.ndarray) -> dict:
-        return {"correct": int(right[mask].sum()), "n": int(mask.sum()), "accuracy": round(float(right[mask].mean()), 4) if mask.any() else None}
+        return {"correct": int(right[mask].sum()), "n": int(mask.sum()),
+                "accuracy": round(float(right[mask].mean()), 4) if mask.any() else None}
 
     return {
         "keywords": share(keyword),
@@ -185,14 +186,16 @@ def accuracy_table(net, data: WordClips) -> dict:
 
 def _confusions(words: np.ndarray, predicted: np.ndarray, top: int = 12) -> dict[str, int]:
     """The commonest "said → heard" mistakes."""
-    pairs, counts = np.unique(np.array([f"{w}→{LABELS[p]}" for w, p in zip(words, predicted)] or [""]), return_counts=True)
+    pairs, counts = np.unique(np.array([f"{w}→{LABELS[p]}" for w, p in zip(words,
+                                                                           predicted)] or [""]), return_counts=True)
     order = np.argsort(-counts)[:top]
     return {str(pairs[i]): int(counts[i]) for i in order if pairs[i]}
 
 
 # ---- training -----------------------------------------------------------------------------------
 def _hardware() -> str:
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+            f"{os.cpu_count()} cores visible")
 
 
 def split(data: WordClips) -> tuple[WordClips, WordClips, WordClips]:
@@ -281,10 +284,12 @@ def train_word_net(
     net.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / "model.safetensors", {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    write_safetensors(out / "model.safetensors",
+                      {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
     config["parameters"] = sum(p.numel() for p in net.parameters())
     config["training"] = {
-        **asdict(settings), "steps_done": step, "command": command, "seconds": round(seconds, 1), "hardware": _hardware(),
+        **asdict(settings), "steps_done": step, "command": command,
+        "seconds": round(seconds, 1), "hardware": _hardware(),
         "data": {"train": {e: int((train.engines == e).sum()) for e in ENGINES},
                  "validation": f"espeak-ng accent {VALIDATION_ACCENT} ({len(validation)} clips)",
                  "test": f"{HELD_OUT} ({len(test)} clips), never seen in training"},

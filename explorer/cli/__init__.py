@@ -80,7 +80,9 @@ def _unknown_options(parser: argparse.ArgumentParser, unknown: list[str]) -> str
     for word in unknown:
         if word.startswith("--"):
             flag = word.split("=")[0]
-            close = [f for f in _SYNONYMS.get(flag, ()) if f in known] or difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
+            close = [f for f in _SYNONYMS.get(flag,
+                                              ()) if f in known] or difflib.get_close_matches(
+                                                  flag, known, n=2, cutoff=0.75)
             if close:
                 hints.append(f"{flag}: did you mean {' or '.join(close)}?")
     return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory: use a smaller --size, --batch or --n (limits: docs/ARCHITECTURE.md).", file=sys.stderr)
+        print("error: out of memory: use a smaller --size, --batch or --n (limits: docs/ARCHITECTURE.md).",
+              file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -21,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dream", help="dream a sound for a network (a synthesiser by default), verify the round trip, "
                                      "let independent judges listen")
     d.add_argument("--net", default=D.net,
-                   help="speech | words (the project's keyword net; pick the word with --target) | music:TAG (e.g. music:piano) "
-                        "| image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
-    d.add_argument("--target", default=D.word, help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
+                   help="speech | words (the project's keyword net; pick the word with --target) | music:TAG (e.g. "
+                        "music:piano) | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
+    d.add_argument("--target", default=D.word,
+                   help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
                                                     "stop, go, zero … nine)")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
@@ -36,13 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "spectrogram / spectrogram-fft: a free spectrogram, adversarial / unconstrained")
     d.add_argument("--synth", choices=list(SYNTH_KINDS), default=D.synth,
                    help="synthesiser kind (default: voice for speech, instrument otherwise)")
-    d.add_argument("--fit-steps", type=int, default=D.fit_steps, help="synth from a clip: steps spent imitating it first")
+    d.add_argument("--fit-steps", type=int, default=D.fit_steps,
+                   help="synth from a clip: steps spent imitating it first")
     d.add_argument("--time-shift-ms", type=float, default=D.time_shift_ms, help="synth: random delay per step")
-    d.add_argument("--added-noise-db", type=float, default=D.added_noise_db, help="synth: noise level per step, dB below the peak")
+    d.add_argument("--added-noise-db", type=float, default=D.added_noise_db,
+                   help="synth: noise level per step, dB below the peak")
     d.add_argument("--floor-db", type=float, default=D.floor_db, help="dB of the quietest value (re full-scale sine)")
     d.add_argument("--top-db", type=float, default=D.top_db, help="dB of the loudest value")
-    d.add_argument("--tv-time", type=float, default=D.tv_time, help="spectrogram only: total-variation weight along time")
-    d.add_argument("--tv-freq", type=float, default=D.tv_freq, help="spectrogram only: total-variation weight along frequency")
+    d.add_argument("--tv-time", type=float, default=D.tv_time,
+                   help="spectrogram only: total-variation weight along time")
+    d.add_argument("--tv-freq", type=float, default=D.tv_freq,
+                   help="spectrogram only: total-variation weight along frequency")
     d.add_argument("--blur-every", type=int, default=D.blur_every, help="spectrogram only")
     d.add_argument("--blur-sigma", type=float, default=D.blur_sigma)
     d.add_argument("--gain-jitter-db", type=float, default=D.gain_jitter_db)
@@ -56,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--control", type=int, default=8,
                    help="the judges also hear this many random starts of the same parameterisation (0: no control)")
     d.add_argument("--hearing", action=argparse.BooleanOptionalAction, default=True,
-                   help="the judges trained on human speech and ears too: pocketsphinx, DNSMOS, CREPE (a few s per sound)")
+                   help="the judges trained on human speech and ears too: pocketsphinx, DNSMOS, CREPE (a few s per "
+                        "sound)")
     d.add_argument("--out", default="out/audio")
     d.set_defaults(func=run_dream)
 
@@ -68,14 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--json", default=None, help="also write the figures to this JSON file")
     t.set_defaults(func=run_tags)
 
-    wd = sub.add_parser("words-data", help="synthesise the keyword clips (espeak-ng, flite, festival) into a cache folder")
+    wd = sub.add_parser("words-data",
+                        help="synthesise the keyword clips (espeak-ng, flite, festival) into a cache folder")
     wd.add_argument("--out", default="runs/words/data", help="cache folder (one .npz per synthesiser)")
     wd.add_argument("--seed", type=int, default=0)
     wd.set_defaults(func=run_words_data)
 
     wt = sub.add_parser("words-train", help="train the keyword network on the synthesised clips (festival held out)")
     wt.add_argument("--data", default="runs/words/data", help="the folder `audio words-data` filled")
-    wt.add_argument("--out", default="runs/words/net", help="where model.safetensors + config.json go (shipped: assets/words)")
+    wt.add_argument("--out", default="runs/words/net",
+                    help="where model.safetensors + config.json go (shipped: assets/words)")
     wt.add_argument("--checkpoint", default="runs/words/checkpoint.pt", help="resumable training state")
     wt.add_argument("--steps", type=int, default=2000, help="length of the learning-rate schedule")
     wt.add_argument("--stop-after", type=int, default=None, help="stop at this step of the schedule and write the net")
@@ -83,12 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--lr", type=float, default=3e-3)
     wt.add_argument("--seed", type=int, default=0)
     wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
-    wt.add_argument("--flite-weight", type=float, default=1.0, help="draw flite clips (recorded human voices) this much more often")
+    wt.add_argument("--flite-weight", type=float, default=1.0,
+                    help="draw flite clips (recorded human voices) this much more often")
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
     wc = sub.add_parser("words-calibrate", help="calibrate pocketsphinx's closed-set verdict on the synthesisers' "
-                                                "recordings and on random starts (ships as assets/words/sphinx_calibration.json)")
+                                                "recordings and on random starts (ships as "
+                                                "assets/words/sphinx_calibration.json)")
     wc.add_argument("--data", default="runs/words/data")
     wc.add_argument("--out", default="runs/words/net", help="folder for sphinx_calibration.json")
     wc.add_argument("--espeak-per-word", type=int, default=12)
@@ -107,8 +117,10 @@ def run_dream(args: argparse.Namespace) -> int:
     if not 0 <= args.control <= 256:
         raise UserInputError(f"--control {args.control}: between 0 and 256 random starts.")
     settings = DreamSettings(
-        net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model, start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
-        synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms, added_noise_db=args.added_noise_db,
+        net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
+        start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
+        synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
+        added_noise_db=args.added_noise_db,
         floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
         consistency_every=args.consistency_every,
@@ -127,18 +139,21 @@ def run_dream(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"{result.param_label}")
-    print(f"{result.target} (scored by the optimised network): {result.value_label} before {result.before['value']:.3f} → "
-          f"optimised {result.optimised['value']:.3f} → round trip (WAV read back) {result.roundtrip['value']:.3f}")
+    print(f"{result.target} (scored by the optimised network): {result.value_label} before "
+          f"{result.before['value']:.3f} → optimised {result.optimised['value']:.3f} → round trip (WAV read back) "
+          f"{result.roundtrip['value']:.3f}")
     comparison = (result.random_starts or {}).get("comparison", {})
     print("independent judges (start → WAV read back"
-          + (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]" if comparison else "") + "):")
+          + (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]"
+             if comparison else "") + "):")
     for key, after in result.judges.get("roundtrip", {}).items():
         before = result.judges["before"][key]
         why = f"  ({after.reason})" if after.reason else ""
         row = comparison.get(key)
         control = ""
         if row and row.get("difference") is not None:
-            control = f"  starts {row['start_mean']:.3f}, {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] {row['claim']}"
+            control = (f"  starts {row['start_mean']:.3f}, {row['difference']:+.3f} "
+                       f"[{row['low']:+.3f}, {row['high']:+.3f}] {row['claim']}")
         note = f"  ({after.note})" if after.note else ""
         print(f"  {after.label:<24} {before.text():>10} → {after.text():<10}{control}  {after.judge}{why}{note}")
     if result.griffin_lim_convergence is not None:
@@ -192,7 +207,8 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, stop_after=args.stop_after,
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             stop_after=args.stop_after,
                              spec_mask=args.spec_mask, flite_weight=args.flite_weight)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
@@ -202,9 +218,11 @@ def run_words_train(args: argparse.Namespace) -> int:
         print(f"stopped at step {config['step']}: resume with the same command")
         return 1
     test, val = config["training"]["test_held_out"], config["training"]["validation"]
-    print(f"validation ({config['training']['data']['validation']}): {val['keywords']['accuracy']:.3f} top-1 on keywords")
-    print(f"held-out synthesiser ({config['training']['data']['test']}): {test['keywords']['correct']}/{test['keywords']['n']} "
-          f"= {test['keywords']['accuracy']:.3f} top-1 on keywords; unknown words {test['unknown_words']['accuracy']:.3f}")
+    print(f"validation ({config['training']['data']['validation']}): {val['keywords']['accuracy']:.3f} top-1 on "
+          "keywords")
+    print(f"held-out synthesiser ({config['training']['data']['test']}): "
+          f"{test['keywords']['correct']}/{test['keywords']['n']} = {test['keywords']['accuracy']:.3f} top-1 on "
+          f"keywords; unknown words {test['unknown_words']['accuracy']:.3f}")
     for voice, row in test["per_voice"].items():
         print(f"  {voice:<24} {row['correct']}/{row['n']} = {row['accuracy']:.3f}")
     print(f"files in {out}: model.safetensors, config.json ({config['training']['seconds']:.0f} s training)")
@@ -231,6 +249,7 @@ def run_words_calibrate(args: argparse.Namespace) -> int:
         print(f"{engine}: names the word right {row['correct']}/{row['n']} = {row['rate']:.3f} "
               f"[{row['low']:.3f}, {row['high']:.3f}], answers nothing on {row['nothing']}")
     for param, row in table["random_starts"].items():
-        print(f"random starts ({param}, {row['seconds']:g} s): names some word in {row['n'] - row['nothing']}/{row['n']} {row['named']}")
+        print(f"random starts ({param}, {row['seconds']:g} s): names some word in "
+              f"{row['n'] - row['nothing']}/{row['n']} {row['named']}")
     print(f"wrote {out / 'sphinx_calibration.json'}")
     return 0

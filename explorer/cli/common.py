@@ -102,12 +102,13 @@ def output_dir(path: str | Path, option: str = "--out") -> Path:
     if out.is_dir() and not (out / OUTPUT_MARKER).exists() and _has_entries(out):
         raise UserInputError(
             f"{option} {path} already holds files that no explorer command wrote (no {OUTPUT_MARKER} in it"
-            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or empty "
-            f"folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
+            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or "
+            f"empty folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / OUTPUT_MARKER).exists():
-            atomic_write(out / OUTPUT_MARKER, b"Written by Machine Imagination Explorer: its commands may write here again.\n")
+            atomic_write(out / OUTPUT_MARKER,
+                         b"Written by Machine Imagination Explorer: its commands may write here again.\n")
     except OSError as exc:
         raise UserInputError(f"Cannot create the output folder {path}: {exc.strerror or exc}.") from None
     return out
@@ -135,12 +136,25 @@ def output_file(path: str | Path | None, option: str) -> Path | None:
     return file
 
 
-ARCH_HELP = "architecture of a checkpoint:PATH state dict: a torchvision name such as resnet50 (TorchScript files need none)"
+ARCH_HELP = ("architecture of a checkpoint:PATH state dict: a torchvision name such as resnet50 "
+             "(TorchScript files need none)")
 
 
 def add_arch_option(p, flag: str = "--arch") -> None:
     """``--arch`` beside ``--model``: what a ``checkpoint:PATH`` state dict is."""
     p.add_argument(flag, default=None, metavar="NAME", help=ARCH_HELP)
+
+
+WEIGHTS_HELP = "pretrained | random | PATH"
+
+
+def add_model_options(p, model_help: str | None = None, weights_help: str | None = WEIGHTS_HELP) -> None:
+    """``--model``, ``--weights`` and ``--arch``: the classifier a command loads (read by :func:`load_cli_model`)."""
+    from ..models import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    p.add_argument("--weights", default=None, help=weights_help)
+    add_arch_option(p)
 
 
 def load_cli_models(names: list[str], weights: str | None, device: str, arch: str | None) -> list:

@@ -109,8 +109,10 @@ def _check_engine(diffusion, args: argparse.Namespace) -> None:
     """The sampler/engine/schedule combination, before any progress bar (the chain checks it again)."""
     from ..diffusion.recorder import chain_engine
 
-    if chain_engine(diffusion, args.sampler, args.engine) == "core" and args.schedule not in (None, diffusion.train_schedule):
-        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance models).")
+    if chain_engine(diffusion, args.sampler,
+                    args.engine) == "core" and args.schedule not in (None, diffusion.train_schedule):
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance "
+                             "models).")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -164,11 +166,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserInputError("evaluate needs --probe (a registry classifier, e.g. fashion_cnn).")
     _check_engine(diffusion, args)
     nll_n = args.nll_n if args.nll else 0
-    work = args.n * args.steps + nll_n * min(args.nll_steps or diffusion.num_train_timesteps, diffusion.num_train_timesteps)
+    work = args.n * args.steps + nll_n * min(args.nll_steps or diffusion.num_train_timesteps,
+                                             diffusion.num_train_timesteps)
     with progress(work, "evaluate (sampling" + (" + bound)" if args.nll else ")"), unit="call") as callback:
         result = evaluate_diffusion(
             diffusion, probe, n=args.n, steps=args.steps, sampler=args.sampler, eta=args.eta, engine=args.engine,
-            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps, nll_variance=args.nll_variance,
+            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps,
+            nll_variance=args.nll_variance,
             data=args.data, fd=not args.no_fd,
             callback=callback, should_stop=callback.should_stop,
         )
@@ -187,8 +191,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
-    p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm, fashion_iddpm (learned Σ) or a diffusers-format UNet folder")
-    p.add_argument("--probe", default="fashion_cnn", help="registry classifier (or a train-classifier folder) watching the chain; none: off")
+    p.add_argument("--model", default="fashion_ddpm",
+                   help="fashion_ddpm, fashion_iddpm (learned Σ) or a diffusers-format UNet folder")
+    p.add_argument("--probe", default="fashion_cnn",
+                   help="registry classifier (or a train-classifier folder) watching the chain; none: off")
     add_arch_option(p, "--probe-arch")
     p.add_argument("--sampler", choices=["ddim", "ddpm", "ancestral"], default="ddim",
                    help="ancestral: respaced, with the learned Σ when the model has one (the core engine)")
@@ -207,14 +213,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diffusion", help="sample / inspect / train the project's diffusion models")
     sub = p.add_subparsers(dest="diffusion_command", required=True)
 
-    s = sub.add_parser("sample", help="sample and record the chain: samples.png, chain.gif, chain.json, probabilities.csv")
+    s = sub.add_parser("sample",
+                       help="sample and record the chain: samples.png, chain.gif, chain.json, probabilities.csv")
     _add_model_options(s, 16)
     s.add_argument("--record-every", type=int, default=None, help="store every k-th state (default: fit 256 MB)")
     s.add_argument("--gif-frames", type=int, default=60)
     s.add_argument("--out", default="out/diffusion")
     s.set_defaults(func=_sample)
 
-    e = sub.add_parser("evaluate", help="sample quality (probe confidence, classes, FD_cnn + floor, precision/recall) and, with --nll, the likelihood bound")
+    e = sub.add_parser("evaluate", help="sample quality (probe confidence, classes, FD_cnn + floor, precision/recall) "
+                                        "and, with --nll, the likelihood bound")
     _add_model_options(e, 500)
     e.add_argument("--batch", type=int, default=100)
     e.add_argument("--out", default=None, help="also write quality.json here")
@@ -230,7 +238,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train a DDPM (diffusers UNet2DModel) with EMA, resumable checkpoints")
-    t.add_argument("--data", default="fashion", help="fashion (Debian IDX files), digits (sklearn 8×8) or a folder of IDX files")
+    t.add_argument("--data", default="fashion",
+                   help="fashion (Debian IDX files), digits (sklearn 8×8) or a folder of IDX files")
     t.add_argument("--out", default="runs/fashion_ddpm", help="output folder (diffusers format + checkpoint.pt)")
     t.add_argument("--steps", type=int, default=8000)
     t.add_argument("--batch-size", type=int, default=32)

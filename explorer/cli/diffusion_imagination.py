@@ -128,7 +128,8 @@ def _guide(args: argparse.Namespace) -> int:
         total = len(scales) * len(classes) * denoiser.num_steps
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
-                                    sampler=args.sampler, eta=args.eta, seed=args.seed, reference_pool=args.reference_pool,
+                                    sampler=args.sampler, eta=args.eta, seed=args.seed,
+                                    reference_pool=args.reference_pool,
                                     callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         write_json(out / "sweep.json", data)
@@ -141,8 +142,8 @@ def _guide(args: argparse.Namespace) -> int:
             fd = f" · FD/FD(unguided, named) mean {row['fd_ratio_to_unguided_named_mean']:.2f}, max " \
                 f"{row['fd_ratio_to_unguided_named_max']:.2f}" if "fd_ratio_to_unguided_named_mean" in row else ""
             print(f"s={row['scale']:<4g} judge names the target {row['rate']:.3f} "
-                  f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} · mean FD {row.get('mean_fd', float('nan')):.2f}"
-                  f" · diversity {row['mean_diversity']:.3f}{fd}")
+                  f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} · mean FD "
+                  f"{row.get('mean_fd', float('nan')):.2f} · diversity {row['mean_diversity']:.3f}{fd}")
         print(f"{result.seconds / 60:.1f} min{' (stopped: ' + result.stopped + ')' if result.stopped else ''} → {out}: "
               "sweep.json, sweep.csv, sweep.svg, samples-s*.png")
         return 0
@@ -155,7 +156,8 @@ def _guide(args: argparse.Namespace) -> int:
     save_png(grid(batch.images, columns=min(8, args.n)), out / "samples.png")
     verdicts = judge.verdicts(batch.images)
     summary = judge.judge_class(batch.images, cls) if args.n >= 2 else {}
-    per_sample = [{"file": f"samples/{name}", "judged": judge.labels[int(p.argmax())], "p_judged": round(float(p.max()), 4),
+    per_sample = [{"file": f"samples/{name}", "judged": judge.labels[int(p.argmax())],
+                   "p_judged": round(float(p.max()), 4),
                    "p_target": round(float(p[cls]), 4)} for name, p in zip(names, verdicts.probabilities)]
     write_json(out / "guide.json", {"settings": batch.settings | {"class": cls, "label": judge.labels[cls],
                                                                "classifier": noisy.name, "judge": judge_model.name},
@@ -195,8 +197,10 @@ def _inpaint(args: argparse.Namespace) -> int:
         save_png(grid(torch.cat([result.originals, result.masked, result.completions[0]])), out / "inpaint.png")
         probs = judge_model.probabilities(result.completions[0])
         write_json(out / "inpaint.json", {"settings": result.settings, "stopped": result.stopped,
-                                          "completions": [{"file": f"completions/{n}", "judged": judge_model.labels[int(p.argmax())],
-                                                           "p": round(float(p.max()), 4)} for n, p in zip(names, probs)]})
+                                          "completions": [{"file": f"completions/{n}",
+                                                           "judged": judge_model.labels[int(p.argmax())],
+                                                           "p": round(float(p.max()),
+                                                                      4)} for n, p in zip(names, probs)]})
         print(f"{args.k} completions in {result.seconds:.1f} s → {out}: completions/, inpaint.png, inpaint.json")
         return 0
     test = load_dataset(args.data, "test")
@@ -213,13 +217,14 @@ def _inpaint(args: argparse.Namespace) -> int:
     write_json(out / "inpaint.json", report.to_dict())
     for name, example in report.examples.items():
         shown = min(8, example.originals.shape[0])
-        rows = [example.originals[:shown], example.masked[:shown]] + [example.completions[:shown, j] for j in range(example.completions.shape[1])]
+        rows = [example.originals[:shown],
+                example.masked[:shown]] + [example.completions[:shown, j] for j in range(example.completions.shape[1])]
         save_png(grid(torch.cat(rows), columns=shown), out / f"inpaint-{name}.png")
     for row in report.rows:
         c, m = row["completions"], row["masked_image"]
-        print(f"{row['mask']:<7} completions match the true label {c['rate']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
-              f" · masked image {m['rate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] · whole image "
-              f"{row['original_image']['rate']:.3f} · chance {row['chance']:.2f}")
+        print(f"{row['mask']:<7} completions match the true label {c['rate']:.3f} [{c['ci95'][0]:.3f}, "
+              f"{c['ci95'][1]:.3f}] · masked image {m['rate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] · whole "
+              f"image {row['original_image']['rate']:.3f} · chance {row['chance']:.2f}")
     print(f"{report.seconds / 60:.1f} min{' (stopped: ' + report.stopped + ')' if report.stopped else ''} → {out}: "
           "inpaint.json, inpaint-<mask>.png (rows: original, masked, completions)")
     return 0
@@ -252,7 +257,8 @@ def _branch(args: argparse.Namespace) -> int:
         print(f"agreement first ≥ {c['level']:.0%} at t = {c['t']} (95 % interval {c['ci95']}, {c['chains']} chains)")
     for key in ("settle_x_t", "settle_x0"):
         c = data[key]
-        print(f"settles for good on {c['state']}: median t = {c['median_t']} (95 % interval {c['ci95']}, never: {c['never']})")
+        print(f"settles for good on {c['state']}: median t = {c['median_t']} (95 % interval {c['ci95']}, never: "
+              f"{c['never']})")
     print(f"chance agreement {data['chance_agreement']:.3f} · {report.seconds / 60:.1f} min → {out}: branch.json, "
           "branch.svg, grid.png (rows: t = T … 0, columns: branches of chain 0)")
     return 0
@@ -281,7 +287,8 @@ def _imagine(args: argparse.Namespace) -> int:
         if key in summary:
             r = summary[key]
             print(f"{key.replace('_', ' ')} (made by {r['made_by']}): {r['judge']} names {result.label} in "
-                  f"{r['judge_names_target']['hits']}/{r['judge_names_target']['n']} (mean p {r['judge_mean_p_target']:.3f})")
+                  f"{r['judge_names_target']['hits']}/{r['judge_names_target']['n']} (mean p "
+                  f"{r['judge_mean_p_target']:.3f})")
     print(f"→ {out}: feature_vis.png, diffusion.png, imagine.json")
     return 0
 
@@ -316,11 +323,13 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--checkpoint-every", type=int, default=250)
     n.add_argument("--no-resume", action="store_true")
     n.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")
-    n.add_argument("--eval-images", type=int, default=None, help="test images for the accuracy per t range (default all)")
+    n.add_argument("--eval-images", type=int, default=None,
+                   help="test images for the accuracy per t range (default all)")
     n.add_argument("--threads", type=int, default=None)
     n.set_defaults(func=_train_noisy)
 
-    g = sub.add_parser("guide", help="classifier-guided samples of a class (samples/, guide.json), or --sweep over scales")
+    g = sub.add_parser("guide",
+                       help="classifier-guided samples of a class (samples/, guide.json), or --sweep over scales")
     _common(g, steps=50, sampler="ddim", eta=0.0)
     g.add_argument("--classifier", default="fashion_noisy_cnn", help="noise-aware classifier that guides")
     g.add_argument("--class", dest="cls", default="0", help="target class: index or name")
@@ -330,13 +339,15 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scales", default="0,0.5,1,2,4,8")
     g.add_argument("--classes", default="all", help="with --sweep: all, or indices/names separated by commas")
     g.add_argument("--reference-pool", type=int, default=400,
-                   help="with --sweep: unguided samples whose judge-named members give each class's unguided FD (0: off)")
+                   help="with --sweep: unguided samples whose judge-named members give each class's unguided FD (0: "
+                        "off)")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 
     i = sub.add_parser("inpaint", help="complete hidden parts of test images; match rates per mask with intervals")
     _common(i, steps=50, sampler="ancestral", eta=0.0)
-    i.add_argument("--mask", default="all", help="left, right, top, bottom, centre (the hidden part), several separated by commas, or all")
+    i.add_argument("--mask", default="all",
+                   help="left, right, top, bottom, centre (the hidden part), several separated by commas, or all")
     i.add_argument("--mask-file", default=None, help="with --image-file: a mask image, white = hidden")
     i.add_argument("--image-file", default=None, help="complete this image instead of measuring on test images")
     i.add_argument("--n", type=int, default=200, help="test images")

@@ -8,17 +8,18 @@ import sys
 from .. import fooling, limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL
 from ..files import write_csv
 from ..parsing import parse_list
-from .common import add_arch_option, check_options, load_cli_model, load_cli_models, output_dir, output_file, progress, write_json
+from .common import (add_model_options, check_options, load_cli_model, load_cli_models, output_dir, output_file,
+                     progress, write_json)
 
 
 def _add_noise_options(p: argparse.ArgumentParser) -> None:
     d = fooling.NoiseOptions()
     g = p.add_argument_group("noise family options")
     g.add_argument("--sigma", type=float, default=d.sigma, help="gaussian: σ around 0.5 (clipped to [0, 1])")
-    g.add_argument("--pink-exponent", type=float, default=d.pink_exponent, help="pink: amplitude ∝ 1/f^a (power slope −2a)")
+    g.add_argument("--pink-exponent", type=float, default=d.pink_exponent,
+                   help="pink: amplitude ∝ 1/f^a (power slope −2a)")
     g.add_argument("--pink-grey", action="store_true", help="pink: one grey field instead of independent channels")
     g.add_argument("--density", type=float, default=d.density, help="salt_pepper: fraction of black/white pixels")
     g.add_argument("--fft-sd", type=float, default=d.fft_sd, help="fft: the engine's initial spectrum scale")
@@ -34,37 +35,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = fool.add_subparsers(dest="fool_command", required=True)
 
     s = commands.add_parser("sweep", help="fooling rates of noise families with exact 95%% intervals",
-                            description=f"Families: {', '.join(f'{f.name} ({f.description})' for f in fooling.FAMILIES.values())}.")
-    s.add_argument("--model", default=DEFAULT_MODEL, help="one model or several, comma-separated")
-    s.add_argument("--weights", default=None, help="pretrained | random | PATH (for every model)")
-    add_arch_option(s)
-    s.add_argument("--families", default=",".join(fooling.SWEEP_FAMILIES), help=f"comma-separated: {','.join(fooling.FAMILIES)}")
-    s.add_argument("--n", type=int, default=fooling.SWEEP_N, help="samples per family (streamed: memory does not grow with n)")
+                            description="Families: " + ", ".join(f"{f.name} ({f.description})"
+                                                                 for f in fooling.FAMILIES.values()) + ".")
+    add_model_options(s, model_help="one model or several, comma-separated",
+                      weights_help="pretrained | random | PATH (for every model)")
+    s.add_argument("--families", default=",".join(fooling.SWEEP_FAMILIES),
+                   help=f"comma-separated: {','.join(fooling.FAMILIES)}")
+    s.add_argument("--n", type=int, default=fooling.SWEEP_N,
+                   help="samples per family (streamed: memory does not grow with n)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch", type=int, default=fooling.SWEEP_BATCH, help="images per forward pass (results do not depend on it)")
+    s.add_argument("--batch", type=int, default=fooling.SWEEP_BATCH,
+                   help="images per forward pass (results do not depend on it)")
     s.add_argument("--gallery", type=int, default=8, help="keep this many most confident samples per family")
     s.add_argument("--json", help="write every statistic (histograms, classes, intervals) to this JSON file")
     s.add_argument("--csv", help="write the summary table to this CSV file")
     s.add_argument("--gallery-dir", help="save each family's most confident samples as PNGs here")
     s.add_argument("--autocast", action="store_true", help="mixed precision on CUDA (faster, slightly less exact)")
     s.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                   help="split the samples over Ray tasks: alone, a local instance with every CPU/GPU; auto or HOST:PORT joins a cluster")
+                   help="split the samples over Ray tasks: alone, a local instance with every CPU/GPU; auto or "
+                        "HOST:PORT joins a cluster")
     s.add_argument("--workers", type=int, default=None, help="with --ray alone: CPUs the local Ray instance may use")
     _add_noise_options(s)
     s.set_defaults(func=run_sweep)
 
     g = commands.add_parser("grow", help="gradient ascent from noise to a ≥ 0.996-confidence fooling image")
-    g.add_argument("--model", default=DEFAULT_MODEL)
-    g.add_argument("--weights", default=None)
-    add_arch_option(g)
-    g.add_argument("--class", dest="target", type=int, default=None, help="target class (default: the start's top class)")
+    add_model_options(g, weights_help=None)
+    g.add_argument("--class", dest="target", type=int, default=None,
+                   help="target class (default: the start's top class)")
     g.add_argument("--family", default="uniform", help="noise family of the start")
-    g.add_argument("--index", type=int, default=0, help="which sample of the family (same as in a sweep with this seed)")
+    g.add_argument("--index", type=int, default=0,
+                   help="which sample of the family (same as in a sweep with this seed)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--start", help="start from this image file (or builtin:NAME) instead of noise")
     g.add_argument("--budget", default=None, help="linf:EPS, l2:EPS or none: distance from the start, pixels in [0, 1] "
-                                                  f"(default {fooling.DEFAULT_BUDGET} for a pixel start, none for --param cppn)")
-    g.add_argument("--param", choices=["pixel", "cppn"], default="pixel", help="cppn: Nguyen et al.'s indirect encoding")
+                                                  f"(default {fooling.DEFAULT_BUDGET} for a pixel start, none for "
+                                                  "--param cppn)")
+    g.add_argument("--param", choices=["pixel", "cppn"], default="pixel",
+                   help="cppn: Nguyen et al.'s indirect encoding")
     g.add_argument("--steps", type=int, default=fooling.GROW_STEPS, help="step limit")
     g.add_argument("--lr", type=float, default=fooling.GROW_LR)
     g.add_argument("--goal", type=float, default=fooling.TARGET_CONFIDENCE, help="stop at this confidence")
@@ -82,7 +89,8 @@ def _fmt_rate(row: fooling.FamilyResult, i: int) -> str:
 def print_table(result: fooling.SweepResult, file=None) -> None:
     file = file or sys.stdout  # looked up per call: a default bound at import would outlive a redirected stdout
     thresholds = result.settings["thresholds"]
-    header = ["model", "family", "n"] + [f"≥{t:g} rate [95% CI]" for t in thresholds] + ["mean max p", "entropy", "top classes"]
+    header = ["model", "family",
+              "n"] + [f"≥{t:g} rate [95% CI]" for t in thresholds] + ["mean max p", "entropy", "top classes"]
     print(" | ".join(header), file=file)
     for row in result.rows:
         top = ", ".join(f"{c['label']} ({c['share']:.0%})" for c in row.top_classes[:3])
@@ -108,7 +116,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.gallery_dir:
         output_dir(args.gallery_dir, "--gallery-dir")
     models = load_cli_models(names, args.weights, args.device, args.arch)
-    kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery, use_autocast=args.autocast)
+    kwargs = dict(seed=args.seed, batch_size=args.batch, options=options, gallery=args.gallery,
+                  use_autocast=args.autocast)
     sweeper = fooling.Sweep(models, families, args.n, **kwargs)  # validates every number before Ray starts
     if args.ray is not None:
         from .. import scale
@@ -155,7 +164,8 @@ def run_grow(args: argparse.Namespace) -> int:
         fooling.check_families([args.family])
     model = load_cli_model(args)
     if args.target is not None and not 0 <= args.target < model.num_classes:
-        raise UserInputError(f"Class {args.target} is out of range: {model.name} has classes 0–{model.num_classes - 1}.")
+        raise UserInputError(
+            f"Class {args.target} is out of range: {model.name} has classes 0–{model.num_classes - 1}.")
     with progress(args.steps, f"grow {model.name}") as callback:
         result = fooling.grow(model, args.target, start=start, family=args.family, seed=args.seed, index=args.index,
                               options=options, budget=budget, param=args.param, steps=args.steps, lr=args.lr,

@@ -11,9 +11,8 @@ from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
 from ..gallery.builder import THUMBNAILS
-from ..models import DEFAULT_MODEL
 from ..parsing import parse_list, parse_units
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 from .visualize import add_render_options, settings_from_args
 
 
@@ -29,14 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     store_help = "gallery store folder (default: $EXPLORER_CACHE_DIR/gallery or ~/.cache/machine-imagination/gallery)"
 
     b = sub.add_parser("build", help="render the missing units of layers (resumable; safe to run twice at once)")
-    b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(b)
+    add_model_options(b)
     b.add_argument("--layers", help="comma-separated layers (default: the model's default layer)")
     b.add_argument("--all-layers", action="store_true",
                    help="every main layer of the model (EfficientNet-Lite0: stem, blocks.0-15, head; ~3,100 units)")
     b.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                   help="render on Ray: alone, a local instance with every CPU/GPU here; auto or HOST:PORT joins a cluster")
+                   help="render on Ray: alone, a local instance with every CPU/GPU here; auto or HOST:PORT joins a "
+                        "cluster")
     b.add_argument("--workers", type=int, default=None,
                    help="with --ray alone: CPUs the local Ray instance may use (default: all)")
     b.add_argument("--units", help="units, e.g. 0-63 (default: all of each layer)")
@@ -46,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--examples", default="builtin",
                    help="dataset examples: 'builtin' (bundled photos), a folder of images, or 'none'")
     b.add_argument("--store", help=store_help)
-    b.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal (crashed builders)")
+    b.add_argument("--lease", type=float, default=120.0,
+                   help="seconds a claim lasts without renewal (crashed builders)")
     b.add_argument("--no-wait", action="store_true", help="skip units another builder is rendering instead of waiting")
     add_render_options(b, THUMBNAILS)
     b.set_defaults(func=run_build)
@@ -56,10 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_ls)
 
-    e = sub.add_parser("export", help="copy a layer's images (your store first, then the shipped atlas) to a folder with index.json and index.csv")
-    e.add_argument("--model", default=DEFAULT_MODEL)
-    e.add_argument("--weights", default=None)
-    add_arch_option(e)
+    e = sub.add_parser("export", help="copy a layer's images (your store first, then the shipped atlas) to a folder "
+                                      "with index.json and index.csv")
+    add_model_options(e, weights_help=None)
     e.add_argument("--layer", required=True)
     e.add_argument("--units", help="units to export (default: every unit of the layer that is rendered)")
     e.add_argument("--variants", default="all",
@@ -71,9 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_export)
 
     a = sub.add_parser("atlas", help="export a store's renders of every main layer as a compact read-only atlas (WebP)")
-    a.add_argument("--model", default=DEFAULT_MODEL)
-    a.add_argument("--weights", default=None)
-    add_arch_option(a)
+    add_model_options(a, weights_help=None)
     a.add_argument("--layers", help="comma-separated layers (default: every main layer, as build --all-layers)")
     a.add_argument("--store", help=store_help)
     a.add_argument("--out", default="assets/atlas", help="atlas folder (the model's atlas goes to OUT/<model>/)")
@@ -84,10 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_render_options(a, THUMBNAILS)
     a.set_defaults(func=run_atlas)
 
-    v = sub.add_parser("verify", help="check the index and every indexed entry's image files; --repair rebuilds the index")
+    v = sub.add_parser("verify",
+                       help="check the index and every indexed entry's image files; --repair rebuilds the index")
     v.add_argument("--store", help=store_help)
     v.add_argument("--repair", action="store_true",
-                   help="rebuild a damaged or reset index from the images' side files (no re-rendering; stop builders first)")
+                   help="rebuild a damaged or reset index from the images' side files (no re-rendering; stop builders "
+                        "first)")
     v.set_defaults(func=run_verify)
 
 
@@ -109,11 +107,13 @@ def run_build(args: argparse.Namespace) -> int:
         check_address(None if args.ray == "local" else args.ray)
     store = _store(args)
     model = load_cli_model(args)
-    layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [model.default_layer or ""]
+    layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [
+        model.default_layer or ""]
     if not layers or not layers[0]:
         raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
     sizes = {layer: layer_units(model, layer) for layer in layers}  # validates every layer before any work
-    units = {layer: parse_units(args.units, limit=sizes[layer], layer=layer) if args.units else list(range(sizes[layer]))
+    units = {layer: parse_units(args.units, limit=sizes[layer],
+                                layer=layer) if args.units else list(range(sizes[layer]))
              for layer in layers}
     variants = variants_for(args.facets, args.negative)
     image_set = None if args.examples.lower() == "none" else image_set_from_spec(args.examples)
@@ -130,8 +130,9 @@ def run_build(args: argparse.Namespace) -> int:
                                should_stop=callback.should_stop)
                 callback(len(units[layer]) * len(variants), len(units[layer]) * len(variants))
             rate = report.units_per_minute()
-            print(f"{layer}: rendered {report.units_rendered} ({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}),"
-                  f" {report.already_done} already stored, {report.seconds:.1f} s"
+            print(f"{layer}: rendered {report.units_rendered} "
+                  f"({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}), {report.already_done} already "
+                  f"stored, {report.seconds:.1f} s"
                   + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
             if report.stopped:
                 print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
@@ -140,7 +141,8 @@ def run_build(args: argparse.Namespace) -> int:
         with progress(len(image_set), f"dataset examples: {image_set.name}", unit="image") as callback:
             started = time.perf_counter()
             ensure_examples(model, layers, image_set, store, callback=callback, should_stop=callback.should_stop)
-        print(f"dataset examples for {len(layers)} layer(s): {len(image_set)} views ({time.perf_counter() - started:.1f} s)")
+        print(f"dataset examples for {len(layers)} layer(s): {len(image_set)} views "
+              f"({time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -157,7 +159,8 @@ def _build_on_ray(args: argparse.Namespace, model, store, units: dict, settings,
                                         batch=args.batch, lease=args.lease, callback=callback,
                                         should_stop=callback.should_stop)
     print(f"rendered {report.units_rendered} units in {report.tasks} tasks on {len(report.workers)} worker process(es),"
-          f" {report.already_done} already stored, {report.held_elsewhere} left to another builder, {report.seconds:.1f} s"
+          f" {report.already_done} already stored, {report.held_elsewhere} left to another builder, "
+          f"{report.seconds:.1f} s"
           + (f"; {report.units_per_minute:.1f} units/minute" if report.units_rendered else ""))
     if report.units_failed:
         print(f"{report.units_failed} units FAILED (marked in the store; a rerun tries them again):")
@@ -179,7 +182,8 @@ def run_ls(args: argparse.Namespace) -> int:
                 "units": sum(a.units(layer) for layer in a.layers), "settings": a.manifest["settings"],
                 "legacy_fingerprint": a.legacy_fingerprint} for a in shipped_atlases()]
     if args.json:
-        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples, "atlases": atlases}, indent=2))
+        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples,
+                          "atlases": atlases}, indent=2))
         return 0
     for a in atlases:
         print(f"atlas (read-only): {a['model']:<20} {a['fingerprint'][:8]} {a['layers']} layers, {a['units']} units"
@@ -192,8 +196,8 @@ def run_ls(args: argparse.Namespace) -> int:
     for r in rows:
         s = r["settings"] or {}
         print(f"{r['model']:<20} {r['fingerprint'][:8]} {r['layer']:<14} {r['variant']:<8} settings {r['digest']}"
-              f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed {r['claimed']:>3}"
-              f"  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else "")
+              f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed "
+              f"{r['claimed']:>3}  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else "")
               + ("  LEGACY FINGERPRINT: never served, render again" if r.get("legacy_fingerprint") else ""))
     for key, error in store.failures()[:20]:
         print(f"failed: {key.model} {key.layer} {key.variant} unit {key.unit}: {error}")
@@ -240,26 +244,28 @@ def run_export(args: argparse.Namespace) -> int:
             source = "store" if unit in own else "atlas"
             counts.setdefault(variant, {"store": 0, "atlas": 0})[source] += 1
             for j, (path, activation) in enumerate(zip(entry.files, entry.activations)):
-                name = (f"{_safe_name(args.layer)}_unit-{unit:04d}_{variant}" + (f"_{j}" if len(entry.files) > 1 else "")
+                name = (f"{_safe_name(args.layer)}_unit-{unit:04d}_{variant}"
+                        + (f"_{j}" if len(entry.files) > 1 else "")
                         + path.suffix)
                 atomic_write(out / name, path.read_bytes())
                 rows.append({"unit": unit, "variant": variant, "index": j, "file": name, "activation": activation,
                              "source": source, "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
     if not rows:
         where = "the store" + (" or the shipped atlas" if atlas is not None else "")
-        raise UserInputError(f"Nothing in {where} for {model.name} {args.layer} ({', '.join(variants)}) with these settings "
-                             f"(digest {settings.digest()}); `gallery ls` shows what is there.")
+        raise UserInputError(f"Nothing in {where} for {model.name} {args.layer} ({', '.join(variants)}) with these "
+                             f"settings (digest {settings.digest()}); `gallery ls` shows what is there.")
     rows.sort(key=lambda r: (r["unit"], r["variant"], r["index"]))
     write_json(out / "index.json", {"model": model.name, "fingerprint": model.fingerprint, "layer": args.layer,
                                     "settings": settings.to_dict(), "digest": settings.digest(), "variants": variants,
                                     "atlas": str(atlas.root) if atlas is not None else None,
-                                    "counts": counts, "missing": {v: u for v, u in missing.items() if u}, "images": rows})
+                                    "counts": counts,
+                                    "missing": {v: u for v, u in missing.items() if u}, "images": rows})
     write_csv(out / "index.csv", rows)
     print(f"{len(rows)} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
     for variant in variants:
         c = counts.get(variant, {"store": 0, "atlas": 0})
-        parts = [f"{c['store']} from your store ({store.root})"] + ([f"{c['atlas']} from the shipped atlas ({atlas.root})"]
-                                                                    if c["atlas"] else [])
+        parts = [f"{c['store']} from your store ({store.root})"]
+        parts += [f"{c['atlas']} from the shipped atlas ({atlas.root})"] if c["atlas"] else []
         line = f"  {variant}: " + ", ".join(parts)
         if missing[variant]:
             first = missing[variant][:8]
@@ -273,7 +279,8 @@ def run_export(args: argparse.Namespace) -> int:
 def _build_flag(variant: str) -> str:
     from ..gallery import NEG, facet_count
 
-    return " --negative" if variant == NEG else f" --facets {facet_count(variant)}" if variant.startswith("facets") else ""
+    return " --negative" if variant == NEG else f" --facets {facet_count(variant)}" if variant.startswith(
+        "facets") else ""
 
 
 def _safe_name(part: str) -> str:
@@ -313,8 +320,8 @@ def run_verify(args: argparse.Namespace) -> int:
         report = store.repair()
         if report.moved_aside:
             print(f"the unreadable index was moved to {report.moved_aside}")
-        print(f"re-indexed {report.restored} rendered unit(s) and {report.examples_restored} example table(s) from side files"
-              " (nothing re-rendered)")
+        print(f"re-indexed {report.restored} rendered unit(s) and {report.examples_restored} example table(s) "
+              "from side files (nothing re-rendered)")
         for line in report.skipped:
             print(f"skipped {line}")
     problems = store.verify()

@@ -8,9 +8,8 @@ import re
 from .. import inversion, limits
 from ..errors import UserInputError
 from ..images import save_png
-from ..models import DEFAULT_MODEL
 from ..parsing import parse_list
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 
 
 def _safe(name: str) -> str:
@@ -18,9 +17,7 @@ def _safe(name: str) -> str:
 
 
 def _photo_options(p: argparse.ArgumentParser, size: int) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(p)
+    add_model_options(p)
     p.add_argument("--image", default="builtin:astronaut",
                    help="a photo file (PNG, JPEG, WebP, BMP, TIFF) or builtin:NAME (astronaut, chelsea, coffee, …)")
     p.add_argument("--size", type=int, default=size, help="the photo is resized to SIZE×SIZE pixels")
@@ -32,13 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = inversion.InversionSettings()
     p = subparsers.add_parser("invert", help="reconstruct a photo from its activations at several layers (one batch)")
     _photo_options(p, defaults.size)
-    p.add_argument("--layers", default=None, help="comma-separated layers, shallow to deep (default: 4 spread over the net)")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated layers, shallow to deep (default: 4 spread over the net)")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--param", choices=["fft", "pixel"], default=defaults.param)
     p.add_argument("--no-decorrelate", action="store_true", help="optimise RGB directly")
-    p.add_argument("--tv", type=float, default=None, help="total-variation weight for every layer (default: grows with depth)")
-    p.add_argument("--alpha", type=float, default=None, help="alpha-norm weight (alpha=6) for every layer (default: grows with depth)")
+    p.add_argument("--tv", type=float, default=None,
+                   help="total-variation weight for every layer (default: grows with depth)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="alpha-norm weight (alpha=6) for every layer (default: grows with depth)")
     p.add_argument("--transforms", choices=["none", "standard", "lucent"], default=defaults.transforms,
                    help="random jitter/scale/rotation, applied to the image and the photo alike")
     p.add_argument("--init", choices=inversion.INIT_MODES, default=defaults.init,
@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_dream)
 
     c_defaults = inversion.CaricatureSettings()
-    c = subparsers.add_parser("caricature", help="exaggerate what layers see in a photo, from noise (one image per layer)")
+    c = subparsers.add_parser("caricature",
+                              help="exaggerate what layers see in a photo, from noise (one image per layer)")
     _photo_options(c, c_defaults.size)
     c.add_argument("--layers", default=None, help="comma-separated layers (default: the model's default layer)")
     c.add_argument("--steps", type=int, default=c_defaults.steps)
@@ -127,7 +128,8 @@ def run_dream(args: argparse.Namespace) -> int:
     save_png(result.photo, out / "photo.png")
     save_png(result.image, out / "dream.png")
     save_png(result.pair(), out / "pair.png")
-    write_json(out / "dream.json", {**result.summary(), "image": args.image, "files": ["photo.png", "dream.png", "pair.png"]})
+    write_json(out / "dream.json", {**result.summary(), "image": args.image,
+                                    "files": ["photo.png", "dream.png", "pair.png"]})
     if result.stopped:
         print(f"stopped: {result.stopped}")
     print(f"{result.target}: {result.objective_before:.4f} on the photo -> {result.objective_after:.4f} "
@@ -152,7 +154,9 @@ def run_caricature(args: argparse.Namespace) -> int:
             bar(step, total)
         result = inversion.caricature(model, photo, layers, settings, callback=callback, should_stop=bar.should_stop)
     save_png(result.photo, out / "photo.png")
-    files = {layer: save_png(image, out / f"caricature_{_safe(layer)}.png").name for layer, image in zip(result.layers, result.images)}
+    files = {layer: save_png(image,
+                             out / f"caricature_{_safe(layer)}.png").name for layer, image
+                             in zip(result.layers, result.images)}
     save_png(result.strip(), out / "strip.png")
     write_json(out / "caricature.json", {**result.summary(), "image": args.image, "files": files})
     if result.stopped:

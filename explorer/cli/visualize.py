@@ -7,17 +7,17 @@ import argparse
 from .. import limits
 from ..errors import UserInputError
 from ..images import grid, save_png
-from ..models import DEFAULT_MODEL
 from ..naming import image_names, image_units, unit_kind
 from ..optvis import RenderSettings, objectives, render
 from ..optvis.param import PARAMETERISATIONS
 from ..optvis.render import check_request
 from ..optvis.transformer import UNIT_KINDS, unit_count, unit_objective
 from ..parsing import parse_units
-from .common import add_arch_option, check_options, load_cli_model, output_dir, progress, write_json
+from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 
 
-DEFAULT_UNITS = "0-3"  # the units rendered when none are named: the feature-vis page's default too (explorer/vocabulary.py)
+DEFAULT_UNITS = "0-3"  # the units rendered when none are named: the feature-vis page's default too
+                       # (explorer/vocabulary.py)
 
 
 def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
@@ -39,7 +39,8 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
     g.add_argument("--diversity", type=float, default=defaults.diversity)
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--input-size", default=str(defaults.input_size),
-                   help="what the network sees: 'model' (its input size), 'param' (the transformed image as it is) or pixels")
+                   help="what the network sees: 'model' (its input size), 'param' (the transformed image as it is) or "
+                        "pixels")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=defaults.lr_schedule)
     g.add_argument("--coarse", type=float, default=defaults.coarse,
                    help="coarse-to-fine: fraction of the steps in which the network sees a smaller image (0: off)")
@@ -47,8 +48,10 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
                    help="the network's first side during --coarse, as a fraction of its input side")
     g.add_argument("--coarse-view", choices=["resize", "crop"], default=defaults.coarse_view,
                    help="during --coarse: the whole image resized (resize) or a window at full scale (crop)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"], default=_precision_name(defaults.autocast),
-                   help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; cuda-bf16: bf16 on CUDA only")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"],
+                   default=_precision_name(defaults.autocast),
+                   help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; cuda-bf16: bf16 on CUDA "
+                        "only")
 
 
 def _precision_name(autocast: bool | str) -> str:
@@ -70,7 +73,8 @@ def _input_size(text: str) -> int | str:
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
     """The render settings the options name; every number is checked against explorer.limits here
     (commands need at least one step: 0 steps only makes sense inside the library)."""
-    check_options(args, "size", "steps", "lr", "seed", "decay", "tv", "alpha", "l2", "blur_every", "blur_sigma", "diversity")
+    check_options(args, "size", "steps", "lr", "seed", "decay", "tv", "alpha", "l2", "blur_every",
+                  "blur_sigma", "diversity")
     return RenderSettings(
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
@@ -83,13 +87,12 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("visualize", help="feature visualisation of channels, neurons, classes or a layer")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--weights", default=None, help="pretrained | random | PATH")
-    add_arch_option(p)
+    add_model_options(p)
     p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--units", "--channels", dest="channels", metavar="UNITS",
-                        help=f"units of the layer, e.g. 0-15,20: one image per unit, rendered as one batch (default {DEFAULT_UNITS})")
+                        help="units of the layer, e.g. 0-15,20: one image per unit, rendered as one batch (default "
+                             f"{DEFAULT_UNITS})")
     target.add_argument("--neuron", help="units at the centre position")
     target.add_argument("--class", dest="classes", help="class indices (logit)")
     target.add_argument("--deepdream", action="store_true", help="mean squared activation of the whole layer")
@@ -104,9 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_visualize)
 
     q = subparsers.add_parser("layers", help="list a model's layers with output shapes")
-    q.add_argument("--model", default=DEFAULT_MODEL)
-    q.add_argument("--weights", default=None)
-    add_arch_option(q)
+    add_model_options(q, weights_help=None)
     q.add_argument("--all", action="store_true", help="every submodule, not only the main layers")
     q.set_defaults(func=run_layers)
 
@@ -123,7 +124,8 @@ def build_objective(model, args: argparse.Namespace) -> objectives.Objective:
         channels = model.check_layer(layer).channels
         return unit_objective(model, layer, parse_units(args.neuron, limit=channels, layer=layer), "neuron", args.token)
     count = unit_count(model, layer, args.kind)  # channels, or heads for --kind head
-    units = parse_units(args.channels or DEFAULT_UNITS, limit=count, layer=layer, what="attention head" if args.kind == "head" else "channel")
+    units = parse_units(args.channels or DEFAULT_UNITS, limit=count, layer=layer,
+                        what="attention head" if args.kind == "head" else "channel")
     return unit_objective(model, layer, units, args.kind, args.token)
 
 
@@ -136,7 +138,8 @@ def run_visualize(args: argparse.Namespace) -> int:
     objective = build_objective(model, args)
     check_request(model, objective, settings, args.batch)  # fail before any output or progress bar
     with progress(settings.steps, f"{model.name} {objective.name}") as callback:
-        result = render(model, objective, settings, batch=args.batch, callback=callback, should_stop=callback.should_stop)
+        result = render(model, objective, settings, batch=args.batch, callback=callback,
+                        should_stop=callback.should_stop)
     names = image_names(objective, len(result.images))  # files and JSON name each image by its own unit
     files = [save_png(image, out / name.filename()).name for image, name in zip(result.images, names)]
     save_png(grid(result.images), out / "grid.png")

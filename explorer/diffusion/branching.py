@@ -85,7 +85,8 @@ class BranchReport:
 
     def chance_agreement(self) -> float:
         """The agreement two independent samples would show: Σ_c p_c² over the original chains' class shares."""
-        p = torch.bincount(self.original_classes, minlength=len(self.labels)).double() / max(1, len(self.original_classes))
+        p = torch.bincount(self.original_classes,
+                           minlength=len(self.labels)).double() / max(1, len(self.original_classes))
         return float((p**2).sum())
 
     def crossing(self, level: float, repeats: int = 2000, seed: int = 0) -> dict:
@@ -101,7 +102,8 @@ class BranchReport:
                 never += 1
             else:
                 draws.append(t)
-        interval = [round(float(np.percentile(draws, 2.5)), 1), round(float(np.percentile(draws, 97.5)), 1)] if draws else None
+        interval = [round(float(np.percentile(draws, 2.5)), 1),
+                    round(float(np.percentile(draws, 97.5)), 1)] if draws else None
         return {"level": level, "t": None if point is None else round(point, 1), "ci95": interval,
                 "bootstrap_never": never, "chains": n}
 
@@ -140,7 +142,8 @@ def branch_experiment(denoiser: Denoiser, judge_model, *, chains: int = 100, k: 
     if sampler not in SAMPLERS:
         raise UserInputError(f"Unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}.")
     if sampler == "ddim" and eta <= 0:
-        raise UserInputError("Branches of a deterministic DDIM chain (η = 0) are all identical: use η > 0 or ancestral.")
+        raise UserInputError(
+            "Branches of a deterministic DDIM chain (η = 0) are all identical: use η > 0 or ancestral.")
     limits.check("n", chains, what="chains")
     limits.check("batch", k, what="branches")
     probe = Probe(judge_model)
@@ -167,13 +170,14 @@ def branch_experiment(denoiser: Denoiser, judge_model, *, chains: int = 100, k: 
         probs_xt, probs_x0 = [], []
         wanted = set(steps)
 
+        # observe runs inside this iteration's run_chain, so it sees this iteration's variables (B023 is wrong here)
         def observe(i, x, out):
-            if i in wanted:
-                kept[i] = x.detach().clone()
+            if i in wanted:  # noqa: B023
+                kept[i] = x.detach().clone()  # noqa: B023
             both = torch.cat([x, out.x0]).detach().float()  # [−1, 1] → [0, 1] on the device: no host copy per step
             p = probe.on_device(((both + 1) / 2).clamp(0, 1))
-            probs_xt.append(p[:n])
-            probs_x0.append(p[n:])
+            probs_xt.append(p[:n])  # noqa: B023
+            probs_x0.append(p[n:])  # noqa: B023
 
         chain = run_chain(denoiser, x_T, sampler=sampler, eta=eta, generator=gen, observe=observe,
                           callback=progress(done), should_stop=should_stop)
@@ -183,7 +187,7 @@ def branch_experiment(denoiser: Denoiser, judge_model, *, chains: int = 100, k: 
             break
         final = chain.images
         final_class = probe(final).argmax(1)
-        for name, probs, out in (("x_t", probs_xt, settle_xt), ("x0", probs_x0, settle_x0)):
+        for _name, probs, out in (("x_t", probs_xt, settle_xt), ("x0", probs_x0, settle_x0)):
             first = settle_steps(torch.stack(probs).cpu(), final_class)  # step index in chain order (0 = x_T)
             out.extend(denoiser.timestep_t(denoiser.num_steps - 1 - int(s)) if s >= 0 else None for s in first)
         chunk_agree, chunk_spread, chunk_classes = [], [], []

@@ -57,7 +57,8 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
         lo, hi = ranges[axis]
         return top + (1 - (y - lo) / (hi - lo)) * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+            'font-size="11">'),
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="13">{escape(title)}</text>',
            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>']
@@ -70,28 +71,35 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
             lo, hi = ranges[axis]
             yv = lo + k * (hi - lo) / 4
             out.append(f'<text x="{xpos}" y="{py(yv, axis) + 4:.1f}" text-anchor="{anchor}">{yv:.3g}</text>')
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + k * ph / 4:.1f}" y2="{top + k * ph / 4:.1f}" stroke="#eee"/>')
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + k * ph / 4:.1f}" y2="{top + k * ph / 4:.1f}" '
+                   'stroke="#eee"/>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 12}" text-anchor="middle">{escape(x_label)}</text>')
-    out.append(f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+    out.append(f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" '
+               f'text-anchor="middle">{escape(y_label)}</text>')
     if y2_label:
-        out.append(f'<text transform="translate({width - 8} {top + ph / 2}) rotate(90)" text-anchor="middle">{escape(y2_label)}</text>')
+        out.append(f'<text transform="translate({width - 8} {top + ph / 2}) rotate(90)" '
+                   f'text-anchor="middle">{escape(y2_label)}</text>')
     legend: list[str] = []
     for n, s in enumerate(series):
         colour = PALETTE[n % len(PALETTE)]
         if s.low is not None and s.high is not None:
             upper = [f"{px(x):.1f},{py(h, s.axis):.1f}" for x, h in zip(s.x, s.high)]
             lower = [f"{px(x):.1f},{py(lo, s.axis):.1f}" for x, lo in reversed(list(zip(s.x, s.low)))]
-            out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" fill-opacity="0.15" stroke="none"/>')
+            out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" fill-opacity="0.15" '
+                       'stroke="none"/>')
         points = " ".join(f"{px(x):.1f},{py(y, s.axis):.1f}" for x, y in zip(s.x, s.y))
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
         out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         for x, y in zip(s.x, s.y):
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y, s.axis):.1f}" r="2.5" fill="{colour}"/>')
         ly = top + 12 + 14 * n
-        legend.append(f'<line x1="{left + 8}" x2="{left + 28}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/>')
-        legend.append(f'<text x="{left + 32}" y="{ly + 4}">{escape(s.name)}{" (right axis)" if s.axis == "right" else ""}</text>')
+        legend.append(f'<line x1="{left + 8}" x2="{left + 28}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                      f'stroke-width="2"{dash}/>')
+        legend.append(f'<text x="{left + 32}" '
+                      f'y="{ly + 4}">{escape(s.name)}{" (right axis)" if s.axis == "right" else ""}</text>')
     # the legend last, on a white box, so no line crosses its text
-    out.append(f'<rect x="{left + 4}" y="{top + 3}" width="{min(pw - 8, 330)}" height="{14 * len(series) + 4}" fill="white" fill-opacity="0.85"/>')
+    out.append(f'<rect x="{left + 4}" y="{top + 3}" width="{min(pw - 8, 330)}" height="{14 * len(series) + 4}" '
+               'fill="white" fill-opacity="0.85"/>')
     out += legend
     out.append("</svg>")
     return "\n".join(out)
@@ -103,7 +111,8 @@ def sweep_chart(summary: list[dict]) -> str:
     series = [Series("judge names the target (pooled)", s, [r["rate"] for r in summary],
                      [r["ci95"][0] for r in summary], [r["ci95"][1] for r in summary])]
     if all("mean_fd" in r for r in summary):
-        series.append(Series("mean FD_cnn to the class's test images", s, [r["mean_fd"] for r in summary], axis="right"))
+        series.append(Series("mean FD_cnn to the class's test images", s,
+                             [r["mean_fd"] for r in summary], axis="right"))
     series.append(Series("mean diversity (pairwise distance)", s, [r["mean_diversity"] for r in summary], axis="right",
                          dashed=True))
     return line_chart_svg(series, title="Classifier guidance: fidelity vs diversity", x_label="guidance scale s",

@@ -90,7 +90,8 @@ def load_fashion_mnist(split: str = "train", folder: str | Path = FASHION_DIR) -
     images = read_idx(image_file)
     labels = read_idx(label_file)
     if images.ndim != 3 or labels.shape[0] != images.shape[0]:
-        raise UserInputError(f"{image_file.name} and {label_file.name} do not match ({images.shape} vs {labels.shape}).")
+        raise UserInputError(
+            f"{image_file.name} and {label_file.name} do not match ({images.shape} vs {labels.shape}).")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return ImageDataset(x, y, list(FASHION_LABELS), f"fashion-mnist:{split}")

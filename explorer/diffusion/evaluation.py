@@ -56,7 +56,8 @@ class ModelEvaluation:
     def to_dict(self, include_terms: bool = False) -> dict:
         q = self.quality
         data = {
-            "model": self.model, "probe": self.probe, "sampler": self.sampler, "steps": self.steps, "engine": self.engine,
+            "model": self.model, "probe": self.probe, "sampler": self.sampler,
+            "steps": self.steps, "engine": self.engine,
             "n": q.n,
             "quality": {"mean_max_probability": round(q.mean_max_probability, 4),
                         "ci95": [round(v, 4) for v in q.mean_ci95]},
@@ -90,7 +91,8 @@ def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, s
                        eta: float = 0.0, engine: str = "auto", seed: int = 0, batch: int = 100, nll_images: int = 0,
                        nll_steps: int | None = None, nll_batch: int = 50, nll_variance: str | None = None,
                        data: str = "fashion", fd: bool = True,
-                       callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> ModelEvaluation:
+                       callback: ProgressCallback | None = None,
+                       should_stop: ShouldStop | None = None) -> ModelEvaluation:
     """Sample ``n`` images with ``steps`` steps and judge them; with ``nll_images`` also bound the likelihood of
     that many reference test images (``nll_steps`` UNet calls per image: None = all T, exact).
 
@@ -115,7 +117,8 @@ def evaluate_diffusion(diffusion, probe: LoadedModel | Probe, *, n: int = 500, s
         result.fd = frechet_distance(fake, real)
         result.fd_floor = frechet_distance(floor, real)
         result.precision, result.recall = precision_recall(real, fake, k=3)
-        result.reference = f"{data} test: {quality.n} images (fixed permutation, seed {REFERENCE_SEED}); floor: {quality.n} train images"
+        result.reference = (f"{data} test: {quality.n} images (fixed permutation, seed {REFERENCE_SEED}); "
+                            f"floor: {quality.n} train images")
     if nll_images and not result.stopped:
         images = reference_images(nll_images, "test", data)
         result.nll = nll_bits_per_dim(diffusion, images, batch=nll_batch, seed=seed, steps=nll_steps,

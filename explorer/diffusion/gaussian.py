@@ -56,7 +56,8 @@ class StepOutput(NamedTuple):
     log_variance: torch.Tensor
 
 
-def beta_schedule(schedule: str, num_train_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+def beta_schedule(schedule: str, num_train_timesteps: int, beta_start: float = 1e-4,
+                  beta_end: float = 0.02) -> np.ndarray:
     """β_1..β_T (float64) of a named schedule, with diffusers' names: linear, scaled_linear, squaredcos_cap_v2."""
     T = int(num_train_timesteps)
     if T < 1:
@@ -121,7 +122,8 @@ class GaussianDiffusion:
 
     def __post_init__(self) -> None:
         if self.variance_type not in VARIANCE_TYPES:
-            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use one of {', '.join(VARIANCE_TYPES)}.")
+            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use one of "
+                                 f"{', '.join(VARIANCE_TYPES)}.")
         if self.betas.ndim != 1 or len(self.betas) != len(self.timesteps) or len(self.betas) == 0:
             raise UserInputError("betas and timesteps must be 1-D and of the same, non-zero length.")
         if not bool(((self.betas > 0) & (self.betas <= 1)).all()):
@@ -145,7 +147,8 @@ class GaussianDiffusion:
                                   float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02)))
         variance = str(config.get("variance_type") or "fixed_small")
         if variance == "learned":  # diffusers' "learned" (direct log Σ) is not supported: say so
-            raise UserInputError("variance_type 'learned' is not supported; use learned_range, fixed_small or fixed_large.")
+            raise UserInputError("variance_type 'learned' is not supported; use learned_range, fixed_small or "
+                                 "fixed_large.")
         return cls(_table(betas), torch.arange(len(betas), dtype=torch.int64), variance)
 
     @classmethod
@@ -223,7 +226,8 @@ class GaussianDiffusion:
         abar = _at(self.alphas_cumprod, i, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
-    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, i: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor,
+                    i: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log variance (clipped) of q(x_{i−1} | x_i, x0)."""
         mean = _at(self.posterior_mean_coef1, i, x_t) * x0 + _at(self.posterior_mean_coef2, i, x_t) * x_t
         return mean, _at(self.posterior_log_variance_clipped, i, x_t)
@@ -311,7 +315,8 @@ class GaussianDiffusion:
         x = x0.double()
         abar = float(self.alphas_cumprod[-1])
         mean, log_var = math.sqrt(abar) * x, math.log(1 - abar)
-        kl = normal_kl(mean, torch.tensor(log_var, dtype=torch.float64), torch.zeros_like(x), torch.zeros((), dtype=torch.float64))
+        kl = normal_kl(mean, torch.tensor(log_var, dtype=torch.float64), torch.zeros_like(x),
+                       torch.zeros((), dtype=torch.float64))
         return kl.flatten(1).mean(1) / LOG2
 
     def vlb_bits(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, i: torch.Tensor | int,
@@ -347,7 +352,8 @@ class GaussianDiffusion:
 
 def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, e^log_var1) ‖ N(mean2, e^log_var2)) element-wise, in nats."""
-    return 0.5 * (log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * torch.exp(-log_var2) - 1)
+    return 0.5 * (log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1
+                                                                          - mean2) ** 2 * torch.exp(-log_var2) - 1)
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:

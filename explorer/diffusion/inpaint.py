@@ -187,7 +187,8 @@ class MatchReport:
     stopped: str | None = None
 
     def to_dict(self) -> dict:
-        return {"settings": self.settings, "rows": self.rows, "seconds": round(self.seconds, 1), "stopped": self.stopped}
+        return {"settings": self.settings, "rows": self.rows, "seconds": round(self.seconds,
+                                                                               1), "stopped": self.stopped}
 
 
 def match_rates(denoiser: Denoiser, judge_model, images01: torch.Tensor, labels: torch.Tensor, *,
@@ -219,7 +220,8 @@ def match_rates(denoiser: Denoiser, judge_model, images01: torch.Tensor, labels:
                     callback(offset + step, total, preview, values)
 
             result = inpaint(denoiser, images01[start : start + chunk], hidden, k=k, sampler=sampler, eta=eta,
-                             seed=seed * 1000 + j, jump=jump, resample=resample, callback=report, should_stop=should_stop)
+                             seed=seed * 1000 + j, jump=jump, resample=resample,
+                             callback=report, should_stop=should_stop)
             done += per_chunk
             if result.stopped:
                 stopped = result.stopped

@@ -126,7 +126,8 @@ class DiffusionModel:
     def describe(self) -> str:
         params = sum(p.numel() for p in self.unet.parameters())
         return (f"{self.name}: UNet2DModel {params / 1e6:.2f} M parameters, {self.channels}×{self.sample_size[0]}×"
-                f"{self.sample_size[1]}, trained on the {self.train_schedule} schedule with T={self.num_train_timesteps}")
+                f"{self.sample_size[1]}, trained on the {self.train_schedule} schedule with "
+                f"T={self.num_train_timesteps}")
 
 
 def _resolve(name_or_path: str) -> tuple[str, Path]:
@@ -160,7 +161,8 @@ def available_diffusion_models() -> list[str]:
     return [name for name, path in BUILTIN.items() if (path / "config.json").is_file()]
 
 
-def load_diffusion_model(name_or_path: str = "fashion_ddpm", device: str | torch.device | None = "auto") -> DiffusionModel:
+def load_diffusion_model(name_or_path: str = "fashion_ddpm",
+                         device: str | torch.device | None = "auto") -> DiffusionModel:
     """Load (once per process and device) a built-in name or a diffusers-format folder."""
     dev = devices.choose_device(device)
     name, path = _resolve(name_or_path)
@@ -171,7 +173,8 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm", device: str | torch
         unet_dir = _find_unet_dir(path)
         config = json.loads((unet_dir / "config.json").read_text())
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-            raise UserInputError(f"{unet_dir} holds a {config.get('_class_name')}; the inspector takes UNet2DModel folders.")
+            raise UserInputError(f"{unet_dir} holds a {config.get('_class_name')}; the inspector takes UNet2DModel "
+                                 "folders.")
         diffusers = import_diffusers()
         verbosity = diffusers.utils.logging.get_verbosity()
         diffusers.utils.logging.set_verbosity_error()  # no "install accelerate" advice for a 3 MB model
@@ -184,7 +187,8 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm", device: str | torch
         unet.eval().requires_grad_(False).to(dev)
         scheduler_config = _scheduler_config(path)
         if scheduler_config.get("prediction_type", "epsilon") != "epsilon":
-            raise UserInputError(f"{path}: only ε-prediction models are supported (found {scheduler_config['prediction_type']}).")
+            raise UserInputError(f"{path}: only ε-prediction models are supported (found "
+                                 f"{scheduler_config['prediction_type']}).")
         model = DiffusionModel(name, unet, scheduler_config, dev, str(path))
         _cache[key] = model
         return model

@@ -155,7 +155,8 @@ class NoisyClassifier:
         return torch.cat(out)
 
 
-def load_noisy_classifier(name_or_folder: str | Path = "fashion_noisy_cnn", device: str | torch.device = "auto") -> NoisyClassifier:
+def load_noisy_classifier(name_or_folder: str | Path = "fashion_noisy_cnn",
+                          device: str | torch.device = "auto") -> NoisyClassifier:
     """The shipped ``fashion_noisy_cnn`` or a folder written by ``diffusion train-noisy-classifier`` (cached)."""
     dev = devices.choose_device(device)
     folder = BUILTIN.get(str(name_or_folder), Path(name_or_folder).expanduser())
@@ -172,8 +173,10 @@ def load_noisy_classifier(name_or_folder: str | Path = "fashion_noisy_cnn", devi
             config = json.loads(config_file.read_text())
             module = build_noisy_classifier(config)
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(f"{config_file} is not a noise-aware classifier config ({type(exc).__name__}: {exc}).") from None
-        load_weights(module, weights_file, "the noise-aware classifier its config.json describes", label=str(weights_file))
+            raise UserInputError(
+                f"{config_file} is not a noise-aware classifier config ({type(exc).__name__}: {exc}).") from None
+        load_weights(module, weights_file,
+                     "the noise-aware classifier its config.json describes", label=str(weights_file))
         module.eval().requires_grad_(False).to(dev)
         model = NoisyClassifier(config.get("name", folder.name), module, list(config["labels"]), config, dev)
         _cache[key] = model

@@ -126,7 +126,8 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, c
     return torch.cat(inside)
 
 
-def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray,
+                     k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) of ``fake`` against ``real`` feature sets."""
     real = torch.as_tensor(np.asarray(real), dtype=torch.float64)
     fake = torch.as_tensor(np.asarray(fake), dtype=torch.float64)

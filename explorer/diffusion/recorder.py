@@ -62,7 +62,8 @@ def eps_to_unit(eps: torch.Tensor) -> torch.Tensor:
 
 
 # ---- forward process ---------------------------------------------------------------------------------
-def q_sample(x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def q_sample(x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+             alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε: a draw from q(x_t | x0) (Ho et al. 2020, eq. 4)."""
     abar = alphas_cumprod.to(x0.device, torch.float32)[timesteps.to(x0.device).long()]
     abar = abar.view(-1, *([1] * (x0.ndim - 1)))
@@ -245,7 +246,8 @@ def _core_plan(diffusion, sampler: str, steps: int, schedule: str | None, eta: f
     from .guidance import Denoiser
 
     if schedule not in (None, diffusion.train_schedule):
-        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance models).")
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance "
+                             "models).")
     denoiser = Denoiser(diffusion, steps)
     order = list(range(denoiser.num_steps - 1, -1, -1))
     kind = "ddim" if sampler == "ddim" else "ancestral"
@@ -267,7 +269,8 @@ def chain_engine(diffusion, sampler: str, engine: str = "auto") -> str:
         raise UserInputError(f"Unknown sampler {sampler!r}: use ddim, ddpm or ancestral.")
     learned = getattr(diffusion, "learned_variance", False)
     if engine == "diffusers" and (learned or sampler == "ancestral"):
-        raise UserInputError("Learned variances and the ancestral sampler need the core engine (--engine core or auto).")
+        raise UserInputError(
+            "Learned variances and the ancestral sampler need the core engine (--engine core or auto).")
     if engine == "auto":
         return "core" if learned or sampler == "ancestral" else "diffusers"
     return engine
@@ -335,7 +338,8 @@ def sample_chain(
             x = prev
             done = i + 1
             if callback:
-                preview = to_unit(x0) if preview_every and (done % preview_every == 0 or done == len(timesteps)) else None
+                preview = to_unit(x0) if preview_every and (done % preview_every == 0
+                                                            or done == len(timesteps)) else None
                 callback(done, len(timesteps), preview, None)
     final = to_unit(x).cpu()
     labels = probe.labels if probe is not None else []
@@ -355,7 +359,8 @@ def sample_chain(
         final_probs=final_probs,
         labels=labels,
         settings={"model": diffusion.name, "sampler": sampler, "steps": steps, "n": batch, "seed": seed,
-                  "eta": eta if sampler == "ddim" else None, "engine": plan.engine, "variance": plan.variance, "schedule": schedule or diffusion.train_schedule,
+                  "eta": eta if sampler == "ddim" else None, "engine": plan.engine, "variance": plan.variance,
+                  "schedule": schedule or diffusion.train_schedule,
                   "train_schedule": diffusion.train_schedule, "record_every": every,
                   "probe": probe.model.name if probe is not None else None},
         seconds=time.perf_counter() - start,

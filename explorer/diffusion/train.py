@@ -31,7 +31,8 @@ from .gaussian import GaussianDiffusion
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+            f"{os.cpu_count()} cores visible")
 
 
 # ---- classifier ---------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def train_classifier(
     name: str = "fashion_cnn",
 ) -> ClassifierReport:
     """Train SmallCNN with AdamW + one-cycle LR and light shift augmentation; save safetensors + config.json."""
-    from ..models.fashion import build_classifier, load_classifier_dir
+    from ..models.fashion import build_classifier
 
     dev = devices.choose_device(device)
     with devices.seeded(seed, dev):  # module init and dropout draw from torch's global RNG
@@ -153,7 +154,8 @@ class DDPMConfig:
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"]})
         if self.variance_type not in ("fixed_small", "fixed_large", "learned_range"):
-            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use fixed_small, fixed_large or learned_range.")
+            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use fixed_small, fixed_large or "
+                                 "learned_range.")
         if not (0 <= self.vlb_weight <= 1 and math.isfinite(self.vlb_weight)):
             raise UserInputError("The hybrid loss weight λ must lie in [0, 1] (Improved DDPM: 0.001).")
         for width in self.block_out_channels:
@@ -291,7 +293,8 @@ def run_training(
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if not same_settings(state["config"]):
-            raise UserInputError(f"{checkpoint} was written with different settings; pass --no-resume or another --out.")
+            raise UserInputError(
+                f"{checkpoint} was written with different settings; pass --no-resume or another --out.")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         ema.shadow = {k: v.float() for k, v in state["ema"].items()}
@@ -300,7 +303,8 @@ def run_training(
 
     def save_checkpoint(step: int, seconds: float) -> None:
         write_torch(checkpoint, {"config": config, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                 "ema": ema.shadow, "step": step, "seconds": seconds, "losses": losses, "window": window})
+                                 "ema": ema.shadow, "step": step, "seconds": seconds,
+                                 "losses": losses, "window": window})
 
     model.train()
     started = time.perf_counter()
@@ -375,7 +379,8 @@ def init_from_pretrained(unet: torch.nn.Module, folder: str | Path) -> dict[str,
     from .models import BUILTIN  # here, not at the top: models imports this module
 
     path = Path(BUILTIN.get(str(folder), folder)).expanduser()
-    for candidate in (path / "diffusion_pytorch_model.safetensors", path / "unet" / "diffusion_pytorch_model.safetensors"):
+    for candidate in (path / "diffusion_pytorch_model.safetensors",
+                      path / "unet" / "diffusion_pytorch_model.safetensors"):
         if candidate.is_file():
             source = read_state_dict(candidate)
             break
@@ -488,7 +493,8 @@ def train_ddpm(
     run = run_training(
         unet, optimiser, EMA(unet, config.ema_decay), loss_at,
         steps=config.steps, lr_at=lambda step: warmup_cosine_lr(step, config.lr, config.warmup, config.steps),
-        config=asdict(config), same_settings=lambda saved: _same_settings(asdict(DDPMConfig.from_dict(saved)), asdict(config)),
+        config=asdict(config), same_settings=lambda saved: _same_settings(asdict(DDPMConfig.from_dict(saved)),
+                                                                          asdict(config)),
         checkpoint=ckpt_path, resume=resume, checkpoint_every=config.checkpoint_every, log_every=log_every,
         callback=callback, should_stop=should_stop, time_limit_s=time_limit_s,
     )

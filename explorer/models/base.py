@@ -214,7 +214,8 @@ class LoadedModel:
             elif info.tokens and isinstance(module, nn.Sequential):
                 continue  # a ViT's `blocks` stack: its blocks are the layers
             elif module is not None and info.calls == 1 and (len(info.shape) in (1, 3) or info.tokens):
-                if info.name.count(".") <= 1 and (len(list(module.children())) > 0 or isinstance(module, (nn.Conv2d, nn.Linear))):
+                if info.name.count(".") <= 1 and (len(list(module.children())) > 0
+                                                  or isinstance(module, (nn.Conv2d, nn.Linear))):
                     picked.append(info)
         return picked
 
@@ -223,8 +224,8 @@ class LoadedModel:
             if info.name == name:
                 return info
         if self.scripted:
-            raise UserInputError(f"{self.name} is TorchScript: its inner layers take no hooks, only {OUTPUT!r} (the logits) "
-                                 "can be read. A state dict with --arch exposes every layer.")
+            raise UserInputError(f"{self.name} is TorchScript: its inner layers take no hooks, only {OUTPUT!r} (the "
+                                 "logits) can be read. A state dict with --arch exposes every layer.")
         resolve_modules(self.module, [name])  # raises with suggestions when unknown
         raise UnknownLayerError(name, self.layer_shapes)  # a module that produces no tensor
 

@@ -49,7 +49,8 @@ def _load_torchscript(file: Path) -> torch.nn.Module:
         module = torch.jit.load(str(file), map_location="cpu")
     except Exception as exc:  # a zip with a code/ folder that is not a TorchScript module, or a damaged one
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"{file.name} looks like a TorchScript file but cannot be loaded as one: {reason}") from None
+        raise UserInputError(
+            f"{file.name} looks like a TorchScript file but cannot be loaded as one: {reason}") from None
     # Loading runs none of the file's code; every forward pass will. Warn once it is known to be a module,
     # so a damaged file gives one clear error rather than a warning and an error.
     warnings.warn(
@@ -91,13 +92,15 @@ def load_checkpoint(
             raise UserInputError(f"{file.name} is empty (0 bytes): it holds no model.")
         if _is_torchscript(file):
             if arch:
-                raise UserInputError(f"{file.name} is TorchScript and carries its own architecture: leave out arch/--arch.")
+                raise UserInputError(f"{file.name} is TorchScript and carries its own architecture: leave out "
+                                     "arch/--arch.")
             module = _load_torchscript(file)
         else:
             if not arch:
                 read_state_dict(file)  # an unreadable file says why first
                 raise UserInputError(
-                    f"{file.name} is a state dict: name its torchvision architecture with --arch (e.g. --arch resnet50)."
+                    f"{file.name} is a state dict: name its torchvision architecture with --arch (e.g. --arch "
+                    "resnet50)."
                 )
             module = _state_dict_model(file, arch)
         model = LoadedModel(

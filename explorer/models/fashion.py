@@ -97,7 +97,8 @@ def _load_fashion_cnn(weights: str, device: torch.device) -> LoadedModel:
         with devices.seeded(0):  # the same random weights every time, the caller's RNG untouched
             module = build_classifier(config)
         return LoadedModel("fashion_cnn", module, Normalize(*config["normalize"]), labels,
-                           (28, 28), device, "random", channels=1, fixed_input_size=True, default_layer="features.block2")
+                           (28, 28), device, "random", channels=1, fixed_input_size=True,
+                           default_layer="features.block2")
     folder = ASSET_DIR if weights == "pretrained" else Path(weights)
     return load_classifier_dir(folder, device, name="fashion_cnn")
 

@@ -90,7 +90,8 @@ LITE_VARIANTS = {
 
 
 def _efficientnet_lite(variant: LiteVariant, weights: str, device: torch.device) -> LoadedModel:
-    code = import_package("efficientnet_lite_pytorch", "efficientnet-lite-pytorch", "The EfficientNet-Lite architecture")
+    code = import_package("efficientnet_lite_pytorch", "efficientnet-lite-pytorch",
+                          "The EfficientNet-Lite architecture")
     # image_size=None: TF "SAME" padding computed from each input's size, so every render size is padded
     # as TensorFlow would (at the native size it equals the package's static padding exactly).
     net = code.EfficientNet.from_name(f"efficientnet-lite{variant.index}", image_size=None)
@@ -123,7 +124,8 @@ def _lite_loader(variant: LiteVariant):
 
 
 for _variant in LITE_VARIANTS.values():
-    SPECS.append(ModelSpec(_variant.name, f"EfficientNet-Lite{_variant.index} (ImageNet, embedded, {_variant.input_size} px)",
+    SPECS.append(ModelSpec(_variant.name,
+                           f"EfficientNet-Lite{_variant.index} (ImageNet, embedded, {_variant.input_size} px)",
                            _lite_loader(_variant), default_layer=_variant.default_layer))
 
 
@@ -200,7 +202,8 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
     state = None
     if weights == "pretrained":  # before building the net: a missing file fails fast
         filename = os.path.basename(model_urls["inceptionv1"])
-        path = os.environ.get("EXPLORER_INCEPTIONV1_WEIGHTS") or str(Path(torch.hub.get_dir()) / "checkpoints" / filename)
+        path = os.environ.get("EXPLORER_INCEPTIONV1_WEIGHTS") or str(Path(
+            torch.hub.get_dir()) / "checkpoints" / filename)
         if not Path(path).is_file():
             raise WeightsUnavailable(
                 f"InceptionV1 weights ({filename}) were not found at {path}. Put the file there or point "
@@ -227,4 +230,5 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
     )
 
 
-SPECS.append(ModelSpec("inception_v1", "InceptionV1 (Lucent modelzoo)", _inception_v1, offline=False, default_layer="mixed4a"))
+SPECS.append(ModelSpec("inception_v1", "InceptionV1 (Lucent modelzoo)", _inception_v1, offline=False,
+                       default_layer="mixed4a"))

@@ -125,7 +125,8 @@ def _pretrained_state(cfg: dict, arch: str) -> tuple[dict[str, torch.Tensor] | N
     if path is None and allow_downloads():
         path = _download_weights(cfg, arch)
     if path is None:
-        where = f"the Hugging Face hub cache ({cfg['hf_hub_id']})" if cfg.get("hf_hub_id") else "torch hub's checkpoints"
+        where = f"the Hugging Face hub cache ({cfg['hf_hub_id']})" if cfg.get(
+            "hf_hub_id") else "torch hub's checkpoints"
         return None, (f"pretrained {arch} weights are not in {where}; set EXPLORER_ALLOW_DOWNLOAD=1 to fetch them "
                       "(or copy them there)")
     return read_state_dict(path), str(path)
@@ -138,7 +139,8 @@ def _default_layer(model: LoadedModel) -> str | None:
     return names[int(len(names) * 2 / 3)] if names else None
 
 
-def load_timm(arch: str, weights: str = "pretrained", device: torch.device | str = "cpu", **model_kwargs: Any) -> LoadedModel:
+def load_timm(arch: str, weights: str = "pretrained", device: torch.device | str = "cpu",
+              **model_kwargs: Any) -> LoadedModel:
     """A timm model as a :class:`LoadedModel`. ``weights``: "pretrained" (local cache or an allowed download;
     random weights with a :class:`RandomWeightsNotice` otherwise), "random", or a weights file.
     ``model_kwargs`` go to ``timm.create_model`` (tests: ``img_size=64`` for a small ViT)."""

@@ -9,7 +9,7 @@ reported to the user can leave them out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
@@ -174,7 +174,8 @@ def channel(layer: str, units: Units) -> Objective:
         picked = _select_channel(ctx.acts[layer], values)
         return picked.flatten(1).mean(1) if picked.ndim > 1 else picked
 
-    return Objective(fn, layers=[layer], name=f"channel {layer}:{_fmt(values)}", checks=[UnitCheck(layer, values)], batch=batch)
+    return Objective(fn, layers=[layer], name=f"channel {layer}:{_fmt(values)}",
+                     checks=[UnitCheck(layer, values)], batch=batch)
 
 
 def neuron(layer: str, units: Units, x: int | None = None, y: int | None = None) -> Objective:
@@ -190,7 +191,8 @@ def neuron(layer: str, units: Units, x: int | None = None, y: int | None = None)
         xx = w // 2 if x is None else min(max(x, 0), w - 1)
         return picked[:, yy, xx]
 
-    return Objective(fn, layers=[layer], name=f"neuron {layer}:{_fmt(values)}", checks=[UnitCheck(layer, values, what="neuron channel")], batch=batch)
+    return Objective(fn, layers=[layer], name=f"neuron {layer}:{_fmt(values)}",
+                     checks=[UnitCheck(layer, values, what="neuron channel")], batch=batch)
 
 
 def deepdream(layer: str) -> Objective:
@@ -209,7 +211,8 @@ def class_logit(classes: Units) -> Objective:
     def fn(ctx: Context) -> torch.Tensor:
         return _select_channel(ctx.acts[OUTPUT], values)
 
-    return Objective(fn, layers=[OUTPUT], name=f"logit {_fmt(values)}", checks=[UnitCheck(OUTPUT, values, what="class")], batch=batch)
+    return Objective(fn, layers=[OUTPUT], name=f"logit {_fmt(values)}",
+                     checks=[UnitCheck(OUTPUT, values, what="class")], batch=batch)
 
 
 def class_probability(classes: Units, log: bool = True) -> Objective:
@@ -221,7 +224,8 @@ def class_probability(classes: Units, log: bool = True) -> Objective:
         picked = _select_channel(logp, values)
         return picked if log else picked.exp()
 
-    return Objective(fn, layers=[OUTPUT], name=f"{'log ' if log else ''}p {_fmt(values)}", checks=[UnitCheck(OUTPUT, values, what="class")], batch=batch)
+    return Objective(fn, layers=[OUTPUT], name=f"{'log ' if log else ''}p {_fmt(values)}",
+                     checks=[UnitCheck(OUTPUT, values, what="class")], batch=batch)
 
 
 def direction(layer: str, vector: torch.Tensor | Sequence[float], cosine: bool = False) -> Objective:

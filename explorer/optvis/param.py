@@ -169,7 +169,8 @@ def photo_magnitude(h: int, w: int, channels: int = 3, decorrelated: bool = True
     the decorrelated colour basis, or grey for one channel); the template is the mean of
     ``|rfft2(hann · (crop − its mean), norm="ortho")|`` over the crops, per channel and frequency (the window,
     scaled to keep the power, stops the crops' borders from adding a cross of energy along the axes). The DC
-    term is kept signed (the mean colour of the crops): returns (magnitude C×H×(W//2+1), dc C), on the CPU, cached per size.
+    term is kept signed (the mean colour of the crops): returns (magnitude C×H×(W//2+1), dc C), on the CPU, cached per
+    size.
     """
     from ..images import load_image
 
@@ -179,7 +180,8 @@ def photo_magnitude(h: int, w: int, channels: int = 3, decorrelated: bool = True
     window = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
                          torch.hann_window(w, periodic=False, dtype=torch.float64))
     window = window / window.square().mean().sqrt()
-    total, dc, n = torch.zeros(channels, h, w // 2 + 1, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    total, dc, n = torch.zeros(channels, h, w // 2 + 1,
+                               dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
     for name in MAGNITUDE_PHOTOS:
         photo = load_image(f"builtin:{name}")
         ph, pw = photo.shape[-2:]
@@ -216,7 +218,8 @@ class MacoParam(ImageParam):
     """
 
     def __init__(self, batch: int, size: tuple[int, int], channels: int = 3, decorrelated: bool = True,
-                 phase_scale: float = 4.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu"):
+                 phase_scale: float = 4.0, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.batch, self.channels, self.size = batch, channels, tuple(size)
         self.decorrelated = decorrelated and channels == 3
@@ -285,7 +288,8 @@ class CPPNParam(ImageParam):
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             in_width = fan_in if fan_in == 3 else fan_in * 3  # activations triple the width
-            w_init = torch.randn(batch * fan_out, in_width, 1, 1, generator=generator, device=device) / math.sqrt(in_width)
+            w_init = torch.randn(batch * fan_out, in_width, 1, 1, generator=generator,
+                                 device=device) / math.sqrt(in_width)
             self.weights.append(nn.Parameter(w_init))
             self.biases.append(nn.Parameter(torch.zeros(batch * fan_out, device=device)))
         out_init = torch.randn(batch * channels, hidden * 3, 1, 1, generator=generator, device=device)
@@ -316,7 +320,8 @@ def make_param(kind: str, batch: int, size: int | tuple[int, int], *, channels: 
     """Build a parameterisation by name: "fft", "pixel", "maco" (phase only, fixed photo spectrum) or "cppn"."""
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if kind == "fft":
-        return FourierParam(batch, hw, channels, sd=sd, decay=decay, decorrelated=decorrelated, generator=generator, device=device)
+        return FourierParam(batch, hw, channels, sd=sd, decay=decay, decorrelated=decorrelated,
+                            generator=generator, device=device)
     if kind == "pixel":
         return PixelParam(batch, hw, channels, sd=sd, decorrelated=decorrelated, generator=generator, device=device)
     if kind == "maco":

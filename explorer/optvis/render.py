@@ -71,8 +71,9 @@ class RenderSettings(Settings):
         return int(self.input_size)
 
 
-# Thumbnails (a layer in minutes on a laptop CPU): the settings the gallery's stores were built with,
-# pinned so their digests (cache keys) do not move when the defaults above change.
+# Quick settings (a layer in minutes on a laptop CPU) for tests and benchmarks, the gallery's settings before it
+# moved to `gallery.builder.THUMBNAILS` (128 steps); pinned so their digest (cache key) does not move when the
+# defaults above change.
 FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant", coarse=0.0)
 
 

@@ -141,7 +141,8 @@ def unit_count(model: LoadedModel, layer: str, kind: str = "channel") -> int:
     return model.check_layer(layer).channels
 
 
-def unit_objective(model: LoadedModel, layer: str, units: Units, kind: str = "channel", token: int | None = None) -> Objective:
+def unit_objective(model: LoadedModel, layer: str, units: Units, kind: str = "channel",
+                   token: int | None = None) -> Objective:
     """The objective for ``units`` of ``layer``: token objectives on a transformer's B×N×C layers,
     :func:`objectives.channel`/:func:`objectives.neuron` elsewhere. ``kind`` is a key of :data:`UNIT_KINDS`."""
     if kind not in UNIT_KINDS:

@@ -95,7 +95,8 @@ def nll_table(rows: list[dict]) -> list[dict]:
 
 
 def figures_table(rows: list[dict]) -> list[dict]:
-    return [{"model": r["model"], "sampler": f"{r['sampler']} ({r.get('engine', '')})", "K": r["steps"], "samples": r["n"],
+    return [{"model": r["model"], "sampler": f"{r['sampler']} ({r.get('engine', '')})",
+             "K": r["steps"], "samples": r["n"],
              "FD_cnn": r.get("fd"), "FD floor": r.get("fd_floor"), "precision": r.get("precision"),
              "recall": r.get("recall"), "confidence": r["quality"]["mean_max_probability"],
              "classes": r["classes"]["covered"], "largest class": r["classes"]["largest_fraction"]}
@@ -121,7 +122,8 @@ def model_quality_tab(probe_model, load: Callable[[str], object]) -> None:
         measured = json.loads(MEASURED.read_text())
         with st.expander(f"Measured for the shipped models ({measured.get('note', '')})", expanded=True):
             show(measured["results"], f"{KEY}_shipped")
-            widgets.download_json(measured, "diffusion_quality.json", "Measured figures JSON", key=f"{KEY}_shipped_json")
+            widgets.download_json(measured, "diffusion_quality.json", "Measured figures JSON",
+                                  key=f"{KEY}_shipped_json")
 
     st.markdown("**Evaluate now** (small defaults: a few seconds per model and K on a CPU)")
     c1, c2 = st.columns([2, 1])

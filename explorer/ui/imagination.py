@@ -39,7 +39,8 @@ def _judge() -> Judge:
 def _show_images(images: torch.Tensor, captions: list[str], columns: int = 8) -> None:
     cols = st.columns(columns)
     for i, image in enumerate(images):
-        cols[i % columns].image(to_uint8(upscale(image[None], 84)[0]), caption=captions[i] if i < len(captions) else None,
+        cols[i % columns].image(to_uint8(upscale(image[None], 84)[0]),
+                                caption=captions[i] if i < len(captions) else None,
                                 width="stretch")
 
 
@@ -69,10 +70,12 @@ def sweep_figure(summary: list[dict]) -> go.Figure:
     s = [r["scale"] for r in summary]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=s, y=[r["rate"] for r in summary], name="judge names the target", mode="lines+markers",
-                             error_y=dict(type="data", symmetric=False, array=[r["ci95"][1] - r["rate"] for r in summary],
+                             error_y=dict(type="data", symmetric=False,
+                                          array=[r["ci95"][1] - r["rate"] for r in summary],
                                           arrayminus=[r["rate"] - r["ci95"][0] for r in summary])))
     if all("mean_fd" in r for r in summary):
-        fig.add_trace(go.Scatter(x=s, y=[r["mean_fd"] for r in summary], name="mean FD_cnn", yaxis="y2", mode="lines+markers"))
+        fig.add_trace(go.Scatter(x=s, y=[r["mean_fd"] for r in summary], name="mean FD_cnn",
+                                 yaxis="y2", mode="lines+markers"))
     fig.add_trace(go.Scatter(x=s, y=[r["mean_diversity"] for r in summary], name="diversity", yaxis="y2",
                              mode="lines+markers", line=dict(dash="dash")))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title="guidance scale s"),
@@ -84,15 +87,18 @@ def sweep_figure(summary: list[dict]) -> go.Figure:
 
 def branch_figure(data: dict) -> go.Figure:
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=data["t"], y=data["agreement"], name="agreement with the original's class", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=data["t"], y=data["agreement"],
+                             name="agreement with the original's class", mode="lines+markers"))
     fig.add_trace(go.Scatter(x=data["t"], y=[data["chance_agreement"]] * len(data["t"]), name="chance agreement Σp²",
                              mode="lines", line=dict(dash="dot")))
-    fig.add_trace(go.Scatter(x=data["t"], y=data["spread"], name="spread (judge features)", yaxis="y2", mode="lines+markers",
+    fig.add_trace(go.Scatter(x=data["t"], y=data["spread"], name="spread (judge features)",
+                             yaxis="y2", mode="lines+markers",
                              line=dict(dash="dash")))
     for key, colour in (("settle_x_t", "grey"), ("settle_x0", "green")):
         fig.add_vline(x=data[key]["median_t"], line=dict(color=colour, dash="dot"),
                       annotation_text=f"settles on {data[key]['state']}")
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title="timestep t", autorange="reversed"),
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis=dict(title="timestep t", autorange="reversed"),
                       yaxis=dict(title="agreement", range=[0, 1.05]),
                       yaxis2=dict(title="mean pairwise distance", overlaying="y", side="right"),
                       title="What each step decides")
@@ -110,7 +116,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     if widgets.run_controls(key, "Guide"):
         try:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
-            result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n), scale=float(scale), sampler=sampler,
+            result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n),
+                                    scale=float(scale), sampler=sampler,
                                     seed=seed, callback=progress, preview_every=max(1, steps // 5))
             progress.done()
             st.session_state[f"{key}_result"] = result
@@ -129,7 +136,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
         _show_images(result.images, _verdict_captions(judge, result.images, target))
         c1, c2 = st.columns(2)
         with c1:
-            widgets.download_png(grid(result.images), f"guided_{judge.labels[target]}_s{result.scale:g}.png", "Samples PNG",
+            widgets.download_png(grid(result.images),
+                                 f"guided_{judge.labels[target]}_s{result.scale:g}.png", "Samples PNG",
                                  key=f"{key}_png")
         with c2:
             widgets.download_json({"settings": result.settings, "classes": result.classes, "summary": summary},
@@ -145,7 +153,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
-            sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge, classes=list(classes), scales=sorted(scales),
+            sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge,
+                                   classes=list(classes), scales=sorted(scales),
                                    n_per_class=int(per_class), seed=0, callback=progress)
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
@@ -177,7 +186,8 @@ def _imaginations_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
         try:
             progress = widgets.LiveProgress(key, "feature vis, then guided diffusion")
             result = two_imaginations(judge.model, noisy, denoiser_for(steps), int(cls), n=int(n), scale=float(scale),
-                                      sampler=sampler, seed=seed, render_settings=FASHION_RENDER.with_(steps=int(render_steps)),
+                                      sampler=sampler, seed=seed,
+                                      render_settings=FASHION_RENDER.with_(steps=int(render_steps)),
                                       callback=progress)
             progress.done()
             st.session_state[f"{key}_result"] = result
@@ -205,7 +215,8 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
                "noised values (Sohl-Dickstein et al. §3.5); RePaint's resampling optionally re-noises and repeats.")
     size = (28, 28)
     c1, c2, c3 = st.columns(3)
-    source = c1.selectbox("Image", (["Fashion-MNIST test image"] if fashion_available() else []) + ["upload"], key=f"{key}_src")
+    source = c1.selectbox("Image",
+                          (["Fashion-MNIST test image"] if fashion_available() else []) + ["upload"], key=f"{key}_src")
     image, label = None, None
     if source == "upload":
         up = st.file_uploader("Image file", type=["png", "jpg", "jpeg", "webp", "bmp"], key=f"{key}_upload")
@@ -260,10 +271,12 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
             widgets.download_png(grid(torch.cat([result.originals, result.masked, completions])), "inpaint.png", "PNG",
                                  key=f"{key}_png")
         with c2:
-            widgets.download_json({"settings": result.settings, "verdicts": captions}, "inpaint.json", "JSON", key=f"{key}_json")
+            widgets.download_json({"settings": result.settings, "verdicts": captions}, "inpaint.json",
+                                  "JSON", key=f"{key}_json")
 
     if judge.reference is not None:
-        st.markdown("**Match rates** — over the first N test images, per mask, beside the judge on the masked image and chance")
+        st.markdown(
+            "**Match rates** — over the first N test images, per mask, beside the judge on the masked image and chance")
         c1, c2 = st.columns(2)
         n = c1.number_input("Test images", 1, 10_000, 20, key=f"{key}_mr_n")
         masks = c2.multiselect("Masks", list(MASKS), list(MASKS), key=f"{key}_mr_masks")
@@ -299,7 +312,8 @@ def _branch_tab(denoiser_for, judge: Judge, key: str) -> None:
     if widgets.run_controls(key, "Branch"):
         try:
             progress = widgets.LiveProgress(key, "chains and their branches")
-            report = branch_experiment(denoiser_for(int(steps)), judge.model, chains=int(chains), k=int(k), seed=int(seed),
+            report = branch_experiment(denoiser_for(int(steps)), judge.model, chains=int(chains),
+                                       k=int(k), seed=int(seed),
                                        callback=progress)
             progress.done()
             st.session_state[f"{key}_report"] = report
@@ -317,12 +331,14 @@ def _branch_tab(denoiser_for, judge: Judge, key: str) -> None:
                   help="The recorder's measure: when the judge can already read the final class from x_t.")
         st.plotly_chart(branch_figure(data), width="stretch", key=f"{key}_fig")
         picture = grid(upscale(report.grid_images.flatten(0, 1), 56), columns=report.grid_images.shape[1])
-        st.image(to_uint8(picture), caption="rows: t = " + ", ".join(str(t) for t in report.ts) + " · columns: branches of chain 0")
+        st.image(to_uint8(picture),
+                 caption="rows: t = " + ", ".join(str(t) for t in report.ts) + " · columns: branches of chain 0")
         c1, c2 = st.columns(2)
         with c1:
             widgets.download_json(data, "branch.json", "Branch JSON", key=f"{key}_json")
         with c2:
-            widgets.download_png(grid(report.grid_images.flatten(0, 1), columns=report.grid_images.shape[1]), "branch_grid.png",
+            widgets.download_png(grid(report.grid_images.flatten(0, 1),
+                                      columns=report.grid_images.shape[1]), "branch_grid.png",
                                  "Grid PNG", key=f"{key}_png")
 
 

@@ -66,19 +66,38 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     weight_options = ["pretrained", "random"]
     wanted_weights = st.query_params.get("weights") or spec.default_weights
     weights = st.selectbox(
-        "Weights", weight_options, index=weight_options.index(wanted_weights) if wanted_weights in weight_options else 0,
+        "Weights", weight_options,
+        index=weight_options.index(wanted_weights) if wanted_weights in weight_options else 0,
         key=f"{key}_weights", help="'random' gives the bare architecture (untrained).",
     )
     try:
         model = cached_model(name, weights)
         if weights == "pretrained" and model.weights == "random":
-            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local cache
+            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local
+                                                                 # cache
         return model
     except WeightsUnavailable as exc:
         st.error(error_text(exc))
     except UserInputError as exc:
         st.error(error_text(exc))
     return None
+
+
+def page_header(title: str, caption: str, model_key: str | None = None,
+                default: str | Callable[[], str | None] | None = None) -> LoadedModel | None:
+    """Every page opens the same way: its title and a caption that says what it does, then (given ``model_key``)
+    the sidebar's model picker. A page needs its model, so when none loads (the picker has said why) the page stops
+    here. ``default`` may be a function that draws its own sidebar widgets above the picker and returns the
+    default model's name."""
+    st.title(title)
+    st.caption(caption)
+    if model_key is None:
+        return None
+    with st.sidebar:
+        model = model_picker(model_key, default=default() if callable(default) else default)
+    if model is None:
+        st.stop()
+    return model
 
 
 def non_default_weights(model: LoadedModel) -> str | None:
@@ -105,10 +124,12 @@ def layer_picker(model: LoadedModel, key: str, include_output: bool = False, def
             shapes[name] = "×".join(map(str, model.layer_shapes[name]))
     if wanted and wanted not in names:
         shown = fallback if fallback in names else names[0]
-        st.warning(f"{safe_text(model.name)} has no layer {quoted_text(wanted)} (from the link): showing {safe_text(shown)} instead.")
+        st.warning(f"{safe_text(model.name)} has no layer {quoted_text(wanted)} (from the link): showing "
+                   f"{safe_text(shown)} instead.")
         wanted = shown
     index = names.index(wanted) if wanted in names else 0
-    return st.selectbox("Layer", names, index=index, format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
+    return st.selectbox("Layer", names, index=index,
+                        format_func=lambda n: f"{n}  ({shapes.get(n, '?')})", key=f"{key}_layer")
 
 
 def int_param(name: str, default: int, lo: int, hi: int) -> int:
@@ -158,7 +179,8 @@ class LiveProgress:
         self.columns = preview_columns
         st.session_state.pop(f"{key}_partial", None)
 
-    def __call__(self, step: float, total: int, preview: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
+    def __call__(self, step: float, total: int, preview: torch.Tensor | None = None,
+                 values: torch.Tensor | None = None) -> None:
         text = f"{self.label}: {self.unit} {step:g}/{total}"  # fractional counts (e.g. units of a batch) allowed
         if values is not None and values.numel():
             text += f" · objective {float(values.float().mean()):.3f}"
@@ -167,7 +189,8 @@ class LiveProgress:
             images = preview.detach().float().cpu()
             st.session_state[f"{self.key}_partial"] = {"step": step, "images": images}
             if images.ndim == 4:
-                self.preview.image(to_uint8(grid(images[: self.columns * 2], columns=self.columns)), caption=f"step {step}")
+                self.preview.image(to_uint8(grid(images[: self.columns * 2],
+                                                 columns=self.columns)), caption=f"step {step}")
 
     def done(self) -> None:
         self.bar.empty()
@@ -203,7 +226,8 @@ def show_partial(key: str) -> None:
     if partial:
         st.warning(f"Cancelled at step {partial['step']}; this is the last preview.")
         st.image(to_uint8(grid(partial["images"])), caption=f"step {partial['step']}")
-        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])), f"{key}_partial.png", "image/png",
+        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])),
+                           f"{key}_partial.png", "image/png",
                            key=f"{key}_partial_dl")
 
 
@@ -212,20 +236,6 @@ def download_png(image: torch.Tensor, filename: str, label: str = "PNG", key: st
 
 
 def download_json(data: dict, filename: str, label: str = "JSON", key: str | None = None) -> None:
-    st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json", key=key or f"dl_{filename}")
-
-
-def user_error(exc: Exception) -> None:
-    """Show a user's mistake as a message; anything else as an exception box, without crashing the page."""
-    if isinstance(exc, UserInputError):
-        st.error(error_text(exc))
-    else:
-        st.exception(exc)
-
-
-def guarded(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except UserInputError as exc:
-        st.error(error_text(exc))
+    st.download_button(label, json.dumps(data, indent=2, default=str), filename, "application/json",
+                       key=key or f"dl_{filename}")
 

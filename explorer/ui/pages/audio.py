@@ -27,12 +27,13 @@ def start_words(start: str, synth: bool) -> str:
     return f"{start} → random synthesiser settings" if synth and start in SYNTH_RANDOM_STARTS else start
 
 KEY = "audio"
-st.title("Audio hallucinations")
-st.caption("Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
-           "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the WAV "
-           "is read back and the network listens again, and independent judges (Praat, the spectrum, the other music tagger) "
-           "listen too, and judges trained on human speech and ears (pocketsphinx, DNSMOS, CREPE) — beside the same judges on "
-           "random starts that were never optimised.")
+widgets.page_header(
+    "Audio hallucinations",
+    "Gradient ascent through the same loop as the image pages — on the knobs of a synthesiser that can only make "
+    "plausible sound (default), or on a free spectrogram (adversarial / unconstrained) — then the honest tests: the "
+    "WAV is read back and the network listens again, and independent judges (Praat, the spectrum, the other music "
+    "tagger) listen too, and judges trained on human speech and ears (pocketsphinx, DNSMOS, CREPE) — beside the same "
+    "judges on random starts that were never optimised.")
 
 NETS = {"speech": "Speech (Silero VAD)", "words": "Spoken word (our keyword net)", "music": "Music tag (musicnn)",
         "image": "Image classifier on the spectrogram"}
@@ -74,33 +75,36 @@ with left:
     synth_param = st.session_state.get(f"{KEY}_param", DreamSettings.param) == "synth"  # the widget below, as last set
     start = st.selectbox("Start from", starts, index=starts.index("noise"), key=f"{KEY}_start",
                          format_func=lambda s: start_words(s, synth_param),
-                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, resampled).")
-    upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload") if start == "upload" else None
+                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, "
+                              "resampled).")
+    upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"],
+                              key=f"{KEY}_upload") if start == "upload" else None
 with right:
     c1, c2, c3 = st.columns(3)
     # words have their own length widget (default 1 s: a spoken word), the other networks 4 s
     seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5,
                               key=f"{KEY}_seconds_words" if net_kind == "words" else f"{KEY}_seconds")
-    steps = settings_widgets.number(c2, "audio dream", "steps", step=16)  # label, default, range: explorer/vocabulary.py
+    steps = settings_widgets.number(c2, "audio dream", "steps", step=16)  # label, default, range:
+                                                                          # explorer/vocabulary.py
     seed = settings_widgets.number(c3, "audio dream", "seed")
     c1, c2 = st.columns(2)
     param = c1.selectbox("Parameterisation", list(PARAMS), format_func=PARAMS.get, key=f"{KEY}_param",
-                         help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every setting "
-                              "is a plausible sound. spectrogram: any magnitudes at all, which finds what the network "
-                              "responds to, usually an adversarial noise rather than speech or music.")
+                         help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every "
+                              "setting is a plausible sound. spectrogram: any magnitudes at all, which finds what the "
+                              "network responds to, usually an adversarial noise rather than speech or music.")
     c3, c4 = st.columns(2)
     control_starts = c3.number_input("Random starts (control)", 0, 64, 8, key=f"{KEY}_control",
-                                     help="the judges also hear this many random starts of the same parameterisation, never "
-                                          "optimised: a claim that the dream is more speech-like needs the difference's "
-                                          "interval to exclude 0")
+                                     help="the judges also hear this many random starts of the same parameterisation, "
+                                          "never optimised: a claim that the dream is more speech-like needs the "
+                                          "difference's interval to exclude 0")
     hearing = c4.checkbox("Judges trained on human hearing", True, key=f"{KEY}_hearing",
                           help="pocketsphinx (transcript, closed-set word), DNSMOS (SIG/BAK/OVRL), CREPE periodicity: "
                                "a few seconds per sound")
     synth_choice, phase = "auto", "griffin-lim"
     if param == "synth":
         synth_choice = c2.selectbox("Synthesiser", ["auto", "voice", "instrument"], key=f"{KEY}_synth",
-                                    help="voice: glottal source through four formants; instrument: three voices of struck "
-                                         "notes. auto: voice for speech, instrument otherwise")
+                                    help="voice: glottal source through four formants; instrument: three voices of "
+                                         "struck notes. auto: voice for speech, instrument otherwise")
         st.caption("The synthesiser starts from random knobs when the start is noise or silence (it cannot make white "
                     "noise: that is the point); a clip or upload is imitated first.")
     else:
@@ -108,7 +112,8 @@ with right:
                              help="original: keep the start clip's phase (clips and uploads only)")
     tv_time = tv_freq = blur_every = consistency = 0
     blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, -50.0
-    with st.expander("Robustness and learning rate" if param == "synth" else "Priors and resynthesis (free spectrogram)"):
+    with st.expander("Robustness and learning rate" if param == "synth"
+                     else "Priors and resynthesis (free spectrogram)"):
         c1, c2 = st.columns(2)
         gain_jitter = c1.number_input("Gain jitter (± dB)", 0.0, 24.0, 6.0, key=f"{KEY}_jitter",
                                       help="random loudness per step, so the dream survives peak normalisation")
@@ -116,20 +121,23 @@ with right:
         if param == "synth":
             time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
                                          help="so the dream does not rely on where the network's frames fall")
-            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, -50.0, key=f"{KEY}_noise")
+            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0,
+                                          -50.0, key=f"{KEY}_noise")
         else:
             tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
             tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
             blur_every = c1.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
             blur_sigma = c2.number_input("Blur σ (bins/frames)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
-            consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000, 4 if net_kind == "image" else 0,
+            consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000,
+                                          4 if net_kind == "image" else 0,
                                           key=f"{KEY}_consistency_{net_kind}",
-                                          help="replace the spectrogram by that of its own resynthesis: the optimiser then "
-                                               "only sees what a waveform can do, so the round trip loses less")
+                                          help="replace the spectrogram by that of its own resynthesis: the optimiser "
+                                               "then only sees what a waveform can do, so the round trip loses less")
             gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
             momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, word=word, control_starts=int(control_starts), hearing=bool(hearing), music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
+settings = DreamSettings(net=net, word=word, control_starts=int(control_starts), hearing=bool(hearing),
+                         music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
                          seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
                          synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
                          added_noise_db=float(added_noise), tv_time=float(tv_time), tv_freq=float(tv_freq),
@@ -144,9 +152,12 @@ if widgets.run_controls(KEY, "Dream"):
             if upload is None:
                 raise UserInputError("Choose a sound file to upload first.")
             start_audio = audio_io.load_audio(upload.getvalue(), 16000, name=upload.name)
-        progress = widgets.LiveProgress(KEY, f"Dreaming {net}", preview_every=max(1, int(steps) // 16), preview_columns=1)
-        control = widgets.LiveProgress(KEY, "Random starts for the control", unit="start") if settings.control_starts else None
-        result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress), control_callback=control)
+        progress = widgets.LiveProgress(KEY, f"Dreaming {net}",
+                                        preview_every=max(1, int(steps) // 16), preview_columns=1)
+        control = widgets.LiveProgress(KEY, "Random starts for the control",
+                                       unit="start") if settings.control_starts else None
+        result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress),
+                       control_callback=control)
         progress.done()
         if control is not None:
             control.done()
@@ -178,7 +189,8 @@ if result is not None:
     st.markdown(f"**The optimised network's own score** ({result.target}: it cannot fail, it is what was maximised)")
     m1, m2, m3 = st.columns(3)
     m1.metric(f"Start: {result.value_label}", f"{result.before['value']:.3f}")
-    m2.metric("Optimised sound" if result.param == "synth" else "Optimised spectrogram", f"{result.optimised['value']:.3f}",
+    m2.metric("Optimised sound" if result.param == "synth" else "Optimised spectrogram",
+              f"{result.optimised['value']:.3f}",
               delta=f"{result.optimised['value'] - result.before['value']:+.3f}")
     m3.metric("Round trip (WAV read back)", f"{result.roundtrip['value']:.3f}",
               delta=f"{result.roundtrip['value'] - result.before['value']:+.3f}",
@@ -186,9 +198,11 @@ if result is not None:
     if result.judges:
         comparison = (result.random_starts or {}).get("comparison", {})
         n_starts = (result.random_starts or {}).get("n", 0)
-        st.markdown("**Independent judges** (never seen by the dream; on the start sound, the dream and the WAV read back"
-                    + (f"; beside them the same judges on {n_starts} random starts of this parameterisation, never optimised, "
-                       "and the dream minus their mean with a 95 % bootstrap interval" if comparison else "") + ")")
+        st.markdown("**Independent judges** (never seen by the dream; on the start sound, the dream and the WAV read "
+                    "back"
+                    + (f"; beside them the same judges on {n_starts} random starts of this parameterisation, never "
+                       "optimised, and the dream minus their mean with a 95 % bootstrap interval"
+                       if comparison else "") + ")")
         rows = []
         for key, after in result.judges["roundtrip"].items():
             before = result.judges["before"][key]
@@ -200,7 +214,8 @@ if result is not None:
                 c = comparison.get(key) or {}
                 ok = c.get("difference") is not None
                 row["random starts (mean)"] = f"{c['start_mean']:.3f}" if ok else ""
-                row["dream − starts [95 %]"] = f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if ok else ""
+                row["dream − starts [95 %]"] = (f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+                                                if ok else "")
                 row["claim"] = c.get("claim", "")
             row["espeak-ng speech"] = "" if reference is None else reference
             row["calibration"] = after.note or ""
@@ -215,9 +230,11 @@ if result is not None:
                         + (f"lower than random starts: {', '.join(lower)}. " if lower else "")
                         + ("" if higher or lower else "no judge tells the dream from random starts. ")
                         + "Every other judge: no difference shown"
-                        + (" (or not judged)." if any(c.get("claim") == "not judged" for c in comparison.values()) else "."))
+                        + (" (or not judged)." if any(c.get("claim") == "not judged" for c
+                                                      in comparison.values()) else "."))
     if result.griffin_lim_convergence is not None:
-        st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly the dreamed magnitudes)")
+        st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly "
+                   "the dreamed magnitudes)")
     a1, a2 = st.columns(2)
     before_wav = audio_io.wav_bytes(result.before_audio, result.sample_rate)
     after_wav = audio_io.wav_bytes(result.after_audio, result.sample_rate)
@@ -235,13 +252,15 @@ if result is not None:
     bars = go.Figure()
     for name, colour in (("before", "#888"), ("optimised", "#7aa6d6"), ("roundtrip", "#d62728")):
         bars.add_trace(go.Bar(x=[r["label"] for r in rows], y=[r[name] for r in rows], name=name, marker_color=colour))
-    bars.update_layout(barmode="group", title="Network output: start vs optimised vs round trip", yaxis_title="probability",
+    bars.update_layout(barmode="group", title="Network output: start vs optimised vs round trip",
+                       yaxis_title="probability",
                        height=340, margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(bars, width="stretch")
     if "per_chunk" in result.roundtrip:
         curve = go.Figure()
         for name, report in (("before", result.before), ("round trip", result.roundtrip)):
-            curve.add_trace(go.Scatter(y=report["per_chunk"], x=[i * 0.032 for i in range(len(report["per_chunk"]))], name=name))
+            curve.add_trace(go.Scatter(y=report["per_chunk"],
+                                       x=[i * 0.032 for i in range(len(report["per_chunk"]))], name=name))
         curve.update_layout(title="Speech probability per 32 ms chunk", xaxis_title="time (s)", yaxis_range=[0, 1],
                             height=280, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(curve, width="stretch")
@@ -252,7 +271,8 @@ if result is not None:
         contour = go.Figure()
         f0 = controls["f0_hz"]
         for i, voice in enumerate(f0 if f0 and isinstance(f0[0], list) else [f0]):
-            contour.add_trace(go.Scatter(x=times, y=voice, name=f"f0 voice {i + 1}" if isinstance(f0[0], list) else "f0"))
+            contour.add_trace(go.Scatter(x=times, y=voice,
+                                         name=f"f0 voice {i + 1}" if isinstance(f0[0], list) else "f0"))
         contour.add_trace(go.Scatter(x=times, y=controls["loudness_db"], name="loudness (dB)", yaxis="y2"))
         contour.update_layout(title="Synthesiser: pitch contour and loudness", xaxis_title="time (s)", yaxis_title="Hz",
                               yaxis2=dict(title="dB", overlaying="y", side="right"), height=280,
@@ -261,7 +281,8 @@ if result is not None:
 
     floor_db, top_db = result.settings.floor_db, result.settings.top_db
     for db, title, key in ((result.before_db, "Start", "before"),
-                           (result.after_db, "Optimised sound" if result.param == "synth" else "Optimised spectrogram", "after"),
+                           (result.after_db,
+                            "Optimised sound" if result.param == "synth" else "Optimised spectrogram", "after"),
                            (result.roundtrip_db, "Round trip: spectrogram of the written sound", "roundtrip")):
         st.plotly_chart(heatmap(db, title, result, floor_db, top_db), width="stretch", key=f"{KEY}_fig_{key}")
         st.download_button(f"Download {key} spectrogram PNG", png_bytes(spectrogram_picture(db, floor_db, top_db)),

@@ -17,17 +17,22 @@ from explorer.vocabulary import term
 
 KEY = "fv"
 DEFAULTS = RenderSettings()
-st.title("Feature visualisation")
-st.caption("Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
-           "the image each unit would most like to see.")
 
-with st.sidebar:
-    any_timm = st.text_input("Any timm model (optional)", "", placeholder="e.g. vit_small_patch16_224", key=f"{KEY}_timm",
+
+def any_timm_model() -> str | None:
+    """The sidebar's optional timm box, above the model picker: the picker's default when filled in."""
+    any_timm = st.text_input("Any timm model (optional)", "", placeholder="e.g. vit_small_patch16_224",
+                             key=f"{KEY}_timm",
                              help="Any name timm.list_models() knows; pretrained weights only from the local cache "
                                   "(EXPLORER_ALLOW_DOWNLOAD=1 lets it download), random otherwise.").strip()
-    model = widgets.model_picker(KEY, default=f"timm:{any_timm.removeprefix('timm:')}" if any_timm else None)
-if model is None:
-    st.stop()
+    return f"timm:{any_timm.removeprefix('timm:')}" if any_timm else None
+
+
+model = widgets.page_header(
+    "Feature visualisation",
+    "Gradient ascent from noise, in a decorrelated Fourier space, under transformation robustness: "
+    "the image each unit would most like to see.",
+    KEY, default=any_timm_model)
 
 params = st.query_params
 token = None  # a token index (neuron objective on a transformer layer)
@@ -36,15 +41,20 @@ left, right = st.columns([1, 1])
 with left:
     transformer = model.token_prefix is not None  # a ViT: its blocks output N tokens × C channels
     kinds = ["channel", "neuron", "class", "deepdream"] + (["cls", "head"] if transformer else [])
-    kind = st.radio("Objective", kinds, index=kinds.index(params.get("objective", "channel")) if params.get("objective", "channel") in kinds else 0,
-                    horizontal=True, key=f"{KEY}_kind", format_func=lambda k: {"cls": "CLS token", "head": "attention head"}.get(k, k),
-                    help="On a transformer layer: channel = mean over the patch tokens, neuron = one token, CLS token = "
-                         "the CLS token's channel, attention head = energy of one head's output (units are heads).")
+    kind = st.radio("Objective", kinds, index=kinds.index(params.get("objective",
+                                                                     "channel"))
+                                                                     if params.get("objective",
+                                                                                   "channel") in kinds else 0,
+                    horizontal=True, key=f"{KEY}_kind", format_func=lambda k: {"cls": "CLS token",
+                                                                               "head": "attention head"}.get(k, k),
+                    help="On a transformer layer: channel = mean over the patch tokens, neuron = one token, CLS token "
+                         "= the CLS token's channel, attention head = energy of one head's output (units are heads).")
     layer = "output" if kind == "class" else widgets.layer_picker(model, KEY)
     if kind == "class":
         units_text = st.text_input("Classes (e.g. 309 or 1,281)", params.get("unit", "309"), key=f"{KEY}_classes")
         try:
-            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text, limit=model.num_classes)[:8]))
+            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text,
+                                                                                limit=model.num_classes)[:8]))
         except UserInputError as exc:
             st.caption(f"⚠ {widgets.error_text(exc)}")
     elif kind == "deepdream":
@@ -56,7 +66,8 @@ with left:
             size_hint = 0
             st.caption(f"⚠ {widgets.error_text(exc)}")
         what = "Heads" if kind == "head" else "Units"
-        units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)", params.get("unit", term("visualize", "units").default), key=f"{KEY}_units")
+        units_text = st.text_input(f"{what} (0–{size_hint - 1}; one image each, e.g. 0-3,7)",
+                                   params.get("unit", term("visualize", "units").default), key=f"{KEY}_units")
         token = None
         if kind == "neuron" and model.check_layer(layer).tokens:
             picked = st.number_input("Token (−1: the centre patch; 0: CLS)", -1, 4096, -1, key=f"{KEY}_token")
@@ -64,8 +75,12 @@ with left:
 with right:
     c1, c2, c3 = st.columns(3)
     # labels, defaults and ranges: explorer/vocabulary.py (the CLI's and the docs' too); a link may carry steps/size
-    steps = settings_widgets.number(c1, "visualize", "steps", widgets.int_param("steps", DEFAULTS.steps, *term("visualize", "steps").widget_range()), step=32)
-    size = settings_widgets.number(c2, "visualize", "size", widgets.int_param("size", DEFAULTS.size, *term("visualize", "size").widget_range()), step=16)
+    steps = settings_widgets.number(c1, "visualize", "steps", widgets.int_param("steps", DEFAULTS.steps,
+                                                                                *term("visualize",
+                                                                                      "steps").widget_range()), step=32)
+    size = settings_widgets.number(c2, "visualize", "size", widgets.int_param("size", DEFAULTS.size,
+                                                                              *term("visualize",
+                                                                                    "size").widget_range()), step=16)
     seed = settings_widgets.number(c3, "visualize", "seed")
     c1, c2, c3 = st.columns(3)
     param = settings_widgets.choice(c1, "visualize", "param",
@@ -88,7 +103,8 @@ with right:
 
 settings = RenderSettings(size=int(size), steps=int(steps), lr=float(lr), param=param, decorrelate=decorrelate,
                           decay=float(decay), transforms=transforms, tv=float(tv), alpha=float(alpha), l2=float(l2),
-                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), diversity=float(diversity), seed=int(seed))
+                          blur_every=int(blur_every), blur_sigma=float(blur_sigma),
+                          diversity=float(diversity), seed=int(seed))
 
 
 def build_objective() -> objectives.Objective:
@@ -109,13 +125,15 @@ if widgets.run_controls(KEY, "Render"):
         progress.done()
         st.session_state[f"{KEY}_result"] = result
         st.session_state[f"{KEY}_names"] = image_names(objective, len(result.images))
-        st.session_state[f"{KEY}_unit_list"] = {"unit_kind": unit_kind(objective), "units": image_units(objective, len(result.images))}
+        st.session_state[f"{KEY}_unit_list"] = {"unit_kind": unit_kind(objective),
+                                                "units": image_units(objective, len(result.images))}
         st.session_state[f"{KEY}_judges"] = None
         if kind == "class" and not result.stopped:  # the optimised network cannot fail its own test: ask others
             with st.spinner("Asking independent judges (other ImageNet models)…"):
                 others, _ = transfer_models(model)
                 classes = parse_units(units_text)
-                st.session_state[f"{KEY}_judges"] = (classes, judge_class_images(result.images, classes, [model, *others]))
+                st.session_state[f"{KEY}_judges"] = (classes,
+                                                     judge_class_images(result.images, classes, [model, *others]))
     except UserInputError as exc:
         st.error(widgets.error_text(exc))
 
@@ -146,7 +164,9 @@ if result is not None:
     with c1:
         widgets.download_png(grid(result.images), f"{result.model}_grid.png", "Download grid PNG", key=f"{KEY}_dl_grid")
     with c2:
-        widgets.download_json({**result.summary(), **st.session_state.get(f"{KEY}_unit_list", {})}, f"{result.model}_render.json", "Download settings + activations JSON", key=f"{KEY}_dl_json")
+        widgets.download_json({**result.summary(), **st.session_state.get(f"{KEY}_unit_list", {})},
+                              f"{result.model}_render.json",
+                              "Download settings + activations JSON", key=f"{KEY}_dl_json")
     if len(result.history):
         fig = go.Figure()
         for i in range(result.history.shape[1]):

@@ -17,15 +17,12 @@ from explorer.ui import display, settings_widgets, widgets
 KEY = "fool"
 SWEEP, GROW = f"{KEY}_sweep", f"{KEY}_grow"
 
-st.title("Fooling noise")
-st.caption("Nguyen, Yosinski & Clune (2015) found static that a network labels with ≥ 99.6 % confidence. "
-           "How often does *random* static do it? Sweep noise families for the base rate (exact 95 % "
-           "Clopper–Pearson intervals), then grow one sample into a fooling image by gradient ascent.")
-
-with st.sidebar:
-    model = widgets.model_picker(KEY)
-if model is None:
-    st.stop()
+model = widgets.page_header(
+    "Fooling noise",
+    "Nguyen, Yosinski & Clune (2015) found static that a network labels with ≥ 99.6 % confidence. "
+    "How often does *random* static do it? Sweep noise families for the base rate (exact 95 % "
+    "Clopper–Pearson intervals), then grow one sample into a fooling image by gradient ascent.",
+    KEY)
 
 
 def noise_options(key: str) -> fooling.NoiseOptions:
@@ -33,10 +30,12 @@ def noise_options(key: str) -> fooling.NoiseOptions:
     with st.expander("Noise family options"):
         c1, c2 = st.columns(2)
         sigma = c1.number_input("Gaussian σ", 0.01, 10.0, d.sigma, step=0.05, key=f"{key}_sigma")
-        exponent = c2.number_input("Pink exponent a (amplitude 1/f^a)", 0.0, 4.0, d.pink_exponent, step=0.25, key=f"{key}_pink_a")
+        exponent = c2.number_input("Pink exponent a (amplitude 1/f^a)", 0.0, 4.0, d.pink_exponent,
+                                   step=0.25, key=f"{key}_pink_a")
         density = c1.number_input("Salt & pepper density", 0.0, 1.0, d.density, step=0.05, key=f"{key}_density")
         grey = c2.checkbox("Grey pink noise", False, key=f"{key}_pink_grey")
-    return fooling.NoiseOptions(sigma=float(sigma), pink_exponent=float(exponent), pink_colour=not grey, density=float(density))
+    return fooling.NoiseOptions(sigma=float(sigma), pink_exponent=float(exponent),
+                                pink_colour=not grey, density=float(density))
 
 
 def family_label(name: str) -> str:
@@ -96,7 +95,8 @@ def show_sweep(result: fooling.SweepResult, options: fooling.NoiseOptions) -> No
     st.subheader(f"{result.images:,} samples in {result.seconds:.1f} s ({result.images_per_second:.1f} images/s)")
     st.dataframe(sweep_table(result), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
-    c1.download_button("Download CSV", widgets.csv_bytes(result.table()), "fooling_sweep.csv", "text/csv", key=f"{SWEEP}_csv")
+    c1.download_button("Download CSV", widgets.csv_bytes(result.table()), "fooling_sweep.csv",
+                       "text/csv", key=f"{SWEEP}_csv")
     with c2:
         widgets.download_json(result.to_dict(), "fooling_sweep.json", "Download JSON (histograms, classes, intervals)",
                               key=f"{SWEEP}_json")
@@ -118,7 +118,9 @@ def show_sweep(result: fooling.SweepResult, options: fooling.NoiseOptions) -> No
         st.markdown(f"**{family_label(row.family)} · {row.model}**" + (" (control)" if row.control else ""))
         cols = st.columns(len(images))
         for col, image, info in zip(cols, images, row.gallery):
-            display.show_image(image, caption=f"sample {info['index']}: {info['label']} {info['confidence']:.3f}", container=col)
+            display.show_image(image,
+                               caption=f"sample {info['index']}: {info['label']} {info['confidence']:.3f}",
+                               container=col)
         widgets.download_png(grid(images, columns=len(images)), f"fooling_{row.model}_{row.family}_gallery.png",
                              "Gallery PNG", key=f"{SWEEP}_gallery_{i}")
 
@@ -130,7 +132,8 @@ def sweep_tab() -> None:
                                   format_func=family_label, key=f"{SWEEP}_families",
                                   help="; ".join(f"{f.title}: {f.description}" for f in fooling.FAMILIES.values()))
         others = [s.name for s in available_models() if s.family == "imagenet" and s.name != model.name]
-        extra = st.multiselect("Compare with models (pretrained weights, when they load offline)", others, key=f"{SWEEP}_extra")
+        extra = st.multiselect("Compare with models (pretrained weights, when they load offline)",
+                               others, key=f"{SWEEP}_extra")
     with right:
         c1, c2, c3 = st.columns(3)
         n = settings_widgets.number(c1, "fool sweep", "n", step=100)  # label, default, range: explorer/vocabulary.py
@@ -181,7 +184,8 @@ def show_grow(result: fooling.GrowResult) -> None:
     st.subheader(f"{result.label} (class {result.target}): p = {result.confidence:.4f}, {verdict} {result.goal:g} "
                  f"after {result.steps} steps ({result.seconds:.1f} s)")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Confidence", f"{result.confidence:.4f}", f"{result.confidence - result.start_confidence:+.4f} from start",
+    c1.metric("Confidence", f"{result.confidence:.4f}",
+              f"{result.confidence - result.start_confidence:+.4f} from start",
               help=f"as saved in the 8-bit PNG: {result.confidence_8bit:.4f}")
     c2.metric("L∞ from start", f"{result.distance['linf']:.4f}")
     c3.metric("L2 from start", f"{result.distance['l2']:.3f}")
@@ -190,7 +194,8 @@ def show_grow(result: fooling.GrowResult) -> None:
     difference = fooling.difference_image(result.image, result.start)
     for col, image, caption, name in zip(
         cols, [result.start, result.image, difference],
-        [f"start: p = {result.start_confidence:.4f}", f"fooling image: p = {result.confidence:.4f} (budget {result.budget})",
+        [f"start: p = {result.start_confidence:.4f}",
+         f"fooling image: p = {result.confidence:.4f} (budget {result.budget})",
          "change, stretched (grey = none)"], ["start", "fooling", "difference"],
     ):
         display.show_image(image, caption=caption, container=col)
@@ -221,7 +226,8 @@ def grow_tab() -> None:
         c1, c2, c3 = st.columns(3)
         family = c1.selectbox("Start from", list(fooling.FAMILIES), format_func=family_label, key=f"{GROW}_family",
                               disabled=param == "cppn")
-        index = settings_widgets.number(c2, "fool grow", "index", help="the same sample index as in a sweep with this seed")
+        index = settings_widgets.number(c2, "fool grow", "index",
+                                        help="the same sample index as in a sweep with this seed")
         seed = settings_widgets.number(c3, "fool grow", "seed")
         use_top = st.checkbox("Target the start's current top class", True, key=f"{GROW}_use_top",
                               help="the default, as on the command line (fool grow without --class)")
@@ -233,9 +239,12 @@ def grow_tab() -> None:
         c1, c2 = st.columns(2)
         default_budget = fooling.parse_budget(fooling.DEFAULT_BUDGET)  # the one default: page, CLI, docs
         kinds = ["linf", "l2", "none"]
-        kind = c1.selectbox("Budget around the start", kinds, index=kinds.index(default_budget.kind), key=f"{GROW}_budget",
-                            disabled=param == "cppn", help="L∞: largest change of any pixel; L2: norm of the whole change")
-        eps = c2.number_input("Budget size", 0.001, 1000.0, default_budget.eps if kind == default_budget.kind else 10.0, format="%.3f",
+        kind = c1.selectbox("Budget around the start", kinds,
+                            index=kinds.index(default_budget.kind), key=f"{GROW}_budget",
+                            disabled=param == "cppn",
+                            help="L∞: largest change of any pixel; L2: norm of the whole change")
+        eps = c2.number_input("Budget size", 0.001, 1000.0,
+                              default_budget.eps if kind == default_budget.kind else 10.0, format="%.3f",
                               key=f"{GROW}_eps_{kind}", disabled=kind == "none" or param == "cppn")
         c1, c2, c3 = st.columns(3)
         steps = settings_widgets.number(c1, "fool grow", "steps", step=50)
@@ -247,7 +256,8 @@ def grow_tab() -> None:
         try:
             budget = "none" if param == "cppn" or kind == "none" else f"{kind}:{eps}"
             progress = widgets.LiveProgress(GROW, "Growing", preview_every=max(1, int(steps) // 30), preview_columns=1)
-            result = fooling.grow(model, None if use_top else int(target), family=family, seed=int(seed), index=int(index),
+            result = fooling.grow(model, None if use_top else int(target), family=family,
+                                  seed=int(seed), index=int(index),
                                   options=options, budget=budget, param=param, steps=int(steps), lr=float(lr),
                                   goal=float(goal), callback=progress)
             progress.done()

@@ -38,15 +38,12 @@ SAMPLES = 8  # units per layer row in the overview
 OVERVIEW = "(overview: every layer)"
 REFRESH_SECONDS = 1.0  # how often a grid with a background build in progress refreshes
 
-st.title("Layer gallery")
-st.caption("What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
-           "kept on disk, with the real photo patches that excite it most. Click an image to open it; the address bar "
-           "is a permalink.")
-
-with st.sidebar:
-    model = widgets.model_picker(KEY)
-if model is None:
-    st.stop()
+model = widgets.page_header(
+    "Layer gallery",
+    "What every channel of every layer wants to see: one feature visualisation per unit, rendered once and "
+    "kept on disk, with the real photo patches that excite it most. Click an image to open it; the address bar "
+    "is a permalink.",
+    KEY)
 
 params = st.query_params
 try:
@@ -75,11 +72,13 @@ if wanted_layer and wanted_layer not in options:
     if wanted_layer in model.layer_shapes:
         options.append(wanted_layer)
     else:
-        st.warning(f"{model.name} has no layer {widgets.quoted_text(wanted_layer)}: showing the overview of its layers.")
+        st.warning(
+            f"{model.name} has no layer {widgets.quoted_text(wanted_layer)}: showing the overview of its layers.")
         wanted_layer = None
 with st.sidebar:
     chosen = st.selectbox("Layer", options, index=options.index(wanted_layer) if wanted_layer in options else 0,
-                          format_func=lambda n: n if n == OVERVIEW else f"{n}  ({'×'.join(map(str, model.layer_shapes[n]))})",
+                          format_func=lambda n: n if n == OVERVIEW
+                          else f"{n}  ({'×'.join(map(str, model.layer_shapes[n]))})",
                           key=f"{KEY}_layer")
 layer = None if chosen == OVERVIEW else chosen
 n_units = 0
@@ -133,7 +132,8 @@ def chosen_image_set():
         st.error(f"{widgets.error_text(exc)} Using the built-in photos instead.")
         return builtin_image_set()
     if image_set.skipped:
-        st.warning(f"Left out {len(image_set.skipped)} unreadable file(s): " + "; ".join(widgets.safe_text(s) for s in image_set.skipped[:3])
+        st.warning(f"Left out {len(image_set.skipped)} unreadable file(s): "
+                   + "; ".join(widgets.safe_text(s) for s in image_set.skipped[:3])
                    + (" …" if len(image_set.skipped) > 3 else ""))
     return image_set
 
@@ -211,7 +211,9 @@ TILE_CSS = """<style>
 .gal-tile{display:block;text-decoration:none;color:inherit;font-size:0.72rem;text-align:center}
 .gal-tile img{width:100%;aspect-ratio:1/1;object-fit:cover;border-radius:4px;display:block}
 .gal-tile:hover img{outline:2px solid #ff4b4b}
-.gal-missing{width:100%;aspect-ratio:1/1;border-radius:4px;background:repeating-linear-gradient(45deg,#eee,#eee 6px,#e4e4e4 6px,#e4e4e4 12px);display:flex;align-items:center;justify-content:center;color:#888}
+.gal-missing{width:100%;aspect-ratio:1/1;border-radius:4px;
+  background:repeating-linear-gradient(45deg,#eee,#eee 6px,#e4e4e4 6px,#e4e4e4 12px);
+  display:flex;align-items:center;justify-content:center;color:#888}
 .gal-layer{font-weight:600;text-decoration:none}
 </style>"""
 
@@ -242,7 +244,8 @@ def overview() -> None:
                      + "".join(tile(u, entries.get(u), link) for u in samples) + "</div>")
     st.html("".join(parts))
     if missing_layers:
-        st.caption(f"{missing_layers} layer(s) are not fully rendered with these settings: open one to build its missing units.")
+        st.caption(f"{missing_layers} layer(s) are not fully rendered with these settings: open one to build its "
+                   "missing units.")
 
 
 # ---- layer grid ----------------------------------------------------------------------------------
@@ -250,7 +253,8 @@ def layer_grid() -> None:
     pages = max(1, math.ceil(n_units / PAGE_SIZE))
     labels = [f"units {p * PAGE_SIZE}–{min(n_units, (p + 1) * PAGE_SIZE) - 1}" for p in range(pages)]
     top = st.columns([2, 2, 3])
-    top[0].markdown(f'<a href="{html.escape(href())}" target="_self">← Overview of all layers</a>', unsafe_allow_html=True)
+    top[0].markdown(f'<a href="{html.escape(href())}" target="_self">← Overview of all layers</a>',
+                    unsafe_allow_html=True)
     wanted_page = min(max(_int_param("page") or 0, 0), pages - 1)
     page = top[1].selectbox("Page", range(pages), index=wanted_page, format_func=lambda p: labels[p],
                             key=f"{KEY}_page_{layer}", label_visibility="collapsed") if pages > 1 else 0
@@ -282,7 +286,7 @@ def layer_grid() -> None:
         source = ""
         if atlas is not None and atlas.units(layer) and atlas.serves(model, settings):
             own = len(store.entries(model.name, model.fingerprint, layer, settings.digest(), MAX))
-            source = f" · shipped atlas" + (f" + {own} of your own renders" if own else "")
+            source = " · shipped atlas" + (f" + {own} of your own renders" if own else "")
         st.markdown(f"**{model.name} · {layer}** — {n_units} units · {len(entries_all)}/{n_units} rendered at "
                     f"{int(size)} px, {int(steps)} steps{source}")
         if running is not None and running.running:
@@ -298,13 +302,15 @@ def layer_grid() -> None:
                 st.rerun()
         if running is not None and not running.running and running.error:
             st.error(f"The background build stopped: {widgets.safe_text(running.error, 800)}")
-        st.html(TILE_CSS + '<div class="gal-grid">' + "".join(tile(u, entries.get(u), href(layer=layer, unit=u)) for u in units)
+        st.html(TILE_CSS + '<div class="gal-grid">' + "".join(tile(u, entries.get(u),
+                                                                   href(layer=layer, unit=u)) for u in units)
                 + "</div>")
         if entries:
             rows = [{"unit": u, "activation": e.activation, "seconds": round(e.seconds, 3)} for u, e in entries.items()]
             c1, c2 = st.columns(2)
             c1.download_button("Download this page as a PNG sheet",
-                               lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e in entries.values()]), columns=8)),
+                               lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e
+                                                                   in entries.values()]), columns=8)),
                                f"{model.name}_{layer}_p{page}.png", "image/png", key=f"{KEY}_dl_sheet")
             c2.download_button("Download activations CSV", widgets.csv_bytes(rows), f"{model.name}_{layer}_p{page}.csv",
                                "text/csv", key=f"{KEY}_dl_csv")
@@ -331,8 +337,9 @@ def report_message(report, what: str = "") -> str:
     else:
         who = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units"
         words = [variant_words(v) for v, _ in done]
-        text = (f"Rendered {who}{what}: {' and '.join(words) if len(words) < 3 else ', '.join(words[:-1]) + ' and ' + words[-1]}"
-                f" ({images} image{'s' if images != 1 else ''}) in {report.seconds:.1f} s")
+        text = (f"Rendered {who}{what}: "
+                f"{' and '.join(words) if len(words) < 3 else ', '.join(words[:-1]) + ' and ' + words[-1]} ({images} "
+                f"image{'s' if images != 1 else ''}) in {report.seconds:.1f} s")
     return text + (f"; {report.already_done} were already stored" if report.already_done else "")
 
 
@@ -382,7 +389,8 @@ def unit_view(u: int) -> None:
     nav = st.columns([1, 1, 1, 4])
     nav[0].button("← Grid", key=f"{KEY}_back", on_click=open_unit, args=(None,))
     nav[1].button("◀ Previous", key=f"{KEY}_prev", on_click=open_unit, args=(max(0, u - 1),), disabled=u == 0)
-    nav[2].button("Next ▶", key=f"{KEY}_next", on_click=open_unit, args=(min(n_units - 1, u + 1),), disabled=u >= n_units - 1)
+    nav[2].button("Next ▶", key=f"{KEY}_next", on_click=open_unit, args=(min(n_units - 1, u + 1),),
+                  disabled=u >= n_units - 1)
     st.header(f"Unit {u} · {layer} · {model.name}")
     st.markdown("Permalink (or copy the address bar):")
     st.code(permalink(u), language=None)
@@ -392,7 +400,8 @@ def unit_view(u: int) -> None:
     if weights_param:
         fv_query["weights"] = weights_param
     try:
-        st.page_link("explorer/ui/pages/feature_vis.py", label="Open in Feature visualisation", icon="🔭", query_params=fv_query)
+        st.page_link("explorer/ui/pages/feature_vis.py", label="Open in Feature visualisation",
+                     icon="🔭", query_params=fv_query)
     except Exception:  # the page is not registered (page run on its own): a plain link does the same
         st.markdown(f"[Open in Feature visualisation](feature_vis?{'&'.join(f'{k}={v}' for k, v in fv_query.items())})")
 
@@ -414,7 +423,8 @@ def unit_view(u: int) -> None:
             display.show_image(image, caption=f"{what} · mean activation {shown.activation:.3f}"
                                + (f" · {shown.seconds:.1f} s" if shown.seconds else ""), target=384)
             suffix = shown.file.suffix
-            st.download_button(suffix[1:].upper(), shown.file.read_bytes(), f"{model.name}_{layer}_unit-{u:04d}{suffix}",
+            st.download_button(suffix[1:].upper(), shown.file.read_bytes(),
+                               f"{model.name}_{layer}_unit-{u:04d}{suffix}",
                                mimetypes.guess_type(shown.file.name)[0] or "image/png", key=f"{KEY}_dl_main")
         else:
             st.info("Not rendered yet with these settings.")
@@ -430,10 +440,12 @@ def unit_view(u: int) -> None:
             for col, path, act in zip(cols, facet_entry.files, facet_entry.activations):
                 display.show_image(load_image(str(path)), caption=f"{act:.2f}", target=192, container=col)
         if negative is not None:
-            display.show_image(load_image(str(negative.file)), caption=f"negative (minimised) · activation {negative.activation:.3f}",
+            display.show_image(load_image(str(negative.file)),
+                               caption=f"negative (minimised) · activation {negative.activation:.3f}",
                                target=192)
         if facet_entry is None or negative is None:
-            st.caption("Facets: the same unit rendered several times with a diversity term; negative: the image it likes least.")
+            st.caption("Facets: the same unit rendered several times with a diversity term; negative: the image it "
+                       "likes least.")
     todo = [v for v, e in ((MAX, main), (NEG, negative), (facet_variant, facet_entry)) if e is None]
     if todo:
         c1, c2 = st.columns([2, 5])
@@ -449,10 +461,13 @@ def unit_view(u: int) -> None:
     if table is None and atlas is not None:
         table = atlas.examples(layer, image_set.digest)
     if table is None:
-        st.caption(f"The patches of {widgets.safe_text(image_set.name)} ({len(image_set)} views with crops and flips) that excite this unit most. "
-                   "Activations are computed once per model, layer and image set (one pass for all units).")
+        st.caption(f"The patches of {widgets.safe_text(image_set.name)} ({len(image_set)} views with crops and flips) "
+                   "that excite this unit most. Activations are computed once per model, layer and image set (one pass "
+                   "for all units).")
         if st.button(f"Find dataset examples ({len(image_set)} views)", key=f"{KEY}_examples"):
-            progress = widgets.LiveProgress(KEY, f"Activations of {layer} on {widgets.safe_text(image_set.name)}", unit="views")
+            progress = widgets.LiveProgress(KEY,
+                                            f"Activations of {layer} on {widgets.safe_text(image_set.name)}",
+                                            unit="views")
             try:
                 ensure_examples(model, [layer], image_set, store, callback=progress)
             except UserInputError as exc:
@@ -464,19 +479,25 @@ def unit_view(u: int) -> None:
     patches = [example_patch(e, model.input_size) for e in examples]
     cols = st.columns(len(examples) or 1)
     for col, example, patch in zip(cols, examples, patches):
-        display.show_image(patch, caption=f"{widgets.safe_text(example.view.label, 120)} · {example.activation:.2f}", target=128, container=col)
+        display.show_image(patch, caption=f"{widgets.safe_text(example.view.label, 120)} · {example.activation:.2f}",
+                           target=128, container=col)
     st.caption(f"Crops of the effective receptive field ({int(table['rf'])} px of the {model.input_size[0]} px input) "
                "around each view's strongest position; at most two views per photo.")
-    st.plotly_chart(activation_histogram(table, u, main.activation if main else None), width="stretch", key=f"{KEY}_hist")
-    summary = {"model": model.name, "fingerprint": model.fingerprint, "layer": layer, "unit": u, "settings": settings.to_dict(),
-               "activation": main.activation if main else None, "negative_activation": negative.activation if negative else None,
+    st.plotly_chart(activation_histogram(table, u, main.activation if main else None),
+                    width="stretch", key=f"{KEY}_hist")
+    summary = {"model": model.name, "fingerprint": model.fingerprint, "layer": layer, "unit": u,
+               "settings": settings.to_dict(),
+               "activation": main.activation if main else None,
+               "negative_activation": negative.activation if negative else None,
                "facet_activations": list(facet_entry.activations) if facet_entry else None, "image_set": image_set.name,
-               "examples": [{"view": e.view.label, "activation": e.activation, "position": e.position, "box": e.box} for e in examples]}
+               "examples": [{"view": e.view.label, "activation": e.activation, "position": e.position,
+                             "box": e.box} for e in examples]}
     c1, c2 = st.columns(2)
     if patches:
         c1.download_button("Download example patches PNG", png_bytes(grid(torch.stack(patches), columns=len(patches))),
                            f"{model.name}_{layer}_{u}_examples.png", "image/png", key=f"{KEY}_dl_examples")
-    c2.download_button("Download unit JSON", json.dumps(summary, indent=2), f"{model.name}_{layer}_{u}.json", "application/json",
+    c2.download_button("Download unit JSON", json.dumps(summary, indent=2),
+                       f"{model.name}_{layer}_{u}.json", "application/json",
                        key=f"{KEY}_dl_json")
 
 

@@ -15,9 +15,11 @@ st.markdown(
 )
 
 PAGES = [
-    ("explorer/ui/pages/feature_vis.py", "Feature visualisation", "one unit, many units, a class or a whole layer (DeepDream)"),
+    ("explorer/ui/pages/feature_vis.py", "Feature visualisation",
+     "one unit, many units, a class or a whole layer (DeepDream)"),
     ("explorer/ui/pages/gallery.py", "Layer gallery", "every unit of a layer, with the real photos that excite it"),
-    ("explorer/ui/pages/inversion.py", "Inversion & DeepDream", "what a layer remembers of a photo; dreams and caricatures"),
+    ("explorer/ui/pages/inversion.py", "Inversion & DeepDream",
+     "what a layer remembers of a photo; dreams and caricatures"),
     ("explorer/ui/pages/fooling.py", "Fooling noise", "how often static fools a classifier, and fooling images"),
     ("explorer/ui/pages/diffusion.py", "Diffusion inspector", "x_t, x̂0 and ε step by step beside a classifier"),
     ("explorer/ui/pages/audio.py", "Audio hallucinations", "dream sound through speech and music networks"),
