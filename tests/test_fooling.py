@@ -361,11 +361,12 @@ def test_cli_sweep_and_grow(tmp_path, registered_test_model, capsys):
     assert "Unknown noise family" in capsys.readouterr().err
 
 
-def test_the_package_names_sweep_and_grow_are_the_functions_not_their_modules():
-    """fooling/sweep.py and fooling/grow.py share their names with the functions the package re-exports."""
+def test_the_package_names_sweep_and_grow_are_the_functions_and_their_modules_have_other_names():
+    """`fooling.sweep`/`fooling.grow` are functions; their modules (sweeps.py, growth.py) are named apart, so
+    `import explorer.fooling.sweeps as m` gives a module, never a function shadowing it."""
+    import importlib
     import types
 
-    from explorer.fooling import grow as grow_module_or_function
-
     assert isinstance(fooling.sweep, types.FunctionType) and isinstance(fooling.grow, types.FunctionType)
-    assert grow_module_or_function is fooling.grow
+    assert importlib.import_module("explorer.fooling.sweeps").sweep is fooling.sweep
+    assert importlib.import_module("explorer.fooling.growth").grow is fooling.grow

@@ -19,7 +19,7 @@ Everything is re-exported here: ``from explorer import fooling; fooling.sweep(..
 from ..models.judges import transfer_models, transfer_table
 from ..optvis.param import radial_frequency
 from ..stats import clopper_pearson
-from .grow import (
+from .growth import (
     DEFAULT_BUDGET,
     GROW_LR,
     GROW_STEPS,
@@ -46,7 +46,7 @@ from .noise import (
     photo_names,
     samples_at,
 )
-from .sweep import (
+from .sweeps import (
     HISTOGRAM_BINS,
     SWEEP_BATCH,
     SWEEP_FAMILIES,
