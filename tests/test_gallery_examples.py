@@ -6,7 +6,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from explorer.gallery import GalleryStore, ensure_examples, example_patch, folder_image_set, load_examples, receptive_field, top_examples
+from explorer.gallery import (
+    GalleryStore,
+    ensure_examples,
+    example_patch,
+    folder_image_set,
+    load_examples,
+    receptive_field,
+    top_examples,
+)
 from explorer.images import save_png
 from explorer.models import LoadedModel
 

@@ -229,7 +229,8 @@ def test_stopping_cancels_what_is_in_flight_and_gives_its_claims_back(ray_cluste
     model = tiny_model()
     store = GalleryStore(tmp_path / "store")
     seen = []
-    report = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store, cluster_info=info, ref=TINY, batch=2,
+    report = scale.build_layers(model, LAYERS, SETTINGS.with_(steps=30), store=store,
+                                cluster_info=info, ref=TINY, batch=2,
                                 callback=lambda done, total, preview, values: seen.append(done),
                                 should_stop=lambda: len(seen) > 1)
     assert report.stopped == "cancelled"

@@ -73,7 +73,8 @@ class SynthConfig:
         if self.kind not in SYNTH_KINDS:
             raise UserInputError(f"Unknown synthesiser {self.kind!r}: {' or '.join(SYNTH_KINDS)}.")
         if not 20.0 <= self.f0_min < self.f0_max <= 4000.0:
-            raise UserInputError(f"The pitch range must satisfy 20 ≤ f0 min < f0 max ≤ 4000 Hz (got {self.f0_min:g}–{self.f0_max:g}).")
+            raise UserInputError("The pitch range must satisfy 20 ≤ f0 min < f0 max ≤ 4000 Hz (got "
+                                 f"{self.f0_min:g}–{self.f0_max:g}).")
         if not 1 <= self.harmonics <= 256 or not 1 <= self.voices <= 8 or not 1 <= self.noise_bands <= 64:
             raise UserInputError("The synthesiser needs 1–256 harmonics, 1–8 voices and 1–64 noise bands.")
 
@@ -197,10 +198,12 @@ class HarmonicPlusNoise(ImageParam):
         env_frames = frames_covering(samples, self.env_step)
 
         def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator, device=generator.device if generator is not None else "cpu").to(device)
+            return torch.randn(*shape, generator=generator,
+                               device=generator.device if generator is not None else "cpu").to(device)
 
         # pitch: voices spread over the middle of the range, a little randomness along time
-        spread = torch.linspace(-1.0, 1.0, v, device=device)[None, :, None] if v > 1 else torch.zeros(1, 1, 1, device=device)
+        spread = torch.linspace(-1.0, 1.0, v, device=device)[None, :,
+                                                             None] if v > 1 else torch.zeros(1, 1, 1, device=device)
         if cfg.kind == "instrument":
             self.knot_step = frame_step(sample_rate, cfg.note_rate)  # one pitch per note slot
             slots = math.ceil(samples / self.knot_step)
@@ -211,7 +214,8 @@ class HarmonicPlusNoise(ImageParam):
         else:
             self.f0 = torch.nn.Parameter(spread + 0.3 * randn(batch, v, knots))
             loud0 = -6.0 if start == "silence" else 2.0
-            self.loudness = torch.nn.Parameter(torch.full((batch, v, frames), loud0, device=device) + 0.1 * randn(batch, v, frames))
+            self.loudness = torch.nn.Parameter(torch.full((batch, v, frames), loud0,
+                                                          device=device) + 0.1 * randn(batch, v, frames))
         self.frames = frames
         self.voicing = torch.nn.Parameter(0.1 * randn(batch, frames))  # half voiced, half noise
         self.noise_bands = torch.nn.Parameter(0.1 * randn(batch, cfg.noise_bands, frames))
@@ -233,7 +237,8 @@ class HarmonicPlusNoise(ImageParam):
             self.damping = torch.nn.Parameter(0.3 * randn(batch, v, slots))
         self.register_buffer("band_weights", band_matrix(NOISE_STFT.bins, cfg.noise_bands, sample_rate).to(device))
         noise_frames = NOISE_STFT.frames(self.samples)
-        excitation = torch.complex(randn(batch, NOISE_STFT.bins, noise_frames), randn(batch, NOISE_STFT.bins, noise_frames))
+        excitation = torch.complex(randn(batch, NOISE_STFT.bins, noise_frames),
+                                   randn(batch, NOISE_STFT.bins, noise_frames))
         self.register_buffer("excitation", excitation / math.sqrt(2))
         with torch.no_grad():  # unit-RMS white noise from a flat envelope, whatever the STFT
             flat = istft(self.excitation, NOISE_STFT, self.samples)
@@ -340,7 +345,8 @@ class HarmonicPlusNoise(ImageParam):
         # noise: a fixed complex-Gaussian excitation shaped by the band envelope, per STFT frame
         noise_frames = self.excitation.shape[-1]
         at_noise = torch.arange(noise_frames, device=dev) * NOISE_STFT.hop
-        log_env = torch.einsum("fb,nbt->nft", self.band_weights, interpolate_frames(self.noise_bands, self.control_step, at_noise))
+        log_env = torch.einsum("fb,nbt->nft", self.band_weights,
+                               interpolate_frames(self.noise_bands, self.control_step, at_noise))
         env = torch.exp(log_env)
         env = env / env.pow(2).mean(1, keepdim=True).clamp(min=1e-12).sqrt()  # unit power per frame
         noise_level = loud.pow(2).mean(1).sqrt() * (1 - voicing).clamp(min=0).sqrt()
@@ -388,7 +394,8 @@ class WaveformRobustness:
         if self.speed_pct:
             n = wav.shape[-1]
             speed = 1 + (float(torch.rand((), generator=generator, device=gen_dev)) * 2 - 1) * self.speed_pct / 100
-            resampled = F.interpolate(wav[:, None], size=max(2, int(round(n / speed))), mode="linear", align_corners=True)[:, 0]
+            resampled = F.interpolate(wav[:, None], size=max(2, int(round(n / speed))), mode="linear",
+                                      align_corners=True)[:, 0]
             wav = F.pad(resampled, (0, max(0, n - resampled.shape[-1])))[:, :n]
         if self.tilt_db:
             slope = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.tilt_db

@@ -195,7 +195,8 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
     h_in, w_in = model.input_size
     if len(shape) != 3:
         return max(h_in, w_in)
-    x = probe if probe is not None else torch.rand(2, model.channels, h_in, w_in, generator=torch.Generator().manual_seed(0))
+    x = probe if probe is not None else torch.rand(2, model.channels, h_in, w_in,
+                                                   generator=torch.Generator().manual_seed(0))
     x = x.to(model.device).clone().requires_grad_(True)
     act = model.activations(x, [layer], use_autocast=False)[layer]
     cy, cx = act.shape[-2] // 2, act.shape[-1] // 2
@@ -209,14 +210,16 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
     side = 1
     for side in range(1, max(h_in, w_in) + 1):
         half = side // 2
-        if float(grad[max(0, py - half) : py - half + side, max(0, px - half) : px - half + side].sum()) >= mass * total:
+        if float(grad[max(0, py - half) : py - half + side, max(0,
+                                                                px - half) : px - half + side].sum()) >= mass * total:
             break
     return int(min(max(side, round(stride), MIN_PATCH), max(h_in, w_in)))
 
 
 @torch.no_grad()
 def compute_activations(model: LoadedModel, layers: Sequence[str], image_set: ImageSet, batch: int = 16,
-                        callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
+                        callback: ProgressCallback | None = None,
+                        should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per layer: ``max`` (N×C, max over positions), ``argmax`` (N×C flat position), ``mean`` (N×C), map size.
 
     All layers come from the same forward passes (capture stops after the deepest one). After a
@@ -256,7 +259,8 @@ def compute_activations(model: LoadedModel, layers: Sequence[str], image_set: Im
 
 
 def ensure_examples(model: LoadedModel, layers: Sequence[str], image_set: ImageSet, store: GalleryStore,
-                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
+                    callback: ProgressCallback | None = None,
+                    should_stop: ShouldStop | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Stored activation tables for ``layers`` on ``image_set``; computes (once, in one pass) the missing ones."""
     tables: dict[str, dict[str, np.ndarray]] = {}
     missing = []
@@ -279,7 +283,8 @@ def ensure_examples(model: LoadedModel, layers: Sequence[str], image_set: ImageS
     return tables
 
 
-def load_examples(model: LoadedModel, layer: str, image_set: ImageSet, store: GalleryStore) -> dict[str, np.ndarray] | None:
+def load_examples(model: LoadedModel, layer: str, image_set: ImageSet,
+                  store: GalleryStore) -> dict[str, np.ndarray] | None:
     """The stored table, or None when it has not been computed yet (no work here: pages call this on every rerun)."""
     return store.load_examples(model.name, model.fingerprint, layer, image_set.digest)
 
@@ -294,7 +299,8 @@ class Example:
 
 
 def top_examples(table: dict[str, np.ndarray], unit: int, k: int = 8, per_source: int = 2) -> list[Example]:
-    """The ``k`` views whose max activation for ``unit`` is largest (at most ``per_source`` per photo), with crop boxes."""
+    """The ``k`` views whose max activation for ``unit`` is largest (at most ``per_source`` per photo), with crop
+    boxes."""
     values = table["max"][:, unit]
     order = np.argsort(-values, kind="stable")
     views = [View(**v) for v in json.loads(str(table["views"]))]

@@ -327,7 +327,8 @@ class GalleryStore:
             return None
         n = sum(1 for _ in renders.rglob(f"*{SIDE_SUFFIX}"))
         return (f"The gallery index {self.db_path} is empty but {n} rendered unit(s) lie in {renders}: the index was "
-                f"reset or replaced. {_repair_hint(self.root)[0].upper()}{_repair_hint(self.root)[1:]} (nothing is re-rendered).")
+                f"reset or replaced. {_repair_hint(self.root)[0].upper()}{_repair_hint(self.root)[1:]} (nothing is "
+                "re-rendered).")
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.root)!r})"
@@ -360,7 +361,8 @@ class GalleryStore:
                 raise StoreUnwritable(_unwritable_message(self.root, self._describe(exc))) from None
             if not _is_damage(exc):
                 raise
-            raise StoreDamaged(f"The gallery index {self.db_path} is damaged ({exc}): {_repair_hint(self.root)}.") from None
+            raise StoreDamaged(
+                f"The gallery index {self.db_path} is damaged ({exc}): {_repair_hint(self.root)}.") from None
         finally:
             db.close()
 
@@ -389,23 +391,28 @@ class GalleryStore:
         return json.loads(row[0]) if row else None
 
     # ---- claims --------------------------------------------------------------------------
-    def claim(self, keys: Sequence[UnitKey], worker: str, lease: float = 120.0, limit: int | None = None) -> list[UnitKey]:
-        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer (failed rows are retried)."""
+    def claim(self, keys: Sequence[UnitKey], worker: str, lease: float = 120.0,
+              limit: int | None = None) -> list[UnitKey]:
+        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer (failed rows are
+        retried)."""
         got: list[UnitKey] = []
         now = time.time()
         with self._write() as db:
             for key in keys:
                 if limit is not None and len(got) >= limit:
                     break
-                row = db.execute(f"SELECT status, worker, lease_until FROM renders WHERE {_KEY_WHERE}", key.as_tuple()).fetchone()
+                row = db.execute(f"SELECT status, worker, lease_until FROM renders WHERE {_KEY_WHERE}",
+                                 key.as_tuple()).fetchone()
                 if row is None:
                     db.execute(
-                        "INSERT INTO renders (model, fingerprint, layer, digest, variant, unit, status, worker, lease_until, attempts)"
-                        " VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1)", (*key.as_tuple(), worker, now + lease))
+                        "INSERT INTO renders (model, fingerprint, layer, digest, variant, unit, status, worker, "
+                        "lease_until, attempts) VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1)",
+                        (*key.as_tuple(), worker, now + lease))
                 elif row[0] == "done":
                     continue
                 elif row[0] == "failed" or row[1] == worker or (row[2] or 0) < now or _worker_is_dead(row[1]):
-                    db.execute(f"UPDATE renders SET status='claimed', worker=?, lease_until=?, attempts=attempts+1 WHERE {_KEY_WHERE}",
+                    db.execute("UPDATE renders SET status='claimed', worker=?, lease_until=?, attempts=attempts+1 "
+                               f"WHERE {_KEY_WHERE}",
                                (worker, now + lease, *key.as_tuple()))
                 else:
                     continue  # a live builder is on it
@@ -424,7 +431,8 @@ class GalleryStore:
         """Give back claims without a result (cancelled or failed render)."""
         with self._write() as db:
             for key in keys:
-                db.execute(f"DELETE FROM renders WHERE {_KEY_WHERE} AND status='claimed' AND worker=?", (*key.as_tuple(), worker))
+                db.execute(f"DELETE FROM renders WHERE {_KEY_WHERE} AND status='claimed' AND worker=?",
+                           (*key.as_tuple(), worker))
 
     def fail(self, keys: Iterable[UnitKey], worker: str, error: str) -> int:
         """Mark this worker's claims failed with ``error`` (one line); the next build tries them again."""
@@ -433,15 +441,16 @@ class GalleryStore:
         with self._write() as db:
             for key in keys:
                 cursor = db.execute(f"UPDATE renders SET status='failed', error=?, lease_until=NULL, finished=?"
-                                    f" WHERE {_KEY_WHERE} AND status='claimed' AND worker=?", (error, time.time(), *key.as_tuple(), worker))
+                                    f" WHERE {_KEY_WHERE} AND status='claimed' AND worker=?",
+                                    (error, time.time(), *key.as_tuple(), worker))
                 count += cursor.rowcount
         return count
 
     def failures(self, model: str | None = None, layer: str | None = None) -> list[tuple[UnitKey, str]]:
         """Rows whose last attempt failed, with the error (optionally of one model / layer)."""
         with self._connect() as db:
-            rows = db.execute("SELECT model, fingerprint, layer, digest, variant, unit, error FROM renders WHERE status='failed'"
-                              " ORDER BY model, layer, variant, unit").fetchall()
+            rows = db.execute("SELECT model, fingerprint, layer, digest, variant, unit, error FROM renders WHERE "
+                              "status='failed' ORDER BY model, layer, variant, unit").fetchall()
         return [(UnitKey(*r[:6]), r[6] or "") for r in rows
                 if (model is None or r[0] == model) and (layer is None or r[2] == layer)]
 
@@ -468,15 +477,17 @@ class GalleryStore:
             if not (self.root / rel).is_file():
                 raise FileNotFoundError(f"{rel} must exist before its index row is committed")
         digest_settings = self.settings(key.digest)
-        side = {"schema": SCHEMA_VERSION, "key": dict(zip(("model", "fingerprint", "layer", "digest", "variant", "unit"),
+        side = {"schema": SCHEMA_VERSION, "key": dict(zip(("model", "fingerprint", "layer",
+                                                           "digest", "variant", "unit"),
                                                           key.as_tuple())),
-                "files": list(files), "activations": [round(float(a), 6) for a in activations], "seconds": float(seconds),
+                "files": list(files), "activations": [round(float(a), 6) for a in activations],
+                "seconds": float(seconds),
                 "steps_done": int(steps_done), "finished": time.time(), "settings": digest_settings}
         self._put(self.root / f"{key.file_stem()}{SIDE_SUFFIX}", json.dumps(side, indent=1).encode())  # before the row
         with self._write() as db:
             cursor = db.execute(
-                f"UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, lease_until=NULL, error=NULL"
-                f" WHERE {_KEY_WHERE} AND status='claimed' AND worker=?",
+                "UPDATE renders SET status='done', files=?, activations=?, seconds=?, steps_done=?, finished=?, "
+                f"lease_until=NULL, error=NULL WHERE {_KEY_WHERE} AND status='claimed' AND worker=?",
                 (json.dumps(list(files)), json.dumps([round(float(a), 6) for a in activations]), float(seconds),
                  int(steps_done), time.time(), *key.as_tuple(), worker))
             return cursor.rowcount == 1
@@ -484,10 +495,12 @@ class GalleryStore:
     # ---- reading -------------------------------------------------------------------------
     def _entry(self, row: Sequence) -> Entry:
         key = UnitKey(*row[:6])
-        return Entry(key=key, files=tuple(self.root / f for f in json.loads(row[6])), activations=tuple(json.loads(row[7])),
+        return Entry(key=key, files=tuple(self.root / f for f in json.loads(row[6])),
+                     activations=tuple(json.loads(row[7])),
                      seconds=float(row[8] or 0.0), steps_done=int(row[9] or 0), attempts=int(row[10] or 0))
 
-    _ENTRY_COLUMNS = "model, fingerprint, layer, digest, variant, unit, files, activations, seconds, steps_done, attempts"
+    _ENTRY_COLUMNS = ("model, fingerprint, layer, digest, variant, unit, files, activations, seconds, steps_done, "
+                      "attempts")
 
     def entries(self, model: str, fingerprint: str, layer: str, digest: str, variant: str = "max",
                 units: Iterable[int] | None = None) -> dict[int, Entry]:
@@ -495,7 +508,8 @@ class GalleryStore:
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE model=? AND fingerprint=? AND layer=? AND digest=?"
-                " AND variant=? AND status='done' ORDER BY unit", (model, fingerprint, layer, digest, variant)).fetchall()
+                " AND variant=? AND status='done' ORDER BY unit", (model, fingerprint, layer,
+                                                                   digest, variant)).fetchall()
         wanted = None if units is None else set(int(u) for u in units)
         return {int(r[5]): self._entry(r) for r in rows if wanted is None or int(r[5]) in wanted}
 
@@ -509,26 +523,30 @@ class GalleryStore:
         """One line per model/layer/settings/variant: how many units are done, claimed and failed."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT r.model, r.fingerprint, r.layer, r.digest, r.variant, SUM(r.status='done'), SUM(r.status='claimed'),"
-                " SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json, SUM(r.status='failed') FROM renders r"
-                " LEFT JOIN settings s ON s.digest = r.digest GROUP BY r.model, r.fingerprint, r.layer, r.digest, r.variant"
-                " ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
+                "SELECT r.model, r.fingerprint, r.layer, r.digest, r.variant, SUM(r.status='done'), "
+                "SUM(r.status='claimed'), SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json, "
+                "SUM(r.status='failed') FROM renders r LEFT JOIN settings s ON s.digest = r.digest GROUP BY r.model, "
+                "r.fingerprint, r.layer, r.digest, r.variant ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
         from ..models.base import is_legacy_fingerprint
 
-        return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3], "variant": r[4], "done": int(r[5] or 0),
+        return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3],
+                 "variant": r[4], "done": int(r[5] or 0),
                  "claimed": int(r[6] or 0), "failed": int(r[9] or 0), "seconds": round(float(r[7] or 0.0), 2),
                  "settings": json.loads(r[8]) if r[8] else None, "legacy_fingerprint": is_legacy_fingerprint(r[1])}
                 for r in rows]
 
-    def layer_digests(self, model: str, fingerprint: str, layer: str, variant: str = "max") -> list[tuple[str, dict | None, int]]:
+    def layer_digests(self, model: str, fingerprint: str, layer: str,
+                      variant: str = "max") -> list[tuple[str, dict | None, int]]:
         """(digest, settings, units done) for the settings a layer was rendered with, most units first."""
         return [(s["digest"], s["settings"], s["done"]) for s in sorted(self.summary(), key=lambda s: -s["done"])
-                if s["model"] == model and s["fingerprint"] == fingerprint and s["layer"] == layer and s["variant"] == variant
+                if s["model"] == model and s["fingerprint"] == fingerprint and s["layer"] == layer
+                and s["variant"] == variant
                 and s["done"]]
 
     def _done_entries(self) -> list[Entry]:
         with self._connect() as db:
-            return [self._entry(r) for r in db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'")]
+            return [self._entry(r) for r
+                    in db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'")]
 
     def _known_stems(self) -> set[str]:
         """File stems of every row (claimed ones too: a builder may be writing their images right now)."""
@@ -583,8 +601,8 @@ class GalleryStore:
                             f"{sides[0].relative_to(self.root)}): {_repair_hint(self.root)}.")
         if bare:
             problems.append(f"{len(bare)} image(s) are in no index row and have no side file (first: "
-                            f"{bare[0].relative_to(self.root)}); the side file was deleted, or they were made before side "
-                            "files existed: render them again.")
+                            f"{bare[0].relative_to(self.root)}); the side file was deleted, or they were made before "
+                            "side files existed: render them again.")
         return problems
 
     def _side_file_problems(self, named: int = 5) -> list[str]:
@@ -604,7 +622,8 @@ class GalleryStore:
             side = self.root / f"{key.file_stem()}{SIDE_SUFFIX}"
             if not side.is_file():
                 if (row[6] or 0.0) >= since_time:
-                    problems.append(f"side file {side.relative_to(self.root)} is missing (unit {key.unit} of {key.layer}): "
+                    problems.append(f"side file {side.relative_to(self.root)} is missing (unit {key.unit} of "
+                                    f"{key.layer}): "
                                     "the index can no longer be rebuilt for it; render it again to restore it.")
                 continue
             try:
@@ -622,15 +641,17 @@ class GalleryStore:
         from ..models.base import is_legacy_fingerprint
 
         with self._connect() as db:
-            renders = db.execute("SELECT model, fingerprint, count(*) FROM renders GROUP BY model, fingerprint").fetchall()
-            tables = db.execute("SELECT model, fingerprint, count(*) FROM example_sets GROUP BY model, fingerprint").fetchall()
+            renders = db.execute(
+                "SELECT model, fingerprint, count(*) FROM renders GROUP BY model, fingerprint").fetchall()
+            tables = db.execute(
+                "SELECT model, fingerprint, count(*) FROM example_sets GROUP BY model, fingerprint").fetchall()
         out = []
         for kind, rows in (("rendered unit(s)", renders), ("dataset-example table(s)", tables)):
             for model, fingerprint, count in rows:
                 if is_legacy_fingerprint(fingerprint):
-                    out.append(f"{count} {kind} of {model} are keyed on the legacy weights fingerprint {fingerprint} (it read "
-                               "only the first 64 KB of each tensor, so it cannot tell weights apart): they are never "
-                               "served; render them again with these weights.")
+                    out.append(f"{count} {kind} of {model} are keyed on the legacy weights fingerprint {fingerprint} "
+                               "(it read only the first 64 KB of each tensor, so it cannot tell weights apart): they "
+                               "are never served; render them again with these weights.")
         return out
 
     def repair(self) -> "RepairReport":
@@ -669,9 +690,11 @@ class GalleryStore:
                 continue
             with self._write() as db:
                 if row["settings"] is not None:
-                    db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key.digest, json.dumps(row["settings"], sort_keys=True)))
-                db.execute("INSERT OR REPLACE INTO renders (model, fingerprint, layer, digest, variant, unit, status, files,"
-                           " activations, seconds, steps_done, attempts, finished) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, 1, ?)",
+                    db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)",
+                               (key.digest, json.dumps(row["settings"], sort_keys=True)))
+                db.execute("INSERT OR REPLACE INTO renders (model, fingerprint, layer, digest, variant, unit, status, "
+                           "files, activations, seconds, steps_done, attempts, finished) VALUES (?, ?, ?, ?, ?, ?, "
+                           "'done', ?, ?, ?, ?, 1, ?)",
                            (*key.as_tuple(), json.dumps(row["files"]), json.dumps(row["activations"]), row["seconds"],
                             row["steps_done"], row["finished"]))
             known.add(key)
@@ -694,7 +717,8 @@ class GalleryStore:
                 report.skipped.append(f"{side.relative_to(self.root)}: its table {npz.name} is missing")
                 continue
             with self._write() as db:
-                if db.execute("SELECT 1 FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?", row).fetchone():
+                if db.execute("SELECT 1 FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?",
+                              row).fetchone():
                     continue
                 db.execute("INSERT INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (*row, str(npz.relative_to(self.root)), n_images, description, time.time()))
@@ -765,16 +789,19 @@ class GalleryStore:
         self._put(path, buffer.getvalue())
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
         self._put(path.with_suffix(SIDE_SUFFIX), json.dumps(
-            {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint, "layer": layer, "image_set": image_set,
+            {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint,
+             "layer": layer, "image_set": image_set,
              "n_images": n, "description": description}, indent=1).encode())
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (model, fingerprint, layer, image_set, str(path.relative_to(self.root)), n, description, time.time()))
+                       (model, fingerprint, layer, image_set, str(path.relative_to(self.root)), n,
+                        description, time.time()))
         return path
 
     def load_examples(self, model: str, fingerprint: str, layer: str, image_set: str) -> dict[str, np.ndarray] | None:
         with self._connect() as db:
-            row = db.execute("SELECT path FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?",
+            row = db.execute(
+                "SELECT path FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?",
                              (model, fingerprint, layer, image_set)).fetchone()
         if row is None or not (self.root / row[0]).is_file():
             return None

@@ -129,7 +129,7 @@ def deep_dream(
     detail = torch.zeros(1, photo.shape[0], sizes[0], sizes[0], device=device)
     histories, done, stopped, seconds = [], 0, None, 0.0
     current = base
-    for octave, size in enumerate(sizes):
+    for size in sizes:
         base_here = _resize(base, size) if size != side else base
         start = (base_here + _resize(detail, size)).clamp(0, 1)
         param = make_param("pixel", 1, size, channels=photo.shape[0], decorrelated=False, generator=gen, device=device)

@@ -23,7 +23,8 @@ import torch
 
 from explorer.errors import UserInputError
 from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
-                              example_patch, facet_count, facets_variant, folder_image_set, layer_units, load_examples, lookup,
+                              example_patch, facet_count, facets_variant, folder_image_set,
+                              layer_units, load_examples, lookup,
                               top_examples)
 from explorer.gallery.atlas import find_atlas
 from explorer.gallery.examples import allowed_image_folder, image_root
