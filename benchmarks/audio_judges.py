@@ -143,9 +143,9 @@ def words_benchmark(args, record: dict) -> None:
                  "steps": result.steps_done}
         print(f"{name}: own {entry['own_before']:.3f} → {entry['own_roundtrip']:.3f}; Sphinx "
               f"{entry['judges_roundtrip'].get('sphinx_word_answer')!r} / "
-              f"{entry['judges_roundtrip'].get('sphinx_transcript_answer')}; SIG "
-              f"{entry['judges_roundtrip'].get('dnsmos_sig')}; CREPE "
-              f"{entry['judges_roundtrip'].get('crepe_periodicity')} ({entry['seconds']:.0f} s)", flush=True)
+              f"{entry['judges_roundtrip'].get('sphinx_transcript_answer')}; "
+              f"SIG {entry['judges_roundtrip'].get('dnsmos_sig')}; "
+              f"CREPE {entry['judges_roundtrip'].get('crepe_periodicity')} ({entry['seconds']:.0f} s)", flush=True)
         section["dreams"][name] = entry
         save()
 
@@ -177,8 +177,8 @@ def words_summary(record: dict) -> list[str]:
     section = record.get("words", {})
     lines: list[str] = []
     start_values = section.get("random_starts", {}).get("words synth 1 s", [])
-    dreams = [(name.split()[0].split(":")[1], e) for name, e in section.get("dreams",
-                                                                            {}).items() if name.startswith("words:")]
+    dreams = [(name.split()[0].split(":")[1], e)
+              for name, e in section.get("dreams", {}).items() if name.startswith("words:")]
     if dreams:
         named = [w for w, e in dreams if e["judges_roundtrip"].get("sphinx_word_answer") == w]
         k, n = len(named), len(dreams)
@@ -190,8 +190,8 @@ def words_summary(record: dict) -> list[str]:
         if espeak:
             ratio = (k / n) / espeak["rate"] if espeak["rate"] else float("nan")
             lines.append(f"  espeak-ng's own recordings named right {espeak['correct']}/{espeak['n']} = "
-                         f"{espeak['rate']:.3f} [{espeak['low']:.3f}, {espeak['high']:.3f}]: ratio {ratio:.2f} (target "
-                         f"≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
+                         f"{espeak['rate']:.3f} [{espeak['low']:.3f}, {espeak['high']:.3f}]: ratio {ratio:.2f} "
+                         f"(target ≥ 0.7 {'✔' if ratio >= 0.7 else '✘'})")
         own = [e["own_roundtrip"] for _, e in dreams]
         lines.append(f"  own score p(word) after the round trip: median {np.median(own):.3f}, min {min(own):.3f}")
         found = sorted({w for w in named})
@@ -209,8 +209,8 @@ def words_summary(record: dict) -> list[str]:
         worst = max((sum(1 for v in start_values if v.get("sphinx_word_answer") == w) for w in words), default=0)
         lo, hi = clopper_pearson(worst, len(start_values))
         lines.append(f"  random starts ({len(start_values)}): some word named in {some}; the most-named target in "
-                     f"{worst}/{len(start_values)} [{lo:.3f}, {hi:.3f}] (target ≤ 5 % "
-                     f"{'✔' if worst <= 0.05 * len(start_values) else '✘'})")
+                     f"{worst}/{len(start_values)} [{lo:.3f}, {hi:.3f}] "
+                     f"(target ≤ 5 % {'✔' if worst <= 0.05 * len(start_values) else '✘'})")
         for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity", "voiced_fraction", "mean_hnr_db"):
             d = difference([e["judges_roundtrip"].get(key) for _, e in dreams
                             if e["judges_roundtrip"].get(key) is not None],
@@ -226,18 +226,19 @@ def words_summary(record: dict) -> list[str]:
                             if e["judges_roundtrip"].get(key) is not None],
                            [v.get(key) for v in sstarts if v.get(key) is not None])
             if d["difference"] is not None:
-                lines.append(f"Silero dreams ({len(speech)}) {key}: {d['dream_mean']:.3f} vs random starts "
-                             f"({len(sstarts)}) {d['start_mean']:.3f}: {d['difference']:+.3f} [{d['low']:+.3f}, "
-                             f"{d['high']:+.3f}] → {d['claim']}")
+                lines.append(f"Silero dreams ({len(speech)}) {key}: {d['dream_mean']:.3f} "
+                             f"vs random starts ({len(sstarts)}) {d['start_mean']:.3f}: "
+                             f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] → {d['claim']}")
     for name, e in section.get("dreams", {}).items():
         if name.startswith("music"):
             b, a = e["judges_before"], e["judges_roundtrip"]
-            gain = None if a.get("other_tagger") is None or b.get("other_tagger") is None else a[
-                "other_tagger"] - b["other_tagger"]
+            gain = (None if a.get("other_tagger") is None or b.get("other_tagger") is None
+                    else a["other_tagger"] - b["other_tagger"])
             lines.append(f"{name}: other tagger {b.get('other_tagger')} → {a.get('other_tagger')} (gain "
-                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); CREPE periodicity "
-                         f"{b.get('crepe_periodicity')} → {a.get('crepe_periodicity')}, median pitch "
-                         f"{a.get('crepe_pitch_hz')} Hz; DNSMOS SIG {b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
+                         f"{'n/a' if gain is None else f'{gain:+.3f}'}); "
+                         f"CREPE periodicity {b.get('crepe_periodicity')} → {a.get('crepe_periodicity')}, "
+                         f"median pitch {a.get('crepe_pitch_hz')} Hz; "
+                         f"DNSMOS SIG {b.get('dnsmos_sig')} → {a.get('dnsmos_sig')}")
     return lines
 
 
@@ -311,11 +312,11 @@ def main() -> int:
         entry = run_dream(f"speech synth seed {seed}", DreamSettings(net="speech", seed=seed),
                           rows, record["dreams"], out)
         checks = speech_targets(entry)
-        verdict_lines.append(f"speech, synthesiser, seed {seed}: " + ", ".join(f"{k} {'✔' if ok else '✘'}"
-                                                                               for k, ok in checks.items()))
+        verdict_lines.append(f"speech, synthesiser, seed {seed}: "
+                             + ", ".join(f"{k} {'✔' if ok else '✘'}" for k, ok in checks.items()))
         if not args.skip_unconstrained:
-            entry = run_dream(f"speech spectrogram seed {seed}", DreamSettings(net="speech",
-                                                                               param="spectrogram", seed=seed),
+            entry = run_dream(f"speech spectrogram seed {seed}",
+                              DreamSettings(net="speech", param="spectrogram", seed=seed),
                               rows, record["dreams"], out)
             checks = speech_targets(entry)
             verdict_lines.append(f"speech, free spectrogram, seed {seed}: "
@@ -328,8 +329,8 @@ def main() -> int:
                     name = f"music:piano {model} {param} seed {seed}"
                     entry = run_dream(name, DreamSettings(net="music:piano", music_model=model, param=param, seed=seed),
                                       rows, record["dreams"], out)
-                    before, after = entry["judges_before"].get("other_tagger"), entry[
-                        "judges_roundtrip"].get("other_tagger")
+                    before, after = (entry["judges_before"].get("other_tagger"),
+                                     entry["judges_roundtrip"].get("other_tagger"))
                     judge = judges.other_tagger(model)
                     if before is None or after is None:
                         verdict_lines.append(f"{name}: {judge} not judged")

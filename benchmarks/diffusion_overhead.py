@@ -93,9 +93,9 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["plain DDIM loop"])
     print(f"{diffusion.describe()}")
-    print(f"DDIM {args.steps} steps × batch {args.batch} on {devices.describe(diffusion.device)}, torch "
-          f"{torch.__version__}, median of {args.repeats} interleaved runs; recorder reproduces the plain loop's "
-          f"samples: {same}")
+    print(f"DDIM {args.steps} steps × batch {args.batch} on {devices.describe(diffusion.device)}, "
+          f"torch {torch.__version__}, median of {args.repeats} interleaved runs; "
+          f"recorder reproduces the plain loop's samples: {same}")
     figures = {"device": devices.describe(diffusion.device), "torch": torch.__version__, "steps": args.steps,
                "batch": args.batch, "repeats": args.repeats, "same_samples": bool(same), "seconds": {}, "ratio": {}}
     for name, values in times.items():

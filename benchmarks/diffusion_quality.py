@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         q = r["quality"]
         print(f"| {r['model']} | {r['sampler']} ({r['engine']}) | {r['steps']} | {r['n']} ({r.get('seed', 0)}) | "
               f"{r['fd']:.2f} | {r['fd_floor']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{q['mean_max_probability']:.3f} ({q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}) | {r['classes']['covered']}/10 "
-              f"| {100 * r['classes']['largest_fraction']:.1f} % |")
+              f"{q['mean_max_probability']:.3f} ({q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}) | "
+              f"{r['classes']['covered']}/10 | {100 * r['classes']['largest_fraction']:.1f} % |")
     bounds = [r for r in rows if r.get("nll")]
     if bounds:
         print("\n| model | Σ | bits/dim (95 % CI) | test images | UNet calls / image | L_0 (decoder) | L_T (prior) | "
@@ -77,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 comparisons.append({"from": f"{a['model']} ({a['nll']['variance_type']})",
                                     "to": f"{b['model']} ({b['nll']['variance_type']})", **result})
     for c in comparisons:
-        print(f"\n{c['to']} vs {c['from']} on the same {c['images']} images: difference {c['difference']:+.3f} "
-              f"bits/dim ({c['difference_ci95'][0]:+.3f} … {c['difference_ci95'][1]:+.3f}), reduction "
-              f"{100 * c['reduction']:.1f} % ({100 * c['reduction_ci95'][0]:.1f} … {100 * c['reduction_ci95'][1]:.1f} "
-              f"%), lower on {100 * c['fraction_of_images_lower']:.0f} % of the images")
+        print(f"\n{c['to']} vs {c['from']} on the same {c['images']} images: "
+              f"difference {c['difference']:+.3f} bits/dim "
+              f"({c['difference_ci95'][0]:+.3f} … {c['difference_ci95'][1]:+.3f}), "
+              f"reduction {100 * c['reduction']:.1f} % "
+              f"({100 * c['reduction_ci95'][0]:.1f} … {100 * c['reduction_ci95'][1]:.1f} %), "
+              f"lower on {100 * c['fraction_of_images_lower']:.0f} % of the images")
     if args.out:
         from explorer.files import write_json
 

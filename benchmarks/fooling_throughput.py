@@ -77,8 +77,8 @@ def main() -> None:
 
     model = load_model(args.model, device=args.device)
     device = model.device
-    names = [f for f in fooling.FAMILIES
-             if not fooling.FAMILIES[f].control] if args.families == "all" else args.families
+    names = ([f for f in fooling.FAMILIES if not fooling.FAMILIES[f].control]
+             if args.families == "all" else args.families)
     families = fooling.check_families(names)
     batch = torch.rand(args.batch, model.channels, *model.input_size,
                        generator=devices.generator(device, 0), device=device)

@@ -104,11 +104,11 @@ def bench_browser(model_name: str, layer: str) -> None:
             started = time.perf_counter()
             tab.goto(f"{url}/gallery?model={model_name}{query}")
             shown = wait_for_count(tab.locator("a.gal-tile img"), expected, timeout=300)
-            tab.wait_for_function("Array.from(document.querySelectorAll('a.gal-tile img')).filter(i => i.complete && "
-                                  f"i.naturalWidth > 0).length >= {expected}",
+            tab.wait_for_function("Array.from(document.querySelectorAll('a.gal-tile img'))"
+                                  f".filter(i => i.complete && i.naturalWidth > 0).length >= {expected}",
                                   timeout=300_000)
-            print(f"browser: {label}: {expected} images shown (counted {shown}) {time.perf_counter() - started:.2f} s "
-                  "after opening")
+            print(f"browser: {label}: {expected} images shown (counted {shown}) "
+                  f"{time.perf_counter() - started:.2f} s after opening")
 
 
 def bench_page(model_name: str, layer: str, repeats: int) -> None:
@@ -141,8 +141,8 @@ def bench_page(model_name: str, layer: str, repeats: int) -> None:
     median = statistics.median(times)
     print(f"page: first run (model load, layer dry run) {first:.2f} s; {tiles} tiles shown")
     print(f"page: cached 64-unit page render: median {median * 1000:.0f} ms over {repeats} runs "
-          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); budget 1000 ms -> ratio {median / 1.0:.2f} of "
-          "budget")
+          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
+          f"budget 1000 ms -> ratio {median / 1.0:.2f} of budget")
 
 
 def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps: int, ratio_units: int) -> None:

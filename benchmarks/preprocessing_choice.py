@@ -72,9 +72,8 @@ def main() -> None:
             mean, log_mean = float(torch.cat(masses).mean()), float(torch.cat(logs).mean())
             totals[scaling] = log_mean
             n = sum(len(m) for m in masses)
-            print(f"  {scaling:9s} mean log p(right) {log_mean:.3f}, mean p(right) {mean:.3f}, top-1 right {hits}/{n} "
-                  "| "
-                  + ", ".join(cells))
+            print(f"  {scaling:9s} mean log p(right) {log_mean:.3f}, mean p(right) {mean:.3f}, "
+                  f"top-1 right {hits}/{n} | " + ", ".join(cells))
         print(f"  -> {max(totals, key=totals.get)}")
 
 

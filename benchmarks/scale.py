@@ -22,8 +22,8 @@ import time
 
 from _common import ROOT  # puts the repository on sys.path
 
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)]
-                                          + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
 
 import torch  # noqa: E402
 
@@ -57,8 +57,8 @@ def bench_unit(model, layer: str, units: int, batch: int, settings) -> float:
     store = GalleryStore(tempfile.mkdtemp(prefix="scale_unit_"))
     report = build(model, layer, range(units), settings, store=store, batch=batch)
     per_unit = report.render_seconds / report.units_rendered
-    print(f"unit: {model.name} {layer}, {units} units in batches of {batch}, size {settings.size}, {settings.steps} "
-          f"steps, 1 thread, in-process: {per_unit:.3f} s/unit ({60 / per_unit:.1f} units/minute)")
+    print(f"unit: {model.name} {layer}, {units} units in batches of {batch}, size {settings.size}, "
+          f"{settings.steps} steps, 1 thread, in-process: {per_unit:.3f} s/unit ({60 / per_unit:.1f} units/minute)")
     return per_unit
 
 
@@ -75,9 +75,9 @@ def bench_ray(model, layer: str, units: int, batch: int, settings, workers: int)
         report = scale.build_layers(model, {layer: list(range(units))}, settings, store=store,
                                     cluster_info=info, batch=batch)
     rate = report.units_per_minute
-    print(f"ray: {workers} worker(s): {report.units_rendered} units in {report.tasks} tasks, {report.seconds:.1f} s "
-          f"wall -> {rate:.1f} units/minute (instance start {startup:.1f} s, first model load in a worker "
-          f"{max(loads):.1f} s incl. a 1-step render, not counted)")
+    print(f"ray: {workers} worker(s): {report.units_rendered} units in {report.tasks} tasks, "
+          f"{report.seconds:.1f} s wall -> {rate:.1f} units/minute (instance start {startup:.1f} s, "
+          f"first model load in a worker {max(loads):.1f} s incl. a 1-step render, not counted)")
     assert report.units_failed == 0, report.errors
     return {"workers": workers, "units": report.units_rendered, "seconds": report.seconds, "units_per_minute": rate,
             "startup_seconds": startup, "worker_load_seconds": max(loads)}

@@ -71,8 +71,7 @@ def simulate(workers: int, models: int, units: int, batch: int, unit_seconds: fl
         in_flight -= 1
     wall = driver_time
     return {"workers": workers, "wall_seconds": wall, "worker_busy": worker_busy / (workers * wall),
-            "driver_busy": driver_busy / wall,
-            "compute_bound": worker_busy / workers, "driver_bound": driver_busy}
+            "driver_busy": driver_busy / wall, "compute_bound": worker_busy / workers, "driver_bound": driver_busy}
 
 
 def bottleneck(row: dict) -> str:
@@ -112,9 +111,8 @@ def main() -> None:
     for k in [float(x) for x in args.speedups.split(",")]:
         for w in [int(x) for x in args.workers.split(",")]:
             row = simulate(w, args.models, args.units, batch, figures["unit_seconds_cpu"] / k,
-                           figures["task_round_trip_seconds"],
-                           figures["task_pipelined_seconds"], figures["driver_seconds_per_unit"],
-                           figures["worker_load_seconds"])
+                           figures["task_round_trip_seconds"], figures["task_pipelined_seconds"],
+                           figures["driver_seconds_per_unit"], figures["worker_load_seconds"])
             print(f"{k:>6g} | {w:>4} | {hours(row['wall_seconds']):>9} | {row['worker_busy']:6.0%} | "
                   f"{row['driver_busy']:6.0%} | {bottleneck(row)}")
         crossover = figures["unit_seconds_cpu"] / k / figures["driver_seconds_per_unit"]

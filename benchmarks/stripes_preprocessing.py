@@ -34,8 +34,8 @@ def main() -> None:
               load_model("efficientnet_lite1", device="cpu"), load_model("efficientnet_lite2", device="cpu")]
     start = time.perf_counter()
     result = fooling.sweep(models, args.family, args.n, seed=args.seed, batch_size=args.batch)
-    print(f"{args.family}, n = {args.n}, seed {args.seed}, {time.perf_counter() - start:.0f} s; rate of max softmax ≥ "
-          "t [95 % Clopper–Pearson]")
+    print(f"{args.family}, n = {args.n}, seed {args.seed}, {time.perf_counter() - start:.0f} s; "
+          "rate of max softmax ≥ t [95 % Clopper–Pearson]")
     for row in result.rows:
         cells = [f"≥{t:g}: {k}/{row.n} = {100 * k / row.n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
                  for t, k, (lo, hi) in zip(row.thresholds, row.fooled, row.intervals) if t in (0.5, 0.9)]

@@ -104,8 +104,8 @@ def main() -> None:
             if name == "layer":
                 layer_figures(str(device), int(extra[1]), out)
             else:
-                command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--device",
-                           str(device), "--json", out, *extra]
+                command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"),
+                           "--device", str(device), "--json", out, *extra]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
                 subprocess.run(command, check=True, env=env)

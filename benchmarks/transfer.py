@@ -108,9 +108,9 @@ def main() -> None:
         best = _best(runs, defaults.param)
         if args.json:  # after every parameterisation: a long run that is cut off keeps what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            meta = {"command": "benchmarks/transfer.py " + " ".join(f"--{k.replace('_', '-')} {v}"
-                                                                    for k, v in vars(args).items()
-                                                                     if v is not None),
+            meta = {"command": "benchmarks/transfer.py "
+                               + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                          if v is not None),
                     "source": source.name, "judges": [j.name for j in judges], "classes": classes,
                     "class_labels": [source.label(c) for c in classes], "machine": platform.platform(),
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "best": best["param"]}

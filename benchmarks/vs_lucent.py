@@ -160,8 +160,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="our step count for units/min and the activation ratio (default: the render default)")
     parser.add_argument("--lucent-steps", default="48,96,256",
-                        help="Lucent's quality levels: its activation after each of these steps (one run to the "
-                             "largest)")
+                        help="Lucent's quality levels: its activation after each of these steps "
+                             "(one run to the largest)")
     parser.add_argument("--ladder", default="8,12,16,24,32,48,64,96,128,192,256",
                         help="our step counts, each a separate run (schedules scale with the count)")
     parser.add_argument("--lucent-size", type=int, default=128, help="Lucent's param size (upsampled to 224)")
@@ -177,8 +177,8 @@ def main() -> None:
                              "both alike) and give the speed-ups as Lucent's steps × its cost / our steps × ours")
     parser.add_argument("--cost-steps", type=int, default=16)
     parser.add_argument("--reuse", default=None,
-                        help="a JSON this script wrote: take Lucent's levels and our ladder from it, only measure the "
-                             "costs")
+                        help="a JSON this script wrote: take Lucent's levels and our ladder from it, "
+                             "only measure the costs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,18 +207,17 @@ def main() -> None:
     lucent_time = {k: lucent["seconds"] * k / top for k in levels}
     figures = {
         "device": devices.describe(device), "cpu": cpu_name(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "layer": args.layer, "units": len(units), "default_steps": default_steps,
-        "lucent_levels": levels, "ladder": ladder,
+        "threads": torch.get_num_threads(), "layer": args.layer, "units": len(units),
+        "default_steps": default_steps, "lucent_levels": levels, "ladder": ladder,
         "measure": f"activation of each unit at {MEASURE_SIZE} px on the untransformed image",
         "lucent": {"seconds": round(lucent["seconds"], 2), "steps": top,
                    "levels": {str(k): {"mean_activation_224": round(float(goals[k].mean()), 4),
                                        "seconds": round(lucent_time[k], 2)} for k in levels}},
         "ours": {},
     }
-    print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']} ({figures['cpu']}), torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; quality = activation @{MEASURE_SIZE} px, "
-          "untransformed")
+    print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']} ({figures['cpu']}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"quality = activation @{MEASURE_SIZE} px, untransformed")
     print(f"Lucent render_vis ×{len(units)} ({args.lucent_size}→224 px): {lucent['seconds']:.1f} s for {top} steps; "
           + ", ".join(f"{k} steps: act {float(goals[k].mean()):.2f} ({lucent_time[k]:.1f} s)" for k in levels))
     for name, overrides in rows:
@@ -229,8 +228,8 @@ def main() -> None:
         for steps, run in sorted(runs.items()):
             row["ladder"][str(steps)] = {"seconds": round(run["seconds"], 2),
                                          "mean_activation_224": round(float(run["final"].mean()), 4)}
-        print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}" for s, r
-                                      in row["ladder"].items()))
+        print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}"
+                                      for s, r in row["ladder"].items()))
         if must in runs:
             run = runs[must]
             act = float(run["final"].mean())
