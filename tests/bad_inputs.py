@@ -90,8 +90,8 @@ def lib(fn: Callable[[Context], object]) -> Callable[[Context], Outcome]:
     return run
 
 
-def cli(*argv: str | Callable[[Context], str], check: Callable[[Context],
-                                                               str] | None = None) -> Callable[[Context], Outcome]:
+def cli(*argv: str | Callable[[Context], str],
+        check: Callable[[Context], str] | None = None) -> Callable[[Context], Outcome]:
     """``python -m explorer ARGV`` in this process: exit 2 with one line on stderr is the clear error, exit 0 a result
     (``check(ctx)`` describes it). Arguments may be callables of the context (generated file paths)."""
     def run(ctx: Context) -> Outcome:
@@ -338,36 +338,34 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         with zipfile.ZipFile(folder / "deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for info in zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).infolist():
                 if not info.filename.endswith("data/0"):
-                    archive.writestr(info.filename,
-                                     zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).read(info))
+                    archive.writestr(
+                        info.filename, zipfile.ZipFile(io.BytesIO(_torch_bytes({"w": torch.zeros(1)}))).read(info))
             with archive.open("archive/data/0", "w", force_zip64=True) as entry:
                 for _ in range(256):
                     entry.write(bytes(1 << 20))  # 256 MB of zeros: a ~250 KB file
         def raw_safetensors(header: bytes, data: bytes = b"") -> bytes:
             return struct.pack("<Q", len(header)) + header + data
         depth = 100_000
-        (folder / "deep.safetensors").write_bytes(raw_safetensors(b'{"__metadata__":'
-                                                                  + b"[" * depth + b"]" * depth + b"}"))
+        (folder / "deep.safetensors").write_bytes(
+            raw_safetensors(b'{"__metadata__":' + b"[" * depth + b"]" * depth + b"}"))
         (folder / "fat_header.safetensors").write_bytes(raw_safetensors(b"{}" + b" " * (20 << 20)))
         entries = b",".join(b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(200_000))
         (folder / "many.safetensors").write_bytes(raw_safetensors(b"{" + entries + b"}"))
         (folder / "lying_shape.safetensors").write_bytes(
             raw_safetensors(b'{"w":{"dtype":"F32","shape":[100000000],"data_offsets":[0,4]}}', bytes(4)))
         state = _tiny_state()
-        (folder / "float8.safetensors").write_bytes(st_bytes({**state,
-                                                              "conv1.weight": state[
-                                                                  "conv1.weight"].to(torch.float8_e4m3fn)}))
+        (folder / "float8.safetensors").write_bytes(
+            st_bytes({**state, "conv1.weight": state["conv1.weight"].to(torch.float8_e4m3fn)}))
         (folder / "sparse.pt").write_bytes(_torch_bytes({**state, "fc.weight": state["fc.weight"].to_sparse()}))
         paths.update({name: folder / name for name in ("deflated.pt", "deep.safetensors", "fat_header.safetensors",
-                                                        "many.safetensors",
-                                                        "lying_shape.safetensors", "float8.safetensors",
-                                                        "sparse.pt")})
+                                                        "many.safetensors", "lying_shape.safetensors",
+                                                        "float8.safetensors", "sparse.pt")})
     if family == "audio":  # issue 20, class 8: finite but huge float samples
         import numpy as np
         import soundfile as sf
 
-        tone = 3e38 * np.sin(2 * np.pi * 440 * np.arange(22050) / 44100)  # finite float32; two channels sum past its
-                                                                          # max
+        # finite float32; two channels sum past its max
+        tone = 3e38 * np.sin(2 * np.pi * 440 * np.arange(22050) / 44100)
         sf.write(folder / "huge_float.wav", np.stack([tone, tone], 1).astype(np.float32), 44100,
                  format="WAV", subtype="FLOAT")
         paths["huge_float.wav"] = folder / "huge_float.wav"
@@ -416,14 +414,14 @@ def _cases() -> list[Case]:
         r"tall\.png: 1×20000 pixels is a 20000:1 strip", "1")
     add("image-fit-crop-strip-tensor", "images", "lib", lib(fit_strip("crop")), "ok", r"\(3, 1024, 1024\)", "1")
     add("image-fit-pad-strip-tensor", "images", "lib", lib(fit_strip("pad")), "ok", r"\(3, 1024, 1024\)", "1")
-    add("image-wide-strip-cli-invert-224", "images", "cli", cli("invert", "--image", f("wide.png"),
-                                                                "--size", "224", "--steps", "1"),
+    add("image-wide-strip-cli-invert-224", "images", "cli",
+        cli("invert", "--image", f("wide.png"), "--size", "224", "--steps", "1"),
         "error", r"20000:1 strip; the limit is 20:1", "1")
-    add("image-wide-strip-cli-invert-1024", "images", "cli", cli("invert", "--image", f("wide.png"),
-                                                                 "--size", "1024", "--steps", "1"),
+    add("image-wide-strip-cli-invert-1024", "images", "cli",
+        cli("invert", "--image", f("wide.png"), "--size", "1024", "--steps", "1"),
         "error", r"20000:1 strip", "1")
-    add("image-wide-strip-cli-dream", "images", "cli", cli("dream", "--image", f("wide.png"), "--steps",
-                                                           "1"), "error", r"strip", "1")
+    add("image-wide-strip-cli-dream", "images", "cli", cli("dream", "--image", f("wide.png"), "--steps", "1"),
+        "error", r"strip", "1")
     add("image-wide-strip-page-upload", "images", "page",
         page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"),
                                             upload("inv_file", "wide.png", "image/png"))),
@@ -447,15 +445,15 @@ def _cases() -> list[Case]:
         "error", r"cut\.jpg: the file is corrupt or truncated")
     add("image-one-pixel-fits", "images", "lib", lib(load_photo("dot.png", 32)), "ok", r"\(3, 32, 32\)")
     add("image-16-bit-grey-keeps-its-range", "images", "lib",
-        lib(lambda ctx: round(float(__import__("explorer.images",
-                                               fromlist=["x"]).load_image(ctx.f("grey16.png")).max()), 2)),
+        lib(lambda ctx: round(float(
+            __import__("explorer.images", fromlist=["x"]).load_image(ctx.f("grey16.png")).max()), 2)),
         "ok", r"^1\.0$")
     add("image-upload-then-x-forgets-it", "images", "page",
         page("inversion", {"model": TINY}, (choose("radio", "inv_source", "Upload"),
                                             upload("inv_file", "photo.png", "image/png"),
                                             lambda at, ctx: at.file_uploader(key="inv_file").clear()),
-             probe=lambda at: "photo shown" if any("photo.png" in str(i.proto) for i
-                                                   in at.get("image")) else "no photo"),
+             probe=lambda at: ("photo shown" if any("photo.png" in str(i.proto) for i in at.get("image"))
+                               else "no photo")),
         "ok", r"Upload a photo to start.*\|\| no photo$", "12: ✕ on an upload")
 
     def mixed_folder(ctx):
@@ -477,18 +475,19 @@ def _cases() -> list[Case]:
         images = folder_image_set(ctx.f("rooted"), root=ctx.work / "files")
         return f"{len(images)} views; skipped: {'; '.join(images.skipped)}"
     add("image-root-links-out-lib", "images", "lib", lib(rooted_folder), "ok",
-        r"^(?!.*secret-name)2 views; skipped: escape_notes\.png: a link to a file outside the image folder root \(not "
-        r"read\); escape_photo\.png: a link to a file outside .*; pipe\.png is a FIFO", "20.2: root escape")
+        r"^(?!.*secret-name)2 views; skipped: "
+        r"escape_notes\.png: a link to a file outside the image folder root \(not read\); "
+        r"escape_photo\.png: a link to a file outside .*; pipe\.png is a FIFO", "20.2: root escape")
     add("image-root-links-out-page", "images", "page",
         page("gallery", lambda ctx: {"model": TINY, "layer": "conv2", "unit": "0", "images": "rooted"},
              env=lambda ctx: {"EXPLORER_IMAGE_ROOT": str(ctx.work / "files")}),
-        "ok", r"^(?!.*secret-name)(?!.*hunter2).*Left out 3 unreadable file\(s\): escape_notes\.png: a link to a file "
-              r"outside", "20.2: root escape")
+        "ok", r"^(?!.*secret-name)(?!.*hunter2).*Left out 3 unreadable file\(s\): "
+              r"escape_notes\.png: a link to a file outside", "20.2: root escape")
     add("image-fifo-named-as-such", "images", "lib", lib(load_photo("pipe.png")), "error",
         r"pipe\.png is a FIFO \(named pipe\), not a regular file",
         "20.8: special file")
-    add("image-dev-zero-link-named-as-such", "images", "cli", cli("invert", "--image", f("zero.png"),
-                                                                  "--steps", "1", "--model", TINY),
+    add("image-dev-zero-link-named-as-such", "images", "cli",
+        cli("invert", "--image", f("zero.png"), "--steps", "1", "--model", TINY),
         "error", r"zero\.png is a character device, not a regular file", "20.8: special file")
 
     # ---- issue 20, class 4: decoded size, not the header's; bit depth ------------------------------------
@@ -550,8 +549,8 @@ def _cases() -> list[Case]:
         "error", r"cut\.wav is truncated", "12: truncated WAV")
     add("audio-cli-tags-odd-rate", "audio", "cli", cli("audio", "tags", f("odd_rate.wav")), "error",
         r"sample rate of 9,999,991 Hz", "2")
-    add("audio-cli-dream-truncated-start", "audio", "cli", cli("audio", "dream", "--start",
-                                                               f("cut.wav"), "--steps", "1"),
+    add("audio-cli-dream-truncated-start", "audio", "cli",
+        cli("audio", "dream", "--start", f("cut.wav"), "--steps", "1"),
         "error", r"cut\.wav is truncated", "12: truncated WAV")
     add("audio-fifo-named-as-such", "audio", "lib",
         lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
@@ -573,8 +572,8 @@ def _cases() -> list[Case]:
     # ---- checkpoints ---------------------------------------------------------------------------------
     def weights(name, pattern, defect="9", expect="error"):
         add(f"weights-{name.replace('.', '-')}", "checkpoints", "cli",
-            cli("visualize", "--weights", f(name), "--steps", "1", "--size", "32", "--out",
-                lambda ctx: str(ctx.work / "out")),
+            cli("visualize", "--weights", f(name), "--steps", "1", "--size", "32",
+                "--out", lambda ctx: str(ctx.work / "out")),
             expect, pattern, defect)
 
     weights("empty.safetensors", r"empty\.safetensors is empty \(0 bytes\)")
@@ -588,21 +587,20 @@ def _cases() -> list[Case]:
     weights("nan.safetensors", r"nan\.safetensors: '.*' holds NaN or infinite values", "10")
     weights("int64.safetensors", r"int64\.safetensors: '.*' holds int64 values", "10")
     add("weights-dev-zero-link", "checkpoints", "cli",
-        cli("visualize", "--weights", f("zero.safetensors"), "--steps", "1", "--size", "32", "--out",
-            lambda ctx: str(ctx.work / "out")),
+        cli("visualize", "--weights", f("zero.safetensors"), "--steps", "1", "--size", "32",
+            "--out", lambda ctx: str(ctx.work / "out")),
         "error", r"zero\.safetensors is a character device, not a regular file", "20.8: special file")
     add("checkpoint-fifo", "checkpoints", "cli",
-        cli("visualize", "--model",
-            lambda ctx: f"checkpoint:{ctx.f('pipe.wav')}", "--steps", "1", "--out", lambda ctx: str(ctx.work / "out")),
+        cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('pipe.wav')}", "--steps", "1",
+            "--out", lambda ctx: str(ctx.work / "out")),
         "error", r"pipe\.wav is a FIFO", "20.8: special file")
     add("weights-missing-file", "checkpoints", "cli", cli("visualize", "--weights", "no/such/file.pt", "--steps", "1"),
         "error", r"Weights file not found: no/such/file\.pt")
 
     def checkpoint(name, pattern):
         add(f"checkpoint-{name.replace('.', '-')}", "checkpoints", "cli",
-            cli("visualize", "--model",
-                lambda ctx: f"checkpoint:{ctx.f(name)}", "--layer", "conv2", "--steps", "1", "--size", "32",
-                "--out", lambda ctx: str(ctx.work / "out")),
+            cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f(name)}", "--layer", "conv2",
+                "--steps", "1", "--size", "32", "--out", lambda ctx: str(ctx.work / "out")),
             "error", pattern, "9")
 
     checkpoint("fake_script.pt", r"fake_script\.pt looks like a TorchScript file but cannot be loaded as one")
@@ -615,8 +613,8 @@ def _cases() -> list[Case]:
     add("checkpoint-good-torchscript-renders-a-class", "checkpoints", "cli",
         cli("visualize", "--model", lambda ctx: f"checkpoint:{ctx.f('script.pt')}", "--class", "3",
             "--steps", "2", "--size", "32", "--out", lambda ctx: str(ctx.work / "script_out"),
-            check=lambda ctx: "files: "
-            + ",".join(json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
+            check=lambda ctx: "files: " + ",".join(
+                json.loads((ctx.work / "script_out" / "result.json").read_text())["files"])),
         "ok", r"^files: class-0003\.png")
 
     def lib_weights(name):
@@ -642,9 +640,9 @@ def _cases() -> list[Case]:
         name, tensor = max(other.module.state_dict().items(), key=lambda kv: kv[1].numel())
         with torch.no_grad():
             tensor.view(-1)[-1] += 1.0  # byte ~1.6 MB into the largest tensor
-        return (f"same fingerprint {model.fingerprint == other.fingerprint}; the shipped atlas serves the changed "
-                f"weights {find_atlas(other, ATLAS_ROOT) is not None}, the real ones "
-                f"{find_atlas(model, ATLAS_ROOT) is not None}")
+        return (f"same fingerprint {model.fingerprint == other.fingerprint}; "
+                f"the shipped atlas serves the changed weights {find_atlas(other, ATLAS_ROOT) is not None}, "
+                f"the real ones {find_atlas(model, ATLAS_ROOT) is not None}")
     add("fingerprint-covers-every-byte", "checkpoints", "lib", lib(fingerprint_past_64kb), "ok",
         r"^same fingerprint False; the shipped atlas serves the changed weights False, the real ones True$",
         "20.3: fingerprint")
@@ -669,8 +667,8 @@ def _cases() -> list[Case]:
     # ---- numbers ------------------------------------------------------------------------------------
     def vis(*args, pattern, defect="", id=None, expect="error"):
         add(id or "cli-visualize" + "".join(a.replace("--", "-") for a in args if isinstance(a, str)).replace(".", "p"),
-            "numbers", "cli", cli("visualize", "--out",
-                                  lambda ctx: str(ctx.work / "vis"), *args), expect, pattern, defect)
+            "numbers", "cli", cli("visualize", "--out", lambda ctx: str(ctx.work / "vis"), *args),
+            expect, pattern, defect)
 
     vis("--size", "1", pattern=r"^error: --size 1 is out of range: use 16–1024 px", defect="9")
     vis("--size", "0", pattern=r"--size 0 is out of range", defect="9")
@@ -700,8 +698,8 @@ def _cases() -> list[Case]:
     add("cli-gallery-build-batch-not-a-number", "numbers", "cli", cli("gallery", "build", "--batch", "many"), "error",
         r"^error: --batch 'many' is not a whole number", "20.8: argparse")
     vis("--deepdream", "--batch", "64", "--size", "128", "--steps", "1",
-        pattern=r"64 images of 224×224 px is too much for one batch .*use at most 20 at this size \(the network sees "
-                r"224 px(?!.*128 px)",
+        pattern=r"64 images of 224×224 px is too much for one batch .*use at most 20 at this size "
+                r"\(the network sees 224 px(?!.*128 px)",
         defect="20.8: batch advice", id="cli-visualize-batch-advice-fits")
 
     def suggested_size_fits(ctx):
@@ -714,8 +712,8 @@ def _cases() -> list[Case]:
             render(model, objectives.deepdream("blocks.10"), RenderSettings(size=128, steps=1), batch=64)
         except __import__("explorer.errors", fromlist=["x"]).UserInputError as exc:
             found = re.search(r"or at most (\d+) px for (\d+)", str(exc))
-            if found and int(found[2]) * max(int(found[1]),
-                                             224) ** 2 > __import__("explorer.limits", fromlist=["x"]).MAX_BATCH_PIXELS:
+            if found and (int(found[2]) * max(int(found[1]), 224) ** 2
+                          > __import__("explorer.limits", fromlist=["x"]).MAX_BATCH_PIXELS):
                 return f"suggests {found[1]} px, which does not fit: {exc}"
             return f"advice fits: {exc}"
         return "rendered"
@@ -727,21 +725,20 @@ def _cases() -> list[Case]:
         r"CUDA is not available here|does not exist", "9")
     add("cli-out-is-a-file", "numbers", "cli", cli("visualize", "--out", f("plain.txt"), "--steps", "1"), "error",
         r"--out .*plain\.txt is a file, not a folder", "9")
-    add("cli-out-under-a-file", "numbers", "cli", cli("visualize", "--out",
-                                                      lambda ctx: ctx.f("plain.txt") + "/x", "--steps", "1"),
+    add("cli-out-under-a-file", "numbers", "cli",
+        cli("visualize", "--out", lambda ctx: ctx.f("plain.txt") + "/x", "--steps", "1"),
         "error", r"Cannot create the output folder .*plain\.txt/x: Not a directory", "12: --out /etc/passwd/x")
-    add("cli-gallery-build-size-8192", "numbers", "cli", cli("gallery", "build", "--size", "8192", "--store",
-                                                             lambda ctx: str(ctx.work / "g")),
+    add("cli-gallery-build-size-8192", "numbers", "cli",
+        cli("gallery", "build", "--size", "8192", "--store", lambda ctx: str(ctx.work / "g")),
         "error", r"--size 8192 is out of range", "4")
     add("cli-gallery-build-batch-pixels", "numbers", "cli",
         cli("gallery", "build", "--size", "1024", "--batch", "16", "--store", lambda ctx: str(ctx.work / "g")),
         "error", r"16 units of 1024×1024 px is too much for one batch", "4")
-    add("cli-gallery-build-facets-1", "numbers", "cli", cli("gallery", "build", "--facets", "1", "--store",
-                                                            lambda ctx: str(ctx.work / "g")),
+    add("cli-gallery-build-facets-1", "numbers", "cli",
+        cli("gallery", "build", "--facets", "1", "--store", lambda ctx: str(ctx.work / "g")),
         "error", r"--facets must be 0 \(none\) or at least 2")
-    add("cli-dream-jitter-over-half", "numbers", "cli", cli("dream", "--size", "32", "--jitter",
-                                                            "64", "--steps", "1", "--out",
-                                                            lambda ctx: str(ctx.work / "d")),
+    add("cli-dream-jitter-over-half", "numbers", "cli",
+        cli("dream", "--size", "32", "--jitter", "64", "--steps", "1", "--out", lambda ctx: str(ctx.work / "d")),
         "error", r"Jitter 64 px is too large for a 32 px photo: use at most 16 px", "12: jitter")
     add("cli-fool-grow-negative-lr", "numbers", "cli", cli("fool", "grow", "--lr", "-1"), "error",
         r"--lr -1 is out of range", "12: fool grow --lr -1")
@@ -754,48 +751,47 @@ def _cases() -> list[Case]:
         r"--n 100000 is out of range")
     add("cli-diffusion-sample-eta-nan", "numbers", "cli", cli("diffusion", "sample", "--eta", "nan"), "error",
         r"--eta must be a finite number")
-    add("cli-diffusion-evaluate-nll-n-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll",
-                                                                "--nll-n", "0"), "error",
+    add("cli-diffusion-evaluate-nll-n-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll", "--nll-n", "0"),
+        "error",
         r"--nll-n 0 is out of range", "17: evaluate --nll")
-    add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli", cli("diffusion", "evaluate", "--nll",
-                                                                    "--nll-steps", "0"), "error",
+    add("cli-diffusion-evaluate-nll-steps-0", "numbers", "cli",
+        cli("diffusion", "evaluate", "--nll", "--nll-steps", "0"), "error",
         r"--nll-steps 0 is out of range", "17")
     add("cli-diffusion-sample-learned-with-diffusers-engine", "numbers", "cli",
-        cli("diffusion", "sample", "--model", "fashion_iddpm", "--engine", "diffusers", "--out",
-            lambda ctx: str(ctx.work / "s")),
+        cli("diffusion", "sample", "--model", "fashion_iddpm", "--engine", "diffusers",
+            "--out", lambda ctx: str(ctx.work / "s")),
         "error", r"Learned variances and the ancestral sampler need the core engine", "17: --engine")
     add("cli-diffusion-evaluate-core-other-schedule", "numbers", "cli",
         cli("diffusion", "evaluate", "--model", "fashion_iddpm", "--schedule", "linear", "--n", "3"),
         "error", r"Another β schedule than the model's own needs the diffusers engine", "17: --schedule")
     add("cli-diffusion-train-init-from-missing", "numbers", "cli",
-        cli("diffusion", "train", "--data", "digits", "--steps", "1", "--init-from",
-            lambda ctx: str(ctx.work / "nothing"),
-            "--out", lambda ctx: str(ctx.work / "t")),
+        cli("diffusion", "train", "--data", "digits", "--steps", "1",
+            "--init-from", lambda ctx: str(ctx.work / "nothing"), "--out", lambda ctx: str(ctx.work / "t")),
         "error", r"--init-from .*nothing: no diffusion_pytorch_model\.safetensors", "17: --init-from")
     out18 = lambda ctx: str(ctx.work / "o18")  # noqa: E731
-    add("cli-diffusion-guide-scale-nan", "numbers", "cli", cli("diffusion", "guide", "--scale", "nan",
-                                                               "--out", out18), "error",
+    add("cli-diffusion-guide-scale-nan", "numbers", "cli", cli("diffusion", "guide", "--scale", "nan", "--out", out18),
+        "error",
         r"guidance scale must lie in \[0, 100\], not nan", "18: guide --scale")
-    add("cli-diffusion-guide-scales-text", "numbers", "cli", cli("diffusion", "guide", "--sweep",
-                                                                 "--scales", "a,b", "--out", out18),
+    add("cli-diffusion-guide-scales-text", "numbers", "cli",
+        cli("diffusion", "guide", "--sweep", "--scales", "a,b", "--out", out18),
         "error", r"--scales 'a,b': write numbers", "18")
     add("cli-diffusion-guide-class-unknown", "numbers", "cli",
         cli("diffusion", "guide", "--class", "Unicorn", "--n", "2", "--steps", "1", "--out", out18), "error",
         r"Unknown class 'Unicorn'", "18")
-    add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli", cli("diffusion", "inpaint", "--mask",
-                                                                    "diagonal", "--out", out18),
+    add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli",
+        cli("diffusion", "inpaint", "--mask", "diagonal", "--out", out18),
         "error", r"Unknown mask 'diagonal'", "18: inpaint --mask")
     add("cli-diffusion-branch-k-0", "numbers", "cli", cli("diffusion", "branch", "--k", "0", "--out", out18), "error",
         r"--k 0 is out of range", "18: branch --k")
     add("cli-invert-too-many-layer-pixels", "numbers", "cli",
-        cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1", "--out",
-            lambda ctx: str(ctx.work / "i")),
+        cli("invert", "--size", "1024", "--layers", "blocks.0,blocks.1,blocks.2", "--steps", "1",
+            "--out", lambda ctx: str(ctx.work / "i")),
         "error", r"3 layers of 1024×1024 px is too much for one batch")
     add("cli-smallest-size-renders", "numbers", "cli",
         cli("visualize", "--model", TINY, "--layer", "conv2", "--channels", "0-1", "--size", "16", "--steps", "2",
             "--out", lambda ctx: str(ctx.work / "small"),
-            check=lambda ctx: "files: "
-            + ",".join(json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
+            check=lambda ctx: "files: " + ",".join(
+                json.loads((ctx.work / "small" / "result.json").read_text())["files"])),
         "ok", r"^files: unit-0000\.png,unit-0001\.png")
 
     def parse_huge(ctx):
@@ -867,16 +863,16 @@ def _cases() -> list[Case]:
         r"pipe\.json: it is a FIFO \(named pipe\), not a regular file",
         "20.1: special output")
     add("write-png-into-proc", "numbers", "lib",
-        lib(lambda ctx: __import__("explorer.images",
-                                   fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4), "/proc/self/comm")),
+        lib(lambda ctx: __import__("explorer.images", fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4),
+                                                                               "/proc/self/comm")),
         "error", r"Cannot write /proc/self/comm: it is in /proc, a system tree", "20.1: system tree")
     add("cli-json-to-a-link-to-a-fifo", "numbers", "cli",
         cli("fool", "sweep", "--model", TINY, "--families", "uniform", "--n", "4", "--batch", "4", "--gallery", "0",
             "--json", f("pipe_link.json")),
-        "error", r"^error: Cannot write --json .*pipe_link\.json: it is a FIFO \(named pipe\) \(it points to "
-                 r".*pipe\.json\)", "20.1: special output")
-    add("cli-out-in-proc", "numbers", "cli", cli("visualize", "--model", TINY, "--out",
-                                                 "/proc/explorer-corpus", "--steps", "1"),
+        "error", r"^error: Cannot write --json .*pipe_link\.json: it is a FIFO \(named pipe\) "
+                 r"\(it points to .*pipe\.json\)", "20.1: special output")
+    add("cli-out-in-proc", "numbers", "cli",
+        cli("visualize", "--model", TINY, "--out", "/proc/explorer-corpus", "--steps", "1"),
         "error", r"^error: --out /proc/explorer-corpus is in /proc, a system tree", "20.1: system tree")
 
     # ---- URLs ---------------------------------------------------------------------------------------
@@ -884,33 +880,34 @@ def _cases() -> list[Case]:
     add("url-feature-class-huge-range", "urls", "page",
         page("feature_vis", {"model": TINY, "objective": "class", "unit": "0-100000000"}, (click("fv_go"),)),
         "error", r"100,000,001 units in one request is too many: name at most 4,096", "3")
-    add("url-feature-size-99999-clamped", "urls", "page", page("feature_vis", {"model": TINY, "size": "99999"},
-                                                               probe=number("fv_size")),
+    add("url-feature-size-99999-clamped", "urls", "page",
+        page("feature_vis", {"model": TINY, "size": "99999"}, probe=number("fv_size")),
         "ok", rf"fv_size={limits_module().MAX_SIZE}$", "8")
-    add("url-feature-steps-negative-clamped", "urls", "page", page("feature_vis", {"model": TINY, "steps": "-4"},
-                                                                   probe=number("fv_steps")),
+    add("url-feature-steps-negative-clamped", "urls", "page",
+        page("feature_vis", {"model": TINY, "steps": "-4"}, probe=number("fv_steps")),
         "ok", r"fv_steps=1$")
     from explorer.optvis import RenderSettings
 
-    add("url-feature-size-garbage", "urls", "page", page("feature_vis", {"model": TINY, "size": "1e400x"},
-                                                         probe=number("fv_size")),
+    add("url-feature-size-garbage", "urls", "page",
+        page("feature_vis", {"model": TINY, "size": "1e400x"}, probe=number("fv_size")),
         "ok", rf"fv_size={RenderSettings().size}$")  # unreadable: the render default
     add("url-feature-unknown-layer-default-with-notice", "urls", "page",
         page("feature_vis", {"model": TINY, "layer": "nope"},
              probe=lambda at: f"layer={at.selectbox(key='fv_layer').value}"),
         "ok", r"has no layer 'nope' \(from the link\): showing conv2 instead.*layer=conv2$", "12: unknown layer")
-    add("url-feature-units-words", "urls", "page", page("feature_vis", {"model": TINY,
-                                                                        "unit": "three"}, (click("fv_go"),)),
+    add("url-feature-units-words", "urls", "page",
+        page("feature_vis", {"model": TINY, "unit": "three"}, (click("fv_go"),)),
         "error", r"Cannot read units from 'three'")
     gal = lambda **q: (lambda ctx: {"model": TINY, "layer": "conv2", **q})  # noqa: E731
     add("url-gallery-size-99999", "urls", "page", page("gallery", gal(size="99999"), probe=number("gal_size")), "ok",
         rf"gal_size={limits_module().MAX_SIZE}$", "8")
     add("url-gallery-size-negative", "urls", "page", page("gallery", gal(size="-4"), probe=number("gal_size")), "ok",
         rf"gal_size={limits_module().MIN_SIZE}$", "12: ?size=-4")
-    add("url-gallery-steps-huge", "urls", "page", page("gallery", gal(steps="999999999"),
-                                                       probe=number("gal_steps")), "ok",
+    add("url-gallery-steps-huge", "urls", "page",
+        page("gallery", gal(steps="999999999"), probe=number("gal_steps")), "ok",
         rf"gal_steps={limits_module().LIMITS['steps'].hi:.0f}$", "12: ?steps=999999999")
-    leak = lambda at: "leaked" if any("passwd" in str(e.proto) for e in at.main) else "no server files shown"  # noqa: E731
+    leak = lambda at: (  # noqa: E731
+        "leaked" if any("passwd" in str(e.proto) for e in at.main) else "no server files shown")
     add("url-gallery-images-server-folder", "urls", "page",
         page("gallery", gal(unit="0", images="/etc"), env=lambda ctx: {"EXPLORER_IMAGE_ROOT": ""}, probe=leak),
         "error", r"reads only its built-in photos.*Using the built-in photos instead.*no server files shown$", "5")
@@ -998,8 +995,8 @@ def _cases() -> list[Case]:
 
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(["gallery", "verify", "--store", damaged(name,
-                                                                     how)(ctx)] + (["--repair"] if repair else []))
+                code = main(["gallery", "verify", "--store", damaged(name, how)(ctx)]
+                            + (["--repair"] if repair else []))
             return f"exit {code}: " + " ".join(out.getvalue().split())
         return call
     add("store-zero-byte-index-cli-verify", "store", "cli", lib(verify_reports("zero2", "zero")), "ok",
@@ -1009,12 +1006,11 @@ def _cases() -> list[Case]:
     add("store-corrupt-index-cli-repair", "store", "cli", lib(verify_reports("corrupt2", "corrupt", repair=True)), "ok",
         r"^exit 0: the unreadable index was moved to .*damaged-.* re-indexed 6 .* 0 problems$", "7")
     add("store-zero-byte-index-cli-build-refuses", "store", "cli",
-        cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--size", "32", "--steps", "2", "--store",
-            damaged("zero4", "zero"),
-            "--examples", "none"),
+        cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--size", "32", "--steps", "2",
+            "--store", damaged("zero4", "zero"), "--examples", "none"),
         "error", r"^error: The gallery index .* is empty but 6 rendered unit\(s\)", "7")
-    add("store-corrupt-index-cli-ls", "store", "cli", cli("gallery", "ls", "--store",
-                                                          damaged("corrupt3", "corrupt")), "error",
+    add("store-corrupt-index-cli-ls", "store", "cli", cli("gallery", "ls", "--store", damaged("corrupt3", "corrupt")),
+        "error",
         r"^error: The gallery index .* is damaged", "7")
     add("store-corrupt-index-page", "store", "page",
         page("gallery", {"model": TINY, "layer": "conv2"},
@@ -1064,8 +1060,8 @@ def _cases() -> list[Case]:
         return sorted((root / "renders").rglob("*.json"))
 
     def bad_side_files_repair(ctx):
-        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them, finishes the
-        rest."""
+        """Issue 20, classes 5/6: wrong-typed fields in two side files; --repair skips and names them,
+        finishes the rest."""
         root = built("typed")(ctx)
         sides = side_files(root)
         first = json.loads(sides[1].read_text())
@@ -1078,8 +1074,8 @@ def _cases() -> list[Case]:
     add("store-repair-skips-wrong-typed-side-files", "store", "cli", lib(bad_side_files_repair), "ok",
         r"^exit 1: re-indexed 4 rendered unit\(s\) .*skipped renders/\S+00001-max\.json: "
         r"TypeError: 'seconds' must be a number, not str "
-        r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*2 rendered unit\(s\) are on disk but not in "
-        r"the index",
+        r"skipped renders/\S+00002-max\.json: TypeError: not a side file .*"
+        r"2 rendered unit\(s\) are on disk but not in the index",
         "20.5: side file")
 
     def missing_side_files(ctx):
@@ -1106,18 +1102,17 @@ def _cases() -> list[Case]:
         try:
             repair = run_cli("gallery", "verify", "--repair", "--store", root)
             listing = run_cli("gallery", "ls", "--store", root)
-            building = run_cli("gallery", "build", "--model", TINY, "--layers", "conv2",
-                               "--units", "6-7", "--size", "32",
-                               "--steps", "2", "--store", root, "--examples", "none")
+            building = run_cli("gallery", "build", "--model", TINY, "--layers", "conv2", "--units", "6-7",
+                               "--size", "32", "--steps", "2", "--store", root, "--examples", "none")
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
             signal.signal(signal.SIGXFSZ, previous)
         kept = (root / "index.sqlite").read_bytes() == before and not list(root.glob("index.sqlite.damaged-*"))
         return f"repair: {repair} | ls: {listing} | build: {building} | index kept {kept}"
     add("store-file-size-limit-is-cannot-write", "store", "cli", lib(file_size_limit), "ok",
-        r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*Nothing was repaired "
-        r"or moved\. \| ls: exit 0: .*conv2 .* \| build: exit 2: .*error: The gallery store \S+ cannot be written .* "
-        r"\| index kept True$", "20.6: cannot write")
+        r"^(?!.*is damaged \()repair: exit 2: error: The gallery store \S+ cannot be written \(.*"
+        r"Nothing was repaired or moved\. \| ls: exit 0: .*conv2 .* \| "
+        r"build: exit 2: .*error: The gallery store \S+ cannot be written .* \| index kept True$", "20.6: cannot write")
 
     def read_only_store(ctx):
         """Issue 20, classes 5/6: a store on a read-only mount: ls and verify read it, build says it cannot write."""
@@ -1170,8 +1165,8 @@ def _cases() -> list[Case]:
         root = store_root(ctx, "legacy")
         model = load_model(TINY)
         old = dataclasses.replace(model)
-        old.__dict__["fingerprint"] = "adf7a63f277f1f28"  # a store built before issue 20: 16 hex digits of a partial
-                                                          # hash
+        # a store built before issue 20: 16 hex digits of a partial hash
+        old.__dict__["fingerprint"] = "adf7a63f277f1f28"
         build(old, "conv2", range(2), TINY_SETTINGS, store=GalleryStore(root), batch=2)
         served = len(lookup(GalleryStore(root), model, "conv2", TINY_SETTINGS))
         out, err = io.StringIO(), io.StringIO()
