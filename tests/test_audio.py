@@ -21,8 +21,9 @@ SR = 16000
 
 
 # ---- spectrogram --------------------------------------------------------------------------------
-@pytest.mark.parametrize("cfg", [STFTConfig(512, 128), STFTConfig(256, 128, pad_left=64,
-                                                                  pad_mode="constant"), STFTConfig(512, 256)])
+@pytest.mark.parametrize("cfg", [STFTConfig(512, 128),
+                                 STFTConfig(256, 128, pad_left=64, pad_mode="constant"),
+                                 STFTConfig(512, 256)])
 def test_istft_inverts_stft(cfg):
     x = torch.from_numpy(noise(0.7, SR, "pink"))[None]
     y = istft(stft(x, cfg), cfg, x.shape[-1])
@@ -202,8 +203,7 @@ def test_dream_on_a_tiny_net_rises_and_survives_the_round_trip(tiny):
     target = ImageTarget(tiny, objectives.channel("conv2", 3))
     # the TV priors are what make it audible: without them most of the gain is phase-incoherent detail
     result = dream(DreamSettings(net="tiny", param="spectrogram", seconds=1.0, steps=30, lr=0.1, seed=0,
-                                 hearing=False, tv_time=1.0,
-                                 tv_freq=1.0, consistency_every=0),
+                                 hearing=False, tv_time=1.0, tv_freq=1.0, consistency_every=0),
                    device="cpu", target=target)
     assert result.steps_done == 30 and result.stopped is None
     assert result.history[-1] > result.history[0]

@@ -75,8 +75,8 @@ def test_a_short_start_sound_is_padded_with_a_note_in_the_result_the_json_and_th
     short = tmp_path / "short.wav"
     short.write_bytes(wav_bytes(0.3, rate=16000))
     out = tmp_path / "dream"
-    code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param",
-                 "spectrogram", "--start", str(short),
+    code = main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram",
+                 "--start", str(short),
                  "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing", "--out", str(out)])
     assert code == 0
     note = "The start sound lasts 0.30 s, shorter than the 1 s dream: the rest was padded with silence."
@@ -85,6 +85,6 @@ def test_a_short_start_sound_is_padded_with_a_note_in_the_result_the_json_and_th
     long = tmp_path / "long.wav"
     long.write_bytes(wav_bytes(1.2, rate=16000))
     assert main(["--device", "cpu", "audio", "dream", "--net", "speech", "--param", "spectrogram", "--start", str(long),
-                 "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing", "--out",
-                 str(tmp_path / "d2")]) == 0
+                 "--seconds", "1", "--steps", "1", "--control", "0", "--no-hearing",
+                 "--out", str(tmp_path / "d2")]) == 0
     assert json.loads((tmp_path / "d2" / "dream.json").read_text())["notes"] == []

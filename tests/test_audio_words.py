@@ -145,8 +145,8 @@ def test_hearing_judges_say_not_judged_without_their_packages(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     monkeypatch.setitem(sys.modules, "speechmos", None)
-    verdicts = {v.key: v for v in hearing.sphinx_judges(white_noise(), ("yes",
-                                                                        "no")) + hearing.dnsmos_judges(white_noise())}
+    verdicts = {v.key: v
+                for v in hearing.sphinx_judges(white_noise(), ("yes", "no")) + hearing.dnsmos_judges(white_noise())}
     for key in ("sphinx_word", "sphinx_transcript", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
         assert verdicts[key].value is None and verdicts[key].text() == "not judged"
     assert "pip install pocketsphinx" in verdicts["sphinx_word"].reason
@@ -164,8 +164,8 @@ def test_difference_interval_and_claim_follow_the_data():
     assert difference([0.0], [1.0, 1.0, 1.0])["claim"] == "lower"
     # one dream is one draw: inside the starts' range it is no claim, though above their mean's interval
     starts = [1.0, 2.0, 3.0, 4.0] * 2
-    assert difference([3.5],
-                      starts)["claim"] == "no difference shown" and difference([5.0], starts)["claim"] == "higher"
+    assert (difference([3.5], starts)["claim"] == "no difference shown"
+            and difference([5.0], starts)["claim"] == "higher")
     assert difference([], [1.0])["claim"] == "not judged"
     lo, hi = clopper_pearson(0, 10)
     assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)  # exact upper bound for k = 0
@@ -204,8 +204,8 @@ def test_cli_word_dream_writes_judges_and_the_random_start_control(tmp_path):
     data = json.loads((out / "dream.json").read_text())
     assert data["target"] == "words:yes" and data["settings"]["seconds"] == 1.0
     for when in ("before", "optimised", "roundtrip"):
-        assert {"sphinx_word", "sphinx_transcript", "dnsmos_sig", "crepe_periodicity",
-                "voiced_fraction"} <= set(data["judges"][when])
+        assert ({"sphinx_word", "sphinx_transcript", "dnsmos_sig", "crepe_periodicity", "voiced_fraction"}
+                <= set(data["judges"][when]))
     control = data["random_starts"]
     assert control["n"] == 2 and len(control["verdicts"]) == 2
     sig = control["comparison"]["dnsmos_sig"]

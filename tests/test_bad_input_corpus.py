@@ -55,8 +55,8 @@ def family_results(family: str, base) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
         log = (base / family / "runner.log").read_text()[-3000:]
-        assert out.exists(), (f"the {family} runner died (exit {proc.returncode}) under the {CAP_BYTES >> 30} GB "
-                              f"cap:\n{log}")
+        assert out.exists(), (f"the {family} runner died (exit {proc.returncode}) "
+                              f"under the {CAP_BYTES >> 30} GB cap:\n{log}")
         _results[family] = json.loads(out.read_text())
     return _results[family]
 

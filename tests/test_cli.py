@@ -11,12 +11,11 @@ def run(root, *args):
 def test_visualize_writes_pngs_and_json(root, tmp_path):
     out = tmp_path / "vis"
     result = run(root, "--device", "cpu", "visualize", "--layer", "blocks.2", "--channels", "7,21,3",
-                 "--steps", "4", "--size", "48",
-                 "--out", str(out))
+                 "--steps", "4", "--size", "48", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "result.json").read_text())
-    assert data["files"] == ["unit-0007.png", "unit-0021.png", "unit-0003.png"]  # named by the units, not the batch
-                                                                                 # order
+    # named by the units, not the batch order
+    assert data["files"] == ["unit-0007.png", "unit-0021.png", "unit-0003.png"]
     assert data["units"] == [7, 21, 3] and data["unit_kind"] == "unit"
     assert all((out / name).is_file() for name in data["files"])
     assert len(data["final_activation"]) == 3 and data["steps_done"] == 4

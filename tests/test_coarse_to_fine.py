@@ -44,8 +44,8 @@ def test_a_crop_stage_shows_a_window_at_the_full_stage_scale():
     from explorer.optvis.transforms import RandomAffine, native_scale_crop
 
     ramp = torch.linspace(0, 1, 224).view(1, 1, 1, 224).expand(64, 3, 224, 224).contiguous()
-    window = native_scale_crop(RandomAffine(), 224, 112,
-                               224).apply(ramp, torch.rand(64, 6, generator=torch.Generator().manual_seed(0)))
+    window = native_scale_crop(RandomAffine(), 224, 112, 224).apply(
+        ramp, torch.rand(64, 6, generator=torch.Generator().manual_seed(0)))
     slope = (window[:, 0, 56, 1:] - window[:, 0, 56, :-1]).mean() * 223
     assert window.shape[-1] == 112 and abs(float(slope) - 1.0) < 1e-3
     assert float(window[:, 0, 56, 0].min()) < 0.05 and float(window[:, 0, 56, -1].max()) > 0.95

@@ -55,6 +55,6 @@ def test_guard_does_nothing_when_extension_loads():
 
 
 def test_lucent_imports_after_guard():
-    result = _run("from explorer.compat import import_lucent; l = import_lucent(); from lucent.optvis import render; "
-                  "print('ok')")
+    result = _run("from explorer.compat import import_lucent; l = import_lucent(); "
+                  "from lucent.optvis import render; print('ok')")
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr

@@ -91,8 +91,8 @@ def test_recorded_states_equal_the_schedulers_own(sampler, tiny):
             eps = model.unet(x, t).sample
         out = scheduler.step(eps, t, x, generator=gen)
         assert record.timesteps[i] == int(t)
-        for stored, exact, rng in ((record.x_t[i], x, XT_RANGE), (record.x0_pred[i],
-                                                                  out.pred_original_sample, X0_RANGE),
+        for stored, exact, rng in ((record.x_t[i], x, XT_RANGE),
+                                   (record.x0_pred[i], out.pred_original_sample, X0_RANGE),
                                    (record.eps_pred[i], eps, EPS_RANGE)):
             half_step = (rng[1] - rng[0]) / 255 / 2 + 1e-5
             assert (dequantise(stored, rng) - exact.clamp(*rng)).abs().max() <= half_step
@@ -199,9 +199,8 @@ def test_sample_quality_reports_an_interval_and_disjoint_draws_per_seed(tiny):
     again = analysis.sample_quality(model, probe, n=8, steps=3, batch=4, seed=0)
     assert first.mean_max_probability == again.mean_max_probability and first.class_counts == again.class_counts
     # recompute the per-sample max-probabilities of seed 0's two batches by hand
-    tops = torch.cat([probe(sample_chain(model, sampler="ddim", steps=3, batch=4, seed=i,
-                                         record=False).final).max(-1).values
-                      for i in range(2)]).double()
+    tops = torch.cat([probe(sample_chain(model, sampler="ddim", steps=3, batch=4, seed=i, record=False).final)
+                      .max(-1).values for i in range(2)]).double()
     assert first.mean_max_probability == pytest.approx(float(tops.mean()), abs=1e-6)
     lo, hi = first.mean_ci95
     assert hi - lo == pytest.approx(2 * 1.96 * float(tops.std()) / math.sqrt(8), rel=1e-5)
@@ -212,8 +211,8 @@ def test_sample_quality_reports_an_interval_and_disjoint_draws_per_seed(tiny):
     finals1 = [sample_chain(model, sampler="ddim", steps=3, batch=4, seed=analysis.QUALITY_SEED_STRIDE + i,
                             record=False).final for i in range(2)]
     tops1 = torch.cat([probe(f).max(-1).values for f in finals1]).double()
-    assert second.mean_max_probability == pytest.approx(float(tops1.mean()),
-                                                        abs=1e-6), "seed 1 is batches STRIDE, STRIDE+1"
+    assert second.mean_max_probability == pytest.approx(float(tops1.mean()), abs=1e-6), \
+        "seed 1 is batches STRIDE, STRIDE+1"
     assert not any(torch.equal(a, b) for a in finals0 for b in finals1), "seed 1 shares no batch with seed 0"
 
 

@@ -111,8 +111,8 @@ def test_scale_zero_reproduces_the_unguided_core_sampler_exactly(sampler):
     for i in range(proc.num_steps - 1, -1, -1):
         with torch.no_grad():
             out = model.unet(x, proc.timesteps[i].expand(3)).sample
-        step = proc.ddim_step(out, x, i,
-                              generator=gen) if sampler == "ddim" else proc.ancestral_step(out, x, i, generator=gen)
+        step = (proc.ddim_step(out, x, i, generator=gen) if sampler == "ddim"
+                else proc.ancestral_step(out, x, i, generator=gen))
         x = step.prev_sample
     assert torch.equal(zero.images, ((x + 1) / 2).clamp(0, 1))
     guided = guided_samples(denoiser, standin, [0, 1, 0], scale=4.0, sampler=sampler, seed=4)
@@ -233,8 +233,8 @@ def test_sweep_summary_ratios_by_hand():
             for s, c, h, fd in ((0.0, 0, 1, 100.0), (0.0, 1, 0, 50.0), (2.0, 0, 4, 20.0), (2.0, 1, 3, 40.0))]
     summary = _summarise(rows, [0.0, 2.0])
     assert summary[1]["hits"] == 7 and summary[1]["n"] == 8
-    assert summary[1]["fd_ratio_to_s0_mean"] == pytest.approx((0.2
-                                                               + 0.8) / 2) and summary[1]["fd_ratio_to_s0_max"] == 0.8
+    assert (summary[1]["fd_ratio_to_s0_mean"] == pytest.approx((0.2 + 0.8) / 2)
+            and summary[1]["fd_ratio_to_s0_max"] == 0.8)
     reference = {"n_per_class": 4, "rows": [{"class": 0, "used": 4, "fd": 10.0}, {"class": 1, "used": 2, "fd": 5.0}]}
     both = with_reference(summary, rows, reference)  # class 1 has too few named samples: left out
     assert both[1]["fd_ratio_to_unguided_named_mean"] == 2.0 and both[1]["reference_classes"] == 1

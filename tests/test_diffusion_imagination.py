@@ -82,8 +82,8 @@ def test_inpainting_keeps_known_pixels_and_imagines_the_hidden_half_right(resamp
     assert torch.equal(result.completions[known], images.unsqueeze(1).expand(2, 6, 1, 8, 8)[known])
     error = (result.completions - images.unsqueeze(1)).abs()[..., hidden]
     assert float(error.mean()) < 0.05, float(error.mean())
-    assert result.denoise_steps == sum(1 for a, b in zip(repaint_levels(20, 2, resample),
-                                                         repaint_levels(20, 2, resample)[1:]) if b < a)
+    assert result.denoise_steps == sum(
+        1 for a, b in zip(repaint_levels(20, 2, resample), repaint_levels(20, 2, resample)[1:]) if b < a)
     # control: without conditioning, the same denoiser lands on each image about half the time
     free = run_chain(denoiser, torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
                      sampler="ancestral", generator=torch.Generator().manual_seed(1)).images

@@ -85,8 +85,8 @@ def test_page_samples_scrubs_and_shows_probabilities(root):
     expected = float(load_model("fashion_cnn", device="cpu").probabilities(x_T).max(dim=1).values.mean())
     assert abs(noise_p - expected) < 0.03, (noise_p, expected)
     table = at.dataframe[0].value
-    assert len(table) == 4 and set(table["final class"]) <= set(json.loads((BUILTIN[
-        "fashion_ddpm"].parent / "fashion_cnn" / "config.json").read_text())["labels"])
+    assert len(table) == 4 and set(table["final class"]) <= set(
+        json.loads((BUILTIN["fashion_ddpm"].parent / "fashion_cnn" / "config.json").read_text())["labels"])
     slider = at.select_slider(key="diff_step")
     assert slider.value == 0
     first = [(img.proto.imgs[0].caption, img.proto.imgs[0].url) for img in at.get("image")[:3]]

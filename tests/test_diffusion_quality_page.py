@@ -22,12 +22,12 @@ def test_quality_tab_evaluates_and_shows_the_bound_and_the_curves(root):
     from explorer.ui.diffusion_quality import MEASURED
 
     measured = json.loads(MEASURED.read_text())
-    bounds = {(r["model"],
-               r["nll"]["variance_type"]): r["nll"]["bits_per_dim"] for r in measured["results"] if r.get("nll")}
+    bounds = {(r["model"], r["nll"]["variance_type"]): r["nll"]["bits_per_dim"]
+              for r in measured["results"] if r.get("nll")}
     shown = [t.value for t in at.dataframe if "bits/dim" in t.value.columns][0]
     assert {(m, v): b for m, v, b in zip(shown["model"], shown["Σ"], shown["bits/dim"])} == bounds
-    assert at.number_input(key="diffq_n").value <= 64 and at.number_input(key="diffq_nll_n").value <= 8  # small
-                                                                                                         # defaults
+    # small defaults
+    assert at.number_input(key="diffq_n").value <= 64 and at.number_input(key="diffq_nll_n").value <= 8
     at.multiselect(key="diffq_models").set_value(["fashion_ddpm"])
     at.multiselect(key="diffq_ks").set_value([10])
     at.number_input(key="diffq_n").set_value(8)

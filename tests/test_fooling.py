@@ -174,8 +174,8 @@ def assert_same_sweep(a: list[dict], b: list[dict], rel: float = 1e-5) -> None:
         for key in row_a:
             if key == "gallery":
                 assert [g["index"] for g in row_a[key]] == [g["index"] for g in row_b[key]]
-                assert [g["confidence"] for g in row_a[key]] == pytest.approx([g["confidence"]
-                                                                               for g in row_b[key]], rel=rel)
+                assert [g["confidence"] for g in row_a[key]] == pytest.approx(
+                    [g["confidence"] for g in row_b[key]], rel=rel)
             elif key in ("mean_confidence", "mean_entropy", "max_entropy", "rates"):
                 assert row_a[key] == pytest.approx(row_b[key], rel=rel)
             else:
@@ -189,12 +189,12 @@ def test_batches_are_invariant_to_batch_size_and_start():
 
     reference = collect(64)
     assert reference.shape[0] == 75
-    assert torch.equal(collect(1), reference) and torch.equal(collect(7),
-                                                              reference) and torch.equal(collect(500), reference)
+    assert (torch.equal(collect(1), reference) and torch.equal(collect(7), reference)
+            and torch.equal(collect(500), reference))
     assert torch.equal(collect(9, start=40, n=35), reference[40:])
     assert torch.equal(fooling.samples_at("gaussian", 7, [3, 70, 33], 3, (16, 16), CPU), reference[[3, 70, 33]])
-    assert not torch.equal(torch.cat([b for _, b in fooling.noise_batches("gaussian", 8, 75, 64, 3,
-                                                                          (16, 16), CPU)]), reference)
+    assert not torch.equal(
+        torch.cat([b for _, b in fooling.noise_batches("gaussian", 8, 75, 64, 3, (16, 16), CPU)]), reference)
 
 
 def test_sweep_is_reproducible_and_batch_size_invariant():
@@ -315,8 +315,8 @@ def test_growing_without_target_uses_the_top_class_and_cppn_grows_too():
 def test_transfer_table_reports_each_model():
     model = linear_model()
     image = torch.rand(3, 32, 32)
-    rows = fooling.transfer_table(image, 4, [always(4), always(1)], skipped=[{"model": "x",
-                                                                              "status": "unavailable: no weights"}])
+    rows = fooling.transfer_table(image, 4, [always(4), always(1)],
+                                  skipped=[{"model": "x", "status": "unavailable: no weights"}])
     assert [(r["model"], r["fooled"]) for r in rows[:2]] == [("always4", True), ("always1", False)]
     assert rows[0]["p_target"] > 0.99 and rows[1]["p_target"] < 0.01 and rows[2]["status"].startswith("unavailable")
     others, skipped = fooling.transfer_models(model)  # not a registry model: nothing to compare with

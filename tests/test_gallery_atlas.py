@@ -37,8 +37,8 @@ def test_export_writes_a_compact_complete_atlas(tiny_atlas):
     assert {k: v["units"] for k, v in manifest["layers"].items()} == {"conv1": 8, "conv2": 16, "conv3": 16}
     webps = sorted(folder.glob("conv*/*.webp"))
     assert len(webps) == 40 and all(p.read_bytes()[8:12] == b"WEBP" for p in webps)
-    pngs = sum(e.file.stat().st_size for layer in manifest["layers"] for e
-               in lookup(store, model, layer, TINY_SETTINGS).values())
+    pngs = sum(e.file.stat().st_size for layer in manifest["layers"]
+               for e in lookup(store, model, layer, TINY_SETTINGS).values())
     assert sum(p.stat().st_size for p in webps) < pngs, "WebP thumbnails are smaller than the store's PNGs"
     stored = lookup(store, model, "conv2", TINY_SETTINGS)
     assert manifest["layers"]["conv2"]["activations"] == [round(stored[u].activation, 4) for u in range(16)]
@@ -69,8 +69,8 @@ def test_the_users_store_takes_precedence_unit_by_unit(tiny_atlas, tmp_path):
     assert lookup(mine, model, "conv2", TINY_SETTINGS) == {}, "without the atlas an empty store is empty"
     shipped = lookup(mine, model, "conv2", TINY_SETTINGS, atlas=atlas)
     assert sorted(shipped) == list(range(16)) and all(e.file.suffix == ".webp" for e in shipped.values())
-    build(model, "conv2", [2, 5], TINY_SETTINGS.with_(seed=1), store=mine)  # other settings: no effect on the atlas
-                                                                            # view
+    # other settings: no effect on the atlas view
+    build(model, "conv2", [2, 5], TINY_SETTINGS.with_(seed=1), store=mine)
     build(model, "conv2", [2, 5], TINY_SETTINGS, store=mine)
     merged = lookup(mine, model, "conv2", TINY_SETTINGS, atlas=atlas)
     assert sorted(merged) == list(range(16))
@@ -89,8 +89,8 @@ def test_shipped_example_tables_rank_like_the_stores(tiny_atlas):
     assert np.array_equal(shipped["argmax"], full["argmax"])
     for unit in range(16):
         a, b = top_examples(shipped, unit, k=4), top_examples(full, unit, k=4)
-        assert [e.box for e in a] == [e.box for e in b] or [e.activation for e
-                                                            in a] == pytest.approx([e.activation for e in b], abs=5e-3)
+        assert ([e.box for e in a] == [e.box for e in b]
+                or [e.activation for e in a] == pytest.approx([e.activation for e in b], abs=5e-3))
 
 
 def test_the_page_opens_ready_on_the_atlas(tiny_atlas, monkeypatch, root, tmp_path):

@@ -24,8 +24,8 @@ def test_permalink_opens_unit_view_in_browser(tmp_path, lite0):
     ensure_examples(lite0, ["blocks.10"], folder_image_set(photos), store)
 
     query = f"model=efficientnet_lite0&layer=blocks.10&unit=3&size=32&steps=1&images={photos}"
-    env = {"EXPLORER_CACHE_DIR": str(tmp_path / "cache"), "EXPLORER_IMAGE_ROOT": str(tmp_path)}  # ?images= must lie
-                                                                                                 # inside
+    # ?images= must lie inside
+    env = {"EXPLORER_CACHE_DIR": str(tmp_path / "cache"), "EXPLORER_IMAGE_ROOT": str(tmp_path)}
     with running_app(env) as url, browser_page() as page:
         page.goto(f"{url}/gallery?{query}")
         page.get_by_text("Unit 3 · blocks.10 · efficientnet_lite0").wait_for()

@@ -28,18 +28,18 @@ def test_build_ls_export_verify(tmp_path, capsys):
 
     assert main(["gallery", "ls", "--store", str(store_dir), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert {(r["layer"], r["variant"],
-             r["done"]) for r in listing["renders"]} == {("conv2", "max", 3), ("conv2", "neg", 3)}
+    assert ({(r["layer"], r["variant"], r["done"]) for r in listing["renders"]}
+            == {("conv2", "max", 3), ("conv2", "neg", 3)})
 
     assert main(["gallery", "export", "--layer", "conv2", "--out", str(out), *common]) == 0
     index = json.loads((out / "index.json").read_text())
     rows = list(csv.DictReader(open(out / "index.csv")))
     assert len(index["images"]) == len(rows) == 6 and all((out / r["file"]).is_file() for r in rows)
     stored = lookup(GalleryStore(store_dir), model, "conv2", TINY_SETTINGS)
-    assert {int(r["unit"]): float(r["activation"]) for r in rows
-            if r["variant"] == "max"} == {u: e.activation for u, e in stored.items()}
+    assert ({int(r["unit"]): float(r["activation"]) for r in rows if r["variant"] == "max"}
+            == {u: e.activation for u, e in stored.items()})
 
     assert main(["gallery", "verify", "--store", str(store_dir)]) == 0
-    assert main(["gallery", "export", "--layer", "conv2", "--out", str(out), *common[:-2], "--store",
-                 str(tmp_path / "empty")]) == 2
+    assert main(["gallery", "export", "--layer", "conv2", "--out", str(out), *common[:-2],
+                 "--store", str(tmp_path / "empty")]) == 2
     assert "Nothing in the store" in capsys.readouterr().err

@@ -69,8 +69,8 @@ def test_top_examples_rank_views_by_their_peak_and_crop_around_it(tmp_path):
             x = 32 - 4 - x
         assert y <= example.position[0] < y + 4 and x <= example.position[1] < x + 4, "peak position is on the spot"
         patch = example_patch(example, model.input_size, out_size=None)
-        assert patch.shape[-1] == int(table["rf"]) and float(patch[0].max()) > INTENSITIES[
-            i] - 0.01, "the crop holds the spot"
+        assert patch.shape[-1] == int(table["rf"]) and float(patch[0].max()) > INTENSITIES[i] - 0.01, \
+            "the crop holds the spot"
     # computed once: a second call reads the store, and a new store instance sees the same table
     assert load_examples(model, "pixels", image_set, GalleryStore(tmp_path / "store")) is not None
     again = ensure_examples(model, ["pixels"], image_set, GalleryStore(tmp_path / "store"))["pixels"]

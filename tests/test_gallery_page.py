@@ -120,8 +120,8 @@ def test_permalink_opens_the_unit_view_with_facets_negative_and_examples(monkeyp
     assert 4 in full, "kept in the store under the full-size settings"
     assert at.get("image")[0].proto.imgs[0].caption.startswith(f"full size, 32 px, {RenderSettings().steps} steps")
     assert not any(b.key == "gal_render_full" for b in at.button), "nothing left to render"
-    assert lookup(store, model, "conv2", TINY_SETTINGS, NEG,
-                  [4])[4].activation < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation
+    assert (lookup(store, model, "conv2", TINY_SETTINGS, NEG, [4])[4].activation
+            < lookup(store, model, "conv2", TINY_SETTINGS, MAX, [4])[4].activation)
     at.button(key="gal_back").click().run()
     assert "unit" not in at.query_params and grid_html(at).count("<img") >= 12
 

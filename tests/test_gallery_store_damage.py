@@ -55,8 +55,8 @@ def test_a_zero_byte_index_is_detected_and_repaired_without_rendering(built, cap
     assert f"re-indexed {UNITS} rendered unit(s) and 1 example table(s)" in out and "0 problems" in out
     repaired = GalleryStore(store.root)
     after = _entries(repaired, model)
-    assert {u: (e.file.read_bytes(), e.activations) for u, e in after.items()} == before  # same files, nothing
-                                                                                          # re-rendered
+    # same files, nothing re-rendered
+    assert {u: (e.file.read_bytes(), e.activations) for u, e in after.items()} == before
     assert repaired.load_examples(model.name, model.fingerprint, "conv2", images.digest) is not None
     report = build(model, "conv2", range(UNITS), TINY_SETTINGS, store=repaired)
     assert report.units_rendered == 0 and report.already_done == UNITS
