@@ -33,8 +33,8 @@ def choose_device(preference: str | torch.device | None = "auto") -> torch.devic
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserInputError(f"Device {preference!r} does not exist: this machine has {torch.cuda.device_count()} "
                                  f"CUDA device(s), cuda:0–cuda:{torch.cuda.device_count() - 1}.")
-    elif device.type == "mps" and getattr(torch.backends, "mps",
-                                          None) is not None and torch.backends.mps.is_available():
+    elif (device.type == "mps" and getattr(torch.backends, "mps", None) is not None
+          and torch.backends.mps.is_available()):
         pass
     elif device.type != "cpu":
         raise UserInputError(f"Device {preference!r} is not supported here: use auto, cpu, cuda or cuda:N.")
@@ -125,8 +125,8 @@ def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None
     Only for code that can draw from nothing else (module initialisers, dropout); everything the
     project draws itself takes a :func:`generator`. The caller's global RNG is never reseeded.
     """
-    cuda = (device is None and torch.cuda.is_available()) or (device is not None
-                                                              and torch.device(device).type == "cuda")
+    cuda = ((device is None and torch.cuda.is_available())
+            or (device is not None and torch.device(device).type == "cuda"))
     with torch.random.fork_rng(devices=[torch.device(device or "cuda")] if cuda else []):
         torch.manual_seed(int(seed))
         yield

@@ -39,8 +39,8 @@ class UnknownLayerError(UserInputError, KeyError):
 class UnitOutOfRangeError(UserInputError, IndexError):
     def __init__(self, layer: str, unit: int, size: int, what: str = "channel"):
         plural = {"class": "classes"}.get(what, what + "s")
-        super().__init__(f"{what.capitalize()} {unit} is out of range for layer {layer!r}: valid {plural} are "
-                         f"0–{size - 1}.")
+        super().__init__(f"{what.capitalize()} {unit} is out of range for layer {layer!r}: "
+                         f"valid {plural} are 0–{size - 1}.")
 
 
 class OptimisationDiverged(RuntimeError):

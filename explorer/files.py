@@ -64,8 +64,8 @@ class CannotWrite(UserInputError):
 # errno values that mean "this storage cannot take the write", as opposed to "the data is damaged"
 WRITE_ERRNOS = frozenset(e for e in (errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG,
                                      errno.EACCES, errno.EPERM) if e is not None)
-SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))  # kernel and device trees: never written, never followed
-                                                            # into
+# kernel and device trees: never written, never followed into
+SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def special_kind(mode: int) -> str | None:

@@ -134,8 +134,8 @@ def load_image(source: ImageSource, *, max_side: int | None = limits.LOAD_MAX_SI
         if tensor.ndim == 2:
             tensor = tensor[None]
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
-            raise ImageLoadError(f"{name or 'image'}: expected a C×H×W tensor with 1 or 3 channels, got "
-                                 f"{tuple(tensor.shape)}.")
+            raise ImageLoadError(f"{name or 'image'}: expected a C×H×W tensor with 1 or 3 channels, "
+                                 f"got {tuple(tensor.shape)}.")
         _check_in_memory(tensor.shape[-1], tensor.shape[-2], name or "image")
         if tensor.shape[0] == 1:
             tensor = tensor.expand(3, -1, -1)

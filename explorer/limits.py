@@ -230,8 +230,8 @@ def check_image_shape(width: int, height: int, name: str) -> None:
                              "scale it down first.")
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT:
-        raise UserInputError(f"{name}: {width}×{height} pixels is a {ratio:.0f}:1 strip; the limit is "
-                             f"{MAX_ASPECT:g}:1. "
+        raise UserInputError(f"{name}: {width}×{height} pixels is a {ratio:.0f}:1 strip; "
+                             f"the limit is {MAX_ASPECT:g}:1. "
                              "Crop it closer to a square first.")
 
 

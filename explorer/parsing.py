@@ -37,8 +37,8 @@ def parse_units(text: str | int | list[int], limit: int | None = None, *, max_un
             if not match:
                 raise UserInputError(f"Cannot read units from {quoted(text)}: use numbers and ranges like 0-15,20.")
             if any(g is not None and len(g.lstrip("-")) > MAX_DIGITS for g in match.groups()):
-                raise UserInputError(f"Cannot read units from {quoted(text)}: unit numbers have at most {MAX_DIGITS} "
-                                     "digits.")
+                raise UserInputError(f"Cannot read units from {quoted(text)}: "
+                                     f"unit numbers have at most {MAX_DIGITS} digits.")
             lo = int(match.group(1))
             hi = int(match.group(2)) if match.group(2) is not None else lo
             if hi < lo:
@@ -55,8 +55,8 @@ def parse_units(text: str | int | list[int], limit: int | None = None, *, max_un
                 raise UserInputError(f"Unit {bad} is out of range: valid units are 0–{limit - 1}.")
     count = sum(hi - lo + 1 for lo, hi in spans)
     if count > max_units:
-        raise UserInputError(f"{count:,} units in one request is too many: name at most {max_units:,} (e.g. "
-                             f"0-{max_units - 1}).")
+        raise UserInputError(f"{count:,} units in one request is too many: name at most {max_units:,} "
+                             f"(e.g. 0-{max_units - 1}).")
     units: list[int] = []
     for lo, hi in spans:
         units.extend(range(lo, hi + 1))

@@ -41,8 +41,9 @@ class Term:
         if self.limit is None:
             return None
         base = limits.LIMITS[self.limit]
-        return base if self.lo is None else limits.Limit(self.lo, base.hi, base.unit, "",
-                                                         base.integer, False, base.label)
+        if self.lo is None:
+            return base
+        return limits.Limit(self.lo, base.hi, base.unit, "", base.integer, False, base.label)
 
     def widget_range(self) -> tuple[float, float]:
         """(min, max) of the page's number widget: the limit's range (an open lower end → ``page_min``)."""
@@ -215,8 +216,8 @@ def _audio_terms() -> tuple[Term, ...]:
         Term("seed", "--seed", "Seed", "audio_seed", d.seed, "seed"),
         Term("param", "--param", "Parameterisation", "audio_param", d.param, choices=tuple(PARAMS)),
         Term("start", "--start", "Start from", "audio_start", d.start,
-             meaning="a built-in clip or a sound file; with the synthesiser, noise/silence = random synthesiser "
-                     "settings"),
+             meaning="a built-in clip or a sound file; "
+                     "with the synthesiser, noise/silence = random synthesiser settings"),
     )
 
 

@@ -140,9 +140,8 @@ def chain_gif(record: ChainRecord, samples: list[int] | None = None, max_frames:
     if not record.stored_steps:
         raise UserInputError("Nothing was recorded: run the chain with recording on.")
     stored = record.stored_steps
-    pick = sorted({stored[round(i * (len(stored) - 1) / max(1,
-                                                            max_frames - 1))] for i
-                                                            in range(min(max_frames, len(stored)))})
+    last_index = len(stored) - 1
+    pick = sorted({stored[round(i * last_index / max(1, max_frames - 1))] for i in range(min(max_frames, len(stored)))})
     frames = [panel(record, step, samples, states=states) for step in pick]
     if record.kind == "reverse":  # end on the finished samples (no ε left to show)
         final = grid(upscale(record.final[samples] if samples is not None else record.final))

@@ -85,8 +85,8 @@ class BranchReport:
 
     def chance_agreement(self) -> float:
         """The agreement two independent samples would show: Σ_c p_c² over the original chains' class shares."""
-        p = torch.bincount(self.original_classes,
-                           minlength=len(self.labels)).double() / max(1, len(self.original_classes))
+        counts = torch.bincount(self.original_classes, minlength=len(self.labels)).double()
+        p = counts / max(1, len(self.original_classes))
         return float((p**2).sum())
 
     def crossing(self, level: float, repeats: int = 2000, seed: int = 0) -> dict:

@@ -95,8 +95,8 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
         ly = top + 12 + 14 * n
         legend.append(f'<line x1="{left + 8}" x2="{left + 28}" y1="{ly}" y2="{ly}" stroke="{colour}" '
                       f'stroke-width="2"{dash}/>')
-        legend.append(f'<text x="{left + 32}" '
-                      f'y="{ly + 4}">{escape(s.name)}{" (right axis)" if s.axis == "right" else ""}</text>')
+        axis_note = " (right axis)" if s.axis == "right" else ""
+        legend.append(f'<text x="{left + 32}" y="{ly + 4}">{escape(s.name)}{axis_note}</text>')
     # the legend last, on a white box, so no line crosses its text
     out.append(f'<rect x="{left + 4}" y="{top + 3}" width="{min(pw - 8, 330)}" height="{14 * len(series) + 4}" '
                'fill="white" fill-opacity="0.85"/>')

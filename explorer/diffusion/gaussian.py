@@ -147,8 +147,8 @@ class GaussianDiffusion:
                                   float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02)))
         variance = str(config.get("variance_type") or "fixed_small")
         if variance == "learned":  # diffusers' "learned" (direct log Σ) is not supported: say so
-            raise UserInputError("variance_type 'learned' is not supported; use learned_range, fixed_small or "
-                                 "fixed_large.")
+            raise UserInputError("variance_type 'learned' is not supported; "
+                                 "use learned_range, fixed_small or fixed_large.")
         return cls(_table(betas), torch.arange(len(betas), dtype=torch.int64), variance)
 
     @classmethod
@@ -352,8 +352,8 @@ class GaussianDiffusion:
 
 def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, e^log_var1) ‖ N(mean2, e^log_var2)) element-wise, in nats."""
-    return 0.5 * (log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1
-                                                                          - mean2) ** 2 * torch.exp(-log_var2) - 1)
+    return 0.5 * (log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-log_var2) - 1)
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:

@@ -189,10 +189,10 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
         raise UserInputError("Guidance with a scale above 0 needs a noise-aware classifier.")
     if target.numel() and int(target.min()) < 0:
         raise UserInputError(f"Class {int(target.min())} is out of range: classes are numbered from 0.")
-    if classifier is not None and len(getattr(classifier, "labels",
-                                              [])) and int(target.max()) >= len(classifier.labels):
-        raise UserInputError(f"Class {int(target.max())} is out of range: the classifier has {len(classifier.labels)} "
-                             "classes.")
+    if (classifier is not None and len(getattr(classifier, "labels", []))
+            and int(target.max()) >= len(classifier.labels)):
+        raise UserInputError(f"Class {int(target.max())} is out of range: "
+                             f"the classifier has {len(classifier.labels)} classes.")
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
     guide = Guide(classifier, target.to(denoiser.device), scale) if classifier is not None else None
@@ -239,8 +239,8 @@ def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
         entry["mean_diversity"] = round(sum(r["diversity"] for r in mine) / len(mine), 4)
         if all("fd" in r for r in mine):
             entry["mean_fd"] = round(sum(r["fd"] for r in mine) / len(mine), 3)
-            ratios = [r["fd"] / base[r["class"]]["fd"] for r in mine if r["class"] in base
-                      and base[r["class"]].get("fd")]
+            ratios = [r["fd"] / base[r["class"]]["fd"]
+                      for r in mine if r["class"] in base and base[r["class"]].get("fd")]
             if ratios:
                 entry["fd_ratio_to_s0_mean"] = round(sum(ratios) / len(ratios), 3)
                 entry["fd_ratio_to_s0_max"] = round(max(ratios), 3)
@@ -315,8 +315,8 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
     base = {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
     out = []
     for entry in summary:
-        ratios = [r["fd"] / base[r["class"]] for r in rows if r["scale"] == entry["scale"]
-                  and r["class"] in base and "fd" in r]
+        ratios = [r["fd"] / base[r["class"]]
+                  for r in rows if r["scale"] == entry["scale"] and r["class"] in base and "fd" in r]
         extra = {}
         if ratios:
             extra = {"fd_ratio_to_unguided_named_mean": round(sum(ratios) / len(ratios), 3),

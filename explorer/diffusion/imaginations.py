@@ -101,7 +101,7 @@ def two_imaginations(cnn: LoadedModel, noisy: NoisyClassifier, denoiser: Denoise
         vis_probs=noisy.probabilities_clean(vis.images), vis_own_probs=Probe(cnn)(vis.images.cpu()),
         diffusion_images=samples, diffusion_probs=dprobs, diffusion_own_probs=down,
         settings={"render": settings.to_dict(), "objective": f"fashion_cnn logit {cls}",
-                  "diffusion": denoiser.model.name,
-                  "sampler": sampler, "steps": denoiser.num_steps, "scale": scale, "seed": seed, "n": n},
+                  "diffusion": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps,
+                  "scale": scale, "seed": seed, "n": n},
         seconds=time.perf_counter() - began, stopped=stopped,
     )

@@ -187,8 +187,8 @@ class MatchReport:
     stopped: str | None = None
 
     def to_dict(self) -> dict:
-        return {"settings": self.settings, "rows": self.rows, "seconds": round(self.seconds,
-                                                                               1), "stopped": self.stopped}
+        return {"settings": self.settings, "rows": self.rows, "seconds": round(self.seconds, 1),
+                "stopped": self.stopped}
 
 
 def match_rates(denoiser: Denoiser, judge_model, images01: torch.Tensor, labels: torch.Tensor, *,

@@ -99,8 +99,8 @@ def bound_steps(num_steps: int, steps: int | None, exact_first: int, gen: torch.
 
 def variational_bound(model_fn: ModelFn, gaussian: GaussianDiffusion, x0: torch.Tensor, *, batch: int = 50,
                       seed: int = 0, steps: int | None = None, exact_first: int = 20,
-                      device: torch.device | str = "cpu",
-                      callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> BoundReport:
+                      device: torch.device | str = "cpu", callback: ProgressCallback | None = None,
+                      should_stop: ShouldStop | None = None) -> BoundReport:
     """The bound of every image of ``x0`` (N×C×H×W in [−1, 1], on 256 levels) under ``gaussian``: exact over
     all steps (``steps=None``) or a stratified, unbiased estimate from ``steps`` UNet calls per image.
 

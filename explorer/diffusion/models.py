@@ -126,8 +126,8 @@ class DiffusionModel:
     def describe(self) -> str:
         params = sum(p.numel() for p in self.unet.parameters())
         return (f"{self.name}: UNet2DModel {params / 1e6:.2f} M parameters, {self.channels}×{self.sample_size[0]}×"
-                f"{self.sample_size[1]}, trained on the {self.train_schedule} schedule with "
-                f"T={self.num_train_timesteps}")
+                f"{self.sample_size[1]}, trained on the {self.train_schedule} schedule "
+                f"with T={self.num_train_timesteps}")
 
 
 def _resolve(name_or_path: str) -> tuple[str, Path]:
@@ -173,8 +173,8 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm",
         unet_dir = _find_unet_dir(path)
         config = json.loads((unet_dir / "config.json").read_text())
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-            raise UserInputError(f"{unet_dir} holds a {config.get('_class_name')}; the inspector takes UNet2DModel "
-                                 "folders.")
+            raise UserInputError(f"{unet_dir} holds a {config.get('_class_name')}; "
+                                 "the inspector takes UNet2DModel folders.")
         diffusers = import_diffusers()
         verbosity = diffusers.utils.logging.get_verbosity()
         diffusers.utils.logging.set_verbosity_error()  # no "install accelerate" advice for a 3 MB model
@@ -187,8 +187,8 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm",
         unet.eval().requires_grad_(False).to(dev)
         scheduler_config = _scheduler_config(path)
         if scheduler_config.get("prediction_type", "epsilon") != "epsilon":
-            raise UserInputError(f"{path}: only ε-prediction models are supported (found "
-                                 f"{scheduler_config['prediction_type']}).")
+            raise UserInputError(f"{path}: only ε-prediction models are supported "
+                                 f"(found {scheduler_config['prediction_type']}).")
         model = DiffusionModel(name, unet, scheduler_config, dev, str(path))
         _cache[key] = model
         return model

@@ -246,8 +246,8 @@ def _core_plan(diffusion, sampler: str, steps: int, schedule: str | None, eta: f
     from .guidance import Denoiser
 
     if schedule not in (None, diffusion.train_schedule):
-        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance "
-                             "models).")
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine "
+                             "(fixed-variance models).")
     denoiser = Denoiser(diffusion, steps)
     order = list(range(denoiser.num_steps - 1, -1, -1))
     kind = "ddim" if sampler == "ddim" else "ancestral"
@@ -338,8 +338,8 @@ def sample_chain(
             x = prev
             done = i + 1
             if callback:
-                preview = to_unit(x0) if preview_every and (done % preview_every == 0
-                                                            or done == len(timesteps)) else None
+                show = preview_every and (done % preview_every == 0 or done == len(timesteps))
+                preview = to_unit(x0) if show else None
                 callback(done, len(timesteps), preview, None)
     final = to_unit(x).cpu()
     labels = probe.labels if probe is not None else []

@@ -154,8 +154,8 @@ class DDPMConfig:
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"]})
         if self.variance_type not in ("fixed_small", "fixed_large", "learned_range"):
-            raise UserInputError(f"Unknown variance type {self.variance_type!r}: use fixed_small, fixed_large or "
-                                 "learned_range.")
+            raise UserInputError(f"Unknown variance type {self.variance_type!r}: "
+                                 "use fixed_small, fixed_large or learned_range.")
         if not (0 <= self.vlb_weight <= 1 and math.isfinite(self.vlb_weight)):
             raise UserInputError("The hybrid loss weight λ must lie in [0, 1] (Improved DDPM: 0.001).")
         for width in self.block_out_channels:
@@ -493,8 +493,8 @@ def train_ddpm(
     run = run_training(
         unet, optimiser, EMA(unet, config.ema_decay), loss_at,
         steps=config.steps, lr_at=lambda step: warmup_cosine_lr(step, config.lr, config.warmup, config.steps),
-        config=asdict(config), same_settings=lambda saved: _same_settings(asdict(DDPMConfig.from_dict(saved)),
-                                                                          asdict(config)),
+        config=asdict(config),
+        same_settings=lambda saved: _same_settings(asdict(DDPMConfig.from_dict(saved)), asdict(config)),
         checkpoint=ckpt_path, resume=resume, checkpoint_every=config.checkpoint_every, log_every=log_every,
         callback=callback, should_stop=should_stop, time_limit_s=time_limit_s,
     )
