@@ -158,9 +158,9 @@ def test_dream_amplifies_the_layer_over_octaves(tiny):
     photo = smooth_photo(size=64)
     steps = []
     settings = DeepDreamSettings(size=64, octaves=2, octave_scale=1.5, steps=10, lr=0.1, jitter=4)
-    result = inversion.deep_dream(tiny, photo, "conv2", settings=settings,
-                             callback=lambda step, total, preview, values: steps.append((step,
-                                                                                         total, preview.shape[-1])))
+    result = inversion.deep_dream(
+        tiny, photo, "conv2", settings=settings,
+        callback=lambda step, total, preview, values: steps.append((step, total, preview.shape[-1])))
     assert result.octave_sizes == [43, 64]
     assert [s[0] for s in steps] == list(range(1, 21)) and {s[1] for s in steps} == {20}
     assert steps[0][2] < steps[-1][2] <= 64  # coarse octave first

@@ -12,8 +12,7 @@ from explorer.cli import main
 def test_invert_writes_pngs_and_json(tmp_path, capsys):
     out = tmp_path / "inv"
     code = main(["--device", "cpu", "invert", "--image", "builtin:chelsea", "--size", "48",
-                 "--layers", "blocks.0,blocks.4",
-                 "--steps", "3", "--out", str(out)])
+                 "--layers", "blocks.0,blocks.4", "--steps", "3", "--out", str(out)])
     assert code == 0
     data = json.loads((out / "inversion.json").read_text())
     assert [row["layer"] for row in data["layers"]] == ["blocks.0", "blocks.4"]
@@ -33,8 +32,8 @@ def test_dream_and_caricature_write_outputs(tmp_path):
     assert Image.open(out / "dream.png").size == (48, 48)
 
     out = tmp_path / "car"
-    assert main(["--device", "cpu", "caricature", "--size", "48", "--layers", "blocks.4", "--steps",
-                 "2", "--out", str(out)]) == 0
+    assert main(["--device", "cpu", "caricature", "--size", "48", "--layers", "blocks.4",
+                 "--steps", "2", "--out", str(out)]) == 0
     data = json.loads((out / "caricature.json").read_text())
     assert data["layers"][0]["layer"] == "blocks.4"
     assert (out / "caricature_blocks.4.png").is_file()

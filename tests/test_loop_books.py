@@ -133,14 +133,14 @@ def test_library_functions_leave_the_global_rng_alone(tiny):
 
     photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     _rng_untouched(lambda: inversion.invert(tiny, photo, ["conv2"], inversion.InversionSettings(size=32, steps=2)))
-    _rng_untouched(lambda: inversion.deep_dream(tiny, photo, "conv2",
-                                                settings=inversion.DeepDreamSettings(size=32, steps=2, octaves=1)))
+    _rng_untouched(lambda: inversion.deep_dream(
+        tiny, photo, "conv2", settings=inversion.DeepDreamSettings(size=32, steps=2, octaves=1)))
     _rng_untouched(lambda: inversion.caricature(tiny, photo, ["conv2"], inversion.CaricatureSettings(size=32, steps=2)))
     _rng_untouched(lambda: render(tiny, objectives.channel("conv2", 0), size=32, steps=2))
     _rng_untouched(lambda: _load_fashion_cnn("random", torch.device("cpu")))
-    _rng_untouched(lambda: dream(DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2,
-                                               hearing=False), device="cpu",
-                                 target=ImageTarget(tiny, objectives.channel("conv2", 3))))
+    _rng_untouched(lambda: dream(
+        DreamSettings(net="tiny", seconds=0.5, steps=2, griffin_lim_iters=2, hearing=False), device="cpu",
+        target=ImageTarget(tiny, objectives.channel("conv2", 3))))
 
 
 # ---- the CUDA-graph path, on CPU ----------------------------------------------------------------------

@@ -76,8 +76,8 @@ def test_activations_gradients_reach_the_image(lite0):
 
 
 @pytest.mark.parametrize("arch, layer", [("googlenet", "inception4c"), ("resnet50", "layer3"),
-                                         ("alexnet", "features.8"),
-                                         ("mobilenet_v3_large", "features.10"), ("vgg16", "features.22")])
+                                         ("alexnet", "features.8"), ("mobilenet_v3_large", "features.10"),
+                                         ("vgg16", "features.22")])
 def test_torchvision_architectures_with_random_weights(arch, layer):
     model = load_model(arch, weights="random", device="cpu")
     assert layer in model.layer_shapes and model.num_classes == 1000
@@ -104,9 +104,8 @@ def test_inception_v1_architecture_loads_without_weights(monkeypatch, tmp_path):
 
 def test_registry_lists_models_and_rejects_unknown():
     names = {s.name for s in available_models()}
-    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet",
-            "resnet50", "vgg16", "alexnet",
-            "mobilenet_v3_large", "inception_v1", "fashion_cnn"} <= names
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet", "resnet50", "vgg16",
+            "alexnet", "mobilenet_v3_large", "inception_v1", "fashion_cnn"} <= names
     with pytest.raises(UserInputError, match="efficientnet_lite0") as info:
         load_model("efficientnet_lite", device="cpu")
     assert all(name in str(info.value) for name in names)  # lists every available model

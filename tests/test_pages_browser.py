@@ -46,16 +46,16 @@ def test_every_page_shows_what_a_user_should_see(tmp_path):
 
         # feature visualisation: units 7 and 2 are called unit 7 and unit 2, files unit-0007.png
         page.goto(f"{url}/feature_vis?layer=blocks.3&unit=7,2&steps=2&size=48")
-        page.wait_for_selector("[data-testid=stButton] button:has-text('Render')", timeout=300_000)  # first load: the
-                                                                                                     # model
+        # first load: the model
+        page.wait_for_selector("[data-testid=stButton] button:has-text('Render')", timeout=300_000)
         _click(page, "Render")
         page.get_by_text(re.compile(r"^unit 7 · activation -?\d")).wait_for()
         page.get_by_text(re.compile(r"^unit 2 · activation -?\d")).wait_for()
         assert page.get_by_text(re.compile(r"^#0 ·")).count() == 0, "no batch positions as names"
         images = page.locator("[data-testid=stImage] img")
         assert wait_for_count(images, 2) >= 2
-        natural, shown = images.first.evaluate(LOADED + "; return [img.naturalWidth, "
-                                                        "img.getBoundingClientRect().width]; }")
+        natural, shown = images.first.evaluate(
+            LOADED + "; return [img.naturalWidth, img.getBoundingClientRect().width]; }")
         assert natural == 5 * 48 and shown <= natural + 0.5, "a 48-px render shown ×5, never stretched past that"
         buttons = page.locator("[data-testid=stDownloadButton] button:has-text('PNG')")
         assert _download_name(page, buttons.first) == "efficientnet_lite0_unit-0007.png"
@@ -64,8 +64,8 @@ def test_every_page_shows_what_a_user_should_see(tmp_path):
         page.goto(f"{url}/gallery?model=efficientnet_lite0&layer=blocks.10&unit=7")
         page.get_by_text("Unit 7 · blocks.10 · efficientnet_lite0").wait_for()
         page.get_by_text("thumbnail, 96 px shown ×4", exact=False).wait_for()
-        assert wait_for_count(page.locator("[data-testid=stButton] button:has-text('Render at full size (224 px')"),
-                              1) >= 1
+        assert wait_for_count(
+            page.locator("[data-testid=stButton] button:has-text('Render at full size (224 px')"), 1) >= 1
         main = page.locator("[data-testid=stDownloadButton] button:has-text('WEBP')").first
         assert _download_name(page, main) == "efficientnet_lite0_blocks.10_unit-0007.webp"
         page.goto(f"{url}/gallery?model=efficientnet_lite0&layer=blocks.10&unit=999")

@@ -76,8 +76,8 @@ def test_init_image_starts_from_photo(tiny):
 
 def test_blur_every_smooths(tiny):
     sharp = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none"))
-    blurred = render(tiny, objectives.deepdream("conv1"), S.with_(steps=20, param="pixel", transforms="none",
-                                                                  blur_every=2, blur_sigma=1.0))
+    blurred = render(tiny, objectives.deepdream("conv1"),
+                     S.with_(steps=20, param="pixel", transforms="none", blur_every=2, blur_sigma=1.0))
     from explorer.optvis.priors import tv_value
 
     assert float(tv_value(blurred.images).mean()) < float(tv_value(sharp.images).mean())

@@ -155,8 +155,8 @@ def test_a_killed_driver_loses_only_the_batches_in_flight(ray_cluster, root, tmp
     before = rows(store)
     done_before = {(r[0], r[2]) for r in before if r[3] == "done"}
     assert 4 <= len(done_before) < 32, "killed mid-build"
-    assert len(before) - len(
-        done_before) <= 2 * 2 * info.slots, "at most the batches in flight were claimed and not done"
+    assert len(before) - len(done_before) <= 2 * 2 * info.slots, \
+        "at most the batches in flight were claimed and not done"
     model = tiny_model()
     settings = FAST.with_(size=32, steps=24)
     rerun = scale.build_layers(model, {"conv2": None, "conv3": None}, settings, store=store,
@@ -211,8 +211,8 @@ def test_sweep_pieces_cover_the_range_on_chunk_boundaries():
 def test_accumulators_merge_to_the_whole_range():
     model = tiny_model()
     whole = fooling.accumulate(model, "gaussian", 1, 0, 100, batch_size=100, gallery=5)
-    parts = [fooling.accumulate(model, "gaussian", 1, s, c, batch_size=7,
-                                gallery=5) for s, c in ((0, 32), (32, 64), (96, 4))]
+    parts = [fooling.accumulate(model, "gaussian", 1, s, c, batch_size=7, gallery=5)
+             for s, c in ((0, 32), (32, 64), (96, 4))]
     merged = fooling.Accumulator.from_state(parts[0].state())
     for part in parts[1:]:
         merged.merge(fooling.Accumulator.from_state(part.state()))
@@ -259,8 +259,8 @@ def test_fool_sweep_ray_cli_writes_the_same_json(ray_cluster, tmp_path, capsys):
 def test_tasks_ask_for_a_gpu_each_when_the_cluster_has_gpus():
     cpu_only = scale.Cluster("local", cpus=16, gpus=0, started_here=True)
     with_gpus = scale.Cluster("10.0.0.5:6379", cpus=64, gpus=8, started_here=False)
-    assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {"max_retries": 1,
-                                                                         "retry_exceptions": False, "num_cpus": 1}
+    assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {
+        "max_retries": 1, "retry_exceptions": False, "num_cpus": 1}
     assert with_gpus.slots == 8, "one task per GPU at a time"
-    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False,
-                                                 "num_gpus": 1, "num_cpus": 1}
+    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False, "num_gpus": 1,
+                                                 "num_cpus": 1}

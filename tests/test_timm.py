@@ -71,8 +71,8 @@ def test_pretrained_weights_come_from_the_local_hub_cache(tmp_path, monkeypatch,
     snapshot = folder / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
     torch.manual_seed(3)
-    state = {k: (torch.randn_like(v) * 0.02 if v.is_floating_point() else v).contiguous() for k, v
-             in vit.module.state_dict().items()}
+    state = {k: (torch.randn_like(v) * 0.02 if v.is_floating_point() else v).contiguous()
+             for k, v in vit.module.state_dict().items()}
     save_file(state, str(snapshot / "model.safetensors"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("EXPLORER_ALLOW_DOWNLOAD", raising=False)
@@ -96,8 +96,7 @@ def _grad_and_value(model, objective, batch=2):
 
 
 @pytest.mark.parametrize("kind, layer", [("channel", "blocks.3"), ("neuron", "blocks.3.mlp.act"),
-                                         ("channel", "blocks.3.mlp.act"),
-                                         ("cls", "blocks.3"), ("head", "blocks.3")])
+                                         ("channel", "blocks.3.mlp.act"), ("cls", "blocks.3"), ("head", "blocks.3")])
 def test_each_transformer_objective_reaches_the_image_and_reads_the_right_numbers(vit, kind, layer):
     units = [2, 1] if kind == "head" else [5, 1]  # ViT-Tiny has 3 heads
     objective = unit_objective(vit, layer, units, kind)

@@ -72,9 +72,8 @@ def _check_widget(at: AppTest, t: vocabulary.Term) -> None:
         assert tuple(widget.options) == tuple(str(c) for c in t.choices), (t.key, widget.options)
 
 
-PAGES = [("visualize",), ("invert",), ("dream",), ("caricature",), ("fool", "grow"),
-         ("fool", "sweep"), ("gallery", "build"),
-         ("diffusion", "sample"), ("audio", "dream")]
+PAGES = [("visualize",), ("invert",), ("dream",), ("caricature",), ("fool", "grow"), ("fool", "sweep"),
+         ("gallery", "build"), ("diffusion", "sample"), ("audio", "dream")]
 
 
 @pytest.mark.parametrize("words", PAGES, ids=" ".join)

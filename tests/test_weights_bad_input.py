@@ -48,8 +48,8 @@ def _cases(tmp_path) -> dict[str, tuple]:
                                   "cut.safetensors is truncated"),
         "huge header": (_write(tmp_path, "huge.safetensors", struct.pack("<Q", 1 << 60) + b"{}"),
                         "header claims 1,152,921,504,606,846,976 bytes"),
-        "header not json": (_write(tmp_path, "junk.safetensors",
-                                   struct.pack("<Q", 8) + b"notjson!" + bytes(16)), "header is not JSON"),
+        "header not json": (_write(tmp_path, "junk.safetensors", struct.pack("<Q", 8) + b"notjson!" + bytes(16)),
+                            "header is not JSON"),
         "text as pt": (_write(tmp_path, "notes.pt", b"these are not weights\n" * 10), "Could not load notes.pt safely"),
         "shape mismatch": (_write(tmp_path, "other.safetensors", safetensors_bytes(_state(classes=7))), "has shape 7×"),
         "nan weights": (_write(tmp_path, "nan.safetensors", safetensors_bytes(nan_state)), "NaN or infinite"),
@@ -59,9 +59,8 @@ def _cases(tmp_path) -> dict[str, tuple]:
     }
 
 
-@pytest.mark.parametrize("case", ["empty safetensors", "empty pt", "truncated safetensors",
-                                  "huge header", "header not json",
-                                  "text as pt", "shape mismatch", "nan weights", "int64 weights",
+@pytest.mark.parametrize("case", ["empty safetensors", "empty pt", "truncated safetensors", "huge header",
+                                  "header not json", "text as pt", "shape mismatch", "nan weights", "int64 weights",
                                   "missing tensors", "not a table"])
 def test_bad_weights_files_are_one_line_errors(tmp_path, case):
     path, message = _cases(tmp_path)[case]

@@ -23,15 +23,14 @@ def test_images_are_named_by_their_units_not_their_batch_places():
 
 def test_classes_copies_and_dreams_have_names_too():
     cls = image_names(objectives.class_logit([309, 1]), 2)
-    assert [n.filename() for n in cls] == ["class-0309.png",
-                                           "class-0001.png"] and unit_kind(objectives.class_logit(309)) == "class"
+    assert ([n.filename() for n in cls] == ["class-0309.png", "class-0001.png"]
+            and unit_kind(objectives.class_logit(309)) == "class")
     copies = image_names(objectives.channel("blocks.10", 7), 3)  # one unit, a diversity batch of 3
     assert [n.label for n in copies] == ["unit 7 (1 of 3)", "unit 7 (2 of 3)", "unit 7 (3 of 3)"]
     assert len({n.filename() for n in copies}) == 3
     dream = image_names(objectives.deepdream("blocks.6"), 2)
-    assert [n.filename() for n in dream] == ["image-000.png",
-                                             "image-001.png"] and image_units(objectives.deepdream("blocks.6"),
-                                                                              2) is None
+    assert ([n.filename() for n in dream] == ["image-000.png", "image-001.png"]
+            and image_units(objectives.deepdream("blocks.6"), 2) is None)
 
 
 # ---- images at their native size or a whole multiple ---------------------------------------------
@@ -51,8 +50,8 @@ def assert_decade_axis(axis, lo: float, hi: float) -> None:
     """Labelled ticks only at powers of ten, spanning [lo, hi]; labels are the plain numbers."""
     assert axis.type == "log" and axis.tickmode == "array"
     values = list(axis.tickvals)
-    assert all(abs(torch.tensor(v).log10().item()
-                   - round(torch.tensor(v).log10().item())) < 1e-9 for v in values), values
+    assert all(abs(torch.tensor(v).log10().item() - round(torch.tensor(v).log10().item())) < 1e-9
+               for v in values), values
     assert min(values) <= lo and max(values) >= hi
     assert list(axis.ticktext) == [f"{v:g}" for v in values]
     assert axis.minor.tickvals and not set(axis.minor.tickvals) & set(values)  # minor ticks carry no label
@@ -88,8 +87,8 @@ def test_gallery_export_takes_the_store_first_then_the_atlas_with_every_variant(
     export_atlas(shipped, model, ["conv2"], TINY_SETTINGS, tmp_path / "atlas")
     monkeypatch.setenv(ATLAS_VAR, str(tmp_path / "atlas"))
     mine = GalleryStore(tmp_path / "mine")
-    build(model, "conv2", [3], TINY_SETTINGS, store=mine, variants=[facets_variant(2), "neg"], batch=2)  # one unit's
-                                                                                                         # extras
+    # one unit's extras
+    build(model, "conv2", [3], TINY_SETTINGS, store=mine, variants=[facets_variant(2), "neg"], batch=2)
 
     common = ["--model", "tiny", "--steps", str(TINY_SETTINGS.steps), "--size", str(TINY_SETTINGS.size),
               "--store", str(mine.root)]
@@ -102,21 +101,21 @@ def test_gallery_export_takes_the_store_first_then_the_atlas_with_every_variant(
     assert all(by[(u, "max", 0)]["source"] == "atlas" and by[(u, "max", 0)]["file"].endswith(".webp") for u in range(4))
     assert by[(3, "neg", 0)]["source"] == "store" and by[(3, "facets2", 1)]["source"] == "store"
     assert by[(3, "max", 0)]["file"] == "conv2_unit-0003_max.webp"
-    assert index["missing"] == {"neg": [0, 1, 2], "facets2": [0, 1,
-                                                              2]} and index["counts"]["max"] == {"store": 0, "atlas": 4}
+    assert (index["missing"] == {"neg": [0, 1, 2], "facets2": [0, 1, 2]}
+            and index["counts"]["max"] == {"store": 0, "atlas": 4})
     assert all((out / r["file"]).is_file() for r in index["images"])
     assert "4 from the shipped atlas" in printed and "neg: 1 from your store" in printed and "3 not rendered" in printed
 
     # the user's own render of a unit wins over the atlas; --no-atlas leaves the atlas out
     build(model, "conv2", [1], TINY_SETTINGS, store=mine, batch=1)
     out2 = tmp_path / "export2"
-    assert main(["gallery", "export", "--layer", "conv2", "--units", "0-3", "--variants", "max", "--out",
-                 str(out2), *common]) == 0
+    assert main(["gallery", "export", "--layer", "conv2", "--units", "0-3", "--variants", "max",
+                 "--out", str(out2), *common]) == 0
     rows = {r["unit"]: r["source"] for r in json.loads((out2 / "index.json").read_text())["images"]}
     assert rows == {0: "atlas", 1: "store", 2: "atlas", 3: "atlas"}
     out3 = tmp_path / "export3"
-    assert main(["gallery", "export", "--layer", "conv2", "--variants", "max", "--no-atlas", "--out",
-                 str(out3), *common]) == 0
+    assert main(["gallery", "export", "--layer", "conv2", "--variants", "max", "--no-atlas",
+                 "--out", str(out3), *common]) == 0
     assert [r["unit"] for r in json.loads((out3 / "index.json").read_text())["images"]] == [1]
 
 
@@ -165,8 +164,8 @@ def test_messages_do_not_contradict_or_mislead(tmp_path, capsys):
     assert main(["invert", "--image", url, "--steps", "1", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert url in err and "web address" in err and "downloaded" in err and "not found" not in err
-    assert main(["visualize", "--model", "checkpoint:http://example.org/m.pt", "--steps", "1", "--out",
-                 str(tmp_path / "c")]) == 2
+    assert main(["visualize", "--model", "checkpoint:http://example.org/m.pt", "--steps", "1",
+                 "--out", str(tmp_path / "c")]) == 2
     assert "http://example.org/m.pt is a web address" in capsys.readouterr().err
     assert main(["invert", "--image", str(tmp_path), "--steps", "1", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
@@ -215,8 +214,8 @@ def test_no_page_makes_a_log_axis_of_its_own():
 
     ui = Path(__file__).resolve().parents[1] / "explorer" / "ui"
     offenders = [f"{p.relative_to(ui)}:{n}" for p in ui.rglob("*.py") if p.name != "display.py"
-                 for n, line in enumerate(p.read_text().splitlines(),
-                                          1) if re.search(r"type\s*=\s*['\"]log['\"]", line)]
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"type\s*=\s*['\"]log['\"]", line)]
     assert not offenders, offenders
 
 
