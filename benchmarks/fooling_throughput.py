@@ -110,8 +110,8 @@ def main() -> None:
                "batches_per_sweep": args.batches, "pairs": args.pairs, "families": {}}
     for family, p, s, ratio, median, gen_share in summary:
         figures["families"][family] = {"forward_img_s": round(p, 2), "sweep_img_s": round(s, 2),
-                                       "ratio": round(ratio, 3),
-                                       "median_pair_ratio": round(median, 3), "generation_share": round(gen_share, 4)}
+                                       "ratio": round(ratio, 3), "median_pair_ratio": round(median, 3),
+                                       "generation_share": round(gen_share, 4)}
         print(f"{family:11s}  {p:13.2f}  {s:11.2f}  {ratio:12.3f}  {median:18.3f}  {gen_share:23.3f}   "
               f"{'OK' if ratio >= 0.9 else 'BELOW TARGET'}")
     figures["min_ratio"] = round(min(r[3] for r in summary), 3)

@@ -157,8 +157,8 @@ def bench_build(model_name: str, layer: str, units: int, batch: int, ratio_steps
     batched = build(model, layer, range(ratio_units), short, store=store, batch=ratio_units)
     single = build(model, layer, range(ratio_units, 2 * ratio_units), short, store=store, batch=1)
     print(f"build: at {ratio_steps} steps, {ratio_units} units batched: {batched.units_per_minute():.1f} units/minute; "
-          f"one at a time: {single.units_per_minute():.1f} units/minute -> batching "
-          f"x{batched.units_per_minute() / single.units_per_minute():.2f}")
+          f"one at a time: {single.units_per_minute():.1f} units/minute "
+          f"-> batching x{batched.units_per_minute() / single.units_per_minute():.2f}")
     print(f"build: load average now {os.getloadavg()[0]:.1f}")
 
 

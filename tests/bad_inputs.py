@@ -863,8 +863,8 @@ def _cases() -> list[Case]:
         r"pipe\.json: it is a FIFO \(named pipe\), not a regular file",
         "20.1: special output")
     add("write-png-into-proc", "numbers", "lib",
-        lib(lambda ctx: __import__("explorer.images", fromlist=["x"]).save_png(__import__("torch").zeros(3, 4, 4),
-                                                                               "/proc/self/comm")),
+        lib(lambda ctx: __import__("explorer.images", fromlist=["x"]).save_png(
+            __import__("torch").zeros(3, 4, 4), "/proc/self/comm")),
         "error", r"Cannot write /proc/self/comm: it is in /proc, a system tree", "20.1: system tree")
     add("cli-json-to-a-link-to-a-fifo", "numbers", "cli",
         cli("fool", "sweep", "--model", TINY, "--families", "uniform", "--n", "4", "--batch", "4", "--gallery", "0",

@@ -262,5 +262,5 @@ def test_tasks_ask_for_a_gpu_each_when_the_cluster_has_gpus():
     assert cpu_only.slots == 16 and scale._task_options(cpu_only, 1) == {
         "max_retries": 1, "retry_exceptions": False, "num_cpus": 1}
     assert with_gpus.slots == 8, "one task per GPU at a time"
-    assert scale._task_options(with_gpus, 0) == {"max_retries": 0, "retry_exceptions": False, "num_gpus": 1,
-                                                 "num_cpus": 1}
+    assert scale._task_options(with_gpus, 0) == {
+        "max_retries": 0, "retry_exceptions": False, "num_gpus": 1, "num_cpus": 1}
