@@ -43,8 +43,8 @@ def difference(dreams: list[float], starts: list[float], *, level: float = 0.95,
     a = (1 - level) / 2
     low, high = float(np.quantile(diffs, a)), float(np.quantile(diffs, 1 - a))
     claim = "higher" if low > 0 else "lower" if high < 0 else "no difference shown"
-    return {"dreams": len(d), "starts": len(s), "dream_mean": round(float(d.mean()), 4),
-            "start_mean": round(float(s.mean()), 4),
+    return {"dreams": len(d), "starts": len(s),
+            "dream_mean": round(float(d.mean()), 4), "start_mean": round(float(s.mean()), 4),
             "difference": round(float(d.mean() - s.mean()), 4), "low": round(low, 4), "high": round(high, 4),
             "level": level, "claim": claim}
 

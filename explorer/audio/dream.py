@@ -159,17 +159,17 @@ class DreamResult:
                 for k in ranked]
 
     def summary(self) -> dict:
+        convergence = self.griffin_lim_convergence
         def slim(report: dict) -> dict:
-            return {k: v for k, v in report.items() if k != "per_chunk"} | (
-                {"per_chunk_mean": report["value"]} if "per_chunk" in report else {})
+            chunk_mean = {"per_chunk_mean": report["value"]} if "per_chunk" in report else {}
+            return {k: v for k, v in report.items() if k != "per_chunk"} | chunk_mean
 
         return {
             "target": self.target, "value_label": self.value_label, "settings": self.settings.to_dict(),
             "before": round(self.before["value"], 4), "optimised": round(self.optimised["value"], 4),
             "roundtrip": round(self.roundtrip["value"], 4),
             "roundtrip_gain": round(self.roundtrip["value"] - self.before["value"], 4),
-            "griffin_lim_spectral_convergence": None if self.griffin_lim_convergence is None
-            else round(self.griffin_lim_convergence, 4),
+            "griffin_lim_spectral_convergence": None if convergence is None else round(convergence, 4),
             "steps_done": self.steps_done, "stopped": self.stopped, "seconds": round(self.seconds, 2),
             "reports": {"before": slim(self.before), "optimised": slim(self.optimised),
                         "roundtrip": slim(self.roundtrip)},
@@ -301,8 +301,8 @@ def _control(settings: DreamSettings, kind: str, is_clip: bool, heard: dict[str,
         return None, None
     # only noise (or, for the synthesiser, silence: random knobs) differs per seed; a clip is the same every time
     if is_clip or not (kind == "synth" or settings.start == "noise"):
-        return None, ("No control: this start is the same for every seed, so there are no random starts to compare "
-                      "with (start from noise for one).")
+        return None, ("No control: this start is the same for every seed, "
+                      "so there are no random starts to compare with (start from noise for one).")
     from .control import compare_judges, random_start_judges
 
     starts = random_start_judges(settings, settings.control_starts, device=device, target=target,

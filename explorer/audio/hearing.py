@@ -237,8 +237,8 @@ def random_start_sound(param: str, seed: int, seconds: float = 1.0) -> np.ndarra
     if param == "synth":
         gen = devices.generator(torch.device("cpu"), seed)
         with torch.no_grad():
-            wav = HarmonicPlusNoise(preset("voice"), samples, SAMPLE_RATE, generator=gen, device="cpu",
-                                    start="noise").waveform()
+            synth = HarmonicPlusNoise(preset("voice"), samples, SAMPLE_RATE, generator=gen, device="cpu", start="noise")
+            wav = synth.waveform()
         audio = wav.reshape(-1).numpy()
     else:
         audio = noise(seconds, SAMPLE_RATE, seed=seed)
@@ -285,8 +285,8 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
                 k += heard == word
                 nothing += heard == ""
                 if heard != word:
-                    confusions[f"{word}→{heard or '(nothing)'}"] = confusions.get(
-                        f"{word}→{heard or '(nothing)'}", 0) + 1
+                    mistake = f"{word}→{heard or '(nothing)'}"
+                    confusions[mistake] = confusions.get(mistake, 0) + 1
                 tick()
             rows[word] = {"correct": int(k), "n": int(len(pick))}
             correct, n = correct + k, n + len(pick)

@@ -105,8 +105,8 @@ def _load(head: bytes, length: int, open_file, label: str, sample_rate: int, max
     if header is not None and header.get("rate") is not None:
         _check_rate(header["rate"], label)
         declared, present, frame = header.get("declared"), header.get("present"), header.get("block_align") or 0
-        if declared not in (None, 0, 0xFFFFFFFF) and frame and present < declared:  # 0 / 0xFFFFFFFF: length unknown
-                                                                                    # (streams)
+        # declared 0 / 0xFFFFFFFF: length unknown (streams)
+        if declared not in (None, 0, 0xFFFFFFFF) and frame and present < declared:
             rate = header["rate"]
             raise AudioInputError(
                 f"{label} is truncated: its header announces {declared / frame / rate:.2f} s but the file holds "
@@ -116,13 +116,13 @@ def _load(head: bytes, length: int, open_file, label: str, sample_rate: int, max
             rate, frames = f.samplerate, f.frames
             _check_rate(rate, label)
             if not 1 <= f.channels <= limits.MAX_AUDIO_CHANNELS:
-                raise AudioInputError(f"{label} has {f.channels} channels; at most {limits.MAX_AUDIO_CHANNELS} can be "
-                                      "read (they are mixed to mono).")
+                raise AudioInputError(f"{label} has {f.channels} channels; "
+                                      f"at most {limits.MAX_AUDIO_CHANNELS} can be read (they are mixed to mono).")
             if frames <= 0:
                 raise AudioInputError(f"{label} contains no audio samples.")
             if frames / rate > max_seconds + 1e-6:
-                raise AudioInputError(f"{label} is {frames / rate:.1f} s long; the limit is {max_seconds:g} s. Trim it "
-                                      "first.")
+                raise AudioInputError(f"{label} is {frames / rate:.1f} s long; "
+                                      f"the limit is {max_seconds:g} s. Trim it first.")
             data_array = f.read(dtype="float32", always_2d=True)
     except AudioInputError:
         raise

@@ -29,10 +29,10 @@ PARSELMOUTH_PIN = "praat-parselmouth==0.4.6"
 # What the judges say about real (synthetic) speech, for the page's reference column: the espeak-ng
 # sentence CALIBRATION_SENTENCE at 16 kHz, measured by benchmarks/audio_judges.py (which prints it
 # again on every run, so a drift shows there). White noise: voiced 0.00, HNR −5.8 dB, 37 %, 0.56.
-CALIBRATION_SENTENCE = ("The quick brown fox jumps over the lazy dog while the children sing a song about the "
-                        "summer rain.")
-SPEECH_REFERENCE = {"voiced_fraction": "0.68", "mean_hnr_db": "12.4 dB", "energy_below_3k": "97 %",
-                    "spectral_flatness": "0.060",
+CALIBRATION_SENTENCE = ("The quick brown fox jumps over the lazy dog "
+                        "while the children sing a song about the summer rain.")
+SPEECH_REFERENCE = {"voiced_fraction": "0.68", "mean_hnr_db": "12.4 dB",
+                    "energy_below_3k": "97 %", "spectral_flatness": "0.060",
                     # DNSMOS on the same sentence (issue 19; white noise: SIG 1.20, BAK 1.14, OVRL 1.07)
                     "dnsmos_sig": "3.39", "dnsmos_bak": "3.77", "dnsmos_ovrl": "2.95"}
 
@@ -90,8 +90,8 @@ def praat_judges(audio: np.ndarray, sample_rate: int) -> list[Verdict]:
     try:
         frequency = sound.to_pitch().selected_array["frequency"]
         out.append(Verdict("voiced_fraction", "voiced fraction", float((frequency > 0).mean()), pitch_judge)
-                   if len(frequency) else _not_judged("voiced_fraction", "voiced fraction",
-                                                      pitch_judge, "no pitch frames"))
+                   if len(frequency) else
+                   _not_judged("voiced_fraction", "voiced fraction", pitch_judge, "no pitch frames"))
     except parselmouth.PraatError as exc:
         out.append(_not_judged("voiced_fraction", "voiced fraction", pitch_judge, f"Praat: {str(exc).splitlines()[0]}"))
     try:

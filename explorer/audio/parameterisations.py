@@ -154,8 +154,10 @@ class SpectrogramDream(Parameterisation):
         if every is None:
             every = 4 if isinstance(target, ImageTarget) else 0
         if every > 0:
-            phase = self.start_spec.angle() if start.is_clip else 2 * torch.pi * torch.rand(
-                self.start_spec.shape, generator=start.generator, device=start.device)
+            if start.is_clip:
+                phase = self.start_spec.angle()
+            else:
+                phase = 2 * torch.pi * torch.rand(self.start_spec.shape, generator=start.generator, device=start.device)
             self.project = ConsistencyProjection(every, phase, self.dbmap, target.stft, len(start.audio))
 
     def transforms(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -183,8 +185,8 @@ class SpectrogramDream(Parameterisation):
             wav = istft(torch.polar(magnitude, self.start_spec.angle()), cfg, samples)
         else:
             # the phase the projections carried (consistent with this very spectrogram), else the clip's
-            init = self.project.phase if self.project is not None else (
-                self.start_spec.angle() if self.is_clip else None)
+            clip_phase = self.start_spec.angle() if self.is_clip else None
+            init = self.project.phase if self.project is not None else clip_phase
             wav = griffin_lim(magnitude, cfg, n_iter=s.griffin_lim_iters, momentum=s.momentum,
                               length=samples, init_phase=init, generator=self.generator)
             rebuilt = stft(wav, cfg).abs()

@@ -73,8 +73,8 @@ class SynthConfig:
         if self.kind not in SYNTH_KINDS:
             raise UserInputError(f"Unknown synthesiser {self.kind!r}: {' or '.join(SYNTH_KINDS)}.")
         if not 20.0 <= self.f0_min < self.f0_max <= 4000.0:
-            raise UserInputError("The pitch range must satisfy 20 ≤ f0 min < f0 max ≤ 4000 Hz (got "
-                                 f"{self.f0_min:g}–{self.f0_max:g}).")
+            raise UserInputError("The pitch range must satisfy 20 ≤ f0 min < f0 max ≤ 4000 Hz "
+                                 f"(got {self.f0_min:g}–{self.f0_max:g}).")
         if not 1 <= self.harmonics <= 256 or not 1 <= self.voices <= 8 or not 1 <= self.noise_bands <= 64:
             raise UserInputError("The synthesiser needs 1–256 harmonics, 1–8 voices and 1–64 noise bands.")
 
@@ -198,12 +198,14 @@ class HarmonicPlusNoise(ImageParam):
         env_frames = frames_covering(samples, self.env_step)
 
         def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator,
-                               device=generator.device if generator is not None else "cpu").to(device)
+            gen_device = generator.device if generator is not None else "cpu"
+            return torch.randn(*shape, generator=generator, device=gen_device).to(device)
 
         # pitch: voices spread over the middle of the range, a little randomness along time
-        spread = torch.linspace(-1.0, 1.0, v, device=device)[None, :,
-                                                             None] if v > 1 else torch.zeros(1, 1, 1, device=device)
+        if v > 1:
+            spread = torch.linspace(-1.0, 1.0, v, device=device)[None, :, None]
+        else:
+            spread = torch.zeros(1, 1, 1, device=device)
         if cfg.kind == "instrument":
             self.knot_step = frame_step(sample_rate, cfg.note_rate)  # one pitch per note slot
             slots = math.ceil(samples / self.knot_step)
@@ -214,8 +216,8 @@ class HarmonicPlusNoise(ImageParam):
         else:
             self.f0 = torch.nn.Parameter(spread + 0.3 * randn(batch, v, knots))
             loud0 = -6.0 if start == "silence" else 2.0
-            self.loudness = torch.nn.Parameter(torch.full((batch, v, frames), loud0,
-                                                          device=device) + 0.1 * randn(batch, v, frames))
+            loud_start = torch.full((batch, v, frames), loud0, device=device)
+            self.loudness = torch.nn.Parameter(loud_start + 0.1 * randn(batch, v, frames))
         self.frames = frames
         self.voicing = torch.nn.Parameter(0.1 * randn(batch, frames))  # half voiced, half noise
         self.noise_bands = torch.nn.Parameter(0.1 * randn(batch, cfg.noise_bands, frames))
@@ -394,8 +396,8 @@ class WaveformRobustness:
         if self.speed_pct:
             n = wav.shape[-1]
             speed = 1 + (float(torch.rand((), generator=generator, device=gen_dev)) * 2 - 1) * self.speed_pct / 100
-            resampled = F.interpolate(wav[:, None], size=max(2, int(round(n / speed))), mode="linear",
-                                      align_corners=True)[:, 0]
+            new_length = max(2, int(round(n / speed)))
+            resampled = F.interpolate(wav[:, None], size=new_length, mode="linear", align_corners=True)[:, 0]
             wav = F.pad(resampled, (0, max(0, n - resampled.shape[-1])))[:, :n]
         if self.tilt_db:
             slope = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.tilt_db

@@ -176,8 +176,8 @@ def read_checkpoint(prefix: str | Path, names: list[str] | None = None,
             raise CheckpointError(f"Checkpoint has no tensor(s) {missing}.")
         wanted = {n: entries[n] for n in names}
     elif skip_optimizer:
-        wanted = {n: e for n, e in entries.items() if "/Adam" not in n
-                  and not n.startswith(("beta1_power", "beta2_power", "global_step"))}
+        optimizer_state = ("beta1_power", "beta2_power", "global_step")
+        wanted = {n: e for n, e in entries.items() if "/Adam" not in n and not n.startswith(optimizer_state)}
     else:
         wanted = entries
     shards = 1 + max((e.shard for e in entries.values()), default=0)
@@ -258,8 +258,8 @@ def write_checkpoint(prefix: str | Path, tensors: dict[str, np.ndarray]) -> None
     index_offset = len(table)
     index_block = _block([(records[-1][0] + b"\x00", _put_varint(0) + _put_varint(len(data_block)))])
     table += index_block + b"\x00\x00\x00\x00\x00"
-    handles = _put_varint(meta_offset) + _put_varint(len(meta_block)) + _put_varint(
-        index_offset) + _put_varint(len(index_block))
+    handles = (_put_varint(meta_offset) + _put_varint(len(meta_block))
+               + _put_varint(index_offset) + _put_varint(len(index_block)))
     table += handles + b"\x00" * (40 - len(handles)) + struct.pack("<Q", TABLE_MAGIC)
     atomic_write(text + ".data-00000-of-00001", bytes(data))  # data first: an index never points at missing data
     atomic_write(text + ".index", bytes(table))

@@ -39,8 +39,8 @@ SILENCE, UNKNOWN = "_silence_", "_unknown_"
 LABELS = KEYWORDS + (SILENCE, UNKNOWN)
 # words that are none of the keywords: the "unknown" class (Speech Commands' fillers and a few more)
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "tree", "wow", "learn", "follow", "forward",
-                 "backward", "visual", "marvin", "sheila", "yellow", "open", "good", "water",
-                 "lemon", "tiny", "seventy")
+                 "backward", "visual", "marvin", "sheila", "yellow", "open", "good", "water", "lemon", "tiny",
+                 "seventy")
 
 ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -229,8 +229,8 @@ def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordCl
     for engine in engines:
         path = cache_path(folder, engine)
         if not path.exists():
-            raise UserInputError(f"No {engine} clips in {folder}: run `python -m explorer audio words-data --out "
-                                 f"{folder}` first.")
+            raise UserInputError(f"No {engine} clips in {folder}: "
+                                 f"run `python -m explorer audio words-data --out {folder}` first.")
         with np.load(path, allow_pickle=False) as data:
             samples, offsets = data["samples"], data["offsets"]
             clips += [samples[a:b].astype(np.float32) / 32768 for a, b in zip(offsets[:-1], offsets[1:])]

@@ -186,8 +186,8 @@ def accuracy_table(net, data: WordClips) -> dict:
 
 def _confusions(words: np.ndarray, predicted: np.ndarray, top: int = 12) -> dict[str, int]:
     """The commonest "said → heard" mistakes."""
-    pairs, counts = np.unique(np.array([f"{w}→{LABELS[p]}" for w, p in zip(words,
-                                                                           predicted)] or [""]), return_counts=True)
+    said_heard = [f"{w}→{LABELS[p]}" for w, p in zip(words, predicted)]
+    pairs, counts = np.unique(np.array(said_heard or [""]), return_counts=True)
     order = np.argsort(-counts)[:top]
     return {str(pairs[i]): int(counts[i]) for i in order if pairs[i]}
 
@@ -288,8 +288,8 @@ def train_word_net(
                       {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
     config["parameters"] = sum(p.numel() for p in net.parameters())
     config["training"] = {
-        **asdict(settings), "steps_done": step, "command": command,
-        "seconds": round(seconds, 1), "hardware": _hardware(),
+        **asdict(settings), "steps_done": step, "command": command, "seconds": round(seconds, 1),
+        "hardware": _hardware(),
         "data": {"train": {e: int((train.engines == e).sum()) for e in ENGINES},
                  "validation": f"espeak-ng accent {VALIDATION_ACCENT} ({len(validation)} clips)",
                  "test": f"{HELD_OUT} ({len(test)} clips), never seen in training"},
