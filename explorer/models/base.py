@@ -224,8 +224,9 @@ class LoadedModel:
             if info.name == name:
                 return info
         if self.scripted:
-            raise UserInputError(f"{self.name} is TorchScript: its inner layers take no hooks, only {OUTPUT!r} (the "
-                                 "logits) can be read. A state dict with --arch exposes every layer.")
+            raise UserInputError(f"{self.name} is TorchScript: its inner layers take no hooks, "
+                                 f"only {OUTPUT!r} (the logits) can be read. "
+                                 "A state dict with --arch exposes every layer.")
         resolve_modules(self.module, [name])  # raises with suggestions when unknown
         raise UnknownLayerError(name, self.layer_shapes)  # a module that produces no tensor
 

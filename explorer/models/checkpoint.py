@@ -92,15 +92,15 @@ def load_checkpoint(
             raise UserInputError(f"{file.name} is empty (0 bytes): it holds no model.")
         if _is_torchscript(file):
             if arch:
-                raise UserInputError(f"{file.name} is TorchScript and carries its own architecture: leave out "
-                                     "arch/--arch.")
+                raise UserInputError(f"{file.name} is TorchScript and carries its own architecture: "
+                                     "leave out arch/--arch.")
             module = _load_torchscript(file)
         else:
             if not arch:
                 read_state_dict(file)  # an unreadable file says why first
                 raise UserInputError(
-                    f"{file.name} is a state dict: name its torchvision architecture with --arch (e.g. --arch "
-                    "resnet50)."
+                    f"{file.name} is a state dict: name its torchvision architecture with --arch "
+                    "(e.g. --arch resnet50)."
                 )
             module = _state_dict_model(file, arch)
         model = LoadedModel(

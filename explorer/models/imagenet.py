@@ -202,8 +202,8 @@ def _inception_v1(weights: str, device: torch.device) -> LoadedModel:
     state = None
     if weights == "pretrained":  # before building the net: a missing file fails fast
         filename = os.path.basename(model_urls["inceptionv1"])
-        path = os.environ.get("EXPLORER_INCEPTIONV1_WEIGHTS") or str(Path(
-            torch.hub.get_dir()) / "checkpoints" / filename)
+        path = (os.environ.get("EXPLORER_INCEPTIONV1_WEIGHTS")
+                or str(Path(torch.hub.get_dir()) / "checkpoints" / filename))
         if not Path(path).is_file():
             raise WeightsUnavailable(
                 f"InceptionV1 weights ({filename}) were not found at {path}. Put the file there or point "

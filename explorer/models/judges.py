@@ -103,8 +103,9 @@ def transfer_table(image: torch.Tensor, target: int, models: Iterable[LoadedMode
 
 
 @lru_cache(maxsize=8)
-def _offline_candidates(source: str, device_str: str) -> tuple[tuple[LoadedModel, ...],
-                                                              tuple[tuple[tuple[str, str], ...], ...]]:
+def _offline_candidates(
+    source: str, device_str: str,
+) -> tuple[tuple[LoadedModel, ...], tuple[tuple[tuple[str, str], ...], ...]]:
     from . import available_models, get_spec, load_model  # the package's registry, at call time
 
     try:

@@ -125,8 +125,8 @@ def _pretrained_state(cfg: dict, arch: str) -> tuple[dict[str, torch.Tensor] | N
     if path is None and allow_downloads():
         path = _download_weights(cfg, arch)
     if path is None:
-        where = f"the Hugging Face hub cache ({cfg['hf_hub_id']})" if cfg.get(
-            "hf_hub_id") else "torch hub's checkpoints"
+        where = (f"the Hugging Face hub cache ({cfg['hf_hub_id']})" if cfg.get("hf_hub_id")
+                 else "torch hub's checkpoints")
         return None, (f"pretrained {arch} weights are not in {where}; set EXPLORER_ALLOW_DOWNLOAD=1 to fetch them "
                       "(or copy them there)")
     return read_state_dict(path), str(path)

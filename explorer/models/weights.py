@@ -140,8 +140,8 @@ def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
         nbytes = math.prod(shape) * _SAFETENSORS_DTYPES[dtype]
         if not 0 <= offsets[0] <= offsets[1] or offsets[1] - offsets[0] != nbytes:
             raise WeightsError(f"{path.name} is not a valid safetensors file: tensor {name!r} ({dtype}, shape "
-                               f"{_fmt_shape(shape)}) needs {nbytes:,} bytes but its offsets give "
-                               f"{offsets[1] - offsets[0]:,}.")
+                               f"{_fmt_shape(shape)}) needs {nbytes:,} bytes "
+                               f"but its offsets give {offsets[1] - offsets[0]:,}.")
         total += nbytes
     if total > data_len:
         raise WeightsError(f"{path.name} is not a valid safetensors file: its tensors need {total:,} bytes but the "
@@ -199,8 +199,8 @@ def check_archive(path: Path, size: int | None = None) -> None:
                            f"{limits.MAX_CHECKPOINT_BYTES / 1024**3:.0f} GB are read.")
     if unpacked > limits.MAX_ARCHIVE_INFLATION * size + (1 << 20):
         raise WeightsError(f"{path.name} is a {size:,}-byte archive that unpacks to {unpacked:,} bytes "
-                           f"(×{unpacked / max(size, 1):,.0f}); torch.save stores weights uncompressed, so it is not "
-                           "read.")
+                           f"(×{unpacked / max(size, 1):,.0f}); torch.save stores weights uncompressed, "
+                           "so it is not read.")
 
 
 _READABLE_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # not float8: no isfinite, no maths
@@ -217,8 +217,8 @@ def check_state_dict(module: nn.Module, state: Mapping[str, object], source: str
             parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
-        raise WeightsError(f"{source} does not fit {network}: {', '.join(parts)} tensors. Is it a checkpoint of this "
-                           "network?")
+        raise WeightsError(f"{source} does not fit {network}: {', '.join(parts)} tensors. "
+                           "Is it a checkpoint of this network?")
     for name, expected in own.items():
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):
@@ -238,8 +238,7 @@ def check_state_dict(module: nn.Module, state: Mapping[str, object], source: str
 
 
 def load_weights(module: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                 network: str = "the network",
-                 *, label: str | None = None) -> nn.Module:
+                 network: str = "the network", *, label: str | None = None) -> nn.Module:
     """Read (when given a path), check and load weights into ``module``; returns it. ``label`` names
     the source in messages (default: the file's name)."""
     if isinstance(source, Mapping):

@@ -169,8 +169,8 @@ def photo_magnitude(h: int, w: int, channels: int = 3, decorrelated: bool = True
     the decorrelated colour basis, or grey for one channel); the template is the mean of
     ``|rfft2(hann · (crop − its mean), norm="ortho")|`` over the crops, per channel and frequency (the window,
     scaled to keep the power, stops the crops' borders from adding a cross of energy along the axes). The DC
-    term is kept signed (the mean colour of the crops): returns (magnitude C×H×(W//2+1), dc C), on the CPU, cached per
-    size.
+    term is kept signed (the mean colour of the crops): returns (magnitude C×H×(W//2+1), dc C), on the CPU,
+    cached per size.
     """
     from ..images import load_image
 
@@ -180,8 +180,8 @@ def photo_magnitude(h: int, w: int, channels: int = 3, decorrelated: bool = True
     window = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
                          torch.hann_window(w, periodic=False, dtype=torch.float64))
     window = window / window.square().mean().sqrt()
-    total, dc, n = torch.zeros(channels, h, w // 2 + 1,
-                               dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    total = torch.zeros(channels, h, w // 2 + 1, dtype=torch.float64)
+    dc, n = torch.zeros(channels, dtype=torch.float64), 0
     for name in MAGNITUDE_PHOTOS:
         photo = load_image(f"builtin:{name}")
         ph, pw = photo.shape[-2:]
@@ -288,8 +288,8 @@ class CPPNParam(ImageParam):
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             in_width = fan_in if fan_in == 3 else fan_in * 3  # activations triple the width
-            w_init = torch.randn(batch * fan_out, in_width, 1, 1, generator=generator,
-                                 device=device) / math.sqrt(in_width)
+            w_init = (torch.randn(batch * fan_out, in_width, 1, 1, generator=generator, device=device)
+                      / math.sqrt(in_width))
             self.weights.append(nn.Parameter(w_init))
             self.biases.append(nn.Parameter(torch.zeros(batch * fan_out, device=device)))
         out_init = torch.randn(batch * channels, hidden * 3, 1, 1, generator=generator, device=device)

@@ -57,12 +57,12 @@ class RenderSettings(Settings):
     coarse_view: str = "resize"  # "resize": the whole image at a smaller side; "crop": a window at full scale
 
 
-    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant",
-                                     "coarse": 0.0, "coarse_start": 0.5,
-                                 "coarse_view": "resize"}
-    LIMIT_OVERRIDES: ClassVar[dict] = {"coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
-                                       "coarse_start": Limit(0.1, 1.0,
-                                                             label="coarse start (fraction of the input side)")}
+    LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0,
+                                     "coarse_start": 0.5, "coarse_view": "resize"}
+    LIMIT_OVERRIDES: ClassVar[dict] = {
+        "coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
+        "coarse_start": Limit(0.1, 1.0, label="coarse start (fraction of the input side)"),
+    }
 
     def network_size(self, model: LoadedModel) -> int | None:
         """The side the network sees, or None: the transformed param as it is."""
@@ -180,8 +180,8 @@ def check_request(model: LoadedModel, objective: Objective, settings: RenderSett
     if not isinstance(settings.input_size, str):
         limits.check("size", settings.input_size, what="input size")
     seen = settings.network_size(model) or 0
-    limits.check_batch_pixels(n, max(settings.size, seen), min_side=seen)  # a smaller size costs the same below the
-                                                                           # network side
+    # a smaller size costs the same below the network side
+    limits.check_batch_pixels(n, max(settings.size, seen), min_side=seen)
     if settings.transforms not in TRANSFORM_SETS:
         raise UserInputError(f"Unknown transform set {settings.transforms!r}; choose from {', '.join(TRANSFORM_SETS)}.")
     if settings.coarse_view not in ("resize", "crop"):

@@ -110,8 +110,8 @@ class RandomAffine:
     draws = 6  # jitter y, jitter x, scale, angle, jitter2 y, jitter2 x
 
     def __init__(self, pad: int = 0, jitter: int = 1, scales: Sequence[float] = (1.0,),
-                 angles: Sequence[float] = (0.0,),
-                 jitter2: int = 1, output_size: int | tuple[int, int] | None = None, fill: float = 0.5):
+                 angles: Sequence[float] = (0.0,), jitter2: int = 1,
+                 output_size: int | tuple[int, int] | None = None, fill: float = 0.5):
         self.pad, self.jitter, self.jitter2 = int(pad), max(1, int(jitter)), max(1, int(jitter2))
         self.scales = torch.tensor([float(v) for v in scales], dtype=torch.float32)
         self.angles = torch.tensor([float(v) for v in angles], dtype=torch.float32)
@@ -168,8 +168,8 @@ class RandomAffine:
         if self.pad <= 0:  # nothing padded: edges repeat, as a plain resize or the old rotate did
             return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         # outside the image: ``fill`` (grey), as if padded with it
-        return F.grid_sample(image - self.fill, grid, mode="bilinear", padding_mode="zeros",
-                             align_corners=False) + self.fill
+        sampled = F.grid_sample(image - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return sampled + self.fill
 
 
 class Staged:
