@@ -116,8 +116,9 @@ class Cluster:
 
 
 def _unreachable(address: str, reason: str) -> UserInputError:
-    return UserInputError(f"Cannot reach a Ray cluster at {address} ({reason}); start one there with `ray start "
-                          "--head`, or run with `--ray` alone to use a local Ray instance on this machine.")
+    return UserInputError(f"Cannot reach a Ray cluster at {address} ({reason}); "
+                          "start one there with `ray start --head`, "
+                          "or run with `--ray` alone to use a local Ray instance on this machine.")
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:
@@ -242,8 +243,8 @@ class RayBuildReport:
 
 def build_layers(model: "LoadedModel", layers: dict[str, Sequence[int] | None], settings: "RenderSettings", *,
                  store: "GalleryStore", cluster_info: Cluster, ref: ModelRef | None = None,
-                 variants: Sequence[str] = (MAX,),
-                 batch: int = 16, lease: float = 120.0, retries: int = 1, max_in_flight: int | None = None,
+                 variants: Sequence[str] = (MAX,), batch: int = 16, lease: float = 120.0, retries: int = 1,
+                 max_in_flight: int | None = None,
                  callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> RayBuildReport:
     """Render every missing (unit, variant) of ``layers`` (layer -> units, None: all) as Ray tasks.
 
@@ -403,8 +404,7 @@ def sweep(models: Sequence["LoadedModel"], families: Iterable[str] | str, n: int
                     out = ray.get(task)
                 except Exception as exc:  # a failed piece fails the sweep: statistics with a hole would mislead
                     raise UserInputError(f"A sweep piece ({family}, samples from {start}) failed on Ray: "
-                                         f"{_one_line(exc)}. "
-                                         "Sweeps are reproducible: run it again.") from None
+                                         f"{_one_line(exc)}. Sweeps are reproducible: run it again.") from None
                 if out["fingerprint"] != sweeper.models[m].fingerprint:
                     raise UserInputError(f"A Ray worker loaded different weights for {sweeper.models[m].name} "
                                          f"(fingerprint {out['fingerprint']}): install the same weights on every node.")

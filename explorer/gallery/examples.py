@@ -195,9 +195,9 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
     h_in, w_in = model.input_size
     if len(shape) != 3:
         return max(h_in, w_in)
-    x = probe if probe is not None else torch.rand(2, model.channels, h_in, w_in,
-                                                   generator=torch.Generator().manual_seed(0))
-    x = x.to(model.device).clone().requires_grad_(True)
+    if probe is None:
+        probe = torch.rand(2, model.channels, h_in, w_in, generator=torch.Generator().manual_seed(0))
+    x = probe.to(model.device).clone().requires_grad_(True)
     act = model.activations(x, [layer], use_autocast=False)[layer]
     cy, cx = act.shape[-2] // 2, act.shape[-1] // 2
     act[:, :, cy, cx].pow(2).sum().backward()
@@ -210,8 +210,9 @@ def receptive_field(model: LoadedModel, layer: str, probe: torch.Tensor | None =
     side = 1
     for side in range(1, max(h_in, w_in) + 1):
         half = side // 2
-        if float(grad[max(0, py - half) : py - half + side, max(0,
-                                                                px - half) : px - half + side].sum()) >= mass * total:
+        rows = slice(max(0, py - half), py - half + side)
+        cols = slice(max(0, px - half), px - half + side)
+        if float(grad[rows, cols].sum()) >= mass * total:
             break
     return int(min(max(side, round(stride), MIN_PATCH), max(h_in, w_in)))
 
@@ -299,8 +300,8 @@ class Example:
 
 
 def top_examples(table: dict[str, np.ndarray], unit: int, k: int = 8, per_source: int = 2) -> list[Example]:
-    """The ``k`` views whose max activation for ``unit`` is largest (at most ``per_source`` per photo), with crop
-    boxes."""
+    """The ``k`` views whose max activation for ``unit`` is largest (at most ``per_source`` per photo),
+    with crop boxes."""
     values = table["max"][:, unit]
     order = np.argsort(-values, kind="stable")
     views = [View(**v) for v in json.loads(str(table["views"]))]

