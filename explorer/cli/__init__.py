@@ -80,9 +80,8 @@ def _unknown_options(parser: argparse.ArgumentParser, unknown: list[str]) -> str
     for word in unknown:
         if word.startswith("--"):
             flag = word.split("=")[0]
-            close = [f for f in _SYNONYMS.get(flag,
-                                              ()) if f in known] or difflib.get_close_matches(
-                                                  flag, known, n=2, cutoff=0.75)
+            synonyms = [f for f in _SYNONYMS.get(flag, ()) if f in known]
+            close = synonyms or difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
             if close:
                 hints.append(f"{flag}: did you mean {' or '.join(close)}?")
     return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")

@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dream", help="dream a sound for a network (a synthesiser by default), verify the round trip, "
                                      "let independent judges listen")
     d.add_argument("--net", default=D.net,
-                   help="speech | words (the project's keyword net; pick the word with --target) | music:TAG (e.g. "
-                        "music:piano) | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
+                   help="speech | words (the project's keyword net; pick the word with --target) "
+                        "| music:TAG (e.g. music:piano) | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N")
     d.add_argument("--target", default=D.word,
                    help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
                                                     "stop, go, zero … nine)")
@@ -61,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--control", type=int, default=8,
                    help="the judges also hear this many random starts of the same parameterisation (0: no control)")
     d.add_argument("--hearing", action=argparse.BooleanOptionalAction, default=True,
-                   help="the judges trained on human speech and ears too: pocketsphinx, DNSMOS, CREPE (a few s per "
-                        "sound)")
+                   help="the judges trained on human speech and ears too: "
+                        "pocketsphinx, DNSMOS, CREPE (a few s per sound)")
     d.add_argument("--out", default="out/audio")
     d.set_defaults(func=run_dream)
 
@@ -96,9 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
-    wc = sub.add_parser("words-calibrate", help="calibrate pocketsphinx's closed-set verdict on the synthesisers' "
-                                                "recordings and on random starts (ships as "
-                                                "assets/words/sphinx_calibration.json)")
+    wc = sub.add_parser("words-calibrate",
+                        help="calibrate pocketsphinx's closed-set verdict on the synthesisers' recordings "
+                             "and on random starts (ships as assets/words/sphinx_calibration.json)")
     wc.add_argument("--data", default="runs/words/data")
     wc.add_argument("--out", default="runs/words/net", help="folder for sphinx_calibration.json")
     wc.add_argument("--espeak-per-word", type=int, default=12)
@@ -120,8 +120,8 @@ def run_dream(args: argparse.Namespace) -> int:
         net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
-        added_noise_db=args.added_noise_db,
-        floor_db=args.floor_db, top_db=args.top_db, tv_time=args.tv_time, tv_freq=args.tv_freq,
+        added_noise_db=args.added_noise_db, floor_db=args.floor_db, top_db=args.top_db,
+        tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
         consistency_every=args.consistency_every,
         phase=args.phase, griffin_lim_iters=args.griffin_lim_iters, momentum=args.momentum, seed=args.seed,
@@ -139,13 +139,14 @@ def run_dream(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"{result.param_label}")
-    print(f"{result.target} (scored by the optimised network): {result.value_label} before "
-          f"{result.before['value']:.3f} → optimised {result.optimised['value']:.3f} → round trip (WAV read back) "
-          f"{result.roundtrip['value']:.3f}")
+    print(f"{result.target} (scored by the optimised network): "
+          f"{result.value_label} before {result.before['value']:.3f} "
+          f"→ optimised {result.optimised['value']:.3f} "
+          f"→ round trip (WAV read back) {result.roundtrip['value']:.3f}")
     comparison = (result.random_starts or {}).get("comparison", {})
-    print("independent judges (start → WAV read back"
-          + (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]"
-             if comparison else "") + "):")
+    starts_note = (f"; random starts: mean of {result.random_starts['n']}, dream − starts [95 % interval]"
+                   if comparison else "")
+    print("independent judges (start → WAV read back" + starts_note + "):")
     for key, after in result.judges.get("roundtrip", {}).items():
         before = result.judges["before"][key]
         why = f"  ({after.reason})" if after.reason else ""
@@ -208,8 +209,7 @@ def run_words_train(args: argparse.Namespace) -> int:
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             stop_after=args.stop_after,
-                             spec_mask=args.spec_mask, flite_weight=args.flite_weight)
+                             stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
@@ -218,11 +218,11 @@ def run_words_train(args: argparse.Namespace) -> int:
         print(f"stopped at step {config['step']}: resume with the same command")
         return 1
     test, val = config["training"]["test_held_out"], config["training"]["validation"]
-    print(f"validation ({config['training']['data']['validation']}): {val['keywords']['accuracy']:.3f} top-1 on "
-          "keywords")
+    print(f"validation ({config['training']['data']['validation']}): "
+          f"{val['keywords']['accuracy']:.3f} top-1 on keywords")
     print(f"held-out synthesiser ({config['training']['data']['test']}): "
-          f"{test['keywords']['correct']}/{test['keywords']['n']} = {test['keywords']['accuracy']:.3f} top-1 on "
-          f"keywords; unknown words {test['unknown_words']['accuracy']:.3f}")
+          f"{test['keywords']['correct']}/{test['keywords']['n']} = {test['keywords']['accuracy']:.3f} "
+          f"top-1 on keywords; unknown words {test['unknown_words']['accuracy']:.3f}")
     for voice, row in test["per_voice"].items():
         print(f"  {voice:<24} {row['correct']}/{row['n']} = {row['accuracy']:.3f}")
     print(f"files in {out}: model.safetensors, config.json ({config['training']['seconds']:.0f} s training)")

@@ -100,10 +100,10 @@ def output_dir(path: str | Path, option: str = "--out") -> Path:
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {path} is a file, not a folder: name a folder (it is created if missing).")
     if out.is_dir() and not (out / OUTPUT_MARKER).exists() and _has_entries(out):
+        here = ", and it is the current folder" if out.resolve() == Path.cwd().resolve() else ""
         raise UserInputError(
-            f"{option} {path} already holds files that no explorer command wrote (no {OUTPUT_MARKER} in it"
-            f"{', and it is the current folder' if out.resolve() == Path.cwd().resolve() else ''}): name a new or "
-            f"empty folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
+            f"{option} {path} already holds files that no explorer command wrote (no {OUTPUT_MARKER} in it{here}): "
+            f"name a new or empty folder (or, if its files may be overwritten, create {Path(path) / OUTPUT_MARKER}).")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / OUTPUT_MARKER).exists():

@@ -109,10 +109,10 @@ def _check_engine(diffusion, args: argparse.Namespace) -> None:
     """The sampler/engine/schedule combination, before any progress bar (the chain checks it again)."""
     from ..diffusion.recorder import chain_engine
 
-    if chain_engine(diffusion, args.sampler,
-                    args.engine) == "core" and args.schedule not in (None, diffusion.train_schedule):
-        raise UserInputError("Another β schedule than the model's own needs the diffusers engine (fixed-variance "
-                             "models).")
+    engine = chain_engine(diffusion, args.sampler, args.engine)
+    if engine == "core" and args.schedule not in (None, diffusion.train_schedule):
+        raise UserInputError("Another β schedule than the model's own needs the diffusers engine "
+                             "(fixed-variance models).")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -171,8 +171,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     with progress(work, "evaluate (sampling" + (" + bound)" if args.nll else ")"), unit="call") as callback:
         result = evaluate_diffusion(
             diffusion, probe, n=args.n, steps=args.steps, sampler=args.sampler, eta=args.eta, engine=args.engine,
-            seed=args.seed, batch=args.batch, nll_images=nll_n, nll_steps=args.nll_steps,
-            nll_variance=args.nll_variance,
+            seed=args.seed, batch=args.batch,
+            nll_images=nll_n, nll_steps=args.nll_steps, nll_variance=args.nll_variance,
             data=args.data, fd=not args.no_fd,
             callback=callback, should_stop=callback.should_stop,
         )
@@ -221,8 +221,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="out/diffusion")
     s.set_defaults(func=_sample)
 
-    e = sub.add_parser("evaluate", help="sample quality (probe confidence, classes, FD_cnn + floor, precision/recall) "
-                                        "and, with --nll, the likelihood bound")
+    e = sub.add_parser("evaluate",
+                       help="sample quality (probe confidence, classes, FD_cnn + floor, precision/recall) "
+                            "and, with --nll, the likelihood bound")
     _add_model_options(e, 500)
     e.add_argument("--batch", type=int, default=100)
     e.add_argument("--out", default=None, help="also write quality.json here")

@@ -129,8 +129,7 @@ def _guide(args: argparse.Namespace) -> int:
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
-                                    reference_pool=args.reference_pool,
-                                    callback=bar, should_stop=bar.should_stop)
+                                    reference_pool=args.reference_pool, callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         write_json(out / "sweep.json", data)
         write_csv(out / "sweep.csv", result.rows)
@@ -142,8 +141,8 @@ def _guide(args: argparse.Namespace) -> int:
             fd = f" · FD/FD(unguided, named) mean {row['fd_ratio_to_unguided_named_mean']:.2f}, max " \
                 f"{row['fd_ratio_to_unguided_named_max']:.2f}" if "fd_ratio_to_unguided_named_mean" in row else ""
             print(f"s={row['scale']:<4g} judge names the target {row['rate']:.3f} "
-                  f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} · mean FD "
-                  f"{row.get('mean_fd', float('nan')):.2f} · diversity {row['mean_diversity']:.3f}{fd}")
+                  f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} "
+                  f"· mean FD {row.get('mean_fd', float('nan')):.2f} · diversity {row['mean_diversity']:.3f}{fd}")
         print(f"{result.seconds / 60:.1f} min{' (stopped: ' + result.stopped + ')' if result.stopped else ''} → {out}: "
               "sweep.json, sweep.csv, sweep.svg, samples-s*.png")
         return 0
@@ -157,8 +156,8 @@ def _guide(args: argparse.Namespace) -> int:
     verdicts = judge.verdicts(batch.images)
     summary = judge.judge_class(batch.images, cls) if args.n >= 2 else {}
     per_sample = [{"file": f"samples/{name}", "judged": judge.labels[int(p.argmax())],
-                   "p_judged": round(float(p.max()), 4),
-                   "p_target": round(float(p[cls]), 4)} for name, p in zip(names, verdicts.probabilities)]
+                   "p_judged": round(float(p.max()), 4), "p_target": round(float(p[cls]), 4)}
+                  for name, p in zip(names, verdicts.probabilities)]
     write_json(out / "guide.json", {"settings": batch.settings | {"class": cls, "label": judge.labels[cls],
                                                                "classifier": noisy.name, "judge": judge_model.name},
                                     "summary": summary, "samples": per_sample, "seconds": round(batch.seconds, 2),
@@ -196,11 +195,10 @@ def _inpaint(args: argparse.Namespace) -> int:
         names = _save_samples(result.completions[0], out / "completions", "completion")
         save_png(grid(torch.cat([result.originals, result.masked, result.completions[0]])), out / "inpaint.png")
         probs = judge_model.probabilities(result.completions[0])
+        completions = [{"file": f"completions/{n}", "judged": judge_model.labels[int(p.argmax())],
+                        "p": round(float(p.max()), 4)} for n, p in zip(names, probs)]
         write_json(out / "inpaint.json", {"settings": result.settings, "stopped": result.stopped,
-                                          "completions": [{"file": f"completions/{n}",
-                                                           "judged": judge_model.labels[int(p.argmax())],
-                                                           "p": round(float(p.max()),
-                                                                      4)} for n, p in zip(names, probs)]})
+                                          "completions": completions})
         print(f"{args.k} completions in {result.seconds:.1f} s → {out}: completions/, inpaint.png, inpaint.json")
         return 0
     test = load_dataset(args.data, "test")
@@ -217,14 +215,15 @@ def _inpaint(args: argparse.Namespace) -> int:
     write_json(out / "inpaint.json", report.to_dict())
     for name, example in report.examples.items():
         shown = min(8, example.originals.shape[0])
-        rows = [example.originals[:shown],
-                example.masked[:shown]] + [example.completions[:shown, j] for j in range(example.completions.shape[1])]
+        completion_rows = [example.completions[:shown, j] for j in range(example.completions.shape[1])]
+        rows = [example.originals[:shown], example.masked[:shown]] + completion_rows
         save_png(grid(torch.cat(rows), columns=shown), out / f"inpaint-{name}.png")
     for row in report.rows:
         c, m = row["completions"], row["masked_image"]
-        print(f"{row['mask']:<7} completions match the true label {c['rate']:.3f} [{c['ci95'][0]:.3f}, "
-              f"{c['ci95'][1]:.3f}] · masked image {m['rate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] · whole "
-              f"image {row['original_image']['rate']:.3f} · chance {row['chance']:.2f}")
+        print(f"{row['mask']:<7} completions match the true label "
+              f"{c['rate']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
+              f" · masked image {m['rate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+              f" · whole image {row['original_image']['rate']:.3f} · chance {row['chance']:.2f}")
     print(f"{report.seconds / 60:.1f} min{' (stopped: ' + report.stopped + ')' if report.stopped else ''} → {out}: "
           "inpaint.json, inpaint-<mask>.png (rows: original, masked, completions)")
     return 0
@@ -257,8 +256,8 @@ def _branch(args: argparse.Namespace) -> int:
         print(f"agreement first ≥ {c['level']:.0%} at t = {c['t']} (95 % interval {c['ci95']}, {c['chains']} chains)")
     for key in ("settle_x_t", "settle_x0"):
         c = data[key]
-        print(f"settles for good on {c['state']}: median t = {c['median_t']} (95 % interval {c['ci95']}, never: "
-              f"{c['never']})")
+        print(f"settles for good on {c['state']}: median t = {c['median_t']} "
+              f"(95 % interval {c['ci95']}, never: {c['never']})")
     print(f"chance agreement {data['chance_agreement']:.3f} · {report.seconds / 60:.1f} min → {out}: branch.json, "
           "branch.svg, grid.png (rows: t = T … 0, columns: branches of chain 0)")
     return 0
@@ -287,8 +286,8 @@ def _imagine(args: argparse.Namespace) -> int:
         if key in summary:
             r = summary[key]
             print(f"{key.replace('_', ' ')} (made by {r['made_by']}): {r['judge']} names {result.label} in "
-                  f"{r['judge_names_target']['hits']}/{r['judge_names_target']['n']} (mean p "
-                  f"{r['judge_mean_p_target']:.3f})")
+                  f"{r['judge_names_target']['hits']}/{r['judge_names_target']['n']} "
+                  f"(mean p {r['judge_mean_p_target']:.3f})")
     print(f"→ {out}: feature_vis.png, diffusion.png, imagine.json")
     return 0
 
@@ -339,8 +338,8 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scales", default="0,0.5,1,2,4,8")
     g.add_argument("--classes", default="all", help="with --sweep: all, or indices/names separated by commas")
     g.add_argument("--reference-pool", type=int, default=400,
-                   help="with --sweep: unguided samples whose judge-named members give each class's unguided FD (0: "
-                        "off)")
+                   help="with --sweep: unguided samples whose judge-named members give each class's unguided FD "
+                        "(0: off)")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fool = subparsers.add_parser("fool", help="how often noise fools a classifier; grow noise into a fooling image")
     commands = fool.add_subparsers(dest="fool_command", required=True)
 
+    family_list = ", ".join(f"{f.name} ({f.description})" for f in fooling.FAMILIES.values())
     s = commands.add_parser("sweep", help="fooling rates of noise families with exact 95%% intervals",
-                            description="Families: " + ", ".join(f"{f.name} ({f.description})"
-                                                                 for f in fooling.FAMILIES.values()) + ".")
+                            description=f"Families: {family_list}.")
     add_model_options(s, model_help="one model or several, comma-separated",
                       weights_help="pretrained | random | PATH (for every model)")
     s.add_argument("--families", default=",".join(fooling.SWEEP_FAMILIES),
@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--gallery-dir", help="save each family's most confident samples as PNGs here")
     s.add_argument("--autocast", action="store_true", help="mixed precision on CUDA (faster, slightly less exact)")
     s.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                   help="split the samples over Ray tasks: alone, a local instance with every CPU/GPU; auto or "
-                        "HOST:PORT joins a cluster")
+                   help="split the samples over Ray tasks: alone, a local instance with every CPU/GPU; "
+                        "auto or HOST:PORT joins a cluster")
     s.add_argument("--workers", type=int, default=None, help="with --ray alone: CPUs the local Ray instance may use")
     _add_noise_options(s)
     s.set_defaults(func=run_sweep)
@@ -67,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which sample of the family (same as in a sweep with this seed)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--start", help="start from this image file (or builtin:NAME) instead of noise")
-    g.add_argument("--budget", default=None, help="linf:EPS, l2:EPS or none: distance from the start, pixels in [0, 1] "
-                                                  f"(default {fooling.DEFAULT_BUDGET} for a pixel start, none for "
-                                                  "--param cppn)")
+    g.add_argument("--budget", default=None,
+                   help="linf:EPS, l2:EPS or none: distance from the start, pixels in [0, 1] "
+                        f"(default {fooling.DEFAULT_BUDGET} for a pixel start, none for --param cppn)")
     g.add_argument("--param", choices=["pixel", "cppn"], default="pixel",
                    help="cppn: Nguyen et al.'s indirect encoding")
     g.add_argument("--steps", type=int, default=fooling.GROW_STEPS, help="step limit")
@@ -89,8 +89,8 @@ def _fmt_rate(row: fooling.FamilyResult, i: int) -> str:
 def print_table(result: fooling.SweepResult, file=None) -> None:
     file = file or sys.stdout  # looked up per call: a default bound at import would outlive a redirected stdout
     thresholds = result.settings["thresholds"]
-    header = ["model", "family",
-              "n"] + [f"≥{t:g} rate [95% CI]" for t in thresholds] + ["mean max p", "entropy", "top classes"]
+    rate_columns = [f"≥{t:g} rate [95% CI]" for t in thresholds]
+    header = ["model", "family", "n"] + rate_columns + ["mean max p", "entropy", "top classes"]
     print(" | ".join(header), file=file)
     for row in result.rows:
         top = ", ".join(f"{c['label']} ({c['share']:.0%})" for c in row.top_classes[:3])

@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--all-layers", action="store_true",
                    help="every main layer of the model (EfficientNet-Lite0: stem, blocks.0-15, head; ~3,100 units)")
     b.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                   help="render on Ray: alone, a local instance with every CPU/GPU here; auto or HOST:PORT joins a "
-                        "cluster")
+                   help="render on Ray: alone, a local instance with every CPU/GPU here; "
+                        "auto or HOST:PORT joins a cluster")
     b.add_argument("--workers", type=int, default=None,
                    help="with --ray alone: CPUs the local Ray instance may use (default: all)")
     b.add_argument("--units", help="units, e.g. 0-63 (default: all of each layer)")
@@ -55,8 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_ls)
 
-    e = sub.add_parser("export", help="copy a layer's images (your store first, then the shipped atlas) to a folder "
-                                      "with index.json and index.csv")
+    e = sub.add_parser("export",
+                       help="copy a layer's images (your store first, then the shipped atlas) "
+                            "to a folder with index.json and index.csv")
     add_model_options(e, weights_help=None)
     e.add_argument("--layer", required=True)
     e.add_argument("--units", help="units to export (default: every unit of the layer that is rendered)")
@@ -84,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="check the index and every indexed entry's image files; --repair rebuilds the index")
     v.add_argument("--store", help=store_help)
     v.add_argument("--repair", action="store_true",
-                   help="rebuild a damaged or reset index from the images' side files (no re-rendering; stop builders "
-                        "first)")
+                   help="rebuild a damaged or reset index from the images' side files "
+                        "(no re-rendering; stop builders first)")
     v.set_defaults(func=run_verify)
 
 
@@ -107,13 +108,17 @@ def run_build(args: argparse.Namespace) -> int:
         check_address(None if args.ray == "local" else args.ray)
     store = _store(args)
     model = load_cli_model(args)
-    layers = all_layers(model) if args.all_layers else parse_list(args.layers) if args.layers else [
-        model.default_layer or ""]
+    if args.all_layers:
+        layers = all_layers(model)
+    elif args.layers:
+        layers = parse_list(args.layers)
+    else:
+        layers = [model.default_layer or ""]
     if not layers or not layers[0]:
         raise UserInputError("--layers is required for this model (`python -m explorer layers` lists them).")
     sizes = {layer: layer_units(model, layer) for layer in layers}  # validates every layer before any work
-    units = {layer: parse_units(args.units, limit=sizes[layer],
-                                layer=layer) if args.units else list(range(sizes[layer]))
+    units = {layer: parse_units(args.units, limit=sizes[layer], layer=layer) if args.units
+             else list(range(sizes[layer]))
              for layer in layers}
     variants = variants_for(args.facets, args.negative)
     image_set = None if args.examples.lower() == "none" else image_set_from_spec(args.examples)
@@ -130,9 +135,9 @@ def run_build(args: argparse.Namespace) -> int:
                                should_stop=callback.should_stop)
                 callback(len(units[layer]) * len(variants), len(units[layer]) * len(variants))
             rate = report.units_per_minute()
-            print(f"{layer}: rendered {report.units_rendered} "
-                  f"({', '.join(f'{v} {len(u)}' for v, u in report.rendered.items())}), {report.already_done} already "
-                  f"stored, {report.seconds:.1f} s"
+            per_variant = ", ".join(f"{v} {len(u)}" for v, u in report.rendered.items())
+            print(f"{layer}: rendered {report.units_rendered} ({per_variant}),"
+                  f" {report.already_done} already stored, {report.seconds:.1f} s"
                   + (f"; {rate:.1f} units/minute (max variant, batch {args.batch})" if rate else ""))
             if report.stopped:
                 print(f"stopped: {report.stopped} (finished units are stored; run again to continue)")
@@ -159,8 +164,8 @@ def _build_on_ray(args: argparse.Namespace, model, store, units: dict, settings,
                                         batch=args.batch, lease=args.lease, callback=callback,
                                         should_stop=callback.should_stop)
     print(f"rendered {report.units_rendered} units in {report.tasks} tasks on {len(report.workers)} worker process(es),"
-          f" {report.already_done} already stored, {report.held_elsewhere} left to another builder, "
-          f"{report.seconds:.1f} s"
+          f" {report.already_done} already stored, {report.held_elsewhere} left to another builder,"
+          f" {report.seconds:.1f} s"
           + (f"; {report.units_per_minute:.1f} units/minute" if report.units_rendered else ""))
     if report.units_failed:
         print(f"{report.units_failed} units FAILED (marked in the store; a rerun tries them again):")
@@ -182,8 +187,8 @@ def run_ls(args: argparse.Namespace) -> int:
                 "units": sum(a.units(layer) for layer in a.layers), "settings": a.manifest["settings"],
                 "legacy_fingerprint": a.legacy_fingerprint} for a in shipped_atlases()]
     if args.json:
-        print(json.dumps({"store": str(store.root), "renders": rows, "examples": examples,
-                          "atlases": atlases}, indent=2))
+        listing = {"store": str(store.root), "renders": rows, "examples": examples, "atlases": atlases}
+        print(json.dumps(listing, indent=2))
         return 0
     for a in atlases:
         print(f"atlas (read-only): {a['model']:<20} {a['fingerprint'][:8]} {a['layers']} layers, {a['units']} units"
@@ -196,8 +201,9 @@ def run_ls(args: argparse.Namespace) -> int:
     for r in rows:
         s = r["settings"] or {}
         print(f"{r['model']:<20} {r['fingerprint'][:8]} {r['layer']:<14} {r['variant']:<8} settings {r['digest']}"
-              f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)  done {r['done']:>4}  claimed "
-              f"{r['claimed']:>3}  {r['seconds']:.0f} s" + (f"  FAILED {r['failed']}" if r.get("failed") else "")
+              f" (size {s.get('size', '?')}, {s.get('steps', '?')} steps)"
+              f"  done {r['done']:>4}  claimed {r['claimed']:>3}  {r['seconds']:.0f} s"
+              + (f"  FAILED {r['failed']}" if r.get("failed") else "")
               + ("  LEGACY FINGERPRINT: never served, render again" if r.get("legacy_fingerprint") else ""))
     for key, error in store.failures()[:20]:
         print(f"failed: {key.model} {key.layer} {key.variant} unit {key.unit}: {error}")
@@ -252,14 +258,14 @@ def run_export(args: argparse.Namespace) -> int:
                              "source": source, "seconds": round(entry.seconds, 3), "steps": entry.steps_done})
     if not rows:
         where = "the store" + (" or the shipped atlas" if atlas is not None else "")
-        raise UserInputError(f"Nothing in {where} for {model.name} {args.layer} ({', '.join(variants)}) with these "
-                             f"settings (digest {settings.digest()}); `gallery ls` shows what is there.")
+        raise UserInputError(f"Nothing in {where} for {model.name} {args.layer} ({', '.join(variants)}) "
+                             f"with these settings (digest {settings.digest()}); `gallery ls` shows what is there.")
     rows.sort(key=lambda r: (r["unit"], r["variant"], r["index"]))
     write_json(out / "index.json", {"model": model.name, "fingerprint": model.fingerprint, "layer": args.layer,
                                     "settings": settings.to_dict(), "digest": settings.digest(), "variants": variants,
                                     "atlas": str(atlas.root) if atlas is not None else None,
-                                    "counts": counts,
-                                    "missing": {v: u for v, u in missing.items() if u}, "images": rows})
+                                    "counts": counts, "missing": {v: u for v, u in missing.items() if u},
+                                    "images": rows})
     write_csv(out / "index.csv", rows)
     print(f"{len(rows)} images of {len({r['unit'] for r in rows})} units in {out} (index.json, index.csv)")
     for variant in variants:
@@ -279,8 +285,11 @@ def run_export(args: argparse.Namespace) -> int:
 def _build_flag(variant: str) -> str:
     from ..gallery import NEG, facet_count
 
-    return " --negative" if variant == NEG else f" --facets {facet_count(variant)}" if variant.startswith(
-        "facets") else ""
+    if variant == NEG:
+        return " --negative"
+    if variant.startswith("facets"):
+        return f" --facets {facet_count(variant)}"
+    return ""
 
 
 def _safe_name(part: str) -> str:

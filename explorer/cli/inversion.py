@@ -154,9 +154,8 @@ def run_caricature(args: argparse.Namespace) -> int:
             bar(step, total)
         result = inversion.caricature(model, photo, layers, settings, callback=callback, should_stop=bar.should_stop)
     save_png(result.photo, out / "photo.png")
-    files = {layer: save_png(image,
-                             out / f"caricature_{_safe(layer)}.png").name for layer, image
-                             in zip(result.layers, result.images)}
+    files = {layer: save_png(image, out / f"caricature_{_safe(layer)}.png").name
+             for layer, image in zip(result.layers, result.images)}
     save_png(result.strip(), out / "strip.png")
     write_json(out / "caricature.json", {**result.summary(), "image": args.image, "files": files})
     if result.stopped:

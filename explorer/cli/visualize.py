@@ -16,8 +16,8 @@ from ..parsing import parse_units
 from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
 
 
-DEFAULT_UNITS = "0-3"  # the units rendered when none are named: the feature-vis page's default too
-                       # (explorer/vocabulary.py)
+# the units rendered when none are named: the feature-vis page's default too (explorer/vocabulary.py)
+DEFAULT_UNITS = "0-3"
 
 
 def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = RenderSettings()) -> None:
@@ -39,8 +39,8 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
     g.add_argument("--diversity", type=float, default=defaults.diversity)
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--input-size", default=str(defaults.input_size),
-                   help="what the network sees: 'model' (its input size), 'param' (the transformed image as it is) or "
-                        "pixels")
+                   help="what the network sees: 'model' (its input size), "
+                        "'param' (the transformed image as it is) or pixels")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=defaults.lr_schedule)
     g.add_argument("--coarse", type=float, default=defaults.coarse,
                    help="coarse-to-fine: fraction of the steps in which the network sees a smaller image (0: off)")
@@ -50,8 +50,8 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
                    help="during --coarse: the whole image resized (resize) or a window at full scale (crop)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"],
                    default=_precision_name(defaults.autocast),
-                   help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; cuda-bf16: bf16 on CUDA "
-                        "only")
+                   help="auto: the measured choice for the device; fp32 (+TF32 on CUDA); bf16; "
+                        "cuda-bf16: bf16 on CUDA only")
 
 
 def _precision_name(autocast: bool | str) -> str:
@@ -73,8 +73,8 @@ def _input_size(text: str) -> int | str:
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
     """The render settings the options name; every number is checked against explorer.limits here
     (commands need at least one step: 0 steps only makes sense inside the library)."""
-    check_options(args, "size", "steps", "lr", "seed", "decay", "tv", "alpha", "l2", "blur_every",
-                  "blur_sigma", "diversity")
+    check_options(args, "size", "steps", "lr", "seed", "decay", "tv", "alpha", "l2",
+                  "blur_every", "blur_sigma", "diversity")
     return RenderSettings(
         size=args.size, steps=args.steps, lr=args.lr, param=args.param, decorrelate=not args.no_decorrelate,
         decay=args.decay, transforms=args.transforms, tv=args.tv, alpha=args.alpha, l2=args.l2,
@@ -91,8 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="layer name as `layers` lists it (e.g. blocks.10)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--units", "--channels", dest="channels", metavar="UNITS",
-                        help="units of the layer, e.g. 0-15,20: one image per unit, rendered as one batch (default "
-                             f"{DEFAULT_UNITS})")
+                        help="units of the layer, e.g. 0-15,20: one image per unit, rendered as one batch "
+                             f"(default {DEFAULT_UNITS})")
     target.add_argument("--neuron", help="units at the centre position")
     target.add_argument("--class", dest="classes", help="class indices (logit)")
     target.add_argument("--deepdream", action="store_true", help="mean squared activation of the whole layer")
