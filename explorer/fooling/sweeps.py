@@ -101,8 +101,8 @@ class Accumulator:
 
     @classmethod
     def from_state(cls, state: dict, device: torch.device | str = "cpu") -> "Accumulator":
-        acc = cls(int(state["classes"].numel()), torch.device(device), state["thresholds"].tolist(),
-                  int(state["gallery"]))
+        acc = cls(int(state["classes"].numel()), torch.device(device),
+                  state["thresholds"].tolist(), int(state["gallery"]))
         acc.n = int(state["n"])
         for key in cls._STATE:
             setattr(acc, key, state[key].to(device))

@@ -171,8 +171,8 @@ def render_units(model: LoadedModel, layer: str, variant: str, settings: RenderS
     activations = [float(a) for a in (sign * result.final_activation).tolist()]
     per_unit = result.seconds / len(units)
     if variant.startswith("facets"):
-        return [RenderedUnit(units[0], [png_bytes(img) for img in result.images], activations, result.seconds,
-                             result.steps_done)]
+        facets = [png_bytes(img) for img in result.images]
+        return [RenderedUnit(units[0], facets, activations, result.seconds, result.steps_done)]
     return [RenderedUnit(u, [png_bytes(result.images[i])], [activations[i]], per_unit, result.steps_done)
             for i, u in enumerate(units)]
 

@@ -132,8 +132,8 @@ def match_photo(
     batch, size = len(layers), tuple(photo.shape[-2:])
     limits.check_batch_pixels(batch, *size, what="layers")  # one image per layer, optimised together
     gen = devices.generator(device, seed)
-    param = make_param(param_kind, batch, size, channels=photo.shape[0], decorrelated=decorrelate, generator=gen,
-                       device=device)
+    param = make_param(param_kind, batch, size, channels=photo.shape[0], decorrelated=decorrelate,
+                       generator=gen, device=device)
     if init_images is not None:
         param.set_image_(init_images.to(device))
     photo_batch = photo.to(device)[None]
