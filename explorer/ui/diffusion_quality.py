@@ -95,8 +95,8 @@ def nll_table(rows: list[dict]) -> list[dict]:
 
 
 def figures_table(rows: list[dict]) -> list[dict]:
-    return [{"model": r["model"], "sampler": f"{r['sampler']} ({r.get('engine', '')})",
-             "K": r["steps"], "samples": r["n"],
+    return [{"model": r["model"], "sampler": f"{r['sampler']} ({r.get('engine', '')})", "K": r["steps"],
+             "samples": r["n"],
              "FD_cnn": r.get("fd"), "FD floor": r.get("fd_floor"), "precision": r.get("precision"),
              "recall": r.get("recall"), "confidence": r["quality"]["mean_max_probability"],
              "classes": r["classes"]["covered"], "largest class": r["classes"]["largest_fraction"]}

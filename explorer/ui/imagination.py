@@ -40,8 +40,7 @@ def _show_images(images: torch.Tensor, captions: list[str], columns: int = 8) ->
     cols = st.columns(columns)
     for i, image in enumerate(images):
         cols[i % columns].image(to_uint8(upscale(image[None], 84)[0]),
-                                caption=captions[i] if i < len(captions) else None,
-                                width="stretch")
+                                caption=captions[i] if i < len(captions) else None, width="stretch")
 
 
 def _verdict_captions(judge: Judge, images: torch.Tensor, target: int | None = None) -> list[str]:
@@ -91,9 +90,8 @@ def branch_figure(data: dict) -> go.Figure:
                              name="agreement with the original's class", mode="lines+markers"))
     fig.add_trace(go.Scatter(x=data["t"], y=[data["chance_agreement"]] * len(data["t"]), name="chance agreement Σp²",
                              mode="lines", line=dict(dash="dot")))
-    fig.add_trace(go.Scatter(x=data["t"], y=data["spread"], name="spread (judge features)",
-                             yaxis="y2", mode="lines+markers",
-                             line=dict(dash="dash")))
+    fig.add_trace(go.Scatter(x=data["t"], y=data["spread"], name="spread (judge features)", yaxis="y2",
+                             mode="lines+markers", line=dict(dash="dash")))
     for key, colour in (("settle_x_t", "grey"), ("settle_x0", "green")):
         fig.add_vline(x=data[key]["median_t"], line=dict(color=colour, dash="dot"),
                       annotation_text=f"settles on {data[key]['state']}")
@@ -116,9 +114,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     if widgets.run_controls(key, "Guide"):
         try:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
-            result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n),
-                                    scale=float(scale), sampler=sampler,
-                                    seed=seed, callback=progress, preview_every=max(1, steps // 5))
+            result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n), scale=float(scale),
+                                    sampler=sampler, seed=seed, callback=progress, preview_every=max(1, steps // 5))
             progress.done()
             st.session_state[f"{key}_result"] = result
         except UserInputError as exc:
@@ -136,9 +133,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
         _show_images(result.images, _verdict_captions(judge, result.images, target))
         c1, c2 = st.columns(2)
         with c1:
-            widgets.download_png(grid(result.images),
-                                 f"guided_{judge.labels[target]}_s{result.scale:g}.png", "Samples PNG",
-                                 key=f"{key}_png")
+            widgets.download_png(grid(result.images), f"guided_{judge.labels[target]}_s{result.scale:g}.png",
+                                 "Samples PNG", key=f"{key}_png")
         with c2:
             widgets.download_json({"settings": result.settings, "classes": result.classes, "summary": summary},
                                   "guide.json", "Verdicts JSON", key=f"{key}_json")
@@ -153,9 +149,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
-            sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge,
-                                   classes=list(classes), scales=sorted(scales),
-                                   n_per_class=int(per_class), seed=0, callback=progress)
+            sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge, classes=list(classes),
+                                   scales=sorted(scales), n_per_class=int(per_class), seed=0, callback=progress)
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
         except UserInputError as exc:
@@ -187,8 +182,7 @@ def _imaginations_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             progress = widgets.LiveProgress(key, "feature vis, then guided diffusion")
             result = two_imaginations(judge.model, noisy, denoiser_for(steps), int(cls), n=int(n), scale=float(scale),
                                       sampler=sampler, seed=seed,
-                                      render_settings=FASHION_RENDER.with_(steps=int(render_steps)),
-                                      callback=progress)
+                                      render_settings=FASHION_RENDER.with_(steps=int(render_steps)), callback=progress)
             progress.done()
             st.session_state[f"{key}_result"] = result
         except UserInputError as exc:
@@ -215,8 +209,8 @@ def _inpaint_tab(denoiser_for, judge: Judge, key: str) -> None:
                "noised values (Sohl-Dickstein et al. §3.5); RePaint's resampling optionally re-noises and repeats.")
     size = (28, 28)
     c1, c2, c3 = st.columns(3)
-    source = c1.selectbox("Image",
-                          (["Fashion-MNIST test image"] if fashion_available() else []) + ["upload"], key=f"{key}_src")
+    sources = (["Fashion-MNIST test image"] if fashion_available() else []) + ["upload"]
+    source = c1.selectbox("Image", sources, key=f"{key}_src")
     image, label = None, None
     if source == "upload":
         up = st.file_uploader("Image file", type=["png", "jpg", "jpeg", "webp", "bmp"], key=f"{key}_upload")
@@ -312,9 +306,8 @@ def _branch_tab(denoiser_for, judge: Judge, key: str) -> None:
     if widgets.run_controls(key, "Branch"):
         try:
             progress = widgets.LiveProgress(key, "chains and their branches")
-            report = branch_experiment(denoiser_for(int(steps)), judge.model, chains=int(chains),
-                                       k=int(k), seed=int(seed),
-                                       callback=progress)
+            report = branch_experiment(denoiser_for(int(steps)), judge.model, chains=int(chains), k=int(k),
+                                       seed=int(seed), callback=progress)
             progress.done()
             st.session_state[f"{key}_report"] = report
         except UserInputError as exc:
@@ -337,9 +330,8 @@ def _branch_tab(denoiser_for, judge: Judge, key: str) -> None:
         with c1:
             widgets.download_json(data, "branch.json", "Branch JSON", key=f"{key}_json")
         with c2:
-            widgets.download_png(grid(report.grid_images.flatten(0, 1),
-                                      columns=report.grid_images.shape[1]), "branch_grid.png",
-                                 "Grid PNG", key=f"{key}_png")
+            branch_grid = grid(report.grid_images.flatten(0, 1), columns=report.grid_images.shape[1])
+            widgets.download_png(branch_grid, "branch_grid.png", "Grid PNG", key=f"{key}_png")
 
 
 def imagination_sections(diffusion, key: str = "imag") -> None:

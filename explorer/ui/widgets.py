@@ -73,8 +73,8 @@ def model_picker(key: str, default: str | None = None, family: str | None = "ima
     try:
         model = cached_model(name, weights)
         if weights == "pretrained" and model.weights == "random":
-            st.warning(safe_text(model.description, limit=400))  # e.g. a timm model whose weights are not in the local
-                                                                 # cache
+            # e.g. a timm model whose weights are not in the local cache
+            st.warning(safe_text(model.description, limit=400))
         return model
     except WeightsUnavailable as exc:
         st.error(error_text(exc))
@@ -189,8 +189,8 @@ class LiveProgress:
             images = preview.detach().float().cpu()
             st.session_state[f"{self.key}_partial"] = {"step": step, "images": images}
             if images.ndim == 4:
-                self.preview.image(to_uint8(grid(images[: self.columns * 2],
-                                                 columns=self.columns)), caption=f"step {step}")
+                preview_grid = grid(images[: self.columns * 2], columns=self.columns)
+                self.preview.image(to_uint8(preview_grid), caption=f"step {step}")
 
     def done(self) -> None:
         self.bar.empty()
@@ -226,9 +226,8 @@ def show_partial(key: str) -> None:
     if partial:
         st.warning(f"Cancelled at step {partial['step']}; this is the last preview.")
         st.image(to_uint8(grid(partial["images"])), caption=f"step {partial['step']}")
-        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])),
-                           f"{key}_partial.png", "image/png",
-                           key=f"{key}_partial_dl")
+        st.download_button("Download partial PNG", png_bytes(grid(partial["images"])), f"{key}_partial.png",
+                           "image/png", key=f"{key}_partial_dl")
 
 
 def download_png(image: torch.Tensor, filename: str, label: str = "PNG", key: str | None = None) -> None:

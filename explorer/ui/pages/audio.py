@@ -75,23 +75,23 @@ with left:
     synth_param = st.session_state.get(f"{KEY}_param", DreamSettings.param) == "synth"  # the widget below, as last set
     start = st.selectbox("Start from", starts, index=starts.index("noise"), key=f"{KEY}_start",
                          format_func=lambda s: start_words(s, synth_param),
-                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG (≤ 30 s, mixed to mono, "
-                              "resampled).")
-    upload = st.file_uploader("Sound file", type=["wav", "flac", "ogg"],
-                              key=f"{KEY}_upload") if start == "upload" else None
+                         help="A built-in synthetic sound, or your own WAV/FLAC/OGG "
+                              "(≤ 30 s, mixed to mono, resampled).")
+    upload = (st.file_uploader("Sound file", type=["wav", "flac", "ogg"], key=f"{KEY}_upload")
+              if start == "upload" else None)
 with right:
     c1, c2, c3 = st.columns(3)
     # words have their own length widget (default 1 s: a spoken word), the other networks 4 s
     seconds = c1.number_input("Seconds", 0.5, 30.0, 1.0 if net_kind == "words" else 4.0, step=0.5,
                               key=f"{KEY}_seconds_words" if net_kind == "words" else f"{KEY}_seconds")
-    steps = settings_widgets.number(c2, "audio dream", "steps", step=16)  # label, default, range:
-                                                                          # explorer/vocabulary.py
+    # label, default, range: explorer/vocabulary.py
+    steps = settings_widgets.number(c2, "audio dream", "steps", step=16)
     seed = settings_widgets.number(c3, "audio dream", "seed")
     c1, c2 = st.columns(2)
     param = c1.selectbox("Parameterisation", list(PARAMS), format_func=PARAMS.get, key=f"{KEY}_param",
-                         help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — every "
-                              "setting is a plausible sound. spectrogram: any magnitudes at all, which finds what the "
-                              "network responds to, usually an adversarial noise rather than speech or music.")
+                         help="synth: pitch contour, formants or harmonic timbre, filtered noise, loudness — "
+                              "every setting is a plausible sound. spectrogram: any magnitudes at all, which finds "
+                              "what the network responds to, usually an adversarial noise rather than speech or music.")
     c3, c4 = st.columns(2)
     control_starts = c3.number_input("Random starts (control)", 0, 64, 8, key=f"{KEY}_control",
                                      help="the judges also hear this many random starts of the same parameterisation, "
@@ -121,16 +121,15 @@ with right:
         if param == "synth":
             time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
                                          help="so the dream does not rely on where the network's frames fall")
-            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0,
-                                          -50.0, key=f"{KEY}_noise")
+            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, -50.0,
+                                          key=f"{KEY}_noise")
         else:
             tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
             tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
             blur_every = c1.number_input("Blur every N steps (0: off)", 0, 1000, 0, key=f"{KEY}_blur_every")
             blur_sigma = c2.number_input("Blur σ (bins/frames)", 0.1, 5.0, 0.5, key=f"{KEY}_blur_sigma")
             consistency = c1.number_input("Consistency projection every N steps (0: off)", 0, 1000,
-                                          4 if net_kind == "image" else 0,
-                                          key=f"{KEY}_consistency_{net_kind}",
+                                          4 if net_kind == "image" else 0, key=f"{KEY}_consistency_{net_kind}",
                                           help="replace the spectrogram by that of its own resynthesis: the optimiser "
                                                "then only sees what a waveform can do, so the round trip loses less")
             gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
@@ -154,8 +153,8 @@ if widgets.run_controls(KEY, "Dream"):
             start_audio = audio_io.load_audio(upload.getvalue(), 16000, name=upload.name)
         progress = widgets.LiveProgress(KEY, f"Dreaming {net}",
                                         preview_every=max(1, int(steps) // 16), preview_columns=1)
-        control = widgets.LiveProgress(KEY, "Random starts for the control",
-                                       unit="start") if settings.control_starts else None
+        control = (widgets.LiveProgress(KEY, "Random starts for the control", unit="start")
+                   if settings.control_starts else None)
         result = dream(settings, start_audio=start_audio, callback=spectrogram_preview(progress),
                        control_callback=control)
         progress.done()
@@ -198,11 +197,11 @@ if result is not None:
     if result.judges:
         comparison = (result.random_starts or {}).get("comparison", {})
         n_starts = (result.random_starts or {}).get("n", 0)
-        st.markdown("**Independent judges** (never seen by the dream; on the start sound, the dream and the WAV read "
-                    "back"
-                    + (f"; beside them the same judges on {n_starts} random starts of this parameterisation, never "
-                       "optimised, and the dream minus their mean with a 95 % bootstrap interval"
-                       if comparison else "") + ")")
+        random_starts_note = (f"; beside them the same judges on {n_starts} random starts of this parameterisation, "
+                              "never optimised, and the dream minus their mean with a 95 % bootstrap interval"
+                              if comparison else "")
+        st.markdown("**Independent judges** (never seen by the dream; on the start sound, the dream and the WAV "
+                    f"read back{random_starts_note})")
         rows = []
         for key, after in result.judges["roundtrip"].items():
             before = result.judges["before"][key]
@@ -225,16 +224,16 @@ if result is not None:
         if comparison:
             higher = [c["label"] for c in comparison.values() if c.get("claim") == "higher"]
             lower = [c["label"] for c in comparison.values() if c.get("claim") == "lower"]
+            unjudged = any(c.get("claim") == "not judged" for c in comparison.values())
             st.markdown("**What the optimisation changed, by the judges** (only where the interval excludes 0): "
                         + (f"higher than random starts: {', '.join(higher)}. " if higher else "")
                         + (f"lower than random starts: {', '.join(lower)}. " if lower else "")
                         + ("" if higher or lower else "no judge tells the dream from random starts. ")
                         + "Every other judge: no difference shown"
-                        + (" (or not judged)." if any(c.get("claim") == "not judged" for c
-                                                      in comparison.values()) else "."))
+                        + (" (or not judged)." if unjudged else "."))
     if result.griffin_lim_convergence is not None:
-        st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} (0 = the sound has exactly "
-                   "the dreamed magnitudes)")
+        st.caption(f"Griffin-Lim spectral convergence {result.griffin_lim_convergence:.3f} "
+                   "(0 = the sound has exactly the dreamed magnitudes)")
     a1, a2 = st.columns(2)
     before_wav = audio_io.wav_bytes(result.before_audio, result.sample_rate)
     after_wav = audio_io.wav_bytes(result.after_audio, result.sample_rate)
@@ -253,14 +252,13 @@ if result is not None:
     for name, colour in (("before", "#888"), ("optimised", "#7aa6d6"), ("roundtrip", "#d62728")):
         bars.add_trace(go.Bar(x=[r["label"] for r in rows], y=[r[name] for r in rows], name=name, marker_color=colour))
     bars.update_layout(barmode="group", title="Network output: start vs optimised vs round trip",
-                       yaxis_title="probability",
-                       height=340, margin=dict(l=10, r=10, t=40, b=10))
+                       yaxis_title="probability", height=340, margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(bars, width="stretch")
     if "per_chunk" in result.roundtrip:
         curve = go.Figure()
         for name, report in (("before", result.before), ("round trip", result.roundtrip)):
-            curve.add_trace(go.Scatter(y=report["per_chunk"],
-                                       x=[i * 0.032 for i in range(len(report["per_chunk"]))], name=name))
+            chunk_times = [i * 0.032 for i in range(len(report["per_chunk"]))]
+            curve.add_trace(go.Scatter(y=report["per_chunk"], x=chunk_times, name=name))
         curve.update_layout(title="Speech probability per 32 ms chunk", xaxis_title="time (s)", yaxis_range=[0, 1],
                             height=280, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(curve, width="stretch")
@@ -280,9 +278,8 @@ if result is not None:
         st.plotly_chart(contour, width="stretch", key=f"{KEY}_fig_contour")
 
     floor_db, top_db = result.settings.floor_db, result.settings.top_db
-    for db, title, key in ((result.before_db, "Start", "before"),
-                           (result.after_db,
-                            "Optimised sound" if result.param == "synth" else "Optimised spectrogram", "after"),
+    after_title = "Optimised sound" if result.param == "synth" else "Optimised spectrogram"
+    for db, title, key in ((result.before_db, "Start", "before"), (result.after_db, after_title, "after"),
                            (result.roundtrip_db, "Round trip: spectrogram of the written sound", "roundtrip")):
         st.plotly_chart(heatmap(db, title, result, floor_db, top_db), width="stretch", key=f"{KEY}_fig_{key}")
         st.download_button(f"Download {key} spectrogram PNG", png_bytes(spectrogram_picture(db, floor_db, top_db)),

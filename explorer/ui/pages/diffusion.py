@@ -112,8 +112,7 @@ def exports(record: ChainRecord, key: str, stem: str) -> None:
     c1.download_button("Chain GIF", chain_gif(record), f"{stem}_chain.gif", "image/gif", key=f"{key}_gif")
     if record.has_probes:
         c2.download_button("Probabilities CSV", widgets.csv_bytes(probability_rows(record)),
-                           f"{stem}_probabilities.csv",
-                           "text/csv", key=f"{key}_csv")
+                           f"{stem}_probabilities.csv", "text/csv", key=f"{key}_csv")
     with c3:
         widgets.download_json(summary_json(record), f"{stem}_chain.json", "Summary JSON", key=f"{key}_json")
     with c4:
@@ -134,8 +133,8 @@ with sample_tab:
                             help="DDPM was trained with 1000; DDIM gives good samples in 50.")
     eta = c3.number_input("η (DDIM)", 0.0, 1.0, 0.0, step=0.1, key=f"{KEY}_eta", disabled=sampler != "ddim")
     schedule = c4.selectbox("Schedule", list(SCHEDULE_TITLES), format_func=SCHEDULE_TITLES.get, key=f"{KEY}_schedule",
-                            help="Another schedule than the model's feeds the UNet the training timestep with the same "
-                                 "noise level.")
+                            help="Another schedule than the model's feeds the UNet "
+                                 "the training timestep with the same noise level.")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
     batch = c6.number_input("Samples", 1, limits.MAX_BATCH, term("diffusion sample", "n").default, key=f"{KEY}_batch",
                             help="how many chains are sampled together (`diffusion sample --n` on the command line)")
@@ -167,12 +166,13 @@ with sample_tab:
             settled = [r.settle_t_xt for r in rows if r.settle_t_xt is not None]
             m1, m2, m3 = st.columns(3)
             m1.metric("Probe's confidence on the starting noise", f"{noise_p:.2f}",
-                      help="Every chain starts from pure noise x_T: the probe classifier's mean top-class probability "
-                           "on it. High means the probe is sure about static (it is fooled), before any denoising.")
+                      help="Every chain starts from pure noise x_T: the probe classifier's mean top-class "
+                           "probability on it. High means the probe is sure about static (it is fooled), "
+                           "before any denoising.")
             m2.metric("Class settles at timestep (median)", f"{sorted(settled)[len(settled) // 2]}" if settled else "—",
                       help="Per sample, the timestep t from which the probe's top class on x_t stays the final "
-                           "sample's class all the way to t = 0; the median over samples. Sampling runs from t = T "
-                           "down to 0, so a larger t means the class was decided earlier.")
+                           "sample's class all the way to t = 0; the median over samples. "
+                           "Sampling runs from t = T down to 0, so a larger t means the class was decided earlier.")
             m3.metric("Probe's confidence on the final samples",
                       f"{sum(r.final_probability for r in rows) / len(rows):.2f}",
                       help="The probe's mean top-class probability on the finished images.")

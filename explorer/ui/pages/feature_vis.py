@@ -41,20 +41,19 @@ left, right = st.columns([1, 1])
 with left:
     transformer = model.token_prefix is not None  # a ViT: its blocks output N tokens × C channels
     kinds = ["channel", "neuron", "class", "deepdream"] + (["cls", "head"] if transformer else [])
-    kind = st.radio("Objective", kinds, index=kinds.index(params.get("objective",
-                                                                     "channel"))
-                                                                     if params.get("objective",
-                                                                                   "channel") in kinds else 0,
-                    horizontal=True, key=f"{KEY}_kind", format_func=lambda k: {"cls": "CLS token",
-                                                                               "head": "attention head"}.get(k, k),
-                    help="On a transformer layer: channel = mean over the patch tokens, neuron = one token, CLS token "
-                         "= the CLS token's channel, attention head = energy of one head's output (units are heads).")
+    wanted_kind = params.get("objective", "channel")
+    kind_labels = {"cls": "CLS token", "head": "attention head"}
+    kind = st.radio("Objective", kinds, index=kinds.index(wanted_kind) if wanted_kind in kinds else 0,
+                    horizontal=True, key=f"{KEY}_kind", format_func=lambda k: kind_labels.get(k, k),
+                    help="On a transformer layer: channel = mean over the patch tokens, neuron = one token, "
+                         "CLS token = the CLS token's channel, attention head = energy of one head's output "
+                         "(units are heads).")
     layer = "output" if kind == "class" else widgets.layer_picker(model, KEY)
     if kind == "class":
         units_text = st.text_input("Classes (e.g. 309 or 1,281)", params.get("unit", "309"), key=f"{KEY}_classes")
         try:
-            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in parse_units(units_text,
-                                                                                limit=model.num_classes)[:8]))
+            classes_shown = parse_units(units_text, limit=model.num_classes)[:8]
+            st.caption(" · ".join(f"{u}: {model.label(u)}" for u in classes_shown))
         except UserInputError as exc:
             st.caption(f"⚠ {widgets.error_text(exc)}")
     elif kind == "deepdream":
@@ -75,12 +74,10 @@ with left:
 with right:
     c1, c2, c3 = st.columns(3)
     # labels, defaults and ranges: explorer/vocabulary.py (the CLI's and the docs' too); a link may carry steps/size
-    steps = settings_widgets.number(c1, "visualize", "steps", widgets.int_param("steps", DEFAULTS.steps,
-                                                                                *term("visualize",
-                                                                                      "steps").widget_range()), step=32)
-    size = settings_widgets.number(c2, "visualize", "size", widgets.int_param("size", DEFAULTS.size,
-                                                                              *term("visualize",
-                                                                                    "size").widget_range()), step=16)
+    steps_default = widgets.int_param("steps", DEFAULTS.steps, *term("visualize", "steps").widget_range())
+    steps = settings_widgets.number(c1, "visualize", "steps", steps_default, step=32)
+    size_default = widgets.int_param("size", DEFAULTS.size, *term("visualize", "size").widget_range())
+    size = settings_widgets.number(c2, "visualize", "size", size_default, step=16)
     seed = settings_widgets.number(c3, "visualize", "seed")
     c1, c2, c3 = st.columns(3)
     param = settings_widgets.choice(c1, "visualize", "param",
@@ -103,8 +100,8 @@ with right:
 
 settings = RenderSettings(size=int(size), steps=int(steps), lr=float(lr), param=param, decorrelate=decorrelate,
                           decay=float(decay), transforms=transforms, tv=float(tv), alpha=float(alpha), l2=float(l2),
-                          blur_every=int(blur_every), blur_sigma=float(blur_sigma),
-                          diversity=float(diversity), seed=int(seed))
+                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), diversity=float(diversity),
+                          seed=int(seed))
 
 
 def build_objective() -> objectives.Objective:
@@ -132,8 +129,8 @@ if widgets.run_controls(KEY, "Render"):
             with st.spinner("Asking independent judges (other ImageNet models)…"):
                 others, _ = transfer_models(model)
                 classes = parse_units(units_text)
-                st.session_state[f"{KEY}_judges"] = (classes,
-                                                     judge_class_images(result.images, classes, [model, *others]))
+                class_verdicts = judge_class_images(result.images, classes, [model, *others])
+                st.session_state[f"{KEY}_judges"] = (classes, class_verdicts)
     except UserInputError as exc:
         st.error(widgets.error_text(exc))
 
@@ -164,9 +161,9 @@ if result is not None:
     with c1:
         widgets.download_png(grid(result.images), f"{result.model}_grid.png", "Download grid PNG", key=f"{KEY}_dl_grid")
     with c2:
-        widgets.download_json({**result.summary(), **st.session_state.get(f"{KEY}_unit_list", {})},
-                              f"{result.model}_render.json",
-                              "Download settings + activations JSON", key=f"{KEY}_dl_json")
+        summary = {**result.summary(), **st.session_state.get(f"{KEY}_unit_list", {})}
+        widgets.download_json(summary, f"{result.model}_render.json", "Download settings + activations JSON",
+                              key=f"{KEY}_dl_json")
     if len(result.history):
         fig = go.Figure()
         for i in range(result.history.shape[1]):

@@ -256,10 +256,9 @@ def grow_tab() -> None:
         try:
             budget = "none" if param == "cppn" or kind == "none" else f"{kind}:{eps}"
             progress = widgets.LiveProgress(GROW, "Growing", preview_every=max(1, int(steps) // 30), preview_columns=1)
-            result = fooling.grow(model, None if use_top else int(target), family=family,
-                                  seed=int(seed), index=int(index),
-                                  options=options, budget=budget, param=param, steps=int(steps), lr=float(lr),
-                                  goal=float(goal), callback=progress)
+            result = fooling.grow(model, None if use_top else int(target), family=family, seed=int(seed),
+                                  index=int(index), options=options, budget=budget, param=param, steps=int(steps),
+                                  lr=float(lr), goal=float(goal), callback=progress)
             progress.done()
             if transfer:
                 with st.spinner("Transfer table…"):

@@ -23,9 +23,8 @@ import torch
 
 from explorer.errors import UserInputError
 from explorer.gallery import (MAX, NEG, THUMBNAILS, GalleryStore, all_layers, build, builtin_image_set, ensure_examples,
-                              example_patch, facet_count, facets_variant, folder_image_set,
-                              layer_units, load_examples, lookup,
-                              top_examples)
+                              example_patch, facet_count, facets_variant, folder_image_set, layer_units, load_examples,
+                              lookup, top_examples)
 from explorer.gallery.atlas import find_atlas
 from explorer.gallery.examples import allowed_image_folder, image_root
 from explorer.gallery.jobs import current_job, start_build
@@ -245,8 +244,8 @@ def overview() -> None:
                      + "".join(tile(u, entries.get(u), link) for u in samples) + "</div>")
     st.html("".join(parts))
     if missing_layers:
-        st.caption(f"{missing_layers} layer(s) are not fully rendered with these settings: open one to build its "
-                   "missing units.")
+        st.caption(f"{missing_layers} layer(s) are not fully rendered with these settings: "
+                   "open one to build its missing units.")
 
 
 # ---- layer grid ----------------------------------------------------------------------------------
@@ -303,15 +302,14 @@ def layer_grid() -> None:
                 st.rerun()
         if running is not None and not running.running and running.error:
             st.error(f"The background build stopped: {widgets.safe_text(running.error, 800)}")
-        st.html(TILE_CSS + '<div class="gal-grid">' + "".join(tile(u, entries.get(u),
-                                                                   href(layer=layer, unit=u)) for u in units)
-                + "</div>")
+        tiles = "".join(tile(u, entries.get(u), href(layer=layer, unit=u)) for u in units)
+        st.html(TILE_CSS + '<div class="gal-grid">' + tiles + "</div>")
         if entries:
             rows = [{"unit": u, "activation": e.activation, "seconds": round(e.seconds, 3)} for u, e in entries.items()]
             c1, c2 = st.columns(2)
             c1.download_button("Download this page as a PNG sheet",
-                               lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e
-                                                                   in entries.values()]), columns=8)),
+                               lambda: png_bytes(grid(torch.stack([load_image(str(e.file)) for e in entries.values()]),
+                                                      columns=8)),
                                f"{model.name}_{layer}_p{page}.png", "image/png", key=f"{KEY}_dl_sheet")
             c2.download_button("Download activations CSV", widgets.csv_bytes(rows), f"{model.name}_{layer}_p{page}.csv",
                                "text/csv", key=f"{KEY}_dl_csv")
@@ -338,9 +336,8 @@ def report_message(report, what: str = "") -> str:
     else:
         who = f"unit {units[0]}" if len(units) == 1 else f"{len(units)} units"
         words = [variant_words(v) for v, _ in done]
-        text = (f"Rendered {who}{what}: "
-                f"{' and '.join(words) if len(words) < 3 else ', '.join(words[:-1]) + ' and ' + words[-1]} ({images} "
-                f"image{'s' if images != 1 else ''}) in {report.seconds:.1f} s")
+        listed = " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+        text = f"Rendered {who}{what}: {listed} ({images} image{'s' if images != 1 else ''}) in {report.seconds:.1f} s"
     return text + (f"; {report.already_done} were already stored" if report.already_done else "")
 
 
@@ -445,8 +442,8 @@ def unit_view(u: int) -> None:
                                caption=f"negative (minimised) · activation {negative.activation:.3f}",
                                target=192)
         if facet_entry is None or negative is None:
-            st.caption("Facets: the same unit rendered several times with a diversity term; negative: the image it "
-                       "likes least.")
+            st.caption("Facets: the same unit rendered several times with a diversity term; "
+                       "negative: the image it likes least.")
     todo = [v for v, e in ((MAX, main), (NEG, negative), (facet_variant, facet_entry)) if e is None]
     if todo:
         c1, c2 = st.columns([2, 5])
@@ -463,11 +460,10 @@ def unit_view(u: int) -> None:
         table = atlas.examples(layer, image_set.digest)
     if table is None:
         st.caption(f"The patches of {widgets.safe_text(image_set.name)} ({len(image_set)} views with crops and flips) "
-                   "that excite this unit most. Activations are computed once per model, layer and image set (one pass "
-                   "for all units).")
+                   "that excite this unit most. "
+                   "Activations are computed once per model, layer and image set (one pass for all units).")
         if st.button(f"Find dataset examples ({len(image_set)} views)", key=f"{KEY}_examples"):
-            progress = widgets.LiveProgress(KEY,
-                                            f"Activations of {layer} on {widgets.safe_text(image_set.name)}",
+            progress = widgets.LiveProgress(KEY, f"Activations of {layer} on {widgets.safe_text(image_set.name)}",
                                             unit="views")
             try:
                 ensure_examples(model, [layer], image_set, store, callback=progress)
@@ -484,22 +480,20 @@ def unit_view(u: int) -> None:
                            target=128, container=col)
     st.caption(f"Crops of the effective receptive field ({int(table['rf'])} px of the {model.input_size[0]} px input) "
                "around each view's strongest position; at most two views per photo.")
-    st.plotly_chart(activation_histogram(table, u, main.activation if main else None),
-                    width="stretch", key=f"{KEY}_hist")
+    st.plotly_chart(activation_histogram(table, u, main.activation if main else None), width="stretch",
+                    key=f"{KEY}_hist")
     summary = {"model": model.name, "fingerprint": model.fingerprint, "layer": layer, "unit": u,
-               "settings": settings.to_dict(),
-               "activation": main.activation if main else None,
+               "settings": settings.to_dict(), "activation": main.activation if main else None,
                "negative_activation": negative.activation if negative else None,
                "facet_activations": list(facet_entry.activations) if facet_entry else None, "image_set": image_set.name,
-               "examples": [{"view": e.view.label, "activation": e.activation, "position": e.position,
-                             "box": e.box} for e in examples]}
+               "examples": [{"view": e.view.label, "activation": e.activation, "position": e.position, "box": e.box}
+                            for e in examples]}
     c1, c2 = st.columns(2)
     if patches:
         c1.download_button("Download example patches PNG", png_bytes(grid(torch.stack(patches), columns=len(patches))),
                            f"{model.name}_{layer}_{u}_examples.png", "image/png", key=f"{KEY}_dl_examples")
-    c2.download_button("Download unit JSON", json.dumps(summary, indent=2),
-                       f"{model.name}_{layer}_{u}.json", "application/json",
-                       key=f"{KEY}_dl_json")
+    c2.download_button("Download unit JSON", json.dumps(summary, indent=2), f"{model.name}_{layer}_{u}.json",
+                       "application/json", key=f"{KEY}_dl_json")
 
 
 if layer is None:

@@ -36,8 +36,8 @@ with left:
             st.stop()
         photo_name, photo_source = upload
     c1, c2 = st.columns(2)
-    size = int(settings_widgets.number(c1, "invert", "size", step=16))  # labels, defaults, ranges:
-                                                                        # explorer/vocabulary.py
+    # labels, defaults, ranges: explorer/vocabulary.py
+    size = int(settings_widgets.number(c1, "invert", "size", step=16))
     fit_mode = c2.radio("Aspect", inversion.FIT_MODES, horizontal=True, key=f"{KEY}_fit",
                         help="Non-square photos: centre-crop, or pad with grey.")
     try:
@@ -54,8 +54,8 @@ with right:
     seed = int(settings_widgets.number(c3, "invert", "seed"))
     if mode == "Invert layers":
         layers = st.multiselect("Layers (one reconstruction each, one batched run)", main_spatial,
-                                default=[l for l in inversion.default_layers(model) if l
-                                         in main_spatial], key=f"{KEY}_layers")
+                                default=[l for l in inversion.default_layers(model) if l in main_spatial],
+                                key=f"{KEY}_layers")
         steps = int(settings_widgets.number(c1, "invert", "steps", step=50))
         param = settings_widgets.choice(c2, "invert", "param")
         c1, c2, c3 = st.columns(3)
@@ -86,8 +86,8 @@ with right:
     elif mode == "DeepDream":
         layer = widgets.layer_picker(model, KEY)
         whole = c1.checkbox("Whole layer", True, key=f"{KEY}_whole")
-        channel = None if whole else int(c2.number_input(f"Channel (0–{model.layer_shapes.get(layer, (1,))[0] - 1})", 0,
-                                                         4095, 0, key=f"{KEY}_channel"))
+        channel = None if whole else int(c2.number_input(
+            f"Channel (0–{model.layer_shapes.get(layer, (1,))[0] - 1})", 0, 4095, 0, key=f"{KEY}_channel"))
         c1, c2, c3, c4 = st.columns(4)
         octaves = int(settings_widgets.number(c1, "dream", "octaves"))
         octave_scale = float(settings_widgets.number(c2, "dream", "octave_scale"))
@@ -177,8 +177,8 @@ if saved is not None and saved["mode"] == mode:
             fig = go.Figure([go.Bar(x=result.layers, y=result.final_error, name="feature error"),
                              go.Scatter(x=result.layers, y=result.ssim, name="SSIM", mode="lines+markers", yaxis="y2")])
             fig.update_layout(title="Final error and SSIM per layer", height=340, margin=dict(l=10, r=10, t=40, b=10),
-                              yaxis=dict(title="normalised error"), yaxis2=dict(title="SSIM", overlaying="y",
-                                                                                side="right", range=[0, 1]))
+                              yaxis=dict(title="normalised error"),
+                              yaxis2=dict(title="SSIM", overlaying="y", side="right", range=[0, 1]))
             st.plotly_chart(fig, width="stretch")
         st.dataframe(result.rows(), hide_index=True)
         c1, c2 = st.columns(2)
@@ -194,8 +194,7 @@ if saved is not None and saved["mode"] == mode:
                    [f"dream · objective {result.objective_before:.3f} → {result.objective_after:.3f}"],
                    f"{stem}_dream")
         st.plotly_chart(line_chart(result.history[:, None], [result.target],
-                                   "Objective per step (all octaves, jittered image)",
-                                   "objective"), width="stretch")
+                                   "Objective per step (all octaves, jittered image)", "objective"), width="stretch")
         c1, c2 = st.columns(2)
         with c1:
             widgets.download_png(result.pair(), f"{stem}_dream_pair.png",
@@ -205,13 +204,11 @@ if saved is not None and saved["mode"] == mode:
                                   key=f"{KEY}_dl_dream_json")
     else:
         st.subheader(f"Caricature · {result.steps_done} steps in {result.seconds:.1f} s")
-        show_strip(result.photo, result.images,
-                   [f"{l} · cos {c:.2f} · dot/‖Φ0‖² {d:.2f}" for l, c, d in zip(result.layers,
-                                                                                result.final_cosine, result.final_dot)],
+        finals = zip(result.layers, result.final_cosine, result.final_dot)
+        show_strip(result.photo, result.images, [f"{l} · cos {c:.2f} · dot/‖Φ0‖² {d:.2f}" for l, c, d in finals],
                    f"{stem}_caricature")
         st.plotly_chart(line_chart(result.cosine_history, result.layers,
-                                   "Cosine similarity with the photo's activations",
-                                   "cosine"), width="stretch")
+                                   "Cosine similarity with the photo's activations", "cosine"), width="stretch")
         c1, c2 = st.columns(2)
         with c1:
             widgets.download_png(result.strip(), f"{stem}_caricature_strip.png", "Download strip PNG",
