@@ -5,11 +5,11 @@ Three parts, one module each:
 
 * :mod:`.noise` — **noise families**: seeded generators of images in [0, 1] at a model's input size;
   sample ``i`` depends only on ``(seed, family, i)``, so any sample can be regenerated from its index.
-* :mod:`.sweep` — **sweeps**: stream N samples per family through one or more models in batches
+* :mod:`.sweeps` — **sweeps**: stream N samples per family through one or more models in batches
   (constant memory) and count the max-softmax histogram, fooling rates at several thresholds with exact
   Clopper–Pearson intervals (:mod:`explorer.stats`), predicted-class counts, mean entropy, the most
   confident samples; accumulators of sample ranges merge (how :mod:`explorer.scale` runs it on Ray).
-* :mod:`.grow` — **growing**: gradient ascent from a noise sample on one class until the class
+* :mod:`.growth` — **growing**: gradient ascent from a noise sample on one class until the class
   probability reaches 0.996, optionally inside an L∞ or L2 ball around the start; then a transfer table
   on the other registry models that load offline (the judges live in :mod:`explorer.models.judges`).
 
