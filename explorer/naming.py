@@ -82,3 +82,10 @@ def image_names(objective, n_images: int) -> list[ImageName]:
 
 def filenames(names: Sequence[ImageName], suffix: str = ".png", prefix: str = "") -> list[str]:
     return [n.filename(suffix, prefix) for n in names]
+
+
+def path_component(name: str) -> str:
+    """A model's or layer's name as one safe path component (``checkpoint:foo.pt``, ``features.3`` → letters,
+    digits and ``._-`` kept, anything else ``_``; never empty): the gallery's store, its atlas and the CLI's
+    file names all spell a name this way, so the same unit lands at the same path."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"

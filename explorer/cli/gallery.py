@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import limits
 from ..errors import UserInputError
 from ..files import atomic_write, write_csv
+from ..naming import path_component
 from ..gallery.builder import THUMBNAILS
 from ..parsing import parse_list, parse_units
 from .common import add_model_options, check_options, load_cli_model, output_dir, progress, write_json
@@ -250,7 +251,7 @@ def run_export(args: argparse.Namespace) -> int:
             source = "store" if unit in own else "atlas"
             counts.setdefault(variant, {"store": 0, "atlas": 0})[source] += 1
             for j, (path, activation) in enumerate(zip(entry.files, entry.activations)):
-                name = (f"{_safe_name(args.layer)}_unit-{unit:04d}_{variant}"
+                name = (f"{path_component(args.layer)}_unit-{unit:04d}_{variant}"
                         + (f"_{j}" if len(entry.files) > 1 else "")
                         + path.suffix)
                 atomic_write(out / name, path.read_bytes())
@@ -290,10 +291,6 @@ def _build_flag(variant: str) -> str:
     if variant.startswith("facets"):
         return f" --facets {facet_count(variant)}"
     return ""
-
-
-def _safe_name(part: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
 
 
 def run_atlas(args: argparse.Namespace) -> int:

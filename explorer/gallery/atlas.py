@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from ..models.base import LoadedModel
+from ..naming import path_component
 from ..optvis import RenderSettings
 from .catalogue import MAX
 from .store import Entry, UnitKey
@@ -85,7 +86,7 @@ class Atlas:
             and settings.digest() == self.digest
 
     def file(self, layer: str, unit: int) -> Path:
-        return self.root / safe_name(layer) / f"{int(unit):05d}{IMAGE_SUFFIX}"
+        return self.root / path_component(layer) / f"{int(unit):05d}{IMAGE_SUFFIX}"
 
     def entries(self, layer: str, units: Iterable[int] | None = None) -> dict[int, Entry]:
         """The atlas's entries of a layer (all units, or ``units``), shaped like the store's."""
@@ -107,12 +108,7 @@ class Atlas:
         meta = self.manifest.get("examples") or {}
         if meta.get("image_set") != image_set_digest or layer not in meta.get("layers", []):
             return None
-        return _load_table(str(self.root / "examples" / f"{safe_name(layer)}.npz"))
-
-
-def safe_name(part: str) -> str:
-    """The path component of a model or layer name in an atlas folder (the reader's and the export's)."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
+        return _load_table(str(self.root / "examples" / f"{path_component(layer)}.npz"))
 
 
 @lru_cache(maxsize=64)
@@ -146,7 +142,7 @@ def shipped_atlases(root: Path | None = None) -> list[Atlas]:
 
 def find_atlas(model: LoadedModel, root: Path | None = None) -> Atlas | None:
     """The atlas shipped for this model and weights, or None (no atlas, or other weights)."""
-    folder = (root or atlas_root()) / safe_name(model.name)
+    folder = (root or atlas_root()) / path_component(model.name)
     manifest_path = folder / "manifest.json"
     try:
         manifest = _read_manifest(str(manifest_path), manifest_path.stat().st_mtime_ns)

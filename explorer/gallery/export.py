@@ -16,8 +16,9 @@ import numpy as np
 
 from ..files import atomic_write
 from ..models.base import LoadedModel
+from ..naming import path_component
 from ..optvis import RenderSettings
-from .atlas import IMAGE_SUFFIX, safe_name
+from .atlas import IMAGE_SUFFIX
 from .builder import objective_layer
 from .catalogue import MAX, layer_units, lookup
 from .examples import ensure_examples
@@ -38,7 +39,7 @@ def export_atlas(store: GalleryStore, model: LoadedModel, layers: Sequence[str],
                  image_set=None, quality: int = 80, build_info: dict | None = None) -> dict:
     """Write the store's renders of ``layers`` (and the image set's example tables) as an atlas in
     ``out/<model>/``; returns the manifest. Every unit must be rendered: an atlas has no holes."""
-    folder = Path(out) / safe_name(model.name)
+    folder = Path(out) / path_component(model.name)
     manifest = {"model": model.name, "weights": model.weights, "fingerprint": model.fingerprint,
                 "settings": settings.to_dict(), "digest": settings.digest(), "image_format": "webp",
                 "quality": int(quality), "layers": {}, "build": build_info or {}}
@@ -50,7 +51,7 @@ def export_atlas(store: GalleryStore, model: LoadedModel, layers: Sequence[str],
             raise ValueError(f"{layer}: {len(missing)} of {n} units are not rendered (first {missing[0]}); "
                              "build them first.")
         for unit, entry in entries.items():
-            atomic_write(folder / safe_name(layer) / f"{unit:05d}{IMAGE_SUFFIX}",
+            atomic_write(folder / path_component(layer) / f"{unit:05d}{IMAGE_SUFFIX}",
                          webp_bytes(entry.file.read_bytes(), quality))
         seconds = [entries[u].seconds for u in range(n)]
         manifest["layers"][layer] = {"units": n, "objective_layer": objective_layer(model, layer),
@@ -65,7 +66,7 @@ def export_atlas(store: GalleryStore, model: LoadedModel, layers: Sequence[str],
                        "views": table["views"], "rf": table["rf"], "input_hw": table["input_hw"]}
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **compact)
-            atomic_write(folder / "examples" / f"{safe_name(layer)}.npz", buffer.getvalue())
+            atomic_write(folder / "examples" / f"{path_component(layer)}.npz", buffer.getvalue())
         manifest["examples"] = {"image_set": image_set.digest, "name": image_set.name, "views": len(image_set),
                                 "layers": list(tables)}
     atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1).encode())

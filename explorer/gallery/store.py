@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import UserInputError, shorten
 from ..files import WRITE_ERRNOS, CannotWrite, atomic_write
+from ..naming import path_component
 
 ENV_VAR = "EXPLORER_CACHE_DIR"
 SCHEMA_VERSION = 2  # 1: before the meta table and side files (still read); 2: meta + side files
@@ -140,11 +141,6 @@ def _worker_is_dead(worker: str | None) -> bool:
     return False
 
 
-def _safe(part: str) -> str:
-    """A path component from a model/layer name (checkpoint:foo.pt, features.3, …)."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in part) or "_"
-
-
 @dataclass(frozen=True)
 class UnitKey:
     """What one row renders: a unit of a layer under given weights and settings, in one variant."""
@@ -161,8 +157,8 @@ class UnitKey:
 
     def file_stem(self) -> str:
         """Where this row's images live, relative to the store root (without suffix)."""
-        return "/".join(["renders", _safe(self.model), self.fingerprint, _safe(self.layer), self.digest,
-                         f"{self.unit:05d}-{self.variant}"])
+        return "/".join(["renders", path_component(self.model), self.fingerprint, path_component(self.layer),
+                         self.digest, f"{self.unit:05d}-{self.variant}"])
 
 
 @dataclass(frozen=True)
@@ -776,7 +772,7 @@ class GalleryStore:
 
     # ---- dataset-example activations -----------------------------------------------------
     def example_set_path(self, model: str, fingerprint: str, layer: str, image_set: str) -> Path:
-        return self.root / "examples" / _safe(model) / fingerprint / _safe(layer) / f"{image_set}.npz"
+        return self.root / "examples" / path_component(model) / fingerprint / path_component(layer) / f"{image_set}.npz"
 
     def save_examples(self, model: str, fingerprint: str, layer: str, image_set: str, arrays: dict[str, np.ndarray],
                       description: str) -> Path:
