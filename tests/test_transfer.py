@@ -60,3 +60,19 @@ def test_lite_family_fills_the_fooling_transfer_table(lite_family):
     ok = [row for row in table if row["status"] == "ok"]
     assert [row["model"] for row in ok] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert all(0 <= row["p_target"] <= 1 for row in ok)
+
+
+def test_a_judge_of_the_family_with_other_classes_is_skipped_with_its_reason(monkeypatch):
+    """A model registered in the source's family but with another head (a user's 10-class net called "imagenet")
+    cannot judge class 281: it is listed as unavailable, not asked (which raised an IndexError)."""
+    from explorer.models import judges
+
+    source = lookup_judge("source", [0], [0], 16)  # 20 classes
+    small = LoadedModel("ten", nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)), nn.Identity(),
+                        [f"c{i}" for i in range(10)], (16, 16))
+    same = lookup_judge("same", [0], [0], 16)
+    monkeypatch.setattr(judges, "_offline_candidates", lambda name, device: ((small, same), ()))
+    found, skipped = judges.transfer_models(source)
+    assert [m.name for m in found] == ["same"]
+    assert skipped == [{"model": "ten", "weights": "pretrained",
+                        "status": "unavailable: it has 10 classes, source has 20"}]

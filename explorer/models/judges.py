@@ -133,4 +133,12 @@ def transfer_models(source: LoadedModel) -> tuple[list[LoadedModel], list[dict]]
     (random-init architectures would say nothing about transfer), plus a row per model skipped
     and why. Cached per process: failed loads are not retried."""
     loaded, skipped = _offline_candidates(source.name, str(source.device))
-    return list(loaded), [dict(row) for row in skipped]
+    rows = [dict(row) for row in skipped]
+    judges = []
+    for model in loaded:  # a judge must know every class the source can name (a family shares its label set)
+        if model.num_classes == source.num_classes:
+            judges.append(model)
+        else:
+            rows.append({"model": model.name, "weights": "pretrained", "status": f"unavailable: it has "
+                         f"{model.num_classes} classes, {source.name} has {source.num_classes}"})
+    return judges, rows
