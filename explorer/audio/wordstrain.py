@@ -9,7 +9,13 @@ make a few thousand clean synthetic words stand for many more:
 * **loudness** — peak-normalised, then a random gain of 0 to −25 dB;
 * **noise** — with probability 0.8, white, pink or brown noise at 0–30 dB SNR;
 * **silence** — the ``_silence_`` class is noise alone (any colour, −70 to −15 dBFS) or digital
-  near-silence.
+  near-silence;
+* **vocal-tract length** (opt-in, ``TrainSettings.vtlp``) — VTLP (Jaitly & Hinton 2013): the
+  STFT magnitude's frequency axis is warped by a random factor α ∈ [1 − v, 1 + v] per example,
+  drawn apart from the tape-speed factor, piecewise-linear so that 0 and the Nyquist frequency
+  stay fixed. The harmonics move too, but the 40 mel bands resolve them only below about 1 kHz:
+  mostly it is the spectral envelope (the formants) that moves, as a longer or shorter vocal
+  tract moves it.
 
 Classes are drawn evenly (``_unknown_`` twice as often: it stands for every other word). The
 random numbers for step k come from a generator seeded with (seed, k), so a run resumed from its
@@ -35,7 +41,8 @@ from .. import devices
 from ..errors import UserInputError
 from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
-from .words import WINDOW, WordNet, build_net
+from .spectrogram import stft
+from .words import WINDOW, WORDS_STFT, WordNet, build_net
 from .wordsdata import ENGINES, HELD_OUT, LABELS, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
@@ -54,6 +61,7 @@ class TrainSettings:
     stop_after: int | None = None  # stop (and write the net) at this step of the ``steps``-long schedule
     spec_mask: bool = False  # SpecAugment-style masks on the log-mel (≤ 2 bands of ≤ 6 mels, ≤ 2 spans of ≤ 12 frames)
     flite_weight: float = 1.0  # how much more often a flite clip (recorded human voices) is drawn than an espeak-ng one
+    vtlp: float = 0.0  # VTLP: warp each example's frequency axis by α ∈ [1 − vtlp, 1 + vtlp] (0: off)
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -142,6 +150,43 @@ def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
             t = int(rng.integers(0, frames - w + 1))
             keep[b, :, :, t : t + w] = 0
     return log_mel * keep
+
+
+VTLP_KNEE = 0.9  # the warp is α·f up to this share of the Nyquist frequency (times min(α, 1)), then a line to Nyquist
+
+
+def vtlp_source_bins(bins: int, alpha: float) -> np.ndarray:
+    """For each output bin of a ``bins``-bin spectrum (0 … Nyquist), the (fractional) input bin it reads under a
+    VTLP warp by ``alpha``: f → α·f below the knee, a straight line from the knee to Nyquist above it (Nyquist and
+    0 stay put). The inverse of the warp, so interpolating the input there moves a peak at bin k to ≈ α·k."""
+    top = bins - 1
+    knee_out = VTLP_KNEE * top * min(alpha, 1.0)  # where the knee lands in the output
+    return np.interp(np.arange(bins, dtype=np.float64), [0.0, knee_out, top], [0.0, knee_out / alpha, top])
+
+
+def vtlp_warp(magnitude: torch.Tensor, alphas: np.ndarray) -> torch.Tensor:
+    """B×bins×frames spectra, each warped along frequency by its own α (linear interpolation between bins)."""
+    bins = magnitude.shape[1]
+    source = torch.from_numpy(np.stack([vtlp_source_bins(bins, float(a)) for a in alphas])).to(magnitude)
+    low = source.floor().long().clamp(0, bins - 1)
+    high = (low + 1).clamp(max=bins - 1)
+    frac = (source - low.to(source))[:, :, None]
+    frames = magnitude.shape[2]
+    pick_low = torch.gather(magnitude, 1, low[:, :, None].expand(-1, -1, frames))
+    pick_high = torch.gather(magnitude, 1, high[:, :, None].expand(-1, -1, frames))
+    return pick_low * (1 - frac) + pick_high * frac
+
+
+def training_log_mel(net: torch.nn.Module, wav: torch.Tensor, rng: np.random.Generator,
+                     settings: TrainSettings) -> torch.Tensor:
+    """The net's log-mel of a training batch, with VTLP (α drawn from ``rng``, one per example) and the masks
+    when the settings ask for them."""
+    if settings.vtlp > 0:
+        alphas = rng.uniform(1 - settings.vtlp, 1 + settings.vtlp, size=wav.shape[0])
+        log_mel = net.front.from_magnitude(vtlp_warp(stft(wav, WORDS_STFT).abs(), alphas))
+    else:
+        log_mel = net.front(wav)
+    return mask_log_mel(log_mel, rng) if settings.spec_mask else log_mel
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -265,8 +310,8 @@ def train_word_net(
         x, y = draw_batch(train, by_class, rng, settings.batch_size, clip_weights)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
-        if settings.spec_mask:
-            logits = net.head(net.features(mask_log_mel(net.front(x), rng)))
+        if settings.spec_mask or settings.vtlp > 0:
+            logits = net.head(net.features(training_log_mel(net, x, rng, settings)))
         else:
             logits = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=0.05)

@@ -93,6 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
     wt.add_argument("--flite-weight", type=float, default=1.0,
                     help="draw flite clips (recorded human voices) this much more often")
+    wt.add_argument("--vtlp", type=float, default=0.0,
+                    help="vocal-tract-length perturbation: warp each example's frequency axis by a random "
+                         "factor in [1 - VTLP, 1 + VTLP] (e.g. 0.15; 0: off)")
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
@@ -208,8 +211,11 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
+    if not 0 <= args.vtlp <= 0.3:
+        raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight)
+                             stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
+                             vtlp=args.vtlp)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
