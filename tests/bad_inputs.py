@@ -778,6 +778,9 @@ def _cases() -> list[Case]:
     add("cli-diffusion-guide-class-unknown", "numbers", "cli",
         cli("diffusion", "guide", "--class", "Unicorn", "--n", "2", "--steps", "1", "--out", out18), "error",
         r"Unknown class 'Unicorn'", "18")
+    add("cli-diffusion-guide-until-past-timesteps", "numbers", "cli",
+        cli("diffusion", "guide", "--guide-until", "1001", "--n", "2", "--steps", "1", "--out", out18), "error",
+        r"guide_until must be a whole timestep in \[0, 1000\]", "18: guide --guide-until")
     add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli",
         cli("diffusion", "inpaint", "--mask", "diagonal", "--out", out18),
         "error", r"Unknown mask 'diagonal'", "18: inpaint --mask")

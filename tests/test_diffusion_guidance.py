@@ -251,3 +251,66 @@ def test_sweep_refuses_a_reference_pool_past_its_bound_and_negative_classes_befo
                                 reference_pool=guidance.MAX_REFERENCE_POOL + 1)
     with pytest.raises(UserInputError, match="numbered from 0"):
         guidance.guided_samples(None, None, [-1], scale=0.0)
+
+
+# ---- truncated guidance: the gradient only at training timesteps t ≥ guide_until -------------------------
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_guide_until_past_every_step_is_unguided_and_zero_is_full_guidance(sampler):
+    """guide_until above every step's t: bit for bit the unguided samples, classifier never called;
+    guide_until = 0: bit for bit today's guided samples."""
+    denoiser = Denoiser(tiny_diffusion(), 10)
+    assert max(denoiser.timestep_t(i) for i in range(denoiser.num_steps)) < denoiser.train_steps
+    standin = GaussianClasses()
+    unguided = guided_samples(denoiser, standin, [0, 1, 0], scale=0.0, sampler=sampler, seed=4)
+    never = guided_samples(denoiser, standin, [0, 1, 0], scale=4.0, sampler=sampler, seed=4,
+                           guide_until=denoiser.train_steps)
+    assert standin.calls == 0 and torch.equal(never.images, unguided.images)
+    assert never.settings["guide_until"] == denoiser.train_steps
+    full = guided_samples(denoiser, standin, [0, 1, 0], scale=4.0, sampler=sampler, seed=4)
+    zero = guided_samples(denoiser, standin, [0, 1, 0], scale=4.0, sampler=sampler, seed=4, guide_until=0)
+    assert torch.equal(zero.images, full.images) and not torch.equal(full.images, unguided.images)
+    assert standin.calls == 2 * denoiser.num_steps and full.settings["guide_until"] == 0
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_guide_until_in_the_middle_leaves_the_late_steps_unguided(sampler):
+    """A cut-off in the middle: steps with t ≥ cut are guided (they differ from the unguided step), steps
+    with t < cut equal the unguided step from the same state and generator state, and the classifier is
+    called only at the guided steps."""
+    from explorer.diffusion.guidance import initial_noise, run_chain
+
+    denoiser = Denoiser(tiny_diffusion(), 10)
+    ts = [denoiser.timestep_t(i) for i in range(denoiser.num_steps)]
+    cut = ts[5]  # steps 5..9 guided, 0..4 not
+    standin = GaussianClasses()
+    guide = Guide(standin, torch.tensor([0, 1]), 4.0, until=cut)
+    gen = torch.Generator().manual_seed(3)
+    states = {}
+
+    def before(x, i):
+        states[i] = (x.clone(), gen.get_state())
+        return x
+
+    outs = {}
+    run_chain(denoiser, initial_noise(denoiser, 2, gen), sampler=sampler, generator=gen, guide=guide,
+              before_step=before, observe=lambda i, x, out: outs.__setitem__(i, out.prev_sample.clone()))
+    guided_steps = [i for i in range(denoiser.num_steps) if ts[i] >= cut]
+    assert guided_steps == [5, 6, 7, 8, 9] and standin.calls == len(guided_steps)
+    counter = GaussianClasses()
+    for i, (x, state) in states.items():
+        plain = denoiser.step(x, i, sampler=sampler, generator=torch.Generator().set_state(state))
+        if i in guided_steps:
+            assert not torch.equal(outs[i], plain.prev_sample), i
+        else:
+            assert torch.equal(outs[i], plain.prev_sample), i
+            again = denoiser.step(x, i, sampler=sampler, generator=torch.Generator().set_state(state),
+                                  guide=Guide(counter, torch.tensor([0, 1]), 4.0, until=cut))
+            assert torch.equal(again.prev_sample, plain.prev_sample), i
+    assert counter.calls == 0
+
+
+def test_bad_guide_until_is_a_one_line_error():
+    denoiser = Denoiser(tiny_diffusion(), 4)
+    for bad in (-1, denoiser.train_steps + 1, 2.5, float("nan")):
+        with pytest.raises(UserInputError, match=r"guide_until must be a whole timestep in \[0, 1000\]"):
+            guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, guide_until=bad)

@@ -113,12 +113,13 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
-    from ..diffusion.guidance import check_scale
+    from ..diffusion.guidance import check_guide_until, check_scale
 
     limits.check("batch", args.n, what="--n")
     scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
+    until = check_guide_until(args.guide_until, denoiser.train_steps)
     noisy = _noisy(args)
     test = load_dataset(args.data, "test")
     judge = Judge(judge_model, reference=test, floor=load_dataset(args.data, "train") if args.sweep else None)
@@ -129,7 +130,8 @@ def _guide(args: argparse.Namespace) -> int:
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
-                                    reference_pool=args.reference_pool, callback=bar, should_stop=bar.should_stop)
+                                    reference_pool=args.reference_pool, guide_until=until, callback=bar,
+                                    should_stop=bar.should_stop)
         data = result.to_dict()
         write_json(out / "sweep.json", data)
         write_csv(out / "sweep.csv", result.rows)
@@ -150,7 +152,7 @@ def _guide(args: argparse.Namespace) -> int:
     scale = float(args.scale)
     with progress(denoiser.num_steps, f"guided {args.sampler} s={scale:g}") as bar:
         batch = guided_samples(denoiser, noisy, [cls] * args.n, scale=scale, sampler=args.sampler, eta=args.eta,
-                               seed=args.seed, callback=bar, should_stop=bar.should_stop)
+                               seed=args.seed, guide_until=until, callback=bar, should_stop=bar.should_stop)
     names = _save_samples(batch.images, out / "samples")
     save_png(grid(batch.images, columns=min(8, args.n)), out / "samples.png")
     verdicts = judge.verdicts(batch.images)
@@ -340,6 +342,8 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--reference-pool", type=int, default=400,
                    help="with --sweep: unguided samples whose judge-named members give each class's unguided FD "
                         "(0: off)")
+    g.add_argument("--guide-until", type=int, default=0, metavar="T",
+                   help="truncated guidance: no classifier gradient at training timesteps t < T (0: every step)")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

@@ -10,6 +10,9 @@ classifier is anything with ``log_prob_grad(x_t, alpha_bar, classes)`` — the n
 :class:`~explorer.diffusion.noisy_classifier.NoisyClassifier`, or a stand-in with a known gradient in tests.
 It is fed the noise level ᾱ of the step (respaced steps keep the training ᾱ), never a timestep index.
 
+Truncated guidance: with ``guide_until`` = T₀ > 0 the gradient is applied only at steps whose training timestep
+t ≥ T₀; the steps after the cut-off (t < T₀) are the unguided sampler's, and the classifier is not called there.
+
 Randomness: x_T and every step's noise come from one CPU generator per call, seeded with ``seed``; with
 s = 0 the classifier is never called and the samples are exactly the unguided sampler's.
 """
@@ -45,9 +48,14 @@ class Guide:
     classifier: GradientClassifier
     classes: torch.Tensor
     scale: float
+    until: int = 0  # truncated guidance: no gradient at training timesteps t < until (0: every step)
 
     def active(self) -> bool:
         return self.scale != 0.0
+
+    def active_at(self, t: int) -> bool:
+        """Whether the step at training timestep ``t`` is guided."""
+        return self.active() and int(t) >= self.until
 
 
 class Denoiser:
@@ -56,6 +64,7 @@ class Denoiser:
     def __init__(self, model, steps: int | None = None, process: GaussianDiffusion | None = None):
         self.model = model
         full = process or GaussianDiffusion.for_model(model)
+        self.train_steps = full.num_steps  # the model's training timesteps (guide_until's range)
         if steps is not None and not 1 <= int(steps) <= full.num_steps:
             raise UserInputError(f"Steps must be between 1 and {full.num_steps} (the model's timesteps), not {steps}.")
         self.process = full if steps is None or int(steps) == full.num_steps else full.respaced(int(steps))
@@ -89,7 +98,7 @@ class Denoiser:
         """One reverse step from kept step i to i − 1, guided when ``guide`` has a non-zero scale."""
         out = self.model_output(x, i)
         grad = None
-        if guide is not None and guide.active():
+        if guide is not None and guide.active_at(self.timestep_t(i)):
             grad = guide.classifier.log_prob_grad(x, self.alpha_bar(i), guide.classes).to(x.device, x.dtype)
         if sampler == "ancestral":
             shift = None
@@ -160,6 +169,14 @@ def initial_noise(denoiser: Denoiser, batch: int, generator: torch.Generator) ->
     return torch.randn((batch, *denoiser.shape), generator=generator).to(denoiser.device)
 
 
+def check_guide_until(until: int, timesteps: int) -> int:
+    """guide_until (a training timestep) must lie in [0, the model's timesteps]; 0 guides every step."""
+    if isinstance(until, float) and not until.is_integer() or not 0 <= until <= timesteps:  # also refuses NaN
+        raise UserInputError(f"guide_until must be a whole timestep in [0, {timesteps}] (0: guide every step), "
+                             f"not {until}.")
+    return int(until)
+
+
 def check_scale(scale: float) -> float:
     scale = float(scale)
     if not (0.0 <= scale <= MAX_SCALE):  # also refuses NaN
@@ -178,10 +195,11 @@ class GuidedSamples:
 
 
 def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, classes: list[int] | torch.Tensor, *,
-                   scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0,
+                   scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, guide_until: int = 0,
                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
                    preview_every: int = 0) -> GuidedSamples:
-    """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided)."""
+    """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided),
+    only at training timesteps t ≥ ``guide_until`` (0: every step)."""
     scale = check_scale(scale)
     target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     limits.check("batch", int(target.numel()))
@@ -193,13 +211,15 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
             and int(target.max()) >= len(classifier.labels)):
         raise UserInputError(f"Class {int(target.max())} is out of range: "
                              f"the classifier has {len(classifier.labels)} classes.")
+    guide_until = check_guide_until(guide_until, denoiser.train_steps)
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
-    guide = Guide(classifier, target.to(denoiser.device), scale) if classifier is not None else None
+    guide = Guide(classifier, target.to(denoiser.device), scale, guide_until) if classifier is not None else None
     result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, callback=callback,
                        should_stop=should_stop, preview_every=preview_every)
     settings = {"model": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
-                "seed": int(seed), "scale": scale, "variance_type": denoiser.process.variance_type}
+                "seed": int(seed), "scale": scale, "guide_until": guide_until,
+                "variance_type": denoiser.process.variance_type}
     return GuidedSamples(result.images, target.tolist(), scale, settings, result.seconds, result.stopped)
 
 
@@ -254,16 +274,19 @@ MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class r
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
-                   callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
+                   guide_until: int = 0, callback: ProgressCallback | None = None,
+                   should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
     every scale: the scales see the same starting noise, so their differences are the guidance's. With
     ``reference_pool`` > 0 the unguided model's own per-class FD (:func:`unguided_named_reference`) is the
-    yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary)."""
+    yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary). ``guide_until``
+    truncates every scale's guidance (see :class:`Guide`); the reference stays unguided."""
     scales = [check_scale(s) for s in scales]
     limits.check("batch", n_per_class, what="samples per class")
     if reference_pool:  # the pool's images are kept in memory until the judge has named them
         limits.check("n", reference_pool, what="reference pool", lo=0, hi=MAX_REFERENCE_POOL)
+    guide_until = check_guide_until(guide_until, denoiser.train_steps)
     began = time.perf_counter()
     total = len(scales) * len(classes) * denoiser.num_steps
     rows, samples, stopped, done = [], {}, None, 0
@@ -280,7 +303,8 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
                     callback(offset + step, total, preview, values)
 
             batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
-                                   seed=seed * 1000 + c, callback=report, should_stop=should_stop)
+                                   seed=seed * 1000 + c, guide_until=guide_until, callback=report,
+                                   should_stop=should_stop)
             done += denoiser.num_steps
             if batch.stopped:
                 stopped = batch.stopped
@@ -302,7 +326,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
-                "reference_pool": reference_pool}
+                "reference_pool": reference_pool, "guide_until": guide_until}
     summary = with_reference(_summarise(rows, scales), rows, reference)
     return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
 
