@@ -20,8 +20,11 @@ the same parameterisation (the control; shared by every word: a random start doe
 the word asked for); Silero speech dreams beside their own random starts (DNSMOS SIG difference
 with a bootstrap interval); music dreams with CREPE periodicity beside the other tagger's gain.
 
-    python benchmarks/audio_judges.py --words all --word-seeds 0 --word-steps 64 --control 16 \
+    python benchmarks/audio_judges.py --words all --word-seeds 0 --control 16 \
         --words-only --speech-seeds 0 1 2 --music-seeds 0 --json out/audio_words.json
+
+``--word-steps`` defaults to 128, the steps of ``audio dream --net words`` and the page (what users get);
+docs/audio.md also has a run at 64.
 """
 
 from __future__ import annotations
@@ -267,7 +270,8 @@ def main() -> int:
     parser.add_argument("--words", nargs="+", default=None,
                         help="issue 19: word dreams for these keywords ('all': every one)")
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--word-steps", type=int, default=128)
+    parser.add_argument("--word-steps", type=int, default=DreamSettings.steps,
+                        help="steps of each word dream (default: the product's, as `audio dream --net words`)")
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
     parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
     parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])
