@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--fit-steps", type=int, default=D.fit_steps,
                    help="synth from a clip: steps spent imitating it first")
     d.add_argument("--time-shift-ms", type=float, default=D.time_shift_ms, help="synth: random delay per step")
+    d.add_argument("--speed-jitter-pct", type=float, default=D.speed_jitter_pct,
+                   help="synth: random tape speed per step, ± percent (pitch, formants and rate together, "
+                        "as between speakers)")
     d.add_argument("--added-noise-db", type=float, default=D.added_noise_db,
                    help="synth: noise level per step, dB below the peak")
     d.add_argument("--floor-db", type=float, default=D.floor_db, help="dB of the quietest value (re full-scale sine)")
@@ -123,6 +126,7 @@ def run_dream(args: argparse.Namespace) -> int:
         net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
+        speed_jitter_pct=args.speed_jitter_pct,
         added_noise_db=args.added_noise_db, floor_db=args.floor_db, top_db=args.top_db,
         tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
