@@ -143,19 +143,25 @@ def pseudo_recipe(seed: int = 0) -> list[Utterance]:
     return out
 
 
-def change_gender(audio: np.ndarray, formant_ratio: float, pitch_median: float,
+def change_gender(audio: np.ndarray, formant_ratio: float, pitch_median: float, praat_seed: int = 1,
                   rate: int = SAMPLE_RATE) -> np.ndarray:
     """Praat's "Change gender" (pitch 75–600 Hz, pitch range and duration kept): formants × ``formant_ratio``,
-    pitch moved to ``pitch_median``; the result trimmed again and kept below full scale."""
+    pitch moved to ``pitch_median``; the result trimmed again and kept below full scale. Praat's overlap-add
+    draws random periods in unvoiced stretches, so its generator is seeded with ``praat_seed`` for this call
+    (and put back to an unpredictable state after it): the same call gives the same samples."""
     import warnings
 
     import parselmouth
 
     sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=rate)
-    with warnings.catch_warnings():  # a clip at ≤ 75 Hz has no voiced frame for Praat: it is kept as Praat returns it
-        warnings.simplefilter("ignore", parselmouth.PraatWarning)
-        changed = parselmouth.praat.call(sound, "Change gender", 75, 600, float(formant_ratio), float(pitch_median),
-                                         1.0, 1.0)
+    parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({int(praat_seed)})")
+    try:
+        with warnings.catch_warnings():  # a clip at ≤ 75 Hz has no voiced frame for Praat: kept as Praat returns it
+            warnings.simplefilter("ignore", parselmouth.PraatWarning)
+            changed = parselmouth.praat.call(sound, "Change gender", 75, 600, float(formant_ratio),
+                                             float(pitch_median), 1.0, 1.0)
+    finally:
+        parselmouth.praat.run("random_initializeSafelyAndUnpredictably ()")
     out = np.asarray(changed.values[0], dtype=np.float32)
     peak = float(np.abs(out).max()) if len(out) else 0.0
     if peak > 0.99:
@@ -163,9 +169,12 @@ def change_gender(audio: np.ndarray, formant_ratio: float, pitch_median: float,
     return trim(out)
 
 
-def pseudo_speaker_clips(utterances: list[Utterance], sources: list[np.ndarray]) -> list[np.ndarray]:
-    """Each pseudo-speaker utterance made from its source clip (flite's, in :func:`pseudo_recipe`'s order)."""
-    return [change_gender(clip, u.formant_ratio, u.pitch_median) for u, clip in zip(utterances, sources)]
+def pseudo_speaker_clips(utterances: list[Utterance], sources: list[np.ndarray], first_index: int = 0,
+                         seed: int = 0) -> list[np.ndarray]:
+    """Each pseudo-speaker utterance made from its source clip (flite's, in :func:`pseudo_recipe`'s order);
+    Praat's generator is seeded by the clip's place in the recipe, so a clip does not depend on the chunking."""
+    return [change_gender(clip, u.formant_ratio, u.pitch_median, praat_seed=1 + seed * 100_000 + first_index + j)
+            for j, (u, clip) in enumerate(zip(utterances, sources))]
 
 
 def trim(audio: np.ndarray, rate: int = SAMPLE_RATE, threshold_db: float = -40.0,
@@ -252,6 +261,9 @@ def make_engine_data(engine: str, folder: str | Path, seed: int = 0, *, callback
         if made == CANCELLED:
             return CANCELLED
         flite_clips = load_clips(folder, ("flite",)).clips
+        if len(flite_clips) != len(recipe("flite", seed)):
+            raise UserInputError(f"{cache_path(folder, 'flite')} holds {len(flite_clips)} clips, not the "
+                                 f"{len(recipe('flite', seed))} of the flite recipe with seed {seed}.")
     utterances = recipe(engine, seed)
     clips: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix=f"words-{engine}-") as tmp:
@@ -261,7 +273,7 @@ def make_engine_data(engine: str, folder: str | Path, seed: int = 0, *, callback
             batch = utterances[start : start + chunk]
             if engine == PSEUDO:
                 sources = [flite_clips[i % len(flite_clips)] for i in range(start, start + len(batch))]
-                clips += pseudo_speaker_clips(batch, sources)
+                clips += pseudo_speaker_clips(batch, sources, first_index=start, seed=seed)
             else:
                 clips += synthesise(batch, Path(tmp))
             if callback is not None:
