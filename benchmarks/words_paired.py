@@ -1,8 +1,8 @@
 """Two keyword nets on the same clips (issue 19): the held-out festival keywords and the validation accent, each
 net's top-1 per voice, the unknown words, and the exact McNemar test on the clips where the nets disagree.
 
-    python benchmarks/words_paired.py --data runs/words/data --baseline assets/words --candidate runs/words/net_v4 \\
-        --json docs/audio/words_pseudo/paired.json
+    python benchmarks/words_paired.py --data runs/words/data --baseline assets/words --candidate runs/words/net_v5 \\
+        --json docs/audio/words_pseudo/paired_run2.json --pseudo-table
 
 The clips are read as the trainer's tables read them (clean, centred in one second: ``wordstrain.accuracy_table``).
 """
@@ -19,8 +19,8 @@ import torch  # noqa: E402
 from audio_judges import exact_mcnemar  # noqa: E402
 
 from explorer.audio.words import load_word_net_dir  # noqa: E402
-from explorer.audio.wordsdata import ENGINES, LABELS, SILENCE, UNKNOWN, WordClips, load_clips  # noqa: E402
-from explorer.audio.wordstrain import centred, split  # noqa: E402
+from explorer.audio.wordsdata import ENGINES, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips  # noqa: E402
+from explorer.audio.wordstrain import centred, predict_clips, split  # noqa: E402
 
 
 @torch.no_grad()
@@ -71,12 +71,29 @@ def compare_extra_voice(net, clips: WordClips, voice: str) -> dict:
     return extra_scores(logits_of(net, one.clips), one.labels, keyword)
 
 
+def pseudo_speaker_table(net, data_dir: str) -> dict[str, dict]:
+    """The net's top-1 on the keyword clips of flite and of each flite-pseudo speaker (were they new to it?)."""
+    out = {}
+    for engine in ("flite", PSEUDO):
+        clips = load_clips(data_dir, (engine,))
+        keyword = np.array([LABELS[i] != UNKNOWN for i in clips.labels])
+        right = predict_clips(net, clips.clips) == clips.labels
+        groups = np.array([engine if engine == "flite" else f"pseudo-speaker {v.split('~')[1]}"
+                           for v in clips.voices.astype(str)])
+        for group in sorted(set(groups)):
+            mask = keyword & (groups == group)
+            out[group] = {"correct": int(right[mask].sum()), "n": int(mask.sum())}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="runs/words/data")
     parser.add_argument("--baseline", default="assets/words")
     parser.add_argument("--candidate", required=True)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--pseudo-table", action="store_true",
+                        help="also the baseline's top-1 on flite's keyword clips and on each pseudo-speaker's")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     baseline, candidate = load_word_net_dir(args.baseline), load_word_net_dir(args.candidate)
@@ -102,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         for voice in sorted(set(test.voices.astype(str))):
             extra = compare_extra_voice(baseline if net == "baseline" else candidate, test, voice)
             print(f"  {voice:<24} top-1 among the 20 words {extra['top1_among_20_words']}/{extra['n']}")
+    if args.pseudo_table:
+        report["baseline_on_pseudo_speakers"] = pseudo_speaker_table(baseline, args.data)
+        print(f"{args.baseline} on the keyword clips of flite and of the pseudo-speakers (made from flite's):")
+        for group, row in report["baseline_on_pseudo_speakers"].items():
+            print(f"  {group:<24} {row['correct']}/{row['n']} = {row['correct'] / row['n']:.3f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

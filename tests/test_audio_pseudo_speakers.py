@@ -115,3 +115,16 @@ def test_class_clip_weights_weigh_each_engine():
     without = train.subset(train.engines != PSEUDO)
     assert class_clip_weights(without, [np.flatnonzero(without.labels == c) for c in range(2)],
                               {"flite": 1.0, PSEUDO: 0.0}) is None  # the default recipe: every clip alike
+
+
+def test_cli_refuses_a_negative_weight_and_names_the_missing_clips(tmp_path, capsys):
+    from explorer.cli import main
+
+    args = ["audio", "words-train", "--data", str(tmp_path), "--out", str(tmp_path / "net"),
+            "--checkpoint", str(tmp_path / "c.pt"), "--steps", "1"]
+    assert main(args + ["--pseudo-weight", "-1"]) == 2
+    for engine in ENGINES:  # a data folder without flite-pseudo.npz: the error says how to make it
+        np.savez(cache_path(tmp_path, engine), samples=np.zeros(1, np.int16), offsets=np.array([0, 1]),
+                 labels=np.array([0]), words=np.array(["yes"]), voices=np.array(["v"]))
+    assert main(args + ["--pseudo-weight", "0.5"]) == 2
+    assert "--pseudo-speakers" in capsys.readouterr().err
