@@ -274,7 +274,8 @@ def train_word_net(
     should_stop: ShouldStop | None = None,
     command: str = "",
 ) -> dict:
-    """Train on espeak-ng + flite (less one validation accent), test on festival, write
+    """Train on espeak-ng + flite (less one validation accent; + flite's pseudo-speakers when
+    ``settings.pseudo_weight`` > 0), test on festival, write
     ``out_dir/model.safetensors`` + ``config.json`` (with the accuracy tables). Resumes from
     ``checkpoint`` when it exists; returns the config written (or {"stopped": CANCELLED})."""
     engines = ENGINES + ((PSEUDO,) if settings.pseudo_weight > 0 else ())
