@@ -20,8 +20,15 @@ the same parameterisation (the control; shared by every word: a random start doe
 the word asked for); Silero speech dreams beside their own random starts (DNSMOS SIG difference
 with a bootstrap interval); music dreams with CREPE periodicity beside the other tagger's gain.
 
-    python benchmarks/audio_judges.py --words all --word-seeds 0 --word-steps 64 --control 16 \
+    python benchmarks/audio_judges.py --words all --word-seeds 0 --control 16 \
         --words-only --speech-seeds 0 1 2 --music-seeds 0 --json out/audio_words.json
+
+``--speed-jitter-pct`` sets the word dreams' random tape speed (default: the product's); ``--merge A.json …
+--paired-with B.json …`` also compares each word dream with the same word and seed in B (exact McNemar on
+the Sphinx hits, paired differences of the other judges).
+
+``--word-steps`` defaults to 128, the steps of ``audio dream --net words`` and the page (what users get);
+docs/audio.md also has a run at 64.
 """
 
 from __future__ import annotations
@@ -154,7 +161,8 @@ def words_benchmark(args, record: dict) -> None:
             section["random_starts"][key] = [_verdict_values(v) for v in random_start_judges(settings, n, device="cpu")]
             save()
 
-    base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True)
+    base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
+                         speed_jitter_pct=args.speed_jitter_pct)
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
@@ -242,6 +250,63 @@ def words_summary(record: dict) -> list[str]:
     return lines
 
 
+def exact_mcnemar(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p from the discordant pairs (a binomial test of only_a vs only_b at ½)."""
+    from math import comb
+
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _short(name: str) -> str:
+    """"words:up synth seed 0" → "up 0"."""
+    return name.removeprefix("words:").replace(" synth seed", "")
+
+
+def _judged(entry: dict, key: str) -> float | None:
+    """A dream's own score after the round trip, or one judge's value on it."""
+    return entry.get(key) if key == "own_roundtrip" else entry["judges_roundtrip"].get(key)
+
+
+def paired_summary(record: dict, baseline: dict, *, resamples: int = 4000) -> list[str]:
+    """The word dreams of ``record`` against the same-named dreams of ``baseline`` (same word, same seed):
+    Sphinx hits by exact McNemar, and the paired mean difference of each judge with a bootstrap interval."""
+    ours = {n: e for n, e in record.get("words", {}).get("dreams", {}).items() if n.startswith("words:")}
+    theirs = baseline.get("words", {}).get("dreams", {})
+    names = sorted(n for n in ours if n in theirs)
+    if not names:
+        return ["paired: no word dream in both records"]
+
+    def hit(entry: dict, name: str) -> bool:
+        return entry["judges_roundtrip"].get("sphinx_word_answer") == name.split()[0].split(":")[1]
+
+    only_ours = [n for n in names if hit(ours[n], n) and not hit(theirs[n], n)]
+    only_theirs = [n for n in names if hit(theirs[n], n) and not hit(ours[n], n)]
+    both = sum(hit(ours[n], n) and hit(theirs[n], n) for n in names)
+    p_value = exact_mcnemar(len(only_ours), len(only_theirs))
+    lines = [(f"paired with the baseline ({len(names)} dreams, same word and seed): Sphinx names the target in both "
+              f"{both}, only here {len(only_ours)}, only in the baseline {len(only_theirs)}: exact McNemar p = "
+              f"{p_value:.3f}"),
+             f"  only here: {', '.join(_short(n) for n in only_ours)}",
+             f"  only in the baseline: {', '.join(_short(n) for n in only_theirs)}"]
+    rng = np.random.default_rng(0)
+    for key in ("own_roundtrip", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity", "mean_hnr_db"):
+        pairs = np.array([(_judged(ours[n], key), _judged(theirs[n], key)) for n in names
+                          if _judged(ours[n], key) is not None and _judged(theirs[n], key) is not None], float)
+        if not len(pairs):
+            continue
+        diffs = pairs[:, 0] - pairs[:, 1]
+        boot = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(1)
+        low, high = np.quantile(boot, [0.025, 0.975])
+        lines.append(f"  {key}: here {pairs[:, 0].mean():.3f} (median {np.median(pairs[:, 0]):.3f}) vs baseline "
+                     f"{pairs[:, 1].mean():.3f} (median {np.median(pairs[:, 1]):.3f}): paired difference "
+                     f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}] over {len(diffs)} dreams")
+    return lines
+
+
 def merge(paths: list[str]) -> dict:
     """Several JSON records of word runs as one (dreams and random starts side by side)."""
     record: dict = {"words": {"dreams": {}, "random_starts": {}}, "machine": set()}
@@ -267,12 +332,17 @@ def main() -> int:
     parser.add_argument("--words", nargs="+", default=None,
                         help="issue 19: word dreams for these keywords ('all': every one)")
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--word-steps", type=int, default=128)
+    parser.add_argument("--word-steps", type=int, default=DreamSettings.steps,
+                        help="steps of each word dream (default: the product's, as `audio dream --net words`)")
+    parser.add_argument("--speed-jitter-pct", type=float, default=DreamSettings.speed_jitter_pct,
+                        help="random tape speed per step of each word dream, ± percent (default: the product's)")
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
     parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
     parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])
     parser.add_argument("--merge", nargs="+", default=None,
                         help="summarise the JSON records of several --words runs together")
+    parser.add_argument("--paired-with", nargs="+", default=None,
+                        help="with --merge: compare each word dream with the same word and seed in these JSON records")
     parser.add_argument("--speech-seeds", type=int, nargs="*", default=[0, 1, 2],
                         help="Silero dreams judged with the control")
     parser.add_argument("--music-seeds-hearing", type=int, nargs="*", default=[0], help="music dreams with CREPE")
@@ -289,6 +359,9 @@ def main() -> int:
         merged = merge(args.merge)
         for line in words_summary(merged):
             print(line)
+        if args.paired_with:
+            for line in paired_summary(merged, merge(args.paired_with)):
+                print(line)
         print(f"\nmachine: {merged['machine']}")
         return 0
     if args.words or args.words_only:

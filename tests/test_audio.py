@@ -262,6 +262,8 @@ def test_dream_rejects_bad_settings():
         dream(DreamSettings(net="speech", synth="kazoo", steps=1), device="cpu")
     with pytest.raises(UserInputError, match="Unknown start"):
         dream(DreamSettings(net="speech", start="whalesong", steps=1), device="cpu")
+    with pytest.raises(UserInputError, match="tape speed"):
+        DreamSettings(net="words", speed_jitter_pct=60.0)
 
 
 def test_cli_dream_writes_wavs_pngs_and_round_trip_json(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from explorer.audio.dream import DreamSettings
+
 
 def _page(root) -> AppTest:
     return AppTest.from_file(str(root / "explorer/ui/pages/audio.py"), default_timeout=120)
@@ -73,6 +75,8 @@ def test_page_dreams_a_word_beside_random_starts(root):
     at.radio(key="audio_net").set_value("words").run()
     assert at.number_input(key="audio_seconds_words").value == 1.0  # a word lasts about a second
     at.selectbox(key="audio_word").set_value("no").run()
+    assert at.number_input(key="audio_speed").value == DreamSettings.speed_jitter_pct  # the synth's robustness
+    at.number_input(key="audio_speed").set_value(10.0)
     at.number_input(key="audio_steps").set_value(6)
     at.number_input(key="audio_control").set_value(2)
     at.checkbox(key="audio_hearing").uncheck()

@@ -15,7 +15,8 @@ import torch
 
 from explorer.audio import judges
 from explorer.audio.clips import builtin_clip, noise
-from explorer.audio.synth import INSTRUMENT, VOICE, HarmonicPlusNoise, fit_to_clip, spectral_distance
+from explorer.audio.synth import (INSTRUMENT, VOICE, HarmonicPlusNoise, WaveformRobustness, fit_to_clip,
+                                  spectral_distance, tape_speed)
 
 SR = 16000
 
@@ -110,6 +111,63 @@ def test_fit_distance_is_the_distance_of_the_knobs_the_dream_starts_from(tiny):
     assert setup.fit_distance == pytest.approx(now, rel=1e-5)
 
 
+# ---- robustness: the random tape speed (pitch, formants and rate together, as between speakers) -------------
+ONLY_SPEED = dict(gain_db=0.0, shift_ms=0.0, noise_db=None, tilt_db=0.0)  # every other transform off
+
+
+def _centroid(wav: np.ndarray) -> float:
+    """Spectral centroid of the power spectrum normalised to sum 1 (so length and loudness do not count)."""
+    freqs, power = _spectrum(wav)
+    return float((freqs * power).sum() / power.sum())
+
+
+def test_tape_speed_zero_is_the_identity():
+    with torch.no_grad():
+        render = _steady(VOICE, 150.0)()
+    wav = render.reshape(1, -1)
+    assert torch.equal(tape_speed(wav, 1.0), wav)
+    robust = WaveformRobustness(speed_pct=0.0, **ONLY_SPEED)
+    out = robust(render, torch.Generator().manual_seed(0))
+    peak_normalised = wav * (10 ** (robust.peak_dbfs / 20) / wav.abs().amax())
+    assert torch.allclose(out, peak_normalised, atol=1e-7)
+
+
+@pytest.mark.parametrize("speed", [1.1, 0.9])
+def test_tape_speed_moves_the_spectral_centroid_by_its_factor(speed):
+    """Faster tape: every frequency (pitch and formants) times the factor; slower: divided."""
+    with torch.no_grad():
+        wav = _steady(VOICE, 140.0)().reshape(1, -1)
+        moved = tape_speed(wav, speed)
+    assert moved.shape == wav.shape
+    kept = min(wav.shape[-1], int(round(wav.shape[-1] / speed)))  # the rest is the silence padded at the end
+    ratio = _centroid(moved[0, :kept].numpy()) / _centroid(wav[0].numpy())
+    assert ratio == pytest.approx(speed, rel=0.02)
+    if speed > 1:
+        assert moved[0, kept + 1:].abs().max() == 0  # shorter: padded with silence to the length the net reads
+
+
+def test_tape_speed_gradients_reach_the_synth_knobs():
+    from explorer.audio.targets import make_target
+
+    synth = HarmonicPlusNoise(VOICE, SR, SR, generator=torch.Generator().manual_seed(1))
+    robust = WaveformRobustness(speed_pct=10.0, **ONLY_SPEED)
+    target = make_target("words", torch.device("cpu"), word="yes")
+    target.score_waveform(robust(synth(), torch.Generator().manual_seed(0)), None).sum().backward()
+    for name, p in synth.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_tape_speed_is_drawn_from_the_seeded_generator():
+    with torch.no_grad():
+        render = _steady(VOICE, 150.0)()
+    robust = WaveformRobustness(speed_pct=10.0, **ONLY_SPEED)
+    first, again, other = (robust(render, torch.Generator().manual_seed(s)) for s in (3, 3, 4))
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+    centroids = [_centroid(robust(render, torch.Generator().manual_seed(s))[0].numpy()) for s in range(8)]
+    assert max(centroids) / min(centroids) > 1.05  # the draws spread over ± 10 %, not one fixed factor
+
+
 def test_targets_and_parameterisations_do_not_import_the_dream():
     """dream() builds on them, never the other way round (no import circle)."""
     code = ("import sys, explorer.audio.parameterisations, explorer.audio.targets; "
@@ -189,9 +247,10 @@ def test_dream_json_carries_judges_and_who_scored(tmp_path):
 
     out = tmp_path / "dream"
     assert main(["--device", "cpu", "audio", "dream", "--net", "speech", "--seconds", "1", "--steps", "3",
-                 "--control", "0", "--no-hearing", "--out", str(out)]) == 0
+                 "--control", "0", "--no-hearing", "--speed-jitter-pct", "10", "--out", str(out)]) == 0
     data = json.loads((out / "dream.json").read_text())
     assert data["param"] == "synth" and "scored_by" in data and data["synth"]["synth"] == "voice"
+    assert data["settings"]["speed_jitter_pct"] == 10.0
     for when in ("before", "roundtrip"):
         assert set(data["judges"][when]) == {"voiced_fraction", "mean_hnr_db", "energy_below_3k", "spectral_flatness"}
         assert all(isinstance(v["value"], float) for v in data["judges"][when].values())

@@ -9,8 +9,9 @@ parameterisations (:mod:`explorer.audio.parameterisations`), set up once and run
 
 * ``synth`` (default) — the knobs of a harmonic-plus-noise synthesiser (:mod:`explorer.audio.synth`):
   pitch contour, formants or harmonic distribution, filtered noise, loudness and voicing. It can
-  only make plausible sound; the render goes through random gain, delay and added noise (what a
-  written file may meet) into each network's own front end, and gradients reach the knobs.
+  only make plausible sound; the render goes through random gain, tape speed, delay and added noise
+  (what a written file and another speaker may meet) into each network's own front end, and gradients
+  reach the knobs.
 * ``spectrogram`` / ``spectrogram-fft`` — *adversarial / unconstrained*: any log-magnitude
   spectrogram, turned into sound by Griffin-Lim. It finds what a network responds to, which is
   usually not what a person would hear as speech or music. It is an ordinary image
@@ -59,6 +60,7 @@ PARAM_ALIASES = {"pixel": "spectrogram", "fft": "spectrogram-fft"}  # the names 
 SYNTH_LIMITS = {
     "fit_steps": Limit(0, 10_000, label="fit steps", integer=True),
     "time_shift_ms": Limit(0.0, 1000.0, " ms", label="random delay"),
+    "speed_jitter_pct": Limit(0.0, 50.0, " %", label="random tape speed"),
     "added_noise_db": Limit(-200.0, 0.0, " dB", label="added noise level"),
     "control_starts": Limit(0, 256, label="random starts for the control", integer=True),
 }
@@ -84,6 +86,8 @@ class DreamSettings:
     synth: str | None = None  # "voice" | "instrument"; None: voice for speech, instrument otherwise
     fit_steps: int = 100  # from a clip: steps spent imitating it before dreaming
     time_shift_ms: float = 8.0  # random delay per step (robustness to framing)
+    # random tape speed per step, ± percent: pitch, formants and rate together (robustness across speakers)
+    speed_jitter_pct: float = 2.0
     added_noise_db: float = -50.0  # white noise this far below the peak, per step
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency

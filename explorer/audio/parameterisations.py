@@ -1,8 +1,8 @@
 """The two ways an audio dream can be made, each set up once and handed to THE loop.
 
 * :class:`SynthDream` — the knobs of a harmonic-plus-noise synthesiser (:mod:`explorer.audio.synth`):
-  it can only make plausible sound; the render goes through random gain, delay and added noise
-  into the target's own front end, and gradients reach the knobs. A clip start is imitated first.
+  it can only make plausible sound; the render goes through random gain, tape speed, delay and added
+  noise into the target's own front end, and gradients reach the knobs. A clip start is imitated first.
 * :class:`SpectrogramDream` — a free log-magnitude spectrogram (pixels or a Fourier basis) whose
   [0, 1] values map linearly to decibels, turned into sound by Griffin-Lim (or the clip's phase):
   adversarial / unconstrained.
@@ -102,7 +102,8 @@ class SynthDream(Parameterisation):
             self.start_render = peak_normalised(self.param.waveform())
         self.start_unit = self.dbmap.to_unit(stft(self.start_render, target.stft).abs())[:, None]
         self.robust = WaveformRobustness(gain_db=settings.gain_jitter_db, shift_ms=settings.time_shift_ms,
-                                         noise_db=settings.added_noise_db, sample_rate=target.sample_rate)
+                                         noise_db=settings.added_noise_db, speed_pct=settings.speed_jitter_pct,
+                                         sample_rate=target.sample_rate)
         self.before = target.report_waveform(self.start_render)
 
     def transforms(self, render: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

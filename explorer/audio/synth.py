@@ -365,6 +365,21 @@ class HarmonicPlusNoise(ImageParam):
 
 
 # ---- robustness: what happens to the sound between the synthesiser and the listener ----------
+def tape_speed(wav: torch.Tensor, speed: float) -> torch.Tensor:
+    """B×N played ``speed`` times as fast (a tape running fast or slow), same length out.
+
+    Pitch, formants (vocal-tract length) and rate move together, which is roughly how one word
+    differs between speakers. Linear interpolation, so gradients flow to the samples; the result is
+    cropped, or padded with silence at the end, to N samples (the length the network reads).
+    """
+    if speed == 1.0:
+        return wav
+    n = wav.shape[-1]
+    new_length = max(2, int(round(n / speed)))
+    resampled = F.interpolate(wav[:, None], size=new_length, mode="linear", align_corners=True)[:, 0]
+    return F.pad(resampled, (0, max(0, n - new_length)))[:, :n]
+
+
 @dataclass(frozen=True)
 class WaveformRobustness:
     """Random changes a written WAV may go through, applied to B×1×1×N renders in the loop.
@@ -394,11 +409,8 @@ class WaveformRobustness:
             shift_db = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.gain_db
             wav = wav * 10 ** (shift_db / 20)
         if self.speed_pct:
-            n = wav.shape[-1]
             speed = 1 + (float(torch.rand((), generator=generator, device=gen_dev)) * 2 - 1) * self.speed_pct / 100
-            new_length = max(2, int(round(n / speed)))
-            resampled = F.interpolate(wav[:, None], size=new_length, mode="linear", align_corners=True)[:, 0]
-            wav = F.pad(resampled, (0, max(0, n - resampled.shape[-1])))[:, :n]
+            wav = tape_speed(wav, speed)
         if self.tilt_db:
             slope = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * 2 - 1) * self.tilt_db
             freqs = torch.fft.rfftfreq(wav.shape[-1], 1.0 / self.sample_rate, device=dev).clamp(min=50.0)

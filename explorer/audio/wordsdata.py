@@ -10,7 +10,10 @@ Three engines, very different in how they make speech:
   duration settings. **Held out**: the net never hears these voices in training; its accuracy on
   them is the figure we report (a test on speakers it never heard — with the caveat, said in the
   docs, that flite's kal and slt are the same people as festival's kal and slt, synthesised by
-  another engine; ked is a voice no training engine has).
+  another engine; ked is a voice no training engine has);
+* **flite-pseudo** (opt-in, made from flite's clips, no synthesiser) — pseudo-speakers: every flite
+  clip through Praat's "Change gender" at a few formant-shift ratios and pitch medians, so the only
+  recorded human voices also stand for speakers with longer and shorter vocal tracts.
 
 Every clip is the word alone, trimmed at −40 dB of its peak, resampled to 16 kHz and cut to ≤ 1 s.
 The recipe is deterministic (fixed lists, settings from a seeded generator), so the same command
@@ -49,6 +52,16 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 ENGINES = ("espeak-ng", "flite", "festival")
 HELD_OUT = "festival"
+PSEUDO = "flite-pseudo"  # opt-in: flite's clips as pseudo-speakers (Praat "Change gender"); never festival's
+EXTRA_ENGINES = (PSEUDO,)
+# (formant-shift ratio range, pitch-median range in Hz) of each pseudo-speaker; the values of a clip are drawn
+# inside these from a seeded generator. < 1: a longer vocal tract (lower formants), > 1: a shorter one.
+PSEUDO_SPEAKERS = (((0.85, 0.92), (75.0, 105.0)),   # deep man
+                   ((0.92, 0.98), (100.0, 140.0)),  # man, a little longer tract
+                   ((1.03, 1.10), (95.0, 135.0)),   # man, shorter tract
+                   ((1.08, 1.14), (140.0, 190.0)),  # high man / low woman
+                   ((1.12, 1.20), (180.0, 250.0)),  # woman
+                   ((0.90, 0.97), (170.0, 230.0)))  # woman, longer tract
 DEBIAN_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite",
                    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
 
@@ -63,6 +76,8 @@ class Utterance:
     voice: str
     rate: float = 1.0  # > 1: faster
     pitch: float = 1.0  # × the voice's usual pitch
+    formant_ratio: float = 1.0  # pseudo-speakers only: Praat's formant-shift ratio
+    pitch_median: float = 0.0  # pseudo-speakers only: the new pitch median in Hz (0: unchanged)
 
 
 def label_of(word: str) -> int:
@@ -71,6 +86,10 @@ def label_of(word: str) -> int:
 
 def engine_missing(engine: str) -> str | None:
     """Why ``engine`` cannot run here (None when it can)."""
+    if engine == PSEUDO:  # made from flite's clips (flite itself is checked when they are made)
+        import importlib.util
+
+        return None if importlib.util.find_spec("parselmouth") else "parselmouth (Praat) is not installed"
     program = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}[engine]
     if shutil.which(program) is None:
         return f"{program} is not installed (apt-get install {DEBIAN_PACKAGES[engine]})"
@@ -84,6 +103,8 @@ def engine_missing(engine: str) -> str | None:
 def recipe(engine: str, seed: int = 0) -> list[Utterance]:
     """Every utterance ``engine`` contributes, in a fixed order (keywords at every voice setting,
     unknown words at a deterministic third of them)."""
+    if engine == PSEUDO:
+        return pseudo_recipe(seed)
     rng = np.random.default_rng([seed, ENGINES.index(engine)])
     settings: list[tuple[str, float, float]] = []
     if engine == "espeak-ng":
@@ -106,6 +127,54 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
         words = [w for j, w in enumerate(UNKNOWN_WORDS) if (i + j) % 3 == 0]
         out += [Utterance(w, label_of(w), engine, v, r, p) for w in words]
     return out
+
+
+def pseudo_recipe(seed: int = 0) -> list[Utterance]:
+    """Every flite utterance as each pseudo-speaker in turn (speaker-major: clip ``k * n + i`` is flite's clip i
+    as pseudo-speaker k), with its formant ratio and pitch median drawn inside that speaker's ranges."""
+    flite = recipe("flite", seed)
+    rng = np.random.default_rng([seed, len(ENGINES) + EXTRA_ENGINES.index(PSEUDO)])
+    out = []
+    for k, ((ratio_lo, ratio_hi), (pitch_lo, pitch_hi)) in enumerate(PSEUDO_SPEAKERS):
+        ratios = rng.uniform(ratio_lo, ratio_hi, len(flite))
+        pitches = rng.uniform(pitch_lo, pitch_hi, len(flite))
+        out += [Utterance(u.word, u.label, PSEUDO, f"{u.voice}~{k}", u.rate, u.pitch, round(float(r), 3),
+                          round(float(f0), 1)) for u, r, f0 in zip(flite, ratios, pitches)]
+    return out
+
+
+def change_gender(audio: np.ndarray, formant_ratio: float, pitch_median: float, praat_seed: int = 1,
+                  rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Praat's "Change gender" (pitch 75–600 Hz, pitch range and duration kept): formants × ``formant_ratio``,
+    pitch moved to ``pitch_median``; the result trimmed again and kept below full scale. Praat's overlap-add
+    draws random periods in unvoiced stretches, so its generator is seeded with ``praat_seed`` for this call
+    (and put back to an unpredictable state after it): the same call gives the same samples."""
+    import warnings
+
+    import parselmouth
+
+    sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=rate)
+    parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({int(praat_seed)})")
+    try:
+        with warnings.catch_warnings():  # a clip at ≤ 75 Hz has no voiced frame for Praat: kept as Praat returns it
+            warnings.simplefilter("ignore", parselmouth.PraatWarning)
+            changed = parselmouth.praat.call(sound, "Change gender", 75, 600, float(formant_ratio),
+                                             float(pitch_median), 1.0, 1.0)
+    finally:
+        parselmouth.praat.run("random_initializeSafelyAndUnpredictably ()")
+    out = np.asarray(changed.values[0], dtype=np.float32)
+    peak = float(np.abs(out).max()) if len(out) else 0.0
+    if peak > 0.99:
+        out = out * np.float32(0.99 / peak)
+    return trim(out)
+
+
+def pseudo_speaker_clips(utterances: list[Utterance], sources: list[np.ndarray], first_index: int = 0,
+                         seed: int = 0) -> list[np.ndarray]:
+    """Each pseudo-speaker utterance made from its source clip (flite's, in :func:`pseudo_recipe`'s order);
+    Praat's generator is seeded by the clip's place in the recipe, so a clip does not depend on the chunking."""
+    return [change_gender(clip, u.formant_ratio, u.pitch_median, praat_seed=1 + seed * 100_000 + first_index + j)
+            for j, (u, clip) in enumerate(zip(utterances, sources))]
 
 
 def trim(audio: np.ndarray, rate: int = SAMPLE_RATE, threshold_db: float = -40.0,
@@ -176,6 +245,7 @@ def cache_path(folder: str | Path, engine: str) -> Path:
 def make_engine_data(engine: str, folder: str | Path, seed: int = 0, *, callback: ProgressCallback | None = None,
                      should_stop: ShouldStop | None = None, chunk: int = 64) -> Path | str:
     """Synthesise ``engine``'s part of the data set into ``folder/ENGINE.npz`` (kept when it exists).
+    The pseudo-speakers are made from ``folder/flite.npz`` (made first when missing).
     Returns the path, or :data:`CANCELLED` when stopped (nothing is written then)."""
     from ..files import write_npz
 
@@ -185,13 +255,27 @@ def make_engine_data(engine: str, folder: str | Path, seed: int = 0, *, callback
     why = engine_missing(engine)
     if why:
         raise UserInputError(f"Cannot make the {engine} clips: {why}.")
+    flite_clips: list[np.ndarray] = []
+    if engine == PSEUDO:
+        made = make_engine_data("flite", folder, seed, should_stop=should_stop)
+        if made == CANCELLED:
+            return CANCELLED
+        flite_clips = load_clips(folder, ("flite",)).clips
+        if len(flite_clips) != len(recipe("flite", seed)):
+            raise UserInputError(f"{cache_path(folder, 'flite')} holds {len(flite_clips)} clips, not the "
+                                 f"{len(recipe('flite', seed))} of the flite recipe with seed {seed}.")
     utterances = recipe(engine, seed)
     clips: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix=f"words-{engine}-") as tmp:
         for start in range(0, len(utterances), chunk):
             if should_stop is not None and should_stop():
                 return CANCELLED
-            clips += synthesise(utterances[start : start + chunk], Path(tmp))
+            batch = utterances[start : start + chunk]
+            if engine == PSEUDO:
+                sources = [flite_clips[i % len(flite_clips)] for i in range(start, start + len(batch))]
+                clips += pseudo_speaker_clips(batch, sources, first_index=start, seed=seed)
+            else:
+                clips += synthesise(batch, Path(tmp))
             if callback is not None:
                 callback(len(clips), len(utterances), None, None)
     lengths = np.array([len(c) for c in clips], dtype=np.int64)
@@ -200,7 +284,9 @@ def make_engine_data(engine: str, folder: str | Path, seed: int = 0, *, callback
     write_npz(path, dict(samples=samples, offsets=np.concatenate([[0], np.cumsum(lengths)]),
                          labels=np.array([u.label for u in utterances], dtype=np.int64),
                          words=np.array([u.word for u in utterances]), voices=np.array([u.voice for u in utterances]),
-                         rates=np.array([u.rate for u in utterances]), pitches=np.array([u.pitch for u in utterances])))
+                         rates=np.array([u.rate for u in utterances]), pitches=np.array([u.pitch for u in utterances]),
+                         formant_ratios=np.array([u.formant_ratio for u in utterances]),
+                         pitch_medians=np.array([u.pitch_median for u in utterances])))
     return path
 
 
@@ -229,8 +315,9 @@ def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordCl
     for engine in engines:
         path = cache_path(folder, engine)
         if not path.exists():
+            extra = " --pseudo-speakers" if engine == PSEUDO else ""
             raise UserInputError(f"No {engine} clips in {folder}: "
-                                 f"run `python -m explorer audio words-data --out {folder}` first.")
+                                 f"run `python -m explorer audio words-data --out {folder}{extra}` first.")
         with np.load(path, allow_pickle=False) as data:
             samples, offsets = data["samples"], data["offsets"]
             clips += [samples[a:b].astype(np.float32) / 32768 for a, b in zip(offsets[:-1], offsets[1:])]

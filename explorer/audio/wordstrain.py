@@ -43,7 +43,7 @@ from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
 from .spectrogram import stft
 from .words import WINDOW, WORDS_STFT, WordNet, build_net
-from .wordsdata import ENGINES, HELD_OUT, LABELS, SILENCE, UNKNOWN, WordClips, load_clips
+from .wordsdata import ENGINES, HELD_OUT, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
 
@@ -62,6 +62,7 @@ class TrainSettings:
     spec_mask: bool = False  # SpecAugment-style masks on the log-mel (≤ 2 bands of ≤ 6 mels, ≤ 2 spans of ≤ 12 frames)
     flite_weight: float = 1.0  # how much more often a flite clip (recorded human voices) is drawn than an espeak-ng one
     vtlp: float = 0.0  # VTLP: warp each example's frequency axis by α ∈ [1 − vtlp, 1 + vtlp] (0: off)
+    pseudo_weight: float = 0.0  # flite-pseudo clips too, each drawn this much as often as an espeak-ng one (0: no)
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -250,6 +251,19 @@ def split(data: WordClips) -> tuple[WordClips, WordClips, WordClips]:
     return data.subset(~test & ~validation), data.subset(validation), data.subset(test)
 
 
+def class_clip_weights(train: WordClips, by_class: list[np.ndarray],
+                       engine_weights: dict[str, float]) -> list[np.ndarray] | None:
+    """Per class, each clip's probability of being drawn when an engine's clips count ``engine_weights[engine]``
+    times an espeak-ng clip (None: all equal)."""
+    if all(train.engines[train.engines == e].size == 0 or w == 1.0 for e, w in engine_weights.items()):
+        return None
+    out = []
+    for idx in by_class:
+        w = np.array([engine_weights.get(str(e), 1.0) for e in train.engines[idx]], dtype=np.float64)
+        out.append(w / w.sum() if len(w) else w)
+    return out
+
+
 def train_word_net(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -260,20 +274,17 @@ def train_word_net(
     should_stop: ShouldStop | None = None,
     command: str = "",
 ) -> dict:
-    """Train on espeak-ng + flite (less one validation accent), test on festival, write
+    """Train on espeak-ng + flite (less one validation accent; + flite's pseudo-speakers when
+    ``settings.pseudo_weight`` > 0), test on festival, write
     ``out_dir/model.safetensors`` + ``config.json`` (with the accuracy tables). Resumes from
     ``checkpoint`` when it exists; returns the config written (or {"stopped": CANCELLED})."""
-    data = load_clips(data_dir, ENGINES)
+    engines = ENGINES + ((PSEUDO,) if settings.pseudo_weight > 0 else ())
+    data = load_clips(data_dir, engines)
     train, validation, test = split(data)
     if not len(train):
         raise UserInputError(f"No training clips in {data_dir}.")
     by_class = [np.flatnonzero(train.labels == c) for c in range(len(LABELS))]
-    clip_weights = None
-    if settings.flite_weight != 1.0:
-        clip_weights = []
-        for idx in by_class:
-            w = np.where(train.engines[idx] == "flite", settings.flite_weight, 1.0)
-            clip_weights.append(w / w.sum() if len(w) else w)
+    clip_weights = class_clip_weights(train, by_class, {"flite": settings.flite_weight, PSEUDO: settings.pseudo_weight})
     config = {"name": "words", "labels": list(LABELS), "widths": list(settings.widths), "n_mels": 40,
               "dropout": settings.dropout, "sample_rate": 16000, "window_samples": WINDOW}
     with devices.seeded(settings.seed, torch.device("cpu")):
@@ -335,7 +346,7 @@ def train_word_net(
     config["training"] = {
         **asdict(settings), "steps_done": step, "command": command, "seconds": round(seconds, 1),
         "hardware": _hardware(),
-        "data": {"train": {e: int((train.engines == e).sum()) for e in ENGINES},
+        "data": {"train": {e: int((train.engines == e).sum()) for e in engines},
                  "validation": f"espeak-ng accent {VALIDATION_ACCENT} ({len(validation)} clips)",
                  "test": f"{HELD_OUT} ({len(test)} clips), never seen in training"},
         "validation": accuracy_table(net, validation) if len(validation) else None,

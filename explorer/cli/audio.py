@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--fit-steps", type=int, default=D.fit_steps,
                    help="synth from a clip: steps spent imitating it first")
     d.add_argument("--time-shift-ms", type=float, default=D.time_shift_ms, help="synth: random delay per step")
+    d.add_argument("--speed-jitter-pct", type=float, default=D.speed_jitter_pct,
+                   help="synth: random tape speed per step, ± percent (pitch, formants and rate together, "
+                        "as between speakers)")
     d.add_argument("--added-noise-db", type=float, default=D.added_noise_db,
                    help="synth: noise level per step, dB below the peak")
     d.add_argument("--floor-db", type=float, default=D.floor_db, help="dB of the quietest value (re full-scale sine)")
@@ -78,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="synthesise the keyword clips (espeak-ng, flite, festival) into a cache folder")
     wd.add_argument("--out", default="runs/words/data", help="cache folder (one .npz per synthesiser)")
     wd.add_argument("--seed", type=int, default=0)
+    wd.add_argument("--pseudo-speakers", action="store_true",
+                    help="also make flite-pseudo.npz: flite's clips through Praat's Change gender (opt-in engine)")
     wd.set_defaults(func=run_words_data)
 
     wt = sub.add_parser("words-train", help="train the keyword network on the synthesised clips (festival held out)")
@@ -93,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
     wt.add_argument("--flite-weight", type=float, default=1.0,
                     help="draw flite clips (recorded human voices) this much more often")
+    wt.add_argument("--pseudo-weight", type=float, default=0.0,
+                    help="train on the flite-pseudo clips too (words-data --pseudo-speakers), each drawn this much "
+                         "as often as an espeak-ng clip (0: not used)")
     wt.add_argument("--vtlp", type=float, default=0.0,
                     help="vocal-tract-length perturbation: warp each example's frequency axis by a random "
                          "factor in [1 - VTLP, 1 + VTLP] (e.g. 0.15; 0: off)")
@@ -123,6 +131,7 @@ def run_dream(args: argparse.Namespace) -> int:
         net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
+        speed_jitter_pct=args.speed_jitter_pct,
         added_noise_db=args.added_noise_db, floor_db=args.floor_db, top_db=args.top_db,
         tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
@@ -180,18 +189,24 @@ def run_tags(args: argparse.Namespace) -> int:
 
 
 def run_words_data(args: argparse.Namespace) -> int:
-    from ..audio.wordsdata import ENGINES, make_engine_data, recipe
+    import time
+
+    from ..audio.wordsdata import ENGINES, PSEUDO, cache_path, make_engine_data, recipe
     from ..progress import CANCELLED
 
     check_options(args, "seed")
     out = output_dir(args.out)
-    for engine in ENGINES:
-        with progress(len(recipe(engine, args.seed)), f"{engine} clips", unit="clip") as bar:
+    for engine in ENGINES + ((PSEUDO,) if args.pseudo_speakers else ()):
+        clips = len(recipe(engine, args.seed))
+        there = cache_path(out, engine).exists()
+        started = time.perf_counter()
+        with progress(clips, f"{engine} clips", unit="clip") as bar:
             path = make_engine_data(engine, out, args.seed, callback=bar, should_stop=bar.should_stop)
         if path == CANCELLED:
             print("stopped: cancelled (nothing written for this synthesiser)")
             return 1
-        print(f"{engine}: {path}")
+        made = "kept: it was there" if there else f"made in {time.perf_counter() - started:.1f} s"
+        print(f"{engine}: {path} ({clips} clips, {made})")
     return 0
 
 
@@ -211,11 +226,13 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
+    if not 0 <= args.pseudo_weight <= 100:
+        raise UserInputError(f"--pseudo-weight {args.pseudo_weight}: between 0 (not used) and 100.")
     if not 0 <= args.vtlp <= 0.3:
         raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
-                             vtlp=args.vtlp)
+                             vtlp=args.vtlp, pseudo_weight=args.pseudo_weight)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,

@@ -112,6 +112,7 @@ with right:
                              help="original: keep the start clip's phase (clips and uploads only)")
     tv_time = tv_freq = blur_every = consistency = 0
     blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, -50.0
+    speed_jitter = DreamSettings.speed_jitter_pct
     with st.expander("Robustness and learning rate" if param == "synth"
                      else "Priors and resynthesis (free spectrogram)"):
         c1, c2 = st.columns(2)
@@ -123,6 +124,10 @@ with right:
                                          help="so the dream does not rely on where the network's frames fall")
             added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, -50.0,
                                           key=f"{KEY}_noise")
+            speed_jitter = c1.number_input("Random tape speed per step (± %)", 0.0, 50.0,
+                                           float(DreamSettings.speed_jitter_pct), key=f"{KEY}_speed",
+                                           help="pitch, formants and rate move together, as between speakers: "
+                                                "so the dream does not rely on one voice")
         else:
             tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
             tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
@@ -139,7 +144,8 @@ settings = DreamSettings(net=net, word=word, control_starts=int(control_starts),
                          music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
                          seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
                          synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
-                         added_noise_db=float(added_noise), tv_time=float(tv_time), tv_freq=float(tv_freq),
+                         speed_jitter_pct=float(speed_jitter), added_noise_db=float(added_noise),
+                         tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          consistency_every=int(consistency),
                          phase=phase, griffin_lim_iters=int(gl_iters), momentum=float(momentum), seed=int(seed))
