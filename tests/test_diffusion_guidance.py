@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from explorer.diffusion.data import load_digits
+from explorer.diffusion.data import fashion_available, load_digits
 from explorer.diffusion.gaussian import GaussianDiffusion
 from explorer.diffusion.guidance import Denoiser, Guide, guided_samples
 from explorer.diffusion.judge import mean_pairwise_distance, rate
@@ -314,3 +314,67 @@ def test_bad_guide_until_is_a_one_line_error():
     for bad in (-1, denoiser.train_steps + 1, 2.5, float("nan")):
         with pytest.raises(UserInputError, match=r"guide_until must be a whole timestep in \[0, 1000\]"):
             guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, guide_until=bad)
+
+
+@pytest.mark.skipif(not fashion_available(), reason="Fashion-MNIST IDX files absent (CI installs them)")
+def test_cli_guide_takes_a_trained_classifier_folder_and_records_it(tmp_path):
+    """``--classifier FOLDER`` guides with the folder's weights (not the shipped guide of the same name) and
+    guide.json says which folder: a retrained guide's figures must be traceable to it."""
+    import json
+    import shutil
+
+    from explorer.cli import main
+    from explorer.diffusion.noisy_classifier import BUILTIN
+
+    folder = tmp_path / "guide"
+    shutil.copytree(BUILTIN["fashion_noisy_cnn"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"name": "retrained_guide"}))
+    out = tmp_path / "out"
+    code = main(["--device", "cpu", "diffusion", "guide", "--classifier", str(folder), "--class", "Trouser",
+                 "--n", "2", "--steps", "2", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    settings = json.loads((out / "guide.json").read_text())["settings"]
+    assert settings["classifier"] == "retrained_guide" and settings["classifier_from"] == str(folder)
+    assert len(list((out / "samples").glob("*.png"))) == 2
+    assert main(["diffusion", "guide", "--classifier", str(tmp_path / "nope"), "--n", "2", "--steps", "1",
+                 "--out", str(out)]) == 2
+
+
+def test_stored_reference_is_reused_only_with_the_same_settings():
+    from explorer.diffusion.guidance import stored_reference
+
+    settings = {"model": "m", "judge": "j", "sampler": "ddim", "steps": 50, "eta": 0.0, "seed": 0, "n_per_class": 64}
+    reference = {"pool": 1500, "n_per_class": 64, "rows": [{"class": 0, "used": 64, "fd": 2.0}]}
+    stored = {"settings": settings | {"classifier": "old guide", "guide_until": 300}, "reference": reference}
+    assert stored_reference(stored, settings | {"classifier": "new guide"}) == reference  # the guide may differ
+    with pytest.raises(UserInputError, match="seed: 0, not 1"):
+        stored_reference(stored, settings | {"seed": 1})
+    with pytest.raises(UserInputError, match="no per-class unguided reference"):
+        stored_reference({"settings": settings, "reference": None}, settings)
+
+
+@pytest.mark.skipif(not fashion_available(), reason="Fashion-MNIST IDX files absent (CI installs them)")
+def test_cli_sweep_reuses_a_stored_reference_for_the_fd_ratios(tmp_path):
+    """``--reference-json``: the ratios are the sweep's per-class FD over the stored reference's, no pool sampled."""
+    import json
+
+    from explorer.cli import main
+
+    settings = {"model": "fashion_ddpm", "judge": "fashion_cnn", "sampler": "ddim", "steps": 2, "eta": 0.0,
+                "seed": 0, "n_per_class": 2}
+    reference = {"pool": 9, "n_per_class": 2, "rows": [{"class": c, "used": 2, "fd": 0.5 + c} for c in (0, 1)]}
+    stored = tmp_path / "stored.json"
+    stored.write_text(json.dumps({"settings": settings, "reference": reference}))
+    out = tmp_path / "sweep"
+    argv = ["--device", "cpu", "diffusion", "guide", "--sweep", "--scales", "0,2", "--classes", "0,1", "--n", "2",
+            "--steps", "2", "--threads", "1", "--out", str(out), "--reference-json", str(stored)]
+    assert main(argv) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["reference"] == reference and data["reference_from"] == str(stored)
+    for entry in data["summary"]:
+        ratios = [r["fd"] / (0.5 + r["class"]) for r in data["rows"] if r["scale"] == entry["scale"]]
+        assert entry["fd_ratio_to_unguided_named_mean"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
+    assert main(argv[:-1] + [str(tmp_path / "nope.json")]) == 2
+    stored.write_text(json.dumps({"settings": settings | {"steps": 50}, "reference": reference}))
+    assert main(argv) == 2  # made with 50 steps: not this sweep's yardstick

@@ -89,6 +89,25 @@ def _setup(args: argparse.Namespace):
     return denoiser, judge
 
 
+def _stored_reference(args: argparse.Namespace, denoiser, judge_model) -> dict | None:
+    """``--reference-json``: an earlier sweep's per-class unguided reference, if made with the same settings."""
+    import json
+    from pathlib import Path
+
+    from ..diffusion.guidance import stored_reference
+
+    if not args.reference_json:
+        return None
+    path = Path(args.reference_json).expanduser()
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"--reference-json {path}: not a readable sweep.json ({type(exc).__name__}).") from None
+    settings = {"model": denoiser.model.name, "judge": judge_model.name, "sampler": args.sampler,
+                "steps": denoiser.num_steps, "eta": args.eta, "seed": args.seed, "n_per_class": args.n}
+    return stored_reference(stored, settings)
+
+
 def _noisy(args: argparse.Namespace):
     from ..diffusion.noisy_classifier import load_noisy_classifier
 
@@ -109,7 +128,7 @@ def _save_samples(images: torch.Tensor, folder, stem: str = "sample") -> list[st
 def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.charts import sweep_chart
     from ..diffusion.data import load_dataset
-    from ..diffusion.guidance import guidance_sweep, guided_samples
+    from ..diffusion.guidance import guidance_sweep, guided_samples, with_reference
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
@@ -126,13 +145,20 @@ def _guide(args: argparse.Namespace) -> int:
     if args.sweep:
         classes = list(range(len(judge.labels))) if args.classes == "all" else \
             [parse_class(c, judge.labels) for c in args.classes.split(",")]
+        reference = _stored_reference(args, denoiser, judge_model)
         total = len(scales) * len(classes) * denoiser.num_steps
         with progress(total, f"guidance sweep ({len(scales)} scales × {len(classes)} classes × {args.n})") as bar:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
-                                    reference_pool=args.reference_pool, guide_until=until, callback=bar,
-                                    should_stop=bar.should_stop)
+                                    reference_pool=0 if reference else args.reference_pool, guide_until=until,
+                                    callback=bar, should_stop=bar.should_stop)
+        if reference:
+            result.reference = reference
+            result.summary = with_reference(result.summary, result.rows, reference)
         data = result.to_dict()
+        data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
+        if reference:
+            data["reference_from"] = str(args.reference_json)
         write_json(out / "sweep.json", data)
         write_csv(out / "sweep.csv", result.rows)
         if result.summary:
@@ -161,7 +187,9 @@ def _guide(args: argparse.Namespace) -> int:
                    "p_judged": round(float(p.max()), 4), "p_target": round(float(p[cls]), 4)}
                   for name, p in zip(names, verdicts.probabilities)]
     write_json(out / "guide.json", {"settings": batch.settings | {"class": cls, "label": judge.labels[cls],
-                                                               "classifier": noisy.name, "judge": judge_model.name},
+                                                               "classifier": noisy.name,
+                                                               "classifier_from": str(args.classifier),
+                                                               "judge": judge_model.name},
                                     "summary": summary, "samples": per_sample, "seconds": round(batch.seconds, 2),
                                     "stopped": batch.stopped})
     if summary:
@@ -332,7 +360,9 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("guide",
                        help="classifier-guided samples of a class (samples/, guide.json), or --sweep over scales")
     _common(g, steps=50, sampler="ddim", eta=0.0)
-    g.add_argument("--classifier", default="fashion_noisy_cnn", help="noise-aware classifier that guides")
+    g.add_argument("--classifier", default="fashion_noisy_cnn",
+                   help="noise-aware classifier that guides: fashion_noisy_cnn or a folder written by "
+                        "train-noisy-classifier")
     g.add_argument("--class", dest="cls", default="0", help="target class: index or name")
     g.add_argument("--scale", type=float, default=4.0, help="guidance scale s (0: unguided)")
     g.add_argument("--n", type=int, default=16, help="samples (per class with --sweep)")
@@ -342,6 +372,9 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--reference-pool", type=int, default=400,
                    help="with --sweep: unguided samples whose judge-named members give each class's unguided FD "
                         "(0: off)")
+    g.add_argument("--reference-json", default=None, metavar="SWEEP_JSON",
+                   help="with --sweep: reuse this earlier sweep.json's per-class unguided reference (same model, "
+                        "judge, sampler, steps, eta, seed and --n) instead of sampling --reference-pool again")
     g.add_argument("--guide-until", type=int, default=0, metavar="T",
                    help="truncated guidance: no classifier gradient at training timesteps t < T (0: every step)")
     g.add_argument("--out", default="out/guide")

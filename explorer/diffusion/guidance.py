@@ -349,6 +349,24 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
     return out
 
 
+REFERENCE_SETTINGS = ("model", "judge", "sampler", "steps", "eta", "seed", "n_per_class")
+
+
+def stored_reference(stored: dict, settings: dict) -> dict:
+    """The per-class unguided reference of an earlier sweep (its ``to_dict()``), checked to be made with the same
+    ``REFERENCE_SETTINGS`` as ``settings``. The reference never calls the guide, so a sweep with another guide
+    or ``guide_until`` is judged on the same FD yardstick without sampling the pool again."""
+    reference = stored.get("reference") if isinstance(stored, dict) else None
+    if not isinstance(reference, dict) or not reference.get("rows"):
+        raise UserInputError("That sweep holds no per-class unguided reference: use one run with --reference-pool > 0.")
+    earlier = stored.get("settings") or {}
+    differ = [key for key in REFERENCE_SETTINGS if earlier.get(key) != settings.get(key)]
+    if differ:
+        raise UserInputError("That sweep's reference was made with other settings ("
+                             + ", ".join(f"{k}: {earlier.get(k)!r}, not {settings.get(k)!r}" for k in differ) + ").")
+    return reference
+
+
 def unguided_named_reference(denoiser: Denoiser, judge, *, classes: list[int], n_per_class: int, pool: int = 400,
                              sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch: int = 100,
                              callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> dict:
