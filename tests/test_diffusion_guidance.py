@@ -378,3 +378,37 @@ def test_cli_sweep_reuses_a_stored_reference_for_the_fd_ratios(tmp_path):
     assert main(argv[:-1] + [str(tmp_path / "nope.json")]) == 2
     stored.write_text(json.dumps({"settings": settings | {"steps": 50}, "reference": reference}))
     assert main(argv) == 2  # made with 50 steps: not this sweep's yardstick
+
+
+def _sweep_dict(seed: int, entries: list[tuple[float, int, float]], **settings) -> dict:
+    """A minimal sweep.json: (scale, hits of 640, mean FD ratio) per scale."""
+    base = {"model": "m", "classifier": "g", "judge": "j", "sampler": "ancestral", "steps": 50, "eta": 0.0,
+            "n_per_class": 64, "guide_until": 0, "reference_pool": 1500, "seed": seed}
+    return {"settings": base | settings,
+            "summary": [{"scale": s, "hits": h, "n": 640, "fd_ratio_to_unguided_named_mean": r} for s, h, r in entries]}
+
+
+def test_pooled_over_seeds_pools_hits_and_averages_ratios():
+    from explorer.diffusion.guidance import pooled_over_seeds
+    from explorer.stats import clopper_pearson
+
+    rows = pooled_over_seeds([_sweep_dict(0, [(4.0, 600, 1.2), (6.0, 618, 1.49)]),
+                              _sweep_dict(1, [(6.0, 617, 1.71)])])
+    assert [r["scale"] for r in rows] == [6.0]  # only the scales every seed measured
+    (row,) = rows
+    assert (row["hits"], row["n"], row["seeds"]) == (1235, 1280, [0, 1])
+    low, high = clopper_pearson(1235, 1280)
+    assert row["ci95"] == [round(low, 4), round(high, 4)]
+    assert row["fd_ratio_mean"] == 1.6 and (row["fd_ratio_min"], row["fd_ratio_max"]) == (1.49, 1.71)
+    assert row["fd_ratio_mean"] > 1.5 > row["fd_ratio_min"]  # one seed under the line is not the verdict
+
+
+def test_pooled_over_seeds_refuses_mixed_settings_and_repeated_seeds():
+    from explorer.diffusion.guidance import pooled_over_seeds
+
+    with pytest.raises(UserInputError, match="sampler"):
+        pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)]), _sweep_dict(1, [(6.0, 617, 1.7)], sampler="ddim")])
+    with pytest.raises(UserInputError, match="own seed"):
+        pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)]), _sweep_dict(0, [(6.0, 617, 1.7)])])
+    with pytest.raises(UserInputError, match="two sweeps"):
+        pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)])])

@@ -349,6 +349,45 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
     return out
 
 
+SEED_POOL_SETTINGS = ("model", "classifier", "judge", "sampler", "steps", "eta", "n_per_class", "guide_until",
+                      "reference_pool")
+
+
+def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
+    """One row per scale for sweeps (``SweepResult.to_dict()``) that differ only in their seed: the judge's hits
+    pooled over every seed's samples (exact interval), and each seed's mean FD ratio to its own unguided
+    yardstick with their mean and range. A 64-sample FD moves by tens of percent between seeds, so a verdict
+    against a fixed ratio should rest on several seeds, not on one."""
+    from ..stats import clopper_pearson
+
+    if len(sweeps) < 2:
+        raise UserInputError("Pooling over seeds needs at least two sweeps.")
+    first = sweeps[0].get("settings") or {}
+    seeds = [(s.get("settings") or {}).get("seed") for s in sweeps]
+    if len(set(seeds)) != len(seeds):
+        raise UserInputError(f"Each sweep must have its own seed, not {seeds}.")
+    for sweep in sweeps[1:]:
+        settings = sweep.get("settings") or {}
+        differ = [k for k in SEED_POOL_SETTINGS if settings.get(k) != first.get(k)]
+        if differ:
+            raise UserInputError("Sweeps pooled over seeds must share every other setting; these differ: "
+                                 + ", ".join(differ) + ".")
+    by_scale = [{e["scale"]: e for e in s.get("summary") or []} for s in sweeps]
+    out = []
+    for scale in sorted(set.intersection(*(set(b) for b in by_scale))):
+        entries = [b[scale] for b in by_scale]
+        hits, n = sum(int(e["hits"]) for e in entries), sum(int(e["n"]) for e in entries)
+        low, high = clopper_pearson(hits, n)
+        row = {"scale": scale, "seeds": seeds, "hits": hits, "n": n, "rate": round(hits / n, 4),
+               "ci95": [round(low, 4), round(high, 4)]}
+        ratios = [e.get("fd_ratio_to_unguided_named_mean") for e in entries]
+        if all(r is not None for r in ratios):
+            row |= {"fd_ratio_per_seed": ratios, "fd_ratio_mean": round(sum(ratios) / len(ratios), 3),
+                    "fd_ratio_min": min(ratios), "fd_ratio_max": max(ratios)}
+        out.append(row)
+    return out
+
+
 REFERENCE_SETTINGS = ("model", "judge", "sampler", "steps", "eta", "seed", "n_per_class")
 
 
