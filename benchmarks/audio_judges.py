@@ -53,6 +53,7 @@ from explorer.audio.clips import builtin_clip  # noqa: E402
 from explorer.audio.dream import DreamSettings, dream, save_dream  # noqa: E402
 from explorer.audio.silero import load_silero  # noqa: E402
 from explorer.files import write_json  # noqa: E402
+from explorer.stats import exact_mcnemar, mean_bootstrap_interval  # noqa: E402
 
 SR = 16000
 KEYS = ("voiced_fraction", "mean_hnr_db", "energy_below_3k", "spectral_flatness", "other_tagger")
@@ -250,17 +251,6 @@ def words_summary(record: dict) -> list[str]:
     return lines
 
 
-def exact_mcnemar(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p from the discordant pairs (a binomial test of only_a vs only_b at ½)."""
-    from math import comb
-
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
 def _short(name: str) -> str:
     """"words:up synth seed 0" → "up 0"."""
     return name.removeprefix("words:").replace(" synth seed", "")
@@ -292,15 +282,13 @@ def paired_summary(record: dict, baseline: dict, *, resamples: int = 4000) -> li
               f"{p_value:.3f}"),
              f"  only here: {', '.join(_short(n) for n in only_ours)}",
              f"  only in the baseline: {', '.join(_short(n) for n in only_theirs)}"]
-    rng = np.random.default_rng(0)
     for key in ("own_roundtrip", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "crepe_periodicity", "mean_hnr_db"):
         pairs = np.array([(_judged(ours[n], key), _judged(theirs[n], key)) for n in names
                           if _judged(ours[n], key) is not None and _judged(theirs[n], key) is not None], float)
         if not len(pairs):
             continue
         diffs = pairs[:, 0] - pairs[:, 1]
-        boot = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(1)
-        low, high = np.quantile(boot, [0.025, 0.975])
+        low, high = mean_bootstrap_interval(diffs, repeats=resamples)
         lines.append(f"  {key}: here {pairs[:, 0].mean():.3f} (median {np.median(pairs[:, 0]):.3f}) vs baseline "
                      f"{pairs[:, 1].mean():.3f} (median {np.median(pairs[:, 1]):.3f}): paired difference "
                      f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}] over {len(diffs)} dreams")

@@ -14,43 +14,30 @@ import json
 from pathlib import Path
 
 import torch
-from scipy.stats import binomtest
-
 if not __package__:
     import _common  # noqa: F401  (puts the repository on sys.path)
 
 from explorer.diffusion.data import load_fashion_mnist  # noqa: E402
-from explorer.diffusion.noisy_classifier import T_BINS, load_noisy_classifier, log_snr  # noqa: E402
+from explorer.diffusion.noisy_classifier import load_noisy_classifier, noised_draws  # noqa: E402
 from explorer.diffusion.train import make_scheduler  # noqa: E402
-
-
-def t_ranges(T: int = 1000, bins: int = T_BINS) -> list[tuple[int, int]]:
-    """t = 0 exactly, then ``bins`` equal ranges: accuracy_by_t's rows, in its order (the draws depend on it)."""
-    edges = [round(i * T / bins) for i in range(bins + 1)]
-    return [(0, 1)] + list(zip(edges[:-1], edges[1:]))
+from explorer.stats import exact_mcnemar  # noqa: E402
 
 
 @torch.no_grad()
 def paired_rows(old: torch.nn.Module, new: torch.nn.Module, *, seed: int = 4321, batch: int = 500) -> list[dict]:
-    """Per t range: both accuracies and the discordant counts on accuracy_by_t's draws."""
+    """Per t range: both accuracies and the discordant counts on accuracy_by_t's draws (``noised_draws``)."""
     test = load_fashion_mnist("test")
     abar = make_scheduler("linear").alphas_cumprod.float()
-    levels = log_snr(abar)
-    gen = torch.Generator().manual_seed(seed)
+    right: dict[tuple[int, int], tuple[list, list]] = {}
+    for lo, hi, x_t, level, y in noised_draws(test, abar, seed=seed, batch_size=batch):
+        olds, news = right.setdefault((lo, hi), ([], []))
+        olds.append(old(x_t, level).argmax(1) == y)
+        news.append(new(x_t, level).argmax(1) == y)
     rows = []
-    for lo, hi in t_ranges(len(abar)):
-        right_old, right_new = [], []
-        for start in range(0, len(test), batch):
-            x0 = test.images[start : start + batch] * 2 - 1
-            t = torch.randint(lo, hi, (x0.shape[0],), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen)
-            a = abar[t].view(-1, 1, 1, 1)
-            x_t, y = a.sqrt() * x0 + (1 - a).sqrt() * noise, test.labels[start : start + batch]
-            right_old.append(old(x_t, levels[t]).argmax(1) == y)
-            right_new.append(new(x_t, levels[t]).argmax(1) == y)
-        r_old, r_new = torch.cat(right_old), torch.cat(right_new)
+    for (lo, hi), (olds, news) in right.items():
+        r_old, r_new = torch.cat(olds), torch.cat(news)
         only_new, only_old = int((r_new & ~r_old).sum()), int((r_old & ~r_new).sum())
-        p = binomtest(only_new, only_new + only_old).pvalue if only_new + only_old else 1.0
+        p = exact_mcnemar(only_new, only_old)
         rows.append({"t_from": lo, "t_to": hi - 1, "old": round(float(r_old.float().mean()), 4),
                      "new": round(float(r_new.float().mean()), 4), "only_new_right": only_new,
                      "only_old_right": only_old, "mcnemar_p": round(p, 4), "n": len(test)})

@@ -16,18 +16,11 @@ from pathlib import Path
 import _common  # noqa: F401 - puts the repository on sys.path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from audio_judges import exact_mcnemar  # noqa: E402
 
 from explorer.audio.words import load_word_net_dir  # noqa: E402
 from explorer.audio.wordsdata import ENGINES, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips  # noqa: E402
-from explorer.audio.wordstrain import centred, predict_clips, split  # noqa: E402
-
-
-@torch.no_grad()
-def logits_of(net, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    """The net's logits on clean clips centred in one second (as ``wordstrain.predict_clips`` reads them)."""
-    return np.concatenate([net.net(torch.from_numpy(np.stack([centred(c) for c in clips[i : i + batch]]))).numpy()
-                           for i in range(0, len(clips), batch)])
+from explorer.audio.wordstrain import clip_logits, predict_clips, split  # noqa: E402
+from explorer.stats import exact_mcnemar  # noqa: E402
 
 
 def extra_scores(logits: np.ndarray, labels: np.ndarray, keyword: np.ndarray) -> dict:
@@ -50,7 +43,7 @@ def paired(right_a: np.ndarray, right_b: np.ndarray) -> dict:
 
 def compare(baseline, candidate, clips: WordClips) -> dict:
     """Keywords overall (paired), per voice, and the unknown words, for both nets."""
-    logits_a, logits_b = logits_of(baseline, clips.clips), logits_of(candidate, clips.clips)
+    logits_a, logits_b = clip_logits(baseline, clips.clips), clip_logits(candidate, clips.clips)
     right_a, right_b = logits_a.argmax(1) == clips.labels, logits_b.argmax(1) == clips.labels
     keyword = np.array([LABELS[i] != UNKNOWN for i in clips.labels])
     voices = sorted(set(clips.voices[keyword].astype(str)))
@@ -68,7 +61,7 @@ def compare_extra_voice(net, clips: WordClips, voice: str) -> dict:
     """:func:`extra_scores` on one voice's clips."""
     one = clips.subset(clips.voices == voice)
     keyword = np.array([LABELS[i] != UNKNOWN for i in one.labels])
-    return extra_scores(logits_of(net, one.clips), one.labels, keyword)
+    return extra_scores(clip_logits(net, one.clips), one.labels, keyword)
 
 
 def pseudo_speaker_table(net, data_dir: str) -> dict[str, dict]:

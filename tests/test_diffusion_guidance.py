@@ -378,6 +378,21 @@ def test_cli_sweep_reuses_a_stored_reference_for_the_fd_ratios(tmp_path):
     assert main(argv[:-1] + [str(tmp_path / "nope.json")]) == 2
     stored.write_text(json.dumps({"settings": settings | {"steps": 50}, "reference": reference}))
     assert main(argv) == 2  # made with 50 steps: not this sweep's yardstick
+    with open(stored, "wb") as handle:  # a sparse 17 MB file: refused from its size, before it is read
+        handle.truncate(17 << 20)
+    assert main(argv) == 2
+
+
+def test_stored_reference_refuses_damaged_rows_with_a_message():
+    from explorer.diffusion.guidance import stored_reference
+
+    settings = {"model": "m", "judge": "j", "sampler": "ddim", "steps": 50, "eta": 0.0, "seed": 0, "n_per_class": 64}
+    good = {"class": 0, "used": 64, "fd": 2.0}
+    for rows in ([good | {"fd": float("nan")}], [good | {"used": "64"}], ["row"], [good | {"class": True}]):
+        with pytest.raises(UserInputError, match="damaged"):
+            stored_reference({"settings": settings, "reference": {"n_per_class": 64, "rows": rows}}, settings)
+    with pytest.raises(UserInputError, match="damaged"):
+        stored_reference({"settings": [1], "reference": {"n_per_class": 64, "rows": [good]}}, settings)
 
 
 def _sweep_dict(seed: int, entries: list[tuple[float, int, float]], **settings) -> dict:
@@ -412,3 +427,32 @@ def test_pooled_over_seeds_refuses_mixed_settings_and_repeated_seeds():
         pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)]), _sweep_dict(0, [(6.0, 617, 1.7)])])
     with pytest.raises(UserInputError, match="two sweeps"):
         pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)])])
+
+
+def test_exact_mcnemar_matches_the_binomial_tail_by_hand():
+    from explorer.stats import exact_mcnemar
+
+    assert exact_mcnemar(0, 0) == 1.0
+    assert exact_mcnemar(0, 5) == pytest.approx(2 / 32)  # both tails of Binomial(5, ½) at 0 and 5
+    assert exact_mcnemar(1, 5) == exact_mcnemar(5, 1) == pytest.approx(2 * (1 + 6) / 64)
+    assert exact_mcnemar(10, 10) == 1.0
+    with pytest.raises(ValueError):
+        exact_mcnemar(-1, 3)
+
+
+def test_noised_draws_give_every_image_once_per_t_range_and_repeat_with_the_seed():
+    from explorer.diffusion.noisy_classifier import noised_draws, t_ranges
+
+    data = load_digits("test")
+    abar = make_scheduler("linear").alphas_cumprod.float()
+    first = list(noised_draws(data, abar, bins=4, seed=3, batch_size=64))
+    again = list(noised_draws(data, abar, bins=4, seed=3, batch_size=64))
+    assert [(lo, hi) for lo, hi, *_ in first][:: -(-len(data) // 64)] == t_ranges(len(abar), 4)
+    for (_lo, _hi, x, level, y), (_, _, x2, level2, y2) in zip(first, again):
+        assert torch.equal(x, x2) and torch.equal(level, level2) and torch.equal(y, y2)
+    per_range = {}
+    for lo, hi, _x, _level, y in first:
+        per_range[lo, hi] = per_range.get((lo, hi), 0) + len(y)
+    assert set(per_range.values()) == {len(data)}
+    clean = [x for lo, hi, x, *_ in first if (lo, hi) == (0, 1)]  # t = 0: barely noised
+    assert torch.allclose(torch.cat(clean), data.images * 2 - 1, atol=0.1)

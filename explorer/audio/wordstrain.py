@@ -201,14 +201,21 @@ def centred(clip: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_clips(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
+@torch.no_grad()
+def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """The net's logits (clips × classes) on clean clips centred in one second: how every table reads a clip."""
     module = net.net if isinstance(net, WordNet) else net
     device = next(module.parameters()).device
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
-        out.append(module(x).argmax(-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+        out.append(module(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+
+def predict_clips(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """The class each clip is read as (:func:`clip_logits`' argmax)."""
+    return clip_logits(net, clips, batch).argmax(-1) if len(clips) else np.zeros(0, np.int64)
 
 
 def accuracy_table(net, data: WordClips) -> dict:

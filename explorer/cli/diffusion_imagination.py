@@ -89,19 +89,23 @@ def _setup(args: argparse.Namespace):
     return denoiser, judge
 
 
+MAX_SWEEP_JSON_BYTES = 16 << 20  # a sweep.json of 10 classes × 16 scales is ~50 kB
+
+
 def _stored_reference(args: argparse.Namespace, denoiser, judge_model) -> dict | None:
     """``--reference-json``: an earlier sweep's per-class unguided reference, if made with the same settings."""
     import json
-    from pathlib import Path
 
     from ..diffusion.guidance import stored_reference
+    from ..files import read_user_file
 
     if not args.reference_json:
         return None
-    path = Path(args.reference_json).expanduser()
+    path = args.reference_json
+    raw = read_user_file(path, "Sweep JSON", max_bytes=MAX_SWEEP_JSON_BYTES)
     try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        stored = json.loads(raw)
+    except ValueError as exc:
         raise UserInputError(f"--reference-json {path}: not a readable sweep.json ({type(exc).__name__}).") from None
     settings = {"model": denoiser.model.name, "judge": judge_model.name, "sampler": args.sampler,
                 "steps": denoiser.num_steps, "eta": args.eta, "seed": args.seed, "n_per_class": args.n}
@@ -128,7 +132,7 @@ def _save_samples(images: torch.Tensor, folder, stem: str = "sample") -> list[st
 def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.charts import sweep_chart
     from ..diffusion.data import load_dataset
-    from ..diffusion.guidance import guidance_sweep, guided_samples, with_reference
+    from ..diffusion.guidance import guidance_sweep, guided_samples
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
@@ -151,10 +155,7 @@ def _guide(args: argparse.Namespace) -> int:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
                                     reference_pool=0 if reference else args.reference_pool, guide_until=until,
-                                    callback=bar, should_stop=bar.should_stop)
-        if reference:
-            result.reference = reference
-            result.summary = with_reference(result.summary, result.rows, reference)
+                                    reference=reference, callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
         if reference:

@@ -19,6 +19,7 @@ s = 0 the classifier is never called and the samples are exactly the unguided sa
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -274,16 +275,19 @@ MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class r
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
-                   guide_until: int = 0, callback: ProgressCallback | None = None,
+                   guide_until: int = 0, reference: dict | None = None, callback: ProgressCallback | None = None,
                    should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
     every scale: the scales see the same starting noise, so their differences are the guidance's. With
     ``reference_pool`` > 0 the unguided model's own per-class FD (:func:`unguided_named_reference`) is the
     yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary). ``guide_until``
-    truncates every scale's guidance (see :class:`Guide`); the reference stays unguided."""
+    truncates every scale's guidance (see :class:`Guide`); the reference stays unguided. ``reference``: an
+    earlier sweep's per-class reference (from :func:`stored_reference`), used instead of sampling a pool."""
     scales = [check_scale(s) for s in scales]
     limits.check("batch", n_per_class, what="samples per class")
+    if reference is not None:
+        reference_pool = 0  # the yardstick is given: no pool is sampled
     if reference_pool:  # the pool's images are kept in memory until the judge has named them
         limits.check("n", reference_pool, what="reference pool", lo=0, hi=MAX_REFERENCE_POOL)
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
@@ -318,8 +322,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     floor = []
     if judge.floor_data is not None and not stopped:
         floor = [judge.floor(c, n_per_class, seed) for c in classes]
-    reference = None
-    if reference_pool and judge.reference is not None and not stopped:
+    if reference is None and reference_pool and judge.reference is not None and not stopped:
         reference = unguided_named_reference(denoiser, judge, classes=list(classes), n_per_class=n_per_class,
                                              pool=reference_pool, sampler=sampler, eta=eta, seed=seed,
                                              should_stop=should_stop)
@@ -391,6 +394,21 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
 REFERENCE_SETTINGS = ("model", "judge", "sampler", "steps", "eta", "seed", "n_per_class")
 
 
+def _check_reference_shape(reference: dict) -> None:
+    """A stored reference is read from a user's file: its rows must be what :func:`with_reference` reads."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    rows = reference.get("rows")
+    ok = whole(reference.get("n_per_class")) and isinstance(rows, list) and all(
+        isinstance(r, dict) and whole(r.get("class")) and whole(r.get("used"))
+        and (r.get("fd") is None or (isinstance(r["fd"], (int, float)) and math.isfinite(r["fd"]) and r["fd"] >= 0))
+        for r in rows)
+    if not ok:
+        raise UserInputError("That sweep's reference is damaged: it needs n_per_class and rows with a class, "
+                             "the samples used and a finite FD.")
+
+
 def stored_reference(stored: dict, settings: dict) -> dict:
     """The per-class unguided reference of an earlier sweep (its ``to_dict()``), checked to be made with the same
     ``REFERENCE_SETTINGS`` as ``settings``. The reference never calls the guide, so a sweep with another guide
@@ -398,7 +416,10 @@ def stored_reference(stored: dict, settings: dict) -> dict:
     reference = stored.get("reference") if isinstance(stored, dict) else None
     if not isinstance(reference, dict) or not reference.get("rows"):
         raise UserInputError("That sweep holds no per-class unguided reference: use one run with --reference-pool > 0.")
+    _check_reference_shape(reference)
     earlier = stored.get("settings") or {}
+    if not isinstance(earlier, dict):
+        raise UserInputError("That sweep's settings are damaged: they are not a mapping.")
     differ = [key for key in REFERENCE_SETTINGS if earlier.get(key) != settings.get(key)]
     if differ:
         raise UserInputError("That sweep's reference was made with other settings ("

@@ -21,6 +21,7 @@ import torch
 from .. import limits
 from ..errors import UserInputError
 from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
+from ..stats import mean_bootstrap_interval
 from .guidance import Denoiser, to_unit
 
 MASKS = ("left", "right", "top", "bottom", "centre")
@@ -149,19 +150,6 @@ def inpaint(denoiser: Denoiser, images01: torch.Tensor, hidden: torch.Tensor, *,
 
 
 # ---- how often the imagined part is right -----------------------------------------------------------------
-def bootstrap_interval(per_image: torch.Tensor, repeats: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of a mean over images (resampling images, so the k completions of an
-    image stay together)."""
-    values = per_image.double()
-    n = values.numel()
-    if n == 0:
-        return 0.0, 1.0
-    gen = torch.Generator().manual_seed(seed)
-    means = values[torch.randint(0, n, (repeats, n), generator=gen)].mean(1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return low, high
-
-
 def _rate_row(per_image_hits: torch.Tensor, k: int) -> dict:
     from .judge import rate
 
@@ -171,7 +159,7 @@ def _rate_row(per_image_hits: torch.Tensor, k: int) -> dict:
         return rate(hits, n) | {"interval": "Clopper-Pearson"}
     # k completions of one image are not independent: the wider of a bootstrap over images and the exact
     # interval that counts each image once (it never collapses to a point at 0 % or 100 %)
-    low, high = bootstrap_interval(per_image_hits.float() / k)
+    low, high = mean_bootstrap_interval(per_image_hits.float() / k)
     exact = rate(round(hits / k), n)["ci95"]
     low, high = min(low, exact[0]), max(high, exact[1])
     return {"hits": hits, "n": n * k, "rate": round(hits / (n * k), 4), "ci95": [round(low, 4), round(high, 4)],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -239,29 +240,39 @@ def _noisy_batch(data: ImageDataset, config: NoisyClassifierConfig, step: int, a
 
 
 @torch.no_grad()
-def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, bins: int = T_BINS, seed: int = 4321,
-                  batch_size: int = 500, device: torch.device | str = "cpu") -> list[dict]:
-    """Top-1 accuracy on ``data`` noised at t drawn uniformly inside each of ``bins`` equal t ranges (one
-    draw of t and ε per image, fixed by ``seed``), plus the row at t = 0 exactly."""
-    T = len(abar)
+def t_ranges(T: int, bins: int = T_BINS) -> list[tuple[int, int]]:
+    """The t ranges of :func:`accuracy_by_t`, in its order: t = 0 exactly, then ``bins`` equal ranges [lo, hi)."""
+    edges = [round(i * T / bins) for i in range(bins + 1)]
+    return [(0, 1)] + list(zip(edges[:-1], edges[1:]))
+
+
+def noised_draws(data: ImageDataset, abar: torch.Tensor, *, bins: int = T_BINS, seed: int = 4321,
+                 batch_size: int = 500) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(lo, hi, x_t, log-SNR, labels) batches: every image of ``data`` noised once per t range at a t drawn
+    uniformly in [lo, hi), t and ε fixed by ``seed``. Any two classifiers fed these see the same draws, so
+    their accuracies can be compared image by image."""
     levels = log_snr(abar)
     gen = torch.Generator().manual_seed(seed)
-    edges = [round(i * T / bins) for i in range(bins + 1)]
-    ranges = [(0, 1)] + list(zip(edges[:-1], edges[1:]))
-    rows = []
-    module.eval()
-    for lo, hi in ranges:
-        correct = 0
+    for lo, hi in t_ranges(len(abar), bins):
         for start in range(0, len(data), batch_size):
             x0 = data.images[start : start + batch_size] * 2 - 1
             t = torch.randint(lo, hi, (x0.shape[0],), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             a = abar[t].view(-1, 1, 1, 1)
-            x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(device)
-            logits = module(x_t, levels[t].to(device))
-            correct += int((logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum())
-        rows.append({"t_from": lo, "t_to": hi - 1, "accuracy": round(correct / max(1, len(data)), 4), "n": len(data)})
-    return rows
+            yield lo, hi, a.sqrt() * x0 + (1 - a).sqrt() * noise, levels[t], data.labels[start : start + batch_size]
+
+
+def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, bins: int = T_BINS, seed: int = 4321,
+                  batch_size: int = 500, device: torch.device | str = "cpu") -> list[dict]:
+    """Top-1 accuracy on ``data`` noised at t drawn uniformly inside each of ``bins`` equal t ranges (one
+    draw of t and ε per image, fixed by ``seed``: :func:`noised_draws`), plus the row at t = 0 exactly."""
+    module.eval()
+    correct = dict.fromkeys(t_ranges(len(abar), bins), 0)
+    for lo, hi, x_t, level, labels in noised_draws(data, abar, bins=bins, seed=seed, batch_size=batch_size):
+        logits = module(x_t.to(device), level.to(device))
+        correct[lo, hi] += int((logits.argmax(1).cpu() == labels).sum())
+    return [{"t_from": lo, "t_to": hi - 1, "accuracy": round(c / max(1, len(data)), 4), "n": len(data)}
+            for (lo, hi), c in correct.items()]
 
 
 def train_noisy_classifier(
