@@ -4,14 +4,20 @@ One render step = Fourier param → transforms → EfficientNet-Lite0 forward to
 backward → Adam, batch ``--batch`` at the network's 224 px. Four variants, timed interleaved (A B C D, A B C
 D, …, median of ``--repeats``): fp32 or bf16 autocast (fp32 runs with TF32 on CUDA), contiguous or
 channels_last. Quality: each precision renders the same units for ``--steps`` steps from the same seed and
-the activation (fp32, 224 px, untransformed image) is compared — bf16 qualifies only within 2 %.
+the activation (fp32, 224 px, untransformed image) is compared — bf16 qualifies only within 2 %. These four run
+on the network as loaded (``fuse=False``).
 
-  .venv/bin/python benchmarks/render_step.py [--device auto] [--batch 16] [--repeats 5] [--steps 48] [--json F]
+``--twin`` adds the fused twin (explorer/models/fused.py: batch norms folded, CPU depthwise convs in fp32 under
+autocast) against the network as loaded, both in the device's default layout, fp32 and bf16, interleaved, and
+the activation each reaches after ``--steps`` steps.
+
+  .venv/bin/python benchmarks/render_step.py [--device auto] [--batch 16] [--repeats 5] [--steps 48] [--twin] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -66,11 +72,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=48, help="steps of the quality comparison")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--twin", action="store_true", help="also time the fused twin against the plain network")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model("efficientnet_lite0", device=args.device)
+    fused = load_model("efficientnet_lite0", device=args.device)
+    model = dataclasses.replace(fused, fuse=False)  # the layout/precision grid measures the network as loaded
     device = model.device
     original = devices.memory_format(device)
     variants = [(layout, precision) for layout in (False, True) for precision in (False, "bf16")]
@@ -122,9 +130,44 @@ def main() -> None:
     print(f"activation @224 after {args.steps} steps ({len(units)} units, measured in fp32): fp32 {acts[False]:.3f}, "
           f"bf16 {acts['bf16']:.3f} (×{ratio:.3f}; bf16 qualifies, within 2 % or better: "
           f"{'yes' if ratio >= 0.98 else 'no'})")
+    if args.twin:
+        figures["twin"] = twin_figures(model, fused, args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+def twin_figures(plain, fused, args: argparse.Namespace) -> dict:
+    """Step time and reached activation, plain network against its fused twin (the device's default layout)."""
+    twin = fused.fused
+    if twin is None:
+        print(f"no fused twin: {fused.fuse_note}")
+        return {"note": fused.fuse_note}
+    print(f"fused twin: {twin.folded} batch norms folded, {twin.depthwise_fp32} depthwise convs in fp32 under CPU "
+          f"autocast, {twin.static_padding} paddings made static; largest relative difference at a shared layer "
+          f"{twin.worst_relative_error:.1e}")
+    variants = [(f"{name} {'bf16' if precision else 'fp32'}", m, precision)
+                for precision in (False, "bf16") for name, m in (("plain", plain), ("twin", fused))]
+    times: dict[str, list[float]] = {key: [] for key, _, _ in variants}
+    for _ in range(args.repeats):
+        for key, m, precision in variants:
+            times[key].append(step_seconds(m, args.layer, args.batch, precision))
+    out = {"folded": twin.folded, "depthwise_fp32": twin.depthwise_fp32, "step_seconds": {}, "quality": {}}
+    for precision in ("fp32", "bf16"):
+        plain_s, twin_s = statistics.median(times[f"plain {precision}"]), statistics.median(times[f"twin {precision}"])
+        out["step_seconds"][precision] = {"plain": round(plain_s, 4), "twin": round(twin_s, 4),
+                                          "speedup": round(plain_s / twin_s, 3)}
+        print(f"  {precision}: plain {plain_s * 1000:.1f} ms/step, twin {twin_s * 1000:.1f} ms/step: "
+              f"×{plain_s / twin_s:.2f}")
+    units = list(range(min(args.batch, 8)))
+    precision = devices.render_precision(fused.device)
+    for name, m in (("plain", plain), ("twin", fused)):
+        settings = RenderSettings(steps=args.steps, autocast=precision, seed=0)
+        out["quality"][name] = round(float(render(m, objectives.channel(args.layer, units),
+                                                  settings).final_activation.mean()), 4)
+    print(f"activation @224 after {args.steps} steps ({len(units)} units, {precision or 'fp32'}): plain "
+          f"{out['quality']['plain']:.3f}, twin {out['quality']['twin']:.3f}")
+    return out
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def smooth_photo(size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def count_forwards(model) -> list[int]:
-    _ = model.layers, model.num_classes  # the one-off dry runs happen before counting
+    _ = model.layers, model.num_classes, model.fused  # the one-off dry runs happen before counting
     calls = [0]
     model.module.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     return calls

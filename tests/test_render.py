@@ -110,7 +110,7 @@ def test_network_input_size_is_what_the_final_activation_measures(tiny):
     from explorer.optvis import evaluate
 
     objective = objectives.channel("conv2", [0, 1])
-    _ = tiny.layer_shapes  # the dry run (at the model's nominal 32 px) happens before we watch
+    _ = tiny.layer_shapes, tiny.fused  # the dry runs (at the model's nominal 32 px) happen before we watch
     sizes = set()
     hook = tiny.module.register_forward_pre_hook(lambda module, inputs: sizes.add(tuple(inputs[0].shape[-2:])))
     try:

@@ -15,6 +15,7 @@ from torch import nn
 from .. import devices
 from ..capture import OUTPUT, capture, layer_shapes, resolve_modules
 from ..errors import UnknownLayerError, UserInputError
+from .fused import FusedTwin, fused_twin
 
 
 class Normalize(nn.Module):
@@ -156,6 +157,9 @@ class LoadedModel:
     # Transformers (timm ViTs): None for other networks; otherwise its 2-D layer outputs are B×N×C token
     # tensors whose first ``token_prefix`` tokens are not image patches (CLS, distillation, registers).
     token_prefix: int | None = None
+    # run layers through the checked, faster twin (models/fused.py) where it computes them as the module does
+    fuse: bool = True
+    fuse_note: str = field(default="", init=False)  # "fused", or why there is no twin
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -187,6 +191,30 @@ class LoadedModel:
         out = self.num_classes
         infos.append(LayerInfo(OUTPUT, (out,), "logits", 1))
         return infos
+
+    @cached_property
+    def fused(self) -> FusedTwin | None:
+        """The faster twin (batch norms folded, CPU depthwise convs in fp32 under autocast), built and checked
+        once on a seeded random input; None when ``fuse`` is off or the check refused it."""
+        if not self.fuse or self.scripted:
+            return None
+        with self._lock:
+            gen = torch.Generator().manual_seed(0)
+            example = torch.rand((1, self.channels, *self.input_size), generator=gen).to(self.device)
+            try:
+                twin, self.fuse_note = fused_twin(self.module, self.preprocess(example))
+            except Exception as error:  # a network the dry run cannot handle: the original always works
+                twin, self.fuse_note = None, f"not fused: {type(error).__name__}: {error}"
+            if twin is not None:
+                twin.module.to(self.device, memory_format=devices.memory_format(self.device))
+            return twin
+
+    def module_for(self, layers: Iterable[str]) -> nn.Module:
+        """The module that computes ``layers``: the fused twin unless a requested layer is one it changed."""
+        twin = self.fused
+        if twin is None or not twin.changed.isdisjoint(layers):
+            return self.module
+        return twin.module
 
     @cached_property
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -251,8 +279,9 @@ class LoadedModel:
     ) -> dict[str, torch.Tensor]:
         """Activations of ``layers`` for images in [0, 1]; the forward pass stops after the deepest."""
         x = self.prepare(images)
+        layers = list(layers)
         with devices.autocast(self.device, use_autocast):
-            acts = capture(self.module, x, layers, reused=self.reused_layers)
+            acts = capture(self.module_for(layers), x, layers, reused=self.reused_layers)
         return {k: v.float() for k, v in acts.items()}
 
     def at_input_size(self, images: torch.Tensor) -> torch.Tensor:

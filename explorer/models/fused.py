@@ -1,0 +1,176 @@
+"""A faster twin of a classifier for the many forward/backward passes of optimisation: same function, fewer ops.
+
+Every feature reads a network through ``LoadedModel.activations``; when the twin computes the requested layers
+exactly as the original does (up to float rounding), it runs instead. What the twin changes (measured on the
+2-core AMX Xeon, EfficientNet-Lite0, batch 4 at 224 px, one thread: ``benchmarks/render_step.py --twin``):
+
+* **batch norm folded into the convolution before it** (eval mode: y = γ·(Wx − μ)/σ + β is one conv with weights
+  γ/σ·W and bias β − γμ/σ). The folded conv's own output changes meaning, so a request that names that conv
+  runs on the original; a request that names the batch norm gets the same tensor from an identity.
+* **depthwise convolutions computed in fp32 inside bf16 autocast on the CPU**: oneDNN's bf16 depthwise backward
+  was 3–6× slower than fp32 with channels_last (stride-2 3×3 on 4×96×112²: 44–57 ms against 7–18 ms).
+* **static "same" padding** for stride-1 ``Conv2dDynamicSamePadding`` (TensorFlow's padding is symmetric there),
+  instead of a pad copy per call.
+
+Which conv feeds which batch norm is found by a dry run (the norm's input is the very tensor the conv returned,
+each runs once), and the twin is kept only if, in fp32 on a seeded random input, every layer the two share
+agrees within a relative 1e-4; otherwise there is no twin and the original runs (``FusedTwin.note`` says why).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..capture import _active_call
+
+VERIFY_RTOL = 1e-4  # the largest |twin − original| / (max |original| + 1e-6) allowed at any shared layer
+DYNAMIC_SAME_PADDING = ("Conv2dDynamicSamePadding",)  # classes that pad TF-"same" from each input's size
+
+
+@dataclass
+class FusedTwin:
+    module: nn.Module
+    changed: frozenset[str]  # layer names whose output differs from the original's (the folded convs)
+    folded: int  # conv + batch-norm pairs folded into one conv
+    depthwise_fp32: int  # depthwise convs kept in fp32 under CPU autocast
+    static_padding: int  # dynamic "same" paddings made static
+    worst_relative_error: float  # at the shared layers, in the check
+
+
+class Fp32Conv(nn.Module):
+    """Runs the wrapped conv in fp32 even inside autocast (the CPU's bf16 depthwise kernels are the slow ones)."""
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.conv(x.float())
+
+
+def conv_norm_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv, batch norm) names where the norm's input is the tensor the conv returned, each called once."""
+    returned: dict[int, str] = {}
+    alive: list[torch.Tensor] = []  # every conv output stays referenced, so no id is reused within the run
+    pairs: list[tuple[str, str]] = []
+    calls: dict[str, int] = {}
+    token = object()
+
+    def conv_hook(name):
+        def hook(_m, _inputs, output):
+            if _active_call.get() is token:
+                calls[name] = calls.get(name, 0) + 1
+                returned[id(output)] = name
+                alive.append(output)
+        return hook
+
+    def norm_hook(name):
+        def hook(_m, inputs, _output):
+            if _active_call.get() is token:
+                calls[name] = calls.get(name, 0) + 1
+                if inputs and id(inputs[0]) in returned:
+                    pairs.append((returned[id(inputs[0])], name))
+        return hook
+
+    handles = []
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook(name)))
+        elif type(m) is nn.BatchNorm2d and m.track_running_stats and m.running_mean is not None:
+            handles.append(m.register_forward_hook(norm_hook(name)))  # exact type: timm's BatchNormAct2d acts too
+    reset = _active_call.set(token)
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in handles:
+            h.remove()
+        _active_call.reset(reset)
+    return [(c, n) for c, n in pairs if calls.get(c) == 1 and calls.get(n) == 1]
+
+
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps) if norm.affine else \
+        1 / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias.detach() if norm.affine else torch.zeros_like(norm.running_mean)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    conv.weight = nn.Parameter(conv.weight.detach() * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+    conv.bias = nn.Parameter((bias - norm.running_mean) * scale + shift, requires_grad=False)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+
+
+def _make_padding_static(conv: nn.Conv2d) -> bool:
+    """A stride-1, odd-kernel, undilated TF-"same" conv pads symmetrically: the conv's own padding does it."""
+    k, s, d = tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.dilation)
+    if type(conv).__name__ not in DYNAMIC_SAME_PADDING or s != (1, 1) or d != (1, 1) or k[0] % 2 == 0 or \
+            k[1] % 2 == 0:
+        return False
+    conv.padding = ((k[0] - 1) // 2, (k[1] - 1) // 2)
+    conv.__class__ = nn.Conv2d
+    return True
+
+
+def _all_outputs(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    token = object()
+    handles = []
+
+    def hook(name):
+        def record(_m, _i, output):
+            if _active_call.get() is token and isinstance(output, torch.Tensor):
+                out[name] = output.detach().float()
+        return record
+
+    for name, m in module.named_modules():
+        if name:
+            handles.append(m.register_forward_hook(hook(name)))
+    reset = _active_call.set(token)
+    try:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            out[""] = module(x).detach().float()
+    finally:
+        for h in handles:
+            h.remove()
+        _active_call.reset(reset)
+    return out
+
+
+def fused_twin(module: nn.Module, example: torch.Tensor) -> tuple[FusedTwin | None, str]:
+    """The twin of an eval-mode ``module`` checked on ``example`` (a seeded random batch of its input), or
+    ``(None, why not)``."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return None, "TorchScript: its layers cannot be rebuilt"
+    pairs = conv_norm_pairs(module, example)
+    twin = copy.deepcopy(module)
+    for conv_name, norm_name in pairs:
+        _fold(twin.get_submodule(conv_name), twin.get_submodule(norm_name))
+        _replace(twin, norm_name, nn.Identity())
+    static = sum(_make_padding_static(m) for m in list(twin.modules()) if isinstance(m, nn.Conv2d))
+    depthwise = [n for n, m in twin.named_modules()
+                 if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+    if example.device.type == "cpu":
+        for name in depthwise:
+            _replace(twin, name, Fp32Conv(twin.get_submodule(name)))
+    else:
+        depthwise = []
+    if not pairs and not static and not depthwise:
+        return None, "nothing to fuse"
+    changed = frozenset(c for c, _ in pairs)
+    first, second = _all_outputs(module, example), _all_outputs(twin, example)
+    worst = 0.0
+    for name, ref in first.items():
+        if name in changed or name not in second or second[name].shape != ref.shape:
+            continue
+        worst = max(worst, float((second[name] - ref).abs().max() / (ref.abs().max() + 1e-6)))
+    if worst > VERIFY_RTOL or "" not in second:
+        return None, f"the fused twin disagreed with the original (relative error {worst:.1e})"
+    return FusedTwin(twin, changed, len(pairs), len(depthwise), static, worst), "fused"

@@ -1,0 +1,130 @@
+"""The fused twin (explorer/models/fused.py): same layers, same gradients, refused where it would differ."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explorer.models import LoadedModel
+from explorer.models.fused import conv_norm_pairs, fused_twin
+
+
+def _randomise_norms(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Batch norms with non-trivial statistics, so a wrong fold cannot hide behind μ = 0, σ = 1."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=gen))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen))
+    return module.eval()
+
+
+class ConvNormNet(nn.Module):
+    """conv → bn → relu, a depthwise conv → bn, a 1×1 conv → bn; ``raw_reuse`` also adds conv3's raw output,
+    which makes folding conv3 wrong."""
+
+    def __init__(self, raw_reuse: bool = False):
+        super().__init__()
+        self.raw_reuse = raw_reuse
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.dw, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.conv3, self.bn3 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.dw(x)))
+        raw = self.conv3(x)
+        x = self.bn3(raw) + (raw if self.raw_reuse else 0)
+        return self.fc(x.mean((2, 3)))
+
+
+class NormAct(nn.BatchNorm2d):
+    """Like timm's BatchNormAct2d: a batch norm that also applies its activation, which no fold may drop."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(super().forward(x))
+
+
+def loaded(module: nn.Module) -> LoadedModel:
+    return LoadedModel(name="t", module=module, preprocess=nn.Identity(), labels=[str(i) for i in range(5)],
+                       input_size=(16, 16), device=torch.device("cpu"), weights="random")
+
+
+def test_the_twin_computes_every_shared_layer_and_the_gradient_as_the_original():
+    torch.manual_seed(0)
+    model = loaded(_randomise_norms(ConvNormNet()))
+    twin = model.fused
+    assert twin is not None and model.fuse_note == "fused"
+    assert twin.folded == 3 and twin.changed == {"conv1", "dw", "conv3"} and twin.depthwise_fp32 == 1
+    x = torch.rand(3, 3, 16, 16)
+    for layers in (["bn1"], ["bn2", "output"], ["bn3"]):
+        assert model.module_for(layers) is twin.module
+        fast = model.activations(x, layers, use_autocast=False)
+        plain = loaded_plain(model).activations(x, layers, use_autocast=False)
+        for name in layers:
+            assert torch.allclose(fast[name], plain[name], rtol=1e-5, atol=1e-5), name
+    # a folded conv's own output means something else in the twin: asking for it runs the original
+    assert model.module_for(["conv1"]) is model.module and model.module_for(["bn1", "dw"]) is model.module
+    raw = model.activations(x, ["conv1"], use_autocast=False)["conv1"]
+    assert torch.allclose(raw, model.module.conv1(x), atol=1e-6)
+    # the gradient that drives every optimisation is the same
+    grads = []
+    for m in (model, loaded_plain(model)):
+        image = x.clone().requires_grad_(True)
+        m.activations(image, ["bn3"], use_autocast=False)["bn3"][:, 2].mean().backward()
+        grads.append(image.grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    # inside bf16 autocast the depthwise conv runs in fp32 (the CPU's bf16 depthwise kernels are the slow ones),
+    # the others in bf16, and the result stays close to the original's
+    dtypes = {}
+    hooks = [getattr(twin.module, n).register_forward_hook(lambda m, i, o, n=n: dtypes.__setitem__(n, o.dtype))
+             for n in ("conv1", "dw")]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = twin.module(x)
+    for h in hooks:
+        h.remove()
+    assert dtypes == {"conv1": torch.bfloat16, "dw": torch.float32}
+    assert torch.allclose(out.float(), model.module(x), rtol=0.05, atol=0.05)
+
+
+def loaded_plain(model: LoadedModel) -> LoadedModel:
+    return LoadedModel(name="t", module=model.module, preprocess=nn.Identity(), labels=model.labels,
+                       input_size=model.input_size, device=model.device, weights="random", fuse=False)
+
+
+def test_a_conv_whose_raw_output_is_used_elsewhere_makes_the_twin_refused():
+    torch.manual_seed(0)
+    model = loaded(_randomise_norms(ConvNormNet(raw_reuse=True)))
+    assert model.fused is None and "disagreed" in model.fuse_note
+    assert model.module_for(["bn3"]) is model.module
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(model.activations(x, ["output"], use_autocast=False)["output"], model.module(x))
+
+
+def test_a_batch_norm_that_also_acts_is_never_folded_and_fuse_false_means_no_twin():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), NormAct(4), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    _randomise_norms(net)
+    assert conv_norm_pairs(net, torch.rand(1, 3, 16, 16)) == [("2", "3")]
+    twin, note = fused_twin(net, torch.rand(1, 3, 16, 16))
+    assert twin is not None and twin.folded == 1 and isinstance(twin.module[1], NormAct), note
+    assert loaded_plain(loaded(ConvNormNet())).fused is None
+
+
+def test_efficientnet_lite0_twin_folds_every_norm_and_keeps_the_render_gradient(lite0):
+    twin = lite0.fused
+    assert twin is not None and twin.folded == 49 and twin.depthwise_fp32 == 16
+    assert twin.worst_relative_error < 1e-4
+    plain = LoadedModel(name=lite0.name, module=lite0.module, preprocess=lite0.preprocess, labels=lite0.labels,
+                        input_size=lite0.input_size, device=lite0.device, fuse=False)
+    grads = []
+    for m in (lite0, plain):
+        image = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        m.activations(image, ["blocks.10"], use_autocast=False)["blocks.10"][:, :4].mean().backward()
+        grads.append(image.grad)
+    scale = grads[1].abs().max()
+    assert float((grads[0] - grads[1]).abs().max() / scale) < 1e-3
