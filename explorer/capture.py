@@ -10,8 +10,9 @@ so nothing after it is computed. The pseudo-layer ``"output"`` is the model's ou
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from .errors import UnknownLayerError, UserInputError
 
 OUTPUT = "output"
+ForwardHook = Callable[[nn.Module, object, object], None]
 
 # The capture call that owns the current thread/context. Hooks of other calls ignore it.
 _active_call: contextvars.ContextVar[object | None] = contextvars.ContextVar("explorer_capture", default=None)
@@ -118,17 +120,38 @@ def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
+@contextlib.contextmanager
+def scoped_forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+    """Forward hooks that live only inside the ``with`` block (removed on exit, also on exceptions) and answer only
+    to the forward passes run in it, in this thread/context — the plumbing of every dry run that watches modules."""
+    token = object()
+
+    def only_mine(fn: ForwardHook) -> ForwardHook:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            if _active_call.get() is token:
+                fn(module, inputs, output)
+
+        return hook
+
+    reset = _active_call.set(token)
+    handles = []
+    try:
+        for module, fn in hooks:
+            handles.append(module.register_forward_hook(only_mine(fn)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        _active_call.reset(reset)
+
+
 def layer_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """Dry run: every module's output shape (batch dimension dropped) and how often it ran."""
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
-    token = object()
-    handles = []
 
-    def make_hook(name: str):
+    def make_hook(name: str) -> ForwardHook:
         def hook(_m: nn.Module, _i: object, output: object) -> None:
-            if _active_call.get() is not token:
-                return
             calls[name] = calls.get(name, 0) + 1
             try:
                 shapes[name] = tuple(_first_tensor(output).shape[1:])
@@ -137,17 +160,10 @@ def layer_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, tuple[int
 
         return hook
 
-    reset = _active_call.set(token)
-    try:
-        for name, module in model.named_modules():
-            if name and not _is_scripted(model):  # TorchScript allows no hooks: only its output is known
-                handles.append(module.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        _active_call.reset(reset)
+    # TorchScript allows no hooks: only its output is known
+    watched = [] if _is_scripted(model) else [(m, make_hook(n)) for n, m in model.named_modules() if n]
+    with scoped_forward_hooks(watched), torch.no_grad():
+        model(x)
     return shapes, calls
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..capture import _active_call
+from ..capture import ForwardHook, scoped_forward_hooks
 
 VERIFY_RTOL = 1e-4  # the largest |twin − original| / (max |original| + 1e-6) allowed at any shared layer
 DYNAMIC_SAME_PADDING = ("Conv2dDynamicSamePadding",)  # classes that pad TF-"same" from each input's size
@@ -59,38 +59,29 @@ def conv_norm_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str,
     alive: list[torch.Tensor] = []  # every conv output stays referenced, so no id is reused within the run
     pairs: list[tuple[str, str]] = []
     calls: dict[str, int] = {}
-    token = object()
 
-    def conv_hook(name):
+    def conv_hook(name: str) -> ForwardHook:
         def hook(_m, _inputs, output):
-            if _active_call.get() is token:
-                calls[name] = calls.get(name, 0) + 1
-                returned[id(output)] = name
-                alive.append(output)
+            calls[name] = calls.get(name, 0) + 1
+            returned[id(output)] = name
+            alive.append(output)
         return hook
 
-    def norm_hook(name):
+    def norm_hook(name: str) -> ForwardHook:
         def hook(_m, inputs, _output):
-            if _active_call.get() is token:
-                calls[name] = calls.get(name, 0) + 1
-                if inputs and id(inputs[0]) in returned:
-                    pairs.append((returned[id(inputs[0])], name))
+            calls[name] = calls.get(name, 0) + 1
+            if inputs and id(inputs[0]) in returned:
+                pairs.append((returned[id(inputs[0])], name))
         return hook
 
-    handles = []
+    watched = []
     for name, m in module.named_modules():
         if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook(name)))
+            watched.append((m, conv_hook(name)))
         elif type(m) is nn.BatchNorm2d and m.track_running_stats and m.running_mean is not None:
-            handles.append(m.register_forward_hook(norm_hook(name)))  # exact type: timm's BatchNormAct2d acts too
-    reset = _active_call.set(token)
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in handles:
-            h.remove()
-        _active_call.reset(reset)
+            watched.append((m, norm_hook(name)))  # the exact type: timm's BatchNormAct2d also acts
+    with scoped_forward_hooks(watched), torch.no_grad():
+        module(example)
     return [(c, n) for c, n in pairs if calls.get(c) == 1 and calls.get(n) == 1]
 
 
@@ -120,27 +111,18 @@ def _make_padding_static(conv: nn.Conv2d) -> bool:
 
 
 def _all_outputs(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named module's tensor output and the module's own (key ""), in fp32 without autocast."""
     out: dict[str, torch.Tensor] = {}
-    token = object()
-    handles = []
 
-    def hook(name):
-        def record(_m, _i, output):
-            if _active_call.get() is token and isinstance(output, torch.Tensor):
+    def record(name: str) -> ForwardHook:
+        def hook(_m, _i, output):
+            if isinstance(output, torch.Tensor):
                 out[name] = output.detach().float()
-        return record
+        return hook
 
-    for name, m in module.named_modules():
-        if name:
-            handles.append(m.register_forward_hook(hook(name)))
-    reset = _active_call.set(token)
-    try:
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            out[""] = module(x).detach().float()
-    finally:
-        for h in handles:
-            h.remove()
-        _active_call.reset(reset)
+    watched = [(m, record(name)) for name, m in module.named_modules() if name]
+    with scoped_forward_hooks(watched), torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        out[""] = module(x).detach().float()
     return out
 
 
