@@ -134,3 +134,34 @@ def test_thumbnail_settings_keep_their_cache_key():
     assert "input_size" not in data and "lr_schedule" not in data and data["autocast"] is True
     assert FAST.digest() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     assert RenderSettings().digest() != FAST.with_(size=224, steps=128, autocast="auto").digest()  # "model" input
+
+
+def test_a_warm_start_shows_the_network_the_bare_param_first_then_the_transforms(tiny):
+    """warm = 0.25 of 8 steps: steps 1–2 see the param only resampled to the network's side (no jitter), steps 3–8
+    the robustness transforms; warm = 0 is the plain transform set (no stages), and its cache key is the old one."""
+    from explorer.optvis.render import render_transforms
+    from explorer.optvis.transforms import RandomAffine, Staged
+
+    settings = RenderSettings(size=32, steps=8, seed=0, input_size=48, warm=0.25)
+    staged = render_transforms(tiny, settings)
+    assert isinstance(staged, Staged) and [first for first, _ in staged.stages] == [1, 3]
+    image = torch.rand(2, 3, 32, 32)
+    u = torch.rand(2, staged.draws)
+    staged.set_step(2)
+    early = staged.apply(image, u)
+    bare = torch.nn.functional.interpolate(image, size=(48, 48), mode="bilinear", align_corners=False)
+    assert early.shape[-1] == 48 and torch.allclose(early, bare, atol=1e-5)
+    staged.set_step(3)
+    assert staged.apply(image, u).shape[-1] == 48 and not torch.allclose(staged.apply(image, u), bare, atol=1e-2)
+    plain = render_transforms(tiny, settings.with_(warm=0.0))
+    assert isinstance(plain, RandomAffine)
+    assert settings.with_(warm=0.0).digest() == RenderSettings(size=32, steps=8, seed=0, input_size=48).digest()
+    assert settings.digest() != settings.with_(warm=0.0).digest()
+    sizes = []
+    _ = tiny.layer_shapes, tiny.fused  # the dry runs (at the nominal 32 px) happen before we watch
+    hook = tiny.module.register_forward_pre_hook(lambda module, inputs: sizes.append(tuple(inputs[0].shape[-2:])))
+    try:
+        result = render(tiny, objectives.channel("conv2", [0, 1]), settings)
+    finally:
+        hook.remove()
+    assert result.steps_done == 8 and set(sizes) == {(48, 48)}

@@ -55,13 +55,17 @@ class RenderSettings(Settings):
     coarse: float = 0.0
     coarse_start: float = 0.5
     coarse_view: str = "resize"  # "resize": the whole image at a smaller side; "crop": a window at full scale
+    # a warm start: the first ``warm`` fraction of the steps see the param without the robustness transforms (only
+    # resampled to the network's side); the transforms take over for the rest (Render defaults, issue 22)
+    warm: float = 0.0
 
 
     LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0,
-                                     "coarse_start": 0.5, "coarse_view": "resize"}
+                                     "coarse_start": 0.5, "coarse_view": "resize", "warm": 0.0}
     LIMIT_OVERRIDES: ClassVar[dict] = {
         "coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
         "coarse_start": Limit(0.1, 1.0, label="coarse start (fraction of the input side)"),
+        "warm": Limit(0.0, 0.95, label="warm-start fraction of the steps"),
     }
 
     def network_size(self, model: LoadedModel) -> int | None:
@@ -76,7 +80,8 @@ class RenderSettings(Settings):
 # Quick settings (a layer in minutes on a laptop CPU) for tests and benchmarks, the gallery's settings before it
 # moved to `gallery.builder.THUMBNAILS` (128 steps); pinned so their digest (cache key) does not move when the
 # defaults above change.
-FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant", coarse=0.0)
+FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant", coarse=0.0,
+                      warm=0.0)
 
 
 @dataclass
@@ -150,19 +155,28 @@ def evaluate(model: LoadedModel, objective: Objective, images: torch.Tensor,
 
 def render_transforms(model: LoadedModel, settings: RenderSettings) -> Transform | None:
     """The settings' transform set, resampling to the network's side — growing to it step by step when
-    ``settings.coarse`` asks for coarse-to-fine (not for networks that resize every input themselves)."""
+    ``settings.coarse`` asks for coarse-to-fine (not for networks that resize every input themselves), and
+    without the robustness transforms for the first ``settings.warm`` fraction of the steps."""
     make = TRANSFORM_SETS[settings.transforms]
     seen = settings.network_size(model)
-    if not settings.coarse or seen is None or model.fixed_input_size:
+    coarse = bool(settings.coarse) and seen is not None and not model.fixed_input_size
+    plan = coarse_to_fine_sizes(seen, settings.steps, settings.coarse, settings.coarse_start) if coarse \
+        else [(1, seen)]
+    warm_until = round(settings.steps * settings.warm)  # the last step without the robustness transforms
+    starts = sorted({first for first, _ in plan} | ({1, warm_until + 1} if warm_until >= 1 else set()))
+    if len(starts) == 1:
         return make(settings.size, seen)
-    plan = coarse_to_fine_sizes(seen, settings.steps, settings.coarse, settings.coarse_start)
-    if len(plan) == 1:
-        return make(settings.size, seen)
-    if settings.coarse_view == "crop":
-        full = make(settings.size, seen)
-        return Staged([(first, full if side == seen else native_scale_crop(full, seen, side, settings.size))
-                       for first, side in plan])
-    return Staged([(first, make(settings.size, side)) for first, side in plan])
+
+    def stage(first: int) -> Transform | None:
+        side = [s for f, s in plan if f <= first][-1]
+        if first <= warm_until:
+            return TRANSFORM_SETS["none"](settings.size, side)
+        if settings.coarse_view == "crop" and coarse:
+            full = make(settings.size, seen)
+            return full if side == seen else native_scale_crop(full, seen, side, settings.size)
+        return make(settings.size, side)
+
+    return Staged([(first, stage(first)) for first in starts])
 
 
 def check_request(model: LoadedModel, objective: Objective, settings: RenderSettings, batch: int | None = None) -> int:
