@@ -128,3 +128,16 @@ def test_efficientnet_lite0_twin_folds_every_norm_and_keeps_the_render_gradient(
         grads.append(image.grad)
     scale = grads[1].abs().max()
     assert float((grads[0] - grads[1]).abs().max() / scale) < 1e-3
+
+
+def test_a_network_too_large_for_a_second_copy_or_with_nothing_to_fuse_gets_no_twin(monkeypatch):
+    import explorer.models.fused as fused
+
+    torch.manual_seed(0)
+    net = _randomise_norms(ConvNormNet())
+    monkeypatch.setattr(fused, "MAX_TWIN_BYTES", 1000)
+    twin, note = fused_twin(net, torch.rand(1, 3, 16, 16))
+    assert twin is None and "MiB of weights" in note
+    monkeypatch.undo()
+    twin, note = fused_twin(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.rand(1, 3, 16, 16))
+    assert twin is None and note == "nothing to fuse"

@@ -20,6 +20,7 @@ agrees within a relative 1e-4; otherwise there is no twin and the original runs 
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..capture import ForwardHook, scoped_forward_hooks
 
+MAX_TWIN_BYTES = 1 << 30  # a twin doubles the weights in memory: a larger network runs as loaded
 VERIFY_RTOL = 1e-4  # the largest |twin − original| / (max |original| + 1e-6) allowed at any shared layer
 DYNAMIC_SAME_PADDING = ("Conv2dDynamicSamePadding",)  # classes that pad TF-"same" from each input's size
 
@@ -99,15 +101,21 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
-def _make_padding_static(conv: nn.Conv2d) -> bool:
-    """A stride-1, odd-kernel, undilated TF-"same" conv pads symmetrically: the conv's own padding does it."""
-    k, s, d = tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.dilation)
-    if type(conv).__name__ not in DYNAMIC_SAME_PADDING or s != (1, 1) or d != (1, 1) or k[0] % 2 == 0 or \
-            k[1] % 2 == 0:
+def _pads_symmetrically(conv: nn.Module) -> bool:
+    """A stride-1, odd-kernel, undilated TF-"same" conv pads symmetrically: the conv's own padding can do it."""
+    if not isinstance(conv, nn.Conv2d) or type(conv).__name__ not in DYNAMIC_SAME_PADDING:
         return False
-    conv.padding = ((k[0] - 1) // 2, (k[1] - 1) // 2)
+    k, s, d = tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.dilation)
+    return s == (1, 1) and d == (1, 1) and k[0] % 2 == 1 and k[1] % 2 == 1
+
+
+def _make_padding_static(conv: nn.Conv2d) -> None:
+    conv.padding = ((conv.kernel_size[0] - 1) // 2, (conv.kernel_size[1] - 1) // 2)
     conv.__class__ = nn.Conv2d
-    return True
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
 def _all_outputs(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -128,24 +136,25 @@ def _all_outputs(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def fused_twin(module: nn.Module, example: torch.Tensor) -> tuple[FusedTwin | None, str]:
     """The twin of an eval-mode ``module`` checked on ``example`` (a seeded random batch of its input), or
-    ``(None, why not)``."""
+    ``(None, why not)``. Nothing is copied unless something would change, and never more than MAX_TWIN_BYTES."""
     if isinstance(module, torch.jit.ScriptModule):
         return None, "TorchScript: its layers cannot be rebuilt"
+    weight_bytes = sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
+    if weight_bytes > MAX_TWIN_BYTES:
+        return None, f"{weight_bytes / 2**20:.0f} MiB of weights: a twin would double them (the network runs as loaded)"
     pairs = conv_norm_pairs(module, example)
+    static = [n for n, m in module.named_modules() if _pads_symmetrically(m)]
+    depthwise = [n for n, m in module.named_modules() if _is_depthwise(m)] if example.device.type == "cpu" else []
+    if not pairs and not static and not depthwise:
+        return None, "nothing to fuse"
     twin = copy.deepcopy(module)
     for conv_name, norm_name in pairs:
         _fold(twin.get_submodule(conv_name), twin.get_submodule(norm_name))
         _replace(twin, norm_name, nn.Identity())
-    static = sum(_make_padding_static(m) for m in list(twin.modules()) if isinstance(m, nn.Conv2d))
-    depthwise = [n for n, m in twin.named_modules()
-                 if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
-    if example.device.type == "cpu":
-        for name in depthwise:
-            _replace(twin, name, Fp32Conv(twin.get_submodule(name)))
-    else:
-        depthwise = []
-    if not pairs and not static and not depthwise:
-        return None, "nothing to fuse"
+    for name in static:
+        _make_padding_static(twin.get_submodule(name))
+    for name in depthwise:
+        _replace(twin, name, Fp32Conv(twin.get_submodule(name)))
     changed = frozenset(c for c, _ in pairs)
     first, second = _all_outputs(module, example), _all_outputs(twin, example)
     worst = 0.0
@@ -155,4 +164,4 @@ def fused_twin(module: nn.Module, example: torch.Tensor) -> tuple[FusedTwin | No
         worst = max(worst, float((second[name] - ref).abs().max() / (ref.abs().max() + 1e-6)))
     if worst > VERIFY_RTOL or "" not in second:
         return None, f"the fused twin disagreed with the original (relative error {worst:.1e})"
-    return FusedTwin(twin, changed, len(pairs), len(depthwise), static, worst), "fused"
+    return FusedTwin(twin, changed, len(pairs), len(depthwise), len(static), worst), "fused"
