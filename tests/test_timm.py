@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from explorer.capture import capture
 from explorer.errors import UserInputError
 from explorer.models import available_models, get_spec
 from explorer.models.timm_models import RandomWeightsNotice, load_timm
@@ -178,6 +179,29 @@ def test_timm_cnn_keeps_the_cnn_objectives():
     assert unit_objective(net, "layer3", [0, 1]).name.startswith("channel")
     with pytest.raises(UserInputError, match="not an attention layer"):
         unit_objective(net, "layer3", [0], "head")
+    # the fused twin folds a timm ResNet's batch norms (random weights, real statistics only after training: the
+    # check still compares every shared layer); a ViT has nothing to fold and gets no copy
+    assert net.fused is not None and net.fused.folded == 20 and net.module_for(["layer3"]) is net.fused.module
+
+
+def test_a_timm_efficientnets_norm_act_layers_fold_and_keep_their_activation():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_timm("efficientnet_b0", "random", "cpu")
+    twin = net.fused
+    assert twin is not None and twin.folded == 49 and twin.depthwise_fp32 == 16, net.fuse_note
+    assert type(net.module.bn1).__name__ == "BatchNormAct2d" and type(twin.module.bn1).__name__ == "AfterFold"
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    assert net.module_for(["conv_stem"]) is net.module  # a folded conv's own output: the original runs
+    layers = ["blocks.2", "bn1.act"]
+    fused = net.activations(x, layers, use_autocast=False)
+    plain = capture(net.module, net.prepare(x), layers)
+    for name in layers:
+        assert torch.allclose(fused[name], plain[name], rtol=1e-4, atol=1e-4), name
+
+
+def test_a_vit_gets_no_fused_twin(vit):
+    assert vit.fused is None and vit.fuse_note == "nothing to fuse"
 
 
 def test_cli_renders_vit_heads_and_names_them(tmp_path, capsys):

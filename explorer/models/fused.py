@@ -5,8 +5,9 @@ exactly as the original does (up to float rounding), it runs instead. What the t
 2-core AMX Xeon, EfficientNet-Lite0, batch 4 at 224 px, one thread: ``benchmarks/render_step.py --twin``):
 
 * **batch norm folded into the convolution before it** (eval mode: y = γ·(Wx − μ)/σ + β is one conv with weights
-  γ/σ·W and bias β − γμ/σ). The folded conv's own output changes meaning, so a request that names that conv
-  runs on the original; a request that names the batch norm gets the same tensor from an identity.
+  γ/σ·W and bias β − γμ/σ; timm's ``BatchNormAct2d`` keeps its activation). The folded conv's own output changes
+  meaning, so a request that names that conv runs on the original; a request that names the batch norm gets the
+  same tensor from an identity.
 * **depthwise convolutions computed in fp32 inside bf16 autocast on the CPU**: oneDNN's bf16 depthwise backward
   was 3–6× slower than fp32 with channels_last (stride-2 3×3 on 4×96×112²: 44–57 ms against 7–18 ms).
 * **static "same" padding** for stride-1 ``Conv2dDynamicSamePadding`` (TensorFlow's padding is symmetric there),
@@ -80,11 +81,36 @@ def conv_norm_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str,
     for name, m in module.named_modules():
         if isinstance(m, nn.Conv2d):
             watched.append((m, conv_hook(name)))
-        elif type(m) is nn.BatchNorm2d and m.track_running_stats and m.running_mean is not None:
-            watched.append((m, norm_hook(name)))  # the exact type: timm's BatchNormAct2d also acts
+        elif _foldable_norm(m):
+            watched.append((m, norm_hook(name)))
     with scoped_forward_hooks(watched), torch.no_grad():
         module(example)
     return [(c, n) for c, n in pairs if calls.get(c) == 1 and calls.get(n) == 1]
+
+
+class AfterFold(nn.Module):
+    """What is left of timm's ``BatchNormAct2d`` once its norm is folded into the conv: its dropout and activation,
+    under the same names (so a layer such as ``bn1.act`` still exists in the twin)."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.drop, self.act = norm.drop, norm.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
+
+
+def _foldable_norm(m: nn.Module) -> bool:
+    """An eval batch norm with running statistics: ``nn.BatchNorm2d`` itself, or timm's ``BatchNormAct2d`` (norm,
+    then its ``drop`` and ``act``). Other subclasses may do more than normalise and are left alone."""
+    if not isinstance(m, nn.BatchNorm2d) or not m.track_running_stats or m.running_mean is None:
+        return False
+    return type(m) is nn.BatchNorm2d or (type(m).__name__ == "BatchNormAct2d" and hasattr(m, "drop") and
+                                         hasattr(m, "act"))
+
+
+def _after_fold(norm: nn.Module) -> nn.Module:
+    return nn.Identity() if type(norm) is nn.BatchNorm2d else AfterFold(norm)
 
 
 def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
@@ -149,8 +175,9 @@ def fused_twin(module: nn.Module, example: torch.Tensor) -> tuple[FusedTwin | No
         return None, "nothing to fuse"
     twin = copy.deepcopy(module)
     for conv_name, norm_name in pairs:
-        _fold(twin.get_submodule(conv_name), twin.get_submodule(norm_name))
-        _replace(twin, norm_name, nn.Identity())
+        norm = twin.get_submodule(norm_name)
+        _fold(twin.get_submodule(conv_name), norm)
+        _replace(twin, norm_name, _after_fold(norm))
     for name in static:
         _make_padding_static(twin.get_submodule(name))
     for name in depthwise:
