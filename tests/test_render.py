@@ -165,3 +165,23 @@ def test_a_warm_start_shows_the_network_the_bare_param_first_then_the_transforms
     finally:
         hook.remove()
     assert result.steps_done == 8 and set(sizes) == {(48, 48)}
+
+
+def test_adam_momentum_is_a_setting_that_reaches_the_optimiser_and_keeps_old_cache_keys(tiny, monkeypatch):
+    settings = RenderSettings(size=32, steps=6, seed=0)
+    assert "adam_beta1" not in settings.with_(adam_beta1=0.9).to_dict()  # the old value: keys made before it hold
+    assert settings.with_(adam_beta1=0.0).digest() != settings.with_(adam_beta1=0.9).digest()
+    seen = []
+    original = torch.optim.Adam
+
+    class Spy(original):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs.get("betas"))
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", Spy)
+    objective = objectives.channel("conv2", [0, 1])
+    without = render(tiny, objective, settings.with_(adam_beta1=0.0, autocast=False))
+    with_momentum = render(tiny, objective, settings.with_(adam_beta1=0.9, autocast=False))
+    assert seen == [(0.0, 0.999), (0.9, 0.999)]
+    assert not torch.allclose(without.images, with_momentum.images)

@@ -48,6 +48,8 @@ def add_render_options(p: argparse.ArgumentParser, defaults: RenderSettings = Re
                    help="the network's first side during --coarse, as a fraction of its input side")
     g.add_argument("--coarse-view", choices=["resize", "crop"], default=defaults.coarse_view,
                    help="during --coarse: the whole image resized (resize) or a window at full scale (crop)")
+    g.add_argument("--adam-beta1", type=float, default=defaults.adam_beta1,
+                   help="Adam's momentum β1 (β2 stays 0.999)")
     g.add_argument("--warm", type=float, default=defaults.warm,
                    help="warm start: fraction of the steps at the start without the robustness transforms (0: off)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "cuda-bf16"],
@@ -83,6 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, diversity=args.diversity, seed=args.seed,
         input_size=_input_size(args.input_size), lr_schedule=args.lr_schedule, coarse=args.coarse,
         coarse_start=args.coarse_start, coarse_view=args.coarse_view, warm=args.warm,
+        adam_beta1=args.adam_beta1,
         autocast={"auto": "auto", "fp32": False, "bf16": "bf16", "cuda-bf16": True}[args.precision],
     )
 

@@ -28,7 +28,7 @@ from .store import Entry, GalleryStore, UnitKey, new_worker_id
 # Pinned to the old-behaviour values of fields added later (input_size, autocast, lr_schedule, coarse), so the
 # stores' and the atlas's cache keys stay put when RenderSettings' defaults change.
 THUMBNAILS = RenderSettings(size=96, steps=128, lr=0.05, autocast=True, input_size="param", lr_schedule="constant",
-                            coarse=0.0, warm=0.0)
+                            coarse=0.0, warm=0.0, adam_beta1=0.9)
 
 
 @dataclass

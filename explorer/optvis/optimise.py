@@ -43,12 +43,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long and how fast: ``steps`` of Adam at ``lr``, ``lr_schedule`` "constant" or "cosine" (× 1 → 0.1)."""
+    """How long and how fast: ``steps`` of Adam at ``lr``, ``lr_schedule`` "constant" or "cosine" (× 1 → 0.1),
+    with momentum ``beta1`` (Adam's β1; β2 stays 0.999)."""
 
     steps: int
     lr: float = 0.05
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
+    beta1: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -311,9 +313,10 @@ def _why_eager(graph: bool | str, device: torch.device, transforms: Transform | 
     return "eager: this torch has no CUDA graphs"
 
 
-def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float) -> torch.optim.Optimizer:
+def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float,
+                     beta1: float) -> torch.optim.Optimizer:
     """Adam that a CUDA graph can capture: its step count and learning rate are device tensors."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=(beta1, 0.999), capturable=True)
 
 
 def optimise(
@@ -368,8 +371,9 @@ def optimise(
     lr_table = torch.tensor([lr * _lr_factor(lr_schedule, i, steps) for i in range(1, steps + 1)] or [lr],
                             dtype=torch.float32, device=device)
     lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device) if use_graph else None
-    optimizer = (_graph_optimizer(params, lr_tensor, schedule.weight_decay) if use_graph
-                 else torch.optim.Adam(params, lr=lr, weight_decay=schedule.weight_decay))
+    betas = (schedule.beta1, 0.999)
+    optimizer = (_graph_optimizer(params, lr_tensor, schedule.weight_decay, schedule.beta1) if use_graph
+                 else torch.optim.Adam(params, lr=lr, weight_decay=schedule.weight_decay, betas=betas))
     books = _Step(param, score, transforms, handling.generator, optimizer, steps, lr_table, lr_tensor, keep_best,
                   accept, device)
     runner = _CudaGraph(books) if use_graph else None

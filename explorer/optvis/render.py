@@ -58,14 +58,17 @@ class RenderSettings(Settings):
     # a warm start: the first ``warm`` fraction of the steps see the param without the robustness transforms (only
     # resampled to the network's side); the transforms take over for the rest (Render defaults, issue 22)
     warm: float = 0.0
+    adam_beta1: float = 0.9  # Adam's momentum (Render defaults, issue 22)
 
 
     LEGACY_VALUES: ClassVar[dict] = {"input_size": "param", "lr_schedule": "constant", "coarse": 0.0,
-                                     "coarse_start": 0.5, "coarse_view": "resize", "warm": 0.0}
+                                     "coarse_start": 0.5, "coarse_view": "resize", "warm": 0.0,
+                                     "adam_beta1": 0.9}
     LIMIT_OVERRIDES: ClassVar[dict] = {
         "coarse": Limit(0.0, 0.95, label="coarse fraction of the steps"),
         "coarse_start": Limit(0.1, 1.0, label="coarse start (fraction of the input side)"),
         "warm": Limit(0.0, 0.95, label="warm-start fraction of the steps"),
+        "adam_beta1": Limit(0.0, 0.999, label="Adam's beta1 (momentum)"),
     }
 
     def network_size(self, model: LoadedModel) -> int | None:
@@ -81,7 +84,7 @@ class RenderSettings(Settings):
 # moved to `gallery.builder.THUMBNAILS` (128 steps); pinned so their digest (cache key) does not move when the
 # defaults above change.
 FAST = RenderSettings(size=96, steps=96, lr=0.05, autocast=True, input_size="param", lr_schedule="constant", coarse=0.0,
-                      warm=0.0)
+                      warm=0.0, adam_beta1=0.9)
 
 
 @dataclass
@@ -251,7 +254,8 @@ def render(
         result: OptimisationResult = optimise(
             param,
             model_score(model, total, precision),
-            Schedule(steps=settings.steps, lr=settings.lr, lr_schedule=settings.lr_schedule),
+            Schedule(steps=settings.steps, lr=settings.lr, lr_schedule=settings.lr_schedule,
+                     beta1=settings.adam_beta1),
             handling=ImageHandling(transforms=render_transforms(model, settings), generator=gen,
                                    blur_every=settings.blur_every, blur_sigma=settings.blur_sigma),
             progress=Progress(callback=callback, should_stop=should_stop, thresholds=thresholds),
