@@ -81,12 +81,9 @@ def capture(
     can_stop = stop_early and not need_output and not reused_set
     remaining = set(modules)
     acts: dict[str, torch.Tensor] = {}
-    token = object()
 
-    def make_hook(name: str):
+    def make_hook(name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if _active_call.get() is not token:
-                return  # another thread's (or another call's) forward pass
             acts[name] = _first_tensor(output)
             remaining.discard(name)
             if can_stop and not remaining:
@@ -94,21 +91,13 @@ def capture(
 
         return hook
 
-    reset = _active_call.set(token)
-    handles = []
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with scoped_forward_hooks((module, make_hook(name)) for name, module in modules.items()):
         try:
             out = model(x)
             if need_output:
                 acts[OUTPUT] = _first_tensor(out)
         except _StopForward:
             pass
-    finally:
-        for handle in handles:
-            handle.remove()
-        _active_call.reset(reset)
     missing = [n for n in wanted if n not in acts]
     if missing:
         raise RuntimeError(f"Layers {missing} did not run during the forward pass.")
