@@ -781,6 +781,9 @@ def _cases() -> list[Case]:
     add("cli-diffusion-guide-until-past-timesteps", "numbers", "cli",
         cli("diffusion", "guide", "--guide-until", "1001", "--n", "2", "--steps", "1", "--out", out18), "error",
         r"guide_until must be a whole timestep in \[0, 1000\]", "18: guide --guide-until")
+    add("cli-diffusion-guide-from-below-until", "numbers", "cli",
+        cli("diffusion", "guide", "--guide-until", "300", "--guide-from", "200", "--n", "2", "--steps", "1",
+            "--out", out18), "error", r"guide_from \(200\) is below guide_until \(300\)", "18: guide --guide-from")
     add("cli-diffusion-inpaint-mask-unknown", "numbers", "cli",
         cli("diffusion", "inpaint", "--mask", "diagonal", "--out", out18),
         "error", r"Unknown mask 'diagonal'", "18: inpaint --mask")

@@ -316,6 +316,51 @@ def test_bad_guide_until_is_a_one_line_error():
             guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, guide_until=bad)
 
 
+# ---- the guidance interval: the gradient only at guide_until ≤ t ≤ guide_from -------------------------------
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_guide_from_skips_the_noisiest_steps_and_its_default_is_every_step(sampler):
+    """guide_from = T₁: the steps with t > T₁ are bit for bit the unguided sampler's (the classifier is called
+    only at the others, which differ); guide_from left out or at the model's T is full guidance; with
+    guide_until the guided steps are exactly those in the interval."""
+    from explorer.diffusion.guidance import initial_noise, run_chain
+
+    denoiser = Denoiser(tiny_diffusion(), 10)
+    ts = [denoiser.timestep_t(i) for i in range(denoiser.num_steps)]
+    top, bottom = ts[6], ts[2]  # guided: steps 2..6
+    full = guided_samples(denoiser, GaussianClasses(), [0, 1], scale=4.0, sampler=sampler, seed=4)
+    at_t = guided_samples(denoiser, GaussianClasses(), [0, 1], scale=4.0, sampler=sampler, seed=4,
+                          guide_from=denoiser.train_steps)
+    assert torch.equal(at_t.images, full.images) and full.settings["guide_from"] is None
+    standin = GaussianClasses()
+    guide = Guide(standin, torch.tensor([0, 1]), 4.0, until=bottom, start=top)
+    gen = torch.Generator().manual_seed(3)
+    states, outs = {}, {}
+
+    def before(x, i):
+        states[i] = (x.clone(), gen.get_state())
+        return x
+
+    run_chain(denoiser, initial_noise(denoiser, 2, gen), sampler=sampler, generator=gen, guide=guide,
+              before_step=before, observe=lambda i, x, out: outs.__setitem__(i, out.prev_sample.clone()))
+    guided_steps = [i for i in range(denoiser.num_steps) if bottom <= ts[i] <= top]
+    assert guided_steps == [2, 3, 4, 5, 6] and standin.calls == len(guided_steps)
+    for i, (x, state) in states.items():
+        plain = denoiser.step(x, i, sampler=sampler, generator=torch.Generator().set_state(state))
+        assert torch.equal(outs[i], plain.prev_sample) == (i not in guided_steps), i
+    interval = guided_samples(denoiser, GaussianClasses(), [0, 1], scale=4.0, sampler=sampler, seed=4,
+                              guide_until=bottom, guide_from=top)
+    assert interval.settings["guide_from"] == top and not torch.equal(interval.images, full.images)
+
+
+def test_bad_guide_from_is_a_one_line_error():
+    denoiser = Denoiser(tiny_diffusion(), 4)
+    for bad in (-1, denoiser.train_steps + 1, 2.5, float("nan")):
+        with pytest.raises(UserInputError, match=r"guide_from must be a whole timestep in \[0, 1000\]"):
+            guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, guide_from=bad)
+    with pytest.raises(UserInputError, match=r"guide_from \(200\) is below guide_until \(300\)"):
+        guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, guide_until=300, guide_from=200)
+
+
 @pytest.mark.skipif(not fashion_available(), reason="Fashion-MNIST IDX files absent (CI installs them)")
 def test_cli_guide_takes_a_trained_classifier_folder_and_records_it(tmp_path):
     """``--classifier FOLDER`` guides with the folder's weights (not the shipped guide of the same name) and

@@ -136,13 +136,14 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
-    from ..diffusion.guidance import check_guide_until, check_scale
+    from ..diffusion.guidance import check_guide_from, check_guide_until, check_scale
 
     limits.check("batch", args.n, what="--n")
     scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
     until = check_guide_until(args.guide_until, denoiser.train_steps)
+    start = check_guide_from(args.guide_from, denoiser.train_steps, until)
     noisy = _noisy(args)
     test = load_dataset(args.data, "test")
     judge = Judge(judge_model, reference=test, floor=load_dataset(args.data, "train") if args.sweep else None)
@@ -155,6 +156,7 @@ def _guide(args: argparse.Namespace) -> int:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
                                     reference_pool=0 if reference else args.reference_pool, guide_until=until,
+                                    guide_from=start,
                                     reference=reference, callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
@@ -179,7 +181,8 @@ def _guide(args: argparse.Namespace) -> int:
     scale = float(args.scale)
     with progress(denoiser.num_steps, f"guided {args.sampler} s={scale:g}") as bar:
         batch = guided_samples(denoiser, noisy, [cls] * args.n, scale=scale, sampler=args.sampler, eta=args.eta,
-                               seed=args.seed, guide_until=until, callback=bar, should_stop=bar.should_stop)
+                               seed=args.seed, guide_until=until, guide_from=start, callback=bar,
+                               should_stop=bar.should_stop)
     names = _save_samples(batch.images, out / "samples")
     save_png(grid(batch.images, columns=min(8, args.n)), out / "samples.png")
     verdicts = judge.verdicts(batch.images)
@@ -378,6 +381,9 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
                         "judge, sampler, steps, eta, seed and --n) instead of sampling --reference-pool again")
     g.add_argument("--guide-until", type=int, default=0, metavar="T",
                    help="truncated guidance: no classifier gradient at training timesteps t < T (0: every step)")
+    g.add_argument("--guide-from", type=int, default=None, metavar="T",
+                   help="guidance interval: no classifier gradient at training timesteps t > T (default: from the "
+                        "first step); with --guide-until the guided steps are until ≤ t ≤ from")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

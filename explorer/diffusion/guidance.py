@@ -12,6 +12,8 @@ It is fed the noise level ᾱ of the step (respaced steps keep the training ᾱ)
 
 Truncated guidance: with ``guide_until`` = T₀ > 0 the gradient is applied only at steps whose training timestep
 t ≥ T₀; the steps after the cut-off (t < T₀) are the unguided sampler's, and the classifier is not called there.
+A guidance interval (Kynkäänniemi et al. 2024 found guidance at the highest noise levels costs diversity and buys
+little): with ``guide_from`` = T₁ the gradient is applied only at t ≤ T₁, so the guided steps are T₀ ≤ t ≤ T₁.
 
 Randomness: x_T and every step's noise come from one CPU generator per call, seeded with ``seed``; with
 s = 0 the classifier is never called and the samples are exactly the unguided sampler's.
@@ -50,13 +52,14 @@ class Guide:
     classes: torch.Tensor
     scale: float
     until: int = 0  # truncated guidance: no gradient at training timesteps t < until (0: every step)
+    start: int | None = None  # guidance interval: no gradient at training timesteps t > start (None: every step)
 
     def active(self) -> bool:
         return self.scale != 0.0
 
     def active_at(self, t: int) -> bool:
         """Whether the step at training timestep ``t`` is guided."""
-        return self.active() and int(t) >= self.until
+        return self.active() and int(t) >= self.until and (self.start is None or int(t) <= self.start)
 
 
 class Denoiser:
@@ -178,6 +181,19 @@ def check_guide_until(until: int, timesteps: int) -> int:
     return int(until)
 
 
+def check_guide_from(start: int | None, timesteps: int, until: int = 0) -> int | None:
+    """guide_from (a training timestep, the top of the guided interval) must lie in [guide_until, the model's
+    timesteps]; None guides from the first step."""
+    if start is None:
+        return None
+    if isinstance(start, float) and not start.is_integer() or not 0 <= start <= timesteps:  # also refuses NaN
+        raise UserInputError(f"guide_from must be a whole timestep in [0, {timesteps}] (leave it out to guide from "
+                             f"the first step), not {start}.")
+    if start < until:
+        raise UserInputError(f"guide_from ({start}) is below guide_until ({until}): no step would be guided.")
+    return int(start)
+
+
 def check_scale(scale: float) -> float:
     scale = float(scale)
     if not (0.0 <= scale <= MAX_SCALE):  # also refuses NaN
@@ -197,10 +213,10 @@ class GuidedSamples:
 
 def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, classes: list[int] | torch.Tensor, *,
                    scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, guide_until: int = 0,
-                   callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
-                   preview_every: int = 0) -> GuidedSamples:
+                   guide_from: int | None = None, callback: ProgressCallback | None = None,
+                   should_stop: ShouldStop | None = None, preview_every: int = 0) -> GuidedSamples:
     """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided),
-    only at training timesteps t ≥ ``guide_until`` (0: every step)."""
+    only at training timesteps ``guide_until`` ≤ t ≤ ``guide_from`` (defaults: every step)."""
     scale = check_scale(scale)
     target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     limits.check("batch", int(target.numel()))
@@ -213,13 +229,15 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
         raise UserInputError(f"Class {int(target.max())} is out of range: "
                              f"the classifier has {len(classifier.labels)} classes.")
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
+    guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
-    guide = Guide(classifier, target.to(denoiser.device), scale, guide_until) if classifier is not None else None
+    guide = Guide(classifier, target.to(denoiser.device), scale, guide_until, guide_from) \
+        if classifier is not None else None
     result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, callback=callback,
                        should_stop=should_stop, preview_every=preview_every)
     settings = {"model": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
-                "seed": int(seed), "scale": scale, "guide_until": guide_until,
+                "seed": int(seed), "scale": scale, "guide_until": guide_until, "guide_from": guide_from,
                 "variance_type": denoiser.process.variance_type}
     return GuidedSamples(result.images, target.tolist(), scale, settings, result.seconds, result.stopped)
 
@@ -275,15 +293,16 @@ MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class r
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
-                   guide_until: int = 0, reference: dict | None = None, callback: ProgressCallback | None = None,
-                   should_stop: ShouldStop | None = None) -> SweepResult:
+                   guide_until: int = 0, guide_from: int | None = None, reference: dict | None = None,
+                   callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
     every scale: the scales see the same starting noise, so their differences are the guidance's. With
     ``reference_pool`` > 0 the unguided model's own per-class FD (:func:`unguided_named_reference`) is the
-    yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary). ``guide_until``
-    truncates every scale's guidance (see :class:`Guide`); the reference stays unguided. ``reference``: an
-    earlier sweep's per-class reference (from :func:`stored_reference`), used instead of sampling a pool."""
+    yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary). ``guide_until`` and
+    ``guide_from`` bound every scale's guided steps (see :class:`Guide`); the reference stays unguided.
+    ``reference``: an earlier sweep's per-class reference (from :func:`stored_reference`), used instead of
+    sampling a pool."""
     scales = [check_scale(s) for s in scales]
     limits.check("batch", n_per_class, what="samples per class")
     if reference is not None:
@@ -291,6 +310,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     if reference_pool:  # the pool's images are kept in memory until the judge has named them
         limits.check("n", reference_pool, what="reference pool", lo=0, hi=MAX_REFERENCE_POOL)
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
+    guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
     began = time.perf_counter()
     total = len(scales) * len(classes) * denoiser.num_steps
     rows, samples, stopped, done = [], {}, None, 0
@@ -307,7 +327,8 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
                     callback(offset + step, total, preview, values)
 
             batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
-                                   seed=seed * 1000 + c, guide_until=guide_until, callback=report,
+                                   seed=seed * 1000 + c, guide_until=guide_until, guide_from=guide_from,
+                                   callback=report,
                                    should_stop=should_stop)
             done += denoiser.num_steps
             if batch.stopped:
@@ -329,7 +350,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
-                "reference_pool": reference_pool, "guide_until": guide_until}
+                "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from}
     summary = with_reference(_summarise(rows, scales), rows, reference)
     return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
 
@@ -353,7 +374,7 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
 
 
 SEED_POOL_SETTINGS = ("model", "classifier", "judge", "sampler", "steps", "eta", "n_per_class", "guide_until",
-                      "reference_pool")
+                      "guide_from", "reference_pool")
 
 
 def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
@@ -411,8 +432,8 @@ def _check_reference_shape(reference: dict) -> None:
 
 def stored_reference(stored: dict, settings: dict) -> dict:
     """The per-class unguided reference of an earlier sweep (its ``to_dict()``), checked to be made with the same
-    ``REFERENCE_SETTINGS`` as ``settings``. The reference never calls the guide, so a sweep with another guide
-    or ``guide_until`` is judged on the same FD yardstick without sampling the pool again."""
+    ``REFERENCE_SETTINGS`` as ``settings``. The reference never calls the guide, so a sweep with another guide,
+    ``guide_until`` or ``guide_from`` is judged on the same FD yardstick without sampling the pool again."""
     reference = stored.get("reference") if isinstance(stored, dict) else None
     if not isinstance(reference, dict) or not reference.get("rows"):
         raise UserInputError("That sweep holds no per-class unguided reference: use one run with --reference-pool > 0.")
