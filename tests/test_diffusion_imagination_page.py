@@ -43,11 +43,12 @@ def test_page_sections_guide_imagine_inpaint_and_branch(root):
     at.number_input(key="imag_guide_n").set_value(2)
     at.number_input(key="imag_guide_steps").set_value(3)
     at.number_input(key="imag_guide_until").set_value(300)  # truncated guidance reaches the library
+    at.number_input(key="imag_guide_from").set_value(700)  # and so does the guidance interval
     at.button(key="imag_guide_go").click().run()
     assert not at.exception and not at.error
     result = at.session_state["imag_guide_result"]
     assert result.images.shape == (2, 1, 28, 28) and result.classes == [1, 1]
-    assert result.settings["guide_until"] == 300
+    assert result.settings["guide_until"] == 300 and result.settings["guide_from"] == 700
     assert any("p(Trouser)" in (img.proto.imgs[0].caption or "") for img in at.get("image"))
     # sweep: 2 scales × 2 classes × 2 samples, 2 steps: a chart and a table
     at.multiselect(key="imag_guide_sw_scales").set_value([0.0, 2.0])
@@ -59,7 +60,7 @@ def test_page_sections_guide_imagine_inpaint_and_branch(root):
     assert not at.exception and not at.error
     sweep = at.session_state["imag_guide_sweep"]
     assert [row["scale"] for row in sweep.summary] == [0.0, 2.0] and all(row["n"] == 4 for row in sweep.summary)
-    assert sweep.settings["guide_until"] == 500
+    assert sweep.settings["guide_until"] == 500 and sweep.settings["guide_from"] == 1000
     # two imaginations: 1 image each, 4 render steps
     at.number_input(key="imag_two_n").set_value(1)
     at.number_input(key="imag_two_rsteps").set_value(4)

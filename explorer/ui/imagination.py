@@ -111,13 +111,17 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     scale = c2.number_input("Scale s", 0.0, 100.0, 4.0, step=0.5, key=f"{key}_scale")
     n = c3.number_input("Samples", 1, 64, 8, key=f"{key}_n")
     sampler, steps, seed = _sampler_controls(key, 50)
-    until = st.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_until",
+    c1, c2 = st.columns(2)
+    until = c1.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_until",
                             help="Truncated guidance: no classifier gradient at training timesteps t below this.")
+    start = c2.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_from",
+                            help="Guidance interval: no classifier gradient at training timesteps t above this.")
     if widgets.run_controls(key, "Guide"):
         try:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
             result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n), scale=float(scale),
-                                    sampler=sampler, seed=seed, guide_until=int(until), callback=progress,
+                                    sampler=sampler, seed=seed, guide_until=int(until), guide_from=int(start),
+                                    callback=progress,
                                     preview_every=max(1, steps // 5))
             progress.done()
             st.session_state[f"{key}_result"] = result
@@ -148,16 +152,18 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     classes = c2.multiselect("Classes", list(range(len(judge.labels))), list(range(len(judge.labels))),
                              format_func=lambda i: judge.labels[i], key=f"{key}_sw_classes")
     per_class = c3.number_input("Samples per class", 2, 64, 8, key=f"{key}_sw_n")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     sw_steps = c1.number_input("Sweep steps (DDIM)", 1, 1000, 25, key=f"{key}_sw_steps")
     sw_until = c2.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_sw_until",
                                help="Truncated guidance for every scale: no classifier gradient at t below this.")
+    sw_from = c3.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_sw_from",
+                              help="Guidance interval for every scale: no classifier gradient at t above this.")
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
             sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge, classes=list(classes),
                                    scales=sorted(scales), n_per_class=int(per_class), seed=0,
-                                   guide_until=int(sw_until), callback=progress)
+                                   guide_until=int(sw_until), guide_from=int(sw_from), callback=progress)
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
         except UserInputError as exc:
