@@ -115,7 +115,9 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     until = c1.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_until",
                             help="Truncated guidance: no classifier gradient at training timesteps t below this.")
     start = c2.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_from",
-                            help="Guidance interval: no classifier gradient at training timesteps t above this.")
+                            help="Guidance interval: no classifier gradient at training timesteps t above this. "
+                                 "A timestep of the model's own schedule: the same t is far less noisy under a "
+                                 "cosine schedule than under a linear one.")
     if widgets.run_controls(key, "Guide"):
         try:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
@@ -157,7 +159,8 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     sw_until = c2.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_sw_until",
                                help="Truncated guidance for every scale: no classifier gradient at t below this.")
     sw_from = c3.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_sw_from",
-                              help="Guidance interval for every scale: no classifier gradient at t above this.")
+                              help="Guidance interval for every scale: no classifier gradient at t above this "
+                                   "(a timestep of the model's own schedule).")
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
