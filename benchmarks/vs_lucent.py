@@ -138,6 +138,11 @@ def ladder_runs(model, layer: str, units: list[int], settings: RenderSettings, l
     return runs
 
 
+def per_unit(values: torch.Tensor) -> list[float]:
+    """One figure per unit, for the JSON: which unit decides an "every unit" level."""
+    return [round(float(v), 3) for v in values.reshape(-1)]
+
+
 def time_to_level(runs: dict[int, dict], goal: torch.Tensor, key: str = "final") -> tuple[float, int | None, int]:
     """(seconds of the shortest run in which EVERY unit reaches its goal, or inf; its steps; most units reached)."""
     best = 0
@@ -240,7 +245,9 @@ def main() -> None:
         "lucent": {"seconds": round(lucent["seconds"], 2), "steps": top,
                    "levels": {str(k): {"mean_activation_224": round(float(goals[k].mean()), 4),
                                        "mean_robust_activation": round(float(robust_goals[k].mean()), 4),
-                                       "seconds": round(lucent_time[k], 2)} for k in levels}},
+                                       "seconds": round(lucent_time[k], 2),
+                                       "per_unit": per_unit(goals[k]), "per_unit_robust": per_unit(robust_goals[k])}
+                              for k in levels}},
         "ours": {},
     }
     print(f"EfficientNet-Lite0 {args.layer}, {len(units)} units, {figures['device']} ({figures['cpu']}), "
@@ -258,7 +265,9 @@ def main() -> None:
         for steps, run in sorted(runs.items()):
             row["ladder"][str(steps)] = {"seconds": round(run["seconds"], 2),
                                          "mean_activation_224": round(float(run["final"].mean()), 4),
-                                         "mean_robust_activation": round(float(run["robust"].mean()), 4)}
+                                         "mean_robust_activation": round(float(run["robust"].mean()), 4),
+                                         "per_unit": per_unit(run["final"]),
+                                         "per_unit_robust": per_unit(run["robust"])}
         print(f"{name}: " + ", ".join(f"{s}:{r['seconds']:.1f}s/{r['mean_activation_224']:.2f}"
                                       f"/{r['mean_robust_activation']:.2f}" for s, r in row["ladder"].items()))
         if must in runs:
