@@ -31,6 +31,8 @@ def main() -> None:
         if "fd_ratio_mean" in r:
             per_seed = ", ".join(f"{x:.2f}" for x in r["fd_ratio_per_seed"])
             ratio = f"FD ratio mean {r['fd_ratio_mean']:.2f} (seeds {per_seed})"
+        if "fd_above_floor_ratio_mean" in r:
+            ratio += f" · above the real-image floor {r['fd_above_floor_ratio_mean']:.2f}"
         print(f"s={r['scale']:<5g} seeds {r['seeds']}: judge names the target {r['hits']}/{r['n']} = {r['rate']:.3f} "
               f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] · {ratio}")
     if args.json:

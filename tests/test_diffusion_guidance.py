@@ -240,6 +240,25 @@ def test_sweep_summary_ratios_by_hand():
     assert both[1]["fd_ratio_to_unguided_named_mean"] == 2.0 and both[1]["reference_classes"] == 1
 
 
+def test_fd_above_the_real_image_floor_by_hand():
+    """The floor's FD (real images, same n) is taken off both the guided and the unguided FD before their ratio:
+    classes 0/1 guided 20/40, unguided 10/12, floor 8/10 -> above the floor (12 + 30)/2 = 21 against (2 + 2)/2 = 2,
+    a ratio of 10.5 where the raw mean ratio says (2 + 3.33)/2."""
+    from explorer.diffusion.guidance import _summarise, with_floor, with_reference
+
+    rows = [{"scale": 2.0, "class": c, "hits": 4, "n": 4, "rate": 1.0, "diversity": 1.0, "fd": fd}
+            for c, fd in ((0, 20.0), (1, 40.0))]
+    reference = {"n_per_class": 4, "rows": [{"class": 0, "used": 4, "fd": 10.0}, {"class": 1, "used": 4, "fd": 12.0}]}
+    floor = [{"class": 0, "fd": 8.0}, {"class": 1, "fd": 10.0}]
+    summary = with_floor(with_reference(_summarise(rows, [2.0]), rows, reference), rows, floor, reference)[0]
+    assert summary["fd_ratio_to_unguided_named_mean"] == pytest.approx((2.0 + 40 / 12) / 2, abs=1e-3)
+    assert summary["fd_above_floor_mean"] == 21.0 and summary["unguided_fd_above_floor_mean"] == 2.0
+    assert summary["fd_above_floor_ratio"] == 10.5
+    assert with_floor(summary and [dict(summary)], rows, [], reference) == [dict(summary)]  # no floor: unchanged
+    at_floor = [{"class": 0, "fd": 10.0}, {"class": 1, "fd": 12.0}]  # unguided at the floor: no ratio, no crash
+    assert "fd_above_floor_ratio" not in with_floor(_summarise(rows, [2.0]), rows, at_floor, reference)[0]
+
+
 def test_sweep_refuses_a_reference_pool_past_its_bound_and_negative_classes_before_sampling():
     import pytest
 
@@ -501,3 +520,22 @@ def test_noised_draws_give_every_image_once_per_t_range_and_repeat_with_the_seed
     assert set(per_range.values()) == {len(data)}
     clean = [x for lo, hi, x, *_ in first if (lo, hi) == (0, 1)]  # t = 0: barely noised
     assert torch.allclose(torch.cat(clean), data.images * 2 - 1, atol=0.1)
+
+
+def test_pooled_over_seeds_rederives_fd_above_the_floor_from_stored_rows():
+    """Sweeps written before the floor figures existed get them from their rows, floor and reference; a file
+    whose floor is damaged pools as before, without them."""
+    from explorer.diffusion.guidance import pooled_over_seeds
+
+    def stored(seed: int, guided_fd: float) -> dict:
+        sweep = _sweep_dict(seed, [(6.0, 610, 1.5)])
+        sweep["rows"] = [{"scale": 6.0, "class": 0, "fd": guided_fd}]
+        sweep["floor"] = [{"class": 0, "fd": 8.0}]
+        sweep["reference"] = {"n_per_class": 64, "rows": [{"class": 0, "used": 64, "fd": 10.0}]}
+        return sweep
+
+    row = pooled_over_seeds([stored(0, 14.0), stored(1, 18.0)])[0]
+    assert row["fd_above_floor_ratio_per_seed"] == [3.0, 5.0] and row["fd_above_floor_ratio_mean"] == 4.0
+    damaged = stored(1, 18.0) | {"floor": [{"class": 0}]}
+    row = pooled_over_seeds([stored(0, 14.0), damaged])[0]
+    assert "fd_above_floor_ratio_mean" not in row and row["fd_ratio_mean"] == 1.5

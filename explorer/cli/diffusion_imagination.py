@@ -171,6 +171,8 @@ def _guide(args: argparse.Namespace) -> int:
         for row in result.summary:
             fd = f" · FD/FD(unguided, named) mean {row['fd_ratio_to_unguided_named_mean']:.2f}, max " \
                 f"{row['fd_ratio_to_unguided_named_max']:.2f}" if "fd_ratio_to_unguided_named_mean" in row else ""
+            if "fd_above_floor_ratio" in row:
+                fd += f" · above the real-image floor {row['fd_above_floor_ratio']:.2f}×"
             print(f"s={row['scale']:<4g} judge names the target {row['rate']:.3f} "
                   f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} "
                   f"· mean FD {row.get('mean_fd', float('nan')):.2f} · diversity {row['mean_diversity']:.3f}{fd}")

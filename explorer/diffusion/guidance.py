@@ -351,7 +351,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
                 "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from}
-    summary = with_reference(_summarise(rows, scales), rows, reference)
+    summary = with_floor(with_reference(_summarise(rows, scales), rows, reference), rows, floor, reference)
     return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
 
 
@@ -369,6 +369,36 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
         if ratios:
             extra = {"fd_ratio_to_unguided_named_mean": round(sum(ratios) / len(ratios), 3),
                      "fd_ratio_to_unguided_named_max": round(max(ratios), 3), "reference_classes": len(ratios)}
+        out.append(entry | extra)
+    return out
+
+
+def with_floor(summary: list[dict], rows: list[dict], floor: list[dict], reference: dict | None) -> list[dict]:
+    """Add, per scale, FD above the real-image floor: a Fréchet distance from n_per_class images is biased upward
+    (64 real training images of a class score several units against its test images), and the same bias sits in
+    a guided set's FD and in the unguided yardstick, pulling their ratio toward 1. ``fd_above_floor_mean`` is the
+    mean over classes of (FD − the floor's FD at the same n); with a reference, ``fd_above_floor_ratio`` is that
+    mean over the unguided model's own mean above the floor (a ratio of means: one class at the floor does not
+    blow it up), over the classes that have all three."""
+    floors = {r["class"]: r["fd"] for r in floor or [] if r.get("fd") is not None}
+    if not floors:
+        return summary
+    base = {}
+    if reference:
+        base = {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
+    out = []
+    for entry in summary:
+        mine = [r for r in rows if r["scale"] == entry["scale"] and r["class"] in floors and "fd" in r]
+        extra = {}
+        if mine:
+            extra["fd_above_floor_mean"] = round(sum(r["fd"] - floors[r["class"]] for r in mine) / len(mine), 3)
+        both = [r for r in mine if r["class"] in base]
+        if both:
+            guided = sum(r["fd"] - floors[r["class"]] for r in both) / len(both)
+            unguided = sum(base[r["class"]] - floors[r["class"]] for r in both) / len(both)
+            extra["unguided_fd_above_floor_mean"] = round(unguided, 3)
+            if unguided > 0:
+                extra["fd_above_floor_ratio"] = round(guided / unguided, 3)
         out.append(entry | extra)
     return out
 
@@ -396,7 +426,7 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
         if differ:
             raise UserInputError("Sweeps pooled over seeds must share every other setting; these differ: "
                                  + ", ".join(differ) + ".")
-    by_scale = [{e["scale"]: e for e in s.get("summary") or []} for s in sweeps]
+    by_scale = [{e["scale"]: e for e in _with_stored_floor(s)} for s in sweeps]
     out = []
     for scale in sorted(set.intersection(*(set(b) for b in by_scale))):
         entries = [b[scale] for b in by_scale]
@@ -408,8 +438,25 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
         if all(r is not None for r in ratios):
             row |= {"fd_ratio_per_seed": ratios, "fd_ratio_mean": round(sum(ratios) / len(ratios), 3),
                     "fd_ratio_min": min(ratios), "fd_ratio_max": max(ratios)}
+        above = [e.get("fd_above_floor_ratio") for e in entries]
+        if all(r is not None for r in above):
+            row |= {"fd_above_floor_ratio_per_seed": above,
+                    "fd_above_floor_ratio_mean": round(sum(above) / len(above), 3)}
         out.append(row)
     return out
+
+
+def _with_stored_floor(sweep: dict) -> list[dict]:
+    """A stored sweep's summary with its FD-above-floor figures (re-derived from its rows, floor and reference,
+    so sweeps written before they existed get them too; a file whose parts do not fit gets none)."""
+    summary = sweep.get("summary") or []
+    try:
+        reference = sweep.get("reference")
+        if reference:
+            _check_reference_shape(reference)
+        return with_floor(summary, sweep.get("rows") or [], sweep.get("floor") or [], reference)
+    except (KeyError, TypeError, ValueError, UserInputError):
+        return summary
 
 
 REFERENCE_SETTINGS = ("model", "judge", "sampler", "steps", "eta", "seed", "n_per_class")
