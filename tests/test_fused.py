@@ -141,3 +141,29 @@ def test_a_network_too_large_for_a_second_copy_or_with_nothing_to_fuse_gets_no_t
     monkeypatch.undo()
     twin, note = fused_twin(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.rand(1, 3, 16, 16))
     assert twin is None and note == "nothing to fuse"
+
+
+def test_a_stride_two_same_padding_depthwise_pads_before_its_cast_and_computes_the_same(lite0):
+    """The stride-2 TF-"same" depthwise convs (odd padding: the extra row and column after) are padded in the
+    input's own dtype, then cast: the same output and input gradient as the original conv, in fp32 exactly and
+    under bf16 autocast as the original on the bf16-rounded input; odd and even sizes alike."""
+    from explorer.models.fused import Fp32Conv, same_padding
+
+    conv = next(m for m in lite0.module.modules()
+                if type(m).__name__ == "Conv2dDynamicSamePadding" and tuple(m.stride) == (2, 2) and m.groups > 1)
+    wrapped = Fp32Conv(conv)
+    assert wrapped.pads_before_cast
+    for size in (112, 57):
+        assert same_padding(torch.zeros(1, 1, size, size), conv) == ([0, 1, 0, 1] if size % 2 == 0 else [1, 1, 1, 1])
+        x = torch.randn(2, conv.in_channels, size, size, generator=torch.Generator().manual_seed(size))
+        outs, grads = [], []
+        for f in (conv, wrapped):
+            xi = x.clone().requires_grad_(True)
+            y = f(xi)
+            (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+            outs.append(y.detach())
+            grads.append(xi.grad)
+        assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = wrapped(x.bfloat16())
+        assert half.dtype == torch.float32 and torch.allclose(half, conv(x.bfloat16().float()), atol=1e-5)

@@ -11,7 +11,7 @@ exactly as the original does (up to float rounding), it runs instead. What the t
 * **depthwise convolutions computed in fp32 inside bf16 autocast on the CPU**: oneDNN's bf16 depthwise backward
   was 3–6× slower than fp32 with channels_last (stride-2 3×3 on 4×96×112²: 44–57 ms against 7–18 ms).
 * **static "same" padding** for stride-1 ``Conv2dDynamicSamePadding`` (TensorFlow's padding is symmetric there),
-  instead of a pad copy per call.
+  instead of a pad copy per call; the stride-2 ones, kept in fp32 as depthwise convs, pad before the cast.
 
 Which conv feeds which batch norm is found by a dry run (the norm's input is the very tensor the conv returned,
 each runs once), and the twin is kept only if, in fp32 on a seeded random input, every layer the two share
@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..capture import ForwardHook, scoped_forward_hooks
@@ -44,16 +46,34 @@ class FusedTwin:
     worst_relative_error: float  # at the shared layers, in the check
 
 
+def same_padding(x: torch.Tensor, conv: nn.Conv2d) -> list[int]:
+    """TensorFlow's "same" padding of ``conv`` for ``x``'s size as F.pad's [left, right, top, bottom]: the output
+    is ⌈size / stride⌉, and an odd total puts the extra row/column after."""
+    pads = []
+    for size, k, s, d in zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return [left, right, top, bottom]
+
+
 class Fp32Conv(nn.Module):
-    """Runs the wrapped conv in fp32 even inside autocast (the CPU's bf16 depthwise kernels are the slow ones)."""
+    """Runs the wrapped conv in fp32 even inside autocast (the CPU's bf16 depthwise kernels are the slow ones).
+    A TF-"same" conv that still pads per call (stride 2) is padded *before* the cast: zeros commute with it, and
+    the pad then moves half the bytes (the largest tensor of EfficientNet-Lite0's step is such a conv's input)."""
 
     def __init__(self, conv: nn.Module):
         super().__init__()
         self.conv = conv
+        self.pads_before_cast = type(conv).__name__ in DYNAMIC_SAME_PADDING
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return self.conv(x.float())
+            if not self.pads_before_cast:
+                return self.conv(x.float())
+            c = self.conv
+            x = F.pad(x, same_padding(x, c))
+            return F.conv2d(x.float(), c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 def conv_norm_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
