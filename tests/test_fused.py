@@ -23,21 +23,22 @@ def _randomise_norms(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 class ConvNormNet(nn.Module):
-    """conv → bn → relu, a depthwise conv → bn, a 1×1 conv → bn; ``raw_reuse`` also adds conv3's raw output,
-    which makes folding conv3 wrong."""
+    """conv → bn → relu, a stride-2 depthwise conv → bn, a stride-1 depthwise conv, a 1×1 conv → bn;
+    ``raw_reuse`` also adds conv3's raw output, which makes folding conv3 wrong."""
 
     def __init__(self, raw_reuse: bool = False):
         super().__init__()
         self.raw_reuse = raw_reuse
         self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.dw, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.dw, self.bn2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.dw1 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
         self.conv3, self.bn3 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
         self.fc = nn.Linear(8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.dw(x)))
-        raw = self.conv3(x)
+        raw = self.conv3(self.dw1(x))
         x = self.bn3(raw) + (raw if self.raw_reuse else 0)
         return self.fc(x.mean((2, 3)))
 
@@ -78,16 +79,16 @@ def test_the_twin_computes_every_shared_layer_and_the_gradient_as_the_original()
         m.activations(image, ["bn3"], use_autocast=False)["bn3"][:, 2].mean().backward()
         grads.append(image.grad)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
-    # inside bf16 autocast the depthwise conv runs in fp32 (the CPU's bf16 depthwise kernels are the slow ones),
-    # the others in bf16, and the result stays close to the original's
+    # inside bf16 autocast the strided depthwise conv runs in fp32 (the CPU's bf16 kernels are the slow ones
+    # there), the stride-1 one and the others in bf16, and the result stays close to the original's
     dtypes = {}
     hooks = [getattr(twin.module, n).register_forward_hook(lambda m, i, o, n=n: dtypes.__setitem__(n, o.dtype))
-             for n in ("conv1", "dw")]
+             for n in ("conv1", "dw", "dw1")]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = twin.module(x)
     for h in hooks:
         h.remove()
-    assert dtypes == {"conv1": torch.bfloat16, "dw": torch.float32}
+    assert dtypes == {"conv1": torch.bfloat16, "dw": torch.float32, "dw1": torch.bfloat16}
     assert torch.allclose(out.float(), model.module(x), rtol=0.05, atol=0.05)
 
 
@@ -117,7 +118,7 @@ def test_a_batch_norm_that_also_acts_is_never_folded_and_fuse_false_means_no_twi
 
 def test_efficientnet_lite0_twin_folds_every_norm_and_keeps_the_render_gradient(lite0):
     twin = lite0.fused
-    assert twin is not None and twin.folded == 49 and twin.depthwise_fp32 == 16
+    assert twin is not None and twin.folded == 49 and twin.depthwise_fp32 == 4
     assert twin.worst_relative_error < 1e-4
     plain = LoadedModel(name=lite0.name, module=lite0.module, preprocess=lite0.preprocess, labels=lite0.labels,
                         input_size=lite0.input_size, device=lite0.device, fuse=False)
