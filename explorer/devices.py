@@ -8,16 +8,45 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import sys
 from typing import Iterator
 
 import torch
 
 from .errors import UserInputError
 
+MALLOC_TUNING_ENV = "EXPLORER_MALLOC_TUNING"  # "0": leave the C allocator as the platform set it
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+KEEP_BLOCKS_UP_TO = 1 << 30  # tensors up to 1 GiB come from the reusable heap, not a fresh mmap each time
+
+
+@functools.cache
+def tune_host_allocator() -> bool:
+    """Let glibc keep freed large blocks for reuse instead of unmapping them (True when it was set).
+
+    By default glibc serves every block over a few MiB with a fresh ``mmap`` and unmaps it on free, so each
+    optimisation step's activations (37 MB for EfficientNet-Lite0's 16×96×112² layer in bf16) are new pages
+    that fault on first touch: memory-bound ops (ReLU6, casts, pads and their backward) ran 3–4× slower, and a
+    16-unit render step 1.5× slower (``benchmarks/allocator.py``). Process-wide and once; peak memory is
+    the same (the blocks are the ones the step needs again). ``EXPLORER_MALLOC_TUNING=0`` opts out."""
+    if os.environ.get(MALLOC_TUNING_ENV, "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, …): nothing to tune
+        return False
+    keep = ctypes.c_int(KEEP_BLOCKS_UP_TO)
+    return bool(mallopt(_M_MMAP_THRESHOLD, keep)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
+
 
 
 def choose_device(preference: str | torch.device | None = "auto") -> torch.device:
-    """Resolve a device preference; "auto"/None means CUDA when present, else CPU."""
+    """Resolve a device preference; "auto"/None means CUDA when present, else CPU. (Every path that picks a device
+    passes here, so the process's host allocator is tuned here once: :func:`tune_host_allocator`.)"""
+    tune_host_allocator()
     if isinstance(preference, torch.device):
         return preference
     if preference is None or preference == "auto":
