@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -207,12 +208,18 @@ def main() -> None:
                         help="also time both sides' cost per unit-step in N interleaved pairs (a busy CPU's load hits "
                              "both alike) and give the speed-ups as Lucent's steps × its cost / our steps × ours")
     parser.add_argument("--cost-steps", type=int, default=16)
+    parser.add_argument("--as-if-no-amx", action="store_true",
+                        help="a proxy for a CPU without AMX: our side takes the defaults such a CPU gets (fp32, "
+                             "contiguous); run it with ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI so oneDNN uses no AMX "
+                             "either. Same hardware otherwise: say so beside its figures")
     parser.add_argument("--reuse", default=None,
                         help="a JSON this script wrote: take Lucent's levels and our ladder from it, "
                              "only measure the costs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.as_if_no_amx:  # every default that depends on AMX reads this one function
+        devices.cpu_has_fast_bf16 = lambda: False
     model = load_model("efficientnet_lite0", device=args.device)
     device = model.device
     units = list(range(args.units))
@@ -239,6 +246,7 @@ def main() -> None:
     lucent_time = {k: lucent["seconds"] * k / top for k in levels}
     figures = {
         "device": devices.describe(device), "cpu": cpu_name(), "torch": torch.__version__,
+        "as_if_no_amx": bool(args.as_if_no_amx), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "threads": torch.get_num_threads(), "layer": args.layer, "units": len(units),
         "default_steps": default_steps, "lucent_levels": levels, "ladder": ladder,
         "measure": f"activation of each unit at {MEASURE_SIZE} px on the untransformed image",
