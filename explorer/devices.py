@@ -42,7 +42,6 @@ def tune_host_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, keep)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
 
 
-
 def choose_device(preference: str | torch.device | None = "auto") -> torch.device:
     """Resolve a device preference; "auto"/None means CUDA when present, else CPU. (Every path that picks a device
     passes here, so the process's host allocator is tuned here once: :func:`tune_host_allocator`.)"""

@@ -349,7 +349,7 @@ def test_guide_from_skips_the_noisiest_steps_and_its_default_is_every_step(sampl
     full = guided_samples(denoiser, GaussianClasses(), [0, 1], scale=4.0, sampler=sampler, seed=4)
     at_t = guided_samples(denoiser, GaussianClasses(), [0, 1], scale=4.0, sampler=sampler, seed=4,
                           guide_from=denoiser.train_steps)
-    assert torch.equal(at_t.images, full.images) and full.settings["guide_from"] is None
+    assert torch.equal(at_t.images, full.images) and full.settings["guide_from"] is at_t.settings["guide_from"] is None
     standin = GaussianClasses()
     guide = Guide(standin, torch.tensor([0, 1]), 4.0, until=bottom, start=top)
     gen = torch.Generator().manual_seed(3)

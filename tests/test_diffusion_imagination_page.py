@@ -60,7 +60,7 @@ def test_page_sections_guide_imagine_inpaint_and_branch(root):
     assert not at.exception and not at.error
     sweep = at.session_state["imag_guide_sweep"]
     assert [row["scale"] for row in sweep.summary] == [0.0, 2.0] and all(row["n"] == 4 for row in sweep.summary)
-    assert sweep.settings["guide_until"] == 500 and sweep.settings["guide_from"] == 1000
+    assert sweep.settings["guide_until"] == 500 and sweep.settings["guide_from"] is None  # 1000: the whole range
     # two imaginations: 1 image each, 4 render steps
     at.number_input(key="imag_two_n").set_value(1)
     at.number_input(key="imag_two_rsteps").set_value(4)

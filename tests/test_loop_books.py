@@ -180,8 +180,8 @@ def test_graph_control_flow_matches_eager(tiny, monkeypatch):
 
     monkeypatch.setattr(loop, "_CudaGraph", EmulatedGraph)
     monkeypatch.setattr(loop, "_wants_graph", lambda graph, device, transforms: bool(graph))
-    monkeypatch.setattr(loop, "_graph_optimizer", lambda params, lr, wd, beta1: torch.optim.Adam(
-        params, lr=lr, betas=(beta1, 0.999), foreach=False))
+    monkeypatch.setattr(loop, "_graph_optimizer", lambda params, lr, wd, betas: torch.optim.Adam(
+        params, lr=lr, betas=betas, foreach=False))
     calls = []
     settings = dict(size=32, steps=12, seed=5, lr_schedule="cosine")
     graphed = render(tiny, objectives.channel("conv2", [0, 1]), graph=True,

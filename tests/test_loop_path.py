@@ -38,8 +38,8 @@ def _emulate_cuda(monkeypatch, captures: bool):
 
     monkeypatch.setattr(loop, "_CudaGraph", EmulatedGraph)
     monkeypatch.setattr(loop, "_wants_graph", lambda graph, device, transforms: bool(graph))
-    monkeypatch.setattr(loop, "_graph_optimizer", lambda params, lr, wd, beta1: torch.optim.Adam(
-        params, lr=lr, betas=(beta1, 0.999), foreach=False))
+    monkeypatch.setattr(loop, "_graph_optimizer", lambda params, lr, wd, betas: torch.optim.Adam(
+        params, lr=lr, betas=betas, foreach=False))
 
 
 def test_eager_on_cpu_says_why():

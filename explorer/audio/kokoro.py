@@ -51,8 +51,10 @@ def _engine():
     return session, vocab, styles
 
 
+@lru_cache(maxsize=256)
 def phonemes(word: str, accent: str = ACCENT) -> str:
-    """espeak-ng's IPA for ``word`` (stress marks kept: Kokoro's vocabulary has them)."""
+    """espeak-ng's IPA for ``word`` (stress marks kept: Kokoro's vocabulary has them); one espeak-ng call per
+    word, not per clip (the recipe says each word at 45 settings)."""
     done = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", accent, word], capture_output=True, text=True,
                           check=True, timeout=60)
     return " ".join(done.stdout.split())

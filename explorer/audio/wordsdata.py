@@ -114,14 +114,16 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
     unknown words at a deterministic third of them)."""
     if engine == PSEUDO:
         return pseudo_recipe(seed)
-    rng = np.random.default_rng([seed, ENGINES.index(engine) if engine in ENGINES else 9])
     settings: list[tuple[str, float, float]] = []
     if engine == KOKORO:  # every voice and every pair's midpoint, at each speed (no random draw)
         from .kokoro import VOICES
 
         speakers = list(VOICES) + [f"{a}+{b}" for i, a in enumerate(VOICES) for b in VOICES[i + 1:]]
         settings = [(v, speed, 1.0) for v in speakers for speed in KOKORO_SPEEDS]
-    elif engine == "espeak-ng":
+    elif engine not in ENGINES:
+        raise UserInputError(f"Unknown speech synthesiser {engine!r}: {', '.join(ENGINES + EXTRA_ENGINES)}.")
+    if engine == "espeak-ng":  # the only engine whose settings are drawn
+        rng = np.random.default_rng([seed, ENGINES.index(engine)])
         for accent in ESPEAK_ACCENTS:
             for variant in ESPEAK_VARIANTS:
                 settings.append((f"{accent}+{variant}", float(rng.uniform(0.8, 1.25)), float(rng.uniform(0.6, 1.5))))
@@ -133,8 +135,6 @@ def recipe(engine: str, seed: int = 0) -> list[Utterance]:
         for voice in FESTIVAL_VOICES:
             for rate in (1.0, 0.8, 1.2, 0.9):
                 settings.append((voice, rate, 1.0))
-    else:
-        raise UserInputError(f"Unknown speech synthesiser {engine!r}: {', '.join(ENGINES + EXTRA_ENGINES)}.")
     out = [Utterance(w, label_of(w), engine, v, r, p) for (v, r, p) in settings for w in KEYWORDS]
     for i, (v, r, p) in enumerate(settings):
         # each voice setting says a rotating share of the unknown words (about a third of them)

@@ -183,7 +183,8 @@ def check_guide_until(until: int, timesteps: int) -> int:
 
 def check_guide_from(start: int | None, timesteps: int, until: int = 0) -> int | None:
     """guide_from (a training timestep, the top of the guided interval) must lie in [guide_until, the model's
-    timesteps]; None guides from the first step."""
+    timesteps]; None guides from the first step, and so does any value at or above the model's last timestep (it
+    is recorded as None, so a page run and a CLI run of the same interval have the same settings)."""
     if start is None:
         return None
     if isinstance(start, float) and not start.is_integer() or not 0 <= start <= timesteps:  # also refuses NaN
@@ -191,7 +192,7 @@ def check_guide_from(start: int | None, timesteps: int, until: int = 0) -> int |
                              f"the first step), not {start}.")
     if start < until:
         raise UserInputError(f"guide_from ({start}) is below guide_until ({until}): no step would be guided.")
-    return int(start)
+    return None if start >= timesteps - 1 else int(start)
 
 
 def check_scale(scale: float) -> float:
@@ -328,8 +329,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
 
             batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
                                    seed=seed * 1000 + c, guide_until=guide_until, guide_from=guide_from,
-                                   callback=report,
-                                   should_stop=should_stop)
+                                   callback=report, should_stop=should_stop)
             done += denoiser.num_steps
             if batch.stopped:
                 stopped = batch.stopped
@@ -360,7 +360,7 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
     over the classes whose reference set has all ``n_per_class`` images)."""
     if not reference:
         return summary
-    base = {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
+    base = _reference_fds(reference)
     out = []
     for entry in summary:
         ratios = [r["fd"] / base[r["class"]]
@@ -373,6 +373,13 @@ def with_reference(summary: list[dict], rows: list[dict], reference: dict | None
     return out
 
 
+def _reference_fds(reference: dict | None) -> dict[int, float]:
+    """The unguided yardstick per class: its FD, for the classes whose named set has all ``n_per_class`` images."""
+    if not reference:
+        return {}
+    return {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
+
+
 def with_floor(summary: list[dict], rows: list[dict], floor: list[dict], reference: dict | None) -> list[dict]:
     """Add, per scale, FD above the real-image floor: a Fréchet distance from n_per_class images is biased upward
     (64 real training images of a class score several units against its test images), and the same bias sits in
@@ -383,9 +390,7 @@ def with_floor(summary: list[dict], rows: list[dict], floor: list[dict], referen
     floors = {r["class"]: r["fd"] for r in floor or [] if r.get("fd") is not None}
     if not floors:
         return summary
-    base = {}
-    if reference:
-        base = {r["class"]: r["fd"] for r in reference["rows"] if r.get("fd") and r["used"] == reference["n_per_class"]}
+    base = _reference_fds(reference)
     out = []
     for entry in summary:
         mine = [r for r in rows if r["scale"] == entry["scale"] and r["class"] in floors and "fd" in r]

@@ -314,9 +314,9 @@ def _why_eager(graph: bool | str, device: torch.device, transforms: Transform | 
 
 
 def _graph_optimizer(params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float,
-                     beta1: float) -> torch.optim.Optimizer:
+                     betas: tuple[float, float]) -> torch.optim.Optimizer:
     """Adam that a CUDA graph can capture: its step count and learning rate are device tensors."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=(beta1, 0.999), capturable=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, capturable=True)
 
 
 def optimise(
@@ -372,7 +372,7 @@ def optimise(
                             dtype=torch.float32, device=device)
     lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device) if use_graph else None
     betas = (schedule.beta1, 0.999)
-    optimizer = (_graph_optimizer(params, lr_tensor, schedule.weight_decay, schedule.beta1) if use_graph
+    optimizer = (_graph_optimizer(params, lr_tensor, schedule.weight_decay, betas) if use_graph
                  else torch.optim.Adam(params, lr=lr, weight_decay=schedule.weight_decay, betas=betas))
     books = _Step(param, score, transforms, handling.generator, optimizer, steps, lr_table, lr_tensor, keep_best,
                   accept, device)
