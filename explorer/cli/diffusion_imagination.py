@@ -33,7 +33,7 @@ def _train_noisy(args: argparse.Namespace) -> int:
     config = NoisyClassifierConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema,
         seed=args.seed, width=args.width, schedule=args.schedule, num_train_timesteps=args.timesteps,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, t_max=args.t_max, init_from=args.init_from or "",
     )
     out = output_dir(args.out)
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
@@ -356,6 +356,10 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="noise schedule of the DDPM it will guide (fashion_ddpm: linear)")
     n.add_argument("--timesteps", type=int, default=1000)
     n.add_argument("--checkpoint-every", type=int, default=250)
+    n.add_argument("--t-max", type=int, default=None, metavar="T",
+                   help="train only at timesteps t ≤ T (where a guidance interval --guide-from T uses the guide)")
+    n.add_argument("--init-from", default=None,
+                   help="start from this noise-aware classifier's weights (fashion_noisy_cnn or a folder)")
     n.add_argument("--no-resume", action="store_true")
     n.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")
     n.add_argument("--eval-images", type=int, default=None,

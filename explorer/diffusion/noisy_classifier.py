@@ -202,10 +202,15 @@ class NoisyClassifierConfig:
     num_train_timesteps: int = 1000
     shift: int = 2  # random translations of up to ±shift px, as the clean classifier's training
     checkpoint_every: int = 250
+    t_max: int | None = None  # train only at t ≤ t_max: where a guidance interval (guide_from) uses the guide
+    init_from: str = ""  # a noise-aware classifier (built-in name or folder) whose weights start the run
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"], "embed": LIMITS["width"], "hidden": LIMITS["width"],
                             "shift": None})
+        if self.t_max is not None and not 0 <= int(self.t_max) < self.num_train_timesteps:
+            raise UserInputError(f"t_max must be a timestep in [0, {self.num_train_timesteps - 1}], "
+                                 f"not {self.t_max}.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NoisyClassifierConfig":
@@ -233,7 +238,8 @@ def _noisy_batch(data: ImageDataset, config: NoisyClassifierConfig, step: int, a
     if config.shift:
         shift = torch.randint(-config.shift, config.shift + 1, (2,), generator=gen).tolist()
         x0 = torch.roll(x0, shifts=shift, dims=(2, 3))
-    t = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=gen)
+    top = config.num_train_timesteps if config.t_max is None else int(config.t_max) + 1
+    t = torch.randint(0, top, (config.batch_size,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     a = abar[t].view(-1, 1, 1, 1)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise, data.labels[index], t
@@ -275,6 +281,19 @@ def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, b
             for (lo, hi), c in correct.items()]
 
 
+def _init_from_classifier(model: NoisyCNN, name_or_folder: str, arch: dict) -> None:
+    """Start from another noise-aware classifier's weights (fine-tuning); it must have the same architecture."""
+    folder = BUILTIN.get(str(name_or_folder), Path(name_or_folder).expanduser())
+    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file() or not weights_file.is_file():
+        raise WeightsUnavailable(f"--init-from {name_or_folder}: {folder} needs config.json and model.safetensors.")
+    saved = json.loads(config_file.read_text())
+    differ = [k for k in ("width", "hidden", "embed", "channels", "input_size", "labels") if saved.get(k) != arch[k]]
+    if differ:
+        raise UserInputError(f"--init-from {name_or_folder}: its {', '.join(differ)} differ from this run's.")
+    load_weights(model, weights_file, "the noise-aware classifier its config.json describes", label=str(weights_file))
+
+
 def train_noisy_classifier(
     train: ImageDataset,
     test: ImageDataset,
@@ -308,6 +327,8 @@ def train_noisy_classifier(
             "description": f"Noise-aware classifier p(y | x_t, t) trained by the project on {train.source}"}
     with devices.seeded(config.seed, dev):  # module init draws from torch's global RNG
         model = build_noisy_classifier(arch).to(dev)
+    if config.init_from:  # a checkpoint, when one is resumed, replaces these weights
+        _init_from_classifier(model, config.init_from, arch)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
 
     def loss_at(step: int) -> torch.Tensor:
