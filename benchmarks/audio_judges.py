@@ -163,7 +163,7 @@ def words_benchmark(args, record: dict) -> None:
             save()
 
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
-                         speed_jitter_pct=args.speed_jitter_pct)
+                         speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net)
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
@@ -322,6 +322,9 @@ def main() -> int:
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--word-steps", type=int, default=DreamSettings.steps,
                         help="steps of each word dream (default: the product's, as `audio dream --net words`)")
+    parser.add_argument("--word-net", default="",
+                        help="word dreams through this word net's folder (several, comma-separated: an ensemble); "
+                             "default the shipped net")
     parser.add_argument("--speed-jitter-pct", type=float, default=DreamSettings.speed_jitter_pct,
                         help="random tape speed per step of each word dream, ± percent (default: the product's)")
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")

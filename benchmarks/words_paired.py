@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the baseline's top-1 on flite's keyword clips and on each pseudo-speaker's")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    baseline, candidate = load_word_net_dir(args.baseline), load_word_net_dir(args.candidate)
+    # "a,b,c": an ensemble (the members' log-probabilities averaged and renormalised)
+    baseline, candidate = (load_word_net_dir(spec.split(",")) for spec in (args.baseline, args.candidate))
     _, validation, test = split(load_clips(args.data, ENGINES))
     report = {"baseline": args.baseline, "candidate": args.candidate,
               "held_out_festival": compare(baseline, candidate, test),

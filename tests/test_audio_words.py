@@ -95,6 +95,41 @@ def test_word_net_gradient_reaches_the_waveform_and_windows_long_clips():
     assert wav.grad is not None and wav.grad.abs().sum() > 0
 
 
+def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_labels(tmp_path):
+    import torch
+
+    from explorer.audio.words import ASSET_DIR, WordNet, build_net, load_word_net, load_word_net_dir, word_net_folders
+    from explorer.errors import UserInputError
+
+    shipped = load_word_net("cpu")
+    twice = load_word_net_dir([ASSET_DIR, ASSET_DIR])  # a product of two identical experts is the expert itself
+    wav = torch.randn(3, 16000) * 0.1
+    torch.testing.assert_close(twice.log_probabilities(wav), shipped.log_probabilities(wav), atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    other = build_net(shipped.config).eval()
+    pair = WordNet([shipped.net, other], shipped.config)
+    with torch.no_grad():
+        mel = shipped.net.front(wav)
+        members = [torch.log_softmax(m.head(m.features(mel)), -1) for m in (shipped.net, other)]
+    expected = torch.log_softmax((members[0] + members[1]) / 2, -1)
+    torch.testing.assert_close(pair.log_probabilities(wav), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(expected, members[0], atol=1e-3)  # the second member does count
+    x = wav.clone().requires_grad_(True)
+    pair.log_probabilities(x)[:, pair.index("go")].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # members must name the same classes; an ensemble is bounded
+    odd = tmp_path / "odd"
+    shutil.copytree(ASSET_DIR, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["labels"] = list(reversed(config["labels"]))
+    (odd / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="other classes"):
+        load_word_net_dir([ASSET_DIR, odd])
+    with pytest.raises(UserInputError, match="At most"):
+        word_net_folders(",".join(["x"] * 9))
+    assert word_net_folders("") == (str(ASSET_DIR),)
+
+
 # ---- the judges ---------------------------------------------------------------------------------
 @needs_espeak
 @needs_sphinx

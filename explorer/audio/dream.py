@@ -73,6 +73,7 @@ class DreamSettings:
 
     net: str = "speech"  # speech | words | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
     word: str = "yes"  # the keyword a `words` dream asks the word network for (words:WORD also works)
+    word_net: str = ""  # the word net's folder; "a,b,c": an ensemble (log-probabilities averaged); "": shipped
     music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
     seconds: float = 4.0
@@ -209,7 +210,7 @@ def dream(
     The progress preview is always a [0, 1] spectrogram picture (B×1×bins×frames)."""
     device = devices.choose_device(device)
     kind = _checked_param(settings)
-    target = target or make_target(settings.net, device, settings.music_model, settings.word)
+    target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap

@@ -127,18 +127,17 @@ class WordTarget(AudioTarget):
 
     value_label = "word probability"
 
-    def __init__(self, word: str, device: torch.device):
+    def __init__(self, word: str, device: torch.device, word_net: str = ""):
         from .words import WORDS_STFT, load_word_net
 
-        self.words = load_word_net(device)
+        self.words = load_word_net(device, word_net or None)  # "a,b,c": an ensemble
         self.index = self.words.index(word)
         self.word = self.words.labels[self.index]
         self.device, self.stft, self.name = device, WORDS_STFT, f"words:{self.word}"
         self.value_label = f"p({self.word})"
 
     def _log_probs_from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
-        net = self.words.net
-        return F.log_softmax(net.head(net.features(net.front.from_magnitude(magnitude))).float(), -1)
+        return self.words.log_probabilities_from_log_mel(self.words.net.front.from_magnitude(magnitude))
 
     def score(self, magnitude, image, generator):
         return self._log_probs_from_magnitude(magnitude)[:, self.index]
@@ -226,13 +225,15 @@ def _int(text: str, what: str) -> int:
 
 
 
-def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg", word: str = "yes") -> AudioTarget:
-    """Parse ``speech``, ``words`` / ``words:WORD``, ``music:TAG`` or ``image:MODEL:…`` into a target."""
+def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg", word: str = "yes",
+                word_net: str = "") -> AudioTarget:
+    """Parse ``speech``, ``words`` / ``words:WORD``, ``music:TAG`` or ``image:MODEL:…`` into a target
+    (``word_net``: the word net's folder(s), "" for the shipped one)."""
     kind, _, rest = net.partition(":")
     if kind == "speech":
         return SpeechTarget(device)
     if kind == "words":
-        return WordTarget(rest or word, device)
+        return WordTarget(rest or word, device, word_net)
     if kind == "music":
         return MusicTarget(rest or "piano", device, music_model)
     if kind == "image":

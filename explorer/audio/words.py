@@ -78,12 +78,16 @@ class KeywordNet(nn.Module):
 
 
 class WordNet:
-    """The shipped keyword network and what it knows: labels, the words it can be asked for."""
+    """The keyword network and what it knows: labels, the words it can be asked for. It may be an ensemble of
+    nets trained alike (same labels and front end): their log-probabilities are averaged and renormalised (a
+    product of experts), so a dream must please every member, not one net's quirks."""
 
-    def __init__(self, net: KeywordNet, config: dict, device: torch.device | str = "cpu"):
-        self.net = net.to(device).eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+    def __init__(self, net: KeywordNet | list[KeywordNet], config: dict, device: torch.device | str = "cpu"):
+        self.nets = [m.to(device).eval() for m in (net if isinstance(net, list) else [net])]
+        for member in self.nets:
+            for p in member.parameters():
+                p.requires_grad_(False)
+        self.net = self.nets[0]  # the first member: its front end is every member's
         self.config = config
         self.labels: list[str] = list(config["labels"])
         self.keywords: list[str] = [w for w in self.labels if not w.startswith("_")]
@@ -105,11 +109,17 @@ class WordNet:
             starts.append(n - WINDOW)
         return torch.stack([wav[:, s : s + WINDOW] for s in starts], 1).reshape(-1, WINDOW)
 
+    def log_probabilities_from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """B×1×mels×frames → B×classes: the members' log-softmax averaged and renormalised (one member: its
+        log-softmax exactly). Differentiable."""
+        logp = [F.log_softmax(m.head(m.features(log_mel)).float(), -1) for m in self.nets]
+        return logp[0] if len(logp) == 1 else F.log_softmax(torch.stack(logp).mean(0), -1)
+
     def log_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
         """B×N waveforms → B×classes log-probabilities (mean over one-second windows). Differentiable."""
         wav = wav.reshape(wav.shape[0], -1).to(self.device)
         batch = wav.shape[0]
-        logp = F.log_softmax(self.net(self.windows(wav)).float(), -1)
+        logp = self.log_probabilities_from_log_mel(self.net.front(self.windows(wav)))
         # the windows' geometric mean, renormalised (one window: exactly the net's log-softmax)
         return F.log_softmax(logp.reshape(batch, -1, logp.shape[-1]).mean(1), -1)
 
@@ -130,28 +140,50 @@ def build_net(config: dict) -> KeywordNet:
                       config.get("dropout", 0.1))
 
 
-def load_word_net_dir(folder: str | Path, device: torch.device | str = "cpu") -> WordNet:
-    """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors)."""
+def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
     from ..models.weights import load_weights
 
-    folder = Path(folder)
     if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
         raise UserInputError(f"No word network in {folder} (config.json and model.safetensors): train one with "
                              f"`python -m explorer audio words-train`.")
     config = json.loads((folder / "config.json").read_text())
     net = build_net(config)
     load_weights(net, folder / "model.safetensors", "the word network")
-    return WordNet(net, config, device)
+    return net, config
+
+
+def load_word_net_dir(folder: str | Path | list[str | Path], device: torch.device | str = "cpu") -> WordNet:
+    """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors); several
+    folders make an ensemble (they must name the same classes, in the same order)."""
+    folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
+    members = [_read_member(f) for f in folders]
+    labels = members[0][1]["labels"]
+    for f, (_, config) in zip(folders[1:], members[1:]):
+        if config["labels"] != labels:
+            raise UserInputError(f"The word net in {f} names other classes than {folders[0]}'s: no ensemble.")
+    return WordNet([net for net, _ in members], members[0][1], device)
 
 
 @lru_cache(maxsize=4)
-def _cached(folder: str, device: str) -> WordNet:
-    return load_word_net_dir(folder, device)
+def _cached(folders: tuple[str, ...], device: str) -> WordNet:
+    return load_word_net_dir(list(folders), device)
+
+
+def word_net_folders(spec: str | None) -> tuple[str, ...]:
+    """``--word-net``: "" (the shipped net) or folders separated by commas (several: an ensemble)."""
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if len(parts) > MAX_ENSEMBLE:
+        raise UserInputError(f"At most {MAX_ENSEMBLE} word nets in an ensemble, not {len(parts)}.")
+    return tuple(str(Path(p).expanduser()) for p in parts) or (str(ASSET_DIR),)
+
+
+MAX_ENSEMBLE = 8
 
 
 def load_word_net(device: torch.device | str = "cpu", folder: str | Path | None = None) -> WordNet:
-    """The shipped word net (``assets/words``), loaded once per device."""
-    return _cached(str(folder or ASSET_DIR), str(torch.device(device)))
+    """The shipped word net (``assets/words``), or the net(s) in ``folder`` ("a,b": an ensemble); loaded once
+    per device."""
+    return _cached(word_net_folders(str(folder) if folder else ""), str(torch.device(device)))
 
 
 def word_net_available(folder: str | Path | None = None) -> str | None:

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--target", default=D.word,
                    help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
                                                     "stop, go, zero … nine)")
+    d.add_argument("--word-net", default=D.word_net, metavar="FOLDER[,FOLDER…]",
+                   help="words: a trained word net's folder instead of the shipped one; several folders separated "
+                        "by commas make an ensemble (the dream must please every member)")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
@@ -133,7 +136,7 @@ def run_dream(args: argparse.Namespace) -> int:
     if not 0 <= args.control <= 256:
         raise UserInputError(f"--control {args.control}: between 0 and 256 random starts.")
     settings = DreamSettings(
-        net=args.net, word=args.target, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
+        net=args.net, word=args.target, word_net=args.word_net, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
         speed_jitter_pct=args.speed_jitter_pct,
