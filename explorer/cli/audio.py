@@ -136,7 +136,8 @@ def run_dream(args: argparse.Namespace) -> int:
     if not 0 <= args.control <= 256:
         raise UserInputError(f"--control {args.control}: between 0 and 256 random starts.")
     settings = DreamSettings(
-        net=args.net, word=args.target, word_net=args.word_net, control_starts=args.control, hearing=args.hearing, music_model=args.music_model,
+        net=args.net, word=args.target, word_net=args.word_net, control_starts=args.control, hearing=args.hearing,
+        music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
         speed_jitter_pct=args.speed_jitter_pct,
