@@ -51,11 +51,12 @@ def plain_forwards(model, batch: torch.Tensor, batches: int) -> float:
     return sum(plain_forward(model, batch) for _ in range(batches))
 
 
-def generation_only(model, family: str, batch_size: int, seed: int) -> float:
-    """Seconds to generate one batch of noise (no model): where the sweep's overhead comes from."""
+def generation_only(model, family: str, batch_size: int, batches: int, seed: int) -> float:
+    """Seconds to generate a sweep's noise (no model): where the sweep's overhead comes from. Noise is made in
+    chunks of ``noise.CHUNK`` samples, so this generates exactly what a sweep of ``batches`` batches does."""
     sync(model.device)
     start = time.perf_counter()
-    for _ in fooling.noise_batches(family, seed, batch_size, batch_size, model.channels,
+    for _ in fooling.noise_batches(family, seed, batch_size * batches, batch_size, model.channels,
                                    tuple(model.input_size), model.device):
         pass
     sync(model.device)
@@ -99,7 +100,7 @@ def main() -> None:
             else:
                 s = sweep_batches(model, family, args.batch, args.batches, seed=i)
                 p = plain_forwards(model, batch, args.batches)
-            generate.append(generation_only(model, family, args.batch, seed=i) * args.batches)
+            generate.append(generation_only(model, family, args.batch, args.batches, seed=i))
             plain.append(p)
             swept.append(s)
             ratios.append(p / s)

@@ -74,13 +74,19 @@ def _pink(n, c, hw, gen, device, opts):
     # White noise drawn directly in Fourier space (a complex Gaussian per rfft2 coefficient),
     # shaped by 1/f^a; irfft2 makes it real. No DC term: zero mean.
     white = torch.view_as_complex(torch.randn(n, fields, h, w // 2 + 1, 2, generator=gen, device=device))
-    f = radial_frequency(h, w, device)
-    amplitude = torch.where(f > 0, f.clamp(min=1e-12) ** -opts.pink_exponent, torch.zeros_like(f))
-    z = torch.fft.irfft2(white * amplitude, s=(h, w))
-    # A per-image affine map keeps the spectrum's shape exactly: mean 0.5, peak at 0 or 1.
-    peak = z.abs().amax(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
-    x = 0.5 + 0.5 * z / peak
+    z = torch.fft.irfft2(white.mul_(_pink_amplitude(h, w, opts.pink_exponent, str(device))), s=(h, w))
+    # A per-image affine map keeps the spectrum's shape exactly: mean 0.5, peak at 0 or 1. In place, in the
+    # order 0.5 + (0.5·z) / peak (the same floats as out of place; the sweep's generation cost is its overhead).
+    peak = torch.linalg.vector_norm(z, ord=float("inf"), dim=(-2, -1), keepdim=True).clamp_(min=1e-12)
+    x = z.mul_(0.5).div_(peak).add_(0.5)
     return x if fields == c else x.expand(-1, c, -1, -1).contiguous()
+
+
+@lru_cache(maxsize=8)
+def _pink_amplitude(h: int, w: int, exponent: float, device: str) -> torch.Tensor:
+    """1/f^a on the rfft2 grid, 0 at DC (made once per size and exponent)."""
+    f = radial_frequency(h, w, torch.device(device))
+    return torch.where(f > 0, f.clamp(min=1e-12) ** -exponent, torch.zeros_like(f))
 
 
 def _salt_pepper(n, c, hw, gen, device, opts):
