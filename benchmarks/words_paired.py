@@ -17,7 +17,7 @@ import _common  # noqa: F401 - puts the repository on sys.path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.audio.words import load_word_net_dir  # noqa: E402
+from explorer.audio.words import load_word_net_dir, word_net_folders  # noqa: E402
 from explorer.audio.wordsdata import ENGINES, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips  # noqa: E402
 from explorer.audio.wordstrain import clip_logits, predict_clips, split  # noqa: E402
 from explorer.stats import exact_mcnemar  # noqa: E402
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the baseline's top-1 on flite's keyword clips and on each pseudo-speaker's")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    # "a,b,c": an ensemble (the members' log-probabilities averaged and renormalised)
-    baseline, candidate = (load_word_net_dir(spec.split(",")) for spec in (args.baseline, args.candidate))
+    # "a,b,c" or "ensemble": an ensemble (the members' log-probabilities averaged and renormalised)
+    baseline, candidate = (load_word_net_dir(list(word_net_folders(spec))) for spec in (args.baseline, args.candidate))
     _, validation, test = split(load_clips(args.data, ENGINES))
     report = {"baseline": args.baseline, "candidate": args.candidate,
               "held_out_festival": compare(baseline, candidate, test),

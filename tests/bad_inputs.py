@@ -369,6 +369,13 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         sf.write(folder / "huge_float.wav", np.stack([tone, tone], 1).astype(np.float32), 44100,
                  format="WAV", subtype="FLOAT")
         paths["huge_float.wav"] = folder / "huge_float.wav"
+    if family == "audio":  # word nets named by --word-net: configs bounded before a net is built
+        for name, config in (("wordnet_huge", '{"labels": ["a", "b"], "widths": [1000000, 1000000]}'),
+                             ("wordnet_not_json", '{"labels": ["a", "b"], "wid')):
+            (folder / name).mkdir()
+            (folder / name / "config.json").write_text(config)
+            (folder / name / "model.safetensors").write_bytes(b"")
+            paths[name] = folder / name
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
         os.symlink("/dev/zero", folder / "zero.safetensors")
@@ -552,6 +559,12 @@ def _cases() -> list[Case]:
     add("audio-cli-dream-truncated-start", "audio", "cli",
         cli("audio", "dream", "--start", f("cut.wav"), "--steps", "1"),
         "error", r"cut\.wav is truncated", "12: truncated WAV")
+    add("audio-cli-word-net-huge-config", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_huge"), "--steps", "1"),
+        "error", r"widths must be 1 to 8 whole numbers", "word net config: sizes")
+    add("audio-cli-word-net-not-json", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_not_json"), "--steps", "1"),
+        "error", r"is not a word net's config \(JSONDecodeError\)", "word net config: damaged")
     add("audio-fifo-named-as-such", "audio", "lib",
         lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
         "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")

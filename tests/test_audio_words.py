@@ -128,6 +128,9 @@ def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_la
     with pytest.raises(UserInputError, match="At most"):
         word_net_folders(",".join(["x"] * 9))
     assert word_net_folders("") == (str(ASSET_DIR),)
+    shipped_ensemble = load_word_net("cpu", "ensemble")  # the three shipped members load and differ
+    assert len(shipped_ensemble.nets) == 3
+    assert not torch.allclose(shipped_ensemble.log_probabilities(wav), shipped.log_probabilities(wav), atol=1e-3)
 
 
 # ---- the judges ---------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
                                                     "stop, go, zero … nine)")
     d.add_argument("--word-net", default=D.word_net, metavar="FOLDER[,FOLDER…]",
-                   help="words: a trained word net's folder instead of the shipped one; several folders separated "
-                        "by commas make an ensemble (the dream must please every member)")
+                   help="words: 'ensemble' (the shipped net and two trained alike: better on unheard voices) or a "
+                        "trained word net's folder; several folders separated by commas make an ensemble (the dream "
+                        "must please every member)")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
