@@ -539,3 +539,51 @@ def test_pooled_over_seeds_rederives_fd_above_the_floor_from_stored_rows():
     damaged = stored(1, 18.0) | {"floor": [{"class": 0}]}
     row = pooled_over_seeds([stored(0, 14.0), damaged])[0]
     assert "fd_above_floor_ratio_mean" not in row and row["fd_ratio_mean"] == 1.5
+
+
+class ConfidentAbout(GaussianClasses):
+    """The Gaussian stand-in, also saying how sure it is: p(target) = ``confidence[b]`` for image b."""
+
+    def __init__(self, confidence: list[float], size: int = 8):
+        super().__init__(size)
+        self.confidence = torch.tensor(confidence)
+
+    def log_prob_and_grad(self, x_t, alpha_bar, classes):
+        return self.confidence.log(), self.log_prob_grad(x_t, alpha_bar, classes)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_confidence_gate_leaves_sure_samples_unguided_and_guides_the_rest(sampler):
+    """stop_at = τ: an image whose target probability is ≥ τ takes the unguided step exactly; the others the full
+    guided step (the same as with no gate)."""
+    denoiser = Denoiser(zero_diffusion(), 20)
+    x = 0.2 * torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    classes, s, i = torch.tensor([0, 1, 0]), 2.0, 5
+    standin = ConfidentAbout([0.95, 0.5, 0.99])  # sure, unsure, sure
+
+    def step(guide):
+        return denoiser.step(x, i, sampler=sampler, generator=torch.Generator().manual_seed(3), guide=guide).prev_sample
+
+    plain, full = step(None), step(Guide(standin, classes, s))
+    gated = step(Guide(standin, classes, s, stop_at=0.9))
+    assert torch.equal(gated[[0, 2]], plain[[0, 2]])
+    assert torch.allclose(gated[1], full[1], atol=1e-6)
+    assert float((full[1] - plain[1]).abs().max()) > 1e-3  # guidance moved the unsure one: the check can fail
+
+
+def test_bad_stop_at_confidence_is_a_one_line_error():
+    denoiser = Denoiser(zero_diffusion(), 5)
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(UserInputError, match="confidence at which guidance stops"):
+            guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, stop_at=bad)
+
+
+def test_noisy_classifier_log_prob_and_grad_agree_with_its_logits():
+    torch.manual_seed(0)
+    module = NoisyCNN(input_size=(8, 8), width=8, hidden=16, num_classes=3, embed=16).eval().requires_grad_(False)
+    clf = NoisyClassifier("t", module, ["a", "b", "c"], {}, torch.device("cpu"))
+    x, classes = torch.randn(4, 1, 8, 8), torch.tensor([0, 2, 1, 1])
+    log_p, grad = clf.log_prob_and_grad(x, 0.3, classes)
+    expected = torch.log_softmax(clf.logits(x, 0.3), -1).gather(1, classes.view(-1, 1)).reshape(-1)
+    assert torch.allclose(log_p, expected, atol=1e-6)
+    assert torch.equal(grad, clf.log_prob_grad(x, 0.3, classes))

@@ -136,7 +136,7 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
-    from ..diffusion.guidance import check_guide_from, check_guide_until, check_scale
+    from ..diffusion.guidance import check_guide_from, check_guide_until, check_scale, check_stop_at
 
     limits.check("batch", args.n, what="--n")
     scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
@@ -144,6 +144,7 @@ def _guide(args: argparse.Namespace) -> int:
     denoiser, judge_model = _setup(args)
     until = check_guide_until(args.guide_until, denoiser.train_steps)
     start = check_guide_from(args.guide_from, denoiser.train_steps, until)
+    stop_at = check_stop_at(args.stop_at_confidence)
     noisy = _noisy(args)
     test = load_dataset(args.data, "test")
     judge = Judge(judge_model, reference=test, floor=load_dataset(args.data, "train") if args.sweep else None)
@@ -156,7 +157,7 @@ def _guide(args: argparse.Namespace) -> int:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
                                     reference_pool=0 if reference else args.reference_pool, guide_until=until,
-                                    guide_from=start,
+                                    guide_from=start, stop_at=stop_at,
                                     reference=reference, callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
         data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
@@ -183,7 +184,7 @@ def _guide(args: argparse.Namespace) -> int:
     scale = float(args.scale)
     with progress(denoiser.num_steps, f"guided {args.sampler} s={scale:g}") as bar:
         batch = guided_samples(denoiser, noisy, [cls] * args.n, scale=scale, sampler=args.sampler, eta=args.eta,
-                               seed=args.seed, guide_until=until, guide_from=start, callback=bar,
+                               seed=args.seed, guide_until=until, guide_from=start, stop_at=stop_at, callback=bar,
                                should_stop=bar.should_stop)
     names = _save_samples(batch.images, out / "samples")
     save_png(grid(batch.images, columns=min(8, args.n)), out / "samples.png")
@@ -391,6 +392,9 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="guidance interval: no classifier gradient at training timesteps t > T (default: from the "
                         "first step); with --guide-until the guided steps are until ≤ t ≤ from. Both are the model's "
                         "own timesteps: t = 850 is log-SNR -7.3 under a linear schedule, -2.9 under a cosine one")
+    g.add_argument("--stop-at-confidence", type=float, default=None, metavar="P",
+                   help="no gradient for a sample while the guide already gives its class p(y | x_t) >= P "
+                        "(e.g. 0.9; default: always guide)")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

@@ -14,6 +14,9 @@ Truncated guidance: with ``guide_until`` = T₀ > 0 the gradient is applied only
 t ≥ T₀; the steps after the cut-off (t < T₀) are the unguided sampler's, and the classifier is not called there.
 A guidance interval (Kynkäänniemi et al. 2024 found guidance at the highest noise levels costs diversity and buys
 little): with ``guide_from`` = T₁ the gradient is applied only at t ≤ T₁, so the guided steps are T₀ ≤ t ≤ T₁.
+A confidence gate: with ``stop_at`` = τ a sample gets no gradient at a step where the guide already gives its
+target class p(y | x_t) ≥ τ (and gets it again if p falls back): guidance pushes only the samples that still need
+it, so those already on course keep their own variety.
 
 Randomness: x_T and every step's noise come from one CPU generator per call, seeded with ``seed``; with
 s = 0 the classifier is never called and the samples are exactly the unguided sampler's.
@@ -53,6 +56,7 @@ class Guide:
     scale: float
     until: int = 0  # truncated guidance: no gradient at training timesteps t < until (0: every step)
     start: int | None = None  # guidance interval: no gradient at training timesteps t > start (None: every step)
+    stop_at: float | None = None  # confidence gate: no gradient for a sample whose p(y | x_t) ≥ stop_at
 
     def active(self) -> bool:
         return self.scale != 0.0
@@ -103,7 +107,12 @@ class Denoiser:
         out = self.model_output(x, i)
         grad = None
         if guide is not None and guide.active_at(self.timestep_t(i)):
-            grad = guide.classifier.log_prob_grad(x, self.alpha_bar(i), guide.classes).to(x.device, x.dtype)
+            if guide.stop_at is None:
+                grad = guide.classifier.log_prob_grad(x, self.alpha_bar(i), guide.classes).to(x.device, x.dtype)
+            else:
+                log_p, grad = guide.classifier.log_prob_and_grad(x, self.alpha_bar(i), guide.classes)
+                unsure = (log_p.exp() < guide.stop_at).to(x.device, x.dtype).view(-1, *[1] * (x.dim() - 1))
+                grad = grad.to(x.device, x.dtype) * unsure
         if sampler == "ancestral":
             shift = None
             if grad is not None:  # Alg. 1: μ + s·Σ·∇ log p
@@ -195,6 +204,16 @@ def check_guide_from(start: int | None, timesteps: int, until: int = 0) -> int |
     return None if start >= timesteps - 1 else int(start)
 
 
+def check_stop_at(stop_at: float | None) -> float | None:
+    """The confidence gate τ must lie in (0, 1); None (or 1: p never exceeds it in practice) gates nothing."""
+    if stop_at is None:
+        return None
+    value = float(stop_at)
+    if not 0.0 < value <= 1.0:  # also refuses NaN
+        raise UserInputError(f"The confidence at which guidance stops must lie in (0, 1], not {stop_at}.")
+    return None if value == 1.0 else value
+
+
 def check_scale(scale: float) -> float:
     scale = float(scale)
     if not (0.0 <= scale <= MAX_SCALE):  # also refuses NaN
@@ -214,10 +233,12 @@ class GuidedSamples:
 
 def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, classes: list[int] | torch.Tensor, *,
                    scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, guide_until: int = 0,
-                   guide_from: int | None = None, callback: ProgressCallback | None = None,
+                   guide_from: int | None = None, stop_at: float | None = None,
+                   callback: ProgressCallback | None = None,
                    should_stop: ShouldStop | None = None, preview_every: int = 0) -> GuidedSamples:
     """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided),
-    only at training timesteps ``guide_until`` ≤ t ≤ ``guide_from`` (defaults: every step)."""
+    only at training timesteps ``guide_until`` ≤ t ≤ ``guide_from`` (defaults: every step) and, with ``stop_at``,
+    only while the guide's p(y | x_t) for the sample is below it."""
     scale = check_scale(scale)
     target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     limits.check("batch", int(target.numel()))
@@ -231,14 +252,16 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
                              f"the classifier has {len(classifier.labels)} classes.")
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
     guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
+    stop_at = check_stop_at(stop_at)
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
-    guide = Guide(classifier, target.to(denoiser.device), scale, guide_until, guide_from) \
+    guide = Guide(classifier, target.to(denoiser.device), scale, guide_until, guide_from, stop_at) \
         if classifier is not None else None
     result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, callback=callback,
                        should_stop=should_stop, preview_every=preview_every)
     settings = {"model": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": int(seed), "scale": scale, "guide_until": guide_until, "guide_from": guide_from,
+                "stop_at_confidence": stop_at,
                 "variance_type": denoiser.process.variance_type}
     return GuidedSamples(result.images, target.tolist(), scale, settings, result.seconds, result.stopped)
 
@@ -294,14 +317,16 @@ MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class r
 def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
-                   guide_until: int = 0, guide_from: int | None = None, reference: dict | None = None,
+                   guide_until: int = 0, guide_from: int | None = None, stop_at: float | None = None,
+                   reference: dict | None = None,
                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
     every scale: the scales see the same starting noise, so their differences are the guidance's. With
     ``reference_pool`` > 0 the unguided model's own per-class FD (:func:`unguided_named_reference`) is the
     yardstick of each guided set's FD (``fd_ratio_to_unguided_named_*`` in the summary). ``guide_until`` and
-    ``guide_from`` bound every scale's guided steps (see :class:`Guide`); the reference stays unguided.
+    ``guide_from`` bound every scale's guided steps and ``stop_at`` gates them per sample (see :class:`Guide`);
+    the reference stays unguided.
     ``reference``: an earlier sweep's per-class reference (from :func:`stored_reference`), used instead of
     sampling a pool."""
     scales = [check_scale(s) for s in scales]
@@ -312,6 +337,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
         limits.check("n", reference_pool, what="reference pool", lo=0, hi=MAX_REFERENCE_POOL)
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
     guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
+    stop_at = check_stop_at(stop_at)
     began = time.perf_counter()
     total = len(scales) * len(classes) * denoiser.num_steps
     rows, samples, stopped, done = [], {}, None, 0
@@ -329,6 +355,7 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
 
             batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
                                    seed=seed * 1000 + c, guide_until=guide_until, guide_from=guide_from,
+                                   stop_at=stop_at,
                                    callback=report, should_stop=should_stop)
             done += denoiser.num_steps
             if batch.stopped:
@@ -350,7 +377,8 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
-                "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from}
+                "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from,
+                "stop_at_confidence": stop_at}
     summary = with_floor(with_reference(_summarise(rows, scales), rows, reference), rows, floor, reference)
     return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
 
@@ -409,7 +437,7 @@ def with_floor(summary: list[dict], rows: list[dict], floor: list[dict], referen
 
 
 SEED_POOL_SETTINGS = ("model", "classifier", "judge", "sampler", "steps", "eta", "n_per_class", "guide_until",
-                      "guide_from", "reference_pool")
+                      "guide_from", "stop_at_confidence", "reference_pool")
 
 
 def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:

@@ -138,12 +138,17 @@ class NoisyClassifier:
 
     def log_prob_grad(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float, classes: torch.Tensor) -> torch.Tensor:
         """∇ₓ log p(y | x_t) for each image's target class (what guidance adds to the reverse step)."""
+        return self.log_prob_and_grad(x_t, alpha_bar, classes)[1]
+
+    def log_prob_and_grad(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float,
+                          classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(y | x_t) per image, ∇ₓ log p(y | x_t)) for each image's target class, from one pass."""
         with torch.enable_grad():
             x = x_t.detach().float().requires_grad_(True)
             log_p = F.log_softmax(self.logits(x, alpha_bar), dim=-1)
-            chosen = log_p.gather(1, classes.to(x.device).view(-1, 1)).sum()
-            (grad,) = torch.autograd.grad(chosen, x)
-        return grad
+            chosen = log_p.gather(1, classes.to(x.device).view(-1, 1)).reshape(-1)
+            (grad,) = torch.autograd.grad(chosen.sum(), x)
+        return chosen.detach(), grad
 
     @torch.no_grad()
     def probabilities_clean(self, images01: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
