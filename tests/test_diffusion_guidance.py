@@ -491,6 +491,11 @@ def test_pooled_over_seeds_refuses_mixed_settings_and_repeated_seeds():
         pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)]), _sweep_dict(0, [(6.0, 617, 1.7)])])
     with pytest.raises(UserInputError, match="two sweeps"):
         pooled_over_seeds([_sweep_dict(0, [(6.0, 618, 1.5)])])
+    # a stored yardstick (--reference-json: reference_pool 0) counts as the pool it was made from
+    stored = _sweep_dict(0, [(6.0, 618, 1.5)], reference_pool=0) | {"reference": {"pool": 1500}}
+    assert pooled_over_seeds([stored, _sweep_dict(1, [(6.0, 617, 1.7)])])[0]["hits"] == 1235
+    with pytest.raises(UserInputError, match="reference_pool"):
+        pooled_over_seeds([stored | {"reference": {"pool": 400}}, _sweep_dict(1, [(6.0, 617, 1.7)])])
 
 
 def test_exact_mcnemar_matches_the_binomial_tail_by_hand():

@@ -449,13 +449,18 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
 
     if len(sweeps) < 2:
         raise UserInputError("Pooling over seeds needs at least two sweeps.")
-    first = sweeps[0].get("settings") or {}
     seeds = [(s.get("settings") or {}).get("seed") for s in sweeps]
     if len(set(seeds)) != len(seeds):
         raise UserInputError(f"Each sweep must have its own seed, not {seeds}.")
+
+    def setting(sweep: dict, key: str):
+        value = (sweep.get("settings") or {}).get(key)
+        if key == "reference_pool" and not value:  # a stored yardstick (--reference-json): the pool it was made from
+            value = (sweep.get("reference") or {}).get("pool")
+        return value
+
     for sweep in sweeps[1:]:
-        settings = sweep.get("settings") or {}
-        differ = [k for k in SEED_POOL_SETTINGS if settings.get(k) != first.get(k)]
+        differ = [k for k in SEED_POOL_SETTINGS if setting(sweep, k) != setting(sweeps[0], k)]
         if differ:
             raise UserInputError("Sweeps pooled over seeds must share every other setting; these differ: "
                                  + ", ".join(differ) + ".")
