@@ -103,6 +103,11 @@ def branch_figure(data: dict) -> go.Figure:
     return fig
 
 
+STOP_AT_HELP = ("Confidence gate: a sample gets no classifier gradient at a step where the guide already gives its "
+                "class at least this probability (and gets it again if it falls back), so samples already on "
+                "course keep their own variety.")
+
+
 def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     st.caption("A noise-aware classifier p(y | x_t, t) steers the denoising toward a class (Dhariwal & Nichol 2021). "
                "The clean `fashion_cnn`, which never guides, judges the samples.")
@@ -111,19 +116,21 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     scale = c2.number_input("Scale s", 0.0, 100.0, 4.0, step=0.5, key=f"{key}_scale")
     n = c3.number_input("Samples", 1, 64, 8, key=f"{key}_n")
     sampler, steps, seed = _sampler_controls(key, 50)
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     until = c1.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_until",
                             help="Truncated guidance: no classifier gradient at training timesteps t below this.")
     start = c2.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_from",
                             help="Guidance interval: no classifier gradient at training timesteps t above this. "
                                  "A timestep of the model's own schedule: the same t is far less noisy under a "
                                  "cosine schedule than under a linear one.")
+    stop_at = c3.number_input("Stop guiding a sample at p ≥ (1: never)", 0.5, 1.0, 1.0, step=0.01,
+                              key=f"{key}_stop_at", help=STOP_AT_HELP)
     if widgets.run_controls(key, "Guide"):
         try:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
             result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n), scale=float(scale),
                                     sampler=sampler, seed=seed, guide_until=int(until), guide_from=int(start),
-                                    callback=progress,
+                                    stop_at=float(stop_at), callback=progress,
                                     preview_every=max(1, steps // 5))
             progress.done()
             st.session_state[f"{key}_result"] = result
@@ -161,12 +168,15 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     sw_from = c3.number_input("Guide from t (1000: every step)", 0, 1000, 1000, step=50, key=f"{key}_sw_from",
                               help="Guidance interval for every scale: no classifier gradient at t above this "
                                    "(a timestep of the model's own schedule).")
+    sw_stop_at = c1.number_input("Stop guiding a sample at p ≥ (1: never)", 0.5, 1.0, 1.0, step=0.01,
+                                 key=f"{key}_sw_stop_at", help=STOP_AT_HELP)
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
             sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge, classes=list(classes),
                                    scales=sorted(scales), n_per_class=int(per_class), seed=0,
-                                   guide_until=int(sw_until), guide_from=int(sw_from), callback=progress)
+                                   guide_until=int(sw_until), guide_from=int(sw_from), stop_at=float(sw_stop_at),
+                                   callback=progress)
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
         except UserInputError as exc:
