@@ -75,6 +75,8 @@ def test_page_dreams_a_word_beside_random_starts(root):
     at.radio(key="audio_net").set_value("words").run()
     assert at.number_input(key="audio_seconds_words").value == 1.0  # a word lasts about a second
     at.selectbox(key="audio_word").set_value("no").run()
+    assert at.selectbox(key="audio_word_net").value == ""  # the shipped net by default
+    at.selectbox(key="audio_word_net").set_value("ensemble")
     assert at.number_input(key="audio_speed").value == DreamSettings.speed_jitter_pct  # the synth's robustness
     at.number_input(key="audio_speed").set_value(10.0)
     at.number_input(key="audio_steps").set_value(6)
@@ -84,6 +86,7 @@ def test_page_dreams_a_word_beside_random_starts(root):
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert "Start: p(no)" in {m.label for m in at.metric}
+    assert at.session_state["audio_result"].settings.word_net == "ensemble"  # the dream went through the ensemble
     table = at.dataframe[0].value
     assert {"random starts (mean)", "dream − starts [95 %]", "claim"} <= set(table.columns)
     assert set(table["claim"]) <= {"higher", "lower", "no difference shown", "not judged"}
