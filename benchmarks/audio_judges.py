@@ -136,6 +136,7 @@ def words_benchmark(args, record: dict) -> None:
 
     words = list(KEYWORDS) if args.words == ["all"] else args.words
     section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
+    section["word_net"] = args.word_net or "shipped"  # which net(s) the dreams ascended (merges must not mix them)
 
     def save() -> None:
         if args.json:
@@ -298,11 +299,19 @@ def paired_summary(record: dict, baseline: dict, *, resamples: int = 4000) -> li
 def merge(paths: list[str]) -> dict:
     """Several JSON records of word runs as one (dreams and random starts side by side)."""
     record: dict = {"words": {"dreams": {}, "random_starts": {}}, "machine": set()}
+    net_of: dict[str, str] = {}  # which word net each kept dream ascended (later files win, as the dreams do)
     for path in paths:
         part = json.loads(Path(path).read_text())
         record["machine"].add(part.get("machine", ""))
+        words = part.get("words", {})
         for key in ("dreams", "random_starts"):
-            record["words"][key].update(part.get("words", {}).get(key, {}))
+            record["words"][key].update(words.get(key, {}))
+        net = words.get("word_net", "shipped")
+        net_of |= {name: net for name in words.get("dreams", {}) if name.startswith("words:")}
+    nets = sorted(set(net_of.values()))
+    if len(nets) > 1:
+        raise SystemExit(f"these records' word dreams ascended different word nets ({', '.join(nets)}): not merged")
+    record["words"]["word_net"] = nets[0] if nets else "shipped"
     record["machine"] = "; ".join(sorted(record["machine"]))
     return record
 

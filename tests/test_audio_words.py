@@ -107,10 +107,11 @@ def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_la
     torch.testing.assert_close(twice.log_probabilities(wav), shipped.log_probabilities(wav), atol=1e-5, rtol=0)
     torch.manual_seed(0)
     other = build_net(shipped.config).eval()
-    pair = WordNet([shipped.net, other], shipped.config)
+    own = load_word_net_dir(ASSET_DIR).net  # not the cached shipped net: WordNet() sets its members' state
+    pair = WordNet((own, other), shipped.config)
     with torch.no_grad():
         mel = shipped.net.front(wav)
-        members = [torch.log_softmax(m.head(m.features(mel)), -1) for m in (shipped.net, other)]
+        members = [torch.log_softmax(m.head(m.features(mel)), -1) for m in (own, other)]
     expected = torch.log_softmax((members[0] + members[1]) / 2, -1)
     torch.testing.assert_close(pair.log_probabilities(wav), expected, atol=1e-5, rtol=0)
     assert not torch.allclose(expected, members[0], atol=1e-3)  # the second member does count
@@ -124,6 +125,11 @@ def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_la
     config["labels"] = list(reversed(config["labels"]))
     (odd / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserInputError, match="other classes"):
+        load_word_net_dir([ASSET_DIR, odd])
+    config["labels"] = list(reversed(config["labels"]))  # the same classes, another front end (64 mel bands)
+    config["n_mels"] = 64
+    (odd / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match=r"another front end .*n_mels"):
         load_word_net_dir([ASSET_DIR, odd])
     with pytest.raises(UserInputError, match="At most"):
         word_net_folders(",".join(["x"] * 9))

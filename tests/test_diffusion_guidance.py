@@ -589,6 +589,43 @@ def test_noisy_classifier_log_prob_and_grad_agree_with_its_logits():
     clf = NoisyClassifier("t", module, ["a", "b", "c"], {}, torch.device("cpu"))
     x, classes = torch.randn(4, 1, 8, 8), torch.tensor([0, 2, 1, 1])
     log_p, grad = clf.log_prob_and_grad(x, 0.3, classes)
-    expected = torch.log_softmax(clf.logits(x, 0.3), -1).gather(1, classes.view(-1, 1)).reshape(-1)
-    assert torch.allclose(log_p, expected, atol=1e-6)
-    assert torch.equal(grad, clf.log_prob_grad(x, 0.3, classes))
+    for b in range(4):  # image by image against autograd on that image alone
+        xb = x[b : b + 1].clone().requires_grad_(True)
+        with torch.enable_grad():
+            lp = torch.log_softmax(clf.logits(xb, 0.3), -1)[0, classes[b]]
+            (gb,) = torch.autograd.grad(lp, xb)
+        assert torch.allclose(log_p[b], lp.detach(), atol=1e-6)
+        assert torch.allclose(grad[b : b + 1], gb, atol=1e-6)
+    assert float(grad.abs().sum()) > 0
+
+
+def test_confidence_gate_needs_a_classifier_that_reports_its_confidence():
+    denoiser = Denoiser(zero_diffusion(), 5)
+    with pytest.raises(UserInputError, match="confidence gate needs a classifier"):
+        guided_samples(denoiser, GaussianClasses(), [0], scale=1.0, stop_at=0.9)  # it has only log_prob_grad
+
+
+def test_init_from_refuses_damaged_and_mismatched_guides(tmp_path):
+    import json as _json
+    import shutil
+
+    from explorer.diffusion.noisy_classifier import BUILTIN, _init_from_classifier, build_noisy_classifier
+
+    shipped = BUILTIN["fashion_noisy_cnn"]
+    arch = _json.loads((shipped / "config.json").read_text())
+    model = build_noisy_classifier(arch)
+    _init_from_classifier(model, "fashion_noisy_cnn", arch)  # the same guide: loads
+    first = next(iter(model.state_dict().values()))
+    assert float(first.abs().sum()) > 0
+    damaged = tmp_path / "damaged"
+    shutil.copytree(shipped, damaged)
+    for text in ("{not json", "[1, 2]"):
+        (damaged / "config.json").write_text(text)
+        with pytest.raises(UserInputError, match="not a noise-aware classifier config"):
+            _init_from_classifier(model, str(damaged), arch)
+    (damaged / "config.json").write_text(_json.dumps(arch | {"log_snr_range": [-5.05, 9.21]}))
+    with pytest.raises(UserInputError, match="log_snr_range differ"):  # another schedule's noise levels
+        _init_from_classifier(model, str(damaged), arch)
+    for bad in (True, 2.5, -1, 1000):
+        with pytest.raises(UserInputError, match="t_max must be a timestep"):
+            NoisyClassifierConfig(t_max=bad)

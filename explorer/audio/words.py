@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserInputError
+from ..files import read_user_file
 from .spectrogram import STFTConfig, mel_filterbank, stft
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "words"
@@ -82,8 +83,9 @@ class WordNet:
     nets trained alike (same labels and front end): their log-probabilities are averaged and renormalised (a
     product of experts), so a dream must please every member, not one net's quirks."""
 
-    def __init__(self, net: KeywordNet | list[KeywordNet], config: dict, device: torch.device | str = "cpu"):
-        self.nets = [m.to(device).eval() for m in (net if isinstance(net, list) else [net])]
+    def __init__(self, net: KeywordNet | list[KeywordNet] | tuple[KeywordNet, ...], config: dict,
+                 device: torch.device | str = "cpu"):
+        self.nets = [m.to(device).eval() for m in (list(net) if isinstance(net, (list, tuple)) else [net])]
         for member in self.nets:
             for p in member.parameters():
                 p.requires_grad_(False)
@@ -140,27 +142,11 @@ def build_net(config: dict) -> KeywordNet:
                       config.get("dropout", 0.1))
 
 
-def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
-    from ..models.weights import load_weights
-
-    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
-        raise UserInputError(f"No word network in {folder} (config.json and model.safetensors): train one with "
-                             f"`python -m explorer audio words-train`.")
-    from ..files import read_user_file
-
-    raw = read_user_file(folder / "config.json", "Word net config", max_bytes=MAX_CONFIG_BYTES)
-    try:
-        config = json.loads(raw)
-        _check_config(config)
-        net = build_net(config)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        detail = str(exc) if isinstance(exc, UserInputError) else type(exc).__name__
-        raise UserInputError(f"{folder / 'config.json'} is not a word net's config ({detail}).") from None
-    load_weights(net, folder / "model.safetensors", "the word network")
-    return net, config
-
-
 MAX_CONFIG_BYTES = 1 << 20  # a word net's config.json with all its tables is ~8 kB
+MAX_ENSEMBLE = 8
+ENSEMBLE = "ensemble"  # --word-net ensemble: the shipped net and the two trained alike under assets/words/ensemble
+ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
+FRONT_END_KEYS = ("n_mels", "sample_rate")  # what every member of an ensemble must share (they read one log-mel)
 
 
 def _check_config(config: dict) -> None:
@@ -174,27 +160,48 @@ def _check_config(config: dict) -> None:
     n_mels, dropout = config.get("n_mels", N_MELS), config.get("dropout", 0.1)
     if not isinstance(n_mels, int) or not 8 <= n_mels <= 256 or not 0 <= float(dropout) < 1:
         raise UserInputError("n_mels must lie in [8, 256] and dropout in [0, 1)")
+    if config.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
+        raise UserInputError(f"the word net reads {SAMPLE_RATE} Hz audio, not {config.get('sample_rate')}")
 
 
-def load_word_net_dir(folder: str | Path | list[str | Path], device: torch.device | str = "cpu") -> WordNet:
+def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
+    from ..models.weights import load_weights
+
+    if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
+        raise UserInputError(f"No word network in {folder} (config.json and model.safetensors): train one with "
+                             f"`python -m explorer audio words-train`.")
+    raw = read_user_file(folder / "config.json", "Word net config", max_bytes=MAX_CONFIG_BYTES)
+    try:
+        config = json.loads(raw)
+        _check_config(config)
+        net = build_net(config)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        detail = str(exc) if isinstance(exc, UserInputError) else type(exc).__name__
+        raise UserInputError(f"{folder / 'config.json'} is not a word net's config ({detail}).") from None
+    load_weights(net, folder / "model.safetensors", "the word network")
+    return net, config
+
+
+def load_word_net_dir(folder: str | Path | list[str | Path] | tuple[str | Path, ...],
+                      device: torch.device | str = "cpu") -> WordNet:
     """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors); several
-    folders make an ensemble (they must name the same classes, in the same order)."""
+    folders make an ensemble (they must name the same classes in the same order and read the same log-mel)."""
     folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
     members = [_read_member(f) for f in folders]
-    labels = members[0][1]["labels"]
+    first = members[0][1]
     for f, (_, config) in zip(folders[1:], members[1:]):
-        if config["labels"] != labels:
+        if config["labels"] != first["labels"]:
             raise UserInputError(f"The word net in {f} names other classes than {folders[0]}'s: no ensemble.")
-    return WordNet([net for net, _ in members], members[0][1], device)
+        differ = [k for k in FRONT_END_KEYS if config.get(k) != first.get(k)]
+        if differ:
+            raise UserInputError(f"The word net in {f} reads another front end than {folders[0]}'s "
+                                 f"({', '.join(differ)}): no ensemble.")
+    return WordNet([net for net, _ in members], first, device)
 
 
 @lru_cache(maxsize=4)
 def _cached(folders: tuple[str, ...], device: str) -> WordNet:
     return load_word_net_dir(list(folders), device)
-
-
-ENSEMBLE = "ensemble"  # --word-net ensemble: the shipped net and the two trained alike under assets/words/ensemble
-ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
 
 
 def word_net_folders(spec: str | None) -> tuple[str, ...]:
@@ -205,16 +212,14 @@ def word_net_folders(spec: str | None) -> tuple[str, ...]:
     parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
     if len(parts) > MAX_ENSEMBLE:
         raise UserInputError(f"At most {MAX_ENSEMBLE} word nets in an ensemble, not {len(parts)}.")
-    return tuple(str(Path(p).expanduser()) for p in parts) or (str(ASSET_DIR),)
-
-
-MAX_ENSEMBLE = 8
+    return tuple(str(Path(p).expanduser().resolve()) for p in parts) or (str(ASSET_DIR),)
 
 
 def load_word_net(device: torch.device | str = "cpu", folder: str | Path | None = None) -> WordNet:
-    """The shipped word net (``assets/words``), or the net(s) in ``folder`` ("a,b": an ensemble); loaded once
-    per device."""
-    return _cached(word_net_folders(str(folder) if folder else ""), str(torch.device(device)))
+    """The shipped word net (``assets/words``), or the net(s) that ``folder`` names — a ``Path`` is one folder, a
+    string a ``--word-net`` spec ("a,b": an ensemble; "ensemble": the shipped three); loaded once per device."""
+    folders = (str(folder.expanduser().resolve()),) if isinstance(folder, Path) else word_net_folders(folder)
+    return _cached(folders, str(torch.device(device)))
 
 
 def word_net_available(folder: str | Path | None = None) -> str | None:

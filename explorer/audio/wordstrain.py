@@ -202,17 +202,16 @@ def centred(clip: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    """The net's logits (clips × classes) on clean clips centred in one second: how every table reads a clip.
-    A :class:`WordNet` gives its log-probabilities (the same order per clip; an ensemble's renormalised mean)."""
+    """The net's scores (clips × classes) on clean clips centred in one second: how every table reads a clip. A
+    module gives its logits, a :class:`WordNet` its log-probabilities (the same order within a clip; an ensemble's
+    renormalised mean), so argmax and top-k read alike."""
     module = net.net if isinstance(net, WordNet) else net
     device = next(module.parameters()).device
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
-        with torch.no_grad():
-            read = net.log_probabilities_from_log_mel(module.front(x)) if isinstance(net, WordNet) else module(x)
+        read = net.log_probabilities_from_log_mel(module.front(x)) if isinstance(net, WordNet) else module(x)
         out.append(read.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 

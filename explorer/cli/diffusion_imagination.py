@@ -140,11 +140,11 @@ def _guide(args: argparse.Namespace) -> int:
 
     limits.check("batch", args.n, what="--n")
     scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
+    stop_at = check_stop_at(args.stop_at_confidence)
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
     until = check_guide_until(args.guide_until, denoiser.train_steps)
     start = check_guide_from(args.guide_from, denoiser.train_steps, until)
-    stop_at = check_stop_at(args.stop_at_confidence)
     noisy = _noisy(args)
     test = load_dataset(args.data, "test")
     judge = Judge(judge_model, reference=test, floor=load_dataset(args.data, "train") if args.sweep else None)

@@ -41,6 +41,9 @@ MAX_SCALE = 100.0
 
 
 class GradientClassifier(Protocol):
+    """What guidance needs of a classifier. The confidence gate (``stop_at``) also needs
+    ``log_prob_and_grad(x_t, alpha_bar, classes) -> (log p(y | x_t) per image, ∇ₓ log p)``."""
+
     labels: list[str]
 
     def log_prob_grad(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float, classes: torch.Tensor) -> torch.Tensor:
@@ -111,8 +114,9 @@ class Denoiser:
                 grad = guide.classifier.log_prob_grad(x, self.alpha_bar(i), guide.classes).to(x.device, x.dtype)
             else:
                 log_p, grad = guide.classifier.log_prob_and_grad(x, self.alpha_bar(i), guide.classes)
-                unsure = (log_p.exp() < guide.stop_at).to(x.device, x.dtype).view(-1, *[1] * (x.dim() - 1))
-                grad = grad.to(x.device, x.dtype) * unsure
+                unsure = (log_p.exp() < guide.stop_at).to(x.device).view(-1, *[1] * (x.dim() - 1))
+                grad = grad.to(x.device, x.dtype)
+                grad = torch.where(unsure, grad, torch.zeros_like(grad))  # where, not ×: a gated NaN stays out
         if sampler == "ancestral":
             shift = None
             if grad is not None:  # Alg. 1: μ + s·Σ·∇ log p
@@ -205,7 +209,7 @@ def check_guide_from(start: int | None, timesteps: int, until: int = 0) -> int |
 
 
 def check_stop_at(stop_at: float | None) -> float | None:
-    """The confidence gate τ must lie in (0, 1); None (or 1: p never exceeds it in practice) gates nothing."""
+    """The confidence gate τ must lie in (0, 1]; None or 1 gates nothing (recorded as None)."""
     if stop_at is None:
         return None
     value = float(stop_at)
@@ -244,6 +248,10 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
     limits.check("batch", int(target.numel()))
     if scale and classifier is None:
         raise UserInputError("Guidance with a scale above 0 needs a noise-aware classifier.")
+    stop_at = check_stop_at(stop_at)
+    if scale and stop_at is not None and not hasattr(classifier, "log_prob_and_grad"):
+        raise UserInputError("The confidence gate needs a classifier that reports p(y | x_t) with its gradient "
+                             "(log_prob_and_grad); this one gives only the gradient.")
     if target.numel() and int(target.min()) < 0:
         raise UserInputError(f"Class {int(target.min())} is out of range: classes are numbered from 0.")
     if (classifier is not None and len(getattr(classifier, "labels", []))
@@ -252,7 +260,6 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
                              f"the classifier has {len(classifier.labels)} classes.")
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
     guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
-    stop_at = check_stop_at(stop_at)
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
     guide = Guide(classifier, target.to(denoiser.device), scale, guide_until, guide_from, stop_at) \

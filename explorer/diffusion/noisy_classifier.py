@@ -29,7 +29,7 @@ from torch import nn
 
 from .. import devices
 from ..errors import UserInputError
-from ..files import write_json, write_safetensors
+from ..files import read_user_file, write_json, write_safetensors
 from ..limits import LIMITS, check_fields
 from ..models.weights import WeightsUnavailable, load_weights
 from ..progress import ProgressCallback, ShouldStop
@@ -161,6 +161,29 @@ class NoisyClassifier:
         return torch.cat(out)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a guide's config.json with its tables is a few kB
+
+
+def _classifier_files(name_or_folder: str | Path) -> tuple[Path, dict]:
+    """The folder of a built-in name or a path, and its config.json (size-bounded, checked to parse): the one
+    way a guide's folder is read, for loading and for ``init_from``."""
+    folder = BUILTIN.get(str(name_or_folder), Path(name_or_folder).expanduser())
+    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file() or not weights_file.is_file():
+        raise WeightsUnavailable(
+            f"{folder} needs config.json and model.safetensors of a noise-aware classifier; train one with "
+            "`python -m explorer diffusion train-noisy-classifier --out runs/fashion_noisy_cnn`.")
+    raw = read_user_file(config_file, "Noise-aware classifier config", max_bytes=MAX_CONFIG_BYTES)
+    try:
+        config = json.loads(raw)
+        if not isinstance(config, dict):
+            raise TypeError("not a JSON object")
+    except (ValueError, TypeError) as exc:
+        raise UserInputError(f"{config_file} is not a noise-aware classifier config ({type(exc).__name__}: {exc}).") \
+            from None
+    return folder, config
+
+
 def load_noisy_classifier(name_or_folder: str | Path = "fashion_noisy_cnn",
                           device: str | torch.device = "auto") -> NoisyClassifier:
     """The shipped ``fashion_noisy_cnn`` or a folder written by ``diffusion train-noisy-classifier`` (cached)."""
@@ -170,17 +193,13 @@ def load_noisy_classifier(name_or_folder: str | Path = "fashion_noisy_cnn",
     with _lock:
         if key in _cache:
             return _cache[key]
-        config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-        if not config_file.is_file() or not weights_file.is_file():
-            raise WeightsUnavailable(
-                f"{folder} needs config.json and model.safetensors of a noise-aware classifier; train one with "
-                "`python -m explorer diffusion train-noisy-classifier --out runs/fashion_noisy_cnn`.")
+        folder, config = _classifier_files(name_or_folder)
         try:
-            config = json.loads(config_file.read_text())
             module = build_noisy_classifier(config)
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(
-                f"{config_file} is not a noise-aware classifier config ({type(exc).__name__}: {exc}).") from None
+            raise UserInputError(f"{folder / 'config.json'} is not a noise-aware classifier config "
+                                 f"({type(exc).__name__}: {exc}).") from None
+        weights_file = folder / "model.safetensors"
         load_weights(module, weights_file,
                      "the noise-aware classifier its config.json describes", label=str(weights_file))
         module.eval().requires_grad_(False).to(dev)
@@ -213,7 +232,8 @@ class NoisyClassifierConfig:
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"], "embed": LIMITS["width"], "hidden": LIMITS["width"],
                             "shift": None})
-        if self.t_max is not None and not 0 <= int(self.t_max) < self.num_train_timesteps:
+        if self.t_max is not None and (not isinstance(self.t_max, int) or isinstance(self.t_max, bool)
+                                       or not 0 <= self.t_max < self.num_train_timesteps):
             raise UserInputError(f"t_max must be a timestep in [0, {self.num_train_timesteps - 1}], "
                                  f"not {self.t_max}.")
 
@@ -286,16 +306,17 @@ def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, b
             for (lo, hi), c in correct.items()]
 
 
+INIT_FROM_SAME = ("width", "hidden", "embed", "channels", "input_size", "labels", "log_snr_range")
+
+
 def _init_from_classifier(model: NoisyCNN, name_or_folder: str, arch: dict) -> None:
-    """Start from another noise-aware classifier's weights (fine-tuning); it must have the same architecture."""
-    folder = BUILTIN.get(str(name_or_folder), Path(name_or_folder).expanduser())
-    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    if not config_file.is_file() or not weights_file.is_file():
-        raise WeightsUnavailable(f"--init-from {name_or_folder}: {folder} needs config.json and model.safetensors.")
-    saved = json.loads(config_file.read_text())
-    differ = [k for k in ("width", "hidden", "embed", "channels", "input_size", "labels") if saved.get(k) != arch[k]]
+    """Start from another noise-aware classifier's weights (fine-tuning). It must have the same architecture and
+    the same log-SNR range (the range maps a noise level onto the embedding the weights learnt)."""
+    folder, saved = _classifier_files(name_or_folder)
+    differ = [k for k in INIT_FROM_SAME if saved.get(k) != arch[k]]
     if differ:
         raise UserInputError(f"--init-from {name_or_folder}: its {', '.join(differ)} differ from this run's.")
+    weights_file = folder / "model.safetensors"
     load_weights(model, weights_file, "the noise-aware classifier its config.json describes", label=str(weights_file))
 
 
@@ -332,7 +353,7 @@ def train_noisy_classifier(
             "description": f"Noise-aware classifier p(y | x_t, t) trained by the project on {train.source}"}
     with devices.seeded(config.seed, dev):  # module init draws from torch's global RNG
         model = build_noisy_classifier(arch).to(dev)
-    if config.init_from:  # a checkpoint, when one is resumed, replaces these weights
+    if config.init_from and not (resume and ckpt_path.exists()):  # a resumed checkpoint has its own weights
         _init_from_classifier(model, config.init_from, arch)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
 
