@@ -164,7 +164,8 @@ def words_benchmark(args, record: dict) -> None:
             save()
 
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
-                         speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net)
+                         speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net,
+                         noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms)
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
@@ -331,6 +332,10 @@ def main() -> int:
     parser.add_argument("--word-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--word-steps", type=int, default=DreamSettings.steps,
                         help="steps of each word dream (default: the product's, as `audio dream --net words`)")
+    parser.add_argument("--noise-budget", type=float, default=DreamSettings.noise_budget,
+                        help="word dreams: the synthesiser's noise budget (default: the product's)")
+    parser.add_argument("--edge-silence-ms", type=float, default=DreamSettings.edge_silence_ms,
+                        help="word dreams: silent first and last ms (default: the product's)")
     parser.add_argument("--word-net", default="",
                         help="word dreams through this word net's folder (several, comma-separated: an ensemble); "
                              "default the shipped net")

@@ -63,6 +63,8 @@ SYNTH_LIMITS = {
     "speed_jitter_pct": Limit(0.0, 50.0, " %", label="random tape speed"),
     "added_noise_db": Limit(-200.0, 0.0, " dB", label="added noise level"),
     "control_starts": Limit(0, 256, label="random starts for the control", integer=True),
+    "noise_budget": Limit(0.0, 1.0, label="noise budget"),
+    "edge_silence_ms": Limit(0.0, 1000.0, " ms", label="silent edges"),
 }
 
 
@@ -90,6 +92,8 @@ class DreamSettings:
     # random tape speed per step, ± percent: pitch, formants and rate together (robustness across speakers)
     speed_jitter_pct: float = 2.0
     added_noise_db: float = -50.0  # white noise this far below the peak, per step
+    noise_budget: float = 0.1  # the noise branch's energy at most this share of the harmonic branch's
+    edge_silence_ms: float = 0.0  # silent first and last ms (a word-shaped sound; 0: off)
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0

@@ -14,7 +14,7 @@ loop's result back into a :class:`Sound`. :func:`parameterisation` picks one by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,7 +91,8 @@ class SynthDream(Parameterisation):
         self.target, self.dbmap, self.generator, self.device = target, start.dbmap, start.generator, start.device
         voice = isinstance(target, (SpeechTarget, WordTarget))
         kind = settings.synth or ("voice" if voice else "instrument")
-        self.param = HarmonicPlusNoise(preset(kind), len(start.audio), target.sample_rate, generator=start.generator,
+        config = replace(preset(kind), noise_budget=settings.noise_budget, edge_silence_ms=settings.edge_silence_ms)
+        self.param = HarmonicPlusNoise(config, len(start.audio), target.sample_rate, generator=start.generator,
                                        device=start.device, start="clip" if start.is_clip else settings.start)
         if start.is_clip and settings.fit_steps:
             fitted = fit_to_clip(self.param, start.wav, steps=settings.fit_steps, generator=start.generator,

@@ -68,6 +68,9 @@ class SynthConfig:
     decay: tuple[float, float] = (0.05, 3.0)  # seconds for a note to fall by 1/e
     damping: tuple[float, float] = (0.0, 20.0)  # harmonic k fades as exp(−(k−1)·damping·t) within a note
     attack_ms: float = 5.0
+    # the first and last this many ms are silent (then a 20 ms raised-cosine ramp): a word-shaped sound, with
+    # silence around it, rather than a second of continuous voice (0: off)
+    edge_silence_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in SYNTH_KINDS:
@@ -77,6 +80,8 @@ class SynthConfig:
                                  f"(got {self.f0_min:g}–{self.f0_max:g}).")
         if not 1 <= self.harmonics <= 256 or not 1 <= self.voices <= 8 or not 1 <= self.noise_bands <= 64:
             raise UserInputError("The synthesiser needs 1–256 harmonics, 1–8 voices and 1–64 noise bands.")
+        if not 0.0 <= self.noise_budget <= 1.0 or not 0.0 <= self.edge_silence_ms <= 1000.0:
+            raise UserInputError("The noise budget must lie in [0, 1] and the silent edges in [0, 1000] ms.")
 
 
 VOICE = SynthConfig()
@@ -114,6 +119,24 @@ class SynthControls:
         if self.formants_hz is not None:
             out["mean_formants_hz"] = [round(float(v), 0) for v in self.formants_hz[0].float().mean(-1).cpu()]
         return out
+
+
+EDGE_RAMP_MS = 20.0
+
+
+def edge_window(samples: int, sample_rate: int, silence_ms: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """0 over the first and last ``silence_ms``, then a raised-cosine ramp of EDGE_RAMP_MS up to 1."""
+    edge, ramp = round(silence_ms * sample_rate / 1000), max(1, round(EDGE_RAMP_MS * sample_rate / 1000))
+    if samples - 2 * (edge + ramp) < 1:
+        raise UserInputError(f"Silent edges of {silence_ms:g} ms leave no sound in a "
+                             f"{samples / sample_rate:g} s dream.")
+    window = torch.ones(samples)
+    rise = 0.5 - 0.5 * torch.cos(torch.pi * (torch.arange(ramp) + 0.5) / ramp)
+    window[:edge] = 0.0
+    window[samples - edge :] = 0.0
+    window[edge : edge + ramp] = rise
+    window[samples - edge - ramp : samples - edge] = rise.flip(0)
+    return window.to(device)
 
 
 def _squash(raw: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -245,6 +268,8 @@ class HarmonicPlusNoise(ImageParam):
         with torch.no_grad():  # unit-RMS white noise from a flat envelope, whatever the STFT
             flat = istft(self.excitation, NOISE_STFT, self.samples)
             self.noise_scale = float(1.0 / flat.std().clamp(min=1e-8))
+        self.edge_window = edge_window(self.samples, sample_rate, cfg.edge_silence_ms, device) \
+            if cfg.edge_silence_ms else None
 
     # ---- controls in physical units -----------------------------------------------------------
     def _log_f0(self) -> torch.Tensor:
@@ -357,7 +382,8 @@ class HarmonicPlusNoise(ImageParam):
         # the energy budget: scale the noise down (never up) to at most noise_budget × harmonic energy
         allowed = cfg.noise_budget * wav.pow(2).sum(-1, keepdim=True)
         noise = noise * (allowed / noise.pow(2).sum(-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0).sqrt()
-        return (wav + noise)[:, None, None]
+        out = wav + noise if self.edge_window is None else (wav + noise) * self.edge_window
+        return out[:, None, None]
 
     def waveform(self) -> torch.Tensor:
         """B×samples."""
