@@ -66,6 +66,36 @@ def test_noise_budget_caps_the_noise_branch():
     assert harmonic_share > 0.85  # noise ≤ 10 % of the harmonic energy, plus its share of the near-harmonic bins
 
 
+def test_silent_edges_make_a_word_shaped_sound_and_refuse_to_leave_nothing():
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.synth import edge_window
+    from explorer.errors import UserInputError
+
+    window = edge_window(SR, SR, 150.0)
+    edge, ramp = int(0.15 * SR), int(0.02 * SR)
+    assert float(window[:edge].abs().max()) == 0 and float(window[-edge:].abs().max()) == 0
+    assert torch.all(window[edge + ramp : SR - edge - ramp] == 1)
+    rise = window[edge : edge + ramp]
+    assert torch.all(rise[1:] >= rise[:-1]) and 0 < float(rise[0]) < 0.01 and float(rise[-1]) > 0.99
+    config = dataclasses.replace(VOICE, edge_silence_ms=150.0)
+    with torch.no_grad():
+        wav = HarmonicPlusNoise(config, SR, SR, generator=torch.Generator().manual_seed(0))()[0, 0, 0]
+    assert float(wav[:edge].abs().max()) == 0 and float(wav[-edge:].abs().max()) == 0
+    assert float(wav[edge + ramp : SR - edge - ramp].abs().max()) > 0.01  # the middle still sounds
+    with pytest.raises(UserInputError, match="leave no sound"):
+        edge_window(SR, SR, 490.0)
+    with pytest.raises(UserInputError, match="Silent edges -1 is out of range"):
+        DreamSettings(edge_silence_ms=-1.0)
+    # the dream settings reach the synthesiser: the written dream is silent at its edges too
+    result = dream(DreamSettings(net="speech", seconds=1.0, steps=2, edge_silence_ms=150.0, hearing=False),
+                   device="cpu")
+    assert result.settings.edge_silence_ms == 150.0
+    for audio in (result.before_audio, result.after_audio):
+        audio = np.asarray(audio).reshape(-1)
+        assert float(np.abs(audio[:edge]).max()) == 0 and float(np.abs(audio[-edge:]).max()) == 0
+        assert float(np.abs(audio[edge + ramp : -edge - ramp]).max()) > 0.01
+
+
 def test_gradients_reach_every_knob_and_the_speech_score_rises():
     from explorer.audio.dream import DreamSettings, dream
 
