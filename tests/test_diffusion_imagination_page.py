@@ -44,11 +44,14 @@ def test_page_sections_guide_imagine_inpaint_and_branch(root):
     at.number_input(key="imag_guide_steps").set_value(3)
     at.number_input(key="imag_guide_until").set_value(300)  # truncated guidance reaches the library
     at.number_input(key="imag_guide_from").set_value(700)  # and so does the guidance interval
+    assert at.number_input(key="imag_guide_stop_at").value == 1.0  # the confidence gate is off by default
+    at.number_input(key="imag_guide_stop_at").set_value(0.9)  # and reaches the library when set
     at.button(key="imag_guide_go").click().run()
     assert not at.exception and not at.error
     result = at.session_state["imag_guide_result"]
     assert result.images.shape == (2, 1, 28, 28) and result.classes == [1, 1]
     assert result.settings["guide_until"] == 300 and result.settings["guide_from"] == 700
+    assert result.settings["stop_at_confidence"] == 0.9
     assert any("p(Trouser)" in (img.proto.imgs[0].caption or "") for img in at.get("image"))
     # sweep: 2 scales × 2 classes × 2 samples, 2 steps: a chart and a table
     at.multiselect(key="imag_guide_sw_scales").set_value([0.0, 2.0])
@@ -61,6 +64,7 @@ def test_page_sections_guide_imagine_inpaint_and_branch(root):
     sweep = at.session_state["imag_guide_sweep"]
     assert [row["scale"] for row in sweep.summary] == [0.0, 2.0] and all(row["n"] == 4 for row in sweep.summary)
     assert sweep.settings["guide_until"] == 500 and sweep.settings["guide_from"] is None  # 1000: the whole range
+    assert sweep.settings["stop_at_confidence"] is None  # 1: no gate
     # two imaginations: 1 image each, 4 render steps
     at.number_input(key="imag_two_n").set_value(1)
     at.number_input(key="imag_two_rsteps").set_value(4)
