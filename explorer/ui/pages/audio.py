@@ -51,8 +51,9 @@ with left:
         word_net = st.selectbox("Word network", ["", ENSEMBLE], key=f"{KEY}_word_net",
                                 format_func=lambda v: "the shipped net" if not v else "ensemble of three",
                                 help="the ensemble (the shipped net and two trained alike) names unheard voices "
-                                     "better (held-out 80 % against 76 %); dreams through it were not heard as "
-                                     "their word more often (docs/audio.md)")
+                                     "better (held-out 80 % against 76 %; five such nets: 78 %, so part of it is "
+                                     "luck); dreams through it were not heard as their word more often "
+                                     "(docs/audio.md)")
         net = "words"
     elif net_kind == "music":
         labels = mtt_labels()
