@@ -256,3 +256,55 @@ def test_cli_word_dream_writes_judges_and_the_random_start_control(tmp_path):
     assert sig["starts"] == 2 and sig["low"] <= sig["difference"] <= sig["high"]
     assert set(control["comparison"]["sphinx_word"]["start_rate"]) == {"k", "n", "rate", "low", "high"}
     assert main(["audio", "dream", "--net", "words", "--target", "banana", "--out", str(tmp_path / "b")]) == 2
+
+
+def _tiny_word_data(folder) -> None:
+    """Two short tones per class and voice for espeak-ng (one of them the validation accent), flite and
+    festival: the cache format `words-data` writes, small enough to train a few steps in a second."""
+    from explorer.audio.wordsdata import LABELS, cache_path
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    voices = {"espeak-ng": ["en-gb+m1", "en-029+m1"], "flite": ["kal"], "festival": ["ked_diphone"]}
+    for engine, names in voices.items():
+        clips, labels, words, voice = [], [], [], []
+        for c, label in enumerate(LABELS):
+            for v in names:
+                for _ in range(2):
+                    t = np.arange(int(0.3 * 16000)) / 16000
+                    tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * c) * t) + 0.01 * rng.standard_normal(len(t))
+                    clips.append((tone * 32767).astype(np.int16))
+                    labels.append(c)
+                    words.append(label)
+                    voice.append(v)
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in clips])])
+        np.savez(cache_path(folder, engine), samples=np.concatenate(clips), offsets=offsets,
+                 labels=np.array(labels), words=np.array(words), voices=np.array(voice))
+
+
+def test_word_net_training_repeats_exactly_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Every random draw of step k (batch, augmentation, masks and dropout) is a function of (seed, k)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from explorer.audio.wordstrain import TrainSettings, train_word_net
+
+    _tiny_word_data(tmp_path / "data")
+    settings = TrainSettings(steps=6, batch_size=8, spec_mask=True, seed=3, checkpoint_every=100)
+
+    def weights(name: str, stop_after: int | None = None, checkpoint=None) -> dict:
+        run = settings if stop_after is None else TrainSettings(**{**settings.__dict__, "stop_after": stop_after})
+        train_word_net(tmp_path / "data", tmp_path / name, run, checkpoint=checkpoint)
+        return load_file(tmp_path / name / "model.safetensors")
+
+    torch.manual_seed(123)  # the caller's global RNG state must not matter
+    first = weights("a")
+    torch.manual_seed(456)
+    again = weights("b")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    ckpt = tmp_path / "resume.pt"
+    weights("c", stop_after=3, checkpoint=ckpt)
+    resumed = weights("d", checkpoint=ckpt)
+    assert all(torch.equal(first[k], resumed[k]) for k in first)
+    start = weights("e", stop_after=1)
+    assert not all(torch.equal(first[k], start[k]) for k in first)  # training moved the weights: the check can fail

@@ -333,13 +333,15 @@ def train_word_net(
         x, y = draw_batch(train, by_class, rng, settings.batch_size, clip_weights)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
-        if settings.spec_mask or settings.vtlp > 0:
-            logits = net.head(net.features(training_log_mel(net, x, rng, settings)))
-        else:
-            logits = net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        # dropout draws from torch's global RNG: seeded per step too, so a run (and a resumed one) repeats exactly
+        with devices.seeded(settings.seed * 1_000_003 + step, torch.device("cpu")):
+            if settings.spec_mask or settings.vtlp > 0:
+                logits = net.head(net.features(training_log_mel(net, x, rng, settings)))
+            else:
+                logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=0.05)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
         optimiser.step()
         step += 1
         if callback is not None:
