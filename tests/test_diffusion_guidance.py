@@ -629,3 +629,43 @@ def test_init_from_refuses_damaged_and_mismatched_guides(tmp_path):
     for bad in (True, 2.5, -1, 1000):
         with pytest.raises(UserInputError, match="t_max must be a timestep"):
             NoisyClassifierConfig(t_max=bad)
+
+
+def test_l2_pgd_stays_in_its_ball_raises_the_loss_and_repeats():
+    import torch.nn.functional as F
+
+    from explorer.diffusion.noisy_classifier import l2_pgd, load_noisy_classifier
+
+    guide = load_noisy_classifier("fashion_noisy_cnn", device="cpu")
+    module = guide.module
+    gen = torch.Generator().manual_seed(0)
+    x_t = torch.randn(8, 1, 28, 28, generator=gen) * 0.5
+    level = torch.full((8,), 2.0)
+    labels = torch.arange(8) % 10
+    with torch.enable_grad():
+        attacked = l2_pgd(module, x_t, level, labels, eps=1.0, steps=3)
+        again = l2_pgd(module, x_t, level, labels, eps=1.0, steps=3)
+    assert torch.equal(attacked, again)  # no random start: a training step stays a function of (seed, step)
+    radius = (attacked - x_t).flatten(1).norm(dim=1)
+    assert float(radius.max()) <= 1.0 + 1e-4 and float(radius.min()) > 0.9  # on the ball's surface, not past it
+    with torch.no_grad():
+        clean = F.cross_entropy(module(x_t, level), labels, reduction="none")
+        worse = F.cross_entropy(module(attacked, level), labels, reduction="none")
+    assert bool((worse > clean).all())
+    # a random direction of the same length raises it far less: the attack follows the gradient
+    noise = torch.randn(x_t.shape, generator=gen)
+    noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        random_dir = F.cross_entropy(module(x_t + noise, level), labels, reduction="none")
+    assert float((worse - clean).mean()) > 3 * float((random_dir - clean).abs().mean())
+    assert l2_pgd(module, x_t, level, labels, eps=0.0, steps=3) is x_t
+    assert not any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+
+
+def test_bad_adversarial_training_settings_are_one_line_errors():
+    for bad in (-0.1, float("nan"), 21.0, True, "1"):
+        with pytest.raises(UserInputError, match="(?i)adv.eps"):
+            NoisyClassifierConfig(adv_eps=bad)
+    for bad in (0, 21, 2.5, True):
+        with pytest.raises(UserInputError, match="(?i)adv.steps"):
+            NoisyClassifierConfig(adv_steps=bad)

@@ -34,6 +34,7 @@ def _train_noisy(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema,
         seed=args.seed, width=args.width, schedule=args.schedule, num_train_timesteps=args.timesteps,
         checkpoint_every=args.checkpoint_every, t_max=args.t_max, init_from=args.init_from or "",
+        adv_eps=args.adv_eps, adv_steps=args.adv_steps,
     )
     out = output_dir(args.out)
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
@@ -361,6 +362,10 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="train only at timesteps t ≤ T (where a guidance interval --guide-from T uses the guide)")
     n.add_argument("--init-from", default=None,
                    help="start from this noise-aware classifier's weights (fashion_noisy_cnn or a folder)")
+    n.add_argument("--adv-eps", type=float, default=0.0, metavar="EPS",
+                   help="adversarial training: train on x_t attacked inside an L2 ball of this radius (model space; "
+                        "a robust guide, Kawar et al. 2022); 0 = plain training")
+    n.add_argument("--adv-steps", type=int, default=3, help="PGD steps of that attack (each costs a pass)")
     n.add_argument("--no-resume", action="store_true")
     n.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")
     n.add_argument("--eval-images", type=int, default=None,

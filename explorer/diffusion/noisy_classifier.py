@@ -39,6 +39,8 @@ from .train import EMA, _hardware, _same_settings, make_scheduler, run_training,
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BUILTIN = {"fashion_noisy_cnn": ASSETS / "fashion_noisy_cnn"}
 T_BINS = 10  # accuracy is reported per tenth of the training timesteps
+MAX_ADV_EPS = 20.0  # an L2 attack radius beyond an image's own norm makes no sense
+MAX_ADV_STEPS = 20  # each PGD step costs one more forward and backward per training step
 _cache: dict[tuple[str, str], "NoisyClassifier"] = {}
 _lock = threading.Lock()
 
@@ -228,6 +230,8 @@ class NoisyClassifierConfig:
     checkpoint_every: int = 250
     t_max: int | None = None  # train only at t ≤ t_max: where a guidance interval (guide_from) uses the guide
     init_from: str = ""  # a noise-aware classifier (built-in name or folder) whose weights start the run
+    adv_eps: float = 0.0  # > 0: adversarial training, L2 radius of the attack on x_t (model space); 0: plain
+    adv_steps: int = 3  # PGD steps of that attack
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"], "embed": LIMITS["width"], "hidden": LIMITS["width"],
@@ -236,6 +240,13 @@ class NoisyClassifierConfig:
                                        or not 0 <= self.t_max < self.num_train_timesteps):
             raise UserInputError(f"t_max must be a timestep in [0, {self.num_train_timesteps - 1}], "
                                  f"not {self.t_max}.")
+        if not (isinstance(self.adv_eps, (int, float)) and not isinstance(self.adv_eps, bool)
+                and math.isfinite(self.adv_eps) and 0 <= self.adv_eps <= MAX_ADV_EPS):
+            raise UserInputError(f"adv_eps must be a number in [0, {MAX_ADV_EPS}] (an L2 radius in model space, "
+                                 f"where a 28×28 image's own norm is ≈ 20), not {self.adv_eps}.")
+        if not (isinstance(self.adv_steps, int) and not isinstance(self.adv_steps, bool)
+                and 1 <= self.adv_steps <= MAX_ADV_STEPS):
+            raise UserInputError(f"adv_steps must be a whole number in [1, {MAX_ADV_STEPS}], not {self.adv_steps}.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NoisyClassifierConfig":
@@ -306,6 +317,27 @@ def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, b
             for (lo, hi), c in correct.items()]
 
 
+def l2_pgd(module: nn.Module, x_t: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
+           eps: float, steps: int) -> torch.Tensor:
+    """x_t moved, inside an L2 ball of radius ``eps`` per image, to raise the cross-entropy of ``labels``:
+    projected gradient ascent from the clean point with normalised steps of 2.5·eps/steps (Madry et al.).
+    Deterministic (no random start), so a training step stays a pure function of (seed, step). Training on
+    these points (Kawar et al. 2022, robust classifier guidance) asks the guide for gradients that change
+    the class only by changing what the image looks like, not by small unseen patterns."""
+    if eps <= 0:
+        return x_t
+    alpha = 2.5 * eps / steps
+    delta = torch.zeros_like(x_t, requires_grad=True)
+    for _ in range(steps):
+        loss = F.cross_entropy(module(x_t + delta, level), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x_t.dim() - 1))
+        step = delta.detach() + alpha * grad / norm
+        radius = step.flatten(1).norm(dim=1).view(-1, *[1] * (x_t.dim() - 1))
+        delta = (step * (eps / radius.clamp_min(eps))).requires_grad_(True)
+    return (x_t + delta).detach()
+
+
 INIT_FROM_SAME = ("width", "hidden", "embed", "channels", "input_size", "labels", "log_snr_range")
 
 
@@ -359,7 +391,9 @@ def train_noisy_classifier(
 
     def loss_at(step: int) -> torch.Tensor:
         x_t, y, t = _noisy_batch(train, config, step, abar)
-        return F.cross_entropy(model(x_t.to(dev), levels[t].to(dev)), y.to(dev))
+        x_t, level, y = x_t.to(dev), levels[t].to(dev), y.to(dev)
+        x_t = l2_pgd(model, x_t, level, y, config.adv_eps, config.adv_steps)  # unchanged when adv_eps = 0
+        return F.cross_entropy(model(x_t, level), y)
 
     run = run_training(
         model, optimiser, EMA(model, config.ema_decay), loss_at,
