@@ -16,6 +16,9 @@ make a few thousand clean synthetic words stand for many more:
   stay fixed. The harmonics move too, but the 40 mel bands resolve them only below about 1 kHz:
   mostly it is the spectral envelope (the formants) that moves, as a longer or shorter vocal
   tract moves it.
+* **channel colour** (opt-in, ``TrainSettings.random_eq``) — each example's spectrum is multiplied by
+  its own smooth random gain curve (± D dB at six anchors from 100 Hz to 8 kHz, straight lines in
+  log-frequency between them), as a microphone, a room's colouring or a recording chain would tilt it.
 
 Classes are drawn evenly (``_unknown_`` twice as often: it stands for every other word). The
 random numbers for step k come from a generator seeded with (seed, k), so a run resumed from its
@@ -42,10 +45,11 @@ from ..errors import UserInputError
 from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
 from .spectrogram import stft
-from .words import WINDOW, WORDS_STFT, WordNet, build_net
+from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net
 from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
+WORDS_STFT_NYQUIST = SAMPLE_RATE / 2
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class TrainSettings:
     vtlp: float = 0.0  # VTLP: warp each example's frequency axis by α ∈ [1 − vtlp, 1 + vtlp] (0: off)
     pseudo_weight: float = 0.0  # flite-pseudo clips too, each drawn this much as often as an espeak-ng one (0: no)
     kokoro_weight: float = 0.0  # Kokoro's neural voices too, each clip drawn this much as often as an espeak-ng one
+    random_eq: float = 0.0  # channel colour: a smooth random gain curve of ± this many dB per example (0: off)
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -179,13 +184,37 @@ def vtlp_warp(magnitude: torch.Tensor, alphas: np.ndarray) -> torch.Tensor:
     return pick_low * (1 - frac) + pick_high * frac
 
 
+EQ_ANCHORS_HZ = (100.0, 250.0, 600.0, 1500.0, 3500.0, 8000.0)  # where the random channel curve's gains are drawn
+
+
+def eq_gains_db(bins: int, anchor_db: np.ndarray) -> np.ndarray:
+    """B×anchors gains in dB at ``EQ_ANCHORS_HZ`` → B×bins gains at the STFT's bins (0 … Nyquist): straight lines
+    in log-frequency between anchors, flat beyond the first and the last."""
+    hz = np.linspace(0.0, WORDS_STFT_NYQUIST, bins)
+    where = np.log(np.maximum(hz, 1.0))
+    anchors = np.log(np.asarray(EQ_ANCHORS_HZ))
+    return np.stack([np.interp(where, anchors, row) for row in np.atleast_2d(anchor_db)])
+
+
+def random_eq(magnitude: torch.Tensor, rng: np.random.Generator, max_db: float) -> torch.Tensor:
+    """B×bins×frames spectra, each multiplied by its own smooth gain curve (anchors uniform in ± ``max_db`` dB)."""
+    anchor_db = rng.uniform(-max_db, max_db, size=(magnitude.shape[0], len(EQ_ANCHORS_HZ)))
+    gain = torch.from_numpy(10.0 ** (eq_gains_db(magnitude.shape[1], anchor_db) / 20.0)).to(magnitude)
+    return magnitude * gain[:, :, None]
+
+
 def training_log_mel(net: torch.nn.Module, wav: torch.Tensor, rng: np.random.Generator,
                      settings: TrainSettings) -> torch.Tensor:
-    """The net's log-mel of a training batch, with VTLP (α drawn from ``rng``, one per example) and the masks
-    when the settings ask for them."""
-    if settings.vtlp > 0:
-        alphas = rng.uniform(1 - settings.vtlp, 1 + settings.vtlp, size=wav.shape[0])
-        log_mel = net.front.from_magnitude(vtlp_warp(stft(wav, WORDS_STFT).abs(), alphas))
+    """The net's log-mel of a training batch, with VTLP (α drawn from ``rng``, one per example), the random
+    channel colour and the masks when the settings ask for them."""
+    if settings.vtlp > 0 or settings.random_eq > 0:
+        magnitude = stft(wav, WORDS_STFT).abs()
+        if settings.vtlp > 0:
+            alphas = rng.uniform(1 - settings.vtlp, 1 + settings.vtlp, size=wav.shape[0])
+            magnitude = vtlp_warp(magnitude, alphas)
+        if settings.random_eq > 0:
+            magnitude = random_eq(magnitude, rng, settings.random_eq)
+        log_mel = net.front.from_magnitude(magnitude)
     else:
         log_mel = net.front(wav)
     return mask_log_mel(log_mel, rng) if settings.spec_mask else log_mel
@@ -335,7 +364,7 @@ def train_word_net(
             group["lr"] = lr_at(step)
         # dropout draws from torch's global RNG: seeded per step too, so a run (and a resumed one) repeats exactly
         with devices.seeded(settings.seed * 1_000_003 + step, torch.device("cpu")):
-            if settings.spec_mask or settings.vtlp > 0:
+            if settings.spec_mask or settings.vtlp > 0 or settings.random_eq > 0:
                 logits = net.head(net.features(training_log_mel(net, x, rng, settings)))
             else:
                 logits = net(x)

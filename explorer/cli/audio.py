@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--vtlp", type=float, default=0.0,
                     help="vocal-tract-length perturbation: warp each example's frequency axis by a random "
                          "factor in [1 - VTLP, 1 + VTLP] (e.g. 0.15; 0: off)")
+    wt.add_argument("--random-eq", type=float, default=0.0, metavar="DB",
+                    help="channel colour: multiply each example's spectrum by a smooth random gain curve of up to "
+                         "± DB dB (e.g. 6; 0: off)")
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
@@ -247,9 +250,12 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--kokoro-weight {args.kokoro_weight}: between 0 (not used) and 100.")
     if not 0 <= args.vtlp <= 0.3:
         raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
+    if not 0 <= args.random_eq <= 24:
+        raise UserInputError(f"--random-eq {args.random_eq}: the largest gain in dB, between 0 (off) and 24.")
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
-                             vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight)
+                             vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
+                             random_eq=args.random_eq)
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,
