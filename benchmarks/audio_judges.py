@@ -165,7 +165,8 @@ def words_benchmark(args, record: dict) -> None:
 
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
                          speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net,
-                         noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms)
+                         noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms,
+                         added_noise_db=args.added_noise_db)
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
@@ -341,6 +342,8 @@ def main() -> int:
                              "default the shipped net")
     parser.add_argument("--speed-jitter-pct", type=float, default=DreamSettings.speed_jitter_pct,
                         help="random tape speed per step of each word dream, ± percent (default: the product's)")
+    parser.add_argument("--added-noise-db", type=float, default=DreamSettings.added_noise_db,
+                        help="word dreams: white noise this far below the peak at every step (default: the product's)")
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
     parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
     parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])
