@@ -308,3 +308,21 @@ def test_word_net_training_repeats_exactly_and_a_resumed_run_matches_an_uninterr
     assert all(torch.equal(first[k], resumed[k]) for k in first)
     start = weights("e", stop_after=1)
     assert not all(torch.equal(first[k], start[k]) for k in first)  # training moved the weights: the check can fail
+
+
+def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
+    import json as _json
+
+    from explorer.audio.words import load_word_net_dir
+    from explorer.cli import main
+
+    _tiny_word_data(tmp_path / "data")
+    common = ["audio", "words-train", "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4",
+              "--checkpoint", str(tmp_path / "c.pt"), "--threads", "1"]
+    assert main(common + ["--widths", "8,12", "--out", str(tmp_path / "net")]) == 0
+    assert _json.loads((tmp_path / "net" / "config.json").read_text())["widths"] == [8, 12]
+    net = load_word_net_dir(tmp_path / "net")
+    assert [m.out_channels for m in net.net.body if hasattr(m, "out_channels")] == [8, 12]
+    for bad in ("8,x", "0,8", ",".join(["4"] * 9), "1024"):
+        assert main(common + ["--widths", bad, "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -104,6 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--steps", type=int, default=2000, help="length of the learning-rate schedule")
     wt.add_argument("--stop-after", type=int, default=None, help="stop at this step of the schedule and write the net")
     wt.add_argument("--batch-size", type=int, default=64)
+    wt.add_argument("--widths", default=None, metavar="W1,W2,…",
+                    help="channels of the conv blocks (default 16,32,48,64: the shipped net's)")
     wt.add_argument("--lr", type=float, default=3e-3)
     wt.add_argument("--seed", type=int, default=0)
     wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
@@ -239,7 +241,6 @@ def run_words_train(args: argparse.Namespace) -> int:
     check_options(args, "steps", "lr", "seed", "batch_size", "threads")
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
-    out = output_dir(args.out)
     if not 0 < args.flite_weight <= 100:
         raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
@@ -252,7 +253,16 @@ def run_words_train(args: argparse.Namespace) -> int:
         raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
     if not 0 <= args.random_eq <= 24:
         raise UserInputError(f"--random-eq {args.random_eq}: the largest gain in dB, between 0 (off) and 24.")
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    widths = TrainSettings.widths
+    if args.widths:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            raise UserInputError(f"--widths {args.widths}: whole numbers separated by commas (16,32,48,64).") from None
+        if not 1 <= len(widths) <= 8 or not all(1 <= w <= 512 for w in widths):
+            raise UserInputError(f"--widths {args.widths}: 1 to 8 blocks of 1 to 512 channels.")
+    out = output_dir(args.out)  # after every check: a refused command leaves no folder behind
+    settings = TrainSettings(widths=widths, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
                              vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
                              random_eq=args.random_eq)
