@@ -343,7 +343,8 @@ def main() -> int:
     parser.add_argument("--speed-jitter-pct", type=float, default=DreamSettings.speed_jitter_pct,
                         help="random tape speed per step of each word dream, ± percent (default: the product's)")
     parser.add_argument("--added-noise-db", type=float, default=DreamSettings.added_noise_db,
-                        help="word dreams: white noise this far below the peak at every step (default: the product's)")
+                        help="word dreams: white noise this far below the peak at every step (default: the product's, "
+                             "-30 dB for word dreams)")
     parser.add_argument("--control", type=int, default=16, help="random starts of the word synthesiser (the control)")
     parser.add_argument("--speech-control", type=int, default=16, help="random starts of the speech synthesiser (4 s)")
     parser.add_argument("--music-models", nargs="+", default=["MTT_vgg", "MTT_musicnn"])

@@ -326,3 +326,20 @@ def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
     for bad in ("8,x", "0,8", ",".join(["4"] * 9), "1024"):
         assert main(common + ["--widths", bad, "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_word_dreams_default_to_noise_30_db_below_the_peak_and_record_it():
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.parameterisations import added_noise_for
+
+    assert added_noise_for(DreamSettings(net="words")) == -30.0
+    assert added_noise_for(DreamSettings(net="words:up")) == -30.0
+    assert added_noise_for(DreamSettings(net="speech")) == -50.0
+    assert added_noise_for(DreamSettings(net="music:piano")) == -50.0
+    assert added_noise_for(DreamSettings(net="words", added_noise_db=-45.0)) == -45.0  # a chosen level wins
+    result = dream(DreamSettings(net="words", word="up", seconds=1.0, steps=2, hearing=False), device="cpu")
+    assert result.settings.added_noise_db == -30.0  # dream.json says what the loop used, not "default"
+    chosen = dream(DreamSettings(net="words", word="up", seconds=1.0, steps=2, hearing=False, added_noise_db=-60.0),
+                   device="cpu")
+    assert chosen.settings.added_noise_db == -60.0
+    assert not np.array_equal(result.after_audio, chosen.after_audio)  # the level reaches the loop

@@ -28,7 +28,7 @@ is peak-normalised.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from ..progress import ProgressCallback, ShouldStop
 from . import io as audio_io
 from .clips import BUILTIN_CLIPS, builtin_clip
 from .judges import Verdict, judge_sound, verdicts_to_dict
-from .parameterisations import DreamStart, parameterisation
+from .parameterisations import DreamStart, added_noise_for, parameterisation
 from .spectrogram import DBMap, stft
 from .synth import SYNTH_KINDS
 from .targets import SAMPLE_RATE, AudioTarget, MusicTarget, WordTarget, make_target
@@ -91,7 +91,8 @@ class DreamSettings:
     time_shift_ms: float = 8.0  # random delay per step (robustness to framing)
     # random tape speed per step, ± percent: pitch, formants and rate together (robustness across speakers)
     speed_jitter_pct: float = 2.0
-    added_noise_db: float = -50.0  # white noise this far below the peak, per step
+    # white noise this far below the peak, per step; None: the net's default (added_noise_for)
+    added_noise_db: float | None = None
     noise_budget: float = 0.1  # the noise branch's energy at most this share of the harmonic branch's
     edge_silence_ms: float = 0.0  # silent first and last ms (a word-shaped sound; 0: off)
     # the free spectrogram only
@@ -115,6 +116,7 @@ class DreamSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
 
 
 @dataclass
@@ -214,6 +216,8 @@ def dream(
     The progress preview is always a [0, 1] spectrogram picture (B×1×bins×frames)."""
     device = devices.choose_device(device)
     kind = _checked_param(settings)
+    # the net's default noise level written into the settings, so dream.json says what was used
+    settings = replace(settings, added_noise_db=added_noise_for(settings))
     target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)

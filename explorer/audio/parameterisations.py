@@ -32,6 +32,18 @@ if TYPE_CHECKING:  # dream.py imports this module
     from .dream import DreamSettings
 
 
+ADDED_NOISE_DB = -50.0  # the robustness stack's noise for most dreams: a 16-bit file's dither, no more
+WORD_ADDED_NOISE_DB = -30.0  # word dreams: a word must survive a noisy channel (docs/audio.md, noise rule)
+
+
+def added_noise_for(settings: DreamSettings) -> float:
+    """The per-step noise level a dream uses: the settings' own, else its net's default (word dreams are
+    heard as their word by pocketsphinx more often when they must survive noise 30 dB below the peak)."""
+    if settings.added_noise_db is not None:
+        return float(settings.added_noise_db)
+    return WORD_ADDED_NOISE_DB if settings.net.partition(":")[0] == "words" else ADDED_NOISE_DB
+
+
 @dataclass(frozen=True)
 class DreamStart:
     """The sound a dream starts from, at the target's rate, and what it needs to be set up."""
@@ -103,7 +115,7 @@ class SynthDream(Parameterisation):
             self.start_render = peak_normalised(self.param.waveform())
         self.start_unit = self.dbmap.to_unit(stft(self.start_render, target.stft).abs())[:, None]
         self.robust = WaveformRobustness(gain_db=settings.gain_jitter_db, shift_ms=settings.time_shift_ms,
-                                         noise_db=settings.added_noise_db, speed_pct=settings.speed_jitter_pct,
+                                         noise_db=added_noise_for(settings), speed_pct=settings.speed_jitter_pct,
                                          sample_rate=target.sample_rate)
         self.before = target.report_waveform(self.start_render)
 

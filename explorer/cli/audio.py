@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="synth: random tape speed per step, ± percent (pitch, formants and rate together, "
                         "as between speakers)")
     d.add_argument("--added-noise-db", type=float, default=D.added_noise_db,
-                   help="synth: noise level per step, dB below the peak")
+                   help="synth: noise level per step, dB below the peak (default: -30 for word dreams, "
+                        "-50 otherwise)")
     d.add_argument("--floor-db", type=float, default=D.floor_db, help="dB of the quietest value (re full-scale sine)")
     d.add_argument("--top-db", type=float, default=D.top_db, help="dB of the loudest value")
     d.add_argument("--tv-time", type=float, default=D.tv_time,

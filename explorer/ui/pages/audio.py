@@ -12,6 +12,7 @@ from explorer.audio.clips import BUILTIN_CLIPS
 from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_picture, spectrogram_preview
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
+from explorer.audio.parameterisations import ADDED_NOISE_DB, WORD_ADDED_NOISE_DB
 from explorer.audio.words import ENSEMBLE, word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
@@ -117,7 +118,7 @@ with right:
         phase = c2.selectbox("Phase", ["griffin-lim", "original"], key=f"{KEY}_phase",
                              help="original: keep the start clip's phase (clips and uploads only)")
     tv_time = tv_freq = blur_every = consistency = 0
-    blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, -50.0
+    blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, None
     speed_jitter = DreamSettings.speed_jitter_pct
     with st.expander("Robustness and learning rate" if param == "synth"
                      else "Priors and resynthesis (free spectrogram)"):
@@ -128,8 +129,12 @@ with right:
         if param == "synth":
             time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
                                          help="so the dream does not rely on where the network's frames fall")
-            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, -50.0,
-                                          key=f"{KEY}_noise")
+            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0,
+                                          WORD_ADDED_NOISE_DB if net_kind == "words" else ADDED_NOISE_DB,
+                                          key=f"{KEY}_noise_{'words' if net_kind == 'words' else 'other'}",
+                                          help="white noise added at every step: a dream must survive it (word "
+                                               "dreams: 30 dB below the peak, which pocketsphinx hears as the "
+                                               "word more often; docs/audio.md)")
             speed_jitter = c1.number_input("Random tape speed per step (± %)", 0.0, 50.0,
                                            float(DreamSettings.speed_jitter_pct), key=f"{KEY}_speed",
                                            help="pitch, formants and rate move together, as between speakers: "
@@ -151,7 +156,8 @@ settings = DreamSettings(net=net, word=word, word_net=word_net, control_starts=i
                          music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
                          seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
                          synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
-                         speed_jitter_pct=float(speed_jitter), added_noise_db=float(added_noise),
+                         speed_jitter_pct=float(speed_jitter),
+                         added_noise_db=None if added_noise is None else float(added_noise),
                          tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          consistency_every=int(consistency),
