@@ -118,7 +118,6 @@ class DreamSettings:
         return asdict(self)
 
 
-
 @dataclass
 class DreamResult:
     settings: DreamSettings
