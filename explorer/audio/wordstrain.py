@@ -49,7 +49,7 @@ from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net
 from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
-WORDS_STFT_NYQUIST = SAMPLE_RATE / 2
+NYQUIST_HZ = SAMPLE_RATE / 2
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ EQ_ANCHORS_HZ = (100.0, 250.0, 600.0, 1500.0, 3500.0, 8000.0)  # where the rando
 def eq_gains_db(bins: int, anchor_db: np.ndarray) -> np.ndarray:
     """B×anchors gains in dB at ``EQ_ANCHORS_HZ`` → B×bins gains at the STFT's bins (0 … Nyquist): straight lines
     in log-frequency between anchors, flat beyond the first and the last."""
-    hz = np.linspace(0.0, WORDS_STFT_NYQUIST, bins)
+    hz = np.linspace(0.0, NYQUIST_HZ, bins)
     where = np.log(np.maximum(hz, 1.0))
     anchors = np.log(np.asarray(EQ_ANCHORS_HZ))
     return np.stack([np.interp(where, anchors, row) for row in np.atleast_2d(anchor_db)])
