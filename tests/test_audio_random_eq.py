@@ -53,10 +53,3 @@ def test_the_same_seed_gives_the_same_coloured_batch_and_off_draws_nothing():
     rng = np.random.default_rng([0, 7])
     assert torch.equal(training_log_mel(net, wav, rng, TrainSettings()), net.front(wav))
     assert rng.random() == np.random.default_rng([0, 7]).random()
-
-
-def test_cli_refuses_a_colour_out_of_range(tmp_path):
-    from explorer.cli import main
-
-    assert main(["audio", "words-train", "--data", str(tmp_path), "--random-eq", "30",
-                 "--out", str(tmp_path / "net"), "--checkpoint", str(tmp_path / "c.pt")]) == 2

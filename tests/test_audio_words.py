@@ -315,6 +315,7 @@ def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
 
     from explorer.audio.words import load_word_net_dir
     from explorer.cli import main
+    from explorer.errors import UserInputError
 
     _tiny_word_data(tmp_path / "data")
     common = ["audio", "words-train", "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4",
@@ -323,9 +324,13 @@ def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
     assert _json.loads((tmp_path / "net" / "config.json").read_text())["widths"] == [8, 12]
     net = load_word_net_dir(tmp_path / "net")
     assert [m.out_channels for m in net.net.body if hasattr(m, "out_channels")] == [8, 12]
-    for bad in ("8,x", "0,8", ",".join(["4"] * 9), "1024"):
+    for bad in ("8,x", "0,8", ",".join(["4"] * 7), "1024"):  # 7 blocks would halve 40 mel bands to nothing
         assert main(common + ["--widths", bad, "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+    config = _json.loads((tmp_path / "net" / "config.json").read_text())
+    (tmp_path / "net" / "config.json").write_text(_json.dumps(config | {"widths": [4] * 7}))
+    with pytest.raises(UserInputError, match="halve 40 mel bands"):  # a shipped config is checked the same way
+        load_word_net_dir(tmp_path / "net")
 
 
 def test_word_dreams_default_to_noise_30_db_below_the_peak_and_record_it():
@@ -343,3 +348,42 @@ def test_word_dreams_default_to_noise_30_db_below_the_peak_and_record_it():
                    device="cpu")
     assert chosen.settings.added_noise_db == -60.0
     assert not np.array_equal(result.after_audio, chosen.after_audio)  # the level reaches the loop
+
+
+def test_cli_refuses_a_colour_out_of_range_and_training_uses_it(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from explorer.audio.wordstrain import TrainSettings, train_word_net
+    from explorer.cli import main
+
+    _tiny_word_data(tmp_path / "data")
+    common = ["audio", "words-train", "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4",
+              "--checkpoint", str(tmp_path / "c.pt"), "--threads", "1"]
+    for bad in ("30", "-1", "nan"):
+        assert main(common + ["--random-eq", bad, "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()  # refused before the output folder is made
+    assert main(common + ["--random-eq", "6", "--out", str(tmp_path / "ok")]) == 0  # the same data trains
+    # the option reaches the training loop: two steps with the colour move the weights elsewhere than without
+    plain = TrainSettings(steps=2, batch_size=4, checkpoint_every=100)
+    coloured = TrainSettings(steps=2, batch_size=4, checkpoint_every=100, random_eq=6.0)
+    train_word_net(tmp_path / "data", tmp_path / "plain", plain)
+    train_word_net(tmp_path / "data", tmp_path / "coloured", coloured)
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "coloured" / "model.safetensors")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_resumes_only_with_its_own_recipe(tmp_path):
+    from explorer.audio.wordstrain import TrainSettings, train_word_net
+    from explorer.errors import UserInputError
+
+    _tiny_word_data(tmp_path / "data")
+    ckpt = tmp_path / "c.pt"
+    first = TrainSettings(steps=4, stop_after=2, batch_size=4, checkpoint_every=100)
+    train_word_net(tmp_path / "data", tmp_path / "a", first, checkpoint=ckpt)
+    for other in (TrainSettings(steps=4, batch_size=4, random_eq=6.0), TrainSettings(steps=4, batch_size=4,
+                                                                                      widths=(8, 8))):
+        with pytest.raises(UserInputError, match="other settings"):
+            train_word_net(tmp_path / "data", tmp_path / "b", other, checkpoint=ckpt)
+    train_word_net(tmp_path / "data", tmp_path / "c", TrainSettings(steps=4, batch_size=4, checkpoint_every=50),
+                   checkpoint=ckpt)  # only where it stops (and how often it saves) may differ

@@ -659,7 +659,31 @@ def test_l2_pgd_stays_in_its_ball_raises_the_loss_and_repeats():
         random_dir = F.cross_entropy(module(x_t + noise, level), labels, reduction="none")
     assert float((worse - clean).mean()) > 3 * float((random_dir - clean).abs().mean())
     assert l2_pgd(module, x_t, level, labels, eps=0.0, steps=3) is x_t
-    assert not any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+    # the attack reads the weights but leaves their gradients alone (a trainable copy: the loaded guide is frozen)
+    import copy
+
+    trainable = copy.deepcopy(module).requires_grad_(True)
+    with torch.enable_grad():
+        l2_pgd(trainable, x_t, level, labels, eps=1.0, steps=3)
+    assert all(p.requires_grad and p.grad is None for p in trainable.parameters())
+
+
+def test_adversarial_training_reaches_the_loop_and_repeats(tmp_path):
+    from safetensors.torch import load_file
+
+    from explorer.diffusion.noisy_classifier import train_noisy_classifier
+
+    train, test = load_digits("train"), load_digits("test")
+
+    def run(name: str, eps: float) -> dict:
+        config = NoisyClassifierConfig(steps=3, batch_size=8, width=8, hidden=16, embed=8, ema_decay=0.5,
+                                       adv_eps=eps, adv_steps=2, checkpoint_every=100)
+        train_noisy_classifier(train, test, tmp_path / name, config, name="t", device="cpu", eval_images=8)
+        return load_file(tmp_path / name / "model.safetensors")
+
+    plain, robust, again = run("plain", 0.0), run("robust", 1.0), run("again", 1.0)
+    assert not all(torch.equal(plain[k], robust[k]) for k in plain)  # the attack changed what was learnt
+    assert all(torch.equal(robust[k], again[k]) for k in robust)  # and a run repeats exactly
 
 
 def test_bad_adversarial_training_settings_are_one_line_errors():

@@ -53,8 +53,8 @@ class LogMel(nn.Module):
 
 
 class KeywordNet(nn.Module):
-    """Four 3×3 conv blocks (batch norm, ReLU, 2×2 max-pool on the first three), global average
-    pool, dropout, linear: ≈ 50 k parameters at the default widths."""
+    """3×3 conv blocks (batch norm, ReLU, a 2×2 max-pool after every block but the last; four by default),
+    global average pool, dropout, linear: ≈ 50 k parameters at the default widths."""
 
     def __init__(self, classes: int, widths: tuple[int, ...] = (16, 32, 48, 64),
                  n_mels: int = N_MELS, dropout: float = 0.1):
@@ -160,6 +160,8 @@ def _check_config(config: dict) -> None:
     n_mels, dropout = config.get("n_mels", N_MELS), config.get("dropout", 0.1)
     if not isinstance(n_mels, int) or not 8 <= n_mels <= 256 or not 0 <= float(dropout) < 1:
         raise UserInputError("n_mels must lie in [8, 256] and dropout in [0, 1)")
+    if n_mels >> (len(widths) - 1) < 1:  # every block but the last halves the mel bands
+        raise UserInputError(f"{len(widths)} blocks halve {n_mels} mel bands to nothing")
     if config.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
         raise UserInputError(f"the word net reads {SAMPLE_RATE} Hz audio, not {config.get('sample_rate')}")
 

@@ -303,6 +303,25 @@ def class_clip_weights(train: WordClips, by_class: list[np.ndarray],
     return out
 
 
+RESUME_MAY_DIFFER = ("stop_after", "checkpoint_every")  # a resumed run may stop elsewhere; its recipe is the same
+
+
+def _check_resumable(ckpt: Path, saved: dict | None, settings: TrainSettings) -> None:
+    """Refuse to resume a checkpoint made with another recipe (other widths would not even load; another
+    augmentation would silently mix two recipes in one net). Settings a checkpoint predates take their defaults."""
+    if not isinstance(saved, dict):
+        return  # a checkpoint from before settings were saved: nothing to compare
+    defaults, wanted = asdict(TrainSettings()), asdict(settings)
+
+    def norm(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    differ = [k for k in wanted if k not in RESUME_MAY_DIFFER and norm(saved.get(k, defaults[k])) != norm(wanted[k])]
+    if differ:
+        raise UserInputError(f"{ckpt} was made with other settings ({', '.join(differ)}): give another --checkpoint "
+                             f"or the same settings.")
+
+
 def train_word_net(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -335,6 +354,7 @@ def train_word_net(
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        _check_resumable(ckpt, state.get("settings"), settings)
         net.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, seconds = int(state["step"]), float(state["seconds"])

@@ -231,6 +231,9 @@ def run_words_data(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_WORD_BLOCKS = 6  # 40 mel bands survive five halvings
+
+
 def run_words_train(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -260,9 +263,10 @@ def run_words_train(args: argparse.Namespace) -> int:
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError:
             raise UserInputError(f"--widths {args.widths}: whole numbers separated by commas (16,32,48,64).") from None
-        if not 1 <= len(widths) <= 8 or not all(1 <= w <= 512 for w in widths):
-            raise UserInputError(f"--widths {args.widths}: 1 to 8 blocks of 1 to 512 channels.")
-    out = output_dir(args.out)  # after every check: a refused command leaves no folder behind
+        if not 1 <= len(widths) <= MAX_WORD_BLOCKS or not all(1 <= w <= 512 for w in widths):
+            raise UserInputError(f"--widths {args.widths}: 1 to {MAX_WORD_BLOCKS} blocks of 1 to 512 channels "
+                                 f"(each block but the last halves the 40 mel bands).")
+    out = output_dir(args.out)  # after every option is checked
     settings = TrainSettings(widths=widths, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
                              vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
