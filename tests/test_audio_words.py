@@ -348,6 +348,9 @@ def test_word_dreams_default_to_noise_30_db_below_the_peak_and_record_it():
                    device="cpu")
     assert chosen.settings.added_noise_db == -60.0
     assert not np.array_equal(result.after_audio, chosen.after_audio)  # the level reaches the loop
+    free = dream(DreamSettings(net="words", word="up", seconds=1.0, steps=1, hearing=False, param="spectrogram"),
+                 device="cpu")
+    assert free.settings.added_noise_db is None  # the free spectrogram adds no noise: nothing to record
 
 
 def test_cli_refuses_a_colour_out_of_range_and_training_uses_it(tmp_path):

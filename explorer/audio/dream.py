@@ -215,8 +215,8 @@ def dream(
     The progress preview is always a [0, 1] spectrogram picture (B×1×bins×frames)."""
     device = devices.choose_device(device)
     kind = _checked_param(settings)
-    # the net's default noise level written into the settings, so dream.json says what was used
-    settings = replace(settings, added_noise_db=added_noise_for(settings))
+    if kind == "synth":  # the net's default noise level written into the settings: dream.json says what was used
+        settings = replace(settings, added_noise_db=added_noise_for(settings))
     target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
