@@ -314,6 +314,7 @@ def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
     import json as _json
 
     from explorer.audio.words import load_word_net_dir
+    from explorer.audio.wordstrain import TrainSettings
     from explorer.cli import main
     from explorer.errors import UserInputError
 
@@ -324,13 +325,18 @@ def test_cli_trains_the_widths_it_is_given_and_refuses_bad_ones(tmp_path):
     assert _json.loads((tmp_path / "net" / "config.json").read_text())["widths"] == [8, 12]
     net = load_word_net_dir(tmp_path / "net")
     assert [m.out_channels for m in net.net.body if hasattr(m, "out_channels")] == [8, 12]
-    for bad in ("8,x", "0,8", ",".join(["4"] * 7), "1024"):  # 7 blocks would halve 40 mel bands to nothing
+    for bad in ("8,x", "0,8", ",".join(["4"] * 7), "2048"):  # 7 blocks would halve 40 mel bands to nothing
         assert main(common + ["--widths", bad, "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
     config = _json.loads((tmp_path / "net" / "config.json").read_text())
     (tmp_path / "net" / "config.json").write_text(_json.dumps(config | {"widths": [4] * 7}))
     with pytest.raises(UserInputError, match="halve 40 mel bands"):  # a shipped config is checked the same way
         load_word_net_dir(tmp_path / "net")
+    with pytest.raises(UserInputError, match="halve 40 mel bands"):  # and so is a library caller's recipe
+        TrainSettings(widths=(4,) * 7)
+    for bad in ({"random_eq": float("nan")}, {"vtlp": 0.5}, {"flite_weight": 0.0}, {"stop_after": 9, "steps": 4}):
+        with pytest.raises(UserInputError):
+            TrainSettings(**bad)
 
 
 def test_word_dreams_default_to_noise_30_db_below_the_peak_and_record_it():

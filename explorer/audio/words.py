@@ -149,19 +149,25 @@ ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
 FRONT_END_KEYS = ("n_mels", "sample_rate")  # what every member of an ensemble must share (they read one log-mel)
 
 
+def check_widths(widths, n_mels: int = N_MELS) -> None:
+    """The conv blocks' channels, bounded before a net is built (a config or an option could ask for a huge net,
+    or for more blocks than the mel bands survive: every block but the last halves them)."""
+    if (not isinstance(widths, (list, tuple)) or not 1 <= len(widths) <= 8
+            or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 1024 for w in widths)):
+        raise UserInputError(f"widths must be 1 to 8 whole numbers in [1, 1024], not {widths!r}")
+    if n_mels >> (len(widths) - 1) < 1:
+        raise UserInputError(f"{len(widths)} blocks halve {n_mels} mel bands to nothing")
+
+
 def _check_config(config: dict) -> None:
     """A config's sizes bounded before the net is built (a hostile one could ask for a huge one)."""
-    labels, widths = config["labels"], config["widths"]
+    labels = config["labels"]
     if not isinstance(labels, list) or not 2 <= len(labels) <= 1000 or not all(isinstance(w, str) for w in labels):
         raise UserInputError("labels must be 2 to 1000 names")
-    if (not isinstance(widths, list) or not 1 <= len(widths) <= 8
-            or not all(isinstance(w, int) and 1 <= w <= 1024 for w in widths)):
-        raise UserInputError("widths must be 1 to 8 whole numbers in [1, 1024]")
     n_mels, dropout = config.get("n_mels", N_MELS), config.get("dropout", 0.1)
     if not isinstance(n_mels, int) or not 8 <= n_mels <= 256 or not 0 <= float(dropout) < 1:
         raise UserInputError("n_mels must lie in [8, 256] and dropout in [0, 1)")
-    if n_mels >> (len(widths) - 1) < 1:  # every block but the last halves the mel bands
-        raise UserInputError(f"{len(widths)} blocks halve {n_mels} mel bands to nothing")
+    check_widths(config["widths"], n_mels)
     if config.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
         raise UserInputError(f"the word net reads {SAMPLE_RATE} Hz audio, not {config.get('sample_rate')}")
 

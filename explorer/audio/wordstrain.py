@@ -45,7 +45,7 @@ from ..errors import UserInputError
 from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
 from .spectrogram import stft
-from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net
+from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net, check_widths
 from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
@@ -69,6 +69,22 @@ class TrainSettings:
     pseudo_weight: float = 0.0  # flite-pseudo clips too, each drawn this much as often as an espeak-ng one (0: no)
     kokoro_weight: float = 0.0  # Kokoro's neural voices too, each clip drawn this much as often as an espeak-ng one
     random_eq: float = 0.0  # channel colour: a smooth random gain curve of ± this many dB per example (0: off)
+
+    def __post_init__(self) -> None:
+        """Every recipe knob bounded here, where the CLI and library callers both pass (before data or a net)."""
+        check_widths(self.widths)
+        if not 0 < self.flite_weight <= 100:
+            raise UserInputError(f"--flite-weight {self.flite_weight}: between 0 (exclusive) and 100.")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
+            raise UserInputError(f"--stop-after {self.stop_after}: between 1 and --steps ({self.steps}).")
+        if not 0 <= self.pseudo_weight <= 100:
+            raise UserInputError(f"--pseudo-weight {self.pseudo_weight}: between 0 (not used) and 100.")
+        if not 0 <= self.kokoro_weight <= 100:
+            raise UserInputError(f"--kokoro-weight {self.kokoro_weight}: between 0 (not used) and 100.")
+        if not 0 <= self.vtlp <= 0.3:
+            raise UserInputError(f"--vtlp {self.vtlp}: the largest warp, between 0 (off) and 0.3.")
+        if not 0 <= self.random_eq <= 24:
+            raise UserInputError(f"--random-eq {self.random_eq}: the largest gain in dB, between 0 (off) and 24.")
 
 
 # ---- augmentation -------------------------------------------------------------------------------

@@ -231,9 +231,6 @@ def run_words_data(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_WORD_BLOCKS = 6  # 40 mel bands survive five halvings
-
-
 def run_words_train(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -245,32 +242,17 @@ def run_words_train(args: argparse.Namespace) -> int:
     check_options(args, "steps", "lr", "seed", "batch_size", "threads")
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
-    if not 0 < args.flite_weight <= 100:
-        raise UserInputError(f"--flite-weight {args.flite_weight}: between 0 (exclusive) and 100.")
-    if args.stop_after is not None and not 1 <= args.stop_after <= args.steps:
-        raise UserInputError(f"--stop-after {args.stop_after}: between 1 and --steps ({args.steps}).")
-    if not 0 <= args.pseudo_weight <= 100:
-        raise UserInputError(f"--pseudo-weight {args.pseudo_weight}: between 0 (not used) and 100.")
-    if not 0 <= args.kokoro_weight <= 100:
-        raise UserInputError(f"--kokoro-weight {args.kokoro_weight}: between 0 (not used) and 100.")
-    if not 0 <= args.vtlp <= 0.3:
-        raise UserInputError(f"--vtlp {args.vtlp}: the largest warp, between 0 (off) and 0.3.")
-    if not 0 <= args.random_eq <= 24:
-        raise UserInputError(f"--random-eq {args.random_eq}: the largest gain in dB, between 0 (off) and 24.")
     widths = TrainSettings.widths
     if args.widths:
         try:
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError:
             raise UserInputError(f"--widths {args.widths}: whole numbers separated by commas (16,32,48,64).") from None
-        if not 1 <= len(widths) <= MAX_WORD_BLOCKS or not all(1 <= w <= 512 for w in widths):
-            raise UserInputError(f"--widths {args.widths}: 1 to {MAX_WORD_BLOCKS} blocks of 1 to 512 channels "
-                                 f"(each block but the last halves the 40 mel bands).")
-    out = output_dir(args.out)  # after every option is checked
     settings = TrainSettings(widths=widths, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
                              vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
-                             random_eq=args.random_eq)
+                             random_eq=args.random_eq)  # bounds every knob (TrainSettings.__post_init__)
+    out = output_dir(args.out)  # after every option is checked
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
         config = train_word_net(args.data, out, settings, checkpoint=args.checkpoint, callback=bar,

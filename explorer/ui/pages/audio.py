@@ -12,7 +12,7 @@ from explorer.audio.clips import BUILTIN_CLIPS
 from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_picture, spectrogram_preview
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
-from explorer.audio.parameterisations import ADDED_NOISE_DB, WORD_ADDED_NOISE_DB
+from explorer.audio.parameterisations import added_noise_for
 from explorer.audio.words import ENSEMBLE, word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
@@ -129,12 +129,13 @@ with right:
         if param == "synth":
             time_shift = c1.number_input("Random delay per step (ms)", 0.0, 100.0, 8.0, key=f"{KEY}_shift",
                                          help="so the dream does not rely on where the network's frames fall")
-            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0,
-                                          WORD_ADDED_NOISE_DB if net_kind == "words" else ADDED_NOISE_DB,
-                                          key=f"{KEY}_noise_{'words' if net_kind == 'words' else 'other'}",
+            default_noise = added_noise_for(DreamSettings(net=net_kind))  # the library's per-net default
+            added_noise = c2.number_input("Added noise per step (dB below peak)", -120.0, -10.0, default_noise,
+                                          key=f"{KEY}_noise_{default_noise:g}",
                                           help="white noise added at every step: a dream must survive it (word "
-                                               "dreams: 30 dB below the peak, which pocketsphinx hears as the "
-                                               "word more often; docs/audio.md)")
+                                               "dreams default to 30 dB below the peak; on fresh seeds "
+                                               "pocketsphinx heard them as their word no more often than at 50 "
+                                               "dB: docs/audio.md)")
             speed_jitter = c1.number_input("Random tape speed per step (± %)", 0.0, 50.0,
                                            float(DreamSettings.speed_jitter_pct), key=f"{KEY}_speed",
                                            help="pitch, formants and rate move together, as between speakers: "
