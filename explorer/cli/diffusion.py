@@ -56,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
         block_out_channels=channels, layers_per_block=args.layers,
         attention=not args.no_attention, norm_num_groups=args.groups, checkpoint_every=args.checkpoint_every,
         variance_type=args.variance_type, vlb_weight=args.vlb_weight, init_from=_init_folder(args.init_from),
+        num_classes=args.classes, class_dropout=args.class_dropout,
     )
     out = output_dir(args.out)
     data = load_dataset(args.data, "train")
@@ -259,6 +260,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--vlb-weight", type=float, default=0.001, help="λ of the hybrid loss (learned variances)")
     t.add_argument("--init-from", default=None,
                    help="start from this model's weights where shapes match (fashion_ddpm or a diffusers folder)")
+    t.add_argument("--classes", type=int, default=0,
+                   help="> 0: a class-conditional model with this many classes (labels from the data), for "
+                        "classifier-free guidance; 0: unconditional")
+    t.add_argument("--class-dropout", type=float, default=0.1,
+                   help="share of training images shown with the null label (the unconditional mode)")
     t.add_argument("--checkpoint-every", type=int, default=250)
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
     t.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")

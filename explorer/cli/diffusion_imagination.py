@@ -137,16 +137,28 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
-    from ..diffusion.guidance import check_guide_from, check_guide_until, check_scale, check_stop_at
+    from ..diffusion.guidance import (check_free_guidance, check_guidance, check_guide_from, check_guide_until,
+                                      check_scale, check_stop_at)
 
     limits.check("batch", args.n, what="--n")
-    scales = [check_scale(v) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
+    free = check_guidance(args.guidance) == "free"
+    if free and not args.sweep:
+        raise UserInputError("--guidance free chooses what --sweep's --scales mean; for one set of samples give "
+                             "--free-weight W (and --scale 0 for no classifier).")
+    what = "classifier-free guidance weight" if free else "guidance scale"
+    scales = [check_scale(v, what) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
     stop_at = check_stop_at(args.stop_at_confidence)
     out = output_dir(args.out)
     denoiser, judge_model = _setup(args)
+    free_weight = check_free_guidance(denoiser, args.free_weight)
+    if args.sweep and free_weight:
+        raise UserInputError("--free-weight is for one set of samples; a sweep over weights is --sweep --guidance "
+                             "free --scales W1,W2,….")
+    if free:
+        check_free_guidance(denoiser, max(scales))
     until = check_guide_until(args.guide_until, denoiser.train_steps)
     start = check_guide_from(args.guide_from, denoiser.train_steps, until)
-    noisy = _noisy(args)
+    noisy = None if free else _noisy(args)
     test = load_dataset(args.data, "test")
     judge = Judge(judge_model, reference=test, floor=load_dataset(args.data, "train") if args.sweep else None)
     if args.sweep:
@@ -158,10 +170,11 @@ def _guide(args: argparse.Namespace) -> int:
             result = guidance_sweep(denoiser, noisy, judge, classes=classes, scales=scales, n_per_class=args.n,
                                     sampler=args.sampler, eta=args.eta, seed=args.seed,
                                     reference_pool=0 if reference else args.reference_pool, guide_until=until,
-                                    guide_from=start, stop_at=stop_at,
+                                    guide_from=start, stop_at=stop_at, guidance=args.guidance,
                                     reference=reference, callback=bar, should_stop=bar.should_stop)
         data = result.to_dict()
-        data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
+        if not free:
+            data["settings"]["classifier_from"] = str(args.classifier)  # which folder, when a trained one guided
         if reference:
             data["reference_from"] = str(args.reference_json)
         write_json(out / "sweep.json", data)
@@ -175,7 +188,7 @@ def _guide(args: argparse.Namespace) -> int:
                 f"{row['fd_ratio_to_unguided_named_max']:.2f}" if "fd_ratio_to_unguided_named_mean" in row else ""
             if "fd_above_floor_ratio" in row:
                 fd += f" · above the real-image floor {row['fd_above_floor_ratio']:.2f}×"
-            print(f"s={row['scale']:<4g} judge names the target {row['rate']:.3f} "
+            print(f"{'w' if free else 's'}={row['scale']:<4g} judge names the target {row['rate']:.3f} "
                   f"[{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] of {row['n']} "
                   f"· mean FD {row.get('mean_fd', float('nan')):.2f} · diversity {row['mean_diversity']:.3f}{fd}")
         print(f"{result.seconds / 60:.1f} min{' (stopped: ' + result.stopped + ')' if result.stopped else ''} → {out}: "
@@ -183,10 +196,11 @@ def _guide(args: argparse.Namespace) -> int:
         return 0
     cls = parse_class(args.cls, judge.labels)
     scale = float(args.scale)
-    with progress(denoiser.num_steps, f"guided {args.sampler} s={scale:g}") as bar:
+    label = f"s={scale:g}" + (f" w={free_weight:g}" if free_weight else "")
+    with progress(denoiser.num_steps, f"guided {args.sampler} {label}") as bar:
         batch = guided_samples(denoiser, noisy, [cls] * args.n, scale=scale, sampler=args.sampler, eta=args.eta,
-                               seed=args.seed, guide_until=until, guide_from=start, stop_at=stop_at, callback=bar,
-                               should_stop=bar.should_stop)
+                               seed=args.seed, guide_until=until, guide_from=start, stop_at=stop_at,
+                               free_weight=free_weight, callback=bar, should_stop=bar.should_stop)
     names = _save_samples(batch.images, out / "samples")
     save_png(grid(batch.images, columns=min(8, args.n)), out / "samples.png")
     verdicts = judge.verdicts(batch.images)
@@ -400,6 +414,12 @@ def register_subcommands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop-at-confidence", type=float, default=None, metavar="P",
                    help="no gradient for a sample while the guide already gives its class p(y | x_t) >= P "
                         "(e.g. 0.9; default: always guide)")
+    g.add_argument("--guidance", choices=["classifier", "free"], default="classifier",
+                   help="with --sweep: what --scales are — classifier scales s, or classifier-free weights w of a "
+                        "class-conditional model (no classifier is called)")
+    g.add_argument("--free-weight", type=float, default=0.0, metavar="W",
+                   help="classifier-free guidance weight of a class-conditional model: (1 + w)·ε(x, y) − w·ε(x, ∅) "
+                        "(0: the conditional model alone); adds to --scale's classifier guidance")
     g.add_argument("--out", default="out/guide")
     g.set_defaults(func=_guide)
 

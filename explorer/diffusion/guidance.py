@@ -14,6 +14,11 @@ Truncated guidance: with ``guide_until`` = T₀ > 0 the gradient is applied only
 t ≥ T₀; the steps after the cut-off (t < T₀) are the unguided sampler's, and the classifier is not called there.
 A guidance interval (Kynkäänniemi et al. 2024 found guidance at the highest noise levels costs diversity and buys
 little): with ``guide_from`` = T₁ the gradient is applied only at t ≤ T₁, so the guided steps are T₀ ≤ t ≤ T₁.
+Classifier-free guidance (Ho & Salimans 2022) for a class-conditional model (trained with a share of null labels):
+ε̃ = (1 + w)·ε(x_t, y) − w·ε(x_t, ∅) with weight w (w = 0: the conditional model alone); a :class:`Condition`
+tells the model each sample's class. Classifier guidance works on a conditional model too (Dhariwal & Nichol's
+"conditional + guidance"): the classifier's gradient is added to the conditional model's ε or mean.
+
 A confidence gate: with ``stop_at`` = τ a sample gets no gradient at a step where the guide already gives its
 target class p(y | x_t) ≥ τ (and gets it again if p falls back): guidance pushes only the samples that still need
 it, so those already on course keep their own variety.
@@ -37,6 +42,7 @@ from ..progress import CANCELLED, ProgressCallback, ShouldStop, stop_requested
 from .gaussian import GaussianDiffusion, StepOutput
 
 SAMPLERS = ("ddim", "ancestral")
+GUIDANCE = ("classifier", "free")  # what a sweep's scales are: classifier scales s, or classifier-free weights w
 MAX_SCALE = 100.0
 
 
@@ -69,6 +75,16 @@ class Guide:
         return self.active() and int(t) >= self.until and (self.start is None or int(t) <= self.start)
 
 
+@dataclass
+class Condition:
+    """What a class-conditional model is told at every step: each sample's class, and the classifier-free
+    guidance weight w: ε̃ = (1 + w)·ε(x_t, y) − w·ε(x_t, ∅). Only the ε half of a learned-variance output is
+    combined; Σ stays the conditional one's."""
+
+    classes: torch.Tensor
+    free_weight: float = 0.0
+
+
 class Denoiser:
     """A diffusion model (UNet) with the :class:`GaussianDiffusion` of the steps it samples with."""
 
@@ -99,15 +115,31 @@ class Denoiser:
         """The training timestep of kept step i (what "t" means in tables and plots)."""
         return int(self.process.timesteps[i])
 
-    def model_output(self, x: torch.Tensor, i: int) -> torch.Tensor:
+    def model_output(self, x: torch.Tensor, i: int, condition: Condition | None = None) -> torch.Tensor:
+        """The UNet's output at kept step i: unconditional (a conditional model's null label) without a
+        ``condition``; told each sample's class with one, and with its weight w > 0 the classifier-free mix
+        (one batched pass over the told and the null halves)."""
         t = self.process.model_timestep(i, self.device).expand(x.shape[0])
+        unet = self.model.unet
         with torch.no_grad(), devices.fast_fp32(self.device):  # no_grad, not inference_mode: the guide differentiates x
-            return self.model.unet(x, t).sample.float()
+            if condition is None:
+                return unet(x, t).sample.float()
+            classes = condition.classes.to(self.device)
+            if not condition.free_weight:
+                return unet(x, t, class_labels=classes).sample.float()
+            null = torch.full_like(classes, unet.null_label)
+            both = unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([classes, null])).sample.float()
+        told, free = both.chunk(2)
+        c, w = x.shape[1], condition.free_weight
+        eps = free[:, :c] + (1 + w) * (told[:, :c] - free[:, :c])
+        return torch.cat([eps, told[:, c:]], 1)
 
     def step(self, x: torch.Tensor, i: int, *, sampler: str = "ddim", eta: float = 0.0,
-             generator: torch.Generator | None = None, guide: Guide | None = None) -> StepOutput:
-        """One reverse step from kept step i to i − 1, guided when ``guide`` has a non-zero scale."""
-        out = self.model_output(x, i)
+             generator: torch.Generator | None = None, guide: Guide | None = None,
+             condition: Condition | None = None) -> StepOutput:
+        """One reverse step from kept step i to i − 1, guided when ``guide`` has a non-zero scale, told the class
+        (and mixed with the unconditional output) by ``condition``."""
+        out = self.model_output(x, i, condition)
         grad = None
         if guide is not None and guide.active_at(self.timestep_t(i)):
             if guide.stop_at is None:
@@ -152,7 +184,7 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 def run_chain(denoiser: Denoiser, x: torch.Tensor, *, start: int | None = None, sampler: str = "ddim", eta: float = 0.0,
               generator: torch.Generator | None = None, guide: Guide | None = None,
-              before_step: StepHook | None = None, observe: Observer | None = None,
+              condition: Condition | None = None, before_step: StepHook | None = None, observe: Observer | None = None,
               callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None,
               preview_every: int = 0) -> ChainResult:
     """Denoise ``x`` (the state at kept step ``start``, default the first: x_T) down through step 0.
@@ -170,7 +202,7 @@ def run_chain(denoiser: Denoiser, x: torch.Tensor, *, start: int | None = None, 
             break
         if before_step is not None:
             x = before_step(x, i)
-        out = denoiser.step(x, i, sampler=sampler, eta=eta, generator=generator, guide=guide)
+        out = denoiser.step(x, i, sampler=sampler, eta=eta, generator=generator, guide=guide, condition=condition)
         if observe is not None:
             observe(i, x, out)
         x = out.prev_sample.detach()
@@ -218,11 +250,30 @@ def check_stop_at(stop_at: float | None) -> float | None:
     return None if value == 1.0 else value
 
 
-def check_scale(scale: float) -> float:
+def check_scale(scale: float, what: str = "guidance scale") -> float:
     scale = float(scale)
     if not (0.0 <= scale <= MAX_SCALE):  # also refuses NaN
-        raise UserInputError(f"The guidance scale must lie in [0, {MAX_SCALE:g}], not {scale}.")
+        raise UserInputError(f"The {what} must lie in [0, {MAX_SCALE:g}], not {scale}.")
     return scale
+
+
+def check_free_guidance(denoiser: Denoiser, free_weight: float, told: bool = True) -> float:
+    """A classifier-free weight needs a class-conditional model that is told the class."""
+    free_weight = check_scale(free_weight, "classifier-free guidance weight")
+    if free_weight and not denoiser.model.num_classes:
+        raise UserInputError(f"Classifier-free guidance needs a class-conditional model; {denoiser.model.name} is "
+                             "unconditional (train one with `diffusion train --classes N`).")
+    if free_weight and not told:
+        raise UserInputError("Classifier-free guidance mixes the told and the unconditional outputs: "
+                             "it needs the model to be told the class.")
+    return free_weight
+
+
+def check_guidance(guidance: str) -> str:
+    if guidance not in GUIDANCE:
+        raise UserInputError(f"Unknown guidance {guidance!r}: use {' or '.join(GUIDANCE)} "
+                             "(classifier: the scales are s; free: classifier-free weights w).")
+    return guidance
 
 
 @dataclass
@@ -237,13 +288,15 @@ class GuidedSamples:
 
 def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, classes: list[int] | torch.Tensor, *,
                    scale: float, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, guide_until: int = 0,
-                   guide_from: int | None = None, stop_at: float | None = None,
-                   callback: ProgressCallback | None = None,
+                   guide_from: int | None = None, stop_at: float | None = None, free_weight: float = 0.0,
+                   told: bool = True, callback: ProgressCallback | None = None,
                    should_stop: ShouldStop | None = None, preview_every: int = 0) -> GuidedSamples:
     """One batch of samples, image b guided toward ``classes[b]`` with scale ``scale`` (s = 0: unguided),
     only at training timesteps ``guide_until`` ≤ t ≤ ``guide_from`` (defaults: every step) and, with ``stop_at``,
-    only while the guide's p(y | x_t) for the sample is below it."""
+    only while the guide's p(y | x_t) for the sample is below it. A class-conditional model is told
+    ``classes[b]`` (``told=False``: its unconditional mode) with classifier-free weight ``free_weight``."""
     scale = check_scale(scale)
+    check_scale(free_weight, "classifier-free guidance weight")
     target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     limits.check("batch", int(target.numel()))
     if scale and classifier is None:
@@ -258,18 +311,26 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
             and int(target.max()) >= len(classifier.labels)):
         raise UserInputError(f"Class {int(target.max())} is out of range: "
                              f"the classifier has {len(classifier.labels)} classes.")
+    conditional = denoiser.model.num_classes > 0
+    free_weight = check_free_guidance(denoiser, free_weight, told)
+    if conditional and told and target.numel() and int(target.max()) >= denoiser.model.num_classes:
+        raise UserInputError(f"Class {int(target.max())} is out of range: "
+                             f"{denoiser.model.name} was trained on {denoiser.model.num_classes} classes.")
     guide_until = check_guide_until(guide_until, denoiser.train_steps)
     guide_from = check_guide_from(guide_from, denoiser.train_steps, guide_until)
     gen = torch.Generator().manual_seed(int(seed))
     x = initial_noise(denoiser, int(target.numel()), gen)
     guide = Guide(classifier, target.to(denoiser.device), scale, guide_until, guide_from, stop_at) \
         if classifier is not None else None
-    result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, callback=callback,
-                       should_stop=should_stop, preview_every=preview_every)
+    condition = Condition(target, free_weight) if conditional and told else None
+    result = run_chain(denoiser, x, sampler=sampler, eta=eta, generator=gen, guide=guide, condition=condition,
+                       callback=callback, should_stop=should_stop, preview_every=preview_every)
     settings = {"model": denoiser.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": int(seed), "scale": scale, "guide_until": guide_until, "guide_from": guide_from,
                 "stop_at_confidence": stop_at,
                 "variance_type": denoiser.process.variance_type}
+    if conditional:
+        settings |= {"told_class": bool(told), "free_weight": free_weight}
     return GuidedSamples(result.images, target.tolist(), scale, settings, result.seconds, result.stopped)
 
 
@@ -321,11 +382,11 @@ def _summarise(rows: list[dict], scales: list[float]) -> list[dict]:
 MAX_REFERENCE_POOL = 10_000  # unguided samples held at once for the per-class reference FD (28 px: ~31 MB)
 
 
-def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *, classes: list[int],
+def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier | None, judge, *, classes: list[int],
                    scales: list[float] | tuple[float, ...] = DEFAULT_SCALES, n_per_class: int = 64,
                    sampler: str = "ddim", eta: float = 0.0, seed: int = 0, keep: int = 8, reference_pool: int = 0,
                    guide_until: int = 0, guide_from: int | None = None, stop_at: float | None = None,
-                   reference: dict | None = None,
+                   reference: dict | None = None, guidance: str = "classifier",
                    callback: ProgressCallback | None = None, should_stop: ShouldStop | None = None) -> SweepResult:
     """For every scale and class: ``n_per_class`` samples guided toward the class, judged by ``judge`` (a
     :class:`~explorer.diffusion.judge.Judge` that never guides). Class c uses the seed ``seed·1000 + c`` at
@@ -335,8 +396,20 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
     ``guide_from`` bound every scale's guided steps and ``stop_at`` gates them per sample (see :class:`Guide`);
     the reference stays unguided.
     ``reference``: an earlier sweep's per-class reference (from :func:`stored_reference`), used instead of
-    sampling a pool."""
-    scales = [check_scale(s) for s in scales]
+    sampling a pool. ``guidance="free"``: the scales are classifier-free weights w of a class-conditional model
+    and no classifier is called (the guide options then do nothing and are refused). A conditional model is told
+    the class at every scale (its s = 0 row: the conditional model alone); its reference is its unconditional
+    mode (the null label)."""
+    guidance = check_guidance(guidance)
+    free = guidance == "free"
+    scales = [check_scale(s, "classifier-free guidance weight" if free else "guidance scale") for s in scales]
+    if free:
+        check_free_guidance(denoiser, max(scales, default=0.0))
+        if guide_until or guide_from is not None or stop_at is not None:
+            raise UserInputError("guide_until, guide_from and the confidence gate bound a classifier's gradient; "
+                                 "classifier-free guidance calls no classifier.")
+    elif any(scales) and classifier is None:
+        raise UserInputError("Guidance with a scale above 0 needs a noise-aware classifier.")
     limits.check("batch", n_per_class, what="samples per class")
     if reference is not None:
         reference_pool = 0  # the yardstick is given: no pool is sampled
@@ -360,10 +433,10 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
                 if callback:
                     callback(offset + step, total, preview, values)
 
-            batch = guided_samples(denoiser, classifier, [c] * n_per_class, scale=s, sampler=sampler, eta=eta,
-                                   seed=seed * 1000 + c, guide_until=guide_until, guide_from=guide_from,
-                                   stop_at=stop_at,
-                                   callback=report, should_stop=should_stop)
+            batch = guided_samples(denoiser, None if free else classifier, [c] * n_per_class,
+                                   scale=0.0 if free else s, free_weight=s if free else 0.0, sampler=sampler,
+                                   eta=eta, seed=seed * 1000 + c, guide_until=guide_until, guide_from=guide_from,
+                                   stop_at=stop_at, callback=report, should_stop=should_stop)
             done += denoiser.num_steps
             if batch.stopped:
                 stopped = batch.stopped
@@ -381,7 +454,8 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier, judge, *,
         reference = unguided_named_reference(denoiser, judge, classes=list(classes), n_per_class=n_per_class,
                                              pool=reference_pool, sampler=sampler, eta=eta, seed=seed,
                                              should_stop=should_stop)
-    settings = {"model": denoiser.model.name, "classifier": getattr(classifier, "name", None),
+    settings = {"model": denoiser.model.name, "guidance": guidance,
+                "classifier": None if free else getattr(classifier, "name", None),
                 "judge": judge.model.name, "sampler": sampler, "steps": denoiser.num_steps, "eta": eta,
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
                 "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from,
@@ -443,8 +517,8 @@ def with_floor(summary: list[dict], rows: list[dict], floor: list[dict], referen
     return out
 
 
-SEED_POOL_SETTINGS = ("model", "classifier", "judge", "sampler", "steps", "eta", "n_per_class", "guide_until",
-                      "guide_from", "stop_at_confidence", "reference_pool")
+SEED_POOL_SETTINGS = ("model", "guidance", "classifier", "judge", "sampler", "steps", "eta", "n_per_class",
+                      "guide_until", "guide_from", "stop_at_confidence", "reference_pool")
 
 
 def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
@@ -464,6 +538,8 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
         value = (sweep.get("settings") or {}).get(key)
         if key == "reference_pool" and not value:  # a stored yardstick (--reference-json): the pool it was made from
             value = (sweep.get("reference") or {}).get("pool")
+        if key == "guidance" and value is None:  # sweeps written before classifier-free guidance
+            value = "classifier"
         return value
 
     for sweep in sweeps[1:]:
@@ -546,7 +622,8 @@ def unguided_named_reference(denoiser: Denoiser, judge, *, classes: list[int], n
     """The unguided model's own per-class realism: ``pool`` unguided samples, and for each class the first
     ``n_per_class`` the judge names as that class, judged like a guided set (FD_cnn to the class's test
     images, diversity) — the yardstick a guided set of the same size is compared with. Seeds are
-    ``seed·1000 + 500 + b`` per batch b: disjoint from the sweep's ``seed·1000 + c``."""
+    ``seed·1000 + 500 + b`` per batch b: disjoint from the sweep's ``seed·1000 + c``. A class-conditional model
+    samples its unconditional mode (the null label)."""
     images, done, stopped = [], 0, None
     total = -(-pool // batch) * denoiser.num_steps
     for b, start in enumerate(range(0, pool, batch)):
@@ -557,7 +634,7 @@ def unguided_named_reference(denoiser: Denoiser, judge, *, classes: list[int], n
                 callback(offset + step, total, preview, values)
 
         out = guided_samples(denoiser, None, [0] * min(batch, pool - start), scale=0.0, sampler=sampler, eta=eta,
-                             seed=seed * 1000 + 500 + b, callback=report, should_stop=should_stop)
+                             seed=seed * 1000 + 500 + b, told=False, callback=report, should_stop=should_stop)
         if out.stopped:
             stopped = out.stopped
             break

@@ -30,6 +30,33 @@ _cache: dict[tuple[str, str], "DiffusionModel"] = {}
 _lock = threading.Lock()
 
 
+class ClassConditionalUNet(torch.nn.Module):
+    """A class-conditional ``UNet2DModel`` (``num_class_embeds`` = classes + 1, the last row the null label it was
+    trained with for classifier-free guidance). Called without labels it is the model's unconditional mode, so
+    every tool that calls ``unet(x, t)`` — the recorder, the likelihood, inpainting — works on it unchanged."""
+
+    def __init__(self, unet: torch.nn.Module):
+        super().__init__()
+        self.inner = unet
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.inner.config.num_class_embeds) - 1
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor | None = None):
+        if class_labels is None:
+            class_labels = torch.full((sample.shape[0],), self.null_label, dtype=torch.long, device=sample.device)
+        return self.inner(sample, timestep, class_labels=class_labels)
+
+
 @dataclass
 class DiffusionModel:
     """A loaded UNet plus the schedule it was trained with; makes samplers for any schedule."""
@@ -48,6 +75,11 @@ class DiffusionModel:
     def sample_size(self) -> tuple[int, int]:
         size = self.unet.config.sample_size
         return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def num_classes(self) -> int:
+        """The classes a class-conditional model is told (0: unconditional)."""
+        return self.unet.num_classes if isinstance(self.unet, ClassConditionalUNet) else 0
 
     @property
     def train_schedule(self) -> str:
@@ -125,9 +157,10 @@ class DiffusionModel:
 
     def describe(self) -> str:
         params = sum(p.numel() for p in self.unet.parameters())
+        told = f", class-conditional ({self.num_classes} classes + the null label)" if self.num_classes else ""
         return (f"{self.name}: UNet2DModel {params / 1e6:.2f} M parameters, {self.channels}×{self.sample_size[0]}×"
                 f"{self.sample_size[1]}, trained on the {self.train_schedule} schedule "
-                f"with T={self.num_train_timesteps}")
+                f"with T={self.num_train_timesteps}{told}")
 
 
 def _resolve(name_or_path: str) -> tuple[str, Path]:
@@ -184,6 +217,13 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm",
             raise UserInputError(f"Could not load the UNet in {unet_dir}: {str(exc).splitlines()[0]}") from exc
         finally:
             diffusers.utils.logging.set_verbosity(verbosity)
+        if config.get("class_embed_type") is not None:
+            raise UserInputError(f"{unet_dir}: class embeddings of type {config['class_embed_type']!r} are not "
+                                 "supported (the inspector takes label-embedding models: num_class_embeds).")
+        if config.get("num_class_embeds") is not None:
+            if int(config["num_class_embeds"]) < 2:
+                raise UserInputError(f"{unet_dir}: a class-conditional UNet needs a class and the null label.")
+            unet = ClassConditionalUNet(unet)
         unet.eval().requires_grad_(False).to(dev)
         scheduler_config = _scheduler_config(path)
         if scheduler_config.get("prediction_type", "epsilon") != "epsilon":

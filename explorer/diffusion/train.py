@@ -129,6 +129,8 @@ def classifier_accuracy(model, data: ImageDataset, batch_size: int = 500) -> flo
 
 
 # ---- DDPM -----------------------------------------------------------------------------------------
+MAX_CLASSES = 1000  # a class-conditional UNet's labels (its embedding has one more row: the null label)
+
 @dataclass
 class DDPMConfig:
     """Everything that defines a DDPM training run (saved with each checkpoint and the final model)."""
@@ -150,9 +152,18 @@ class DDPMConfig:
     variance_type: str = "fixed_small"  # "learned_range": Improved DDPM (2C outputs, hybrid loss)
     vlb_weight: float = 0.001  # λ of the hybrid loss L_simple + λ·L_vlb (learned variances only)
     init_from: str = ""  # a diffusers UNet folder whose weights start the run where shapes match
+    num_classes: int = 0  # > 0: class-conditional (labels 0 … num_classes−1, and num_classes: the null label)
+    class_dropout: float = 0.1  # share of a conditional run's images shown with the null label (Ho & Salimans)
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"]})
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or not 0 <= self.num_classes <= MAX_CLASSES:
+            raise UserInputError(f"The number of classes must be a whole number in [0, {MAX_CLASSES}] "
+                                 f"(0: unconditional), not {self.num_classes!r}.")
+        if not (0 < self.class_dropout < 1 and math.isfinite(self.class_dropout)):
+            raise UserInputError("The share of null labels must lie strictly between 0 and 1 "
+                                 f"(Ho & Salimans: 0.1–0.2), not {self.class_dropout}.")
         if self.variance_type not in ("fixed_small", "fixed_large", "learned_range"):
             raise UserInputError(f"Unknown variance type {self.variance_type!r}: "
                                  "use fixed_small, fixed_large or learned_range.")
@@ -191,7 +202,9 @@ def make_scheduler(schedule: str = "linear", num_train_timesteps: int = 1000, sa
 
 def build_unet(config: DDPMConfig, sample_size: int, channels: int = 1):
     """A small UNet2DModel: len(block_out_channels) levels, attention (optional) only at the coarsest one;
-    twice the output channels (ε and v) for learned variances."""
+    twice the output channels (ε and v) for learned variances. A class-conditional one has a class embedding of
+    num_classes + 1 rows (the last: the null label), added to the timestep embedding and started at zero, so
+    it starts as the unconditional model with the same weights."""
     diffusers = import_diffusers()
     out_channels = channels * (2 if config.variance_type == "learned_range" else 1)
     levels = len(config.block_out_channels)
@@ -199,13 +212,18 @@ def build_unet(config: DDPMConfig, sample_size: int, channels: int = 1):
     up = ["UpBlock2D"] * levels
     if config.attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
-    return diffusers.UNet2DModel(
+    unet = diffusers.UNet2DModel(
         sample_size=sample_size, in_channels=channels, out_channels=out_channels,
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=config.norm_num_groups,
         attention_head_dim=None if not config.attention else min(32, config.block_out_channels[-1]),
         add_attention=config.attention,
+        num_class_embeds=config.num_classes + 1 if config.num_classes else None,
     )
+    if config.num_classes:
+        with torch.no_grad():
+            unet.class_embedding.weight.zero_()
+    return unet
 
 
 def check_sample_size(size: tuple[int, int], levels: int) -> None:
@@ -343,11 +361,16 @@ def run_training(
     return TrainingRun(model, ema, step, start_step, seconds, earlier_seconds, losses, stopped)
 
 
+def _labelled(labels: torch.Tensor | None) -> dict:
+    """The UNet's keyword for a conditional batch (nothing for an unconditional one)."""
+    return {} if labels is None else {"class_labels": labels}
+
+
 def hybrid_loss(unet, gaussian: GaussianDiffusion, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-                vlb_weight: float = 0.001) -> torch.Tensor:
+                vlb_weight: float = 0.001, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Improved DDPM's L_hybrid = L_simple + λ·L_vlb (mean over the batch); L_vlb trains Σ only."""
     x_t = gaussian.q_sample(x0, timesteps, noise)
-    out = unet(x_t, timesteps).sample
+    out = unet(x_t, timesteps, **_labelled(labels)).sample
     return gaussian.training_losses(out, x0, x_t, noise, timesteps, vlb_weight)["loss"].mean()
 
 
@@ -406,10 +429,11 @@ def init_from_pretrained(unet: torch.nn.Module, folder: str | Path) -> dict[str,
     return {"copied": str(loaded), "widened": ", ".join(widened)}
 
 
-def diffusion_loss(unet, scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """ε-prediction MSE: ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², x0 in [−1, 1]."""
+def diffusion_loss(unet, scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """ε-prediction MSE: ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t[, y])‖², x0 in [−1, 1]."""
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    return F.mse_loss(unet(noisy, timesteps).sample, noise)
+    return F.mse_loss(unet(noisy, timesteps, **_labelled(labels)).sample, noise)
 
 
 @torch.no_grad()
@@ -439,7 +463,8 @@ class DDPMReport:
 
 
 def _batch_for_step(data: ImageDataset, config: DDPMConfig, step: int, num_timesteps: int):
-    """Indices, flips, timesteps and noise of step ``step``: a pure function of (seed, step)."""
+    """Images, timesteps, noise and (conditional runs) labels of step ``step``, the null label on a
+    ``class_dropout`` share of them: a pure function of (seed, step)."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     index = torch.randint(0, len(data), (config.batch_size,), generator=gen)
     x = data.images[index] * 2 - 1
@@ -448,7 +473,15 @@ def _batch_for_step(data: ImageDataset, config: DDPMConfig, step: int, num_times
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     t = torch.randint(0, num_timesteps, (config.batch_size,), generator=gen)
     noise = torch.randn(x.shape, generator=gen)
-    return x, t, noise
+    labels = None
+    if config.num_classes:  # drawn after the noise: an unconditional run's batches stay what they were
+        labels = data.labels[index].clone()
+        if int(labels.min()) < 0 or int(labels.max()) >= config.num_classes:
+            raise UserInputError(f"The data's labels run {int(labels.min())}…{int(labels.max())}: a model with "
+                                 f"{config.num_classes} classes takes 0…{config.num_classes - 1}.")
+        null = torch.rand(config.batch_size, generator=gen) < config.class_dropout
+        labels[null] = config.num_classes
+    return x, t, noise, labels
 
 
 def train_ddpm(
@@ -472,6 +505,9 @@ def train_ddpm(
     """
     dev = devices.choose_device(device)
     check_sample_size(data.size, len(config.block_out_channels))
+    if config.num_classes and config.num_classes != len(data.class_names):
+        raise UserInputError(f"A class-conditional model of {data.source} needs {len(data.class_names)} classes, "
+                             f"not {config.num_classes}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
@@ -485,10 +521,11 @@ def train_ddpm(
     gaussian = GaussianDiffusion.from_schedule(config.schedule, config.num_train_timesteps, config.variance_type)
 
     def loss_at(step: int) -> torch.Tensor:
-        x, t, noise = _batch_for_step(data, config, step, config.num_train_timesteps)
+        x, t, noise, labels = _batch_for_step(data, config, step, config.num_train_timesteps)
+        labels = None if labels is None else labels.to(dev)
         if not learned:  # the original ε-MSE through the diffusers scheduler: old runs resume bit for bit
-            return diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev))
-        return hybrid_loss(unet, gaussian, x.to(dev), t.to(dev), noise.to(dev), config.vlb_weight)
+            return diffusion_loss(unet, scheduler, x.to(dev), t.to(dev), noise.to(dev), labels)
+        return hybrid_loss(unet, gaussian, x.to(dev), t.to(dev), noise.to(dev), config.vlb_weight, labels)
 
     run = run_training(
         unet, optimiser, EMA(unet, config.ema_decay), loss_at,
