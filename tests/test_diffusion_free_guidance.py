@@ -194,3 +194,30 @@ def test_cli_free_guidance_sweep_records_its_weights_and_refuses_mixed_options(t
     assert main(single[:-1] + [str(tmp_path / "one"), "--model", str(folder), "--scale", "0"]) == 0
     settings = json.loads((tmp_path / "one" / "guide.json").read_text())["settings"]
     assert settings["free_weight"] == 1.0 and settings["told_class"] is True
+
+
+def test_a_sweep_is_judged_on_another_models_yardstick_and_pooled_with_its_scale_zero_ratio():
+    """with_yardstick: the FD ratios are recomputed on another sweep's reference (another model is allowed, another
+    seed is not); pooled_over_seeds carries the ratio to the same class at scale 0."""
+    from explorer.diffusion.guidance import _summarise, pooled_over_seeds, with_yardstick
+
+    def sweep(seed: int, model: str, fds: dict[float, list[float]], reference: list[float] | None = None) -> dict:
+        rows = [{"scale": s, "class": c, "n": 4, "hits": 4, "rate": 1.0, "diversity": 1.0, "fd": fd}
+                for s, per_class in fds.items() for c, fd in enumerate(per_class)]
+        settings = {"model": model, "judge": "j", "sampler": "ddim", "steps": 50, "eta": 0.0, "seed": seed,
+                    "n_per_class": 4}
+        ref = None if reference is None else {"pool": 40, "n_per_class": 4, "rows": [
+            {"class": c, "used": 4, "fd": fd} for c, fd in enumerate(reference)]}
+        return {"settings": settings, "rows": rows, "summary": _summarise(rows, sorted(fds)), "reference": ref}
+
+    told = [sweep(k, "cddpm", {0.0: [2.0, 4.0], 1.0: [3.0, 4.0 + k]}, reference=[100.0, 100.0]) for k in (0, 1)]
+    plain = [sweep(k, "ddpm", {0.0: [50.0, 50.0]}, reference=[2.0, 2.0 * (k + 1)]) for k in (0, 1)]
+    judged = [with_yardstick(t, p) for t, p in zip(told, plain)]
+    one = {e["scale"]: e for e in judged[1]["summary"]}[1.0]
+    assert one["fd_ratio_to_unguided_named_mean"] == pytest.approx((3.0 / 2.0 + 5.0 / 4.0) / 2, abs=1e-3)
+    assert judged[1]["reference_model"] == "ddpm"
+    pooled = {r["scale"]: r for r in pooled_over_seeds(judged)}
+    assert pooled[1.0]["fd_ratio_to_s0_per_seed"] == [pytest.approx(1.25), pytest.approx(1.375)]
+    assert "fd_ratio_to_s0_mean" not in pooled[0.0]
+    with pytest.raises(UserInputError, match="seed: 1, not 0"):
+        with_yardstick(told[0], plain[1])

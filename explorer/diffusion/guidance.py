@@ -521,11 +521,37 @@ SEED_POOL_SETTINGS = ("model", "guidance", "classifier", "judge", "sampler", "st
                       "guide_until", "guide_from", "stop_at_confidence", "reference_pool")
 
 
+YARDSTICK_SETTINGS = ("judge", "sampler", "steps", "eta", "seed", "n_per_class")
+
+
+def with_yardstick(sweep: dict, other: dict) -> dict:
+    """``sweep`` judged on another sweep's per-class unguided reference (e.g. a class-conditional model's sets on
+    the unconditional model's own named samples, the yardstick of every classifier-guidance row): the same
+    judge, sampler, steps, η, seed and set size are required; the model may differ, which is the point."""
+    reference = other.get("reference") if isinstance(other, dict) else None
+    if not isinstance(reference, dict) or not reference.get("rows"):
+        raise UserInputError("The yardstick sweep holds no per-class unguided reference.")
+    _check_reference_shape(reference)
+    mine, theirs = sweep.get("settings") or {}, other.get("settings") or {}
+    differ = [k for k in YARDSTICK_SETTINGS if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise UserInputError("The yardstick was made with other settings ("
+                             + ", ".join(f"{k}: {theirs.get(k)!r}, not {mine.get(k)!r}" for k in differ) + ").")
+    rows = sweep.get("rows") or []
+    plain = [{k: v for k, v in e.items() if not k.startswith(("fd_ratio_to_unguided", "fd_above_floor",
+                                                                   "unguided_fd", "reference_classes"))}
+             for e in sweep.get("summary") or []]
+    summary = with_floor(with_reference(plain, rows, reference), rows, sweep.get("floor") or [], reference)
+    return sweep | {"summary": summary, "reference": reference,
+                    "reference_model": theirs.get("model")}
+
+
 def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
     """One row per scale for sweeps (``SweepResult.to_dict()``) that differ only in their seed: the judge's hits
     pooled over every seed's samples (exact interval), and each seed's mean FD ratio to its own unguided
-    yardstick with their mean and range. A 64-sample FD moves by tens of percent between seeds, so a verdict
-    against a fixed ratio should rest on several seeds, not on one."""
+    yardstick with their mean and range (and to the same class at scale 0, where the sweep has it: a
+    class-conditional model's own unguided samples). A 64-sample FD moves by tens of percent between seeds, so a
+    verdict against a fixed ratio should rest on several seeds, not on one."""
     from ..stats import clopper_pearson
 
     if len(sweeps) < 2:
@@ -559,6 +585,9 @@ def pooled_over_seeds(sweeps: list[dict]) -> list[dict]:
         if all(r is not None for r in ratios):
             row |= {"fd_ratio_per_seed": ratios, "fd_ratio_mean": round(sum(ratios) / len(ratios), 3),
                     "fd_ratio_min": min(ratios), "fd_ratio_max": max(ratios)}
+        to_s0 = [e.get("fd_ratio_to_s0_mean") for e in entries]
+        if scale and all(r is not None for r in to_s0):
+            row |= {"fd_ratio_to_s0_per_seed": to_s0, "fd_ratio_to_s0_mean": round(sum(to_s0) / len(to_s0), 3)}
         above = [e.get("fd_above_floor_ratio") for e in entries]
         if all(r is not None for r in above):
             row |= {"fd_above_floor_ratio_per_seed": above,
