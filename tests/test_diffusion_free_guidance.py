@@ -221,3 +221,44 @@ def test_a_sweep_is_judged_on_another_models_yardstick_and_pooled_with_its_scale
     assert "fd_ratio_to_s0_mean" not in pooled[0.0]
     with pytest.raises(UserInputError, match="seed: 1, not 0"):
         with_yardstick(told[0], plain[1])
+
+
+def _tiny_conditional_folder(folder) -> str:
+    torch.manual_seed(0)
+    unet = build_unet(DDPMConfig(block_out_channels=(16, 32), attention=False, num_classes=10), 28)
+    with torch.no_grad():
+        unet.class_embedding.weight.normal_()
+    unet.save_pretrained(folder, safe_serialization=True)
+    make_scheduler("linear").save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.skipif(not fashion_available(), reason="Fashion-MNIST IDX files absent (CI installs them)")
+def test_page_offers_the_free_weight_and_a_free_sweep_for_a_conditional_model(root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    folder = _tiny_conditional_folder(tmp_path / "cmodel")
+    at = AppTest.from_file(str(root / "explorer/ui/pages/diffusion.py"), default_timeout=240)
+    at.run()
+    assert not at.exception
+    assert not [w for w in at.number_input if w.key == "imag_guide_free"]  # the shipped DDPM is unconditional
+    at.selectbox(key="diff_model").set_value("folder…").run()
+    at.text_input(key="diff_folder").set_value(folder).run()
+    assert not at.exception and not at.error
+    at.number_input(key="imag_guide_free").set_value(2.0)
+    at.number_input(key="imag_guide_n").set_value(2)
+    at.number_input(key="imag_guide_steps").set_value(2)
+    at.button(key="imag_guide_go").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state["imag_guide_result"]
+    assert result.settings["free_weight"] == 2.0 and result.settings["told_class"] is True and result.scale == 0.0
+    at.radio(key="imag_guide_sw_kind").set_value("free")
+    at.multiselect(key="imag_guide_sw_scales").set_value([0.0, 2.0])
+    at.multiselect(key="imag_guide_sw_classes").set_value([0])
+    at.number_input(key="imag_guide_sw_n").set_value(2)
+    at.number_input(key="imag_guide_sw_steps").set_value(2)
+    at.button(key="imag_guide_sw_go").click().run()
+    assert not at.exception and not at.error
+    sweep = at.session_state["imag_guide_sweep"]
+    assert sweep.settings["guidance"] == "free" and sweep.settings["classifier"] is None
+    assert [row["scale"] for row in sweep.summary] == [0.0, 2.0]

@@ -180,7 +180,7 @@ def _guide(args: argparse.Namespace) -> int:
         write_json(out / "sweep.json", data)
         write_csv(out / "sweep.csv", result.rows)
         if result.summary:
-            atomic_write(out / "sweep.svg", sweep_chart(result.summary).encode())
+            atomic_write(out / "sweep.svg", sweep_chart(result.summary, args.guidance).encode())
         for s, images in result.samples.items():
             save_png(grid(images, columns=min(8, args.n)), out / f"samples-s{s:g}.png")
         for row in result.summary:

@@ -105,8 +105,9 @@ def line_chart_svg(series: list[Series], *, title: str, x_label: str, y_label: s
     return "\n".join(out)
 
 
-def sweep_chart(summary: list[dict]) -> str:
-    """The guidance trade-off: the judge's target rate (with interval) and FD_cnn / diversity against scale."""
+def sweep_chart(summary: list[dict], guidance: str = "classifier") -> str:
+    """The guidance trade-off: the judge's target rate (with interval) and FD_cnn / diversity against the scale s
+    (``guidance="free"``: the classifier-free weight w)."""
     s = [row["scale"] for row in summary]
     series = [Series("judge names the target (pooled)", s, [r["rate"] for r in summary],
                      [r["ci95"][0] for r in summary], [r["ci95"][1] for r in summary])]
@@ -115,7 +116,10 @@ def sweep_chart(summary: list[dict]) -> str:
                              [r["mean_fd"] for r in summary], axis="right"))
     series.append(Series("mean diversity (pairwise distance)", s, [r["mean_diversity"] for r in summary], axis="right",
                          dashed=True))
-    return line_chart_svg(series, title="Classifier guidance: fidelity vs diversity", x_label="guidance scale s",
+    free = guidance == "free"
+    kind = "Classifier-free" if free else "Classifier"
+    return line_chart_svg(series, title=f"{kind} guidance: fidelity vs diversity",
+                          x_label="classifier-free weight w" if free else "guidance scale s",
                           y_label="top-1 rate of the target class", y2_label="judge-feature distance")
 
 

@@ -64,8 +64,8 @@ def _sampler_controls(key: str, default_steps: int = 50, sampler: str = "ddim") 
     return chosen, int(steps), int(seed)
 
 
-def sweep_figure(summary: list[dict]) -> go.Figure:
-    """Rate of the target class (with its interval) and FD_cnn / diversity against the scale."""
+def sweep_figure(summary: list[dict], guidance: str = "classifier") -> go.Figure:
+    """Rate of the target class (with its interval) and FD_cnn / diversity against the scale (or the weight w)."""
     s = [r["scale"] for r in summary]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=s, y=[r["rate"] for r in summary], name="judge names the target", mode="lines+markers",
@@ -77,7 +77,8 @@ def sweep_figure(summary: list[dict]) -> go.Figure:
                                  yaxis="y2", mode="lines+markers"))
     fig.add_trace(go.Scatter(x=s, y=[r["mean_diversity"] for r in summary], name="diversity", yaxis="y2",
                              mode="lines+markers", line=dict(dash="dash")))
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title="guidance scale s"),
+    x_title = "classifier-free weight w" if guidance == "free" else "guidance scale s"
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(title=x_title),
                       yaxis=dict(title="top-1 rate of the target", range=[0, 1.05]),
                       yaxis2=dict(title="distance in judge features", overlaying="y", side="right"),
                       title="Fidelity vs diversity (judge: fashion_cnn, never guides)")
@@ -108,13 +109,25 @@ STOP_AT_HELP = ("Confidence gate: a sample gets no classifier gradient at a step
                 "course keep their own variety.")
 
 
-def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
+FREE_HELP = ("Classifier-free guidance (Ho & Salimans 2022): ε̃ = (1 + w)·ε(x_t, class) − w·ε(x_t, no class), from the "
+             "class-conditional model alone; 0 is the conditional model told the class, with no guidance.")
+
+
+def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str, conditional: bool = False) -> None:
     st.caption("A noise-aware classifier p(y | x_t, t) steers the denoising toward a class (Dhariwal & Nichol 2021). "
-               "The clean `fashion_cnn`, which never guides, judges the samples.")
+               "The clean `fashion_cnn`, which never guides, judges the samples."
+               + (" This model is class-conditional: it is told the class at every step, the classifier's gradient "
+                  "(scale s) adds to that, and the weight w mixes in its classifier-free guidance." if conditional
+                  else ""))
     c1, c2, c3 = st.columns(3)
     cls = c1.selectbox("Class", range(len(judge.labels)), format_func=lambda i: judge.labels[i], key=f"{key}_class")
-    scale = c2.number_input("Scale s", 0.0, 100.0, 4.0, step=0.5, key=f"{key}_scale")
+    scale = c2.number_input("Scale s", 0.0, 100.0, 0.0 if conditional else 4.0, step=0.5,  # own key: own default
+                            key=f"{key}_scale_told" if conditional else f"{key}_scale")
     n = c3.number_input("Samples", 1, 64, 8, key=f"{key}_n")
+    free_weight = 0.0
+    if conditional:
+        free_weight = c1.number_input("Classifier-free weight w", 0.0, 100.0, 1.0, step=0.5, key=f"{key}_free",
+                                      help=FREE_HELP)
     sampler, steps, seed = _sampler_controls(key, 50)
     c1, c2, c3 = st.columns(3)
     until = c1.number_input("Guide until t (0: every step)", 0, 1000, 0, step=50, key=f"{key}_until",
@@ -130,7 +143,7 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             progress = widgets.LiveProgress(key, f"guided {sampler}", preview_every=max(1, steps // 5))
             result = guided_samples(denoiser_for(steps), noisy, [int(cls)] * int(n), scale=float(scale),
                                     sampler=sampler, seed=seed, guide_until=int(until), guide_from=int(start),
-                                    stop_at=float(stop_at), callback=progress,
+                                    stop_at=float(stop_at), free_weight=float(free_weight), callback=progress,
                                     preview_every=max(1, steps // 5))
             progress.done()
             st.session_state[f"{key}_result"] = result
@@ -149,13 +162,19 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
         _show_images(result.images, _verdict_captions(judge, result.images, target))
         c1, c2 = st.columns(2)
         with c1:
-            widgets.download_png(grid(result.images), f"guided_{judge.labels[target]}_s{result.scale:g}.png",
+            weight = f"_w{result.settings['free_weight']:g}" if result.settings.get("free_weight") else ""
+            widgets.download_png(grid(result.images), f"guided_{judge.labels[target]}_s{result.scale:g}{weight}.png",
                                  "Samples PNG", key=f"{key}_png")
         with c2:
             widgets.download_json({"settings": result.settings, "classes": result.classes, "summary": summary},
                                   "guide.json", "Verdicts JSON", key=f"{key}_json")
 
     st.markdown("**Scale sweep** — every scale × class, the judge's rate with its interval, FD_cnn and diversity")
+    guidance = "classifier"
+    if conditional:
+        guidance = st.radio("Sweep over", ["classifier", "free"], horizontal=True, key=f"{key}_sw_kind",
+                            format_func={"classifier": "classifier scale s (told the class)",
+                                         "free": "classifier-free weight w (no classifier)"}.get, help=FREE_HELP)
     c1, c2, c3 = st.columns(3)
     scales = c1.multiselect("Scales", list(DEFAULT_SCALES), list(DEFAULT_SCALES), key=f"{key}_sw_scales")
     classes = c2.multiselect("Classes", list(range(len(judge.labels))), list(range(len(judge.labels))),
@@ -173,9 +192,11 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
     if widgets.run_controls(f"{key}_sw", "Run sweep"):
         try:
             progress = widgets.LiveProgress(f"{key}_sw", "guidance sweep")
-            sweep = guidance_sweep(denoiser_for(int(sw_steps)), noisy, judge, classes=list(classes),
-                                   scales=sorted(scales), n_per_class=int(per_class), seed=0,
-                                   guide_until=int(sw_until), guide_from=int(sw_from), stop_at=float(sw_stop_at),
+            free = guidance == "free"
+            sweep = guidance_sweep(denoiser_for(int(sw_steps)), None if free else noisy, judge,
+                                   classes=list(classes), scales=sorted(scales), n_per_class=int(per_class), seed=0,
+                                   guide_until=0 if free else int(sw_until), guide_from=None if free else int(sw_from),
+                                   stop_at=None if free else float(sw_stop_at), guidance=guidance,
                                    callback=progress)
             progress.done()
             st.session_state[f"{key}_sweep"] = sweep
@@ -183,10 +204,12 @@ def _guidance_tab(denoiser_for, noisy, judge: Judge, key: str) -> None:
             st.error(widgets.error_text(exc))
     sweep = st.session_state.get(f"{key}_sweep")
     if sweep is not None and sweep.summary:
-        st.plotly_chart(sweep_figure(sweep.summary), width="stretch", key=f"{key}_sw_fig")
+        st.plotly_chart(sweep_figure(sweep.summary, sweep.settings.get("guidance", "classifier")), width="stretch",
+                        key=f"{key}_sw_fig")
         st.dataframe(sweep.summary, hide_index=True, width="stretch")
         for s, images in sweep.samples.items():
-            st.image(to_uint8(grid(upscale(images, 56), columns=min(16, images.shape[0]))), caption=f"s = {s:g}")
+            letter = "w" if sweep.settings.get("guidance") == "free" else "s"
+            st.image(to_uint8(grid(upscale(images, 56), columns=min(16, images.shape[0]))), caption=f"{letter} = {s:g}")
         c1, c2 = st.columns(2)
         with c1:
             widgets.download_json(sweep.to_dict(), "sweep.json", "Sweep JSON", key=f"{key}_sw_json")
@@ -381,7 +404,7 @@ def imagination_sections(diffusion, key: str = "imag") -> None:
             tab.error(widgets.error_text(exc))
     if noisy is not None:
         with tabs[0]:
-            _guidance_tab(denoiser_for, noisy, judge, f"{key}_guide")
+            _guidance_tab(denoiser_for, noisy, judge, f"{key}_guide", conditional=diffusion.num_classes > 0)
         with tabs[1]:
             _imaginations_tab(denoiser_for, noisy, judge, f"{key}_two")
     with tabs[2]:
