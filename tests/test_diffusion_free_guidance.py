@@ -262,3 +262,19 @@ def test_page_offers_the_free_weight_and_a_free_sweep_for_a_conditional_model(ro
     sweep = at.session_state["imag_guide_sweep"]
     assert sweep.settings["guidance"] == "free" and sweep.settings["classifier"] is None
     assert [row["scale"] for row in sweep.summary] == [0.0, 2.0]
+
+
+def test_the_class_embedding_moves_class_lr_scale_times_faster(tmp_path):
+    """Adam's first step moves every parameter with a gradient by its learning rate: 10× for the class embedding."""
+    config = DDPMConfig(steps=1, warmup=1, lr=1e-3, batch_size=8, checkpoint_every=1, num_classes=4,
+                        class_lr_scale=10.0, **TINY)
+    with pytest.raises(UserInputError, match="learning-rate scale"):
+        DDPMConfig(num_classes=4, class_lr_scale=0.0)
+    train_ddpm(_labelled_images(), tmp_path / "run", config, resume=False, device="cpu")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    table = state["model"]["class_embedding.weight"]
+    assert table.abs().max() == pytest.approx(1e-2, rel=1e-3)  # started at zero
+    torch.manual_seed(0)
+    start = build_unet(DDPMConfig(num_classes=4, **TINY), 8).state_dict()
+    moved = (state["model"]["conv_in.weight"] - start["conv_in.weight"]).abs().max()
+    assert moved == pytest.approx(1e-3, rel=1e-2)

@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
         block_out_channels=channels, layers_per_block=args.layers,
         attention=not args.no_attention, norm_num_groups=args.groups, checkpoint_every=args.checkpoint_every,
         variance_type=args.variance_type, vlb_weight=args.vlb_weight, init_from=_init_folder(args.init_from),
-        num_classes=args.classes, class_dropout=args.class_dropout,
+        num_classes=args.classes, class_dropout=args.class_dropout, class_lr_scale=args.class_lr_scale,
     )
     out = output_dir(args.out)
     data = load_dataset(args.data, "train")
@@ -265,6 +265,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "classifier-free guidance; 0: unconditional")
     t.add_argument("--class-dropout", type=float, default=0.1,
                    help="share of training images shown with the null label (the unconditional mode)")
+    t.add_argument("--class-lr-scale", type=float, default=1.0,
+                   help="the class embedding's learning rate over the rest's (it starts at zero, so a fine-tuned "
+                        "model learns its labels faster with e.g. 10)")
     t.add_argument("--checkpoint-every", type=int, default=250)
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
     t.add_argument("--max-minutes", type=float, default=None, help="stop cleanly (checkpoint + export) after this long")

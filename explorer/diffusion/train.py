@@ -154,6 +154,7 @@ class DDPMConfig:
     init_from: str = ""  # a diffusers UNet folder whose weights start the run where shapes match
     num_classes: int = 0  # > 0: class-conditional (labels 0 … num_classes−1, and num_classes: the null label)
     class_dropout: float = 0.1  # share of a conditional run's images shown with the null label (Ho & Salimans)
+    class_lr_scale: float = 1.0  # the class embedding's learning rate over the rest's (it starts at zero)
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": LIMITS["train_steps"]})
@@ -164,6 +165,9 @@ class DDPMConfig:
         if not (0 < self.class_dropout < 1 and math.isfinite(self.class_dropout)):
             raise UserInputError("The share of null labels must lie strictly between 0 and 1 "
                                  f"(Ho & Salimans: 0.1–0.2), not {self.class_dropout}.")
+        if not (0 < self.class_lr_scale <= 100 and math.isfinite(self.class_lr_scale)):
+            raise UserInputError(f"The class embedding's learning-rate scale must lie in (0, 100], "
+                                 f"not {self.class_lr_scale}.")
         if self.variance_type not in ("fixed_small", "fixed_large", "learned_range"):
             raise UserInputError(f"Unknown variance type {self.variance_type!r}: "
                                  "use fixed_small, fixed_large or learned_range.")
@@ -335,7 +339,7 @@ def run_training(
             stopped = TIME_LIMIT
             break
         for group in optimiser.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
         loss = loss_at(step)
         if not torch.isfinite(loss):
             stopped = f"diverged at step {step}"
@@ -484,6 +488,17 @@ def _batch_for_step(data: ImageDataset, config: DDPMConfig, step: int, num_times
     return x, t, noise, labels
 
 
+def _parameter_groups(unet: torch.nn.Module, config: DDPMConfig) -> list[dict]:
+    """One group, or two for a conditional model: its class embedding starts at zero and gets the small gradient
+    of a label's marginal use, so ``class_lr_scale`` lets it move faster than the rest."""
+    if not config.num_classes or config.class_lr_scale == 1.0:
+        return [{"params": list(unet.parameters())}]
+    table = list(unet.class_embedding.parameters())
+    ids = {id(p) for p in table}
+    rest = [p for p in unet.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": table, "lr_scale": config.class_lr_scale}]
+
+
 def train_ddpm(
     data: ImageDataset,
     out_dir: str | Path,
@@ -516,7 +531,7 @@ def train_ddpm(
     if config.init_from:
         init_from_pretrained(unet, config.init_from)
     scheduler = make_scheduler(config.schedule, config.num_train_timesteps, "ddpm", config.variance_type)
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(_parameter_groups(unet, config), lr=config.lr, weight_decay=0.0)
     learned = config.variance_type == "learned_range"
     gaussian = GaussianDiffusion.from_schedule(config.schedule, config.num_train_timesteps, config.variance_type)
 
