@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gaussian import GaussianDiffusion
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-BUILTIN = {"fashion_ddpm": ASSETS / "fashion_ddpm", "fashion_iddpm": ASSETS / "fashion_iddpm"}
+BUILTIN = {"fashion_ddpm": ASSETS / "fashion_ddpm", "fashion_iddpm": ASSETS / "fashion_iddpm",
+           "fashion_cddpm": ASSETS / "fashion_cddpm"}
 _cache: dict[tuple[str, str], "DiffusionModel"] = {}
 _lock = threading.Lock()
 
