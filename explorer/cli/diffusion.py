@@ -193,7 +193,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--model", default="fashion_ddpm",
-                   help="fashion_ddpm, fashion_iddpm (learned Σ) or a diffusers-format UNet folder")
+                   help="fashion_ddpm, fashion_iddpm (learned Σ), fashion_cddpm (class-conditional; its "
+                        "unconditional mode here) or a diffusers-format UNet folder")
     p.add_argument("--probe", default="fashion_cnn",
                    help="registry classifier (or a train-classifier folder) watching the chain; none: off")
     add_arch_option(p, "--probe-arch")

@@ -345,7 +345,9 @@ def _imagine(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, steps: int, sampler: str, eta: float | None) -> None:
-    p.add_argument("--model", default="fashion_ddpm", help="fashion_ddpm or a diffusers-format UNet folder")
+    p.add_argument("--model", default="fashion_ddpm",
+                   help="fashion_ddpm, fashion_iddpm, fashion_cddpm (class-conditional: told the class) or a "
+                        "diffusers-format UNet folder")
     p.add_argument("--judge", default="fashion_cnn", help="the clean classifier that judges (never guides)")
     p.add_argument("--data", default="fashion", help="test images: fashion (Debian IDX files) or a folder of IDX files")
     p.add_argument("--steps", type=int, default=steps, help="kept (respaced) steps of the model's schedule")
