@@ -300,3 +300,18 @@ def test_shipped_conditional_model_uses_its_label_and_records_its_recipe():
     assert model.num_classes == 10
     z_wrong, z_null = label_gain_z(model, load_fashion_mnist("test").subset(slice(0, 400)), (200, 350, 500))
     assert z_wrong > 5 and z_null > 5
+
+
+def test_odd_class_embeddings_are_refused_with_a_message(tmp_path):
+    """A folder whose class embedding is not a label table (diffusers' 'timestep' kind) or holds no class beside
+    the null label is refused by name, not half-loaded."""
+    import diffusers
+
+    for name, kwargs, message in (("kind", {"class_embed_type": "timestep"}, "not supported"),
+                                  ("one", {"num_class_embeds": 1}, "needs a class and the null label")):
+        unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),
+                                     layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                     up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, **kwargs)
+        unet.save_pretrained(tmp_path / name, safe_serialization=True)
+        with pytest.raises(UserInputError, match=message):
+            load_diffusion_model(str(tmp_path / name), device="cpu")
