@@ -19,27 +19,12 @@ import _common  # noqa: F401 - puts the repository on sys.path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.audio.spectrogram import stft  # noqa: E402
-from explorer.audio.words import WORDS_STFT, load_word_net_dir, word_net_folders  # noqa: E402
+from explorer.audio.words import load_word_net_dir, word_net_folders  # noqa: E402
 from explorer.audio.wordsdata import LABELS, UNKNOWN, WordClips, load_clips  # noqa: E402
-from explorer.audio.wordstrain import centred, split, vtlp_warp  # noqa: E402
+from explorer.audio.wordstrain import clip_logits, split  # noqa: E402
 from explorer.stats import exact_mcnemar  # noqa: E402
 
 ALPHAS = tuple(round(0.80 + 0.04 * k, 2) for k in range(11))
-
-
-@torch.no_grad()
-def warped_log_probs(net, clips: list[np.ndarray], alpha: float, batch: int = 256) -> np.ndarray:
-    """clips × classes log-probabilities of clean centred clips whose spectra are warped by ``alpha``."""
-    module = net.net
-    out = []
-    for start in range(0, len(clips), batch):
-        x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]]))
-        magnitude = stft(x, WORDS_STFT).abs()
-        if alpha != 1.0:
-            magnitude = vtlp_warp(magnitude, np.full(x.shape[0], alpha))
-        out.append(net.log_probabilities_from_log_mel(module.front.from_magnitude(magnitude)).float().numpy())
-    return np.concatenate(out)
 
 
 def per_voice(net, data: WordClips) -> dict:
@@ -48,7 +33,7 @@ def per_voice(net, data: WordClips) -> dict:
     for voice in sorted(set(data.voices)):
         mine = np.flatnonzero(data.voices == voice)
         clips = [data.clips[i] for i in mine]
-        readings = {a: warped_log_probs(net, clips, a) for a in ALPHAS}
+        readings = {a: clip_logits(net, clips, warp=a) for a in ALPHAS}  # a WordNet: log-probabilities
         confidence = {a: float(np.exp(r.max(1)).mean()) for a, r in readings.items()}
         best = max(ALPHAS, key=lambda a: confidence[a])
         labels, kw = data.labels[mine], keyword[mine]

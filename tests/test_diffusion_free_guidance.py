@@ -315,3 +315,11 @@ def test_odd_class_embeddings_are_refused_with_a_message(tmp_path):
         unet.save_pretrained(tmp_path / name, safe_serialization=True)
         with pytest.raises(UserInputError, match=message):
             load_diffusion_model(str(tmp_path / name), device="cpu")
+
+
+def test_labels_outside_the_classes_are_refused_before_training(tmp_path):
+    data = _labelled_images()
+    data.labels[3] = 7  # a damaged label file: 4 class names, a label 7
+    with pytest.raises(UserInputError, match="labels run 0…7"):
+        train_ddpm(data, tmp_path / "run", DDPMConfig(steps=1, num_classes=4, **TINY), resume=False, device="cpu")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

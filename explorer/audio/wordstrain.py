@@ -247,16 +247,23 @@ def centred(clip: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256) -> np.ndarray:
+def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: int = 256,
+                warp: float = 1.0) -> np.ndarray:
     """The net's scores (clips × classes) on clean clips centred in one second: how every table reads a clip. A
     module gives its logits, a :class:`WordNet` its log-probabilities (the same order within a clip; an ensemble's
-    renormalised mean), so argmax and top-k read alike."""
+    renormalised mean), so argmax and top-k read alike. ``warp`` ≠ 1 reads every clip's spectrum warped along
+    frequency by that factor (the training VTLP warp: test-time speaker normalisation)."""
     module = net.net if isinstance(net, WordNet) else net
     device = next(module.parameters()).device
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
-        read = net.log_probabilities_from_log_mel(module.front(x)) if isinstance(net, WordNet) else module(x)
+        if warp == 1.0:
+            log_mel = module.front(x)
+        else:
+            log_mel = module.front.from_magnitude(vtlp_warp(stft(x, WORDS_STFT).abs(), np.full(x.shape[0], warp)))
+        read = (net.log_probabilities_from_log_mel(log_mel) if isinstance(net, WordNet)
+                else module.head(module.features(log_mel)))
         out.append(read.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 

@@ -137,8 +137,7 @@ def _guide(args: argparse.Namespace) -> int:
     from ..diffusion.judge import Judge
     from ..images import grid, save_png
 
-    from ..diffusion.guidance import (check_free_guidance, check_guidance, check_guide_from, check_guide_until,
-                                      check_scale, check_stop_at)
+    from ..diffusion.guidance import check_guidance, check_guide_from, check_guide_until, check_scale, check_stop_at
 
     limits.check("batch", args.n, what="--n")
     free = check_guidance(args.guidance) == "free"
@@ -148,14 +147,12 @@ def _guide(args: argparse.Namespace) -> int:
     what = "classifier-free guidance weight" if free else "guidance scale"
     scales = [check_scale(v, what) for v in parse_scales(args.scales)] if args.sweep else [check_scale(args.scale)]
     stop_at = check_stop_at(args.stop_at_confidence)
-    out = output_dir(args.out)
-    denoiser, judge_model = _setup(args)
-    free_weight = check_free_guidance(denoiser, args.free_weight)
+    free_weight = check_scale(args.free_weight, "classifier-free guidance weight")
     if args.sweep and free_weight:
         raise UserInputError("--free-weight is for one set of samples; a sweep over weights is --sweep --guidance "
                              "free --scales W1,W2,….")
-    if free:
-        check_free_guidance(denoiser, max(scales))
+    out = output_dir(args.out)  # after every option is checked
+    denoiser, judge_model = _setup(args)
     until = check_guide_until(args.guide_until, denoiser.train_steps)
     start = check_guide_from(args.guide_from, denoiser.train_steps, until)
     noisy = None if free else _noisy(args)

@@ -460,8 +460,14 @@ def guidance_sweep(denoiser: Denoiser, classifier: GradientClassifier | None, ju
                 "seed": seed, "scales": scales, "classes": list(classes), "n_per_class": n_per_class,
                 "reference_pool": reference_pool, "guide_until": guide_until, "guide_from": guide_from,
                 "stop_at_confidence": stop_at}
-    summary = with_floor(with_reference(_summarise(rows, scales), rows, reference), rows, floor, reference)
+    summary = summarise_sweep(rows, scales, floor, reference)
     return SweepResult(rows, summary, floor, samples, settings, time.perf_counter() - began, stopped, reference)
+
+
+def summarise_sweep(rows: list[dict], scales: list[float], floor: list[dict], reference: dict | None) -> list[dict]:
+    """A sweep's per-scale summary from its rows: the judge's rates, FD ratios to scale 0 and to ``reference``,
+    and FD above the real-image ``floor``."""
+    return with_floor(with_reference(_summarise(rows, scales), rows, reference), rows, floor, reference)
 
 
 def with_reference(summary: list[dict], rows: list[dict], reference: dict | None) -> list[dict]:
@@ -538,10 +544,8 @@ def with_yardstick(sweep: dict, other: dict) -> dict:
         raise UserInputError("The yardstick was made with other settings ("
                              + ", ".join(f"{k}: {theirs.get(k)!r}, not {mine.get(k)!r}" for k in differ) + ").")
     rows = sweep.get("rows") or []
-    plain = [{k: v for k, v in e.items() if not k.startswith(("fd_ratio_to_unguided", "fd_above_floor",
-                                                                   "unguided_fd", "reference_classes"))}
-             for e in sweep.get("summary") or []]
-    summary = with_floor(with_reference(plain, rows, reference), rows, sweep.get("floor") or [], reference)
+    scales = mine.get("scales") or sorted({r["scale"] for r in rows})
+    summary = summarise_sweep(rows, list(scales), sweep.get("floor") or [], reference)
     return sweep | {"summary": summary, "reference": reference,
                     "reference_model": theirs.get("model")}
 

@@ -209,6 +209,13 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm",
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
             raise UserInputError(f"{unet_dir} holds a {config.get('_class_name')}; "
                                  "the inspector takes UNet2DModel folders.")
+        if config.get("class_embed_type") is not None:  # refused from the config, before any weight is read
+            raise UserInputError(f"{unet_dir}: class embeddings of type {config['class_embed_type']!r} are not "
+                                 "supported (the inspector takes label-embedding models: num_class_embeds).")
+        labels = config.get("num_class_embeds")
+        if labels is not None and (not isinstance(labels, int) or isinstance(labels, bool) or not 2 <= labels <= 1001):
+            raise UserInputError(f"{unet_dir}: a class-conditional UNet needs a class and the null label "
+                                 f"(num_class_embeds 2…1001), not {labels!r}.")
         diffusers = import_diffusers()
         verbosity = diffusers.utils.logging.get_verbosity()
         diffusers.utils.logging.set_verbosity_error()  # no "install accelerate" advice for a 3 MB model
@@ -218,12 +225,7 @@ def load_diffusion_model(name_or_path: str = "fashion_ddpm",
             raise UserInputError(f"Could not load the UNet in {unet_dir}: {str(exc).splitlines()[0]}") from exc
         finally:
             diffusers.utils.logging.set_verbosity(verbosity)
-        if config.get("class_embed_type") is not None:
-            raise UserInputError(f"{unet_dir}: class embeddings of type {config['class_embed_type']!r} are not "
-                                 "supported (the inspector takes label-embedding models: num_class_embeds).")
         if config.get("num_class_embeds") is not None:
-            if int(config["num_class_embeds"]) < 2:
-                raise UserInputError(f"{unet_dir}: a class-conditional UNet needs a class and the null label.")
             unet = ClassConditionalUNet(unet)
         unet.eval().requires_grad_(False).to(dev)
         scheduler_config = _scheduler_config(path)

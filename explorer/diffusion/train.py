@@ -480,9 +480,6 @@ def _batch_for_step(data: ImageDataset, config: DDPMConfig, step: int, num_times
     labels = None
     if config.num_classes:  # drawn after the noise: an unconditional run's batches stay what they were
         labels = data.labels[index].clone()
-        if int(labels.min()) < 0 or int(labels.max()) >= config.num_classes:
-            raise UserInputError(f"The data's labels run {int(labels.min())}…{int(labels.max())}: a model with "
-                                 f"{config.num_classes} classes takes 0…{config.num_classes - 1}.")
         null = torch.rand(config.batch_size, generator=gen) < config.class_dropout
         labels[null] = config.num_classes
     return x, t, noise, labels
@@ -523,6 +520,10 @@ def train_ddpm(
     if config.num_classes and config.num_classes != len(data.class_names):
         raise UserInputError(f"A class-conditional model of {data.source} needs {len(data.class_names)} classes, "
                              f"not {config.num_classes}.")
+    if config.num_classes and len(data) and (int(data.labels.min()) < 0
+                                             or int(data.labels.max()) >= config.num_classes):
+        raise UserInputError(f"The data's labels run {int(data.labels.min())}…{int(data.labels.max())}: a model "
+                             f"with {config.num_classes} classes takes 0…{config.num_classes - 1}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"

@@ -54,7 +54,7 @@ try:
 except UserInputError as exc:
     st.error(widgets.error_text(exc))
     st.stop()
-st.caption(diffusion.describe())
+st.caption(widgets.safe_text(diffusion.describe(), limit=300))  # a folder's name is user text
 probe = Probe(probe_model) if probe_model is not None else None
 
 
