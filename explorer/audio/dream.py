@@ -65,6 +65,7 @@ SYNTH_LIMITS = {
     "control_starts": Limit(0, 256, label="random starts for the control", integer=True),
     "noise_budget": Limit(0.0, 1.0, label="noise budget"),
     "edge_silence_ms": Limit(0.0, 1000.0, " ms", label="silent edges"),
+    "control_ms": Limit(2.0, 50.0, " ms", label="loudness and voicing frame spacing"),
 }
 
 
@@ -95,6 +96,8 @@ class DreamSettings:
     added_noise_db: float | None = None
     noise_budget: float = 0.1  # the noise branch's energy at most this share of the harmonic branch's
     edge_silence_ms: float = 0.0  # silent first and last ms (a word-shaped sound; 0: off)
+    # the synthesiser's loudness and voicing frames every this many ms; None: the preset's (10 ms)
+    control_ms: float | None = None
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0

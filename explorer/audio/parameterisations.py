@@ -105,6 +105,8 @@ class SynthDream(Parameterisation):
         voice = isinstance(target, (SpeechTarget, WordTarget))
         kind = settings.synth or ("voice" if voice else "instrument")
         config = replace(preset(kind), noise_budget=settings.noise_budget, edge_silence_ms=settings.edge_silence_ms)
+        if settings.control_ms is not None:
+            config = replace(config, control_rate=1000.0 / settings.control_ms)
         self.param = HarmonicPlusNoise(config, len(start.audio), target.sample_rate, generator=start.generator,
                                        device=start.device, start="clip" if start.is_clip else settings.start)
         if start.is_clip and settings.fit_steps:
