@@ -96,6 +96,34 @@ def test_silent_edges_make_a_word_shaped_sound_and_refuse_to_leave_nothing():
         assert float(np.abs(audio[edge + ramp : -edge - ramp]).max()) > 0.01
 
 
+def _onset_energy(control_ms: float) -> float:
+    """Share of full-loudness energy in the 10 ms after a knob step from −60 dB to 0 dB at 0.5 s."""
+    synth = _steady(dataclasses.replace(VOICE, control_rate=1000.0 / control_ms), 200.0, seconds=1.0)
+    onset = synth.control_step * round(0.5 * SR / synth.control_step)
+    with torch.no_grad():
+        synth.loudness.fill_(8.0)  # 0 dB …
+        synth.loudness[..., : onset // synth.control_step + 1] = -8.0  # … after −60 dB up to the onset frame
+        wav = synth()[0, 0, 0].numpy()
+    window = int(0.010 * SR)
+    return float((wav[onset : onset + window] ** 2).mean() / (wav[onset + 2000 : onset + 2000 + window] ** 2).mean())
+
+
+def test_a_finer_control_grid_makes_sharper_onsets_and_reaches_the_dream():
+    """At 10 ms frames a −60 → 0 dB step takes 10 ms to rise (a third of the energy of the 10 ms after it), at 5 ms
+    frames 5 ms (about two thirds): bursts and closures the coarse grid smears (docs/audio.md, eleventh look)."""
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.errors import UserInputError
+
+    coarse, fine = _onset_energy(10.0), _onset_energy(5.0)
+    assert 0.25 < coarse < 0.42 and 0.58 < fine < 0.75
+    with pytest.raises(UserInputError, match="frame spacing 1 is out of range"):
+        DreamSettings(control_ms=1.0)
+    result = dream(DreamSettings(net="words", word="six", seconds=1.0, steps=2, control_ms=5.0, hearing=False),
+                   device="cpu")
+    assert result.settings.control_ms == 5.0 and result.controls["frame_seconds"] == 0.005
+    assert len(result.controls["voicing"]) == 201  # a frame every 5 ms over 1 s, both ends included
+
+
 def test_gradients_reach_every_knob_and_the_speech_score_rises():
     from explorer.audio.dream import DreamSettings, dream
 

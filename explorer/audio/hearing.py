@@ -246,6 +246,13 @@ def random_start_sound(param: str, seed: int, seconds: float = 1.0) -> np.ndarra
     return audio_io.load_audio(audio_io.wav_bytes(audio, SAMPLE_RATE), SAMPLE_RATE)
 
 
+def calibration_picks(words: np.ndarray, word: str, count: int) -> np.ndarray:
+    """Indices of ``count`` clips of ``word``, spread evenly over an engine's clips (so over its voices): the
+    recordings the calibration decodes, and the ones ``benchmarks/synth_ceiling.py`` imitates."""
+    idx = np.flatnonzero(words == word)
+    return idx[np.linspace(0, len(idx) - 1, min(count, len(idx))).round().astype(int)]
+
+
 def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = None,
                      starts: dict[str, int] | None = None,
                      seconds: float = 1.0, callback=None, should_stop=None) -> dict:
@@ -275,8 +282,7 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
         rows, correct, n, nothing = {}, 0, 0, 0
         confusions: dict[str, int] = {}
         for word in KEYWORDS:
-            idx = np.flatnonzero(data.words == word)
-            pick = idx[np.linspace(0, len(idx) - 1, min(per_word[engine], len(idx))).round().astype(int)]
+            pick = calibration_picks(data.words, word, per_word[engine])
             k = 0
             for i in pick:
                 if should_stop is not None and should_stop():
