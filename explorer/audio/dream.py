@@ -66,6 +66,7 @@ SYNTH_LIMITS = {
     "noise_budget": Limit(0.0, 1.0, label="noise budget"),
     "edge_silence_ms": Limit(0.0, 1000.0, " ms", label="silent edges"),
     "control_ms": Limit(2.0, 50.0, " ms", label="loudness and voicing frame spacing"),
+    "control_tv": Limit(0.0, 100.0, label="control smoothness weight"),
 }
 
 
@@ -98,6 +99,8 @@ class DreamSettings:
     edge_silence_ms: float = 0.0  # silent first and last ms (a word-shaped sound; 0: off)
     # the synthesiser's loudness and voicing frames every this many ms; None: the preset's (10 ms)
     control_ms: float | None = None
+    # a penalty on the loudness and voicing knobs' total variation per second (0: off): sharp edges, no flutter
+    control_tv: float = 0.0
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0

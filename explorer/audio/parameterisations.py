@@ -121,13 +121,17 @@ class SynthDream(Parameterisation):
                                          noise_db=added_noise_for(settings), speed_pct=settings.speed_jitter_pct,
                                          sample_rate=target.sample_rate)
         self.before = target.report_waveform(self.start_render)
+        self.control_tv = settings.control_tv
 
     def transforms(self, render: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.robust(render, generator)
 
     def score(self, render: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
         # transformed: B×N after the robustness transforms (or the raw render when the loop scores its result)
-        return self.target.score_waveform(transformed.reshape(transformed.shape[0], -1), self.generator)
+        value = self.target.score_waveform(transformed.reshape(transformed.shape[0], -1), self.generator)
+        if self.control_tv:
+            value = value - self.control_tv * self.param.control_variation()
+        return value
 
     def preview(self, callback: ProgressCallback | None) -> ProgressCallback | None:
         """Wrap a progress callback so the synthesiser's render arrives as a [0, 1] spectrogram picture."""

@@ -312,6 +312,18 @@ class HarmonicPlusNoise(ImageParam):
             out.bandwidths_hz = _squash(self.bandwidths, *cfg.bandwidth)
         return out
 
+    def control_variation(self) -> torch.Tensor:
+        """Total variation per second of the loudness (in units of the loudness range) and of the voicing mix, B.
+
+        As a penalty it is what a smooth-but-sharp envelope needs: a step (an onset, a closure) costs its height
+        once, whatever the frame spacing, while frame-to-frame flutter costs at every frame — so a fine control grid
+        can keep sharp edges without turning a voice rough."""
+        loud_db = 20 * torch.log10(self.amplitude().clamp(min=1e-8)) / self.config.loudness_range_db  # B×V×frames
+        loud = (loud_db[..., 1:] - loud_db[..., :-1]).abs().sum(-1).mean(1)
+        voicing = torch.sigmoid(self.voicing)
+        mix = (voicing[..., 1:] - voicing[..., :-1]).abs().sum(-1)
+        return (loud + mix) / (self.samples / self.sample_rate)
+
     def _formants(self) -> torch.Tensor:
         return torch.stack([_squash(self.formants[:, j], lo, hi) for j, (lo, hi) in enumerate(self.config.formants)], 1)
 
