@@ -124,6 +124,35 @@ def test_a_finer_control_grid_makes_sharper_onsets_and_reaches_the_dream():
     assert len(result.controls["voicing"]) == 201  # a frame every 5 ms over 1 s, both ends included
 
 
+def test_control_variation_charges_a_step_once_and_flutter_every_frame():
+    """The smoothness prior of the twelfth look: a 60 dB onset costs 1 whatever the grid; flutter costs per frame."""
+    from explorer.audio.dream import DreamSettings, dream
+
+    costs = {}
+    for ms in (10.0, 5.0):
+        synth = _steady(dataclasses.replace(VOICE, control_rate=1000.0 / ms), 200.0, seconds=1.0)
+        with torch.no_grad():
+            synth.loudness.fill_(30.0)  # 0 dB (to float precision) …
+            synth.loudness[..., : synth.frames // 2] = -30.0  # … after −60 dB: one step of the whole range
+            step = float(synth.control_variation()[0])
+            synth.loudness.fill_(0.0)
+            synth.loudness[..., ::2] = 0.2  # flutter: every other frame up by the same small amount
+            flutter = float(synth.control_variation()[0])
+        costs[ms] = (step, flutter)
+        assert step == pytest.approx(1.0, abs=0.01)
+    assert costs[5.0][1] == pytest.approx(2 * costs[10.0][1], rel=0.05)
+
+    def variation(weight: float) -> tuple[float, float]:
+        result = dream(DreamSettings(net="words", word="yes", seconds=1.0, steps=48, control_ms=5.0,
+                                     control_tv=weight, hearing=False), device="cpu")
+        loud, voicing = np.array(result.controls["loudness_db"]), np.array(result.controls["voicing"])
+        return np.abs(np.diff(loud)).sum() / 60 + np.abs(np.diff(voicing)).sum(), result.roundtrip["value"]
+
+    (free, free_p), (smooth, smooth_p) = variation(0.0), variation(0.1)
+    assert smooth < 0.5 * free  # the prior removes most of the knobs' variation …
+    assert smooth_p > 0.5 and free_p > 0.5  # … while the net still hears its word (start: p < 0.01)
+
+
 def test_gradients_reach_every_knob_and_the_speech_score_rises():
     from explorer.audio.dream import DreamSettings, dream
 
