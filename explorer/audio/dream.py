@@ -43,7 +43,7 @@ from ..progress import ProgressCallback, ShouldStop
 from . import io as audio_io
 from .clips import BUILTIN_CLIPS, builtin_clip
 from .judges import Verdict, judge_sound, verdicts_to_dict
-from .parameterisations import DreamStart, added_noise_for, parameterisation
+from .parameterisations import DreamStart, added_noise_for, control_ms_for, control_tv_for, parameterisation
 from .spectrogram import DBMap, stft
 from .synth import SYNTH_KINDS
 from .targets import SAMPLE_RATE, AudioTarget, MusicTarget, WordTarget, make_target
@@ -97,10 +97,11 @@ class DreamSettings:
     added_noise_db: float | None = None
     noise_budget: float = 0.1  # the noise branch's energy at most this share of the harmonic branch's
     edge_silence_ms: float = 0.0  # silent first and last ms (a word-shaped sound; 0: off)
-    # the synthesiser's loudness and voicing frames every this many ms; None: the preset's (10 ms)
+    # the synthesiser's loudness and voicing frames every this many ms; None: the net's default (control_ms_for)
     control_ms: float | None = None
-    # a penalty on the loudness and voicing knobs' total variation per second (0: off): sharp edges, no flutter
-    control_tv: float = 0.0
+    # a penalty on those knobs' total variation per second (0: off; None: the net's default, control_tv_for):
+    # a step costs its height once, flutter costs at every frame — sharp edges, no roughness
+    control_tv: float | None = None
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0
@@ -221,8 +222,9 @@ def dream(
     The progress preview is always a [0, 1] spectrogram picture (B×1×bins×frames)."""
     device = devices.choose_device(device)
     kind = _checked_param(settings)
-    if kind == "synth":  # the net's default noise level written into the settings: dream.json says what was used
-        settings = replace(settings, added_noise_db=added_noise_for(settings))
+    if kind == "synth":  # the net's defaults written into the settings: dream.json says what was used
+        settings = replace(settings, added_noise_db=added_noise_for(settings), control_ms=control_ms_for(settings),
+                           control_tv=control_tv_for(settings))
     target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)

@@ -42,7 +42,30 @@ def added_noise_for(settings: DreamSettings) -> float:
     than −50 dB (4/60 against 6/60); it costs nothing measurable either way (docs/audio.md)."""
     if settings.added_noise_db is not None:
         return float(settings.added_noise_db)
-    return WORD_ADDED_NOISE_DB if settings.net.partition(":")[0] == "words" else ADDED_NOISE_DB
+    return WORD_ADDED_NOISE_DB if _words(settings) else ADDED_NOISE_DB
+
+
+CONTROL_MS = 10.0  # the synthesiser's loudness and voicing frame spacing (its presets' 100 frames a second)
+WORD_CONTROL_MS = 10.0  # word dreams (docs/audio.md: the eleventh to thirteenth looks measured 5 ms)
+WORD_CONTROL_TV = 0.0  # word dreams' smoothness prior on those knobs (0: none)
+
+
+def _words(settings: DreamSettings) -> bool:
+    return settings.net.partition(":")[0] == "words"
+
+
+def control_ms_for(settings: DreamSettings) -> float:
+    """The loudness/voicing frame spacing a synthesiser dream uses: the settings' own, else its net's default."""
+    if settings.control_ms is not None:
+        return float(settings.control_ms)
+    return WORD_CONTROL_MS if _words(settings) else CONTROL_MS
+
+
+def control_tv_for(settings: DreamSettings) -> float:
+    """The weight of the smoothness prior on the loudness/voicing knobs: the settings' own, else its net's default."""
+    if settings.control_tv is not None:
+        return float(settings.control_tv)
+    return WORD_CONTROL_TV if _words(settings) else 0.0
 
 
 @dataclass(frozen=True)
@@ -104,9 +127,8 @@ class SynthDream(Parameterisation):
         self.target, self.dbmap, self.generator, self.device = target, start.dbmap, start.generator, start.device
         voice = isinstance(target, (SpeechTarget, WordTarget))
         kind = settings.synth or ("voice" if voice else "instrument")
-        config = replace(preset(kind), noise_budget=settings.noise_budget, edge_silence_ms=settings.edge_silence_ms)
-        if settings.control_ms is not None:
-            config = replace(config, control_rate=1000.0 / settings.control_ms)
+        config = replace(preset(kind), noise_budget=settings.noise_budget, edge_silence_ms=settings.edge_silence_ms,
+                         control_rate=1000.0 / control_ms_for(settings))
         self.param = HarmonicPlusNoise(config, len(start.audio), target.sample_rate, generator=start.generator,
                                        device=start.device, start="clip" if start.is_clip else settings.start)
         if start.is_clip and settings.fit_steps:
@@ -121,7 +143,7 @@ class SynthDream(Parameterisation):
                                          noise_db=added_noise_for(settings), speed_pct=settings.speed_jitter_pct,
                                          sample_rate=target.sample_rate)
         self.before = target.report_waveform(self.start_render)
-        self.control_tv = settings.control_tv
+        self.control_tv = control_tv_for(settings)
 
     def transforms(self, render: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.robust(render, generator)

@@ -12,7 +12,7 @@ from explorer.audio.clips import BUILTIN_CLIPS
 from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_picture, spectrogram_preview
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
-from explorer.audio.parameterisations import added_noise_for
+from explorer.audio.parameterisations import added_noise_for, control_ms_for, control_tv_for
 from explorer.audio.words import ENSEMBLE, word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
@@ -120,6 +120,7 @@ with right:
     tv_time = tv_freq = blur_every = consistency = 0
     blur_sigma, gl_iters, momentum, time_shift, added_noise = 0.5, 64, 0.99, 8.0, None
     speed_jitter = DreamSettings.speed_jitter_pct
+    control_ms = control_tv = None
     with st.expander("Robustness and learning rate" if param == "synth"
                      else "Priors and resynthesis (free spectrogram)"):
         c1, c2 = st.columns(2)
@@ -140,6 +141,18 @@ with right:
                                            float(DreamSettings.speed_jitter_pct), key=f"{KEY}_speed",
                                            help="pitch, formants and rate move together, as between speakers: "
                                                 "so the dream does not rely on one voice")
+            default_ms = control_ms_for(DreamSettings(net=net_kind))  # the library's per-net defaults
+            control_ms = c2.number_input("Loudness/voicing frame (ms)", 2.0, 50.0, default_ms,
+                                         key=f"{KEY}_control_ms_{default_ms:g}",
+                                         help="how often the synthesiser's loudness and voicing may change: 5 ms lets "
+                                              "onsets and closures be sharper (its imitations of recorded words are "
+                                              "heard as the word far more often: docs/audio.md)")
+            default_tv = control_tv_for(DreamSettings(net=net_kind))
+            control_tv = c1.number_input("Smoothness of loudness/voicing (TV weight)", 0.0, 100.0, default_tv,
+                                         format="%.3f", key=f"{KEY}_control_tv_{default_tv:g}",
+                                         help="a penalty on the loudness and voicing knobs' total variation: a step "
+                                              "costs its height once, flutter costs at every frame — sharp edges "
+                                              "without roughness (0: off)")
         else:
             tv_time = c1.number_input("TV weight along time", 0.0, 100.0, 0.0, key=f"{KEY}_tv_time")
             tv_freq = c2.number_input("TV weight along frequency", 0.0, 100.0, 0.0, key=f"{KEY}_tv_freq")
@@ -159,6 +172,8 @@ settings = DreamSettings(net=net, word=word, word_net=word_net, control_starts=i
                          synth=None if synth_choice == "auto" else synth_choice, time_shift_ms=float(time_shift),
                          speed_jitter_pct=float(speed_jitter),
                          added_noise_db=None if added_noise is None else float(added_noise),
+                         control_ms=None if control_ms is None else float(control_ms),
+                         control_tv=None if control_tv is None else float(control_tv),
                          tv_time=float(tv_time), tv_freq=float(tv_freq),
                          blur_every=int(blur_every), blur_sigma=float(blur_sigma), gain_jitter_db=float(gain_jitter),
                          consistency_every=int(consistency),
