@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import _common  # noqa: F401 - puts the repository on sys.path
@@ -175,9 +176,10 @@ def words_benchmark(args, record: dict) -> None:
         for word in words:
             judged(DreamSettings(**{**base.to_dict(), "word": word, "seed": seed}), f"words:{word} synth seed {seed}")
     if args.speech_seeds:
-        starts("speech synth 4 s", DreamSettings(net="speech", hearing=True), args.speech_control)
+        speech = DreamSettings(net="speech", hearing=True, control_ms=args.control_ms, control_tv=args.control_tv)
+        starts("speech synth 4 s", speech, args.speech_control)
         for seed in args.speech_seeds:
-            judged(DreamSettings(net="speech", hearing=True, seed=seed), f"speech synth seed {seed} (hearing)")
+            judged(replace(speech, seed=seed), f"speech synth seed {seed} (hearing)")
     for seed in args.music_seeds_hearing:
         for model in args.music_models:
             judged(DreamSettings(net="music:piano", music_model=model, hearing=True, seed=seed),
