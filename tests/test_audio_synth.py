@@ -123,13 +123,15 @@ def test_a_finer_control_grid_makes_sharper_onsets_and_reaches_the_dream():
     assert result.settings.control_ms == 5.0 and result.controls["frame_seconds"] == 0.005
     assert len(result.controls["voicing"]) == 201  # a frame every 5 ms over 1 s, both ends included
     # unset, the net's defaults are used and written into the settings (dream.json says what was used)
-    from explorer.audio.parameterisations import WORD_CONTROL_MS, WORD_CONTROL_TV
+    from explorer.audio.parameterisations import VOICE_CONTROL_MS, VOICE_CONTROL_TV
 
     default = dream(DreamSettings(net="words", word="six", seconds=1.0, steps=1, hearing=False), device="cpu")
-    assert (default.settings.control_ms, default.settings.control_tv) == (WORD_CONTROL_MS, WORD_CONTROL_TV)
-    assert default.controls["frame_seconds"] == pytest.approx(WORD_CONTROL_MS / 1000)
+    assert (default.settings.control_ms, default.settings.control_tv) == (VOICE_CONTROL_MS, VOICE_CONTROL_TV)
+    assert default.controls["frame_seconds"] == pytest.approx(VOICE_CONTROL_MS / 1000)
     speech = dream(DreamSettings(net="speech", seconds=1.0, steps=1, hearing=False), device="cpu")
-    assert (speech.settings.control_ms, speech.settings.control_tv) == (10.0, 0.0)
+    assert (speech.settings.control_ms, speech.settings.control_tv) == (VOICE_CONTROL_MS, VOICE_CONTROL_TV)
+    music = dream(DreamSettings(net="music:piano", seconds=1.0, steps=1, hearing=False), device="cpu")
+    assert (music.settings.control_ms, music.settings.control_tv) == (10.0, 0.0)  # measured on voices only
 
 
 def test_control_variation_charges_a_step_once_and_flutter_every_frame():

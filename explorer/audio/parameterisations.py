@@ -46,29 +46,35 @@ def added_noise_for(settings: DreamSettings) -> float:
 
 
 CONTROL_MS = 10.0  # the synthesiser's loudness and voicing frame spacing (its presets' 100 frames a second)
-# word dreams: 5 ms frames with a smoothness prior of weight 0.03 passed their rule on fresh seeds 6–11 against
-# 10 ms without it — DNSMOS SIG +0.42 [+0.32, +0.52], pocketsphinx names the target 46/240 vs 32/240 over seeds
-# 0–11, the own score unchanged (docs/audio.md, the eleventh to thirteenth looks)
-WORD_CONTROL_MS = 5.0
-WORD_CONTROL_TV = 0.03
+# speech and word dreams: 5 ms frames with a smoothness prior of weight 0.03. Word dreams passed their rule on fresh
+# seeds 6–11 against 10 ms without it — DNSMOS SIG +0.42 [+0.32, +0.52], pocketsphinx names the target 46/240 vs
+# 32/240 over seeds 0–11, the own score unchanged; Silero dreams raised SIG on all six seeds (+0.59 [+0.26, +1.12])
+# with Silero ≥ 0.99 (docs/audio.md, the eleventh to thirteenth looks and the Silero rule)
+VOICE_CONTROL_MS = 5.0
+VOICE_CONTROL_TV = 0.033
 
 
 def _words(settings: DreamSettings) -> bool:
     return settings.net.partition(":")[0] == "words"
 
 
+def _voice_net(settings: DreamSettings) -> bool:
+    """A speech or word network: the dreams the voice settings above were measured on."""
+    return settings.net.partition(":")[0] in ("words", "speech")
+
+
 def control_ms_for(settings: DreamSettings) -> float:
     """The loudness/voicing frame spacing a synthesiser dream uses: the settings' own, else its net's default."""
     if settings.control_ms is not None:
         return float(settings.control_ms)
-    return WORD_CONTROL_MS if _words(settings) else CONTROL_MS
+    return VOICE_CONTROL_MS if _voice_net(settings) else CONTROL_MS
 
 
 def control_tv_for(settings: DreamSettings) -> float:
     """The weight of the smoothness prior on the loudness/voicing knobs: the settings' own, else its net's default."""
     if settings.control_tv is not None:
         return float(settings.control_tv)
-    return WORD_CONTROL_TV if _words(settings) else 0.0
+    return VOICE_CONTROL_TV if _voice_net(settings) else 0.0
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--edge-silence-ms", type=float, default=D.edge_silence_ms,
                    help="synthesiser: the first and last ms are silent, so a word has silence around it (0: off)")
     d.add_argument("--control-ms", type=float, default=D.control_ms,
-                   help="synthesiser: loudness and voicing frames every this many ms (default: 5 for word dreams, "
-                        "10 otherwise; shorter makes onsets, bursts and closures sharper)")
+                   help="synthesiser: loudness and voicing frames every this many ms (default: 5 for speech and "
+                        "word dreams, 10 otherwise; shorter makes onsets, bursts and closures sharper)")
     d.add_argument("--control-tv", type=float, default=D.control_tv,
                    help="synthesiser: weight of a penalty on the loudness and voicing knobs' total variation per "
-                        "second (default: 0.03 for word dreams, 0 = off otherwise): keeps sharp edges, removes flutter")
+                        "second (default: 0.03 for speech and word dreams, 0 = off otherwise): sharp edges, no flutter")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
