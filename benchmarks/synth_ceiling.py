@@ -29,20 +29,12 @@ from explorer.audio import io as audio_io  # noqa: E402
 from explorer.audio.hearing import calibration_picks, decode  # noqa: E402
 from explorer.audio.synth import VOICE, HarmonicPlusNoise, fit_to_clip  # noqa: E402
 from explorer.audio.wordsdata import KEYWORDS, load_clips  # noqa: E402
+from explorer.audio.wordstrain import centred  # noqa: E402
 from explorer.files import write_json  # noqa: E402
 from explorer.stats import clopper_pearson, exact_mcnemar  # noqa: E402
 
 SR = 16000
 PER_WORD = {"espeak-ng": 8, "flite": 4, "festival": 4}  # the calibration's counts (docs/audio.md)
-
-
-def centred(clip: np.ndarray, samples: int = SR) -> np.ndarray:
-    """The clip in the middle of ``samples`` of silence (cut to that length if longer), as a 1 s dream is."""
-    clip = np.asarray(clip, np.float32)[:samples]
-    out = np.zeros(samples, np.float32)
-    start = (samples - len(clip)) // 2
-    out[start : start + len(clip)] = clip
-    return out
 
 
 def imitation(clip: np.ndarray, control_ms: float, seed: int, steps: int) -> np.ndarray:
