@@ -140,6 +140,7 @@ def words_benchmark(args, record: dict) -> None:
     section["word_net"] = args.word_net or "shipped"  # which net(s) the dreams ascended (merges must not mix them)
     section["control_ms"] = args.control_ms  # the synthesiser's loudness/voicing frame spacing (None: the product's)
     section["control_tv"] = args.control_tv
+    section["mask_ms"] = args.mask_ms
 
     def save() -> None:
         if args.json:
@@ -169,7 +170,7 @@ def words_benchmark(args, record: dict) -> None:
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
                          speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net,
                          noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms,
-                         control_ms=args.control_ms, control_tv=args.control_tv,
+                         control_ms=args.control_ms, control_tv=args.control_tv, mask_ms=args.mask_ms,
                          added_noise_db=args.added_noise_db)
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
@@ -347,6 +348,8 @@ def main() -> int:
                              "(default: the product's)")
     parser.add_argument("--control-tv", type=float, default=DreamSettings.control_tv,
                         help="word dreams: penalty weight on the synthesiser's loudness/voicing total variation")
+    parser.add_argument("--mask-ms", type=float, default=DreamSettings.mask_ms,
+                        help="word dreams: two randomly silenced spans of up to this many ms per step")
     parser.add_argument("--word-net", default="",
                         help="word dreams through this word net's folder (several, comma-separated: an ensemble); "
                              "default the shipped net")

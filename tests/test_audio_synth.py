@@ -218,6 +218,22 @@ def _centroid(wav: np.ndarray) -> float:
     return float((freqs * power).sum() / power.sum())
 
 
+def test_robustness_masks_silence_at_most_two_short_spans_and_draw_nothing_when_off():
+    wav = torch.ones(4, 1, 1, SR)
+    masked = WaveformRobustness(gain_db=0, shift_ms=0, noise_db=None, tilt_db=0, speed_pct=0, mask_ms=120.0,
+                                peak_dbfs=0.0)(wav, torch.Generator().manual_seed(0))
+    silent = (masked == 0)
+    assert silent.any()
+    for row in silent:
+        runs = int((row[1:] & ~row[:-1]).sum() + row[0])  # silent spans
+        assert 1 <= runs <= 2 and int(row.sum()) <= 2 * int(0.120 * SR)
+    off = WaveformRobustness(mask_ms=0.0)
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    off(wav, a)
+    WaveformRobustness()(wav, b)
+    assert torch.equal(a.get_state(), b.get_state())  # off: the same draws as before the setting existed
+
+
 def test_tape_speed_zero_is_the_identity():
     with torch.no_grad():
         render = _steady(VOICE, 150.0)()

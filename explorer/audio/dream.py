@@ -67,6 +67,7 @@ SYNTH_LIMITS = {
     "edge_silence_ms": Limit(0.0, 1000.0, " ms", label="silent edges"),
     "control_ms": Limit(2.0, 50.0, " ms", label="loudness and voicing frame spacing"),
     "control_tv": Limit(0.0, 100.0, label="control smoothness weight"),
+    "mask_ms": Limit(0.0, 500.0, " ms", label="silenced spans"),
 }
 
 
@@ -102,6 +103,7 @@ class DreamSettings:
     # a penalty on those knobs' total variation per second (0: off; None: the net's default, control_tv_for):
     # a step costs its height once, flutter costs at every frame — sharp edges, no roughness
     control_tv: float | None = None
+    mask_ms: float = 0.0  # two randomly silenced spans of up to this many ms per step (robustness; 0: off)
     # the free spectrogram only
     tv_time: float = 0.0  # total variation weights along time and along frequency
     tv_freq: float = 0.0

@@ -150,7 +150,7 @@ class SynthDream(Parameterisation):
         self.start_unit = self.dbmap.to_unit(stft(self.start_render, target.stft).abs())[:, None]
         self.robust = WaveformRobustness(gain_db=settings.gain_jitter_db, shift_ms=settings.time_shift_ms,
                                          noise_db=added_noise_for(settings), speed_pct=settings.speed_jitter_pct,
-                                         sample_rate=target.sample_rate)
+                                         mask_ms=settings.mask_ms, sample_rate=target.sample_rate)
         self.before = target.report_waveform(self.start_render)
         self.control_tv = control_tv_for(settings)
 

@@ -425,8 +425,10 @@ class WaveformRobustness:
     The render is peak-normalised as the saved file will be (the gain is treated as a constant),
     then: a random gain of ± ``gain_db``, a random playback speed of ± ``speed_pct`` percent (a
     tape running slightly fast or slow), a random spectral tilt of ± ``tilt_db`` per octave, a
-    random delay of up to ``shift_ms`` (so no network framing is relied on), and white noise
-    ``noise_db`` below the peak (16-bit quantisation and playback are far quieter). Returns B×N.
+    random delay of up to ``shift_ms`` (so no network framing is relied on), optionally ``masks`` silenced spans of
+    up to ``mask_ms`` each (a dropout in the channel, as the word net's SpecAugment time masks: a dream must not rest
+    on one moment), and white noise ``noise_db`` below the peak (16-bit quantisation and playback are far quieter).
+    Returns B×N.
     """
 
     gain_db: float = 6.0
@@ -434,6 +436,8 @@ class WaveformRobustness:
     noise_db: float = -50.0
     tilt_db: float = 3.0  # random spectral tilt, ± dB per octave around 1 kHz (a different microphone or speaker)
     speed_pct: float = 2.0  # random playback speed (pitch and tempo together), ± percent
+    mask_ms: float = 0.0  # silenced spans of up to this length (0: none)
+    masks: int = 2
     peak_dbfs: float = -1.0
     sample_rate: int = 16000
 
@@ -458,6 +462,16 @@ class WaveformRobustness:
         if max_shift > 0:
             delay = int(torch.randint(0, max_shift + 1, (1,), generator=generator, device=gen_dev))
             wav = F.pad(wav, (delay, 0))[:, : wav.shape[-1]]
+        longest = int(round(self.mask_ms * self.sample_rate / 1000))
+        if longest > 0:
+            n = wav.shape[-1]
+            at = torch.arange(n, device=dev)
+            keep = torch.ones_like(wav)
+            for _ in range(self.masks):
+                length = torch.randint(0, longest + 1, (wav.shape[0], 1), generator=generator, device=gen_dev).to(dev)
+                start = (torch.rand(wav.shape[0], 1, generator=generator, device=gen_dev).to(dev) * (n - length)).long()
+                keep = keep * ~((at >= start) & (at < start + length))
+            wav = wav * keep
         if self.noise_db is not None and self.noise_db > -120:
             noise = torch.randn(wav.shape, generator=generator, device=gen_dev).to(dev)
             wav = wav + noise * 10 ** ((self.noise_db + self.peak_dbfs) / 20)

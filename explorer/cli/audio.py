@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--control-tv", type=float, default=D.control_tv,
                    help="synthesiser: weight of a penalty on the loudness and voicing knobs' total variation per "
                         "second (default: 0.03 for speech and word dreams, 0 = off otherwise): sharp edges, no flutter")
+    d.add_argument("--mask-ms", type=float, default=D.mask_ms,
+                   help="synthesiser: two randomly silenced spans of up to this many ms at every step (0: off)")
     d.add_argument("--music-model", choices=["MTT_vgg", "MTT_musicnn"], default=D.music_model,
                    help="which musicnn tagger music:TAG dreams through")
     d.add_argument("--start", default=D.start, help=f"a WAV/FLAC/OGG path or one of: {', '.join(BUILTIN_CLIPS)}")
@@ -159,7 +161,8 @@ def run_dream(args: argparse.Namespace) -> int:
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
         speed_jitter_pct=args.speed_jitter_pct, noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms,
-        control_ms=args.control_ms, control_tv=args.control_tv, added_noise_db=args.added_noise_db,
+        control_ms=args.control_ms, control_tv=args.control_tv, mask_ms=args.mask_ms,
+        added_noise_db=args.added_noise_db,
         floor_db=args.floor_db, top_db=args.top_db,
         tv_time=args.tv_time, tv_freq=args.tv_freq,
         blur_every=args.blur_every, blur_sigma=args.blur_sigma, gain_jitter_db=args.gain_jitter_db,
