@@ -52,6 +52,7 @@ from explorer.audio import io as audio_io  # noqa: E402
 from explorer.audio import judges  # noqa: E402
 from explorer.audio.clips import builtin_clip  # noqa: E402
 from explorer.audio.dream import DreamSettings, dream, save_dream  # noqa: E402
+from explorer.audio.parameterisations import control_ms_for, control_tv_for  # noqa: E402
 from explorer.audio.silero import load_silero  # noqa: E402
 from explorer.files import write_json  # noqa: E402
 from explorer.stats import exact_mcnemar, mean_bootstrap_interval  # noqa: E402
@@ -138,9 +139,6 @@ def words_benchmark(args, record: dict) -> None:
     words = list(KEYWORDS) if args.words == ["all"] else args.words
     section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
     section["word_net"] = args.word_net or "shipped"  # which net(s) the dreams ascended (merges must not mix them)
-    section["control_ms"] = args.control_ms  # the synthesiser's loudness/voicing frame spacing (None: the product's)
-    section["control_tv"] = args.control_tv
-    section["mask_ms"] = args.mask_ms
 
     def save() -> None:
         if args.json:
@@ -172,6 +170,8 @@ def words_benchmark(args, record: dict) -> None:
                          noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms,
                          control_ms=args.control_ms, control_tv=args.control_tv, mask_ms=args.mask_ms,
                          added_noise_db=args.added_noise_db)
+    # the synthesiser settings the word dreams used, resolved (the product's defaults change; a record must not)
+    section |= {"control_ms": control_ms_for(base), "control_tv": control_tv_for(base), "mask_ms": base.mask_ms}
     starts("words synth 1 s", base, args.control)  # shared by every word: a random start does not depend on the word
     for seed in args.word_seeds:
         for word in words:
@@ -308,14 +308,20 @@ def merge(paths: list[str]) -> dict:
     """Several JSON records of word runs as one (dreams and random starts side by side)."""
     record: dict = {"words": {"dreams": {}, "random_starts": {}}, "machine": set()}
     net_of: dict[str, str] = {}  # which word net each kept dream ascended (later files win, as the dreams do)
+    synth_of: dict[str, tuple] = {}  # the synthesiser settings of each part that records them
     for path in paths:
         part = json.loads(Path(path).read_text())
         record["machine"].add(part.get("machine", ""))
         words = part.get("words", {})
+        if "control_ms" in words and words.get("dreams"):
+            synth_of[path] = tuple(words.get(k) for k in ("control_ms", "control_tv", "mask_ms"))
         for key in ("dreams", "random_starts"):
             record["words"][key].update(words.get(key, {}))
         net = words.get("word_net", "shipped")
         net_of |= {name: net for name in words.get("dreams", {}) if name.startswith("words:")}
+    if len(set(synth_of.values())) > 1:
+        raise SystemExit("these records' dreams used different synthesiser settings (control_ms, control_tv, mask_ms: "
+                         + "; ".join(f"{p}: {v}" for p, v in synth_of.items()) + "): not merged")
     nets = sorted(set(net_of.values()))
     if len(nets) > 1:
         raise SystemExit(f"these records' word dreams ascended different word nets ({', '.join(nets)}): not merged")

@@ -296,7 +296,6 @@ def guided_samples(denoiser: Denoiser, classifier: GradientClassifier | None, cl
     only while the guide's p(y | x_t) for the sample is below it. A class-conditional model is told
     ``classes[b]`` (``told=False``: its unconditional mode) with classifier-free weight ``free_weight``."""
     scale = check_scale(scale)
-    check_scale(free_weight, "classifier-free guidance weight")
     target = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     limits.check("batch", int(target.numel()))
     if scale and classifier is None:
