@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import devices
+from .. import adversarial, devices
 from ..errors import UserInputError
 from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
@@ -49,6 +49,8 @@ from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net, check_wi
 from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
+MAX_ADV_EPS = 20.0  # a third of a clip's log-mel norm: beyond it the attack can rewrite the word
+MAX_ADV_STEPS = 20  # each step costs one more forward and backward of the body per training step
 NYQUIST_HZ = SAMPLE_RATE / 2
 
 
@@ -69,6 +71,8 @@ class TrainSettings:
     pseudo_weight: float = 0.0  # flite-pseudo clips too, each drawn this much as often as an espeak-ng one (0: no)
     kokoro_weight: float = 0.0  # Kokoro's neural voices too, each clip drawn this much as often as an espeak-ng one
     random_eq: float = 0.0  # channel colour: a smooth random gain curve of ± this many dB per example (0: off)
+    adv_eps: float = 0.0  # > 0: adversarial training, L2 radius of the attack on the log-mel (a clip's norm ≈ 60)
+    adv_steps: int = 3  # PGD steps of that attack (each costs one more forward and backward of the body)
 
     def __post_init__(self) -> None:
         """Every recipe knob bounded here, where the CLI and library callers both pass (before data or a net)."""
@@ -85,6 +89,11 @@ class TrainSettings:
             raise UserInputError(f"--vtlp {self.vtlp}: the largest warp, between 0 (off) and 0.3.")
         if not 0 <= self.random_eq <= 24:
             raise UserInputError(f"--random-eq {self.random_eq}: the largest gain in dB, between 0 (off) and 24.")
+        if not (math.isfinite(self.adv_eps) and 0 <= self.adv_eps <= MAX_ADV_EPS):
+            raise UserInputError(f"--adv-eps {self.adv_eps}: an L2 radius on the log-mel between 0 (off) and "
+                                 f"{MAX_ADV_EPS:g} (a one-second clip's log-mel has a norm of about 60).")
+        if not (isinstance(self.adv_steps, int) and 1 <= self.adv_steps <= MAX_ADV_STEPS):
+            raise UserInputError(f"--adv-steps {self.adv_steps}: a whole number of PGD steps, 1 to {MAX_ADV_STEPS}.")
 
 
 # ---- augmentation -------------------------------------------------------------------------------
@@ -407,7 +416,13 @@ def train_word_net(
             group["lr"] = lr_at(step)
         # dropout draws from torch's global RNG: seeded per step too, so a run (and a resumed one) repeats exactly
         with devices.seeded(settings.seed * 1_000_003 + step, torch.device("cpu")):
-            if settings.spec_mask or settings.vtlp > 0 or settings.random_eq > 0:
+            if settings.adv_eps > 0:  # trained on the log-mel's worst point nearby (after the augmentations)
+                def logits_of(log_mel: torch.Tensor) -> torch.Tensor:
+                    return net.head(net.features(log_mel))
+                log_mel = adversarial.l2_pgd(logits_of, training_log_mel(net, x, rng, settings), y,
+                                             settings.adv_eps, settings.adv_steps)
+                logits = logits_of(log_mel)
+            elif settings.spec_mask or settings.vtlp > 0 or settings.random_eq > 0:
                 logits = net.head(net.features(training_log_mel(net, x, rng, settings)))
             else:
                 logits = net(x)

@@ -132,6 +132,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--random-eq", type=float, default=0.0, metavar="DB",
                     help="channel colour: multiply each example's spectrum by a smooth random gain curve of up to "
                          "± DB dB (e.g. 6; 0: off)")
+    wt.add_argument("--adv-eps", type=float, default=0.0, metavar="R",
+                    help="adversarial training: each example's log-mel moved to the worst point within an L2 "
+                         "radius R before the step (a clip's log-mel norm is about 60; e.g. 3; 0: off)")
+    wt.add_argument("--adv-steps", type=int, default=3, help="PGD steps of that attack (each costs a pass)")
     wt.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     wt.set_defaults(func=run_words_train)
 
@@ -261,7 +265,8 @@ def run_words_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(widths=widths, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
                              vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
-                             random_eq=args.random_eq)  # bounds every knob (TrainSettings.__post_init__)
+                             random_eq=args.random_eq, adv_eps=args.adv_eps,
+                             adv_steps=args.adv_steps)  # bounds every knob (TrainSettings.__post_init__)
     out = output_dir(args.out)  # after every option is checked
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:

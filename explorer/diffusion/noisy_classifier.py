@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import devices
+from .. import adversarial, devices
 from ..errors import UserInputError
 from ..files import read_user_file, write_json, write_safetensors
 from ..limits import LIMITS, check_fields
@@ -319,23 +319,11 @@ def accuracy_by_t(module: NoisyCNN, data: ImageDataset, abar: torch.Tensor, *, b
 
 def l2_pgd(module: nn.Module, x_t: torch.Tensor, level: torch.Tensor, labels: torch.Tensor,
            eps: float, steps: int) -> torch.Tensor:
-    """x_t moved, inside an L2 ball of radius ``eps`` per image, to raise the cross-entropy of ``labels``:
-    projected gradient ascent from the clean point with normalised steps of 2.5·eps/steps (Madry et al.).
-    Deterministic (no random start), so a training step stays a pure function of (seed, step). Training on
-    these points (Kawar et al. 2022, robust classifier guidance) asks the guide for gradients that change
-    the class only by changing what the image looks like, not by small unseen patterns."""
-    if eps <= 0:
-        return x_t
-    alpha = 2.5 * eps / steps
-    delta = torch.zeros_like(x_t, requires_grad=True)
-    for _ in range(steps):
-        loss = F.cross_entropy(module(x_t + delta, level), labels)
-        (grad,) = torch.autograd.grad(loss, delta)
-        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x_t.dim() - 1))
-        step = delta.detach() + alpha * grad / norm
-        radius = step.flatten(1).norm(dim=1).view(-1, *[1] * (x_t.dim() - 1))
-        delta = (step * (eps / radius.clamp_min(eps))).requires_grad_(True)
-    return (x_t + delta).detach()
+    """x_t moved, inside an L2 ball of radius ``eps`` per image, to raise the cross-entropy of ``labels`` at
+    noise ``level``: the project's one attack (:func:`explorer.adversarial.l2_pgd`). Training on these points
+    (Kawar et al. 2022, robust classifier guidance) asks the guide for gradients that change the class only by
+    changing what the image looks like, not by small unseen patterns."""
+    return adversarial.l2_pgd(lambda x: module(x, level), x_t, labels, eps, steps)
 
 
 INIT_FROM_SAME = ("width", "hidden", "embed", "channels", "input_size", "labels", "log_snr_range")
