@@ -382,6 +382,34 @@ def test_cli_refuses_a_colour_out_of_range_and_training_uses_it(tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_adversarial_training_is_bounded_reaches_the_loop_and_repeats(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from explorer.audio.wordstrain import TrainSettings, train_word_net
+    from explorer.cli import main
+    from explorer.errors import UserInputError
+
+    _tiny_word_data(tmp_path / "data")
+    common = ["audio", "words-train", "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4",
+              "--checkpoint", str(tmp_path / "c.pt"), "--threads", "1"]
+    for flag, bad in (("--adv-eps", "25"), ("--adv-eps", "-1"), ("--adv-eps", "nan"), ("--adv-steps", "0"),
+                      ("--adv-steps", "50")):
+        assert main(common + [flag, bad, "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()  # refused before the output folder is made
+    for bad in ({"adv_eps": float("inf")}, {"adv_steps": 2.5}):
+        with pytest.raises(UserInputError):
+            TrainSettings(**bad)
+    plain = TrainSettings(steps=2, batch_size=4, checkpoint_every=100)
+    robust = TrainSettings(steps=2, batch_size=4, checkpoint_every=100, adv_eps=3.0)
+    train_word_net(tmp_path / "data", tmp_path / "plain", plain)
+    train_word_net(tmp_path / "data", tmp_path / "robust", robust)
+    train_word_net(tmp_path / "data", tmp_path / "again", robust)
+    a, b, c = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "robust", "again"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the attack's points, not the clean ones, were trained on
+    assert all(torch.equal(b[k], c[k]) for k in b)  # and a run repeats bit for bit (the attack draws nothing)
+
+
 def test_a_checkpoint_resumes_only_with_its_own_recipe(tmp_path):
     from explorer.audio.wordstrain import TrainSettings, train_word_net
     from explorer.errors import UserInputError

@@ -8,8 +8,8 @@ import ast
 
 from tests.test_import_graph import PACKAGE, import_graph, module_level_imports, package_modules
 
-FOUNDATIONS = {"errors", "compat", "stats", "progress", "naming", "limits", "files", "devices", "capture", "parsing",
-               "images", "settings"}
+FOUNDATIONS = {"errors", "compat", "adversarial", "stats", "progress", "naming", "limits", "files", "devices",
+               "capture", "parsing", "images", "settings"}
 FEATURES = {"gallery", "fooling", "inversion", "diffusion", "audio"}
 
 
