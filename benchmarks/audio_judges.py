@@ -53,6 +53,7 @@ from explorer.audio import judges  # noqa: E402
 from explorer.audio.clips import builtin_clip  # noqa: E402
 from explorer.audio.dream import DreamSettings, dream, save_dream  # noqa: E402
 from explorer.audio.parameterisations import control_ms_for, control_tv_for  # noqa: E402
+from explorer.audio.targets import WORD_OBJECTIVES  # noqa: E402
 from explorer.audio.silero import load_silero  # noqa: E402
 from explorer.files import write_json  # noqa: E402
 from explorer.stats import exact_mcnemar, mean_bootstrap_interval  # noqa: E402
@@ -139,6 +140,7 @@ def words_benchmark(args, record: dict) -> None:
     words = list(KEYWORDS) if args.words == ["all"] else args.words
     section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
     section["word_net"] = args.word_net or "shipped"  # which net(s) the dreams ascended (merges must not mix them)
+    section["word_objective"] = args.word_objective  # and what of it (older records: "probability")
 
     def save() -> None:
         if args.json:
@@ -167,6 +169,7 @@ def words_benchmark(args, record: dict) -> None:
 
     base = DreamSettings(net="words", seconds=1.0, steps=args.word_steps, hearing=True,
                          speed_jitter_pct=args.speed_jitter_pct, word_net=args.word_net,
+                         word_objective=args.word_objective,
                          noise_budget=args.noise_budget, edge_silence_ms=args.edge_silence_ms,
                          control_ms=args.control_ms, control_tv=args.control_tv, mask_ms=args.mask_ms,
                          added_noise_db=args.added_noise_db)
@@ -309,6 +312,7 @@ def merge(paths: list[str]) -> dict:
     record: dict = {"words": {"dreams": {}, "random_starts": {}}, "machine": set()}
     net_of: dict[str, str] = {}  # which word net each kept dream ascended (later files win, as the dreams do)
     synth_of: dict[str, tuple] = {}  # the synthesiser settings of each part that records them
+    objective_of: dict[str, str] = {}  # what of the net each part's word dreams ascended
     for path in paths:
         part = json.loads(Path(path).read_text())
         record["machine"].add(part.get("machine", ""))
@@ -319,9 +323,14 @@ def merge(paths: list[str]) -> dict:
             record["words"][key].update(words.get(key, {}))
         net = words.get("word_net", "shipped")
         net_of |= {name: net for name in words.get("dreams", {}) if name.startswith("words:")}
+        if words.get("dreams"):
+            objective_of[path] = words.get("word_objective", "probability")
     if len(set(synth_of.values())) > 1:
         raise SystemExit("these records' dreams used different synthesiser settings (control_ms, control_tv, mask_ms: "
                          + "; ".join(f"{p}: {v}" for p, v in synth_of.items()) + "): not merged")
+    if len(set(objective_of.values())) > 1:
+        raise SystemExit("these records' word dreams ascended different objectives ("
+                         + "; ".join(f"{p}: {v}" for p, v in objective_of.items()) + "): not merged")
     nets = sorted(set(net_of.values()))
     if len(nets) > 1:
         raise SystemExit(f"these records' word dreams ascended different word nets ({', '.join(nets)}): not merged")
@@ -356,6 +365,8 @@ def main() -> int:
                         help="word dreams: penalty weight on the synthesiser's loudness/voicing total variation")
     parser.add_argument("--mask-ms", type=float, default=DreamSettings.mask_ms,
                         help="word dreams: two randomly silenced spans of up to this many ms per step")
+    parser.add_argument("--word-objective", choices=list(WORD_OBJECTIVES), default=DreamSettings.word_objective,
+                        help="word dreams ascend log p(word) ('probability') or its typical features ('typical')")
     parser.add_argument("--word-net", default="",
                         help="word dreams through this word net's folder (several, comma-separated: an ensemble); "
                              "default the shipped net")

@@ -46,7 +46,7 @@ from .judges import Verdict, judge_sound, verdicts_to_dict
 from .parameterisations import DreamStart, added_noise_for, control_ms_for, control_tv_for, parameterisation
 from .spectrogram import DBMap, stft
 from .synth import SYNTH_KINDS
-from .targets import SAMPLE_RATE, AudioTarget, MusicTarget, WordTarget, make_target
+from .targets import SAMPLE_RATE, WORD_OBJECTIVES, AudioTarget, MusicTarget, WordTarget, make_target
 
 # parameterisations of a dream: name -> what the page and the JSON call it
 PARAMS = {
@@ -79,6 +79,7 @@ class DreamSettings:
     net: str = "speech"  # speech | words | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
     word: str = "yes"  # the keyword a `words` dream asks the word network for (words:WORD also works)
     word_net: str = ""  # the word net's folder; "a,b,c": an ensemble (log-probabilities averaged); "": shipped
+    word_objective: str = "probability"  # "probability": log p(word) | "typical": near the word's mean features
     music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)
     seconds: float = 4.0
@@ -122,6 +123,8 @@ class DreamSettings:
 
     def __post_init__(self) -> None:
         check_fields(self, SYNTH_LIMITS)  # every number against explorer.limits, before anything is allocated
+        if self.word_objective not in WORD_OBJECTIVES:
+            raise UserInputError(f"Word objective {self.word_objective!r}: one of {', '.join(WORD_OBJECTIVES)}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,7 +230,8 @@ def dream(
     if kind == "synth":  # the net's defaults written into the settings: dream.json says what was used
         settings = replace(settings, added_noise_db=added_noise_for(settings), control_ms=control_ms_for(settings),
                            control_tv=control_tv_for(settings))
-    target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net)
+    target = target or make_target(settings.net, device, settings.music_model, settings.word, settings.word_net,
+                                   settings.word_objective)
     cfg, sr = target.stft, target.sample_rate
     dbmap = DBMap(cfg, settings.floor_db, settings.top_db)
     target.dbmap = dbmap

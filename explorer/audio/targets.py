@@ -122,15 +122,28 @@ class MusicTarget(AudioTarget):
         return {"value": float(probs[self.index]), "scores": scores}
 
 
+WORD_OBJECTIVES = {
+    "probability": "log p(word): as much of the word as the net can hear",
+    "typical": "a typical clip of the word to the net: its pooled features near the word's mean (centroid)",
+}
+
+
 class WordTarget(AudioTarget):
-    """One keyword of the project's word network (assets/words): log p(word), mean over 1 s windows."""
+    """One keyword of the project's word network (assets/words): log p(word), mean over 1 s windows — or, with
+    ``objective="typical"``, how near the net's pooled features are to those of the word's typical clip. The
+    reported value is p(word) either way."""
 
     value_label = "word probability"
 
-    def __init__(self, word: str, device: torch.device, word_net: str = ""):
+    def __init__(self, word: str, device: torch.device, word_net: str = "", objective: str = "probability"):
         from .words import WORDS_STFT, load_word_net
 
+        if objective not in WORD_OBJECTIVES:
+            raise UserInputError(f"Word objective {objective!r}: one of {', '.join(WORD_OBJECTIVES)}.")
+        self.objective = objective
         self.words = load_word_net(device, word_net or None)  # "a,b,c": an ensemble
+        if objective == "typical":  # refused now (no centroids) rather than at the first step
+            self.words.require_centroids()
         self.index = self.words.index(word)
         self.word = self.words.labels[self.index]
         self.device, self.stft, self.name = device, WORDS_STFT, f"words:{self.word}"
@@ -140,6 +153,8 @@ class WordTarget(AudioTarget):
         return self.words.log_probabilities_from_log_mel(self.words.net.front.from_magnitude(magnitude))
 
     def score(self, magnitude, image, generator):
+        if self.objective == "typical":
+            return self.words.typicality_from_log_mel(self.words.net.front.from_magnitude(magnitude), self.index)
         return self._log_probs_from_magnitude(magnitude)[:, self.index]
 
     @torch.no_grad()
@@ -148,6 +163,8 @@ class WordTarget(AudioTarget):
         return {"value": float(probs[self.index]), "scores": dict(zip(self.words.labels, map(float, probs)))}
 
     def score_waveform(self, wav, generator):
+        if self.objective == "typical":
+            return self.words.typicality(wav, self.index)
         return self.words.log_probabilities(wav)[:, self.index]
 
     @torch.no_grad()
@@ -226,14 +243,14 @@ def _int(text: str, what: str) -> int:
 
 
 def make_target(net: str, device: torch.device, music_model: str = "MTT_vgg", word: str = "yes",
-                word_net: str = "") -> AudioTarget:
+                word_net: str = "", word_objective: str = "probability") -> AudioTarget:
     """Parse ``speech``, ``words`` / ``words:WORD``, ``music:TAG`` or ``image:MODEL:…`` into a target
-    (``word_net``: the word net's folder(s), "" for the shipped one)."""
+    (``word_net``: the word net's folder(s), "" for the shipped one; ``word_objective``: WORD_OBJECTIVES)."""
     kind, _, rest = net.partition(":")
     if kind == "speech":
         return SpeechTarget(device)
     if kind == "words":
-        return WordTarget(rest or word, device, word_net)
+        return WordTarget(rest or word, device, word_net, word_objective)
     if kind == "music":
         return MusicTarget(rest or "piano", device, music_model)
     if kind == "image":

@@ -84,8 +84,12 @@ class WordNet:
     product of experts), so a dream must please every member, not one net's quirks."""
 
     def __init__(self, net: KeywordNet | list[KeywordNet] | tuple[KeywordNet, ...], config: dict,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", centroids: list[torch.Tensor | None] | None = None,
+                 folders: list[str] | None = None):
         self.nets = [m.to(device).eval() for m in (list(net) if isinstance(net, (list, tuple)) else [net])]
+        # per member, classes×channels: the mean pooled features of each class's training clips (None: not made)
+        self.centroids = [None if c is None else c.to(device) for c in (centroids or [None] * len(self.nets))]
+        self.folders = list(folders or [])
         for member in self.nets:
             for p in member.parameters():
                 p.requires_grad_(False)
@@ -124,6 +128,31 @@ class WordNet:
         logp = self.log_probabilities_from_log_mel(self.net.front(self.windows(wav)))
         # the windows' geometric mean, renormalised (one window: exactly the net's log-softmax)
         return F.log_softmax(logp.reshape(batch, -1, logp.shape[-1]).mean(1), -1)
+
+    def typicality_from_log_mel(self, log_mel: torch.Tensor, index: int) -> torch.Tensor:
+        """B×1×mels×frames → B: how much this sounds to the net like a *typical* clip of class ``index``:
+        −‖φ − μ‖² / ‖μ‖², φ the net's pooled features (what its last layer reads), μ the mean of them over the
+        class's training clips; members averaged. Log p(word) asks for as much of the word as possible (a
+        bag of its best features, repeated); this asks for the amount a spoken word has. Differentiable."""
+        self.require_centroids()
+        values = []
+        for member, centroids in zip(self.nets, self.centroids):
+            mu = centroids[index]
+            values.append(-((member.features(log_mel) - mu) ** 2).sum(-1) / mu.pow(2).sum().clamp_min(1e-12))
+        return torch.stack(values).mean(0)
+
+    def require_centroids(self) -> None:
+        """Refuse (one line that says what to run) when a member has no class centroids."""
+        missing = [f for f, c in zip(self.folders or ["the word net"] * len(self.nets), self.centroids) if c is None]
+        if missing:
+            raise UserInputError(f"No class centroids for {missing[0]} (centroids.safetensors): make them with "
+                                 f"`python -m explorer audio words-centroids --net FOLDER --data runs/words/data`.")
+
+    def typicality(self, wav: torch.Tensor, index: int) -> torch.Tensor:
+        """B×N waveforms → B (:meth:`typicality_from_log_mel`, mean over one-second windows). Differentiable."""
+        wav = wav.reshape(wav.shape[0], -1).to(self.device)
+        value = self.typicality_from_log_mel(self.net.front(self.windows(wav)), index)
+        return value.reshape(wav.shape[0], -1).mean(1)
 
     @torch.no_grad()
     def probabilities(self, wav: torch.Tensor) -> torch.Tensor:
@@ -190,6 +219,26 @@ def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
     return net, config
 
 
+CENTROIDS_FILE = "centroids.safetensors"
+
+
+def read_centroids(folder: Path, net: KeywordNet, config: dict) -> torch.Tensor | None:
+    """``folder/centroids.safetensors`` (classes × the last block's channels, finite), or None when absent."""
+    from ..models.weights import read_state_dict
+
+    path = folder / CENTROIDS_FILE
+    if not path.exists():
+        return None
+    tensors = read_state_dict(path)
+    centroids = tensors.get("centroids")
+    shape = (len(config["labels"]), net.head[-1].in_features)
+    if (not isinstance(centroids, torch.Tensor) or tuple(centroids.shape) != shape
+            or not bool(torch.isfinite(centroids).all())):
+        raise UserInputError(f"{path} must hold a finite 'centroids' tensor of shape {shape}: make it again with "
+                             f"`python -m explorer audio words-centroids --net {folder}`.")
+    return centroids.float()
+
+
 def load_word_net_dir(folder: str | Path | list[str | Path] | tuple[str | Path, ...],
                       device: torch.device | str = "cpu") -> WordNet:
     """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors); several
@@ -204,7 +253,8 @@ def load_word_net_dir(folder: str | Path | list[str | Path] | tuple[str | Path, 
         if differ:
             raise UserInputError(f"The word net in {f} reads another front end than {folders[0]}'s "
                                  f"({', '.join(differ)}): no ensemble.")
-    return WordNet([net for net, _ in members], first, device)
+    centroids = [read_centroids(f, net, config) for f, (net, config) in zip(folders, members)]
+    return WordNet([net for net, _ in members], first, device, centroids, [str(f) for f in folders])
 
 
 @lru_cache(maxsize=4)

@@ -301,6 +301,39 @@ def accuracy_table(net, data: WordClips) -> dict:
     }
 
 
+@torch.no_grad()
+def class_centroids(net: torch.nn.Module, train: WordClips, batch: int = 256) -> torch.Tensor:
+    """classes×channels: the mean of the net's pooled features over each class's training clips (clean, centred
+    in one second, as the tables read them); ``_silence_``, which has no clips, gets digital silence's. What a
+    ``typical`` word dream matches (``WordNet.typicality``)."""
+    net.eval()
+    features = []
+    for start in range(0, len(train.labels), batch):
+        wav = torch.from_numpy(np.stack([centred(c) for c in train.clips[start:start + batch]])).float()
+        features.append(net.features(net.front(wav)))
+    pooled, labels = torch.cat(features), torch.from_numpy(np.asarray(train.labels))
+    silence = net.features(net.front(torch.zeros(1, WINDOW)))[0]
+    return torch.stack([pooled[labels == c].mean(0) if bool((labels == c).any()) else silence
+                        for c in range(len(LABELS))]).contiguous()
+
+
+def write_centroids(net_dir: str | Path, data_dir: str | Path) -> Path:
+    """``net_dir/centroids.safetensors`` from the training split of ``data_dir`` (the engines the net's recipe
+    trained on)."""
+    from .words import CENTROIDS_FILE, load_word_net_dir
+
+    folder = Path(net_dir)
+    words = load_word_net_dir(folder)
+    recipe = words.config.get("training", {})
+    engines = ENGINES + ((PSEUDO,) if recipe.get("pseudo_weight", 0) > 0 else ()) + \
+        ((KOKORO,) if recipe.get("kokoro_weight", 0) > 0 else ())
+    train, _, _ = split(load_clips(data_dir, engines))
+    if not len(train):
+        raise UserInputError(f"No training clips in {data_dir}.")
+    write_safetensors(folder / CENTROIDS_FILE, {"centroids": class_centroids(words.net, train)})
+    return folder / CENTROIDS_FILE
+
+
 def _confusions(words: np.ndarray, predicted: np.ndarray, top: int = 12) -> dict[str, int]:
     """The commonest "said → heard" mistakes."""
     said_heard = [f"{w}→{LABELS[p]}" for w, p in zip(words, predicted)]
@@ -454,4 +487,7 @@ def train_word_net(
         "test_held_out": accuracy_table(net, test) if len(test) else None,
     }
     write_json(out / "config.json", config)
+    from .words import CENTROIDS_FILE
+
+    write_safetensors(out / CENTROIDS_FILE, {"centroids": class_centroids(net, train)})  # for typical dreams
     return config

@@ -8,6 +8,7 @@ import argparse
 from ..audio.clips import BUILTIN_CLIPS
 from ..audio.dream import PARAMS, DreamSettings, dream, listen, save_dream
 from ..audio.synth import SYNTH_KINDS
+from ..audio.targets import WORD_OBJECTIVES
 from ..errors import UserInputError
 from .common import check_options, output_dir, output_file, progress, write_json
 
@@ -30,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="words: 'ensemble' (the shipped net and two trained alike: better on unheard voices) or a "
                         "trained word net's folder; several folders separated by commas make an ensemble (the dream "
                         "must please every member)")
+    d.add_argument("--word-objective", choices=list(WORD_OBJECTIVES), default=D.word_objective,
+                   help="words: 'probability' ascends log p(word) (as much of the word as the net can hear); "
+                        "'typical' brings the net's pooled features near the word's mean over its training clips")
     d.add_argument("--noise-budget", type=float, default=D.noise_budget,
                    help="synthesiser: the noise branch (breath, frication) may carry at most this share of the "
                         "harmonic branch's energy")
@@ -151,6 +155,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wc.add_argument("--spectrogram-starts", type=int, default=20)
     wc.set_defaults(func=run_words_calibrate)
 
+    wm = sub.add_parser("words-centroids",
+                        help="a word net's class centroids (mean pooled features of each class's training clips), "
+                             "which --word-objective typical dreams towards (written by words-train too)")
+    wm.add_argument("--net", default="assets/words", help="the word net's folder (centroids.safetensors goes there)")
+    wm.add_argument("--data", default="runs/words/data", help="the clips it was trained on (words-data)")
+    wm.set_defaults(func=run_words_centroids)
+
 
 def run_dream(args: argparse.Namespace) -> int:
     check_options(args, "seconds", "steps", "lr", "seed", "floor_db", "top_db", "tv_time", "tv_freq", "blur_every",
@@ -160,7 +171,8 @@ def run_dream(args: argparse.Namespace) -> int:
     if not 0 <= args.control <= 256:
         raise UserInputError(f"--control {args.control}: between 0 and 256 random starts.")
     settings = DreamSettings(
-        net=args.net, word=args.target, word_net=args.word_net, control_starts=args.control, hearing=args.hearing,
+        net=args.net, word=args.target, word_net=args.word_net, word_objective=args.word_objective,
+        control_starts=args.control, hearing=args.hearing,
         music_model=args.music_model,
         start=args.start, seconds=args.seconds, steps=args.steps, lr=args.lr, param=args.param,
         synth=args.synth, fit_steps=args.fit_steps, time_shift_ms=args.time_shift_ms,
@@ -284,6 +296,14 @@ def run_words_train(args: argparse.Namespace) -> int:
     for voice, row in test["per_voice"].items():
         print(f"  {voice:<24} {row['correct']}/{row['n']} = {row['accuracy']:.3f}")
     print(f"files in {out}: model.safetensors, config.json ({config['training']['seconds']:.0f} s training)")
+    return 0
+
+
+def run_words_centroids(args: argparse.Namespace) -> int:
+    from ..audio.wordstrain import write_centroids
+
+    path = write_centroids(args.net, args.data)
+    print(f"wrote {path}")
     return 0
 
 
