@@ -13,6 +13,7 @@ from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_pictu
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
 from explorer.audio.parameterisations import added_noise_for, control_ms_for, control_tv_for
+from explorer.audio.targets import WORD_OBJECTIVES
 from explorer.audio.words import ENSEMBLE, word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
@@ -42,6 +43,7 @@ left, right = st.columns([1, 1])
 with left:
     net_kind = st.radio("Network", list(NETS), format_func=NETS.get, horizontal=True, key=f"{KEY}_net")
     net, music_model, word, word_net = "speech", "MTT_vgg", "yes", ""
+    word_objective = DreamSettings.word_objective
     if net_kind == "words":
         missing = word_net_available()
         if missing:
@@ -55,6 +57,10 @@ with left:
                                      "better (held-out 80 % against 76 %; five such nets: 78 %, so part of it is "
                                      "luck); dreams through it were not heard as their word more often "
                                      "(docs/audio.md)")
+        word_objective = st.selectbox("Ask the network for", list(WORD_OBJECTIVES), key=f"{KEY}_word_objective",
+                                      format_func=lambda v: {"probability": "as much of the word as it can hear",
+                                                             "typical": "a typical clip of the word"}[v],
+                                      help=" · ".join(f"{k}: {v}" for k, v in WORD_OBJECTIVES.items()))
         net = "words"
     elif net_kind == "music":
         labels = mtt_labels()
@@ -165,7 +171,8 @@ with right:
             gl_iters = c2.number_input("Griffin-Lim iterations", 0, 1000, 64, key=f"{KEY}_gl")
             momentum = c1.number_input("Griffin-Lim momentum", 0.0, 1.5, 0.99, key=f"{KEY}_momentum")
 
-settings = DreamSettings(net=net, word=word, word_net=word_net, control_starts=int(control_starts),
+settings = DreamSettings(net=net, word=word, word_net=word_net, word_objective=word_objective,
+                         control_starts=int(control_starts),
                          hearing=bool(hearing),
                          music_model=music_model, start=f"upload:{upload.name}" if upload is not None else start,
                          seconds=float(seconds), steps=int(steps), lr=float(lr), param=param,
