@@ -125,6 +125,7 @@ def test_a_finer_control_grid_makes_sharper_onsets_and_reaches_the_dream():
     # unset, the net's defaults are used and written into the settings (dream.json says what was used)
     from explorer.audio.parameterisations import VOICE_CONTROL_MS, VOICE_CONTROL_TV
 
+    assert (VOICE_CONTROL_MS, VOICE_CONTROL_TV) == (5.0, 0.03)  # what the thirteenth look and the Silero rule adopted
     default = dream(DreamSettings(net="words", word="six", seconds=1.0, steps=1, hearing=False), device="cpu")
     assert (default.settings.control_ms, default.settings.control_tv) == (VOICE_CONTROL_MS, VOICE_CONTROL_TV)
     assert default.controls["frame_seconds"] == pytest.approx(VOICE_CONTROL_MS / 1000)

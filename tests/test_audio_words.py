@@ -424,3 +424,32 @@ def test_a_checkpoint_resumes_only_with_its_own_recipe(tmp_path):
             train_word_net(tmp_path / "data", tmp_path / "b", other, checkpoint=ckpt)
     train_word_net(tmp_path / "data", tmp_path / "c", TrainSettings(steps=4, batch_size=4, checkpoint_every=50),
                    checkpoint=ckpt)  # only where it stops (and how often it saves) may differ
+
+
+def test_calibration_starts_are_the_word_dreams_control_and_can_be_redone_alone(tmp_path):
+    """The calibration's random starts are the starts the word dreams' own control judges (at the word dreams'
+    synthesiser defaults, recorded), and ``--keep-recordings`` decodes only them, keeping the recordings rows."""
+    import json as _json
+
+    pytest.importorskip("pocketsphinx")
+    from explorer.audio import io as audio_io
+    from explorer.audio.dream import DreamSettings, dream
+    from explorer.audio.hearing import random_start_sound
+    from explorer.cli import main
+
+    start = random_start_sound("synth", 1_000_000)
+    control = dream(DreamSettings(net="words", seconds=1.0, steps=0, seed=1_000_000, hearing=False), device="cpu")
+    played = audio_io.load_audio(audio_io.wav_bytes(control.after_audio, 16000), 16000)
+    assert np.array_equal(start, played)  # the very sound the control hears, not a look-alike
+    old = _json.loads((Path(__file__).resolve().parents[1] / "assets/words/sphinx_calibration.json").read_text())
+    (tmp_path / "old.json").write_text(_json.dumps(old))
+    _tiny_word_data(tmp_path / "data")
+    args = ["audio", "words-calibrate", "--data", str(tmp_path / "data"), "--synth-starts", "2",
+            "--spectrogram-starts", "1"]
+    assert main(args + ["--keep-recordings", str(tmp_path / "old.json"), "--out", str(tmp_path / "new")]) == 0
+    table = _json.loads((tmp_path / "new" / "sphinx_calibration.json").read_text())
+    assert table["recordings"] == old["recordings"]  # kept as they were, not decoded again
+    synth = table["random_starts"]["synth"]
+    assert synth["n"] == 2 and synth["control_ms"] == 5.0 and synth["control_tv"] == 0.03
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main(args + ["--keep-recordings", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")]) == 2

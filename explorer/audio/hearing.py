@@ -224,25 +224,19 @@ def hearing_judges(audio: np.ndarray, sample_rate: int, *, words: tuple[str, ...
 
 # ---- calibration --------------------------------------------------------------------------------
 def random_start_sound(param: str, seed: int, seconds: float = 1.0) -> np.ndarray:
-    """A dream's random start, as written to its WAV and read back: the voice synthesiser's random
-    knobs (``synth``) or white noise (the free spectrogram's start)."""
-    import torch
-
-    from .. import devices
+    """A word dream's random start, as written to its WAV and read back: exactly what the dreams' own control
+    hears (``control.random_start_judges``: a word dream of 0 steps at ``seed``, the synthesiser at the word
+    dreams' default settings), or white noise (the free spectrogram's start)."""
     from . import io as audio_io
     from .clips import noise
-    from .synth import HarmonicPlusNoise, preset
 
-    samples = int(round(seconds * SAMPLE_RATE))
     if param == "synth":
-        gen = devices.generator(torch.device("cpu"), seed)
-        with torch.no_grad():
-            synth = HarmonicPlusNoise(preset("voice"), samples, SAMPLE_RATE, generator=gen, device="cpu", start="noise")
-            wav = synth.waveform()
-        audio = wav.reshape(-1).numpy()
+        from .dream import DreamSettings, dream
+
+        audio = dream(DreamSettings(net="words", seconds=seconds, steps=0, seed=seed, hearing=False),
+                      device="cpu").after_audio
     else:
-        audio = noise(seconds, SAMPLE_RATE, seed=seed)
-    audio = audio_io.safe_loudness(audio.astype(np.float32), SAMPLE_RATE)
+        audio = audio_io.safe_loudness(noise(seconds, SAMPLE_RATE, seed=seed).astype(np.float32), SAMPLE_RATE)
     return audio_io.load_audio(audio_io.wav_bytes(audio, SAMPLE_RATE), SAMPLE_RATE)
 
 
@@ -263,8 +257,8 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
     from .control import CONTROL_SEED_OFFSET
     from .wordsdata import ENGINES, KEYWORDS, load_clips
 
-    per_word = per_word or {"espeak-ng": 12, "flite": 6, "festival": 6}
-    starts = starts or {"synth": 60, "spectrogram": 20}
+    per_word = {"espeak-ng": 12, "flite": 6, "festival": 6} if per_word is None else per_word  # {}: none
+    starts = {"synth": 60, "spectrogram": 20} if starts is None else starts
     total = sum(per_word.values()) * len(KEYWORDS) + sum(starts.values())
     done = 0
     table: dict = {"words": list(KEYWORDS), "grammar": grammar(KEYWORDS), "recordings": {}, "random_starts": {}}
@@ -315,4 +309,10 @@ def calibrate_sphinx(data_dir: str | Path, *, per_word: dict[str, int] | None = 
         table["random_starts"][param] = {"n": count, "seconds": seconds, "nothing": count - some, "named": named,
                                          "some_word_rate": round(some / count, 4),
                                          "low": round(lo, 4), "high": round(hi, 4)}
+        if param == "synth":  # the synthesiser settings those starts had (the word dreams' defaults change)
+            from .dream import DreamSettings
+            from .parameterisations import control_ms_for, control_tv_for
+
+            words = DreamSettings(net="words")
+            table["random_starts"][param] |= {"control_ms": control_ms_for(words), "control_tv": control_tv_for(words)}
     return table

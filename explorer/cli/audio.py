@@ -4,6 +4,7 @@ judges) and ``audio tags`` (what the speech and music networks hear in a file)."
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..audio.clips import BUILTIN_CLIPS
 from ..audio.dream import PARAMS, DreamSettings, dream, listen, save_dream
@@ -153,6 +154,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wc.add_argument("--festival-per-word", type=int, default=6)
     wc.add_argument("--synth-starts", type=int, default=60)
     wc.add_argument("--spectrogram-starts", type=int, default=20)
+    wc.add_argument("--keep-recordings", default=None, metavar="JSON",
+                    help="decode only the random starts again and keep this calibration's recordings rows "
+                         "(pocketsphinx adapts across utterances: decoding them again can move them by a clip)")
     wc.set_defaults(func=run_words_calibrate)
 
     wm = sub.add_parser("words-centroids",
@@ -316,9 +320,22 @@ def run_words_calibrate(args: argparse.Namespace) -> int:
     for name, value in {**per_word, **starts}.items():
         if not 1 <= value <= 10_000:  # 0 would leave a rate of 0/0
             raise UserInputError(f"{name}: between 1 and 10000 clips, got {value}.")
+    kept = None
+    if args.keep_recordings:
+        from ..files import read_user_file
+
+        try:
+            kept = json.loads(read_user_file(args.keep_recordings, "Sphinx calibration", max_bytes=1 << 20))
+            if not isinstance(kept.get("recordings"), dict) or not kept["recordings"]:
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise UserInputError(f"{args.keep_recordings} is not a Sphinx calibration with recordings rows.") from None
+        per_word = {}
     total = sum(per_word.values()) * 20 + sum(starts.values())
     with progress(total, "calibrate Sphinx", unit="clip") as bar:
         table = calibrate_sphinx(args.data, per_word=per_word, starts=starts, callback=bar, should_stop=bar.should_stop)
+    if kept is not None and not table.get("stopped"):
+        table["recordings"] = kept["recordings"]
     if table.get("stopped"):
         print("stopped: cancelled (nothing written)")
         return 1
