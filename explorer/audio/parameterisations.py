@@ -51,7 +51,7 @@ CONTROL_MS = 10.0  # the synthesiser's loudness and voicing frame spacing (its p
 # 32/240 over seeds 0–11, the own score unchanged; Silero dreams raised SIG on all six seeds (+0.59 [+0.26, +1.12])
 # with Silero ≥ 0.99 (docs/audio.md, the eleventh to thirteenth looks and the Silero rule)
 VOICE_CONTROL_MS = 5.0
-VOICE_CONTROL_TV = 0.03  # the weight the rules measured (from 19:27 UTC on 2026-12-05 until the fix it read 0.033 by mistake)
+VOICE_CONTROL_TV = 0.03  # what the rules measured (from 19:27 UTC on 2026-12-05 to the fix it read 0.033: a slip)
 
 
 def _words(settings: DreamSettings) -> bool:
