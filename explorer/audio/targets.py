@@ -125,6 +125,7 @@ class MusicTarget(AudioTarget):
 WORD_OBJECTIVES = {
     "probability": "log p(word): as much of the word as the net can hear",
     "typical": "a typical clip of the word to the net: its pooled features near the word's mean (centroid)",
+    "log-odds": "log p(word) − log(1 − p(word)): keeps asking for more of the word once p(word) ≈ 1",
 }
 
 
@@ -152,10 +153,17 @@ class WordTarget(AudioTarget):
     def _log_probs_from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
         return self.words.log_probabilities_from_log_mel(self.words.net.front.from_magnitude(magnitude))
 
+    def _objective(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """B×classes log-probabilities → B: log p(word), or its log-odds (which does not flatten as p → 1)."""
+        if self.objective == "log-odds":
+            others = torch.cat([log_probs[:, :self.index], log_probs[:, self.index + 1:]], dim=1)
+            return log_probs[:, self.index] - torch.logsumexp(others, dim=1)
+        return log_probs[:, self.index]
+
     def score(self, magnitude, image, generator):
         if self.objective == "typical":
             return self.words.typicality_from_log_mel(self.words.net.front.from_magnitude(magnitude), self.index)
-        return self._log_probs_from_magnitude(magnitude)[:, self.index]
+        return self._objective(self._log_probs_from_magnitude(magnitude))
 
     @torch.no_grad()
     def report(self, magnitude):
@@ -165,7 +173,7 @@ class WordTarget(AudioTarget):
     def score_waveform(self, wav, generator):
         if self.objective == "typical":
             return self.words.typicality(wav, self.index)
-        return self.words.log_probabilities(wav)[:, self.index]
+        return self._objective(self.words.log_probabilities(wav))
 
     @torch.no_grad()
     def report_waveform(self, wav):

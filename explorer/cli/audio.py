@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "must please every member)")
     d.add_argument("--word-objective", choices=list(WORD_OBJECTIVES), default=D.word_objective,
                    help="words: 'probability' ascends log p(word) (as much of the word as the net can hear); "
-                        "'typical' brings the net's pooled features near the word's mean over its training clips")
+                        "'typical' brings the net's pooled features near the word's mean over its training clips; "
+                        "'log-odds' keeps asking for more of the word once p(word) is near 1")
     d.add_argument("--noise-budget", type=float, default=D.noise_budget,
                    help="synthesiser: the noise branch (breath, frication) may carry at most this share of the "
                         "harmonic branch's energy")

@@ -59,7 +59,8 @@ with left:
                                      "(docs/audio.md)")
         word_objective = st.selectbox("Ask the network for", list(WORD_OBJECTIVES), key=f"{KEY}_word_objective",
                                       format_func=lambda v: {"probability": "as much of the word as it can hear",
-                                                             "typical": "a typical clip of the word"}[v],
+                                                             "typical": "a typical clip of the word",
+                                                             "log-odds": "ever more of the word (log-odds)"}[v],
                                       help=" · ".join(f"{k}: {v}" for k, v in WORD_OBJECTIVES.items()))
         net = "words"
     elif net_kind == "music":
