@@ -73,3 +73,22 @@ def test_centroids_are_written_checked_and_asked_for(tmp_path):
     with pytest.raises(SystemExit):  # not one of the choices: argparse says which are
         main(["audio", "dream", "--net", "words", "--word-objective", "loudest", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_log_odds_dream_keeps_asking_for_the_word_after_p_is_near_one():
+    """log p(word) flattens as p → 1 (the default dreams stop at ≈ 0.998); the log-odds does not, so the same
+    128 steps end with far more evidence for the word (measured: log-odds 19.9 against 6.3 for "six", seed 0)."""
+    words = load_word_net_dir("assets/words")
+    six = words.labels.index("six")
+
+    def log_odds(audio) -> float:
+        with torch.no_grad():
+            lp = words.log_probabilities(torch.as_tensor(audio, dtype=torch.float32).reshape(1, -1))[0]
+        return float(lp[six] - torch.logsumexp(torch.cat([lp[:six], lp[six + 1:]]), 0))
+
+    settings = DreamSettings(net="words", word="six", seconds=1.0, steps=128, hearing=False, seed=0)
+    most = dream(settings, device="cpu")
+    odds = dream(replace(settings, word_objective="log-odds"), device="cpu")
+    assert most.roundtrip["value"] > 0.99 and odds.roundtrip["value"] > 0.99  # both are heard as six
+    assert log_odds(odds.after_audio) > log_odds(most.after_audio) + 5  # but one asked for much more of it
+    assert odds.history[-1] > 10 and odds.settings.word_objective == "log-odds"  # its own score is the log-odds
