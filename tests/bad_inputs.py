@@ -376,6 +376,21 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
             (folder / name / "config.json").write_text(config)
             (folder / name / "model.safetensors").write_bytes(b"")
             paths[name] = folder / name
+        # the shipped net's copy with no, misshapen or hostile class centroids (--word-objective typical reads them)
+        import shutil
+
+        import torch
+        from safetensors.torch import save_file
+
+        for name in ("wordnet_no_centroids", "wordnet_bad_centroids", "wordnet_huge_centroids"):
+            (folder / name).mkdir()
+            for part in ("config.json", "model.safetensors"):
+                shutil.copy(ROOT / "assets" / "words" / part, folder / name / part)
+            paths[name] = folder / name
+        save_file({"centroids": torch.zeros(3, 12)}, str(folder / "wordnet_bad_centroids" / "centroids.safetensors"))
+        (folder / "wordnet_huge_centroids" / "centroids.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
+        (folder / "not_calibration.json").write_text('{"words": ["yes"], "recordings": []}')
+        paths["not_calibration.json"] = folder / "not_calibration.json"
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
         os.symlink("/dev/zero", folder / "zero.safetensors")
@@ -565,6 +580,28 @@ def _cases() -> list[Case]:
     add("audio-cli-word-net-not-json", "audio", "cli",
         cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_not_json"), "--steps", "1"),
         "error", r"is not a word net's config \(JSONDecodeError\)", "word net config: damaged")
+    add("audio-cli-typical-without-centroids-says-what-to-run", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_no_centroids"), "--word-objective", "typical",
+            "--steps", "1"),
+        "error", r"No class centroids for .*wordnet_no_centroids.*audio words-centroids")
+    add("audio-cli-word-net-centroids-of-the-wrong-shape", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_bad_centroids"), "--steps", "1"),
+        "error", r"must hold a finite 'centroids' tensor of shape \(22, 64\)")
+    add("audio-cli-word-net-centroids-huge-header", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_huge_centroids"), "--steps", "1"),
+        "error", r"its header claims 1,152,921,504,606,846,976 bytes")
+    add("audio-cli-words-train-adv-eps-nan", "audio", "cli",
+        cli("audio", "words-train", "--data", lambda ctx: str(ctx.work), "--adv-eps", "nan", "--steps", "1",
+            "--out", lambda ctx: str(ctx.work / "net_out")),
+        "error", r"--adv-eps nan: an L2 radius on the log-mel between 0 \(off\) and 20")
+    add("audio-cli-calibrate-keep-recordings-not-a-table", "audio", "cli",
+        cli("audio", "words-calibrate", "--keep-recordings", f("not_calibration.json"),
+            "--out", lambda ctx: str(ctx.work / "cal_out")),
+        "error", r"not_calibration\.json is not a Sphinx calibration with recordings rows")
+    add("audio-cli-calibrate-keep-recordings-fifo", "audio", "cli",
+        cli("audio", "words-calibrate", "--keep-recordings", f("pipe.wav"),
+            "--out", lambda ctx: str(ctx.work / "cal_out2")),
+        "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file")
     add("audio-fifo-named-as-such", "audio", "lib",
         lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
         "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")

@@ -325,8 +325,9 @@ def run_words_calibrate(args: argparse.Namespace) -> int:
     if args.keep_recordings:
         from ..files import read_user_file
 
+        raw = read_user_file(args.keep_recordings, "Sphinx calibration", max_bytes=1 << 20)  # says what it refuses
         try:
-            kept = json.loads(read_user_file(args.keep_recordings, "Sphinx calibration", max_bytes=1 << 20))
+            kept = json.loads(raw)
             if not isinstance(kept.get("recordings"), dict) or not kept["recordings"]:
                 raise ValueError
         except (ValueError, AttributeError):
