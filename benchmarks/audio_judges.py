@@ -366,7 +366,7 @@ def main() -> int:
     parser.add_argument("--mask-ms", type=float, default=DreamSettings.mask_ms,
                         help="word dreams: two randomly silenced spans of up to this many ms per step")
     parser.add_argument("--word-objective", choices=list(WORD_OBJECTIVES), default=DreamSettings.word_objective,
-                        help="word dreams ascend log p(word) ('probability') or its typical features ('typical')")
+                        help="what word dreams ascend: " + "; ".join(f"{k}: {v}" for k, v in WORD_OBJECTIVES.items()))
     parser.add_argument("--word-net", default="",
                         help="word dreams through this word net's folder (several, comma-separated: an ensemble); "
                              "default the shipped net")

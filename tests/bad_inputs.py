@@ -391,6 +391,8 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         (folder / "wordnet_huge_centroids" / "centroids.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
         (folder / "not_calibration.json").write_text('{"words": ["yes"], "recordings": []}')
         paths["not_calibration.json"] = folder / "not_calibration.json"
+        (folder / "thin_rows.json").write_text('{"recordings": {"espeak-ng": {"correct": 44, "n": 160}}}')
+        paths["thin_rows.json"] = folder / "thin_rows.json"
     if family in ("audio", "checkpoints"):
         os.mkfifo(folder / "pipe.wav")
         os.symlink("/dev/zero", folder / "zero.safetensors")
@@ -598,6 +600,10 @@ def _cases() -> list[Case]:
         cli("audio", "words-calibrate", "--keep-recordings", f("not_calibration.json"),
             "--out", lambda ctx: str(ctx.work / "cal_out")),
         "error", r"not_calibration\.json is not a Sphinx calibration with recordings rows")
+    add("audio-cli-calibrate-keep-recordings-rows-without-bounds", "audio", "cli",
+        cli("audio", "words-calibrate", "--keep-recordings", f("thin_rows.json"),
+            "--out", lambda ctx: str(ctx.work / "cal_out3")),
+        "error", r"thin_rows\.json is not a Sphinx calibration with recordings rows")
     add("audio-cli-calibrate-keep-recordings-fifo", "audio", "cli",
         cli("audio", "words-calibrate", "--keep-recordings", f("pipe.wav"),
             "--out", lambda ctx: str(ctx.work / "cal_out2")),

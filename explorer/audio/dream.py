@@ -46,7 +46,7 @@ from .judges import Verdict, judge_sound, verdicts_to_dict
 from .parameterisations import DreamStart, added_noise_for, control_ms_for, control_tv_for, parameterisation
 from .spectrogram import DBMap, stft
 from .synth import SYNTH_KINDS
-from .targets import SAMPLE_RATE, WORD_OBJECTIVES, AudioTarget, MusicTarget, WordTarget, make_target
+from .targets import SAMPLE_RATE, AudioTarget, MusicTarget, WordTarget, check_word_objective, make_target
 
 # parameterisations of a dream: name -> what the page and the JSON call it
 PARAMS = {
@@ -123,8 +123,7 @@ class DreamSettings:
 
     def __post_init__(self) -> None:
         check_fields(self, SYNTH_LIMITS)  # every number against explorer.limits, before anything is allocated
-        if self.word_objective not in WORD_OBJECTIVES:
-            raise UserInputError(f"Word objective {self.word_objective!r}: one of {', '.join(WORD_OBJECTIVES)}.")
+        check_word_objective(self.word_objective)
 
     def to_dict(self) -> dict:
         return asdict(self)

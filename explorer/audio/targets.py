@@ -127,20 +127,27 @@ WORD_OBJECTIVES = {
     "typical": "a typical clip of the word to the net: its pooled features near the word's mean (centroid)",
     "log-odds": "log p(word) − log(1 − p(word)): keeps asking for more of the word once p(word) ≈ 1",
 }
+WORD_OBJECTIVE_LABELS = {"probability": "as much of the word as it can hear", "typical": "a typical clip of the word",
+                         "log-odds": "ever more of the word (log-odds)"}  # the page's names for them
+
+
+def check_word_objective(objective: str) -> None:
+    """Refuse an objective a word dream does not know (settings and targets both ask, before anything loads)."""
+    if objective not in WORD_OBJECTIVES:
+        raise UserInputError(f"Word objective {objective!r}: one of {', '.join(WORD_OBJECTIVES)}.")
 
 
 class WordTarget(AudioTarget):
     """One keyword of the project's word network (assets/words): log p(word), mean over 1 s windows — or, with
-    ``objective="typical"``, how near the net's pooled features are to those of the word's typical clip. The
-    reported value is p(word) either way."""
+    ``objective="typical"``, how near the net's pooled features are to those of the word's typical clip, or with
+    ``"log-odds"`` the word's log-odds (WORD_OBJECTIVES). The reported value is p(word) whatever was ascended."""
 
     value_label = "word probability"
 
     def __init__(self, word: str, device: torch.device, word_net: str = "", objective: str = "probability"):
         from .words import WORDS_STFT, load_word_net
 
-        if objective not in WORD_OBJECTIVES:
-            raise UserInputError(f"Word objective {objective!r}: one of {', '.join(WORD_OBJECTIVES)}.")
+        check_word_objective(objective)
         self.objective = objective
         self.words = load_word_net(device, word_net or None)  # "a,b,c": an ensemble
         if objective == "typical":  # refused now (no centroids) rather than at the first step

@@ -301,6 +301,11 @@ def accuracy_table(net, data: WordClips) -> dict:
     }
 
 
+def recipe_engines(pseudo_weight: float, kokoro_weight: float) -> tuple[str, ...]:
+    """The engines a recipe reads: the three synthesisers, plus the opt-in ones it gives a weight."""
+    return ENGINES + ((PSEUDO,) if pseudo_weight > 0 else ()) + ((KOKORO,) if kokoro_weight > 0 else ())
+
+
 @torch.no_grad()
 def class_centroids(net: torch.nn.Module, train: WordClips, batch: int = 256) -> torch.Tensor:
     """classes×channels: the mean of the net's pooled features over each class's training clips (clean, centred
@@ -325,8 +330,7 @@ def write_centroids(net_dir: str | Path, data_dir: str | Path) -> Path:
     folder = Path(net_dir)
     words = load_word_net_dir(folder)
     recipe = words.config.get("training", {})
-    engines = ENGINES + ((PSEUDO,) if recipe.get("pseudo_weight", 0) > 0 else ()) + \
-        ((KOKORO,) if recipe.get("kokoro_weight", 0) > 0 else ())
+    engines = recipe_engines(recipe.get("pseudo_weight", 0), recipe.get("kokoro_weight", 0))
     train, _, _ = split(load_clips(data_dir, engines))
     if not len(train):
         raise UserInputError(f"No training clips in {data_dir}.")
@@ -401,8 +405,7 @@ def train_word_net(
     ``settings.pseudo_weight`` > 0, + Kokoro's voices when ``settings.kokoro_weight`` > 0), test on festival, write
     ``out_dir/model.safetensors`` + ``config.json`` (with the accuracy tables). Resumes from
     ``checkpoint`` when it exists; returns the config written (or {"stopped": CANCELLED})."""
-    engines = ENGINES + ((PSEUDO,) if settings.pseudo_weight > 0 else ()) + \
-        ((KOKORO,) if settings.kokoro_weight > 0 else ())
+    engines = recipe_engines(settings.pseudo_weight, settings.kokoro_weight)
     data = load_clips(data_dir, engines)
     train, validation, test = split(data)
     if not len(train):

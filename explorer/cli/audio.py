@@ -312,6 +312,9 @@ def run_words_centroids(args: argparse.Namespace) -> int:
     return 0
 
 
+RECORDING_ROW_KEYS = ("correct", "n", "rate", "low", "high", "nothing")  # what a kept recordings row must hold
+
+
 def run_words_calibrate(args: argparse.Namespace) -> int:
     from ..audio.hearing import calibrate_sphinx
 
@@ -328,7 +331,10 @@ def run_words_calibrate(args: argparse.Namespace) -> int:
         raw = read_user_file(args.keep_recordings, "Sphinx calibration", max_bytes=1 << 20)  # says what it refuses
         try:
             kept = json.loads(raw)
-            if not isinstance(kept.get("recordings"), dict) or not kept["recordings"]:
+            rows = kept.get("recordings")
+            if not isinstance(rows, dict) or not rows or not all(
+                    isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) for k in RECORDING_ROW_KEYS)
+                    for row in rows.values()):
                 raise ValueError
         except (ValueError, AttributeError):
             raise UserInputError(f"{args.keep_recordings} is not a Sphinx calibration with recordings rows.") from None

@@ -13,7 +13,7 @@ from explorer.audio.dream import PARAMS, DreamSettings, dream, spectrogram_pictu
 from explorer.audio.judges import SPEECH_REFERENCE
 from explorer.audio.musicnn import mtt_labels
 from explorer.audio.parameterisations import added_noise_for, control_ms_for, control_tv_for
-from explorer.audio.targets import WORD_OBJECTIVES
+from explorer.audio.targets import WORD_OBJECTIVE_LABELS, WORD_OBJECTIVES
 from explorer.audio.words import ENSEMBLE, word_net_available
 from explorer.audio.wordsdata import KEYWORDS
 from explorer.errors import UserInputError
@@ -58,9 +58,7 @@ with left:
                                      "luck); dreams through it were not heard as their word more often "
                                      "(docs/audio.md)")
         word_objective = st.selectbox("Ask the network for", list(WORD_OBJECTIVES), key=f"{KEY}_word_objective",
-                                      format_func=lambda v: {"probability": "as much of the word as it can hear",
-                                                             "typical": "a typical clip of the word",
-                                                             "log-odds": "ever more of the word (log-odds)"}[v],
+                                      format_func=WORD_OBJECTIVE_LABELS.get,
                                       help=" · ".join(f"{k}: {v}" for k, v in WORD_OBJECTIVES.items())
                                       + " — pocketsphinx heard the default's dreams as their word most often "
                                         "(22 of 120, against 9 typical and 8 log-odds: docs/audio.md)")
