@@ -596,18 +596,14 @@ def _cases() -> list[Case]:
         cli("audio", "words-train", "--data", lambda ctx: str(ctx.work), "--adv-eps", "nan", "--steps", "1",
             "--out", lambda ctx: str(ctx.work / "net_out")),
         "error", r"--adv-eps nan: an L2 radius on the log-mel between 0 \(off\) and 20")
-    add("audio-cli-calibrate-keep-recordings-not-a-table", "audio", "cli",
-        cli("audio", "words-calibrate", "--keep-recordings", f("not_calibration.json"),
-            "--out", lambda ctx: str(ctx.work / "cal_out")),
-        "error", r"not_calibration\.json is not a Sphinx calibration with recordings rows")
-    add("audio-cli-calibrate-keep-recordings-rows-without-bounds", "audio", "cli",
-        cli("audio", "words-calibrate", "--keep-recordings", f("thin_rows.json"),
-            "--out", lambda ctx: str(ctx.work / "cal_out3")),
-        "error", r"thin_rows\.json is not a Sphinx calibration with recordings rows")
-    add("audio-cli-calibrate-keep-recordings-fifo", "audio", "cli",
-        cli("audio", "words-calibrate", "--keep-recordings", f("pipe.wav"),
-            "--out", lambda ctx: str(ctx.work / "cal_out2")),
-        "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file")
+    for case, name, pattern in (
+            ("not-a-table", "not_calibration.json", r"not_calibration\.json is not a Sphinx calibration"),
+            ("rows-without-bounds", "thin_rows.json", r"thin_rows\.json is not a Sphinx calibration"),
+            ("fifo", "pipe.wav", r"pipe\.wav is a FIFO \(named pipe\), not a regular file")):
+        add(f"audio-cli-calibrate-keep-recordings-{case}", "audio", "cli",
+            cli("audio", "words-calibrate", "--keep-recordings", f(name),
+                "--out", lambda ctx, case=case: str(ctx.work / f"cal_{case}")),
+            "error", pattern)
     add("audio-fifo-named-as-such", "audio", "lib",
         lib(lambda ctx: len(__import__("explorer.audio.io", fromlist=["x"]).load_audio(ctx.f("pipe.wav")))),
         "error", r"pipe\.wav is a FIFO \(named pipe\), not a regular file", "20.8: special file")
