@@ -79,9 +79,9 @@ def test_variants_store_their_own_activations(tmp_path):
 
 
 def test_killed_builder_resumes_without_loss_or_duplicates(tmp_path):
-    proc = start_builder(tmp_path, units=16, steps=6, batch=2)
+    proc = start_builder(tmp_path, units=16, steps=6, batch=2, pause=0.2)  # each later batch stays claimed >= 1 s
     store = GalleryStore(tmp_path)
-    deadline, seen = time.time() + 90, None
+    deadline, seen = time.time() + 180, None
     try:
         while time.time() < deadline and proc.poll() is None:
             summary = [s for s in store.summary() if s["variant"] == MAX]
@@ -94,7 +94,8 @@ def test_killed_builder_resumes_without_loss_or_duplicates(tmp_path):
         if proc.poll() is None and seen is None:
             proc.kill()
         proc.wait()
-    assert seen is not None, f"builder finished or failed before it could be killed: {proc.stderr.read()[-2000:]}"
+    assert seen is not None, (f"builder (exit {proc.returncode}) was never seen mid-batch in 180 s: "
+                              f"{proc.stderr.read()[-2000:]}")
     done_before = {u for u, status, _ in _rows(store) if status == "done"}
     assert store.verify() == [], "every indexed entry must have a valid image even right after the kill"
 
