@@ -78,6 +78,48 @@ class KeywordNet(nn.Module):
         return self.head(self.features(self.front(wav)))
 
 
+class EmbeddingKeywordNet(nn.Module):
+    """A keyword head over Google's speech embedding (:mod:`explorer.audio.speech_embedding`, trained on real
+    speech, frozen): waveform → its 32-band log-mel → an embedding every 80 ms (each reading 0.775 s) → a temporal
+    conv (``width`` channels, ReLU) → max over time → dropout → linear. Only the head is trained and saved; the
+    embedding's weights come from the ``openwakeword`` wheel at load time. A one-second clip is read with
+    ``EMBEDDING_PAD`` of silence on each side so that every part of the second lies inside some window."""
+
+    def __init__(self, classes: int, width: int = 128, dropout: float = 0.1):
+        super().__init__()
+        from . import speech_embedding
+
+        log_mel, self.embedding = speech_embedding.read_front_end()
+        self.front = _PaddedFront(log_mel)
+        self.temporal = nn.Conv1d(speech_embedding.EMBEDDING_DIM, width, 3, padding=1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classes))
+
+    def features(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.temporal(self.embedding(log_mel).transpose(1, 2))).amax(-1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.front(wav)))
+
+
+EMBEDDING_PAD = 1600  # 0.1 s each side of a one-second window: 1.2 s → 117 frames → 6 embeddings
+
+
+class _PaddedFront(nn.Module):
+    """The embedding's log-mel of each clip with ``EMBEDDING_PAD`` zeros on both sides (not differentiable-breaking:
+    padding is a constant). Free spectrograms are not read through this front end."""
+
+    def __init__(self, log_mel: nn.Module):
+        super().__init__()
+        self.log_mel = log_mel
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.log_mel(F.pad(wav.reshape(wav.shape[0], -1), (EMBEDDING_PAD, EMBEDDING_PAD)))
+
+    def from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        raise UserInputError("A word net over the speech embedding reads waveforms, not a free spectrogram: "
+                             "dream through the synthesiser, or use a log-mel word net.")
+
+
 class WordNet:
     """The keyword network and what it knows: labels, the words it can be asked for. It may be an ensemble of
     nets trained alike (same labels and front end): their log-probabilities are averaged and renormalised (a
@@ -166,7 +208,13 @@ class WordNet:
         return self.labels[i], float(probs[i])
 
 
-def build_net(config: dict) -> KeywordNet:
+SPEECH_EMBEDDING = "speech-embedding"  # config["arch"] of a head over the speech embedding ("log-mel": KeywordNet)
+ARCHES = ("log-mel", SPEECH_EMBEDDING)
+
+
+def build_net(config: dict) -> nn.Module:
+    if config.get("arch", "log-mel") == SPEECH_EMBEDDING:
+        return EmbeddingKeywordNet(len(config["labels"]), int(config["width"]), config.get("dropout", 0.1))
     return KeywordNet(len(config["labels"]), tuple(config["widths"]), config.get("n_mels", N_MELS),
                       config.get("dropout", 0.1))
 
@@ -175,7 +223,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a word net's config.json with all its tables is ~8
 MAX_ENSEMBLE = 8
 ENSEMBLE = "ensemble"  # --word-net ensemble: the shipped net and the two trained alike under assets/words/ensemble
 ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
-FRONT_END_KEYS = ("n_mels", "sample_rate")  # what every member of an ensemble must share (they read one log-mel)
+FRONT_END_KEYS = ("arch", "n_mels", "sample_rate")  # what every member of an ensemble shares (one front end)
 
 
 def check_widths(widths, n_mels: int = N_MELS) -> None:
@@ -196,7 +244,15 @@ def _check_config(config: dict) -> None:
     n_mels, dropout = config.get("n_mels", N_MELS), config.get("dropout", 0.1)
     if not isinstance(n_mels, int) or not 8 <= n_mels <= 256 or not 0 <= float(dropout) < 1:
         raise UserInputError("n_mels must lie in [8, 256] and dropout in [0, 1)")
-    check_widths(config["widths"], n_mels)
+    arch = config.get("arch", "log-mel")
+    if arch not in ARCHES:
+        raise UserInputError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
+    if arch == SPEECH_EMBEDDING:
+        width = config.get("width")
+        if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 1024:
+            raise UserInputError(f"width must be a whole number in [1, 1024], not {width!r}")
+    else:
+        check_widths(config["widths"], n_mels)
     if config.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
         raise UserInputError(f"the word net reads {SAMPLE_RATE} Hz audio, not {config.get('sample_rate')}")
 

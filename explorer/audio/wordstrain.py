@@ -45,7 +45,7 @@ from ..errors import UserInputError
 from ..files import write_json, write_safetensors, write_torch
 from ..progress import CANCELLED, ProgressCallback, ShouldStop
 from .spectrogram import stft
-from .words import SAMPLE_RATE, WINDOW, WORDS_STFT, WordNet, build_net, check_widths
+from .words import ARCHES, SAMPLE_RATE, SPEECH_EMBEDDING, WINDOW, WORDS_STFT, WordNet, build_net, check_widths
 from .wordsdata import ENGINES, HELD_OUT, KOKORO, LABELS, PSEUDO, SILENCE, UNKNOWN, WordClips, load_clips
 
 VALIDATION_ACCENT = "en-029"
@@ -73,10 +73,19 @@ class TrainSettings:
     random_eq: float = 0.0  # channel colour: a smooth random gain curve of ± this many dB per example (0: off)
     adv_eps: float = 0.0  # > 0: adversarial training, L2 radius of the attack on the log-mel (a clip's norm ≈ 60)
     adv_steps: int = 3  # PGD steps of that attack (each costs one more forward and backward of the body)
+    front: str = "log-mel"  # "speech-embedding": a head over Google's frozen speech embedding (trained on real speech)
+    head_width: int = 128  # that head's temporal-conv channels
 
     def __post_init__(self) -> None:
         """Every recipe knob bounded here, where the CLI and library callers both pass (before data or a net)."""
         check_widths(self.widths)
+        if self.front not in ARCHES:
+            raise UserInputError(f"--front {self.front!r}: one of {', '.join(ARCHES)}.")
+        if not (isinstance(self.head_width, int) and 1 <= self.head_width <= 1024):
+            raise UserInputError(f"--head-width {self.head_width}: a whole number of channels, 1 to 1024.")
+        if self.front == SPEECH_EMBEDDING and (self.vtlp > 0 or self.random_eq > 0):
+            raise UserInputError("--vtlp and --random-eq warp a log-mel net's spectrum; the speech embedding reads "
+                                 "its own front end: use them with --front log-mel.")
         if not 0 < self.flite_weight <= 100:
             raise UserInputError(f"--flite-weight {self.flite_weight}: between 0 (exclusive) and 100.")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
@@ -167,9 +176,9 @@ def draw_batch(data: WordClips, by_class: list[np.ndarray], rng: np.random.Gener
     return torch.from_numpy(np.stack(wavs)), torch.from_numpy(classes.astype(np.int64))
 
 
-def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator, mean_removed: bool = True) -> torch.Tensor:
     """SpecAugment-style: per example up to 2 mel bands (≤ 6 wide) and 2 time spans (≤ 12 frames) set to the
-    clip's mean (0 after the front end's mean removal)."""
+    clip's mean (0 after the log-mel net's mean removal; computed for a front end that keeps the level)."""
     keep = torch.ones_like(log_mel)
     batch, _, mels, frames = log_mel.shape
     for b in range(batch):
@@ -181,7 +190,9 @@ def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
             w = int(rng.integers(1, 13))
             t = int(rng.integers(0, frames - w + 1))
             keep[b, :, :, t : t + w] = 0
-    return log_mel * keep
+    if mean_removed:
+        return log_mel * keep
+    return log_mel * keep + log_mel.mean(dim=(1, 2, 3), keepdim=True) * (1 - keep)
 
 
 VTLP_KNEE = 0.9  # the warp is α·f up to this share of the Nyquist frequency (times min(α, 1)), then a line to Nyquist
@@ -242,7 +253,7 @@ def training_log_mel(net: torch.nn.Module, wav: torch.Tensor, rng: np.random.Gen
         log_mel = net.front.from_magnitude(magnitude)
     else:
         log_mel = net.front(wav)
-    return mask_log_mel(log_mel, rng) if settings.spec_mask else log_mel
+    return mask_log_mel(log_mel, rng, settings.front != SPEECH_EMBEDDING) if settings.spec_mask else log_mel
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -413,8 +424,15 @@ def train_word_net(
     by_class = [np.flatnonzero(train.labels == c) for c in range(len(LABELS))]
     clip_weights = class_clip_weights(train, by_class, {"flite": settings.flite_weight, PSEUDO: settings.pseudo_weight,
                                                         KOKORO: settings.kokoro_weight})
-    config = {"name": "words", "labels": list(LABELS), "widths": list(settings.widths), "n_mels": 40,
-              "dropout": settings.dropout, "sample_rate": 16000, "window_samples": WINDOW}
+    if settings.front == SPEECH_EMBEDDING:
+        from .speech_embedding import N_MELS as EMBEDDING_MELS
+
+        config = {"name": "words", "arch": SPEECH_EMBEDDING, "labels": list(LABELS), "width": settings.head_width,
+                  "n_mels": EMBEDDING_MELS, "dropout": settings.dropout, "sample_rate": 16000,
+                  "window_samples": WINDOW}
+    else:
+        config = {"name": "words", "labels": list(LABELS), "widths": list(settings.widths), "n_mels": 40,
+                  "dropout": settings.dropout, "sample_rate": 16000, "window_samples": WINDOW}
     with devices.seeded(settings.seed, torch.device("cpu")):
         net = build_net(config)
     optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)

@@ -121,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wt.add_argument("--batch-size", type=int, default=64)
     wt.add_argument("--widths", default=None, metavar="W1,W2,…",
                     help="channels of the conv blocks (default 16,32,48,64: the shipped net's)")
+    wt.add_argument("--front", choices=("log-mel", "speech-embedding"), default="log-mel",
+                    help="log-mel: the small CNN on our log-mel (shipped); speech-embedding: a head over Google's "
+                         "speech embedding, trained on real speech and kept frozen (needs the openwakeword wheel)")
+    wt.add_argument("--head-width", type=int, default=128, help="channels of the head over the speech embedding")
     wt.add_argument("--lr", type=float, default=3e-3)
     wt.add_argument("--seed", type=int, default=0)
     wt.add_argument("--spec-mask", action="store_true", help="SpecAugment-style masks on the log-mel while training")
@@ -282,8 +286,8 @@ def run_words_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(widths=widths, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              stop_after=args.stop_after, spec_mask=args.spec_mask, flite_weight=args.flite_weight,
                              vtlp=args.vtlp, pseudo_weight=args.pseudo_weight, kokoro_weight=args.kokoro_weight,
-                             random_eq=args.random_eq, adv_eps=args.adv_eps,
-                             adv_steps=args.adv_steps)  # bounds every knob (TrainSettings.__post_init__)
+                             random_eq=args.random_eq, adv_eps=args.adv_eps, adv_steps=args.adv_steps,
+                             front=args.front, head_width=args.head_width)  # TrainSettings bounds every knob
     out = output_dir(args.out)  # after every option is checked
     command = "python -m explorer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(settings.stop_after or settings.steps, "train word net") as bar:
