@@ -92,7 +92,14 @@ class LogMel32(nn.Module):
             wav = F.pad(wav, (0, self.n_fft - wav.shape[-1]))
         spec = F.conv1d(wav[:, None].float() * INT16_SCALE, self.dft, stride=HOP)  # B×2·bins×frames
         bins = spec.shape[1] // 2
-        power = spec[:, :bins] ** 2 + spec[:, bins:] ** 2
+        return self.from_power(spec[:, :bins] ** 2 + spec[:, bins:] ** 2)
+
+    def window_energy(self) -> float:
+        """Σ w² of the graph's analysis window (its DFT's bin-0 row), for reading another STFT's power."""
+        return float(self.dft[0, 0].pow(2).sum())
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """B×bins×frames power of the graph's DFT (16-bit sample units) → B×1×32×frames."""
         db = 10.0 * torch.log10(torch.einsum("bft,fm->bmt", power, self.mel).clamp_min(1e-10))
         floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
         return (torch.maximum(db, floor) / 10.0 + 2.0)[:, None]

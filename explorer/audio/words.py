@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import UserInputError
 from ..files import read_user_file
+from .speech_embedding import INT16_SCALE
 from .spectrogram import STFTConfig, mel_filterbank, stft
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "words"
@@ -105,8 +106,7 @@ EMBEDDING_PAD = 1600  # 0.1 s each side of a one-second window: 1.2 s → 117 fr
 
 
 class _PaddedFront(nn.Module):
-    """The embedding's log-mel of each clip with ``EMBEDDING_PAD`` zeros on both sides (not differentiable-breaking:
-    padding is a constant). Free spectrograms are not read through this front end."""
+    """The embedding's log-mel of each clip with ``EMBEDDING_PAD`` zeros on both sides."""
 
     def __init__(self, log_mel: nn.Module):
         super().__init__()
@@ -116,8 +116,17 @@ class _PaddedFront(nn.Module):
         return self.log_mel(F.pad(wav.reshape(wav.shape[0], -1), (EMBEDDING_PAD, EMBEDDING_PAD)))
 
     def from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
-        raise UserInputError("A word net over the speech embedding reads waveforms, not a free spectrogram: "
-                             "dream through the synthesiser, or use a log-mel word net.")
+        """B×bins×frames |STFT| (WORDS_STFT, a 512-sample Hann window) → the embedding's log-mel, for free
+        spectrogram dreams. The graph's own window is a 400-sample Hann inside 512: the power is rescaled by the
+        two windows' energies (exact for noise, close for speech; the tests bound the difference), and the
+        silence each side is added as zero-power frames."""
+        window = WORDS_STFT.window(magnitude.device)
+        ratio = self.log_mel.window_energy() / float(window.pow(2).sum())
+        power = magnitude.pow(2) * (ratio * INT16_SCALE ** 2)
+        # WORDS_STFT's frames are centred on k·hop, the graph's start at 0 (centred 256 samples later): 8 frames of
+        # silence before put each frame within 64 samples of the waveform path's, 9 after give as many frames
+        left = (EMBEDDING_PAD - self.log_mel.n_fft // 2) // WORDS_STFT.hop
+        return self.log_mel.from_power(F.pad(power, (left, left + 1)))
 
 
 class WordNet:
