@@ -178,3 +178,25 @@ def test_a_missing_wheel_is_one_line_naming_the_install(monkeypatch):
     with pytest.raises(UserInputError, match="pip install --no-deps openwakeword==0.4.0"):
         se.model_dir()
     assert "openwakeword" in se.available()
+
+
+@needs_embedding
+def test_an_ensemble_of_heads_computes_the_embedding_once_and_gets_the_members_mean():
+    import torch
+    import torch.nn.functional as F
+
+    from explorer.audio.words import SPEECH_EMBEDDING, WordNet, build_net
+
+    config = {"arch": SPEECH_EMBEDDING, "labels": [f"w{i}" for i in range(22)], "width": 8}
+    torch.manual_seed(0)
+    members = [build_net(config), build_net(config)]
+    ensemble = WordNet(members, config)
+    calls = []
+    members[0].embedding.register_forward_hook(lambda *_: calls.append(0))
+    members[1].embedding.register_forward_hook(lambda *_: calls.append(1))
+    wav = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        got = ensemble.log_probabilities(wav)
+        assert calls == [0], "one embedding pass for both heads"
+        alone = [F.log_softmax(m(wav), -1) for m in members]
+    torch.testing.assert_close(got, F.log_softmax((alone[0] + alone[1]) / 2, -1), atol=1e-5, rtol=1e-5)

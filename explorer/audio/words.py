@@ -96,7 +96,11 @@ class EmbeddingKeywordNet(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classes))
 
     def features(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.temporal(self.embedding(log_mel).transpose(1, 2))).amax(-1)
+        return self.pooled(self.embedding(log_mel))
+
+    def pooled(self, embedding: torch.Tensor) -> torch.Tensor:
+        """B×T×96 embeddings → B×width: what the head reads (members of an ensemble share the embeddings)."""
+        return F.relu(self.temporal(embedding.transpose(1, 2))).amax(-1)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.front(wav)))
@@ -169,8 +173,16 @@ class WordNet:
     def log_probabilities_from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
         """B×1×mels×frames → B×classes: the members' log-softmax averaged and renormalised (one member: its
         log-softmax exactly). Differentiable."""
-        logp = [F.log_softmax(m.head(m.features(log_mel)).float(), -1) for m in self.nets]
+        logp = [F.log_softmax(m.head(f).float(), -1) for m, f in zip(self.nets, self.member_features(log_mel))]
         return logp[0] if len(logp) == 1 else F.log_softmax(torch.stack(logp).mean(0), -1)
+
+    def member_features(self, log_mel: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's pooled features of B×1×mels×frames. Heads over the speech embedding share one frozen
+        embedding, so it is computed once for all of them (the same numbers, a member's cost each)."""
+        if len(self.nets) > 1 and all(isinstance(m, EmbeddingKeywordNet) for m in self.nets):
+            embedding = self.nets[0].embedding(log_mel)
+            return [m.pooled(embedding) for m in self.nets]
+        return [m.features(log_mel) for m in self.nets]
 
     def log_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
         """B×N waveforms → B×classes log-probabilities (mean over one-second windows). Differentiable."""
@@ -187,9 +199,9 @@ class WordNet:
         bag of its best features, repeated); this asks for the amount a spoken word has. Differentiable."""
         self.require_centroids()
         values = []
-        for member, centroids in zip(self.nets, self.centroids):
+        for features, centroids in zip(self.member_features(log_mel), self.centroids):
             mu = centroids[index]
-            values.append(-((member.features(log_mel) - mu) ** 2).sum(-1) / mu.pow(2).sum().clamp_min(1e-12))
+            values.append(-((features - mu) ** 2).sum(-1) / mu.pow(2).sum().clamp_min(1e-12))
         return torch.stack(values).mean(0)
 
     def require_centroids(self) -> None:
