@@ -168,16 +168,21 @@ def test_training_over_the_embedding_moves_the_head_repeats_and_refuses_what_it_
             load_word_net_dir(tmp_path / "a")
 
 
-def test_a_missing_wheel_is_one_line_naming_the_install(monkeypatch):
+def test_a_missing_wheel_is_one_line_naming_the_install(monkeypatch, tmp_path):
     import importlib.util
 
+    from explorer.audio.words import SPEECH_EMBEDDING, word_net_available
     from explorer.errors import UserInputError
+
+    (tmp_path / "config.json").write_text(json.dumps({"arch": SPEECH_EMBEDDING, "labels": ["a", "b"], "width": 4}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == se.PACKAGE else real(name, *a))
     with pytest.raises(UserInputError, match="pip install --no-deps openwakeword==0.4.0"):
         se.model_dir()
     assert "openwakeword" in se.available()
+    assert "pip install --no-deps openwakeword" in word_net_available(tmp_path)  # the page says it before loading
 
 
 @needs_embedding

@@ -363,4 +363,13 @@ def word_net_available(folder: str | Path | None = None) -> str | None:
     folder = Path(folder or ASSET_DIR)
     if not (folder / "model.safetensors").exists():
         return f"no trained word network in {folder}"
+    try:
+        arch = json.loads(read_user_file(folder / "config.json", "Word net config",
+                                         max_bytes=MAX_CONFIG_BYTES)).get("arch")
+    except (UserInputError, ValueError, AttributeError, OSError):
+        return None  # loading it says what is wrong with the config
+    if arch == SPEECH_EMBEDDING:
+        from .speech_embedding import available
+
+        return available()
     return None
