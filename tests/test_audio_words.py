@@ -96,6 +96,7 @@ def test_word_net_gradient_reaches_the_waveform_and_windows_long_clips():
 
 
 def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_labels(tmp_path):
+    """Members may read different front ends (each its own); they must name the same classes."""
     import torch
 
     from explorer.audio.words import ASSET_DIR, WordNet, build_net, load_word_net, load_word_net_dir, word_net_folders
@@ -126,10 +127,18 @@ def test_word_net_ensemble_is_the_members_renormalised_mean_and_refuses_mixed_la
     (odd / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserInputError, match="other classes"):
         load_word_net_dir([ASSET_DIR, odd])
-    config["labels"] = list(reversed(config["labels"]))  # the same classes, another front end (64 mel bands)
-    config["n_mels"] = 64
+    config["labels"] = list(reversed(config["labels"]))  # the same classes, another front end (64 mel bands):
+    config["n_mels"] = 64  # each member reads its own, and the ensemble is still the renormalised mean
     (odd / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UserInputError, match=r"another front end .*n_mels"):
+    mixed = load_word_net_dir([ASSET_DIR, odd])
+    assert sorted(mixed.fronts) == ["log-mel/40", "log-mel/64"]
+    with torch.no_grad():
+        alone = [load_word_net_dir(f).log_probabilities(wav) for f in (ASSET_DIR, odd)]
+        torch.testing.assert_close(mixed.log_probabilities(wav), torch.log_softmax((alone[0] + alone[1]) / 2, -1),
+                                   atol=1e-5, rtol=0)
+    config["sample_rate"] = 8000
+    (odd / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="16000 Hz"):
         load_word_net_dir([ASSET_DIR, odd])
     with pytest.raises(UserInputError, match="At most"):
         word_net_folders(",".join(["x"] * 9))

@@ -158,7 +158,7 @@ class WordTarget(AudioTarget):
         self.value_label = f"p({self.word})"
 
     def _log_probs_from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
-        return self.words.log_probabilities_from_log_mel(self.words.net.front.from_magnitude(magnitude))
+        return self.words.log_probabilities_from_log_mel(self.words.front_from_magnitude(magnitude))
 
     def _objective(self, log_probs: torch.Tensor) -> torch.Tensor:
         """B×classes log-probabilities → B: log p(word), or its log-odds (which does not flatten as p → 1)."""
@@ -169,7 +169,7 @@ class WordTarget(AudioTarget):
 
     def score(self, magnitude, image, generator):
         if self.objective == "typical":
-            return self.words.typicality_from_log_mel(self.words.net.front.from_magnitude(magnitude), self.index)
+            return self.words.typicality_from_log_mel(self.words.front_from_magnitude(magnitude), self.index)
         return self._objective(self._log_probs_from_magnitude(magnitude))
 
     @torch.no_grad()

@@ -133,10 +133,21 @@ class _PaddedFront(nn.Module):
         return self.log_mel.from_power(F.pad(power, (left, left + 1)))
 
 
+Reading = "torch.Tensor | dict[str, torch.Tensor]"  # one front end's log-mel, or each front end's by its key
+
+
+def front_key(net: nn.Module) -> str:
+    """Which front end a member reads: members with the same key read one log-mel (computed once)."""
+    if isinstance(net, EmbeddingKeywordNet):
+        return SPEECH_EMBEDDING
+    return f"log-mel/{net.front.filterbank.shape[0]}"
+
+
 class WordNet:
     """The keyword network and what it knows: labels, the words it can be asked for. It may be an ensemble of
-    nets trained alike (same labels and front end): their log-probabilities are averaged and renormalised (a
-    product of experts), so a dream must please every member, not one net's quirks."""
+    nets (same labels): their log-probabilities are averaged and renormalised (a product of experts), so a dream
+    must please every member, not one net's quirks. Members may read different front ends (a log-mel CNN and
+    heads over the speech embedding): each front end is computed once for the members that read it."""
 
     def __init__(self, net: KeywordNet | list[KeywordNet] | tuple[KeywordNet, ...], config: dict,
                  device: torch.device | str = "cpu", centroids: list[torch.Tensor | None] | None = None,
@@ -148,7 +159,10 @@ class WordNet:
         for member in self.nets:
             for p in member.parameters():
                 p.requires_grad_(False)
-        self.net = self.nets[0]  # the first member: its front end is every member's
+        self.net = self.nets[0]  # the first member
+        self.fronts: dict[str, list[int]] = {}  # front key → the members that read it
+        for i, member in enumerate(self.nets):
+            self.fronts.setdefault(front_key(member), []).append(i)
         self.config = config
         self.labels: list[str] = list(config["labels"])
         self.keywords: list[str] = [w for w in self.labels if not w.startswith("_")]
@@ -170,30 +184,47 @@ class WordNet:
             starts.append(n - WINDOW)
         return torch.stack([wav[:, s : s + WINDOW] for s in starts], 1).reshape(-1, WINDOW)
 
-    def log_probabilities_from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """B×1×mels×frames → B×classes: the members' log-softmax averaged and renormalised (one member: its
-        log-softmax exactly). Differentiable."""
+    def front(self, wav: torch.Tensor) -> Reading:
+        """B×N waveforms → what the members read: one front end's B×1×mels×frames, or several by key."""
+        reading = {key: self.nets[members[0]].front(wav) for key, members in self.fronts.items()}
+        return next(iter(reading.values())) if len(reading) == 1 else reading
+
+    def front_from_magnitude(self, magnitude: torch.Tensor) -> Reading:
+        """B×bins×frames |STFT| (WORDS_STFT) → what the members read (a free spectrogram dream's input)."""
+        reading = {key: self.nets[members[0]].front.from_magnitude(magnitude) for key, members in self.fronts.items()}
+        return next(iter(reading.values())) if len(reading) == 1 else reading
+
+    def log_probabilities_from_log_mel(self, log_mel: Reading) -> torch.Tensor:
+        """:meth:`front`'s reading → B×classes: the members' log-softmax averaged and renormalised (one member:
+        its log-softmax exactly). Differentiable."""
         logp = [F.log_softmax(m.head(f).float(), -1) for m, f in zip(self.nets, self.member_features(log_mel))]
         return logp[0] if len(logp) == 1 else F.log_softmax(torch.stack(logp).mean(0), -1)
 
-    def member_features(self, log_mel: torch.Tensor) -> list[torch.Tensor]:
-        """Each member's pooled features of B×1×mels×frames. Heads over the speech embedding share one frozen
-        embedding, so it is computed once for all of them (the same numbers, a member's cost each)."""
-        if len(self.nets) > 1 and all(isinstance(m, EmbeddingKeywordNet) for m in self.nets):
-            embedding = self.nets[0].embedding(log_mel)
-            return [m.pooled(embedding) for m in self.nets]
-        return [m.features(log_mel) for m in self.nets]
+    def member_features(self, log_mel: Reading) -> list[torch.Tensor]:
+        """Each member's pooled features of :meth:`front`'s reading. Heads over the speech embedding share one
+        frozen embedding, so it is computed once for all of them (the same numbers, a member's cost each)."""
+        reading = log_mel if isinstance(log_mel, dict) else {key: log_mel for key in self.fronts}
+        features: list[torch.Tensor | None] = [None] * len(self.nets)
+        for key, members in self.fronts.items():
+            if key == SPEECH_EMBEDDING:
+                embedding = self.nets[members[0]].embedding(reading[key])
+                for i in members:
+                    features[i] = self.nets[i].pooled(embedding)
+            else:
+                for i in members:
+                    features[i] = self.nets[i].features(reading[key])
+        return features
 
     def log_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
         """B×N waveforms → B×classes log-probabilities (mean over one-second windows). Differentiable."""
         wav = wav.reshape(wav.shape[0], -1).to(self.device)
         batch = wav.shape[0]
-        logp = self.log_probabilities_from_log_mel(self.net.front(self.windows(wav)))
+        logp = self.log_probabilities_from_log_mel(self.front(self.windows(wav)))
         # the windows' geometric mean, renormalised (one window: exactly the net's log-softmax)
         return F.log_softmax(logp.reshape(batch, -1, logp.shape[-1]).mean(1), -1)
 
-    def typicality_from_log_mel(self, log_mel: torch.Tensor, index: int) -> torch.Tensor:
-        """B×1×mels×frames → B: how much this sounds to the net like a *typical* clip of class ``index``:
+    def typicality_from_log_mel(self, log_mel: Reading, index: int) -> torch.Tensor:
+        """:meth:`front`'s reading → B: how much this sounds to the net like a *typical* clip of class ``index``:
         −‖φ − μ‖² / ‖μ‖², φ the net's pooled features (what its last layer reads), μ the mean of them over the
         class's training clips; members averaged. Log p(word) asks for as much of the word as possible (a
         bag of its best features, repeated); this asks for the amount a spoken word has. Differentiable."""
@@ -214,7 +245,7 @@ class WordNet:
     def typicality(self, wav: torch.Tensor, index: int) -> torch.Tensor:
         """B×N waveforms → B (:meth:`typicality_from_log_mel`, mean over one-second windows). Differentiable."""
         wav = wav.reshape(wav.shape[0], -1).to(self.device)
-        value = self.typicality_from_log_mel(self.net.front(self.windows(wav)), index)
+        value = self.typicality_from_log_mel(self.front(self.windows(wav)), index)
         return value.reshape(wav.shape[0], -1).mean(1)
 
     @torch.no_grad()
@@ -244,7 +275,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a word net's config.json with all its tables is ~8
 MAX_ENSEMBLE = 8
 ENSEMBLE = "ensemble"  # --word-net ensemble: the shipped net and the two trained alike under assets/words/ensemble
 ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
-FRONT_END_KEYS = ("arch", "n_mels", "sample_rate")  # what every member of an ensemble shares (one front end)
+FRONT_END_KEYS = ("sample_rate",)  # what every member of an ensemble shares (each reads its own front end)
 
 
 def check_widths(widths, n_mels: int = N_MELS) -> None:
@@ -319,7 +350,7 @@ def read_centroids(folder: Path, net: KeywordNet, config: dict) -> torch.Tensor 
 def load_word_net_dir(folder: str | Path | list[str | Path] | tuple[str | Path, ...],
                       device: torch.device | str = "cpu") -> WordNet:
     """A keyword network from ``folder/config.json`` + ``folder/model.safetensors`` (checked tensors); several
-    folders make an ensemble (they must name the same classes in the same order and read the same log-mel)."""
+    folders make an ensemble (they must name the same classes in the same order and read 16 kHz audio)."""
     folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
     members = [_read_member(f) for f in folders]
     first = members[0][1]

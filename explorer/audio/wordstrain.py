@@ -278,10 +278,13 @@ def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: 
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
+        front = net if isinstance(net, WordNet) else module.front  # a WordNet reads each member's own front end
         if warp == 1.0:
-            log_mel = module.front(x)
+            log_mel = front(x)
         else:
-            log_mel = module.front.from_magnitude(vtlp_warp(stft(x, WORDS_STFT).abs(), np.full(x.shape[0], warp)))
+            magnitude = vtlp_warp(stft(x, WORDS_STFT).abs(), np.full(x.shape[0], warp))
+            log_mel = (net.front_from_magnitude(magnitude) if isinstance(net, WordNet)
+                       else front.from_magnitude(magnitude))
         read = (net.log_probabilities_from_log_mel(log_mel) if isinstance(net, WordNet)
                 else module.head(module.features(log_mel)))
         out.append(read.float().cpu().numpy())
