@@ -278,7 +278,7 @@ def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: 
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
-        front = net if isinstance(net, WordNet) else module.front  # a WordNet reads each member's own front end
+        front = net.front if isinstance(net, WordNet) else module.front  # a WordNet: each member's own front end
         if warp == 1.0:
             log_mel = front(x)
         else:
