@@ -54,6 +54,7 @@ from explorer.audio.clips import builtin_clip  # noqa: E402
 from explorer.audio.dream import DreamSettings, dream, save_dream  # noqa: E402
 from explorer.audio.parameterisations import control_ms_for, control_tv_for  # noqa: E402
 from explorer.audio.targets import WORD_OBJECTIVES  # noqa: E402
+from explorer.audio.words import DEFAULT_NAME  # noqa: E402
 from explorer.audio.silero import load_silero  # noqa: E402
 from explorer.files import write_json  # noqa: E402
 from explorer.stats import exact_mcnemar, mean_bootstrap_interval  # noqa: E402
@@ -139,7 +140,8 @@ def words_benchmark(args, record: dict) -> None:
 
     words = list(KEYWORDS) if args.words == ["all"] else args.words
     section = record.setdefault("words", {"dreams": {}, "random_starts": {}})
-    section["word_net"] = args.word_net or "shipped"  # which net(s) the dreams ascended (merges must not mix them)
+    # which net(s) the dreams ascended (merges must not mix them); "shipped" in records older than the hybrid net
+    section["word_net"] = args.word_net or DEFAULT_NAME
     section["word_objective"] = args.word_objective  # and what of it (older records: "probability")
 
     def save() -> None:

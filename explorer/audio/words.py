@@ -273,8 +273,16 @@ def build_net(config: dict) -> nn.Module:
 
 MAX_CONFIG_BYTES = 1 << 20  # a word net's config.json with all its tables is ~8 kB
 MAX_ENSEMBLE = 8
-ENSEMBLE = "ensemble"  # --word-net ensemble: the shipped net and the two trained alike under assets/words/ensemble
+ENSEMBLE = "ensemble"  # --word-net ensemble: the log-mel net and the two trained alike under assets/words/ensemble
 ENSEMBLE_MEMBERS = ("ensemble/seed1", "ensemble/seed2")
+LOG_MEL = "log-mel"  # --word-net log-mel: the log-mel net alone (assets/words; the word net until the 22nd look)
+# the word net: the log-mel net and two heads over the speech embedding, their log-probabilities averaged (held-out
+# festival keywords 235/240 against the log-mel net's 183, docs/audio.md's twenty-second look)
+DEFAULT_MEMBERS = ("speech-embedding/seed0", "speech-embedding/seed1")
+WORD_NET_LABELS = {"": "log-mel CNN + speech-embedding heads (the word net)", LOG_MEL: "log-mel CNN alone",
+                   ENSEMBLE: "log-mel CNN, ensemble of three"}  # the page's names for the shipped choices
+# how records name the word net a default dream went through ("shipped" in records made before it was these three)
+DEFAULT_NAME = "+".join((LOG_MEL, *DEFAULT_MEMBERS))
 FRONT_END_KEYS = ("sample_rate",)  # what every member of an ensemble shares (each reads its own front end)
 
 
@@ -371,27 +379,35 @@ def _cached(folders: tuple[str, ...], device: str) -> WordNet:
 
 
 def word_net_folders(spec: str | None) -> tuple[str, ...]:
-    """``--word-net``: "" (the shipped net), ``ensemble`` (it and the two shipped nets trained alike: held-out
-    keywords 80.4 % against its 76.3 %, a favourable draw — five such nets give 77.5 %, docs/audio.md) or folders
-    separated by commas (several: an ensemble)."""
-    if (spec or "").strip() == ENSEMBLE:
+    """``--word-net``: "" (the word net: the log-mel net and the two speech-embedding heads), ``log-mel`` (the
+    log-mel net alone), ``ensemble`` (the log-mel net and two trained alike: held-out keywords 80.4 % against its
+    76.3 %, a favourable draw — five such nets give 77.5 %, docs/audio.md) or folders separated by commas (several:
+    an ensemble)."""
+    spec = (spec or "").strip()
+    if spec == ENSEMBLE:
         return (str(ASSET_DIR), *(str(ASSET_DIR / m) for m in ENSEMBLE_MEMBERS))
+    if spec == LOG_MEL:
+        return (str(ASSET_DIR),)
+    if not spec:
+        return (str(ASSET_DIR), *(str(ASSET_DIR / m) for m in DEFAULT_MEMBERS))
     parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
     if len(parts) > MAX_ENSEMBLE:
         raise UserInputError(f"At most {MAX_ENSEMBLE} word nets in an ensemble, not {len(parts)}.")
-    return tuple(str(Path(p).expanduser().resolve()) for p in parts) or (str(ASSET_DIR),)
+    return tuple(str(Path(p).expanduser().resolve()) for p in parts) or word_net_folders("")
 
 
 def load_word_net(device: torch.device | str = "cpu", folder: str | Path | None = None) -> WordNet:
-    """The shipped word net (``assets/words``), or the net(s) that ``folder`` names — a ``Path`` is one folder, a
-    string a ``--word-net`` spec ("a,b": an ensemble; "ensemble": the shipped three); loaded once per device."""
+    """The word net (:func:`word_net_folders` ""), or the net(s) that ``folder`` names — a ``Path`` is one folder,
+    a string a ``--word-net`` spec ("a,b": an ensemble; "log-mel", "ensemble": shipped ones); loaded once per device."""
     folders = (str(folder.expanduser().resolve()),) if isinstance(folder, Path) else word_net_folders(folder)
     return _cached(folders, str(torch.device(device)))
 
 
 def word_net_available(folder: str | Path | None = None) -> str | None:
-    """Why the word net cannot load (None when it can)."""
-    folder = Path(folder or ASSET_DIR)
+    """Why the word net (or the net in ``folder``) cannot load (None when it can)."""
+    if folder is None:
+        return next(filter(None, (word_net_available(f) for f in word_net_folders(""))), None)
+    folder = Path(folder)
     if not (folder / "model.safetensors").exists():
         return f"no trained word network in {folder}"
     try:
