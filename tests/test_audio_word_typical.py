@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from explorer.audio.dream import DreamSettings, dream
-from explorer.audio.words import CENTROIDS_FILE, load_word_net_dir
+from explorer.audio.words import CENTROIDS_FILE, LOG_MEL, load_word_net_dir
 from explorer.errors import UserInputError
 from tests.test_audio_words import _tiny_word_data
 
@@ -35,7 +35,9 @@ def test_the_shipped_centroids_are_read_as_their_words():
 def test_a_typical_dream_ends_nearest_its_own_word_and_nearer_than_a_probability_dream():
     words = load_word_net_dir("assets/words")
     six = words.labels.index("six")
-    settings = DreamSettings(net="words", word="six", seconds=1.0, steps=128, hearing=False, seed=0)
+    # through the log-mel net, whose feature space these distances measure (the word net holds it and two more)
+    settings = DreamSettings(net="words", word="six", seconds=1.0, steps=128, hearing=False, seed=0,
+                             word_net=LOG_MEL)
     typical = dream(replace(settings, word_objective="typical"), device="cpu")
     most = dream(settings, device="cpu")
     assert typical.history[-1] > typical.history[0] + 0.5  # the score (≈ −1 at a random start) rises towards 0
@@ -86,7 +88,9 @@ def test_a_log_odds_dream_keeps_asking_for_the_word_after_p_is_near_one():
             lp = words.log_probabilities(torch.as_tensor(audio, dtype=torch.float32).reshape(1, -1))[0]
         return float(lp[six] - torch.logsumexp(torch.cat([lp[:six], lp[six + 1:]]), 0))
 
-    settings = DreamSettings(net="words", word="six", seconds=1.0, steps=128, hearing=False, seed=0)
+    # through the log-mel net, whose feature space these distances measure (the word net holds it and two more)
+    settings = DreamSettings(net="words", word="six", seconds=1.0, steps=128, hearing=False, seed=0,
+                             word_net=LOG_MEL)
     most = dream(settings, device="cpu")
     odds = dream(replace(settings, word_objective="log-odds"), device="cpu")
     assert most.roundtrip["value"] > 0.99 and odds.roundtrip["value"] > 0.99  # both are heard as six
