@@ -371,7 +371,9 @@ def make_files(family: str, folder: Path) -> dict[str, Path]:
         paths["huge_float.wav"] = folder / "huge_float.wav"
     if family == "audio":  # word nets named by --word-net: configs bounded before a net is built
         for name, config in (("wordnet_huge", '{"labels": ["a", "b"], "widths": [1000000, 1000000]}'),
-                             ("wordnet_not_json", '{"labels": ["a", "b"], "wid')):
+                             ("wordnet_not_json", '{"labels": ["a", "b"], "wid'),
+                             ("wordnet_huge_head", '{"arch": "speech-embedding", "labels": ["a", "b"], "width": 1e9}'),
+                             ("wordnet_unknown_arch", '{"arch": "wav2vec", "labels": ["a", "b"], "widths": [4]}')):
             (folder / name).mkdir()
             (folder / name / "config.json").write_text(config)
             (folder / name / "model.safetensors").write_bytes(b"")
@@ -592,6 +594,16 @@ def _cases() -> list[Case]:
     add("audio-cli-word-net-centroids-huge-header", "audio", "cli",
         cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_huge_centroids"), "--steps", "1"),
         "error", r"its header claims 1,152,921,504,606,846,976 bytes")
+    add("audio-cli-word-net-head-over-the-embedding-too-wide", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_huge_head"), "--steps", "1"),
+        "error", r"width must be a whole number in \[1, 1024\], not 1000000000", "word net config: sizes")
+    add("audio-cli-word-net-unknown-arch", "audio", "cli",
+        cli("audio", "dream", "--net", "words", "--word-net", f("wordnet_unknown_arch"), "--steps", "1"),
+        "error", r"arch must be one of log-mel, speech-embedding, not 'wav2vec'")
+    add("audio-cli-words-train-embedding-with-vtlp", "audio", "cli",
+        cli("audio", "words-train", "--data", lambda ctx: str(ctx.work), "--front", "speech-embedding", "--vtlp",
+            "0.1", "--steps", "1", "--out", lambda ctx: str(ctx.work / "net_out")),
+        "error", r"--vtlp and --random-eq warp a log-mel net's spectrum")
     add("audio-cli-words-train-adv-eps-nan", "audio", "cli",
         cli("audio", "words-train", "--data", lambda ctx: str(ctx.work), "--adv-eps", "nan", "--steps", "1",
             "--out", lambda ctx: str(ctx.work / "net_out")),
