@@ -61,7 +61,8 @@ with left:
                                       format_func=WORD_OBJECTIVE_LABELS.get,
                                       help=" · ".join(f"{k}: {v}" for k, v in WORD_OBJECTIVES.items())
                                       + " — pocketsphinx heard the default's dreams as their word most often "
-                                        "(22 of 120, against 9 typical and 8 log-odds: docs/audio.md)")
+                                        "(22 of 120, against 9 typical and 8 log-odds, through the log-mel net: "
+                                        "docs/audio.md)")
         net = "words"
     elif net_kind == "music":
         labels = mtt_labels()
