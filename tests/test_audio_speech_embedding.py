@@ -150,8 +150,8 @@ def test_training_over_the_embedding_moves_the_head_repeats_and_refuses_what_it_
     assert not all(torch.equal(first[k], short[k]) for k in first), "training moved the head: the check can fail"
     net = load_word_net_dir(tmp_path / "a")
     assert type(net.net).__name__ == "EmbeddingKeywordNet"
-    with pytest.raises(UserInputError, match="no ensemble"):  # a log-mel net and an embedding net read differently
-        load_word_net_dir([tmp_path / "a", "assets/words"])
+    mixed = load_word_net_dir([tmp_path / "a", "assets/words"])  # each member reads its own front end
+    assert sorted(mixed.fronts) == ["log-mel/40", "speech-embedding"]
     with pytest.raises(UserInputError, match="--vtlp"):
         TrainSettings(front="speech-embedding", vtlp=0.1)
     for bad in ({"front": "wav2vec"}, {"head_width": 0}, {"head_width": 5000}):
