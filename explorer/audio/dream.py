@@ -78,7 +78,7 @@ class DreamSettings:
 
     net: str = "speech"  # speech | words | music:TAG | image:MODEL:LAYER[:UNIT] | image:MODEL:class:N
     word: str = "yes"  # the keyword a `words` dream asks the word network for (words:WORD also works)
-    word_net: str = ""  # the word net's folder; "a,b,c": an ensemble (log-probabilities averaged); "": shipped
+    word_net: str = ""  # "": the word net; "log-mel", "ensemble", a folder, or "a,b,c": an ensemble (averaged)
     word_objective: str = "probability"  # "probability": log p(word) | "typical": near its mean features | "log-odds"
     music_model: str = "MTT_vgg"  # "MTT_vgg" | "MTT_musicnn" (for music:TAG)
     start: str = "noise"  # a built-in clip name or a path (see clips.BUILTIN_CLIPS)

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="words: the keyword to dream (yes, no, up, down, left, right, on, off, "
                                                     "stop, go, zero … nine)")
     d.add_argument("--word-net", default=D.word_net, metavar="FOLDER[,FOLDER…]",
-                   help="words: 'ensemble' (the shipped net and two trained alike: better on unheard voices) or a "
+                   help="words: by default the word net (a log-mel CNN and two heads over Google's speech "
+                        "embedding, averaged); 'log-mel' (the CNN alone), 'ensemble' (it and two trained alike) or a "
                         "trained word net's folder; several folders separated by commas make an ensemble (the dream "
                         "must please every member)")
     d.add_argument("--word-objective", choices=list(WORD_OBJECTIVES), default=D.word_objective,
