@@ -205,3 +205,17 @@ def test_an_ensemble_of_heads_computes_the_embedding_once_and_gets_the_members_m
         assert calls == [0], "one embedding pass for both heads"
         alone = [F.log_softmax(m(wav), -1) for m in members]
     torch.testing.assert_close(got, F.log_softmax((alone[0] + alone[1]) / 2, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_a_graph_the_port_cannot_run_exactly_is_refused_not_guessed():
+    import torch
+
+    from explorer.errors import UserInputError
+
+    weight = {"w": torch.zeros(2, 1, 3, 3)}
+    with pytest.raises(UserInputError, match=r"does not run: \['Softmax'\]"):
+        se.SpeechEmbedding([("Conv", ["x", "w"], ["y"], {}), ("Softmax", ["y"], ["z"], {})], weight)
+    with pytest.raises(UserInputError, match="not a chain at its Relu node"):  # a branch: input from elsewhere
+        se.SpeechEmbedding([("Conv", ["x", "w"], ["y"], {}), ("Relu", ["x"], ["z"], {})], weight)
+    with pytest.raises(UserInputError, match="unsupported convolution"):
+        se.SpeechEmbedding([("Conv", ["x", "w"], ["y"], {"group": 2})], weight)

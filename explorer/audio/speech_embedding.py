@@ -118,6 +118,9 @@ class SpeechEmbedding(nn.Module):
         unknown = sorted({op for op, *_ in nodes} - self.SUPPORTED)
         if unknown:
             raise UserInputError(f"The speech embedding graph uses operations this port does not run: {unknown}")
+        for (_, _, before, _), (op, inputs, _, _) in zip(nodes, nodes[1:]):
+            if inputs[0] != before[0]:  # the port runs the nodes in order: a branch would be computed wrongly
+                raise UserInputError(f"The speech embedding graph is not a chain at its {op} node.")
         self.steps: list[tuple[str, dict]] = []
         names: dict[str, str] = {}
 
