@@ -126,6 +126,11 @@ def test_head_saves_only_what_it_trained_and_gradients_reach_the_waveform(tmp_pa
             assert np.corrcoef(a.flatten(), b.flatten())[0, 1] > 0.9
         for a, b in zip(net.embedding(direct), net.embedding(via)):  # what the head reads: within 10 %
             assert float((a - b).norm() / a.norm()) < 0.15
+        # a log-mel shorter than one window is padded with each clip's own floor: one embedding, as if alone
+        short = direct[..., :40]
+        together = net.embedding(torch.cat([short, short[:1] - 3.0]))
+        assert together.shape == (len(short) + 1, 1, se.EMBEDDING_DIM)
+        torch.testing.assert_close(together[:1], net.embedding(short[:1]), atol=1e-4, rtol=1e-4)
 
 
 @needs_embedding
@@ -152,6 +157,8 @@ def test_training_over_the_embedding_moves_the_head_repeats_and_refuses_what_it_
     assert type(net.net).__name__ == "EmbeddingKeywordNet"
     mixed = load_word_net_dir([tmp_path / "a", "assets/words"])  # each member reads its own front end
     assert sorted(mixed.fronts) == ["log-mel/40", "speech-embedding"]
+    with pytest.raises(ValueError, match="different front ends"):  # one log-mel cannot stand for both
+        mixed.log_probabilities_from_log_mel(torch.zeros(1, 1, 40, 101))
     with pytest.raises(UserInputError, match="--vtlp"):
         TrainSettings(front="speech-embedding", vtlp=0.1)
     for bad in ({"front": "wav2vec"}, {"head_width": 0}, {"head_width": 5000}):

@@ -159,8 +159,9 @@ class SpeechEmbedding(nn.Module):
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         x = log_mel.transpose(2, 3)  # B×1×frames×32, the graph's layout (time × mel)
-        if x.shape[2] < WINDOW_FRAMES:  # too short for one window: pad at the clip's floor
-            x = F.pad(x, (0, 0, 0, WINDOW_FRAMES - x.shape[2]), value=float(x.min()))
+        if x.shape[2] < WINDOW_FRAMES:  # too short for one window: pad with each clip's floor (no host sync)
+            floor = x.amin(dim=(2, 3), keepdim=True).expand(-1, -1, WINDOW_FRAMES - x.shape[2], x.shape[3])
+            x = torch.cat([x, floor], dim=2)
         x = F.pad(x, (1, 1))  # the graph's zero padding of the mel axis (32 → 34)
         for kind, a in self.steps:
             if kind == "conv":

@@ -115,6 +115,10 @@ class _PaddedFront(nn.Module):
     def __init__(self, log_mel: nn.Module):
         super().__init__()
         self.log_mel = log_mel
+        # a WORDS_STFT power → the graph's power: the windows' energies and 16-bit units (a constant, so a free
+        # spectrogram dream's step reads it without a host sync)
+        ours = float(WORDS_STFT.window("cpu").pow(2).sum())
+        self.power_scale = log_mel.window_energy() / ours * INT16_SCALE ** 2
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.log_mel(F.pad(wav.reshape(wav.shape[0], -1), (EMBEDDING_PAD, EMBEDDING_PAD)))
@@ -124,16 +128,14 @@ class _PaddedFront(nn.Module):
         spectrogram dreams. The graph's own window is a 400-sample Hann inside 512: the power is rescaled by the
         two windows' energies (exact for noise, close for speech; the tests bound the difference), and the
         silence each side is added as zero-power frames."""
-        window = WORDS_STFT.window(magnitude.device)
-        ratio = self.log_mel.window_energy() / float(window.pow(2).sum())
-        power = magnitude.pow(2) * (ratio * INT16_SCALE ** 2)
+        power = magnitude.pow(2) * self.power_scale
         # WORDS_STFT's frames are centred on k·hop, the graph's start at 0 (centred 256 samples later): 8 frames of
         # silence before put each frame within 64 samples of the waveform path's, 9 after give as many frames
         left = (EMBEDDING_PAD - self.log_mel.n_fft // 2) // WORDS_STFT.hop
         return self.log_mel.from_power(F.pad(power, (left, left + 1)))
 
 
-Reading = "torch.Tensor | dict[str, torch.Tensor]"  # one front end's log-mel, or each front end's by its key
+Reading = "dict[str, torch.Tensor] | torch.Tensor"  # each front end's log-mel by its key (one front end: its tensor)
 
 
 def front_key(net: nn.Module) -> str:
@@ -149,7 +151,7 @@ class WordNet:
     must please every member, not one net's quirks. Members may read different front ends (a log-mel CNN and
     heads over the speech embedding): each front end is computed once for the members that read it."""
 
-    def __init__(self, net: KeywordNet | list[KeywordNet] | tuple[KeywordNet, ...], config: dict,
+    def __init__(self, net: nn.Module | list[nn.Module] | tuple[nn.Module, ...], config: dict,
                  device: torch.device | str = "cpu", centroids: list[torch.Tensor | None] | None = None,
                  folders: list[str] | None = None):
         self.nets = [m.to(device).eval() for m in (list(net) if isinstance(net, (list, tuple)) else [net])]
@@ -184,15 +186,13 @@ class WordNet:
             starts.append(n - WINDOW)
         return torch.stack([wav[:, s : s + WINDOW] for s in starts], 1).reshape(-1, WINDOW)
 
-    def front(self, wav: torch.Tensor) -> Reading:
-        """B×N waveforms → what the members read: one front end's B×1×mels×frames, or several by key."""
-        reading = {key: self.nets[members[0]].front(wav) for key, members in self.fronts.items()}
-        return next(iter(reading.values())) if len(reading) == 1 else reading
+    def front(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B×N waveforms → what the members read: each front end's B×1×mels×frames, by :func:`front_key`."""
+        return {key: self.nets[members[0]].front(wav) for key, members in self.fronts.items()}
 
-    def front_from_magnitude(self, magnitude: torch.Tensor) -> Reading:
+    def front_from_magnitude(self, magnitude: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×bins×frames |STFT| (WORDS_STFT) → what the members read (a free spectrogram dream's input)."""
-        reading = {key: self.nets[members[0]].front.from_magnitude(magnitude) for key, members in self.fronts.items()}
-        return next(iter(reading.values())) if len(reading) == 1 else reading
+        return {key: self.nets[members[0]].front.from_magnitude(magnitude) for key, members in self.fronts.items()}
 
     def log_probabilities_from_log_mel(self, log_mel: Reading) -> torch.Tensor:
         """:meth:`front`'s reading → B×classes: the members' log-softmax averaged and renormalised (one member:
@@ -203,7 +203,11 @@ class WordNet:
     def member_features(self, log_mel: Reading) -> list[torch.Tensor]:
         """Each member's pooled features of :meth:`front`'s reading. Heads over the speech embedding share one
         frozen embedding, so it is computed once for all of them (the same numbers, a member's cost each)."""
-        reading = log_mel if isinstance(log_mel, dict) else {key: log_mel for key in self.fronts}
+        if not isinstance(log_mel, dict):  # one front end's log-mel, given by a caller that computed it
+            if len(self.fronts) > 1:
+                raise ValueError("members read different front ends: pass WordNet.front's reading")
+            log_mel = {key: log_mel for key in self.fronts}
+        reading = log_mel
         features: list[torch.Tensor | None] = [None] * len(self.nets)
         for key, members in self.fronts.items():
             if key == SPEECH_EMBEDDING:
@@ -317,7 +321,7 @@ def _check_config(config: dict) -> None:
         raise UserInputError(f"the word net reads {SAMPLE_RATE} Hz audio, not {config.get('sample_rate')}")
 
 
-def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
+def _read_member(folder: Path) -> tuple[nn.Module, dict]:
     from ..models.weights import load_weights
 
     if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
@@ -338,8 +342,8 @@ def _read_member(folder: Path) -> tuple[KeywordNet, dict]:
 CENTROIDS_FILE = "centroids.safetensors"
 
 
-def read_centroids(folder: Path, net: KeywordNet, config: dict) -> torch.Tensor | None:
-    """``folder/centroids.safetensors`` (classes × the last block's channels, finite), or None when absent."""
+def read_centroids(folder: Path, net: nn.Module, config: dict) -> torch.Tensor | None:
+    """``folder/centroids.safetensors`` (classes × what the head reads, finite), or None when absent."""
     from ..models.weights import read_state_dict
 
     path = folder / CENTROIDS_FILE

@@ -176,9 +176,9 @@ def draw_batch(data: WordClips, by_class: list[np.ndarray], rng: np.random.Gener
     return torch.from_numpy(np.stack(wavs)), torch.from_numpy(classes.astype(np.int64))
 
 
-def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator, mean_removed: bool = True) -> torch.Tensor:
+def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """SpecAugment-style: per example up to 2 mel bands (≤ 6 wide) and 2 time spans (≤ 12 frames) set to the
-    clip's mean (0 after the log-mel net's mean removal; computed for a front end that keeps the level)."""
+    clip's mean (≈ 0 for the log-mel net, whose front end removes it; the embedding's log-mel keeps the level)."""
     keep = torch.ones_like(log_mel)
     batch, _, mels, frames = log_mel.shape
     for b in range(batch):
@@ -190,8 +190,6 @@ def mask_log_mel(log_mel: torch.Tensor, rng: np.random.Generator, mean_removed: 
             w = int(rng.integers(1, 13))
             t = int(rng.integers(0, frames - w + 1))
             keep[b, :, :, t : t + w] = 0
-    if mean_removed:
-        return log_mel * keep
     return log_mel * keep + log_mel.mean(dim=(1, 2, 3), keepdim=True) * (1 - keep)
 
 
@@ -253,7 +251,7 @@ def training_log_mel(net: torch.nn.Module, wav: torch.Tensor, rng: np.random.Gen
         log_mel = net.front.from_magnitude(magnitude)
     else:
         log_mel = net.front(wav)
-    return mask_log_mel(log_mel, rng, settings.front != SPEECH_EMBEDDING) if settings.spec_mask else log_mel
+    return mask_log_mel(log_mel, rng) if settings.spec_mask else log_mel
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -275,10 +273,10 @@ def clip_logits(net: torch.nn.Module | WordNet, clips: list[np.ndarray], batch: 
     frequency by that factor (the training VTLP warp: test-time speaker normalisation)."""
     module = net.net if isinstance(net, WordNet) else net
     device = next(module.parameters()).device
+    front = net.front if isinstance(net, WordNet) else module.front  # a WordNet: each member's own front end
     out = []
     for start in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([centred(c) for c in clips[start : start + batch]])).to(device)
-        front = net.front if isinstance(net, WordNet) else module.front  # a WordNet: each member's own front end
         if warp == 1.0:
             log_mel = front(x)
         else:
